@@ -1,0 +1,105 @@
+"""Snapshots of inputs and outputs, taken at call time.
+
+A snapshot is a JSON-safe copy: later mutation of the original cannot change what was recorded.
+It is bounded: one character budget per snapshot (``max_capture_chars``), at most
+``MAX_ITEMS`` items per container and ``MAX_DEPTH`` levels, so the cost and the size of a
+recorded value never grow with the data an agent passes around. Anything that is not a plain
+JSON value is recorded through ``model_dump()`` (pydantic), its dataclass fields, or ``repr()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["MAX_DEPTH", "MAX_ITEMS", "Snapshot", "TRUNCATED", "snapshot"]
+
+MAX_ITEMS = 100
+MAX_DEPTH = 8
+TRUNCATED = "…[truncated]"
+_SCALARS = (int, float, bool, type(None))
+
+
+def snapshot(value: Any, max_chars: int) -> tuple[Any, int]:
+    """Return ``(json_safe_copy, approximate_size_in_bytes)`` of ``value``."""
+    taker = Snapshot(max_chars)
+    return taker.take(value, 0), taker.size
+
+
+class Snapshot:
+    """One bounded walk over a value; ``size`` accumulates an estimate of the encoded bytes."""
+
+    __slots__ = ("budget", "size")
+
+    def __init__(self, max_chars: int) -> None:
+        self.budget = max_chars
+        self.size = 0
+
+    def take(self, value: Any, depth: int) -> Any:
+        """Copy ``value`` into JSON-safe form, spending this snapshot's budget."""
+        cls = type(value)
+        if cls is str:
+            return self._text(value)
+        if cls in _SCALARS:
+            self.size += 8
+            return value
+        if self.budget <= 0:
+            return TRUNCATED
+        if depth >= MAX_DEPTH:
+            return self._text(f"<{cls.__qualname__}>")
+        if isinstance(value, Mapping):
+            return self._mapping(value, depth)
+        if isinstance(value, list | tuple | set | frozenset):
+            return self._sequence(value, depth)
+        if isinstance(value, bytes | bytearray | memoryview):
+            return self._text(f"<{cls.__name__} len={len(value)}>")
+        if isinstance(value, str):  # a str subclass, such as an Enum mixing in str
+            return self._text(str.__str__(value))
+        if isinstance(value, int | float):
+            self.size += 8
+            return value
+        return self._object(value, depth)
+
+    def _text(self, text: str) -> str:
+        if len(text) > self.budget:
+            text = text[: max(self.budget, 0)] + TRUNCATED
+            self.budget = 0
+        else:
+            self.budget -= len(text)
+        self.size += len(text) + 2
+        return text
+
+    def _mapping(self, value: Mapping[Any, Any], depth: int) -> Any:
+        out: dict[str, Any] = {}
+        for index, (key, item) in enumerate(value.items()):
+            if index >= MAX_ITEMS or self.budget <= 0:
+                out[TRUNCATED] = len(value) - index
+                break
+            name = key if type(key) is str else str(key)
+            self.budget -= len(name)
+            self.size += len(name) + 4
+            out[name] = self.take(item, depth + 1)
+        return out
+
+    def _sequence(self, value: Any, depth: int) -> list[Any]:
+        out: list[Any] = []
+        for index, item in enumerate(value):
+            if index >= MAX_ITEMS or self.budget <= 0:
+                out.append(f"{TRUNCATED} {len(value) - index} more")
+                break
+            out.append(self.take(item, depth + 1))
+        self.size += 2
+        return out
+
+    def _object(self, value: Any, depth: int) -> Any:
+        try:
+            dump = getattr(value, "model_dump", None)
+            if callable(dump):
+                return self.take(dump(), depth + 1)
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+                return self.take(fields, depth + 1)
+            return self._text(repr(value))
+        except Exception:
+            return self._text(f"<unrepresentable {type(value).__qualname__}>")

@@ -1,0 +1,393 @@
+"""The client: what ``init()`` builds and every decorated call talks to.
+
+It owns the options, the guard chain, the buffer, the delivery worker and the exporter, and it
+opens and closes spans for decorators, context managers and integrations. ``current`` is the one
+active client; ``None`` before ``init()`` or when the SDK is disabled, in which case decorated
+functions call straight through.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from time import time_ns
+from typing import Any
+
+from agentops_sdk.buffer import EventBuffer
+from agentops_sdk.capture import Snapshot, snapshot
+from agentops_sdk.config import Options
+from agentops_sdk.exporters import Exporter, build_exporter
+from agentops_sdk.guards import CallInfo, GuardChain
+from agentops_sdk.context import CURRENT
+from agentops_sdk.spans import Run, Span, SpanKind
+from agentops_sdk.spool import Spool, spool_key
+from agentops_sdk.stats import Counters, FlushResult, Stats
+from agentops_sdk.worker import Worker
+
+__all__ = ["CallSpec", "Client", "current", "get_client", "init"]
+
+logger = logging.getLogger("agentops_sdk")
+
+current: Client | None = None
+"""The active client, or None (not initialised, or disabled)."""
+
+_lifecycle_lock = threading.Lock()
+_exit_hook_installed = False
+_jsonl_notice_given = False
+
+
+class CallSpec:
+    """What a decorator knows about the function it wraps, worked out once at decoration."""
+
+    __slots__ = ("capture", "kind", "metadata", "model", "name", "param_names", "provider", "tags")
+
+    def __init__(
+        self,
+        *,
+        kind: SpanKind,
+        name: str,
+        tags: tuple[str, ...] = (),
+        capture: bool | None = None,
+        param_names: tuple[str, ...] = (),
+        model: str | None = None,
+        provider: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.name = name
+        self.tags = tags
+        self.capture = capture
+        self.param_names = param_names
+        self.model = model
+        self.provider = provider
+        self.metadata = dict(metadata) if metadata else None
+
+
+class Client:
+    """The SDK's runtime for one configuration. Build it with :func:`init`."""
+
+    def __init__(self, options: Options, exporter: Exporter | None = None) -> None:
+        self.options = options
+        self.guards = GuardChain()
+        """The before-call hook chain; see :mod:`agentops_sdk.guards`."""
+        self.exporter = exporter or build_exporter(options)
+        self._capture = options.capture
+        self._max_chars = options.max_capture_chars
+        self._closed = False
+        self._spool = None
+        if options.spool and options.exporter_name == "hub" and options.hub_url:
+            self._spool = Spool(
+                options.spool_dir,
+                spool_key(options.hub_url, options.api_key),
+                options.spool_max_bytes,
+            )
+        from agentops_sdk.otel import bridge_for
+
+        self._otel = bridge_for(options)
+        self._start_delivery()
+
+    # -- spans --------------------------------------------------------------------------------
+
+    def captures(self, spec: CallSpec | None) -> bool:
+        """Whether calls made under ``spec`` record their inputs and outputs."""
+        if spec is None or spec.capture is None:
+            return self._capture
+        return spec.capture
+
+    def open_span(
+        self,
+        spec: CallSpec,
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        given_input: Any = None,
+    ) -> Span | None:
+        """Create the span for a call about to run (not yet current); None if that failed.
+
+        The input recorded is ``args``/``kwargs`` by parameter name, or ``given_input`` as it is.
+        """
+        try:
+            now = time_ns()
+            parent = CURRENT.get()
+            if parent is None:
+                options = self.options
+                run = Run(
+                    agent=spec.name if spec.kind == "agent" else options.agent,
+                    name=spec.name,
+                    environment=options.environment,
+                    tags=spec.tags + options.tags,
+                    metadata=spec.metadata,
+                    start_ns=now,
+                )
+                span = Span(run, None, spec.kind, spec.name, spec.tags, now, self._max_chars)
+            else:
+                run = parent.run
+                span = Span(run, parent.id, spec.kind, spec.name, spec.tags, now, self._max_chars)
+            if spec.model is not None or spec.provider is not None:
+                span.model = spec.model
+                span.provider = spec.provider
+            if self.captures(spec):
+                if given_input is not None:
+                    span.input, size = snapshot(given_input, self._max_chars)
+                    span.size += size
+                elif args or kwargs:
+                    span.input = self._capture_arguments(span, spec.param_names, args, kwargs)
+            if parent is None:
+                run.input = span.input
+                self._buffer.put(run)
+            if self._otel is not None:
+                span.otel = self._otel.start(span)
+        except Exception:
+            logger.exception("agentops: could not open a span for %s", spec.name)
+            return None
+        return span
+
+    def check(self, span: Span, spec: CallSpec, args: tuple[Any, ...], kwargs: Any) -> None:
+        """Run the guard chain for a call (raises the guard's ``EnforcementError``)."""
+        self.guards.check(CallInfo(span, args, kwargs, spec.param_names))
+
+    async def acheck(self, span: Span, spec: CallSpec, args: tuple[Any, ...], kwargs: Any) -> None:
+        """Async twin of :meth:`check`."""
+        await self.guards.acheck(CallInfo(span, args, kwargs, spec.param_names))
+
+    def end_span(self, span: Span, spec: CallSpec | None, result: Any = None) -> None:
+        """Close a span that finished normally, recording ``result`` as its output."""
+        try:
+            span.end_ns = time_ns()
+            if span.status == "running":
+                span.status = "ok"
+            if result is not None and self.captures(spec):
+                span.output, size = snapshot(result, self._max_chars)
+                span.size += size
+            if span.kind == "llm" and span.usage is None and result is not None:
+                _usage_from_result(span, result)
+            self._finish(span)
+        except Exception:
+            logger.exception("agentops: could not record the end of %s", span.name)
+
+    def fail_span(self, span: Span, exc: BaseException) -> None:
+        """Close a span whose code raised ``exc`` (which the caller re-raises unchanged)."""
+        try:
+            span.end_ns = time_ns()
+            span.record_error(exc)
+            self._finish(span)
+        except Exception:
+            logger.exception("agentops: could not record the failure of %s", span.name)
+
+    def _finish(self, span: Span) -> None:
+        run = span.run
+        run.span_count += 1
+        if span.status == "error":
+            run.error_count += 1
+        usage = span.usage
+        if usage is not None:
+            run.input_tokens += usage["input_tokens"]
+            run.output_tokens += usage["output_tokens"]
+        if span.otel is not None:
+            span.otel.end(span)
+        self._buffer.put(span)
+        if span.parent_id is None:
+            run.output = span.output
+            run.error = span.error
+            run.status = span.status
+            run.end_ns = span.end_ns
+            run.size += span.size
+            self._buffer.put(run)
+
+    def _capture_arguments(
+        self,
+        span: Span,
+        names: tuple[str, ...],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        taker = Snapshot(self._max_chars)
+        captured: dict[str, Any] = {}
+        for name, value in zip(names, args, strict=False):
+            if name:  # "" stands for self/cls
+                captured[name] = taker.take(value, 1)
+        if len(args) > len(names):
+            captured["*args"] = taker.take(args[len(names) :], 1)
+        if kwargs:
+            for name, value in kwargs.items():
+                captured[name] = taker.take(value, 1)
+        span.size += taker.size
+        return captured
+
+    # -- delivery -----------------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> FlushResult:
+        """Deliver everything queued so far; return within ``timeout`` seconds, whatever happens."""
+        timeout = self.options.shutdown_timeout if timeout is None else timeout
+        before = self._counters.snapshot(0)
+        completed = self._worker.wait_processed(
+            self._buffer.enqueued, time.monotonic() + max(0.0, timeout)
+        )
+        return self._result(completed, before)
+
+    def shutdown(self, timeout: float | None = None) -> FlushResult:
+        """Stop recording, deliver what is queued, spool what cannot be delivered in time.
+
+        Returns within ``timeout`` seconds (default ``shutdown_timeout``) with the hub down too.
+        """
+        global current
+        timeout = self.options.shutdown_timeout if timeout is None else timeout
+        with _lifecycle_lock:
+            if self._closed:
+                return FlushResult(True, 0, 0, 0, 0)
+            self._closed = True
+            if current is self:
+                current = None
+        before = self._counters.snapshot(0)
+        deadline = time.monotonic() + max(0.0, timeout)
+        # Keep a slice of the budget for spooling what the hub did not take in time.
+        stopped = self._worker.stop(deadline - min(0.25, timeout * 0.2))
+        completed = self._worker.processed >= self._buffer.enqueued
+        if not completed:
+            self._worker.abandon()
+        if stopped and self.exporter is not None:
+            self.exporter.close()
+        return self._result(completed, before)
+
+    def stats(self) -> Stats:
+        """Delivery counters since ``init()`` (or since this process was forked)."""
+        return self._counters.snapshot(queued=self._pending())
+
+    def _result(self, completed: bool, before: Stats) -> FlushResult:
+        after = self._counters
+        return FlushResult(
+            completed=completed,
+            sent=after.sent - before.sent,
+            spooled=after.spooled - before.spooled,
+            dropped=sum(after.dropped.values()) - before.dropped_total,
+            pending=self._pending(),
+        )
+
+    def _pending(self) -> int:
+        return max(0, self._buffer.enqueued - self._worker.processed)
+
+    def _start_delivery(self) -> None:
+        """Fresh counters, buffer and worker: at start, and in a forked child."""
+        options = self.options
+        self._counters = Counters()
+        self._buffer = EventBuffer(
+            max_events=options.max_queue_events,
+            max_bytes=options.max_queue_bytes,
+            max_event_bytes=options.batch_max_bytes,
+            batch_events=options.batch_max_events,
+            counters=self._counters,
+        )
+        self._worker = Worker(
+            buffer=self._buffer,
+            exporter=self.exporter,
+            counters=self._counters,
+            options=options,
+            spool=self._spool,
+        )
+        if self.exporter is not None:
+            self._worker.start()
+
+    def _after_fork_in_child(self) -> None:
+        after_fork = getattr(self.exporter, "after_fork", None)
+        if after_fork is not None:
+            after_fork()
+        self._start_delivery()
+        if "multiprocessing" in sys.modules:
+            # multiprocessing children leave through os._exit, past atexit: flush there too.
+            from multiprocessing import util
+
+            util.Finalize(self, self.shutdown, exitpriority=100)
+
+
+def init(options: Options | None = None, **overrides: Any) -> Client | None:
+    """Configure the SDK; return the client, or None when ``enabled`` is false.
+
+    Options come from ``options``, else from ``AGENTOPS_*`` environment variables with
+    ``overrides`` applied (see :class:`agentops_sdk.Options`). Calling ``init()`` again replaces
+    the client, flushing the old one first.
+
+        import agentops_sdk as agentops
+        agentops.init(hub_url="http://localhost:8000", api_key="ak_...", environment="prod")
+    """
+    global current, _exit_hook_installed, _jsonl_notice_given
+    if options is None:
+        options = Options.from_env(**overrides)
+    elif overrides:
+        import dataclasses
+
+        options = dataclasses.replace(options, **overrides)
+    previous = current
+    if previous is not None:
+        previous.shutdown(previous.options.shutdown_timeout)
+    if not options.enabled:
+        return None
+    client = Client(options)
+    with _lifecycle_lock:
+        current = client
+        if not _exit_hook_installed:
+            _exit_hook_installed = True
+            atexit.register(_shutdown_at_exit)
+    if options.exporter == "auto" and options.exporter_name == "jsonl" and not _jsonl_notice_given:
+        _jsonl_notice_given = True
+        logger.warning(
+            "agentops: no hub URL set (AGENTOPS_HUB_URL); recording to %s",
+            options.jsonl_path.resolve(),
+        )
+    return client
+
+
+def get_client() -> Client | None:
+    """The active client, or None."""
+    return current
+
+
+def _shutdown_at_exit() -> None:
+    client = current
+    if client is not None:
+        result = client.shutdown(client.options.shutdown_timeout)
+        if result.pending or result.spooled:
+            logger.warning(
+                "agentops: at exit %d events were spooled for the next run and %d left pending",
+                result.spooled,
+                result.pending,
+            )
+
+
+def _after_fork_in_child() -> None:
+    client = current
+    if client is not None:
+        client._after_fork_in_child()
+
+
+def _usage_from_result(span: Span, result: Any) -> None:
+    """Read model and token usage off an OpenAI-shaped response object or dict."""
+    if isinstance(result, Mapping):
+        usage = result.get("usage")
+        model = result.get("model")
+    else:
+        usage = getattr(result, "usage", None)
+        model = getattr(result, "model", None)
+    if isinstance(model, str) and span.model is None:
+        span.model = model
+    if usage is None:
+        return
+
+    def read(*names: str) -> int | None:
+        for name in names:
+            value = usage.get(name) if isinstance(usage, Mapping) else getattr(usage, name, None)
+            if isinstance(value, int):
+                return value
+        return None
+
+    span.set_usage(
+        input_tokens=read("input_tokens", "prompt_tokens"),
+        output_tokens=read("output_tokens", "completion_tokens"),
+    )
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

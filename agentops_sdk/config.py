@@ -1,0 +1,191 @@
+"""SDK options: one typed object, read once at ``init()``.
+
+Every option has a documented default and, where it makes sense, an environment variable.
+Precedence: an explicit argument to ``init()`` beats the environment, which beats the default.
+
+======================  ==============================  =====================================
+option                  environment variable            default
+======================  ==============================  =====================================
+api_key                 AGENTOPS_API_KEY                None
+hub_url                 AGENTOPS_HUB_URL                None: record to ``jsonl_path``
+environment             AGENTOPS_ENVIRONMENT            ``"dev"`` (prod, staging, test, dev)
+agent                   AGENTOPS_AGENT                  ``"default"``
+enabled                 AGENTOPS_ENABLED                True
+exporter                AGENTOPS_EXPORTER               ``"auto"``: hub if hub_url, else jsonl
+jsonl_path              AGENTOPS_JSONL_PATH             ``.agentops/events.jsonl``
+capture                 AGENTOPS_CAPTURE                True
+max_capture_chars       AGENTOPS_MAX_CAPTURE_CHARS      4096
+max_queue_events        AGENTOPS_MAX_QUEUE_EVENTS       10,000
+max_queue_bytes         AGENTOPS_MAX_QUEUE_BYTES        16 MiB
+batch_max_events        AGENTOPS_BATCH_MAX_EVENTS       100
+batch_max_bytes         AGENTOPS_BATCH_MAX_BYTES        1 MiB
+flush_interval          AGENTOPS_FLUSH_INTERVAL         1.0 s
+shutdown_timeout        AGENTOPS_SHUTDOWN_TIMEOUT       3.0 s
+export_timeout          AGENTOPS_EXPORT_TIMEOUT         10.0 s per HTTP request
+retry_budget            AGENTOPS_RETRY_BUDGET           30.0 s of retries per batch
+spool                   AGENTOPS_SPOOL                  True
+spool_dir               AGENTOPS_SPOOL_DIR              ``~/.cache/agentops/spool``
+spool_max_bytes         AGENTOPS_SPOOL_MAX_BYTES        64 MiB
+otel                    AGENTOPS_OTEL                   None: on if a tracer provider is set
+tags                    AGENTOPS_TAGS (comma-separated) ()
+before_send             (code only)                     None
+======================  ==============================  =====================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+from agentops_sdk.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from agentops_sdk.exporters import Exporter
+
+__all__ = ["ENVIRONMENTS", "BeforeSend", "Environment", "ExporterName", "Options"]
+
+Environment = Literal["prod", "staging", "test", "dev"]
+ENVIRONMENTS: tuple[str, ...] = get_args(Environment)
+ExporterName = Literal["auto", "hub", "jsonl", "console", "memory", "none"]
+
+BeforeSend = Callable[[dict[str, Any]], "dict[str, Any] | None"]
+"""Called with each event (a wire dict) before it is exported, on the SDK's worker thread.
+
+Return the event, edited or not, to send it; return ``None`` to drop it.
+"""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Options:
+    """Everything ``init()`` accepts. See the module docstring for defaults and variables."""
+
+    api_key: str | None = None
+    hub_url: str | None = None
+    environment: Environment = "dev"
+    agent: str = "default"
+    enabled: bool = True
+    exporter: ExporterName | Exporter = "auto"
+    jsonl_path: Path = Path(".agentops/events.jsonl")
+    capture: bool = True
+    max_capture_chars: int = 4096
+    max_queue_events: int = 10_000
+    max_queue_bytes: int = 16 * 1024 * 1024
+    batch_max_events: int = 100
+    batch_max_bytes: int = 1024 * 1024
+    flush_interval: float = 1.0
+    shutdown_timeout: float = 3.0
+    export_timeout: float = 10.0
+    retry_budget: float = 30.0
+    spool: bool = True
+    spool_dir: Path = dataclasses.field(
+        default_factory=lambda: Path.home() / ".cache" / "agentops" / "spool"
+    )
+    spool_max_bytes: int = 64 * 1024 * 1024
+    otel: bool | None = None
+    tags: tuple[str, ...] = ()
+    before_send: BeforeSend | None = None
+
+    def __post_init__(self) -> None:
+        if self.environment not in ENVIRONMENTS:
+            raise ConfigurationError(
+                f"environment must be one of {', '.join(ENVIRONMENTS)}, got {self.environment!r}"
+            )
+        if isinstance(self.exporter, str) and self.exporter not in get_args(ExporterName):
+            raise ConfigurationError(
+                f"exporter must be one of {', '.join(get_args(ExporterName))} or an Exporter, "
+                f"got {self.exporter!r}"
+            )
+        if self.exporter == "hub" and not self.hub_url:
+            raise ConfigurationError("exporter 'hub' needs hub_url (or AGENTOPS_HUB_URL)")
+        if self.hub_url and not self.hub_url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"hub_url must be an http(s) URL, got {self.hub_url!r}")
+        for name in _POSITIVE:
+            if getattr(self, name) <= 0:
+                raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.before_send is not None and not callable(self.before_send):
+            raise ConfigurationError("before_send must be callable")
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Options:
+        """Build options from ``AGENTOPS_*`` variables, then apply explicit ``overrides``."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            variable = f"AGENTOPS_{field.name.upper()}"
+            if field.name in _CODE_ONLY or variable not in environ:
+                continue
+            values[field.name] = _parse(field.name, variable, environ[variable])
+        unknown = set(overrides) - {field.name for field in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigurationError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        if "tags" in values:
+            values["tags"] = tuple(values["tags"])
+        for name in ("jsonl_path", "spool_dir"):
+            if name in values:
+                values[name] = Path(values[name]).expanduser()
+        return cls(**values)
+
+    @property
+    def exporter_name(self) -> str:
+        """The exporter that ``"auto"`` resolves to, or the given name."""
+        if not isinstance(self.exporter, str):
+            return "custom"
+        if self.exporter == "auto":
+            return "hub" if self.hub_url else "jsonl"
+        return self.exporter
+
+
+_CODE_ONLY = frozenset({"before_send"})
+_POSITIVE = (
+    "max_capture_chars",
+    "max_queue_events",
+    "max_queue_bytes",
+    "batch_max_events",
+    "batch_max_bytes",
+    "flush_interval",
+    "shutdown_timeout",
+    "export_timeout",
+    "retry_budget",
+    "spool_max_bytes",
+)
+_BOOLS = {"enabled", "capture", "spool", "otel"}
+_INTS = {
+    "max_capture_chars",
+    "max_queue_events",
+    "max_queue_bytes",
+    "batch_max_events",
+    "batch_max_bytes",
+    "spool_max_bytes",
+}
+_FLOATS = {"flush_interval", "shutdown_timeout", "export_timeout", "retry_budget"}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _parse(name: str, variable: str, raw: str) -> Any:
+    text = raw.strip()
+    try:
+        if name in _BOOLS:
+            lowered = text.lower()
+            if name == "otel" and lowered in {"", "auto"}:
+                return None
+            if lowered in _TRUE:
+                return True
+            if lowered in _FALSE:
+                return False
+            raise ValueError("expected true or false")
+        if name in _INTS:
+            return int(text)
+        if name in _FLOATS:
+            return float(text)
+    except ValueError as exc:
+        raise ConfigurationError(f"{variable}={raw!r} is invalid: {exc}") from None
+    if name == "tags":
+        return tuple(tag.strip() for tag in text.split(",") if tag.strip())
+    return text or None

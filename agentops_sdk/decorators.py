@@ -1,0 +1,504 @@
+"""``@agent``, ``@tool``, ``@step``, ``@llm`` and the ``run()``/``span()`` context managers.
+
+Each decorator works with or without arguments, on sync, async, generator and async-generator
+functions and on methods, and keeps the function's name, docstring, signature and kind. All
+reflection happens once, at decoration; a call does only what recording needs. Before ``init()``
+(or with ``AGENTOPS_ENABLED=false``) a decorated call is the bare call plus one lookup.
+
+The outermost decorated call of a context starts a run; calls inside it become its spans, linked
+to their parent. Every call passes the client's guard chain before its body runs.
+
+    import agentops_sdk as agentops
+
+    @agentops.tool
+    def search(query: str) -> list[str]: ...
+
+    @agentops.agent(name="researcher", tags=["beta"])
+    async def research(topic: str) -> str: ...
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+from agentops_sdk import client as _client
+from agentops_sdk.capture import Snapshot
+from agentops_sdk.client import CallSpec
+from agentops_sdk.context import CURRENT
+from agentops_sdk.spans import NOOP_SPAN, Span, SpanKind
+
+__all__ = ["agent", "llm", "run", "span", "step", "tool"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+GENERATOR_ITEMS_KEPT = 10
+"""A generator's recorded output: its first items and the number it yielded, never the stream."""
+
+
+@overload
+def agent(fn: F, /) -> F: ...
+@overload
+def agent(
+    *,
+    name: str | None = None,
+    tags: list[str] | tuple[str, ...] = (),
+    capture: bool | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Callable[[F], F]: ...
+def agent(
+    fn: F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    tags: list[str] | tuple[str, ...] = (),
+    capture: bool | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> F | Callable[[F], F]:
+    """Mark an agent's entry point: its outermost call starts a run named after the agent.
+
+    ``name`` defaults to the function's name; ``capture=False`` keeps its inputs and output out
+    of the record; ``metadata`` is attached to the run.
+    """
+    return _decorator("agent", fn, name=name, tags=tags, capture=capture, metadata=metadata)
+
+
+@overload
+def tool(fn: F, /) -> F: ...
+@overload
+def tool(
+    *,
+    name: str | None = None,
+    tags: list[str] | tuple[str, ...] = (),
+    capture: bool | None = None,
+) -> Callable[[F], F]: ...
+def tool(
+    fn: F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    tags: list[str] | tuple[str, ...] = (),
+    capture: bool | None = None,
+) -> F | Callable[[F], F]:
+    """Mark a tool the agent calls; policies and budgets see it by ``name``."""
+    return _decorator("tool", fn, name=name, tags=tags, capture=capture)
+
+
+@overload
+def step(fn: F, /) -> F: ...
+@overload
+def step(
+    *,
+    name: str | None = None,
+    tags: list[str] | tuple[str, ...] = (),
+    capture: bool | None = None,
+) -> Callable[[F], F]: ...
+def step(
+    fn: F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    tags: list[str] | tuple[str, ...] = (),
+    capture: bool | None = None,
+) -> F | Callable[[F], F]:
+    """Mark a step of the agent's own logic (planning, parsing...)."""
+    return _decorator("step", fn, name=name, tags=tags, capture=capture)
+
+
+@overload
+def llm(fn: F, /) -> F: ...
+@overload
+def llm(
+    *,
+    name: str | None = None,
+    model: str | None = None,
+    provider: str | None = None,
+    tags: list[str] | tuple[str, ...] = (),
+    capture: bool | None = None,
+) -> Callable[[F], F]: ...
+def llm(
+    fn: F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    model: str | None = None,
+    provider: str | None = None,
+    tags: list[str] | tuple[str, ...] = (),
+    capture: bool | None = None,
+) -> F | Callable[[F], F]:
+    """Mark a hand-written LLM call.
+
+    Usage is read from an OpenAI-shaped return value (``.usage.prompt_tokens`` or
+    ``input_tokens``, ``.model``); otherwise report it with
+    ``agentops.current_span().set_usage(input_tokens=..., output_tokens=..., model=...)``.
+    """
+    return _decorator(
+        "llm", fn, name=name, tags=tags, capture=capture, model=model, provider=provider
+    )
+
+
+class run:  # noqa: N801 - used like a function: ``with agentops.run("triage"):``
+    """Record a block of code as a run (or, inside one, as an ``agent`` span).
+
+        with agentops.run("triage", input={"ticket": 42}) as span:
+            ...
+            span.set_output(answer)
+
+    Works with ``with`` and ``async with``; the guard chain runs on entry.
+    """
+
+    _kind: SpanKind = "agent"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        input: Any = None,  # noqa: A002 - the natural name for what the block receives
+        tags: list[str] | tuple[str, ...] = (),
+        metadata: Mapping[str, Any] | None = None,
+        capture: bool | None = None,
+    ) -> None:
+        self._spec = CallSpec(
+            kind=self._kind, name=name, tags=tuple(tags), capture=capture, metadata=metadata
+        )
+        self._input = input
+        self._span: Span | None = None
+        self._client: _client.Client | None = None
+        self._token: Any = None
+
+    def __enter__(self) -> Span:
+        client = self._open()
+        if client is None or self._span is None:
+            return NOOP_SPAN
+        try:
+            if client.guards.active:
+                client.check(self._span, self._spec, (), self._kwargs())
+        except BaseException as exc:
+            self._close(exc)
+            raise
+        return self._span
+
+    async def __aenter__(self) -> Span:
+        client = self._open()
+        if client is None or self._span is None:
+            return NOOP_SPAN
+        try:
+            if client.guards.active:
+                await client.acheck(self._span, self._spec, (), self._kwargs())
+        except BaseException as exc:
+            self._close(exc)
+            raise
+        return self._span
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._close(exc)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._close(exc)
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {} if self._input is None else {"input": self._input}
+
+    def _open(self) -> _client.Client | None:
+        client = _client.current
+        if client is None:
+            return None
+        span = client.open_span(self._spec, given_input=self._input)
+        if span is None:
+            return None
+        self._client, self._span = client, span
+        self._token = _enter(span)
+        return client
+
+    def _close(self, exc: BaseException | None) -> None:
+        span, client = self._span, self._client
+        if span is None or client is None:
+            return
+        self._span = None
+        _exit(span, self._token)
+        if exc is None:
+            client.end_span(span, None)
+        else:
+            client.fail_span(span, exc)
+
+
+class span(run):  # noqa: N801
+    """Record a block of code as a span of the current run (a ``step`` unless told).
+
+        with agentops.span("rerank", kind="step") as current:
+            current.set_attribute("candidates", len(docs))
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        kind: SpanKind = "step",
+        input: Any = None,  # noqa: A002
+        tags: list[str] | tuple[str, ...] = (),
+        capture: bool | None = None,
+    ) -> None:
+        self._kind = kind
+        super().__init__(name, input=input, tags=tags, capture=capture)
+
+
+# -- building wrappers, once per decorated function ------------------------------------------
+
+
+def _decorator(
+    kind: SpanKind, fn: Callable[..., Any] | None, **settings: Any
+) -> Any:
+    if fn is not None:
+        return _wrap(fn, kind, settings)
+    return lambda target: _wrap(target, kind, settings)
+
+
+def _wrap(fn: Any, kind: SpanKind, settings: dict[str, Any]) -> Any:
+    if isinstance(fn, staticmethod | classmethod):
+        return type(fn)(_wrap(fn.__func__, kind, settings))
+    if not callable(fn):
+        raise TypeError(f"@{kind} decorates functions and methods, not {type(fn).__name__}")
+    spec = CallSpec(
+        kind=kind,
+        name=settings.get("name") or getattr(fn, "__name__", type(fn).__name__),
+        tags=tuple(settings.get("tags") or ()),
+        capture=settings.get("capture"),
+        param_names=_parameter_names(fn),
+        model=settings.get("model"),
+        provider=settings.get("provider"),
+        metadata=settings.get("metadata"),
+    )
+    if inspect.isasyncgenfunction(fn):
+        wrapper = _async_generator_wrapper(fn, spec)
+    elif inspect.isgeneratorfunction(fn):
+        wrapper = _generator_wrapper(fn, spec)
+    elif inspect.iscoroutinefunction(fn):
+        wrapper = _coroutine_wrapper(fn, spec)
+    else:
+        wrapper = _function_wrapper(fn, spec)
+    functools.update_wrapper(wrapper, fn)
+    wrapper.__agentops_spec__ = spec  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _parameter_names(fn: Callable[..., Any]) -> tuple[str, ...]:
+    """Names for positional arguments, without ``self``/``cls`` (their values are not data)."""
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return ()
+    positional = [
+        p.name
+        for p in parameters
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    if positional and positional[0] in ("self", "cls"):
+        positional[0] = ""  # marks the slot to skip; see _capture_arguments
+    return tuple(positional)
+
+
+def _enter(span: Span) -> Any:
+    token = CURRENT.set(span)
+    if span.otel is not None:
+        span.otel.attach()
+    return token
+
+
+def _exit(span: Span, token: Any) -> None:
+    if span.otel is not None:
+        span.otel.detach()
+    CURRENT.reset(token)
+
+
+def _function_wrapper(fn: Callable[..., Any], spec: CallSpec) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        client = _client.current
+        if client is None:
+            return fn(*args, **kwargs)
+        span = client.open_span(spec, args, kwargs)
+        if span is None:
+            return fn(*args, **kwargs)
+        token = _enter(span)
+        try:
+            if client.guards.active:
+                client.check(span, spec, args, kwargs)
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            client.fail_span(span, exc)
+            raise
+        finally:
+            _exit(span, token)
+        client.end_span(span, spec, result)
+        return result
+
+    return wrapper
+
+
+def _coroutine_wrapper(fn: Callable[..., Any], spec: CallSpec) -> Callable[..., Any]:
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        client = _client.current
+        if client is None:
+            return await fn(*args, **kwargs)
+        span = client.open_span(spec, args, kwargs)
+        if span is None:
+            return await fn(*args, **kwargs)
+        token = _enter(span)
+        try:
+            if client.guards.active:
+                await client.acheck(span, spec, args, kwargs)
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            client.fail_span(span, exc)
+            raise
+        finally:
+            _exit(span, token)
+        client.end_span(span, spec, result)
+        return result
+
+    return wrapper
+
+
+def _generator_wrapper(fn: Callable[..., Any], spec: CallSpec) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        client = _client.current
+        if client is None:
+            return (yield from fn(*args, **kwargs))
+        span = client.open_span(spec, args, kwargs)
+        if span is None:
+            return (yield from fn(*args, **kwargs))
+        output = _StreamOutput(client.options.max_capture_chars, client.captures(spec))
+        generator: Iterator[Any] | None = None
+        try:
+            token = _enter(span)
+            try:
+                if client.guards.active:
+                    client.check(span, spec, args, kwargs)
+                generator = fn(*args, **kwargs)
+                item = next(generator)  # type: ignore[call-overload]
+            finally:
+                _exit(span, token)
+            while True:
+                output.add(item)
+                try:
+                    sent = yield item
+                except GeneratorExit:
+                    generator.close()  # type: ignore[attr-defined]
+                    raise
+                except BaseException as thrown:
+                    token = _enter(span)
+                    try:
+                        item = generator.throw(thrown)  # type: ignore[attr-defined]
+                    finally:
+                        _exit(span, token)
+                    continue
+                token = _enter(span)
+                try:
+                    item = generator.send(sent)  # type: ignore[attr-defined]
+                finally:
+                    _exit(span, token)
+        except StopIteration as stop:
+            client.end_span(span, spec, output.result(stop.value))
+            return stop.value
+        except BaseException as exc:
+            if isinstance(exc, GeneratorExit):
+                client.end_span(span, spec, output.result(None))
+            else:
+                client.fail_span(span, exc)
+            raise
+
+    return wrapper
+
+
+def _async_generator_wrapper(fn: Callable[..., Any], spec: CallSpec) -> Callable[..., Any]:
+    # Driven in the consumer's own task, step by step: no helper task, so cancellation and
+    # asyncio.timeout reach the wrapped generator exactly as they would without the SDK.
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        client = _client.current
+        if client is None:
+            async for item in fn(*args, **kwargs):
+                yield item
+            return
+        span = client.open_span(spec, args, kwargs)
+        if span is None:
+            async for item in fn(*args, **kwargs):
+                yield item
+            return
+        output = _StreamOutput(client.options.max_capture_chars, client.captures(spec))
+        generator: AsyncIterator[Any] | None = None
+        try:
+            token = _enter(span)
+            try:
+                if client.guards.active:
+                    await client.acheck(span, spec, args, kwargs)
+                generator = fn(*args, **kwargs)
+                item = await generator.__anext__()  # type: ignore[union-attr]
+            finally:
+                _exit(span, token)
+            while True:
+                output.add(item)
+                try:
+                    sent = yield item
+                except GeneratorExit:
+                    await generator.aclose()  # type: ignore[union-attr]
+                    raise
+                except BaseException as thrown:
+                    token = _enter(span)
+                    try:
+                        item = await generator.athrow(thrown)  # type: ignore[union-attr]
+                    finally:
+                        _exit(span, token)
+                    continue
+                token = _enter(span)
+                try:
+                    item = await generator.asend(sent)  # type: ignore[union-attr]
+                finally:
+                    _exit(span, token)
+        except StopAsyncIteration:
+            client.end_span(span, spec, output.result(None))
+            return
+        except BaseException as exc:
+            if isinstance(exc, GeneratorExit):
+                client.end_span(span, spec, output.result(None))
+            else:
+                client.fail_span(span, exc)
+            raise
+
+    return wrapper
+
+
+class _StreamOutput:
+    """The first items a generator yielded and how many it yielded in all."""
+
+    __slots__ = ("count", "items", "keep", "taker")
+
+    def __init__(self, max_chars: int, capture: bool) -> None:
+        self.taker = Snapshot(max_chars)
+        self.items: list[Any] = []
+        self.count = 0
+        self.keep = GENERATOR_ITEMS_KEPT if capture else 0
+
+    def add(self, item: Any) -> None:
+        self.count += 1
+        if self.count <= self.keep:
+            self.items.append(self.taker.take(item, 1))
+
+    def result(self, returned: Any) -> dict[str, Any] | None:
+        if not self.keep:
+            return None
+        result: dict[str, Any] = {"items": self.items, "count": self.count}
+        if returned is not None:
+            result["returned"] = self.taker.take(returned, 1)
+        return result

@@ -1,0 +1,131 @@
+"""Where batches of events go: one small interface, one module per backend.
+
+An exporter receives an :class:`ExportBatch` on the SDK's worker thread and says what became of
+it with an :class:`ExportOutcome`: ``sent``, ``retry`` (a transient failure: the worker spools
+the batch and tries again later) or ``failed`` (permanent: the events are dropped and counted).
+It must return by ``deadline`` (a ``time.monotonic()`` value) and stop waiting as soon as
+``cancel`` is set. Exporters never raise; they report.
+
+Backends: :mod:`~agentops_sdk.exporters.hub` (the hub over HTTP),
+:mod:`~agentops_sdk.exporters.jsonl` (a local file), :mod:`~agentops_sdk.exporters.console`
+and :mod:`~agentops_sdk.exporters.memory` (tests). Pass your own object with these two methods
+as ``init(exporter=...)`` to add another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from agentops_sdk.config import Options
+
+__all__ = ["ExportBatch", "ExportOutcome", "Exporter", "build_exporter", "encode"]
+
+SDK_NAME = "agentops-sdk"
+
+
+@runtime_checkable
+class Exporter(Protocol):
+    """The interface every backend implements."""
+
+    def export(
+        self, batch: ExportBatch, *, deadline: float, cancel: threading.Event
+    ) -> ExportOutcome:
+        """Deliver ``batch``; return by ``deadline``; never raise."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and files; called once at shutdown."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ExportOutcome:
+    """What became of one batch."""
+
+    status: Literal["sent", "retry", "failed"]
+    retries: int = 0
+    detail: str | None = None
+    auth_failed: bool = False
+
+    @classmethod
+    def sent(cls, retries: int = 0) -> ExportOutcome:
+        """The batch was delivered."""
+        return cls("sent", retries)
+
+
+
+class ExportBatch:
+    """Events on their way out: as dicts, as encoded JSON lines, and as one request payload."""
+
+    __slots__ = ("_payload", "batch_id", "events", "lines")
+
+    def __init__(self, batch_id: str, events: list[dict[str, Any]], lines: list[bytes]) -> None:
+        self.batch_id = batch_id
+        self.events = events
+        self.lines = lines
+        self._payload: bytes | None = None
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    @property
+    def payload(self) -> bytes:
+        """The batch as the JSON body the hub ingests (``agentops_sdk.schema.Batch``)."""
+        if self._payload is None:
+            from agentops_sdk._version import __version__
+            from agentops_sdk.spans import SCHEMA_VERSION
+
+            head = encode(
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "batch_id": self.batch_id,
+                    "sdk": {"name": SDK_NAME, "version": __version__},
+                }
+            )
+            self._payload = head[:-1] + b',"events":[' + b",".join(self.lines) + b"]}"
+        return self._payload
+
+    @classmethod
+    def from_payload(cls, payload: bytes) -> ExportBatch:
+        """Rebuild a batch from a payload (as read back from the spool)."""
+        body = json.loads(payload)
+        events: list[dict[str, Any]] = body["events"]
+        batch = cls(body["batch_id"], events, [encode(event) for event in events])
+        batch._payload = payload
+        return batch
+
+
+def encode(value: Any) -> bytes:
+    """Compact UTF-8 JSON, the one encoding of the wire."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def build_exporter(options: Options) -> Exporter | None:
+    """The exporter ``options`` ask for; ``None`` for ``exporter="none"``."""
+    name = options.exporter_name
+    if not isinstance(options.exporter, str):
+        return options.exporter
+    if name == "hub":
+        from agentops_sdk.exporters.hub import HubExporter
+
+        assert options.hub_url is not None
+        return HubExporter(
+            options.hub_url, api_key=options.api_key, request_timeout=options.export_timeout
+        )
+    if name == "jsonl":
+        from agentops_sdk.exporters.jsonl import JsonlExporter
+
+        return JsonlExporter(options.jsonl_path)
+    if name == "console":
+        from agentops_sdk.exporters.console import ConsoleExporter
+
+        return ConsoleExporter()
+    if name == "memory":
+        from agentops_sdk.exporters.memory import MemoryExporter
+
+        return MemoryExporter()
+    return None

@@ -1,0 +1,179 @@
+"""Ship batches to the hub over HTTP: gzip, keep-alive, API key, retries with backoff.
+
+Transient failures (connection errors, timeouts, 408, 429 and 5xx) are retried with exponential
+backoff and full jitter, honouring ``Retry-After``, until the batch's deadline; then the batch is
+reported as ``retry`` and the worker spools it. Authentication failures (401, 403) are logged once
+with the hub's reason and counted. Other 4xx answers mean the hub will never take this batch: they
+are logged and the batch is reported ``failed``.
+
+This module is imported by the worker thread only, so ``import agentops_sdk`` never pays for
+httpx or tenacity.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import gzip
+import logging
+import threading
+import time
+from typing import Any
+
+import httpx
+import tenacity
+
+from agentops_sdk._version import __version__
+from agentops_sdk.exporters import SDK_NAME, ExportBatch, ExportOutcome
+
+__all__ = ["INGEST_PATH", "HubExporter"]
+
+logger = logging.getLogger("agentops_sdk")
+
+INGEST_PATH = "/api/v1/ingest/batch"
+_TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_AUTH_STATUS = frozenset({401, 403})
+_MAX_BACKOFF = 30.0
+
+
+class HubExporter:
+    """POSTs gzip-compressed batches to ``{hub_url}/api/v1/ingest/batch``."""
+
+    def __init__(
+        self,
+        hub_url: str,
+        *,
+        api_key: str | None,
+        request_timeout: float = 10.0,
+        backoff: float = 0.5,
+    ) -> None:
+        self.url = hub_url.rstrip("/") + INGEST_PATH
+        self._api_key = api_key
+        self._request_timeout = request_timeout
+        self._backoff = backoff
+        self._client: httpx.Client | None = None
+        self._auth_reported = False
+
+    def export(
+        self, batch: ExportBatch, *, deadline: float, cancel: threading.Event
+    ) -> ExportOutcome:
+        """Deliver ``batch``, retrying transient failures until ``deadline``."""
+        body = gzip.compress(batch.payload, compresslevel=5)
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_Transient),
+            wait=_RetryAfterOrBackoff(self._backoff),
+            stop=lambda state: cancel.is_set()
+            or time.monotonic() + (state.upcoming_sleep or 0.0) >= deadline,
+            sleep=cancel.wait,
+            reraise=True,
+        )
+        try:
+            response = retrying(self._post, body, deadline)
+        except _Transient as exc:
+            attempts = retrying.statistics.get("attempt_number", 1)
+            return ExportOutcome("retry", retries=attempts - 1, detail=str(exc))
+        retries = retrying.statistics.get("attempt_number", 1) - 1
+        if response.is_success:
+            return ExportOutcome.sent(retries)
+        reason = _problem_detail(response)
+        if response.status_code in _AUTH_STATUS:
+            if not self._auth_reported:
+                self._auth_reported = True
+                logger.error(
+                    "agentops: the hub at %s refused the API key (HTTP %s: %s); events are "
+                    "being dropped until the key is fixed",
+                    self.url,
+                    response.status_code,
+                    reason,
+                )
+            return ExportOutcome("failed", retries, reason, auth_failed=True)
+        logger.error(
+            "agentops: the hub rejected a batch of %d events (HTTP %s: %s); it is dropped",
+            len(batch),
+            response.status_code,
+            reason,
+        )
+        return ExportOutcome("failed", retries, reason)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def after_fork(self) -> None:
+        """In a forked child: forget the parent's connections without touching them."""
+        self._client = None
+        self._auth_reported = False
+
+    def _post(self, body: bytes, deadline: float) -> httpx.Response:
+        timeout = max(0.05, min(self._request_timeout, deadline - time.monotonic()))
+        try:
+            response = self._http().post(self.url, content=body, timeout=timeout)
+        except httpx.TransportError as exc:
+            raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+        if response.status_code in _TRANSIENT_STATUS:
+            raise _Transient(
+                f"HTTP {response.status_code}: {_problem_detail(response)}",
+                retry_after=_retry_after(response),
+            )
+        return response
+
+    def _http(self) -> httpx.Client:
+        if self._client is None:
+            headers = {
+                "Content-Type": "application/json",
+                "Content-Encoding": "gzip",
+                "User-Agent": f"{SDK_NAME}/{__version__}",
+            }
+            if self._api_key:
+                headers["Authorization"] = f"Bearer {self._api_key}"
+            self._client = httpx.Client(headers=headers, timeout=self._request_timeout)
+        return self._client
+
+
+class _Transient(Exception):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class _RetryAfterOrBackoff:
+    """Wait what the hub asked for in ``Retry-After``, else exponential backoff with jitter."""
+
+    def __init__(self, backoff: float) -> None:
+        self._jitter = tenacity.wait_random_exponential(multiplier=backoff, max=_MAX_BACKOFF)
+
+    def __call__(self, state: tenacity.RetryCallState) -> float:
+        outcome = state.outcome
+        if outcome is not None and outcome.failed:
+            exc = outcome.exception()
+            if isinstance(exc, _Transient) and exc.retry_after is not None:
+                return min(exc.retry_after, _MAX_BACKOFF)
+        return float(self._jitter(state))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, moment.timestamp() - time.time())
+
+
+def _problem_detail(response: httpx.Response) -> str:
+    """The RFC 9457 ``code``/``detail`` of an error answer, or the start of its body."""
+    try:
+        problem: Any = response.json()
+    except ValueError:
+        return response.text[:200] or response.reason_phrase
+    if isinstance(problem, dict):
+        parts = [str(problem[key]) for key in ("code", "detail", "title") if problem.get(key)]
+        if parts:
+            return " - ".join(parts)
+    return response.text[:200]

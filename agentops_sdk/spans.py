@@ -1,0 +1,324 @@
+"""Runs and spans as they live in memory, and their wire form.
+
+The hot path fills these plain ``__slots__`` records (integers, clock readings, snapshots); the
+worker thread turns them into wire dicts (``to_wire``), whose shape is defined by the pydantic
+models in :mod:`agentops_sdk.schema`. A :class:`Span` is also the handle users get from
+``agentops.current_span()`` to add what only their code knows (usage, attributes, output).
+"""
+
+from __future__ import annotations
+
+import traceback
+from time import time_ns
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from agentops_sdk.capture import snapshot
+from agentops_sdk.ids import format_id, new_id
+
+if TYPE_CHECKING:
+    from agentops_sdk.otel import OtelSpan
+
+__all__ = ["SCHEMA_VERSION", "NOOP_SPAN", "Run", "Span", "SpanKind", "Status"]
+
+SCHEMA_VERSION: Final = 1
+"""Version of the wire schema; bumped on any change a reader must know about."""
+
+SpanKind = Literal["agent", "tool", "step", "llm"]
+Status = Literal["running", "ok", "error", "blocked", "cancelled"]
+
+MAX_STACK_CHARS = 8192
+MAX_MESSAGE_CHARS = 2048
+
+
+class Run:
+    """One execution of an agent: the root of a tree of spans."""
+
+    __slots__ = (
+        "agent",
+        "end_ns",
+        "environment",
+        "error",
+        "error_count",
+        "id",
+        "input",
+        "input_tokens",
+        "metadata",
+        "name",
+        "output",
+        "output_tokens",
+        "size",
+        "span_count",
+        "start_ns",
+        "status",
+        "tags",
+    )
+
+    def __init__(
+        self,
+        *,
+        agent: str,
+        name: str,
+        environment: str,
+        tags: tuple[str, ...],
+        metadata: dict[str, Any] | None,
+        start_ns: int,
+    ) -> None:
+        self.id = new_id()
+        self.agent = agent
+        self.name = name
+        self.environment = environment
+        self.tags = tags
+        self.metadata = metadata
+        self.start_ns = start_ns
+        self.end_ns: int | None = None
+        self.status: Status = "running"
+        self.input: Any = None
+        self.output: Any = None
+        self.error: dict[str, str] | None = None
+        self.span_count = 0
+        self.error_count = 0
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.size = 512
+
+    def to_wire(self) -> dict[str, Any]:
+        """The run as a wire dict (see ``agentops_sdk.schema.RunEvent``)."""
+        return {
+            "type": "run",
+            "schema_version": SCHEMA_VERSION,
+            "id": format_id(self.id),
+            "agent": self.agent,
+            "name": self.name,
+            "environment": self.environment,
+            "status": self.status,
+            "started_at": _timestamp(self.start_ns),
+            "ended_at": None if self.end_ns is None else _timestamp(self.end_ns),
+            "tags": list(self.tags),
+            "metadata": self.metadata or {},
+            "input": self.input,
+            "output": self.output,
+            "error": self.error,
+            "span_count": self.span_count,
+            "error_count": self.error_count,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+        }
+
+
+class Span:
+    """One call inside a run: an agent, a tool, a step or an LLM call.
+
+    Users reach the span of the running call through ``agentops.current_span()``::
+
+        @agentops.llm(model="gpt-4o")
+        def ask(prompt: str) -> str:
+            reply = my_client.complete(prompt)
+            agentops.current_span().set_usage(input_tokens=reply.in_tok, output_tokens=reply.out_tok)
+            return reply.text
+    """
+
+    __slots__ = (
+        "_max_chars",
+        "attributes",
+        "end_ns",
+        "error",
+        "events",
+        "id",
+        "input",
+        "kind",
+        "model",
+        "name",
+        "otel",
+        "output",
+        "parent_id",
+        "provider",
+        "run",
+        "size",
+        "start_ns",
+        "status",
+        "tags",
+        "usage",
+    )
+
+    def __init__(
+        self,
+        run: Run,
+        parent_id: int | None,
+        kind: SpanKind,
+        name: str,
+        tags: tuple[str, ...],
+        start_ns: int,
+        max_chars: int,
+    ) -> None:
+        self.id = new_id()
+        self.run = run
+        self.parent_id = parent_id
+        self.kind = kind
+        self.name = name
+        self.tags = tags
+        self.start_ns = start_ns
+        self.end_ns: int | None = None
+        self.status: Status = "running"
+        self.input: Any = None
+        self.output: Any = None
+        self.error: dict[str, str] | None = None
+        self.attributes: dict[str, Any] | None = None
+        self.events: list[dict[str, Any]] | None = None
+        self.model: str | None = None
+        self.provider: str | None = None
+        self.usage: dict[str, int] | None = None
+        self.otel: OtelSpan | None = None
+        self.size = 384
+        self._max_chars = max_chars
+
+    # -- what user code may add ------------------------------------------------------------
+
+    @property
+    def span_id(self) -> str:
+        """This span's id as a UUID string."""
+        return format_id(self.id)
+
+    @property
+    def run_id(self) -> str:
+        """The id of the run this span belongs to, as a UUID string."""
+        return format_id(self.run.id)
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        """Attach a key/value to the span; the value is snapshotted now."""
+        captured, size = snapshot(value, self._max_chars)
+        if self.attributes is None:
+            self.attributes = {}
+        self.attributes[key] = captured
+        self.size += size + len(key)
+
+    def add_event(self, name: str, **attributes: Any) -> None:
+        """Record a point-in-time event inside the span (a retry, a guard decision...)."""
+        captured, size = snapshot(attributes, self._max_chars)
+        if self.events is None:
+            self.events = []
+        self.events.append({"name": name, "at": _timestamp(time_ns()), "attributes": captured})
+        self.size += size + len(name) + 48
+
+    def set_output(self, value: Any) -> None:
+        """Record the span's output (for spans opened with ``agentops.span()``/``run()``)."""
+        self.output, size = snapshot(value, self._max_chars)
+        self.size += size
+
+    def set_usage(
+        self,
+        *,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+    ) -> None:
+        """Report an LLM call's model and token usage; they roll up into the run's totals."""
+        if model is not None:
+            self.model = model
+        if provider is not None:
+            self.provider = provider
+        if input_tokens is not None or output_tokens is not None:
+            usage = self.usage or {"input_tokens": 0, "output_tokens": 0}
+            usage["input_tokens"] = int(input_tokens or 0)
+            usage["output_tokens"] = int(output_tokens or 0)
+            self.usage = usage
+
+    # -- lifecycle, used by decorators and integrations --------------------------------------
+
+    def record_error(self, exc: BaseException) -> None:
+        """Mark the span failed with ``exc`` (type, message and stack are recorded)."""
+        from agentops_sdk.errors import EnforcementError
+
+        self.status = "blocked" if isinstance(exc, EnforcementError) else _status_of(exc)
+        if self.status == "ok":
+            return
+        self.error = describe_error(exc)
+        self.size += len(self.error["stack"]) + len(self.error["message"])
+
+    def to_wire(self) -> dict[str, Any]:
+        """The span as a wire dict (see ``agentops_sdk.schema.SpanEvent``)."""
+        usage = self.usage
+        llm = None
+        if self.kind == "llm" or usage is not None or self.model is not None:
+            llm = {
+                "model": self.model,
+                "provider": self.provider,
+                "input_tokens": usage["input_tokens"] if usage else None,
+                "output_tokens": usage["output_tokens"] if usage else None,
+            }
+        return {
+            "type": "span",
+            "schema_version": SCHEMA_VERSION,
+            "id": format_id(self.id),
+            "run_id": format_id(self.run.id),
+            "parent_id": None if self.parent_id is None else format_id(self.parent_id),
+            "kind": self.kind,
+            "name": self.name,
+            "status": self.status,
+            "started_at": _timestamp(self.start_ns),
+            "ended_at": None if self.end_ns is None else _timestamp(self.end_ns),
+            "tags": list(self.tags),
+            "attributes": self.attributes or {},
+            "input": self.input,
+            "output": self.output,
+            "error": self.error,
+            "llm": llm,
+            "events": self.events or [],
+        }
+
+
+class _NoopSpan(Span):
+    """What ``current_span()`` returns outside any span: every method does nothing."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        run = Run(agent="", name="", environment="dev", tags=(), metadata=None, start_ns=0)
+        super().__init__(run, None, "step", "", (), 0, 0)
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        """Do nothing: no span is active."""
+
+    def add_event(self, name: str, **attributes: Any) -> None:
+        """Do nothing: no span is active."""
+
+    def set_output(self, value: Any) -> None:
+        """Do nothing: no span is active."""
+
+    def set_usage(
+        self,
+        *,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+    ) -> None:
+        """Do nothing: no span is active."""
+
+
+NOOP_SPAN: Final[Span] = _NoopSpan()
+
+
+def describe_error(exc: BaseException) -> dict[str, str]:
+    """Type, message and (bounded) stack of an exception, as recorded on the wire."""
+    cls = type(exc)
+    qualname = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    stack = "".join(traceback.format_exception(exc))
+    if len(stack) > MAX_STACK_CHARS:
+        stack = "…" + stack[-MAX_STACK_CHARS:]
+    return {"type": qualname, "message": str(exc)[:MAX_MESSAGE_CHARS], "stack": stack}
+
+
+def _status_of(exc: BaseException) -> Status:
+    if isinstance(exc, GeneratorExit | StopIteration | StopAsyncIteration):
+        return "ok"
+    if type(exc).__name__ == "CancelledError":  # asyncio's, without importing asyncio
+        return "cancelled"
+    return "error"
+
+
+def _timestamp(ns: int) -> str:
+    seconds, rest = divmod(ns, 1_000_000_000)
+    moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest // 1000)
+    return moment.isoformat().replace("+00:00", "Z")
