@@ -32,6 +32,7 @@ class EventBuffer:
         max_bytes: int,
         max_event_bytes: int,
         batch_events: int,
+        batch_bytes: int,
         counters: Counters,
     ) -> None:
         self._items: deque[Queued] = deque()
@@ -41,11 +42,12 @@ class EventBuffer:
         self._max_bytes = max_bytes
         self._max_event_bytes = max_event_bytes
         self._batch_events = batch_events
+        self._batch_bytes = batch_bytes
         self._counters = counters
         self.enqueued = 0
         """Events accepted since creation; ``flush()`` waits until that many are settled."""
         self.batch_ready = threading.Event()
-        """Set when a full batch is waiting, to wake the worker before its interval."""
+        """Set when a full batch (by count or bytes) is waiting, to wake the worker early."""
 
     def __len__(self) -> int:
         return len(self._items)
@@ -64,8 +66,8 @@ class EventBuffer:
             self._items.append(item)
             self._bytes += size
             self.enqueued += 1
-            full = len(self._items) >= self._batch_events
-        if full:
+            full = len(self._items) >= self._batch_events or self._bytes >= self._batch_bytes
+        if full and not self.batch_ready.is_set():
             self.batch_ready.set()
         return True
 

@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "MAX_ITEMS", "Snapshot", "TRUNCATED", "snapshot"]
+__all__ = ["MAX_DEPTH", "MAX_ITEMS", "Snapshot", "TRUNCATED", "capture_arguments", "snapshot"]
 
 MAX_ITEMS = 100
 MAX_DEPTH = 8
@@ -23,8 +23,55 @@ _SCALARS = (int, float, bool, type(None))
 
 def snapshot(value: Any, max_chars: int) -> tuple[Any, int]:
     """Return ``(json_safe_copy, approximate_size_in_bytes)`` of ``value``."""
+    cls = type(value)
+    if cls is str and len(value) <= max_chars:
+        return value, len(value) + 2
+    if cls in _SCALARS:
+        return value, 8
     taker = Snapshot(max_chars)
     return taker.take(value, 0), taker.size
+
+
+def capture_arguments(
+    names: tuple[str, ...],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any] | None,
+    max_chars: int,
+) -> tuple[dict[str, Any], int]:
+    """Snapshot a call's arguments by parameter name, sharing one budget.
+
+    ``names`` name the positional parameters; an empty name marks one not to record (``self``).
+    Positional arguments past the named ones are recorded under ``"*args"``.
+    """
+    captured: dict[str, Any] = {}
+    budget = max_chars
+    size = 0
+    taker: Snapshot | None = None
+    named = len(names)
+    pairs: Any = zip(names, args, strict=False) if len(args) <= named else _with_rest(names, args)
+    for source in (pairs, kwargs.items() if kwargs else ()):
+        for name, value in source:
+            cls = type(value)
+            # Immutable scalars and short strings are recorded as they are: the common case.
+            if cls is str and len(value) <= budget:
+                budget -= len(value)
+                size += len(value) + 8
+            elif cls in _SCALARS:
+                size += 12
+            elif name:
+                if taker is None:
+                    taker = Snapshot(budget)
+                value = taker.take(value, 1)
+                budget = taker.budget
+            if name:
+                captured[name] = value
+    return captured, size + (taker.size if taker is not None else 0)
+
+
+def _with_rest(names: tuple[str, ...], args: tuple[Any, ...]) -> list[tuple[str, Any]]:
+    pairs = list(zip(names, args, strict=False))
+    pairs.append(("*args", args[len(names) :]))
+    return pairs
 
 
 class Snapshot:

@@ -19,7 +19,7 @@ from time import time_ns
 from typing import Any
 
 from agentops_sdk.buffer import EventBuffer
-from agentops_sdk.capture import Snapshot, snapshot
+from agentops_sdk.capture import capture_arguments, snapshot
 from agentops_sdk.config import Options
 from agentops_sdk.exporters import Exporter, build_exporter
 from agentops_sdk.guards import CallInfo, GuardChain
@@ -127,16 +127,19 @@ class Client:
                 span = Span(run, None, spec.kind, spec.name, spec.tags, now, self._max_chars)
             else:
                 run = parent.run
-                span = Span(run, parent.id, spec.kind, spec.name, spec.tags, now, self._max_chars)
+                span = Span(run, parent, spec.kind, spec.name, spec.tags, now, self._max_chars)
             if spec.model is not None or spec.provider is not None:
                 span.model = spec.model
                 span.provider = spec.provider
-            if self.captures(spec):
+            if self._capture if spec.capture is None else spec.capture:
                 if given_input is not None:
                     span.input, size = snapshot(given_input, self._max_chars)
                     span.size += size
                 elif args or kwargs:
-                    span.input = self._capture_arguments(span, spec.param_names, args, kwargs)
+                    span.input, size = capture_arguments(
+                        spec.param_names, args, kwargs, self._max_chars
+                    )
+                    span.size += size
             if parent is None:
                 run.input = span.input
                 self._buffer.put(run)
@@ -161,7 +164,9 @@ class Client:
             span.end_ns = time_ns()
             if span.status == "running":
                 span.status = "ok"
-            if result is not None and self.captures(spec):
+            if result is not None and (
+                self._capture if spec is None or spec.capture is None else spec.capture
+            ):
                 span.output, size = snapshot(result, self._max_chars)
                 span.size += size
             if span.kind == "llm" and span.usage is None and result is not None:
@@ -191,33 +196,13 @@ class Client:
         if span.otel is not None:
             span.otel.end(span)
         self._buffer.put(span)
-        if span.parent_id is None:
+        if span.parent is None:
             run.output = span.output
             run.error = span.error
             run.status = span.status
             run.end_ns = span.end_ns
             run.size += span.size
             self._buffer.put(run)
-
-    def _capture_arguments(
-        self,
-        span: Span,
-        names: tuple[str, ...],
-        args: tuple[Any, ...],
-        kwargs: Mapping[str, Any] | None,
-    ) -> dict[str, Any]:
-        taker = Snapshot(self._max_chars)
-        captured: dict[str, Any] = {}
-        for name, value in zip(names, args, strict=False):
-            if name:  # "" stands for self/cls
-                captured[name] = taker.take(value, 1)
-        if len(args) > len(names):
-            captured["*args"] = taker.take(args[len(names) :], 1)
-        if kwargs:
-            for name, value in kwargs.items():
-                captured[name] = taker.take(value, 1)
-        span.size += taker.size
-        return captured
 
     # -- delivery -----------------------------------------------------------------------------
 
@@ -280,6 +265,7 @@ class Client:
             max_bytes=options.max_queue_bytes,
             max_event_bytes=options.batch_max_bytes,
             batch_events=options.batch_max_events,
+            batch_bytes=options.batch_max_bytes,
             counters=self._counters,
         )
         self._worker = Worker(

@@ -109,9 +109,7 @@ class Options:
             raise ConfigurationError("before_send must be callable")
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **overrides: Any
-    ) -> Options:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Options:
         """Build options from ``AGENTOPS_*`` variables, then apply explicit ``overrides``."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}

@@ -238,8 +238,8 @@ class run:  # noqa: N801 - used like a function: ``with agentops.run("triage"):`
 class span(run):  # noqa: N801
     """Record a block of code as a span of the current run (a ``step`` unless told).
 
-        with agentops.span("rerank", kind="step") as current:
-            current.set_attribute("candidates", len(docs))
+    with agentops.span("rerank", kind="step") as current:
+        current.set_attribute("candidates", len(docs))
     """
 
     def __init__(
@@ -258,9 +258,7 @@ class span(run):  # noqa: N801
 # -- building wrappers, once per decorated function ------------------------------------------
 
 
-def _decorator(
-    kind: SpanKind, fn: Callable[..., Any] | None, **settings: Any
-) -> Any:
+def _decorator(kind: SpanKind, fn: Callable[..., Any] | None, **settings: Any) -> Any:
     if fn is not None:
         return _wrap(fn, kind, settings)
     return lambda target: _wrap(target, kind, settings)

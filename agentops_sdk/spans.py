@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from agentops_sdk.capture import snapshot
-from agentops_sdk.ids import format_id, new_id
+from agentops_sdk.ids import derive_id, format_id, next_sequence
 
 if TYPE_CHECKING:
     from agentops_sdk.otel import OtelSpan
@@ -35,12 +35,13 @@ class Run:
     """One execution of an agent: the root of a tree of spans."""
 
     __slots__ = (
+        "_id",
+        "_sequence",
         "agent",
         "end_ns",
         "environment",
         "error",
         "error_count",
-        "id",
         "input",
         "input_tokens",
         "metadata",
@@ -64,7 +65,8 @@ class Run:
         metadata: dict[str, Any] | None,
         start_ns: int,
     ) -> None:
-        self.id = new_id()
+        self._id: int | None = None
+        self._sequence = next_sequence()
         self.agent = agent
         self.name = name
         self.environment = environment
@@ -81,6 +83,13 @@ class Run:
         self.input_tokens = 0
         self.output_tokens = 0
         self.size = 512
+
+    @property
+    def id(self) -> int:
+        """The run's UUIDv7 as an integer (derived once, on first use)."""
+        if self._id is None:
+            self._id = derive_id(self.start_ns, self._sequence)
+        return self._id
 
     def to_wire(self) -> dict[str, Any]:
         """The run as a wire dict (see ``agentops_sdk.schema.RunEvent``)."""
@@ -119,19 +128,20 @@ class Span:
     """
 
     __slots__ = (
+        "_id",
         "_max_chars",
+        "_sequence",
         "attributes",
         "end_ns",
         "error",
         "events",
-        "id",
         "input",
         "kind",
         "model",
         "name",
         "otel",
         "output",
-        "parent_id",
+        "parent",
         "provider",
         "run",
         "size",
@@ -144,16 +154,17 @@ class Span:
     def __init__(
         self,
         run: Run,
-        parent_id: int | None,
+        parent: Span | None,
         kind: SpanKind,
         name: str,
         tags: tuple[str, ...],
         start_ns: int,
         max_chars: int,
     ) -> None:
-        self.id = new_id()
+        self._id: int | None = None
+        self._sequence = next_sequence()
         self.run = run
-        self.parent_id = parent_id
+        self.parent = parent
         self.kind = kind
         self.name = name
         self.tags = tags
@@ -173,6 +184,18 @@ class Span:
         self._max_chars = max_chars
 
     # -- what user code may add ------------------------------------------------------------
+
+    @property
+    def id(self) -> int:
+        """The span's UUIDv7 as an integer (derived once, on first use)."""
+        if self._id is None:
+            self._id = derive_id(self.start_ns, self._sequence)
+        return self._id
+
+    @property
+    def parent_id(self) -> int | None:
+        """The id of the enclosing span; None for a run's root span."""
+        return None if self.parent is None else self.parent.id
 
     @property
     def span_id(self) -> str:
@@ -239,6 +262,7 @@ class Span:
     def to_wire(self) -> dict[str, Any]:
         """The span as a wire dict (see ``agentops_sdk.schema.SpanEvent``)."""
         usage = self.usage
+        parent = self.parent
         llm = None
         if self.kind == "llm" or usage is not None or self.model is not None:
             llm = {
@@ -252,7 +276,7 @@ class Span:
             "schema_version": SCHEMA_VERSION,
             "id": format_id(self.id),
             "run_id": format_id(self.run.id),
-            "parent_id": None if self.parent_id is None else format_id(self.parent_id),
+            "parent_id": None if parent is None else format_id(parent.id),
             "kind": self.kind,
             "name": self.name,
             "status": self.status,
@@ -303,7 +327,9 @@ NOOP_SPAN: Final[Span] = _NoopSpan()
 def describe_error(exc: BaseException) -> dict[str, str]:
     """Type, message and (bounded) stack of an exception, as recorded on the wire."""
     cls = type(exc)
-    qualname = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    qualname = (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
     stack = "".join(traceback.format_exception(exc))
     if len(stack) > MAX_STACK_CHARS:
         stack = "…" + stack[-MAX_STACK_CHARS:]
@@ -319,6 +345,14 @@ def _status_of(exc: BaseException) -> Status:
 
 
 def _timestamp(ns: int) -> str:
+    """RFC 3339 UTC with microseconds; the per-second prefix is cached (events come in bursts)."""
+    global _last_second, _last_prefix
     seconds, rest = divmod(ns, 1_000_000_000)
-    moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest // 1000)
-    return moment.isoformat().replace("+00:00", "Z")
+    if seconds != _last_second:
+        _last_prefix = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _last_second = seconds
+    return f"{_last_prefix}.{rest // 1000:06d}Z"
+
+
+_last_second = -1
+_last_prefix = ""

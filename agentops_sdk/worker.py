@@ -270,4 +270,3 @@ class Worker:
             self._counters.drop("before_send")
             return None
         return result
-

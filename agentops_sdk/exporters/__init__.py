@@ -57,7 +57,6 @@ class ExportOutcome:
         return cls("sent", retries)
 
 
-
 class ExportBatch:
     """Events on their way out: as dicts, as encoded JSON lines, and as one request payload."""
 

@@ -61,8 +61,9 @@ class HubExporter:
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(_Transient),
             wait=_RetryAfterOrBackoff(self._backoff),
-            stop=lambda state: cancel.is_set()
-            or time.monotonic() + (state.upcoming_sleep or 0.0) >= deadline,
+            stop=lambda state: (
+                cancel.is_set() or time.monotonic() + (state.upcoming_sleep or 0.0) >= deadline
+            ),
             sleep=cancel.wait,
             reraise=True,
         )

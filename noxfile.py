@@ -1,0 +1,44 @@
+"""Developer tasks. ``nox -s tests`` is the whole test suite; see README.md."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck", "sdk_minimal"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+
+SOURCES = ["agentops_sdk", "agentops_server", "integrations", "examples", "benchmarks", "tests"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole test suite, with every extra installed."""
+    session.install("-e", ".[server,dev]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and format check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", *SOURCES, "noxfile.py")
+    session.run("ruff", "format", "--check", *SOURCES, "noxfile.py")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy: strict for the SDK (see pyproject.toml)."""
+    session.install("-e", ".[server,dev]")
+    session.run("mypy", "agentops_sdk", "agentops_server", "integrations")
+
+
+@nox.session
+def sdk_minimal(session: nox.Session) -> None:
+    """The SDK on its base dependencies alone: proves it never needs a server package."""
+    session.install(
+        ".", "pytest>=8.2", "pytest-asyncio>=0.24", "pytest-timeout>=2.3", "hypothesis>=6.100"
+    )
+    session.run(
+        "pytest", "tests/sdk", "-m", "not extras", "-p", "no:cacheprovider", *session.posargs
+    )
