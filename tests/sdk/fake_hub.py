@@ -1,0 +1,139 @@
+"""A real HTTP server on 127.0.0.1 that plays the hub's ingest endpoint, for delivery tests.
+
+It stores each event id once (as the hub does), remembers every request, and can be told to
+answer the next requests with a failure (``fail_next``), to refuse the API key, or to hang.
+Run it in-process (``FakeHub().start()``) or as its own process (``python -m
+tests.sdk.fake_hub PORT``) for tests that need it to outlive or predate an SDK process.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+INGEST_PATH = "/api/v1/ingest/batch"
+
+
+class FakeHub:
+    """The hub's ingest endpoint with knobs for failure."""
+
+    def __init__(self, port: int = 0, api_key: str | None = None) -> None:
+        self.api_key = api_key
+        self.requests: list[dict[str, Any]] = []
+        self.events: dict[str, dict[str, Any]] = {}
+        self.received = 0
+        self.failures: list[tuple[int, dict[str, str]]] = []
+        self.hang_seconds = 0.0
+        self._lock = threading.Condition()
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                hub._handle(self)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> FakeHub:
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def fail_next(self, count: int, status: int = 503, headers: dict[str, str] | None = None) -> None:
+        """Answer the next ``count`` requests with ``status`` (and ``headers``)."""
+        with self._lock:
+            self.failures.extend([(status, headers or {})] * count)
+
+    def wait_for(self, predicate: Callable[[FakeHub], bool], timeout: float = 10.0) -> bool:
+        """Wait until ``predicate(hub)`` holds or ``timeout`` passes; return whether it held."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while not predicate(self):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._lock.wait(remaining)
+            return True
+
+    def spans(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [e for e in self.events.values() if e["type"] == "span"]
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        body = handler.rfile.read(int(handler.headers.get("Content-Length", 0)))
+        if self.hang_seconds:
+            time.sleep(self.hang_seconds)
+        with self._lock:
+            record = {
+                "path": handler.path,
+                "headers": dict(handler.headers.items()),
+                "size": len(body),
+            }
+            self.requests.append(record)
+            failure = self.failures.pop(0) if self.failures else None
+        if failure is not None:
+            status, headers = failure
+            self._reply(handler, status, {"code": "unavailable", "detail": "try later"}, headers)
+            return
+        if self.api_key is not None and handler.headers.get("Authorization") != f"Bearer {self.api_key}":
+            self._reply(handler, 401, {"code": "invalid_api_key", "detail": "API key revoked"})
+            return
+        if handler.path != INGEST_PATH:
+            self._reply(handler, 404, {"code": "not_found", "detail": handler.path})
+            return
+        if handler.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        batch = json.loads(body)
+        with self._lock:
+            record["batch"] = batch
+            duplicates = 0
+            for event in batch["events"]:
+                self.received += 1
+                if event["type"] == "span" and event["id"] in self.events:
+                    duplicates += 1
+                self.events[event["id"]] = event
+            self._lock.notify_all()
+        self._reply(handler, 200, {"accepted": len(batch["events"]) - duplicates, "duplicates": duplicates})
+
+    def _reply(
+        self,
+        handler: BaseHTTPRequestHandler,
+        status: int,
+        body: dict[str, Any],
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        payload = json.dumps(body).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/problem+json" if status >= 400 else "application/json")
+        handler.send_header("Content-Length", str(len(payload)))
+        for key, value in (headers or {}).items():
+            handler.send_header(key, value)
+        handler.end_headers()
+        handler.wfile.write(payload)
+        with self._lock:
+            self._lock.notify_all()
+
+
+if __name__ == "__main__":
+    hub = FakeHub(int(sys.argv[1])).start()
+    print(hub.url, flush=True)
+    threading.Event().wait()
