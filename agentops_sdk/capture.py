@@ -95,6 +95,11 @@ class Snapshot:
             return TRUNCATED
         if depth >= MAX_DEPTH:
             return self._text(f"<{cls.__qualname__}>")
+        # Exact types first: an isinstance() against an ABC costs more than the whole copy.
+        if cls is dict:
+            return self._mapping(value, depth)
+        if cls is list or cls is tuple:
+            return self._sequence(value, depth)
         if isinstance(value, Mapping):
             return self._mapping(value, depth)
         if isinstance(value, list | tuple | set | frozenset):

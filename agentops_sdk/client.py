@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Mapping
 from time import time_ns
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentops_sdk.buffer import EventBuffer
 from agentops_sdk.capture import capture_arguments, snapshot
@@ -28,6 +28,9 @@ from agentops_sdk.spans import Run, Span, SpanKind
 from agentops_sdk.spool import Spool, spool_key
 from agentops_sdk.stats import Counters, FlushResult, Stats
 from agentops_sdk.worker import Worker
+
+if TYPE_CHECKING:
+    from agentops_sdk.otel import OtelBridge
 
 __all__ = ["CallSpec", "Client", "current", "get_client", "init"]
 
@@ -86,9 +89,7 @@ class Client:
                 spool_key(options.hub_url, options.api_key),
                 options.spool_max_bytes,
             )
-        from agentops_sdk.otel import bridge_for
-
-        self._otel = bridge_for(options)
+        self._otel = _otel_bridge(options)
         self._start_delivery()
 
     # -- spans --------------------------------------------------------------------------------
@@ -342,6 +343,17 @@ def _shutdown_at_exit() -> None:
                 result.spooled,
                 result.pending,
             )
+
+
+def _otel_bridge(options: Options) -> OtelBridge | None:
+    """The OpenTelemetry bridge, imported only when it can be on (see agentops_sdk.otel)."""
+    if options.otel is False:
+        return None
+    if options.otel is None and "opentelemetry.trace" not in sys.modules:
+        return None
+    from agentops_sdk.otel import bridge_for
+
+    return bridge_for(options)
 
 
 def _after_fork_in_child() -> None:

@@ -14,11 +14,15 @@ has not imported it.
 
 from __future__ import annotations
 
-import sys
+from contextvars import Token
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import context, trace
+
+from agentops_sdk._version import __version__
+
 if TYPE_CHECKING:
-    from opentelemetry.trace import Tracer
+    from opentelemetry.context import Context
 
     from agentops_sdk.config import Options
     from agentops_sdk.spans import Span
@@ -30,26 +34,18 @@ _OPERATION = {"agent": "invoke_agent", "tool": "execute_tool", "llm": "chat"}
 
 def bridge_for(options: Options) -> OtelBridge | None:
     """The bridge to use for ``options``, or None when OpenTelemetry is not in use."""
-    if options.otel is False:
-        return None
-    if options.otel is None and "opentelemetry.trace" not in sys.modules:
-        return None
-    from opentelemetry import trace
-
     provider = trace.get_tracer_provider()
     if options.otel is None and isinstance(
         provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider
     ):
         return None
-    from agentops_sdk._version import __version__
-
     return OtelBridge(trace.get_tracer("agentops_sdk", __version__))
 
 
 class OtelBridge:
     """Starts an OpenTelemetry span for each AgentOps span."""
 
-    def __init__(self, tracer: Tracer) -> None:
+    def __init__(self, tracer: trace.Tracer) -> None:
         self._tracer = tracer
 
     def start(self, span: Span) -> OtelSpan:
@@ -81,26 +77,20 @@ class OtelSpan:
 
     __slots__ = ("_tokens", "span")
 
-    def __init__(self, span: Any) -> None:
+    def __init__(self, span: trace.Span) -> None:
         self.span = span
-        self._tokens: list[object] = []
+        self._tokens: list[Token[Context]] = []
 
     def attach(self) -> None:
         """Make this span the current OpenTelemetry span."""
-        from opentelemetry import context, trace
-
         self._tokens.append(context.attach(trace.set_span_in_context(self.span)))
 
     def detach(self) -> None:
         """Undo the matching :meth:`attach`."""
-        from opentelemetry import context
-
         context.detach(self._tokens.pop())
 
     def end(self, span: Span) -> None:
         """Copy the outcome of ``span`` (status, error, usage) and end the twin."""
-        from opentelemetry.trace import Status, StatusCode
-
         otel = self.span
         if span.model is not None:
             otel.set_attribute("gen_ai.response.model", span.model)
@@ -112,5 +102,5 @@ class OtelSpan:
         otel.set_attribute("agentops.status", span.status)
         if span.error is not None:
             otel.set_attribute("error.type", span.error["type"])
-            otel.set_status(Status(StatusCode.ERROR, span.error["message"]))
+            otel.set_status(trace.Status(trace.StatusCode.ERROR, span.error["message"]))
         otel.end(end_time=span.end_ns)

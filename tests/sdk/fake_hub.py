@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -28,7 +30,9 @@ class FakeHub:
         self.requests: list[dict[str, Any]] = []
         self.events: dict[str, dict[str, Any]] = {}
         self.received = 0
-        self.failures: list[tuple[int, dict[str, str]]] = []
+        self.received_ids: Counter[str] = Counter()
+        """How many times each event id arrived (the hub stores it once however often)."""
+        self.failures: list[tuple[int, dict[str, str], dict[str, Any]]] = []
         self.hang_seconds = 0.0
         self._lock = threading.Condition()
         hub = self
@@ -58,10 +62,17 @@ class FakeHub:
         self.server.shutdown()
         self.server.server_close()
 
-    def fail_next(self, count: int, status: int = 503, headers: dict[str, str] | None = None) -> None:
-        """Answer the next ``count`` requests with ``status`` (and ``headers``)."""
+    def fail_next(
+        self,
+        count: int,
+        status: int = 503,
+        headers: dict[str, str] | None = None,
+        problem: dict[str, Any] | None = None,
+    ) -> None:
+        """Answer the next ``count`` requests with ``status`` (and ``headers``, ``problem``)."""
+        problem = problem or {"code": "unavailable", "detail": "try later"}
         with self._lock:
-            self.failures.extend([(status, headers or {})] * count)
+            self.failures.extend([(status, headers or {}, problem)] * count)
 
     def wait_for(self, predicate: Callable[[FakeHub], bool], timeout: float = 10.0) -> bool:
         """Wait until ``predicate(hub)`` holds or ``timeout`` passes; return whether it held."""
@@ -83,18 +94,21 @@ class FakeHub:
         if self.hang_seconds:
             time.sleep(self.hang_seconds)
         with self._lock:
-            record = {
+            record: dict[str, Any] = {
                 "path": handler.path,
                 "headers": dict(handler.headers.items()),
                 "size": len(body),
+                "body": body,
+                "at": time.monotonic(),
             }
             self.requests.append(record)
             failure = self.failures.pop(0) if self.failures else None
         if failure is not None:
-            status, headers = failure
-            self._reply(handler, status, {"code": "unavailable", "detail": "try later"}, headers)
+            status, headers, problem = failure
+            self._reply(handler, status, problem, headers)
             return
-        if self.api_key is not None and handler.headers.get("Authorization") != f"Bearer {self.api_key}":
+        expected = f"Bearer {self.api_key}"
+        if self.api_key is not None and handler.headers.get("Authorization") != expected:
             self._reply(handler, 401, {"code": "invalid_api_key", "detail": "API key revoked"})
             return
         if handler.path != INGEST_PATH:
@@ -108,11 +122,13 @@ class FakeHub:
             duplicates = 0
             for event in batch["events"]:
                 self.received += 1
+                self.received_ids[event["id"]] += 1
                 if event["type"] == "span" and event["id"] in self.events:
                     duplicates += 1
                 self.events[event["id"]] = event
             self._lock.notify_all()
-        self._reply(handler, 200, {"accepted": len(batch["events"]) - duplicates, "duplicates": duplicates})
+        accepted = len(batch["events"]) - duplicates
+        self._reply(handler, 200, {"accepted": accepted, "duplicates": duplicates})
 
     def _reply(
         self,
@@ -123,7 +139,8 @@ class FakeHub:
     ) -> None:
         payload = json.dumps(body).encode()
         handler.send_response(status)
-        handler.send_header("Content-Type", "application/problem+json" if status >= 400 else "application/json")
+        kind = "application/problem+json" if status >= 400 else "application/json"
+        handler.send_header("Content-Type", kind)
         handler.send_header("Content-Length", str(len(payload)))
         for key, value in (headers or {}).items():
             handler.send_header(key, value)
@@ -131,6 +148,14 @@ class FakeHub:
         handler.wfile.write(payload)
         with self._lock:
             self._lock.notify_all()
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on (for a hub that is down)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
 
 
 if __name__ == "__main__":
