@@ -35,7 +35,10 @@ class EventBuffer:
         batch_bytes: int,
         counters: Counters,
     ) -> None:
-        self._items: deque[Queued] = deque()
+        # Each item with the size it was admitted at: a run is queued when it starts and again
+        # when it ends, and its estimate grows in between; freeing what was counted keeps the
+        # byte total exact.
+        self._items: deque[tuple[Queued, int]] = deque()
         self._bytes = 0
         self._lock = threading.Lock()
         self._max_events = max_events
@@ -63,7 +66,7 @@ class EventBuffer:
             if len(self._items) >= self._max_events or self._bytes + size > self._max_bytes:
                 self._counters.drop("queue_full")
                 return False
-            self._items.append(item)
+            self._items.append((item, size))
             self._bytes += size
             self.enqueued += 1
             full = len(self._items) >= self._batch_events or self._bytes >= self._batch_bytes
@@ -78,10 +81,10 @@ class EventBuffer:
             budget = max_bytes
             items = self._items
             while items and len(taken) < max_events:
-                size = items[0].size
+                size = items[0][1]
                 if taken and size > budget:
                     break
-                taken.append(items.popleft())
+                taken.append(items.popleft()[0])
                 budget -= size
                 self._bytes -= size
         return taken

@@ -1,9 +1,10 @@
 """Snapshots of inputs and outputs, taken at call time.
 
 A snapshot is a JSON-safe copy: later mutation of the original cannot change what was recorded.
-It is bounded: one character budget per snapshot (``max_capture_chars``), at most
-``MAX_ITEMS`` items per container and ``MAX_DEPTH`` levels, so the cost and the size of a
-recorded value never grow with the data an agent passes around. Anything that is not a plain
+It is bounded: one character budget per snapshot (``max_capture_chars``), which text spends by
+its length and every other value by at least one character, at most ``MAX_ITEMS`` items per
+container and ``MAX_DEPTH`` levels, so the cost and the size of a recorded value never grow with
+the data an agent passes around (a nested list of numbers included). Anything that is not a plain
 JSON value is recorded through ``model_dump()`` (pydantic), its dataclass fields, or ``repr()``.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from math import isfinite
 from typing import Any
 
 __all__ = ["MAX_DEPTH", "MAX_ITEMS", "Snapshot", "TRUNCATED", "capture_arguments", "snapshot"]
@@ -18,7 +20,8 @@ __all__ = ["MAX_DEPTH", "MAX_ITEMS", "Snapshot", "TRUNCATED", "capture_arguments
 MAX_ITEMS = 100
 MAX_DEPTH = 8
 TRUNCATED = "…[truncated]"
-_SCALARS = (int, float, bool, type(None))
+_SCALARS = (int, bool, type(None))
+"""Recorded as they are. Floats are not here: NaN and infinities are not JSON."""
 
 
 def snapshot(value: Any, max_chars: int) -> tuple[Any, int]:
@@ -26,7 +29,7 @@ def snapshot(value: Any, max_chars: int) -> tuple[Any, int]:
     cls = type(value)
     if cls is str and len(value) <= max_chars:
         return value, len(value) + 2
-    if cls in _SCALARS:
+    if cls in _SCALARS or (cls is float and isfinite(value)):
         return value, 8
     taker = Snapshot(max_chars)
     return taker.take(value, 0), taker.size
@@ -51,20 +54,23 @@ def capture_arguments(
     pairs: Any = zip(names, args, strict=False) if len(args) <= named else _with_rest(names, args)
     for source in (pairs, kwargs.items() if kwargs else ()):
         for name, value in source:
+            if not name:
+                continue
             cls = type(value)
             # Immutable scalars and short strings are recorded as they are: the common case.
             if cls is str and len(value) <= budget:
                 budget -= len(value)
                 size += len(value) + 8
-            elif cls in _SCALARS:
+                captured[name] = value
+            elif cls in _SCALARS or (cls is float and isfinite(value)):
                 size += 12
-            elif name:
+                captured[name] = value
+            else:
                 if taker is None:
                     taker = Snapshot(budget)
-                value = taker.take(value, 1)
+                taker.budget = budget  # short strings taken above spent some of it
+                captured[name] = taker.take(value, 1)
                 budget = taker.budget
-            if name:
-                captured[name] = value
     return captured, size + (taker.size if taker is not None else 0)
 
 
@@ -89,29 +95,43 @@ class Snapshot:
         if cls is str:
             return self._text(value)
         if cls in _SCALARS:
+            self.budget -= 1
             self.size += 8
             return value
+        if cls is float:
+            return self._float(value)
         if self.budget <= 0:
             return TRUNCATED
         if depth >= MAX_DEPTH:
             return self._text(f"<{cls.__qualname__}>")
-        # Exact types first: an isinstance() against an ABC costs more than the whole copy.
-        if cls is dict:
-            return self._mapping(value, depth)
-        if cls is list or cls is tuple:
-            return self._sequence(value, depth)
-        if isinstance(value, Mapping):
-            return self._mapping(value, depth)
-        if isinstance(value, list | tuple | set | frozenset):
-            return self._sequence(value, depth)
-        if isinstance(value, bytes | bytearray | memoryview):
-            return self._text(f"<{cls.__name__} len={len(value)}>")
-        if isinstance(value, str):  # a str subclass, such as an Enum mixing in str
-            return self._text(str.__str__(value))
-        if isinstance(value, int | float):
-            self.size += 8
-            return value
-        return self._object(value, depth)
+        try:
+            # Exact types first: an isinstance() against an ABC costs more than the whole copy.
+            if cls is dict:
+                return self._mapping(value, depth)
+            if cls is list or cls is tuple:
+                return self._sequence(value, depth)
+            if isinstance(value, Mapping):
+                return self._mapping(value, depth)
+            if isinstance(value, list | tuple | set | frozenset):
+                return self._sequence(value, depth)
+            if isinstance(value, bytes | bytearray | memoryview):
+                return self._text(f"<{cls.__name__} len={len(value)}>")
+            if isinstance(value, str):  # a str subclass, such as an Enum mixing in str
+                return self._text(str.__str__(value))
+            if isinstance(value, int):
+                self.budget -= 1
+                self.size += 8
+                return value
+            if isinstance(value, float):
+                return self._float(value)
+            return self._object(value, depth)
+        except Exception:  # a failing __str__, __iter__, model_dump...: never the agent's problem
+            return self._text(f"<unrepresentable {cls.__qualname__}>")
+
+    def _float(self, value: float) -> Any:
+        self.budget -= 1
+        self.size += 8
+        return value if isfinite(value) else repr(float(value))
 
     def _text(self, text: str) -> str:
         if len(text) > self.budget:
@@ -123,18 +143,18 @@ class Snapshot:
         return text
 
     def _mapping(self, value: Mapping[Any, Any], depth: int) -> Any:
+        self.budget -= 1
         out: dict[str, Any] = {}
         for index, (key, item) in enumerate(value.items()):
             if index >= MAX_ITEMS or self.budget <= 0:
                 out[TRUNCATED] = len(value) - index
                 break
-            name = key if type(key) is str else str(key)
-            self.budget -= len(name)
-            self.size += len(name) + 4
+            name = self._text(key if type(key) is str else str(key))
             out[name] = self.take(item, depth + 1)
         return out
 
     def _sequence(self, value: Any, depth: int) -> list[Any]:
+        self.budget -= 1
         out: list[Any] = []
         for index, item in enumerate(value):
             if index >= MAX_ITEMS or self.budget <= 0:
@@ -145,13 +165,10 @@ class Snapshot:
         return out
 
     def _object(self, value: Any, depth: int) -> Any:
-        try:
-            dump = getattr(value, "model_dump", None)
-            if callable(dump):
-                return self.take(dump(), depth + 1)
-            if dataclasses.is_dataclass(value) and not isinstance(value, type):
-                fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-                return self.take(fields, depth + 1)
-            return self._text(repr(value))
-        except Exception:
-            return self._text(f"<unrepresentable {type(value).__qualname__}>")
+        dump = getattr(value, "model_dump", None)
+        if callable(dump):
+            return self.take(dump(), depth + 1)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+            return self.take(fields, depth + 1)
+        return self._text(repr(value))

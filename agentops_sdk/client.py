@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from agentops_sdk.buffer import EventBuffer
 from agentops_sdk.capture import capture_arguments, snapshot
 from agentops_sdk.config import Options
+from agentops_sdk.context import CURRENT
 from agentops_sdk.exporters import Exporter, build_exporter
 from agentops_sdk.guards import CallInfo, GuardChain
-from agentops_sdk.context import CURRENT
 from agentops_sdk.spans import Run, Span, SpanKind
 from agentops_sdk.spool import Spool, spool_key
 from agentops_sdk.stats import Counters, FlushResult, Stats
@@ -233,9 +233,10 @@ class Client:
         deadline = time.monotonic() + max(0.0, timeout)
         # Keep a slice of the budget for spooling what the hub did not take in time.
         stopped = self._worker.stop(deadline - min(0.25, timeout * 0.2))
-        completed = self._worker.processed >= self._buffer.enqueued
-        if not completed:
+        if self._worker.processed < self._buffer.enqueued:
             self._worker.abandon()
+        # Settled counts spooled and dropped too (see FlushResult.completed).
+        completed = self._worker.processed >= self._buffer.enqueued
         if stopped and self.exporter is not None:
             self.exporter.close()
         return self._result(completed, before)
@@ -276,8 +277,7 @@ class Client:
             options=options,
             spool=self._spool,
         )
-        if self.exporter is not None:
-            self._worker.start()
+        self._worker.start()
 
     def _after_fork_in_child(self) -> None:
         after_fork = getattr(self.exporter, "after_fork", None)
@@ -286,9 +286,11 @@ class Client:
         self._start_delivery()
         if "multiprocessing" in sys.modules:
             # multiprocessing children leave through os._exit, past atexit: flush there too.
+            # Their bootstrap clears the finalizer registry after this hook has run, so the
+            # finalizer is registered by its after-fork callbacks, which run after that.
             from multiprocessing import util
 
-            util.Finalize(self, self.shutdown, exitpriority=100)
+            util.register_after_fork(self, _shutdown_at_process_exit)
 
 
 def init(options: Options | None = None, **overrides: Any) -> Client | None:
@@ -360,6 +362,12 @@ def _after_fork_in_child() -> None:
     client = current
     if client is not None:
         client._after_fork_in_child()
+
+
+def _shutdown_at_process_exit(client: Client) -> None:
+    from multiprocessing import util
+
+    util.Finalize(client, client.shutdown, exitpriority=100)
 
 
 def _usage_from_result(span: Span, result: Any) -> None:

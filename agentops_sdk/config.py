@@ -2,6 +2,8 @@
 
 Every option has a documented default and, where it makes sense, an environment variable.
 Precedence: an explicit argument to ``init()`` beats the environment, which beats the default.
+A variable set to a blank value counts as unset. An invalid value raises
+:class:`~agentops_sdk.errors.ConfigurationError` naming the option, or the variable it came from.
 
 ======================  ==============================  =====================================
 option                  environment variable            default
@@ -35,6 +37,7 @@ before_send             (code only)                     None
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -89,24 +92,12 @@ class Options:
     before_send: BeforeSend | None = None
 
     def __post_init__(self) -> None:
-        if self.environment not in ENVIRONMENTS:
-            raise ConfigurationError(
-                f"environment must be one of {', '.join(ENVIRONMENTS)}, got {self.environment!r}"
-            )
-        if isinstance(self.exporter, str) and self.exporter not in get_args(ExporterName):
-            raise ConfigurationError(
-                f"exporter must be one of {', '.join(get_args(ExporterName))} or an Exporter, "
-                f"got {self.exporter!r}"
-            )
+        for field in dataclasses.fields(self):
+            problem = _problem(field.name, getattr(self, field.name))
+            if problem is not None:
+                raise ConfigurationError(f"{field.name} {problem}")
         if self.exporter == "hub" and not self.hub_url:
             raise ConfigurationError("exporter 'hub' needs hub_url (or AGENTOPS_HUB_URL)")
-        if self.hub_url and not self.hub_url.startswith(("http://", "https://")):
-            raise ConfigurationError(f"hub_url must be an http(s) URL, got {self.hub_url!r}")
-        for name in _POSITIVE:
-            if getattr(self, name) <= 0:
-                raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)!r}")
-        if self.before_send is not None and not callable(self.before_send):
-            raise ConfigurationError("before_send must be callable")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Options:
@@ -115,9 +106,14 @@ class Options:
         values: dict[str, Any] = {}
         for field in dataclasses.fields(cls):
             variable = f"AGENTOPS_{field.name.upper()}"
-            if field.name in _CODE_ONLY or variable not in environ:
+            raw = environ.get(variable, "")
+            if field.name in _CODE_ONLY or not raw.strip():  # blank counts as unset
                 continue
-            values[field.name] = _parse(field.name, variable, environ[variable])
+            value = _parse(field.name, variable, raw)
+            problem = _problem(field.name, value)
+            if problem is not None:
+                raise ConfigurationError(f"{variable}={raw!r} is invalid: {field.name} {problem}")
+            values[field.name] = value
         unknown = set(overrides) - {field.name for field in dataclasses.fields(cls)}
         if unknown:
             raise ConfigurationError(f"unknown option(s): {', '.join(sorted(unknown))}")
@@ -186,4 +182,19 @@ def _parse(name: str, variable: str, raw: str) -> Any:
         raise ConfigurationError(f"{variable}={raw!r} is invalid: {exc}") from None
     if name == "tags":
         return tuple(tag.strip() for tag in text.split(",") if tag.strip())
-    return text or None
+    return text
+
+
+def _problem(name: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for the option ``name``; None when nothing is."""
+    if name == "environment" and value not in ENVIRONMENTS:
+        return f"must be one of {', '.join(ENVIRONMENTS)}, got {value!r}"
+    if name == "exporter" and isinstance(value, str) and value not in get_args(ExporterName):
+        return f"must be one of {', '.join(get_args(ExporterName))} or an Exporter, got {value!r}"
+    if name == "hub_url" and value and not value.startswith(("http://", "https://")):
+        return f"must be an http(s) URL, got {value!r}"
+    if name in _POSITIVE and not 0 < value < math.inf:  # NaN fails both comparisons
+        return f"must be a positive number, got {value!r}"
+    if name == "before_send" and value is not None and not callable(value):
+        return "must be callable"
+    return None

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
@@ -140,7 +140,7 @@ def llm(
     )
 
 
-class run:  # noqa: N801 - used like a function: ``with agentops.run("triage"):``
+class run:  # lower case: used like a function, ``with agentops.run("triage"):``
     """Record a block of code as a run (or, inside one, as an ``agent`` span).
 
         with agentops.run("triage", input={"ticket": 42}) as span:
@@ -156,7 +156,7 @@ class run:  # noqa: N801 - used like a function: ``with agentops.run("triage"):`
         self,
         name: str,
         *,
-        input: Any = None,  # noqa: A002 - the natural name for what the block receives
+        input: Any = None,  # the natural name for what the block receives
         tags: list[str] | tuple[str, ...] = (),
         metadata: Mapping[str, Any] | None = None,
         capture: bool | None = None,
@@ -235,7 +235,7 @@ class run:  # noqa: N801 - used like a function: ``with agentops.run("triage"):`
             client.fail_span(span, exc)
 
 
-class span(run):  # noqa: N801
+class span(run):
     """Record a block of code as a span of the current run (a ``step`` unless told).
 
     with agentops.span("rerank", kind="step") as current:
@@ -247,7 +247,7 @@ class span(run):  # noqa: N801
         name: str,
         *,
         kind: SpanKind = "step",
-        input: Any = None,  # noqa: A002
+        input: Any = None,
         tags: list[str] | tuple[str, ...] = (),
         capture: bool | None = None,
     ) -> None:
@@ -258,10 +258,12 @@ class span(run):  # noqa: N801
 # -- building wrappers, once per decorated function ------------------------------------------
 
 
-def _decorator(kind: SpanKind, fn: Callable[..., Any] | None, **settings: Any) -> Any:
-    if fn is not None:
-        return _wrap(fn, kind, settings)
-    return lambda target: _wrap(target, kind, settings)
+def _decorator(kind: SpanKind, fn: F | None, **settings: Any) -> F | Callable[[F], F]:
+    def decorate(target: F) -> F:
+        wrapped: F = _wrap(target, kind, settings)
+        return wrapped
+
+    return decorate if fn is None else decorate(fn)
 
 
 def _wrap(fn: Any, kind: SpanKind, settings: dict[str, Any]) -> Any:
@@ -271,7 +273,7 @@ def _wrap(fn: Any, kind: SpanKind, settings: dict[str, Any]) -> Any:
         raise TypeError(f"@{kind} decorates functions and methods, not {type(fn).__name__}")
     spec = CallSpec(
         kind=kind,
-        name=settings.get("name") or getattr(fn, "__name__", type(fn).__name__),
+        name=str(settings.get("name") or getattr(fn, "__name__", type(fn).__name__)),
         tags=tuple(settings.get("tags") or ()),
         capture=settings.get("capture"),
         param_names=_parameter_names(fn),
@@ -308,14 +310,18 @@ def _parameter_names(fn: Callable[..., Any]) -> tuple[str, ...]:
     return tuple(positional)
 
 
-def _enter(span: Span) -> Any:
+def _enter(span: Span | None) -> Any:
+    if span is None:  # an unrecorded generator step
+        return None
     token = CURRENT.set(span)
     if span.otel is not None:
         span.otel.attach()
     return token
 
 
-def _exit(span: Span, token: Any) -> None:
+def _exit(span: Span | None, token: Any) -> None:
+    if span is None:
+        return
     if span.otel is not None:
         span.otel.detach()
     CURRENT.reset(token)
@@ -377,44 +383,41 @@ def _generator_wrapper(fn: Callable[..., Any], spec: CallSpec) -> Callable[..., 
         span = client.open_span(spec, args, kwargs)
         if span is None:
             return (yield from fn(*args, **kwargs))
-        output = _StreamOutput(client.options.max_capture_chars, client.captures(spec))
-        generator: Iterator[Any] | None = None
+        stream = _StreamSpan(client, span, spec)
+        generator: Generator[Any, Any, Any]
         try:
             token = _enter(span)
             try:
                 if client.guards.active:
                     client.check(span, spec, args, kwargs)
                 generator = fn(*args, **kwargs)
-                item = next(generator)  # type: ignore[call-overload]
+                item = next(generator)
             finally:
                 _exit(span, token)
             while True:
-                output.add(item)
+                stream.add(item)
                 try:
                     sent = yield item
                 except GeneratorExit:
-                    generator.close()  # type: ignore[attr-defined]
+                    generator.close()
                     raise
                 except BaseException as thrown:
                     token = _enter(span)
                     try:
-                        item = generator.throw(thrown)  # type: ignore[attr-defined]
+                        item = generator.throw(thrown)
                     finally:
                         _exit(span, token)
                     continue
                 token = _enter(span)
                 try:
-                    item = generator.send(sent)  # type: ignore[attr-defined]
+                    item = generator.send(sent)
                 finally:
                     _exit(span, token)
         except StopIteration as stop:
-            client.end_span(span, spec, output.result(stop.value))
+            stream.end(stop.value)
             return stop.value
         except BaseException as exc:
-            if isinstance(exc, GeneratorExit):
-                client.end_span(span, spec, output.result(None))
-            else:
-                client.fail_span(span, exc)
+            stream.stop(exc)
             raise
 
     return wrapper
@@ -423,80 +426,87 @@ def _generator_wrapper(fn: Callable[..., Any], spec: CallSpec) -> Callable[..., 
 def _async_generator_wrapper(fn: Callable[..., Any], spec: CallSpec) -> Callable[..., Any]:
     # Driven in the consumer's own task, step by step: no helper task, so cancellation and
     # asyncio.timeout reach the wrapped generator exactly as they would without the SDK.
+    # Unrecorded calls take the same steps: with no ``yield from`` for async generators, only
+    # this loop forwards asend/athrow/aclose to the function.
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         client = _client.current
-        if client is None:
-            async for item in fn(*args, **kwargs):
-                yield item
-            return
-        span = client.open_span(spec, args, kwargs)
-        if span is None:
-            async for item in fn(*args, **kwargs):
-                yield item
-            return
-        output = _StreamOutput(client.options.max_capture_chars, client.captures(spec))
-        generator: AsyncIterator[Any] | None = None
+        span = None if client is None else client.open_span(spec, args, kwargs)
+        stream = None if client is None or span is None else _StreamSpan(client, span, spec)
+        generator: AsyncGenerator[Any, Any]
         try:
             token = _enter(span)
             try:
-                if client.guards.active:
-                    await client.acheck(span, spec, args, kwargs)
+                if stream is not None and stream.client.guards.active:
+                    await stream.client.acheck(stream.span, spec, args, kwargs)
                 generator = fn(*args, **kwargs)
-                item = await generator.__anext__()  # type: ignore[union-attr]
+                item = await generator.__anext__()
             finally:
                 _exit(span, token)
             while True:
-                output.add(item)
+                if stream is not None:
+                    stream.add(item)
                 try:
                     sent = yield item
                 except GeneratorExit:
-                    await generator.aclose()  # type: ignore[union-attr]
+                    await generator.aclose()
                     raise
                 except BaseException as thrown:
                     token = _enter(span)
                     try:
-                        item = await generator.athrow(thrown)  # type: ignore[union-attr]
+                        item = await generator.athrow(thrown)
                     finally:
                         _exit(span, token)
                     continue
                 token = _enter(span)
                 try:
-                    item = await generator.asend(sent)  # type: ignore[union-attr]
+                    item = await generator.asend(sent)
                 finally:
                     _exit(span, token)
         except StopAsyncIteration:
-            client.end_span(span, spec, output.result(None))
+            if stream is not None:
+                stream.end(None)
             return
         except BaseException as exc:
-            if isinstance(exc, GeneratorExit):
-                client.end_span(span, spec, output.result(None))
-            else:
-                client.fail_span(span, exc)
+            if stream is not None:
+                stream.stop(exc)
             raise
 
     return wrapper
 
 
-class _StreamOutput:
-    """The first items a generator yielded and how many it yielded in all."""
+class _StreamSpan:
+    """The span of one generator call: its first items, how many it yielded, how it ended."""
 
-    __slots__ = ("count", "items", "keep", "taker")
+    __slots__ = ("client", "count", "items", "keep", "span", "spec", "taker")
 
-    def __init__(self, max_chars: int, capture: bool) -> None:
-        self.taker = Snapshot(max_chars)
+    def __init__(self, client: _client.Client, span: Span, spec: CallSpec) -> None:
+        self.client = client
+        self.span = span
+        self.spec = spec
+        self.taker = Snapshot(client.options.max_capture_chars)
         self.items: list[Any] = []
         self.count = 0
-        self.keep = GENERATOR_ITEMS_KEPT if capture else 0
+        self.keep = GENERATOR_ITEMS_KEPT if client.captures(spec) else 0
 
     def add(self, item: Any) -> None:
         self.count += 1
         if self.count <= self.keep:
             self.items.append(self.taker.take(item, 1))
 
-    def result(self, returned: Any) -> dict[str, Any] | None:
-        if not self.keep:
-            return None
-        result: dict[str, Any] = {"items": self.items, "count": self.count}
-        if returned is not None:
-            result["returned"] = self.taker.take(returned, 1)
-        return result
+    def end(self, returned: Any) -> None:
+        """The generator finished, or was closed early (which is not an error)."""
+        if self.keep:
+            # Already snapshotted, item by item: passed to end_span, the count could be cut.
+            output: dict[str, Any] = {"items": self.items, "count": self.count}
+            if returned is not None:
+                output["returned"] = self.taker.take(returned, 1)
+            self.span.output = output
+            self.span.size += self.taker.size
+        self.client.end_span(self.span, self.spec)
+
+    def stop(self, exc: BaseException) -> None:
+        """The generator ended with ``exc``: closed early, or failed."""
+        if isinstance(exc, GeneratorExit):
+            self.end(None)
+        else:
+            self.client.fail_span(self.span, exc)

@@ -78,8 +78,8 @@ class CallInfo:
 
     @property
     def tags(self) -> tuple[str, ...]:
-        """The call's own tags followed by its run's."""
-        return self.span.tags + self.span.run.tags
+        """The call's own tags followed by its run's, each once (a run's root shares its tags)."""
+        return tuple(dict.fromkeys(self.span.tags + self.span.run.tags))
 
     @property
     def model(self) -> str | None:

@@ -9,8 +9,8 @@ models in :mod:`agentops_sdk.schema`. A :class:`Span` is also the handle users g
 from __future__ import annotations
 
 import traceback
-from time import time_ns
 from datetime import UTC, datetime
+from time import time_ns
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from agentops_sdk.capture import snapshot
@@ -123,7 +123,7 @@ class Span:
         @agentops.llm(model="gpt-4o")
         def ask(prompt: str) -> str:
             reply = my_client.complete(prompt)
-            agentops.current_span().set_usage(input_tokens=reply.in_tok, output_tokens=reply.out_tok)
+            agentops.current_span().set_usage(input_tokens=reply.inp, output_tokens=reply.out)
             return reply.text
     """
 
@@ -151,7 +151,7 @@ class Span:
         "usage",
     )
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - built on the hot path, where keywords cost time
         self,
         run: Run,
         parent: Span | None,
@@ -242,9 +242,12 @@ class Span:
         if provider is not None:
             self.provider = provider
         if input_tokens is not None or output_tokens is not None:
+            # Reported in parts (input first, output when a stream ends): keep what was given.
             usage = self.usage or {"input_tokens": 0, "output_tokens": 0}
-            usage["input_tokens"] = int(input_tokens or 0)
-            usage["output_tokens"] = int(output_tokens or 0)
+            if input_tokens is not None:
+                usage["input_tokens"] = int(input_tokens)
+            if output_tokens is not None:
+                usage["output_tokens"] = int(output_tokens)
             self.usage = usage
 
     # -- lifecycle, used by decorators and integrations --------------------------------------

@@ -13,8 +13,10 @@ DROP_REASONS: Final = (
     "serialization_error",
     "before_send",
     "export_failed",
+    "no_exporter",
 )
-"""Why an event can be dropped. ``before_send``: the user's hook returned ``None`` or failed."""
+"""Why an event can be dropped. ``before_send``: the user's hook returned ``None`` or failed;
+``no_exporter``: the SDK was started with ``exporter="none"``."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

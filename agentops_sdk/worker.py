@@ -39,7 +39,7 @@ class Worker:
         self,
         *,
         buffer: EventBuffer,
-        exporter: Exporter,
+        exporter: Exporter | None,
         counters: Counters,
         options: Options,
         spool: Spool | None,
@@ -104,8 +104,8 @@ class Worker:
             inflight, self._inflight = self._inflight, None
         settled = 0
         if inflight is not None:
-            batch, records = inflight
-            self._spool_or_drop(batch)
+            held, records = inflight
+            self._spool_or_drop(held)
             settled += records
         while True:
             items = self._buffer.take(self._options.batch_max_events, self._options.batch_max_bytes)
@@ -141,6 +141,10 @@ class Worker:
             items = self._buffer.take(options.batch_max_events, options.batch_max_bytes)
             if not items:
                 return
+            if self._exporter is None:  # exporter="none": settle at once, hold nothing
+                self._counters.drop("no_exporter", len(items))
+                self._mark_processed(len(items))
+                continue
             batch = self._encode(items)
             if batch is None:
                 self._mark_processed(len(items))
@@ -195,11 +199,14 @@ class Worker:
                 return  # fresh events first; the rest of the spool on a later wake-up
 
     def _export(self, batch: ExportBatch) -> ExportOutcome:
+        exporter = self._exporter
+        if exporter is None:
+            return ExportOutcome("failed", detail="no exporter")
         deadline = time.monotonic() + self._options.retry_budget
         try:
-            outcome = self._exporter.export(batch, deadline=deadline, cancel=self.cancel)
+            outcome = exporter.export(batch, deadline=deadline, cancel=self.cancel)
         except Exception as exc:
-            logger.exception("agentops: exporter %r raised", self._exporter)
+            logger.exception("agentops: exporter %r raised", exporter)
             outcome = ExportOutcome("failed", detail=repr(exc))
         self._counters.retried += outcome.retries
         if outcome.auth_failed:
@@ -207,11 +214,12 @@ class Worker:
         if outcome.status == "retry":
             self._down_until = time.monotonic() + self._down_backoff
             self._down_backoff = min(self._down_backoff * 2, _MAX_DOWN_BACKOFF)
-            logger.warning(
-                "agentops: cannot reach the hub (%s); spooling events, next try in %.0fs",
-                outcome.detail,
-                self._down_until - time.monotonic(),
-            )
+            if not self.cancel.is_set():  # past shutdown's deadline there is no next try
+                logger.warning(
+                    "agentops: cannot reach the hub (%s); spooling events, next try in %.0fs",
+                    outcome.detail,
+                    self._down_until - time.monotonic(),
+                )
         elif outcome.status == "sent":
             self._down_backoff = 1.0
         return outcome

@@ -183,9 +183,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     arguments = parser.parse_args()
 
-    variants = (
-        agentops_variants() + opentelemetry_variant() + langfuse_variants()
-    )
+    variants = agentops_variants() + opentelemetry_variant() + langfuse_variants()
     medians = measure(variants, arguments.calls, arguments.rounds)
     bare = medians.pop("bare function")
     reference = medians.get("opentelemetry sdk span")

@@ -58,13 +58,17 @@ class HubExporter:
     ) -> ExportOutcome:
         """Deliver ``batch``, retrying transient failures until ``deadline``."""
         body = gzip.compress(batch.payload, compresslevel=5)
+
+        def sleep(seconds: float) -> None:
+            cancel.wait(seconds)  # wakes early on cancel; the stop check then gives up
+
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(_Transient),
             wait=_RetryAfterOrBackoff(self._backoff),
             stop=lambda state: (
                 cancel.is_set() or time.monotonic() + (state.upcoming_sleep or 0.0) >= deadline
             ),
-            sleep=cancel.wait,
+            sleep=sleep,
             reraise=True,
         )
         try:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,32 @@ def hub() -> Iterator[FakeHub]:
     server = FakeHub().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def start_hub() -> Iterator[Callable[..., FakeHub]]:
+    """``start_hub(port=0, api_key=None)``: a fake hub on ``port`` (free if 0), stopped after."""
+    hubs: list[FakeHub] = []
+
+    def start(port: int = 0, api_key: str | None = None) -> FakeHub:
+        hubs.append(FakeHub(port, api_key=api_key).start())
+        return hubs[-1]
+
+    yield start
+    for server in hubs:
+        server.stop()
+
+
+@pytest.fixture
+def spool_dir(tmp_path: Path) -> Path:
+    """Where a test's SDK spools batches (``spool_dir`` / ``AGENTOPS_SPOOL_DIR``)."""
+    return tmp_path / "spool"
+
+
+@pytest.fixture
+def spool_files(spool_dir: Path) -> Callable[[], list[Path]]:
+    """``spool_files()``: every file now in the spool (batches, claims, temporary files)."""
+    return lambda: sorted(path for path in spool_dir.rglob("*") if path.is_file())
 
 
 @pytest.fixture

@@ -49,6 +49,7 @@ def run_script(tmp_path: Path, body: str, prelude: str = PRELUDE) -> Any:
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
         cwd=tmp_path,
         env={"PATH": "/usr/bin:/bin", "AGENTOPS_EXPORTER": "memory"},
     )

@@ -21,8 +21,9 @@ EVENT = TypeAdapter(Event)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 names = st.text(min_size=1, max_size=40)
@@ -86,7 +87,11 @@ def test_any_valid_event_round_trips_through_json(event: dict[str, Any]) -> None
 @given(st.lists(st.one_of(span_events, run_events), max_size=5))
 def test_a_batch_round_trips_through_json(events: list[dict[str, Any]]) -> None:
     batch = Batch.model_validate(
-        {"batch_id": uuid.uuid4(), "sdk": {"name": "agentops-sdk", "version": "1"}, "events": events}
+        {
+            "batch_id": uuid.uuid4(),
+            "sdk": {"name": "agentops-sdk", "version": "1"},
+            "events": events,
+        }
     )
     assert Batch.model_validate_json(batch.model_dump_json()) == batch
 
@@ -114,9 +119,10 @@ def test_invalid_span_events_are_rejected(
         SpanEvent.model_validate({**event, **change})
 
 
-@given(event=run_events, environment=st.text(max_size=10).filter(
-    lambda e: e not in {"prod", "staging", "test", "dev"}
-))
+@given(
+    event=run_events,
+    environment=st.text(max_size=10).filter(lambda e: e not in {"prod", "staging", "test", "dev"}),
+)
 def test_run_with_unknown_environment_is_rejected(event: dict[str, Any], environment: str) -> None:
     with pytest.raises(ValidationError):
         RunEvent.model_validate({**event, "environment": environment})

@@ -1,0 +1,328 @@
+"""Delivery to the hub over HTTP, against a real HTTP server playing the hub (``FakeHub``).
+
+Specification: batches travel as gzip-compressed JSON the hub's schema accepts, with the API key;
+transient failures are retried (honouring ``Retry-After``) and nothing is lost or stored twice;
+permanent failures are loud and counted; ``flush``/``shutdown`` keep their deadline whatever the
+hub does; while the hub is down batches wait in the spool and go out once it is back.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import agentops_sdk as agentops
+from agentops_sdk.client import Client
+from agentops_sdk.schema import Batch
+from tests.sdk.fake_hub import FakeHub, free_port
+
+StartSdk = Callable[..., Client]
+SpoolFiles = Callable[[], list[Path]]
+
+API_KEY = "ak_test_delivery"
+EVENTS_PER_CALL = 3
+"""A top-level call records its run when it starts, then its span and the finished run."""
+MARGIN = 0.5
+"""Slack allowed past a deadline for thread scheduling on a busy machine."""
+
+
+@agentops.tool
+def search(query: str) -> list[str]:
+    return [query]
+
+
+@agentops.agent
+def researcher(topic: str) -> str:
+    return ",".join(search(topic) + search(topic + "!"))
+
+
+@pytest.fixture
+def start_hub_sdk(start_sdk: StartSdk, spool_dir: Path) -> Callable[..., Client]:
+    """``start_hub_sdk(url, **options)``: the SDK exporting to the hub at ``url``."""
+
+    def start(url: str, **options: Any) -> Client:
+        settings: dict[str, Any] = {
+            "hub_url": url,
+            "api_key": API_KEY,
+            "spool_dir": spool_dir,
+            "retry_budget": 20.0,
+        }
+        return start_sdk(**(settings | options))
+
+    return start
+
+
+def span_ids(hub: FakeHub) -> set[str]:
+    return {span["id"] for span in hub.spans()}
+
+
+def assert_each_event_arrived_once(hub: FakeHub, client: Client) -> None:
+    """Spans arrive once each; runs twice (started, finished); nothing else was sent."""
+    with hub._lock:
+        counts = dict(hub.received_ids)
+        kinds = {event_id: event["type"] for event_id, event in hub.events.items()}
+    assert all(counts[i] == 1 for i, kind in kinds.items() if kind == "span"), counts
+    assert all(counts[i] == 2 for i, kind in kinds.items() if kind == "run"), counts
+    stats = client.stats()
+    assert hub.received == stats.sent + stats.spool_delivered
+
+
+def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    """Check ``condition`` until it holds or ``timeout`` passes; return whether it held."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+# -- the request -------------------------------------------------------------------------------
+
+
+def test_batch_is_gzip_json_that_the_hub_schema_accepts_with_the_api_key(
+    hub: FakeHub, start_hub_sdk: Callable[..., Client]
+) -> None:
+    client = start_hub_sdk(hub.url)
+
+    researcher("cats")
+    assert client.flush(5).completed
+
+    (request,) = hub.requests
+    assert request["path"] == "/api/v1/ingest/batch"
+    assert request["headers"]["Authorization"] == f"Bearer {API_KEY}"
+    assert request["headers"]["Content-Encoding"] == "gzip"
+    assert request["headers"]["Content-Type"] == "application/json"
+    batch = Batch.model_validate(json.loads(gzip.decompress(request["body"])))
+    assert [event.type for event in batch.events].count("span") == 3
+    assert {event.name for event in batch.events if event.type == "span"} == {
+        "researcher",
+        "search",
+    }
+    assert client.stats().sent == 2 + 3
+
+
+# -- transient failures: retried, nothing lost or duplicated ------------------------------------
+
+
+def test_503_is_retried_until_the_hub_takes_the_batch(
+    hub: FakeHub, start_hub_sdk: Callable[..., Client]
+) -> None:
+    client = start_hub_sdk(hub.url)
+    hub.fail_next(2, 503)
+
+    search("q")
+    assert client.flush(10).completed
+
+    assert len(hub.requests) == 3
+    assert len(span_ids(hub)) == 1
+    assert client.stats().retried == 2
+    assert client.stats().sent == EVENTS_PER_CALL
+    assert_each_event_arrived_once(hub, client)
+
+
+def test_429_waits_what_retry_after_asks_before_retrying(
+    hub: FakeHub, start_hub_sdk: Callable[..., Client]
+) -> None:
+    client = start_hub_sdk(hub.url)
+    hub.fail_next(1, 429, headers={"Retry-After": "2"})
+
+    search("q")
+    assert client.flush(10).completed
+
+    first, second = hub.requests
+    # Without Retry-After the first backoff is at most 0.5 s.
+    assert 2.0 - 0.05 <= second["at"] - first["at"] < 2.0 + MARGIN
+    assert client.stats().retried == 1
+    assert_each_event_arrived_once(hub, client)
+
+
+def test_connection_refused_is_retried_until_the_hub_comes_up(
+    start_hub: Callable[..., FakeHub], start_hub_sdk: Callable[..., Client]
+) -> None:
+    port = free_port()
+    client = start_hub_sdk(f"http://127.0.0.1:{port}")
+
+    search("q")
+    researcher("r")
+    down = client.flush(0.5)
+    assert not down.completed
+    assert down.pending == EVENTS_PER_CALL + 2 + 3, "a run of three spans: five events"
+    hub = start_hub(port)
+    assert client.flush(15).completed
+
+    assert client.stats().retried >= 1
+    assert client.stats().spooled == 0
+    assert len(span_ids(hub)) == 1 + 3
+    assert_each_event_arrived_once(hub, client)
+
+
+# -- permanent failures: not retried, loud, counted ----------------------------------------------
+
+
+def test_422_is_not_retried_and_is_logged_and_counted_as_export_failed(
+    hub: FakeHub, start_hub_sdk: Callable[..., Client], caplog: pytest.LogCaptureFixture
+) -> None:
+    client = start_hub_sdk(hub.url)
+    hub.fail_next(1, 422, problem={"code": "invalid_batch", "detail": "events[0].id: not a UUID"})
+    caplog.set_level(logging.ERROR, logger="agentops_sdk")
+
+    search("rejected")
+    assert client.flush(5).completed
+    search("accepted")
+    assert client.flush(5).completed
+
+    assert len(hub.requests) == 2
+    stats = client.stats()
+    assert stats.retried == 0
+    assert stats.dropped["export_failed"] == EVENTS_PER_CALL
+    assert stats.sent == EVENTS_PER_CALL
+    (record,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "422" in record.getMessage()
+    assert "invalid_batch" in record.getMessage()
+    assert "events[0].id: not a UUID" in record.getMessage()
+    assert [span["input"] for span in hub.spans()] == [{"query": "accepted"}]
+
+
+def test_refused_api_key_logs_one_error_with_the_hubs_reason_and_counts_each_batch(
+    start_hub: Callable[..., FakeHub],
+    start_hub_sdk: Callable[..., Client],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hub = start_hub(api_key="ak_the_right_one")
+    client = start_hub_sdk(hub.url, api_key="ak_revoked")
+    caplog.set_level(logging.WARNING, logger="agentops_sdk")
+
+    for query in ("a", "b", "c"):
+        search(query)
+        assert client.flush(5).completed
+
+    assert len(hub.requests) == 3
+    assert hub.events == {}
+    stats = client.stats()
+    assert stats.auth_failures == 3
+    assert stats.retried == 0
+    assert stats.sent == 0
+    assert stats.dropped["export_failed"] == 3 * EVENTS_PER_CALL
+    logged = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(logged) == 1
+    assert logged[0].levelno == logging.ERROR
+    assert "invalid_api_key" in logged[0].getMessage()
+    assert "API key revoked" in logged[0].getMessage()
+    assert "401" in logged[0].getMessage()
+
+
+# -- deadlines: flush and shutdown return in time, and say what they did --------------------------
+
+
+def test_flush_and_shutdown_keep_their_deadline_with_the_hub_down(
+    start_hub_sdk: Callable[..., Client], spool_files: SpoolFiles
+) -> None:
+    client = start_hub_sdk(f"http://127.0.0.1:{free_port()}", spool=True)
+    search("q")
+
+    started = time.monotonic()
+    flushed = client.flush(1.0)
+    assert time.monotonic() - started < 1.0 + MARGIN
+    assert not flushed.completed
+    assert flushed.pending == EVENTS_PER_CALL
+    assert flushed.sent == 0
+
+    started = time.monotonic()
+    closed = client.shutdown(1.0)
+    assert time.monotonic() - started < 1.0 + MARGIN
+    assert closed.pending == 0
+    assert closed.spooled == EVENTS_PER_CALL
+    assert closed.completed, "every event is settled: spooled for the next run"
+    assert client.stats().spooled == EVENTS_PER_CALL
+    assert len(spool_files()) == 1
+
+
+def test_flush_and_shutdown_keep_their_deadline_with_a_hub_that_hangs(
+    hub: FakeHub, start_hub_sdk: Callable[..., Client], spool_files: SpoolFiles
+) -> None:
+    hub.hang_seconds = 6.0
+    client = start_hub_sdk(hub.url, spool=True, export_timeout=5.0)
+    search("q")
+
+    started = time.monotonic()
+    flushed = client.flush(1.0)
+    assert time.monotonic() - started < 1.0 + MARGIN
+    assert not flushed.completed
+    assert flushed.pending == EVENTS_PER_CALL
+
+    started = time.monotonic()
+    closed = client.shutdown(1.0)
+    assert time.monotonic() - started < 1.0 + MARGIN
+    assert closed.pending == 0
+    assert closed.spooled == EVENTS_PER_CALL
+    assert len(spool_files()) == 1
+
+
+def test_shutdown_without_a_spool_counts_what_it_could_not_deliver_as_dropped(
+    start_hub_sdk: Callable[..., Client],
+) -> None:
+    client = start_hub_sdk(f"http://127.0.0.1:{free_port()}")
+    search("q")
+
+    started = time.monotonic()
+    closed = client.shutdown(1.0)
+
+    assert time.monotonic() - started < 1.0 + MARGIN
+    assert closed.spooled == 0
+    assert closed.dropped == EVENTS_PER_CALL
+    assert client.stats().dropped["export_failed"] == EVENTS_PER_CALL
+
+
+# -- the spool, in one process -------------------------------------------------------------------
+
+
+def test_batches_are_spooled_while_the_hub_is_down_and_delivered_once_it_is_back(
+    start_hub: Callable[..., FakeHub], start_hub_sdk: Callable[..., Client], spool_files: SpoolFiles
+) -> None:
+    port = free_port()
+    client = start_hub_sdk(f"http://127.0.0.1:{port}", spool=True, retry_budget=0.3)
+
+    search("during the outage")
+    first = client.flush(5)
+    assert first.completed
+    assert first.spooled == EVENTS_PER_CALL
+    search("still down")
+    assert client.flush(5).completed
+    assert client.stats().spooled == 2 * EVENTS_PER_CALL
+    assert client.stats().sent == 0
+    assert len(spool_files()) == 2
+
+    hub = start_hub(port)
+    # The worker retries the spool after a backoff of one, then two seconds.
+    assert wait_until(lambda: client.stats().spool_delivered == 2 * EVENTS_PER_CALL, 20)
+
+    assert {span["input"]["query"] for span in hub.spans()} == {"during the outage", "still down"}
+    assert spool_files() == []
+    assert_each_event_arrived_once(hub, client)
+
+
+def test_a_full_spool_drops_and_counts_what_does_not_fit(
+    start_hub_sdk: Callable[..., Client], spool_files: SpoolFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = start_hub_sdk(
+        f"http://127.0.0.1:{free_port()}", spool=True, spool_max_bytes=100, retry_budget=0.3
+    )
+    caplog.set_level(logging.WARNING, logger="agentops_sdk")
+
+    search("q")
+    result = client.flush(5)
+
+    assert result.completed
+    assert result.spooled == 0
+    assert result.dropped == EVENTS_PER_CALL
+    assert client.stats().dropped["export_failed"] == EVENTS_PER_CALL
+    assert spool_files() == []
+    assert any("spool" in r.getMessage() and "full" in r.getMessage() for r in caplog.records)
