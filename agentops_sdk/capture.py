@@ -1,6 +1,11 @@
 """Snapshots of inputs and outputs, taken at call time.
 
 A snapshot is a JSON-safe copy: later mutation of the original cannot change what was recorded.
+On the hot path, :func:`freeze` and :func:`freeze_arguments` do the least that guarantees this:
+immutable values are kept as they are and flat containers of them are copied shallowly, marked
+as deferred; the worker thread turns those into bounded JSON with :func:`render`.
+Anything else is snapshotted at once.
+
 It is bounded: one character budget per snapshot (``max_capture_chars``), which text spends by
 its length and every other value by at least one character, at most ``MAX_ITEMS`` items per
 container and ``MAX_DEPTH`` levels, so the cost and the size of a recorded value never grow with
@@ -15,7 +20,17 @@ from collections.abc import Mapping
 from math import isfinite
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "MAX_ITEMS", "Snapshot", "TRUNCATED", "capture_arguments", "snapshot"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_ITEMS",
+    "TRUNCATED",
+    "Snapshot",
+    "capture_arguments",
+    "freeze",
+    "freeze_arguments",
+    "render",
+    "snapshot",
+]
 
 MAX_ITEMS = 100
 MAX_DEPTH = 8
@@ -33,6 +48,94 @@ def snapshot(value: Any, max_chars: int) -> tuple[Any, int]:
         return value, 8
     taker = Snapshot(max_chars)
     return taker.take(value, 0), taker.size
+
+
+# A deferred value is a tuple tagged by its first item. Snapshots never contain tuples (they
+# become lists), so a tuple in a record always means "render me later". Plain tuples cost a
+# fraction of an object with an __init__, and this runs on every call.
+_VALUE = object()
+_ARGUMENTS = object()
+
+
+def render(value: Any, max_chars: int) -> Any:
+    """The JSON-safe form of a captured value: deferred ones are rendered, others are final."""
+    if type(value) is not tuple:
+        return value
+    if value[0] is _ARGUMENTS:
+        return capture_arguments(value[1], value[2], value[3], max_chars)[0]
+    return Snapshot(max_chars).take(value[1], 0)
+
+
+_IMMUTABLE = frozenset({str, int, float, bool, type(None)})
+
+
+def freeze(value: Any, max_chars: int) -> tuple[Any, int]:
+    """Make ``value`` safe from later mutation at the least cost; return it and its size.
+
+    Plain scalars are kept; lists, tuples and str-keyed dicts of at most ``MAX_ITEMS`` plain
+    scalars are copied shallowly and deferred (see :func:`render`); anything else is
+    snapshotted now.
+    """
+    cls = type(value)
+    if cls is str and len(value) <= max_chars:
+        return value, len(value) + 2
+    if cls is int or cls is bool or value is None:
+        return value, 8
+    if (cls is list or cls is tuple) and len(value) <= MAX_ITEMS:
+        size = 2
+        for item in value:
+            kind = type(item)
+            if kind is str:
+                size += min(len(item), max_chars) + 3
+            elif kind in _IMMUTABLE:
+                size += 8
+            else:
+                break
+        else:
+            return (_VALUE, tuple(value)), min(size, max_chars + 64)
+    elif cls is dict and len(value) <= MAX_ITEMS:
+        size = 2
+        for key, item in value.items():
+            kind = type(item)
+            if type(key) is not str:
+                break
+            if kind is str:
+                size += len(key) + min(len(item), max_chars) + 6
+            elif kind in _IMMUTABLE:
+                size += len(key) + 12
+            else:
+                break
+        else:
+            return (_VALUE, value.copy()), min(size, max_chars + 64)
+    return snapshot(value, max_chars)
+
+
+def freeze_arguments(
+    names: tuple[str, ...],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any] | None,
+    max_chars: int,
+) -> tuple[Any, int]:
+    """Like :func:`freeze` for a call's arguments; see :func:`capture_arguments` for the form."""
+    size = 16
+    for value in args:
+        kind = type(value)
+        if kind is str:
+            size += min(len(value), max_chars) + 16
+        elif kind in _IMMUTABLE:
+            size += 16
+        else:
+            return capture_arguments(names, args, kwargs, max_chars)
+    if kwargs:
+        for value in kwargs.values():
+            kind = type(value)
+            if kind is str:
+                size += min(len(value), max_chars) + 16
+            elif kind in _IMMUTABLE:
+                size += 16
+            else:
+                return capture_arguments(names, args, kwargs, max_chars)
+    return (_ARGUMENTS, names, args, kwargs), min(size, max_chars + 256)
 
 
 def capture_arguments(

@@ -19,7 +19,7 @@ from time import time_ns
 from typing import TYPE_CHECKING, Any
 
 from agentops_sdk.buffer import EventBuffer
-from agentops_sdk.capture import capture_arguments, snapshot
+from agentops_sdk.capture import freeze, freeze_arguments
 from agentops_sdk.config import Options
 from agentops_sdk.context import CURRENT
 from agentops_sdk.exporters import Exporter, build_exporter
@@ -124,6 +124,7 @@ class Client:
                     tags=spec.tags + options.tags,
                     metadata=spec.metadata,
                     start_ns=now,
+                    max_chars=self._max_chars,
                 )
                 span = Span(run, None, spec.kind, spec.name, spec.tags, now, self._max_chars)
             else:
@@ -134,15 +135,16 @@ class Client:
                 span.provider = spec.provider
             if self._capture if spec.capture is None else spec.capture:
                 if given_input is not None:
-                    span.input, size = snapshot(given_input, self._max_chars)
+                    span.input, size = freeze(given_input, self._max_chars)
                     span.size += size
                 elif args or kwargs:
-                    span.input, size = capture_arguments(
+                    span.input, size = freeze_arguments(
                         spec.param_names, args, kwargs, self._max_chars
                     )
                     span.size += size
             if parent is None:
                 run.input = span.input
+                run.size = span.size
                 self._buffer.put(run)
             if self._otel is not None:
                 span.otel = self._otel.start(span)
@@ -168,10 +170,13 @@ class Client:
             if result is not None and (
                 self._capture if spec is None or spec.capture is None else spec.capture
             ):
-                span.output, size = snapshot(result, self._max_chars)
+                span.output, size = freeze(result, self._max_chars)
                 span.size += size
             if span.kind == "llm" and span.usage is None and result is not None:
                 _usage_from_result(span, result)
+        except Exception:
+            logger.exception("agentops: could not record the result of %s", span.name)
+        try:
             self._finish(span)
         except Exception:
             logger.exception("agentops: could not record the end of %s", span.name)

@@ -335,7 +335,11 @@ def _function_wrapper(fn: Callable[..., Any], spec: CallSpec) -> Callable[..., A
         span = client.open_span(spec, args, kwargs)
         if span is None:
             return fn(*args, **kwargs)
-        token = _enter(span)
+        # _enter/_exit inlined: this is the hottest path of the SDK.
+        token = CURRENT.set(span)
+        otel = span.otel
+        if otel is not None:
+            otel.attach()
         try:
             if client.guards.active:
                 client.check(span, spec, args, kwargs)
@@ -344,7 +348,9 @@ def _function_wrapper(fn: Callable[..., Any], spec: CallSpec) -> Callable[..., A
             client.fail_span(span, exc)
             raise
         finally:
-            _exit(span, token)
+            if otel is not None:
+                otel.detach()
+            CURRENT.reset(token)
         client.end_span(span, spec, result)
         return result
 
@@ -359,7 +365,10 @@ def _coroutine_wrapper(fn: Callable[..., Any], spec: CallSpec) -> Callable[..., 
         span = client.open_span(spec, args, kwargs)
         if span is None:
             return await fn(*args, **kwargs)
-        token = _enter(span)
+        token = CURRENT.set(span)
+        otel = span.otel
+        if otel is not None:
+            otel.attach()
         try:
             if client.guards.active:
                 await client.acheck(span, spec, args, kwargs)
@@ -368,7 +377,9 @@ def _coroutine_wrapper(fn: Callable[..., Any], spec: CallSpec) -> Callable[..., 
             client.fail_span(span, exc)
             raise
         finally:
-            _exit(span, token)
+            if otel is not None:
+                otel.detach()
+            CURRENT.reset(token)
         client.end_span(span, spec, result)
         return result
 
@@ -495,13 +506,7 @@ class _StreamSpan:
 
     def end(self, returned: Any) -> None:
         """The generator finished, or was closed early (which is not an error)."""
-        if self.keep:
-            # Already snapshotted, item by item: passed to end_span, the count could be cut.
-            output: dict[str, Any] = {"items": self.items, "count": self.count}
-            if returned is not None:
-                output["returned"] = self.taker.take(returned, 1)
-            self.span.output = output
-            self.span.size += self.taker.size
+        self._record_output(returned)
         self.client.end_span(self.span, self.spec)
 
     def stop(self, exc: BaseException) -> None:
@@ -509,4 +514,16 @@ class _StreamSpan:
         if isinstance(exc, GeneratorExit):
             self.end(None)
         else:
+            if self.count:
+                self._record_output(None)  # what it yielded before failing
             self.client.fail_span(self.span, exc)
+
+    def _record_output(self, returned: Any) -> None:
+        if not self.keep:
+            return
+        # Already snapshotted, item by item: passed to end_span, the count could be cut.
+        output: dict[str, Any] = {"items": self.items, "count": self.count}
+        if returned is not None:
+            output["returned"] = self.taker.take(returned, 1)
+        self.span.output = output
+        self.span.size += self.taker.size

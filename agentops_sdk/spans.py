@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from time import time_ns
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from agentops_sdk.capture import snapshot
+from agentops_sdk.capture import render, snapshot
 from agentops_sdk.ids import derive_id, format_id, next_sequence
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ class Run:
 
     __slots__ = (
         "_id",
+        "_max_chars",
         "_sequence",
         "agent",
         "end_ns",
@@ -64,9 +65,11 @@ class Run:
         tags: tuple[str, ...],
         metadata: dict[str, Any] | None,
         start_ns: int,
+        max_chars: int,
     ) -> None:
         self._id: int | None = None
         self._sequence = next_sequence()
+        self._max_chars = max_chars
         self.agent = agent
         self.name = name
         self.environment = environment
@@ -105,8 +108,8 @@ class Run:
             "ended_at": None if self.end_ns is None else _timestamp(self.end_ns),
             "tags": list(self.tags),
             "metadata": self.metadata or {},
-            "input": self.input,
-            "output": self.output,
+            "input": render(self.input, self._max_chars),
+            "output": render(self.output, self._max_chars),
             "error": self.error,
             "span_count": self.span_count,
             "error_count": self.error_count,
@@ -287,8 +290,8 @@ class Span:
             "ended_at": None if self.end_ns is None else _timestamp(self.end_ns),
             "tags": list(self.tags),
             "attributes": self.attributes or {},
-            "input": self.input,
-            "output": self.output,
+            "input": render(self.input, self._max_chars),
+            "output": render(self.output, self._max_chars),
             "error": self.error,
             "llm": llm,
             "events": self.events or [],
@@ -301,7 +304,9 @@ class _NoopSpan(Span):
     __slots__ = ()
 
     def __init__(self) -> None:
-        run = Run(agent="", name="", environment="dev", tags=(), metadata=None, start_ns=0)
+        run = Run(
+            agent="", name="", environment="dev", tags=(), metadata=None, start_ns=0, max_chars=0
+        )
         super().__init__(run, None, "step", "", (), 0, 0)
 
     def set_attribute(self, key: str, value: Any) -> None:

@@ -208,8 +208,8 @@ def test_queue_bytes_stay_bounded_however_long_the_sdk_has_been_running(
         client = start_sdk(
             exporter=exporter, max_queue_events=1_000_000, max_queue_bytes=256 * 1024
         )
-        for _ in range(runs_before // 20):  # in steps the queue can hold: nothing dropped
-            for _ in range(20):
+        for _ in range(runs_before // 10):  # in steps the queue can hold: nothing dropped
+            for _ in range(10):
                 research("x" * 2000)
             assert client.flush(10).completed
         assert client.stats().dropped_total == 0

@@ -15,12 +15,8 @@ from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 import agentops_sdk as agentops
-from agentops_sdk import testing
 from agentops_sdk.capture import MAX_DEPTH, MAX_ITEMS, TRUNCATED, snapshot
 from agentops_sdk.testing import CapturedEvents, capture_events
-
-agentops_events = testing.agentops_events  # the plugin's fixture, also where it is not installed
-
 
 # -- taken at call time ----------------------------------------------------------------------
 

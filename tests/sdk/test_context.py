@@ -12,13 +12,10 @@ from typing import Any
 import pytest
 
 import agentops_sdk as agentops
-from agentops_sdk import testing
 from agentops_sdk.context import CURRENT
 from agentops_sdk.spans import NOOP_SPAN
 from agentops_sdk.testing import CapturedEvents
 from tests.sdk.test_decorators import FUNCTION_KINDS, drive, make_work
-
-agentops_events = testing.agentops_events  # the plugin's fixture, also where it is not installed
 
 
 def assert_clean() -> None:

@@ -13,13 +13,10 @@ import pytest
 
 import agentops_sdk as agentops
 from agentops_sdk import client as _client
-from agentops_sdk import testing
 from agentops_sdk.context import CURRENT
 from agentops_sdk.decorators import GENERATOR_ITEMS_KEPT
 from agentops_sdk.spans import NOOP_SPAN
 from agentops_sdk.testing import CapturedEvents, capture_events
-
-agentops_events = testing.agentops_events  # the plugin's fixture, also where it is not installed
 
 FUNCTION_KINDS = ("sync", "async", "generator", "async_generator")
 DECORATORS: dict[str, Callable[..., Any]] = {
@@ -500,7 +497,7 @@ def test_exception_thrown_into_generator_and_not_caught_fails_its_span(
     assert span.status == "error"
     assert span.error is not None
     assert (span.error.type, span.error.message) == ("ValueError", "thrown in")
-    assert span.output is None
+    assert span.output == {"items": ["first"], "count": 1}  # yielded before failing
 
 
 async def test_exception_thrown_into_async_generator_reaches_the_function(
@@ -556,7 +553,7 @@ async def test_generator_that_raises_midway_records_the_items_before_and_the_err
     assert span.status == "error"
     assert span.error is not None
     assert span.error.type == "RuntimeError"
-    assert span.output is None
+    assert span.output == {"items": [1], "count": 1}  # yielded before failing
 
 
 async def test_async_generator_runs_in_the_consumers_task_not_a_helper_task(
@@ -607,7 +604,7 @@ async def test_asyncio_timeout_reaches_a_decorated_async_generator_and_records_c
     assert cancelled_inside == [True]
     (span,) = agentops_events.spans
     assert span.status == "cancelled"
-    assert span.output is None
+    assert span.output == {"items": [0], "count": 1}  # yielded before the timeout
 
 
 # -- errors ----------------------------------------------------------------------------------

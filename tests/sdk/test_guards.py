@@ -10,12 +10,9 @@ from typing import Any
 import pytest
 
 import agentops_sdk as agentops
-from agentops_sdk import testing
 from agentops_sdk.guards import CallInfo
 from agentops_sdk.testing import CapturedEvents, capture_events
 from tests.sdk.test_decorators import FUNCTION_KINDS, drive
-
-agentops_events = testing.agentops_events  # the plugin's fixture, also where it is not installed
 
 
 class Recorder:
