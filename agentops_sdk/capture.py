@@ -268,6 +268,8 @@ class Snapshot:
         return out
 
     def _object(self, value: Any, depth: int) -> Any:
+        if isinstance(value, type):  # a class, e.g. a pydantic model class: not its instance API
+            return self._text(f"<class {value.__module__}.{value.__qualname__}>")
         dump = getattr(value, "model_dump", None)
         if callable(dump):
             return self.take(dump(), depth + 1)

@@ -383,7 +383,7 @@ def _usage_from_result(span: Span, result: Any) -> None:
     else:
         usage = getattr(result, "usage", None)
         model = getattr(result, "model", None)
-    if isinstance(model, str) and span.model is None:
+    if isinstance(model, str):  # what actually answered (e.g. a dated snapshot) wins
         span.model = model
     if usage is None:
         return

@@ -35,7 +35,8 @@ __all__ = ["CallInfo", "Guard", "GuardChain"]
 
 logger = logging.getLogger("agentops_sdk")
 
-Guard = Callable[["CallInfo"], None]
+Guard = Callable[["CallInfo"], object]
+"""A guard returns nothing (or, for ``async def`` guards, a coroutine) or raises."""
 
 
 class CallInfo:
@@ -125,17 +126,28 @@ class GuardChain:
         return remove
 
     def check(self, call: CallInfo) -> None:
-        """Run every guard; an ``EnforcementError`` from one propagates."""
+        """Run every guard; an ``EnforcementError`` from one propagates.
+
+        A coroutine guard (``async def``) cannot run for a sync call: it is logged and skipped.
+        """
         for guard in self._guards:
             try:
-                guard(call)
+                outcome = guard(call)
+                if inspect.isawaitable(outcome):
+                    _discard(outcome)
+                    logger.error(
+                        "agentops guard %r is async and cannot check the sync call %s; give it "
+                        "a sync __call__ and an async acheck",
+                        guard,
+                        call.name,
+                    )
             except EnforcementError:
                 raise
             except Exception:
                 logger.exception("agentops guard %r failed; the call goes ahead", guard)
 
     async def acheck(self, call: CallInfo) -> None:
-        """Like :meth:`check`, awaiting guards that offer ``acheck``."""
+        """Like :meth:`check`, awaiting guards' ``acheck`` and coroutine guards."""
         for guard in self._guards:
             try:
                 asynchronous: Callable[[CallInfo], Awaitable[None]] | None = getattr(
@@ -144,8 +156,16 @@ class GuardChain:
                 if asynchronous is not None and inspect.iscoroutinefunction(asynchronous):
                     await asynchronous(call)
                 else:
-                    guard(call)
+                    outcome = guard(call)
+                    if inspect.isawaitable(outcome):
+                        await outcome
             except EnforcementError:
                 raise
             except Exception:
                 logger.exception("agentops guard %r failed; the call goes ahead", guard)
+
+
+def _discard(awaitable: Awaitable[object]) -> None:
+    close = getattr(awaitable, "close", None)
+    if close is not None:
+        close()  # no "coroutine was never awaited" warning: we said why above

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Final
+import threading
+from typing import Final, Literal
 
 __all__ = ["DROP_REASONS", "Counters", "FlushResult", "Stats"]
 
@@ -60,12 +61,28 @@ class FlushResult:
     """Events still in memory when the call returned."""
 
 
-class Counters:
-    """Mutable counters behind :class:`Stats`; written by the worker and the buffer."""
+Counter = Literal["sent", "retried", "spooled", "spool_delivered", "auth_failures"]
 
-    __slots__ = ("auth_failures", "dropped", "retried", "sent", "spool_delivered", "spooled")
+
+class Counters:
+    """Mutable counters behind :class:`Stats`.
+
+    Agent threads (drops at the queue), the worker and ``shutdown()`` all write them, so every
+    write takes the lock: ``+=`` on an attribute is not atomic across threads.
+    """
+
+    __slots__ = (
+        "_lock",
+        "auth_failures",
+        "dropped",
+        "retried",
+        "sent",
+        "spool_delivered",
+        "spooled",
+    )
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self.sent = 0
         self.retried = 0
         self.spooled = 0
@@ -75,7 +92,13 @@ class Counters:
 
     def drop(self, reason: str, count: int = 1) -> None:
         """Count ``count`` events dropped for ``reason``."""
-        self.dropped[reason] += count
+        with self._lock:
+            self.dropped[reason] += count
+
+    def add(self, counter: Counter, count: int = 1) -> None:
+        """Add ``count`` to one of the counters."""
+        with self._lock:
+            setattr(self, counter, getattr(self, counter) + count)
 
     @property
     def settled(self) -> int:

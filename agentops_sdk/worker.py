@@ -58,6 +58,8 @@ class Worker:
         """Records taken from the buffer whose fate is decided (sent, spooled or dropped)."""
         self._inflight_lock = threading.Lock()
         self._inflight: tuple[ExportBatch, int] | None = None
+        self._held: tuple[ExportBatch, int] | None = None
+        """Without a spool: the batch the hub could not take, retried first when it is back."""
         self._down_until = 0.0
         self._down_backoff = 1.0
         self._next_spool_check = 0.0
@@ -102,11 +104,13 @@ class Worker:
         self.cancel.set()
         with self._inflight_lock:
             inflight, self._inflight = self._inflight, None
+            held, self._held = self._held, None
         settled = 0
-        if inflight is not None:
-            held, records = inflight
-            self._spool_or_drop(held)
-            settled += records
+        for taken in (inflight, held):
+            if taken is not None:
+                batch, records = taken
+                self._spool_or_drop(batch)
+                settled += records
         while True:
             items = self._buffer.take(self._options.batch_max_events, self._options.batch_max_bytes)
             if not items:
@@ -128,16 +132,22 @@ class Worker:
                 self._wake.wait(self._options.flush_interval)
                 self._wake.clear()
                 stopping = self._stopping.is_set()
-                self._drain()
+                self._drain(stopping=stopping)
                 self._deliver_spooled(everything=stopping)
                 if stopping or self.cancel.is_set():
                     return
         except Exception:
             logger.exception("agentops: the delivery worker failed; events are no longer sent")
 
-    def _drain(self) -> None:
+    def _drain(self, *, stopping: bool = False) -> None:
         options = self._options
-        while not self.cancel.is_set():
+        if self._spool is None and not stopping and time.monotonic() < self._down_until:
+            return  # hub down and nowhere to spool: keep events queued (bounded) until it is back
+        if self._held is not None:
+            batch, records = self._held
+            self._held = None
+            self._deliver(batch, records)
+        while self._held is None and not self.cancel.is_set():
             items = self._buffer.take(options.batch_max_events, options.batch_max_bytes)
             if not items:
                 return
@@ -152,7 +162,7 @@ class Worker:
                 self._deliver(batch, len(items))
 
     def _deliver(self, batch: ExportBatch, records: int) -> None:
-        if self._is_down():
+        if self._spool is not None and self._is_down():
             self._spool_or_drop(batch)
             self._mark_processed(records)
             return
@@ -163,8 +173,11 @@ class Worker:
             if self._inflight is None:  # abandon() took it over meanwhile
                 return
             self._inflight = None
+            if outcome.status == "retry" and self._spool is None and not self.cancel.is_set():
+                self._held = (batch, records)
+                return
         if outcome.status == "sent":
-            self._counters.sent += len(batch)
+            self._counters.add("sent", len(batch))
         elif outcome.status == "retry":
             self._spool_or_drop(batch)
         else:
@@ -185,10 +198,14 @@ class Worker:
             if claim is None:
                 return
             path, batch = claim
-            outcome = self._export(batch)
+            # A probe: if the hub is still down, give up soon and leave the batch spooled
+            # rather than hold fresh events back for the whole retry budget.
+            outcome = self._export(
+                batch, min(self._options.retry_budget, self._options.export_timeout)
+            )
             if outcome.status == "sent":
                 spool.done(path)
-                self._counters.spool_delivered += len(batch)
+                self._counters.add("spool_delivered", len(batch))
             elif outcome.status == "retry":
                 spool.release(path)
                 return
@@ -198,26 +215,27 @@ class Worker:
             if not everything and len(self._buffer) >= self._options.batch_max_events:
                 return  # fresh events first; the rest of the spool on a later wake-up
 
-    def _export(self, batch: ExportBatch) -> ExportOutcome:
+    def _export(self, batch: ExportBatch, budget: float | None = None) -> ExportOutcome:
         exporter = self._exporter
         if exporter is None:
             return ExportOutcome("failed", detail="no exporter")
-        deadline = time.monotonic() + self._options.retry_budget
+        deadline = time.monotonic() + (self._options.retry_budget if budget is None else budget)
         try:
             outcome = exporter.export(batch, deadline=deadline, cancel=self.cancel)
         except Exception as exc:
             logger.exception("agentops: exporter %r raised", exporter)
             outcome = ExportOutcome("failed", detail=repr(exc))
-        self._counters.retried += outcome.retries
+        self._counters.add("retried", outcome.retries)
         if outcome.auth_failed:
-            self._counters.auth_failures += 1
+            self._counters.add("auth_failures")
         if outcome.status == "retry":
             self._down_until = time.monotonic() + self._down_backoff
             self._down_backoff = min(self._down_backoff * 2, _MAX_DOWN_BACKOFF)
             if not self.cancel.is_set():  # past shutdown's deadline there is no next try
                 logger.warning(
-                    "agentops: cannot reach the hub (%s); spooling events, next try in %.0fs",
+                    "agentops: cannot reach the hub (%s); %s, next try in %.0fs",
                     outcome.detail,
+                    "spooling events" if self._spool is not None else "keeping events queued",
                     self._down_until - time.monotonic(),
                 )
         elif outcome.status == "sent":
@@ -231,7 +249,7 @@ class Worker:
 
     def _spool_or_drop(self, batch: ExportBatch) -> None:
         if self._spool is not None and self._spool.write(batch):
-            self._counters.spooled += len(batch)
+            self._counters.add("spooled", len(batch))
         else:
             self._counters.drop("export_failed", len(batch))
 

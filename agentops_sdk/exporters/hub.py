@@ -6,8 +6,8 @@ reported as ``retry`` and the worker spools it. Authentication failures (401, 40
 with the hub's reason and counted. Other 4xx answers mean the hub will never take this batch: they
 are logged and the batch is reported ``failed``.
 
-This module is imported by the worker thread only, so ``import agentops_sdk`` never pays for
-httpx or tenacity.
+httpx and tenacity are imported at the first export, on the worker thread: neither
+``import agentops_sdk`` nor ``init()`` pays for them on the agent's thread.
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ import gzip
 import logging
 import threading
 import time
-from typing import Any
-
-import httpx
-import tenacity
+from typing import TYPE_CHECKING, Any
 
 from agentops_sdk._version import __version__
 from agentops_sdk.exporters import SDK_NAME, ExportBatch, ExportOutcome
+
+if TYPE_CHECKING:
+    import httpx
+    import tenacity
 
 __all__ = ["INGEST_PATH", "HubExporter"]
 
@@ -61,6 +62,8 @@ class HubExporter:
 
         def sleep(seconds: float) -> None:
             cancel.wait(seconds)  # wakes early on cancel; the stop check then gives up
+
+        import tenacity
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(_Transient),
@@ -111,6 +114,8 @@ class HubExporter:
         self._auth_reported = False
 
     def _post(self, body: bytes, deadline: float) -> httpx.Response:
+        import httpx
+
         timeout = max(0.05, min(self._request_timeout, deadline - time.monotonic()))
         try:
             response = self._http().post(self.url, content=body, timeout=timeout)
@@ -125,6 +130,8 @@ class HubExporter:
 
     def _http(self) -> httpx.Client:
         if self._client is None:
+            import httpx
+
             headers = {
                 "Content-Type": "application/json",
                 "Content-Encoding": "gzip",
@@ -146,6 +153,8 @@ class _RetryAfterOrBackoff:
     """Wait what the hub asked for in ``Retry-After``, else exponential backoff with jitter."""
 
     def __init__(self, backoff: float) -> None:
+        import tenacity
+
         self._jitter = tenacity.wait_random_exponential(multiplier=backoff, max=_MAX_BACKOFF)
 
     def __call__(self, state: tenacity.RetryCallState) -> float:

@@ -453,3 +453,11 @@ def test_snapshot_keeps_finite_floats_and_spells_out_the_others(number: float) -
     copy, _ = snapshot([number], 100)
 
     assert copy == ([number] if math.isfinite(number) else [repr(number)])
+
+
+def test_a_class_passed_as_a_value_is_recorded_by_name() -> None:
+    class Invoice(pydantic.BaseModel):
+        total: int
+
+    copy, _ = snapshot({"schema": Invoice}, 4096)
+    assert copy == {"schema": f"<class {__name__}.{Invoice.__qualname__}>"}

@@ -848,6 +848,20 @@ async def test_llm_reads_model_and_usage_from_a_dict_response(
     assert (span.llm.model, span.llm.input_tokens, span.llm.output_tokens) == ("gpt-4o", 7, 2)
 
 
+def test_llm_records_the_model_that_answered_over_the_declared_one(
+    agentops_events: CapturedEvents,
+) -> None:
+    @agentops.llm(model="gpt-4o", provider="openai")
+    def ask(prompt: str) -> ChatCompletion:
+        return ChatCompletion("gpt-4o-2024-08-06", 3, 1)
+
+    ask("hi")
+
+    (span,) = agentops_events.spans
+    assert span.llm is not None
+    assert span.llm.model == "gpt-4o-2024-08-06"
+
+
 def test_llm_without_usage_in_its_response_records_the_declared_model_only(
     agentops_events: CapturedEvents,
 ) -> None:

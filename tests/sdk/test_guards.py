@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 import agentops_sdk as agentops
+import agentops_sdk.client
+from agentops_sdk import PolicyViolation
 from agentops_sdk.guards import CallInfo
 from agentops_sdk.testing import CapturedEvents, capture_events
 from tests.sdk.test_decorators import FUNCTION_KINDS, drive
@@ -445,3 +447,49 @@ async def test_async_run_block_awaits_the_guards_acheck(agentops_events: Capture
     assert run.status == "blocked"
     assert run.error is not None
     assert run.error.type == "agentops_sdk.errors.ApprovalDenied"
+
+
+async def test_a_coroutine_guard_is_awaited_for_async_calls(
+    agentops_events: CapturedEvents,
+) -> None:
+    async def deny_all(call: CallInfo) -> None:
+        raise PolicyViolation(f"{call.name} denied", rule="async-rule")
+
+    client = agentops_sdk.client.current
+    assert client is not None
+    remove = client.guards.add(deny_all)
+    ran = []
+
+    @agentops.tool
+    async def fetch() -> None:
+        ran.append(True)
+
+    try:
+        with pytest.raises(PolicyViolation, match="fetch denied"):
+            await fetch()
+    finally:
+        remove()
+    assert ran == []
+    assert agentops_events.span("fetch").status == "blocked"
+
+
+def test_a_coroutine_guard_cannot_check_a_sync_call_and_says_so(
+    agentops_events: CapturedEvents, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def deny_all(call: CallInfo) -> None:
+        raise PolicyViolation("never reached")
+
+    client = agentops_sdk.client.current
+    assert client is not None
+    remove = client.guards.add(deny_all)
+
+    @agentops.tool
+    def fetch() -> str:
+        return "ran"
+
+    try:
+        with caplog.at_level(logging.ERROR, logger="agentops_sdk"):
+            assert fetch() == "ran"
+    finally:
+        remove()
+    assert any("is async and cannot check the sync call fetch" in r.message for r in caplog.records)

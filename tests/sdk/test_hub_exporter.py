@@ -326,3 +326,29 @@ def test_a_full_spool_drops_and_counts_what_does_not_fit(
     assert client.stats().dropped["export_failed"] == EVENTS_PER_CALL
     assert spool_files() == []
     assert any("spool" in r.getMessage() and "full" in r.getMessage() for r in caplog.records)
+
+
+def test_without_a_spool_an_outage_keeps_events_queued_and_delivers_them_when_the_hub_is_back(
+    start_hub: Callable[..., FakeHub], start_hub_sdk: Callable[..., Client]
+) -> None:
+    port = free_port()
+    client = start_hub_sdk(f"http://127.0.0.1:{port}", spool=False, retry_budget=0.3)
+
+    search("first, fails its retries")
+    assert not client.flush(2).completed  # the hub is down: still pending, not dropped
+    search("during the outage")
+    assert not client.flush(0.5).completed
+    during = client.stats()
+    assert during.dropped_total == 0
+    assert during.queued > 0
+
+    hub = start_hub(port)
+    assert wait_until(lambda: client.stats().queued == 0, 20)
+
+    stats = client.stats()
+    assert stats.dropped_total == 0
+    assert {span["input"]["query"] for span in hub.spans()} == {
+        "first, fails its retries",
+        "during the outage",
+    }
+    assert_each_event_arrived_once(hub, client)

@@ -59,3 +59,23 @@ def test_format_and_parse_round_trip(value: int) -> None:
     text = format_id(value)
     assert str(uuid.UUID(text)) == text
     assert parse_id(text) == value
+
+
+def test_an_id_made_before_a_fork_is_the_same_in_parent_and_child() -> None:
+    import os
+
+    from agentops_sdk.spans import Run
+
+    run = Run(
+        agent="a", name="a", environment="test", tags=(), metadata=None,
+        start_ns=time.time_ns(), max_chars=10,
+    )  # fmt: skip
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: derive the id (first use) and report it
+        os.write(write, format_id(run.id).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    from_child = os.read(read, 100).decode()
+    assert from_child == format_id(run.id)

@@ -225,18 +225,19 @@ FORBIDDEN_AT_IMPORT = (
     "tenacity",
 )
 
-MEASURE_IMPORT = f"""
-import json, sys, time
-started = time.perf_counter()
+LOADED_AFTER = f"""
+import json, sys
 import agentops_sdk
-elapsed = time.perf_counter() - started
-loaded = sorted(m for m in sys.modules if m.partition(".")[0].startswith({FORBIDDEN_AT_IMPORT!r}))
-print(json.dumps({{"elapsed": elapsed, "loaded": loaded}}))
+after_import = sorted(m for m in sys.modules if m.partition(".")[0] in {FORBIDDEN_AT_IMPORT!r})
+agentops_sdk.init(hub_url="http://127.0.0.1:9", spool=False)  # nothing recorded: no export yet
+after_init = sorted(m for m in sys.modules if m.partition(".")[0] in {FORBIDDEN_AT_IMPORT!r})
+print(json.dumps({{"import": after_import, "init": after_init}}))
 """
 
 
-def test_importing_the_sdk_is_fast_and_loads_no_server_or_heavy_package(tmp_path: Path) -> None:
-    measurements = [json.loads(run_script(tmp_path, MEASURE_IMPORT).stdout) for _ in range(3)]
-
-    assert [m["loaded"] for m in measurements] == [[], [], []]
-    assert min(m["elapsed"] for m in measurements) < 0.050
+def test_importing_the_sdk_loads_no_server_or_heavy_package(tmp_path: Path) -> None:
+    # How long the import takes is measured by benchmarks/sdk_overhead.py, not asserted here.
+    loaded = json.loads(run_script(tmp_path, LOADED_AFTER).stdout)
+    assert loaded["import"] == []
+    # httpx and tenacity wait for the first export, on the worker thread.
+    assert loaded["init"] == []
