@@ -16,7 +16,7 @@ JSON value is recorded through ``model_dump()`` (pydantic), its dataclass fields
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from math import isfinite
 from typing import Any
 
@@ -82,31 +82,13 @@ def freeze(value: Any, max_chars: int) -> tuple[Any, int]:
     if cls is int or cls is bool or value is None:
         return value, 8
     if (cls is list or cls is tuple) and len(value) <= MAX_ITEMS:
-        size = 2
-        for item in value:
-            kind = type(item)
-            if kind is str:
-                size += min(len(item), max_chars) + 3
-            elif kind in _IMMUTABLE:
-                size += 8
-            else:
-                break
-        else:
-            return (_VALUE, tuple(value)), min(size, max_chars + 64)
-    elif cls is dict and len(value) <= MAX_ITEMS:
-        size = 2
-        for key, item in value.items():
-            kind = type(item)
-            if type(key) is not str:
-                break
-            if kind is str:
-                size += len(key) + min(len(item), max_chars) + 6
-            elif kind in _IMMUTABLE:
-                size += len(key) + 12
-            else:
-                break
-        else:
-            return (_VALUE, value.copy()), min(size, max_chars + 64)
+        size = _flat_size(value, max_chars)
+        if size is not None:
+            return (_VALUE, tuple(value)), size
+    elif cls is dict and len(value) <= MAX_ITEMS and all(type(key) is str for key in value):
+        size = _flat_size(value.values(), max_chars)
+        if size is not None:
+            return (_VALUE, value.copy()), size + sum(map(len, value))
     return snapshot(value, max_chars)
 
 
@@ -117,25 +99,24 @@ def freeze_arguments(
     max_chars: int,
 ) -> tuple[Any, int]:
     """Like :func:`freeze` for a call's arguments; see :func:`capture_arguments` for the form."""
-    size = 16
-    for value in args:
+    size = _flat_size((*args, *kwargs.values()) if kwargs else args, max_chars)
+    if size is None:
+        return capture_arguments(names, args, kwargs, max_chars)
+    return (_ARGUMENTS, names, args, kwargs), size + 16 * len(names)
+
+
+def _flat_size(values: Iterable[Any], max_chars: int) -> int | None:
+    """The estimated encoded size of ``values`` if all are plain scalars, else None."""
+    size = 2
+    for value in values:
         kind = type(value)
         if kind is str:
-            size += min(len(value), max_chars) + 16
+            size += min(len(value), max_chars) + 4
         elif kind in _IMMUTABLE:
-            size += 16
+            size += 8
         else:
-            return capture_arguments(names, args, kwargs, max_chars)
-    if kwargs:
-        for value in kwargs.values():
-            kind = type(value)
-            if kind is str:
-                size += min(len(value), max_chars) + 16
-            elif kind in _IMMUTABLE:
-                size += 16
-            else:
-                return capture_arguments(names, args, kwargs, max_chars)
-    return (_ARGUMENTS, names, args, kwargs), min(size, max_chars + 256)
+            return None
+    return min(size, max_chars + 256)
 
 
 def capture_arguments(

@@ -108,8 +108,8 @@ class Worker:
         settled = 0
         for taken in (inflight, held):
             if taken is not None:
-                batch, records = taken
-                self._spool_or_drop(batch)
+                taken_batch, records = taken
+                self._spool_or_drop(taken_batch)
                 settled += records
         while True:
             items = self._buffer.take(self._options.batch_max_events, self._options.batch_max_bytes)
@@ -144,9 +144,9 @@ class Worker:
         if self._spool is None and not stopping and time.monotonic() < self._down_until:
             return  # hub down and nowhere to spool: keep events queued (bounded) until it is back
         if self._held is not None:
-            batch, records = self._held
+            held_batch, records = self._held
             self._held = None
-            self._deliver(batch, records)
+            self._deliver(held_batch, records)
         while self._held is None and not self.cancel.is_set():
             items = self._buffer.take(options.batch_max_events, options.batch_max_bytes)
             if not items:
