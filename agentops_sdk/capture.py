@@ -16,7 +16,7 @@ JSON value is recorded through ``model_dump()`` (pydantic), its dataclass fields
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Mapping
 from math import isfinite
 from typing import Any
 
@@ -105,18 +105,15 @@ def freeze_arguments(
     return (_ARGUMENTS, names, args, kwargs), size + 16 * len(names)
 
 
-def _flat_size(values: Iterable[Any], max_chars: int) -> int | None:
+def _flat_size(values: Collection[Any], max_chars: int) -> int | None:
     """The estimated encoded size of ``values`` if all are plain scalars, else None."""
-    size = 2
+    if not _IMMUTABLE.issuperset(map(type, values)):  # one C-level pass over the types
+        return None
+    size = 8 * len(values) + 2
     for value in values:
-        kind = type(value)
-        if kind is str:
-            size += min(len(value), max_chars) + 4
-        elif kind in _IMMUTABLE:
-            size += 8
-        else:
-            return None
-    return min(size, max_chars + 256)
+        if type(value) is str:
+            size += len(value)
+    return min(size, max_chars + 256)  # rendering truncates to about this
 
 
 def capture_arguments(
