@@ -117,8 +117,7 @@ def accept_everything() -> str:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Accept)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    host, port = server.server_address[:2]
-    return f"http://{host}:{port}"
+    return f"http://127.0.0.1:{server.server_port}"
 
 
 def langfuse_variants() -> list[Variant]:

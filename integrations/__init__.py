@@ -1,1 +1,0 @@
-"""Framework integrations, one top-level package each (``agentops_openai``...), added by extras."""
