@@ -1,1 +1,6 @@
-"""AgentOps Hub server: the companion hub (a Litestar app). Built out in later issues."""
+"""AgentOps Hub server: the companion hub, a Litestar app. ``create_app(settings)`` builds it."""
+
+from agentops_server.app import create_app
+from agentops_server.settings import Settings
+
+__all__ = ["Settings", "create_app"]

@@ -1,20 +1,97 @@
-"""The hub's application factory. Later issues add ingest, storage, auth and the web UI."""
+"""The hub's application factory: ``create_app(settings)`` builds a Litestar app.
+
+Nothing that matters lives in the process: the database holds the state, so tests build as many
+apps as they like and production runs as many processes as it needs.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+from advanced_alchemy.extensions.litestar import (
+    AsyncSessionConfig,
+    SQLAlchemyAsyncConfig,
+    SQLAlchemyPlugin,
+)
 from litestar import Litestar, get
+from litestar.connection import Request
+from litestar.datastructures import State
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import OpenAPIRenderPlugin
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentops_sdk import __version__
+from agentops_server.api.v1 import api_router
+from agentops_server.auth.middleware import ApiKeyAuthentication
+from agentops_server.db.engine import create_async_db_engine
+from agentops_server.db.migrate import is_current
+from agentops_server.errors import Problem, problem_details_plugin
+from agentops_server.settings import Settings
 
 __all__ = ["create_app"]
 
+PUBLIC_PATHS = ["^/health$", "^/ready$", "^/schema"]
 
-@get("/health", sync_to_thread=False)
+
+@get("/health", sync_to_thread=False, tags=["operations"])
 def health() -> dict[str, str]:
     """Liveness: the process is up and serving."""
     return {"status": "ok", "version": __version__}
 
 
-def create_app() -> Litestar:
-    """Build the hub's ASGI app."""
-    return Litestar(route_handlers=[health])
+@get("/ready", tags=["operations"])
+async def ready(state: State) -> dict[str, str]:
+    """Readiness: the database answers and its schema is at the newest migration."""
+    engine: AsyncEngine = state.engine
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+            current = await connection.run_sync(is_current)
+    except Exception as exc:
+        raise Problem(503, "database_unavailable", f"The database is unreachable: {exc}") from exc
+    if not current:
+        raise Problem(503, "migrations_pending", "Run `agentops-hub db upgrade`.")
+    return {"status": "ready"}
+
+
+class SchemaIndex(OpenAPIRenderPlugin):
+    """``/schema``: a plain page linking the schema files. No script or asset from elsewhere."""
+
+    def __init__(self) -> None:
+        super().__init__(path="/", favicon="")
+
+    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+        """The index page."""
+        title = openapi_schema["info"]["title"]
+        return (
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{title} API</title>"
+            f"</head><body><h1>{title} API</h1><ul>"
+            "<li><a href='/schema/openapi.json'>OpenAPI schema (JSON)</a></li>"
+            "</ul></body></html>"
+        ).encode()
+
+
+def create_app(settings: Settings | None = None, **litestar_options: Any) -> Litestar:
+    """Build the hub's ASGI app from ``settings`` (default: from the environment)."""
+    settings = settings or Settings.from_env()
+    engine = create_async_db_engine(settings.database_url, pool_size=settings.db_pool_size)
+    database = SQLAlchemyAsyncConfig(
+        engine_instance=engine,
+        session_dependency_key="db_session",
+        session_config=AsyncSessionConfig(expire_on_commit=False),
+    )
+    return Litestar(
+        route_handlers=[health, ready, api_router()],
+        plugins=[SQLAlchemyPlugin(config=database), problem_details_plugin()],
+        middleware=[DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS)],
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="AgentOps Hub",
+            version=__version__,
+            render_plugins=[SchemaIndex()],  # no page pulling scripts from a CDN
+        ),
+        state=State({"settings": settings, "engine": engine}),
+        **litestar_options,
+    )

@@ -1,0 +1,14 @@
+"""Version 1 of the API, under ``/api/v1``: one controller module per resource."""
+
+from __future__ import annotations
+
+from litestar import Router
+from litestar.types import ControllerRouterHandler
+
+__all__ = ["api_router"]
+
+
+def api_router() -> Router:
+    """Every ``/api/v1`` route; each requires an API key (see ``agentops_server.auth``)."""
+    handlers: list[ControllerRouterHandler] = []
+    return Router(path="/api/v1", route_handlers=handlers)

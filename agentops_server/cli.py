@@ -1,0 +1,110 @@
+"""``agentops-hub``: run the hub and manage its database.
+
+    agentops-hub db upgrade                 # create or migrate the schema
+    agentops-hub bootstrap --org acme       # the first org and API key (printed once)
+    agentops-hub serve --port 8000          # the hub, on uvicorn
+
+Settings come from ``AGENTOPS_*`` variables (see ``agentops_server.settings``); ``--database-url``
+overrides ``AGENTOPS_DATABASE_URL``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from agentops_server.settings import DEFAULT_DATABASE_URL, Settings
+
+__all__ = ["main"]
+
+database_option = click.option(
+    "--database-url",
+    envvar="AGENTOPS_DATABASE_URL",
+    default=DEFAULT_DATABASE_URL,
+    show_default=True,
+    help="sqlite:///file.db or postgresql+psycopg://user@host/db",
+)
+
+
+@click.group()
+def main() -> None:
+    """AgentOps Hub: the control plane for AI agents."""
+
+
+@main.command()
+@database_option
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int, help="Processes to run.")
+@click.option("--migrate/--no-migrate", default=True, show_default=True, help="db upgrade first.")
+def serve(database_url: str, host: str, port: int, workers: int, migrate: bool) -> None:
+    """Serve the hub (uvicorn, the production ASGI server)."""
+    import uvicorn
+
+    from agentops_server.db.migrate import upgrade
+
+    os.environ["AGENTOPS_DATABASE_URL"] = database_url  # worker processes read it too
+    Settings.from_env()  # fail here, clearly, on a bad setting
+    if migrate:
+        upgrade(database_url)
+    uvicorn.run(
+        "agentops_server.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        access_log=False,
+    )
+
+
+@main.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command("upgrade")
+@database_option
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(database_url: str, revision: str) -> None:
+    """Create the schema, or migrate it to ``revision``."""
+    from agentops_server.db.migrate import upgrade
+
+    upgrade(database_url, revision)
+    click.echo(f"database at {revision}")
+
+
+@main.command()
+@database_option
+@click.option("--org", "org_name", required=True, help="Name of the org to create.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"org_id": ..., "api_key": ...}.')
+def bootstrap(database_url: str, org_name: str, as_json: bool) -> None:
+    """Create an org and its first API key; the key is printed once, never stored."""
+    from sqlalchemy.orm import Session
+
+    from agentops_server.db.engine import create_db_engine
+    from agentops_server.db.migrate import upgrade
+    from agentops_server.services.orgs import create_org
+
+    upgrade(database_url)
+    engine = create_db_engine(database_url)
+    try:
+        with Session(engine) as session:
+            issued = create_org(session, org_name)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(json.dumps({"org_id": str(issued.org_id), "api_key": issued.key}))
+        return
+    click.echo(f"org     {org_name} ({issued.org_id})")
+    click.echo(f"api key {issued.key}")
+    click.echo("Keep the key now: the hub stores only its hash.", err=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

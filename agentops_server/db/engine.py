@@ -1,0 +1,66 @@
+"""Engines for the hub's two databases, with the settings each needs.
+
+One URL configures both: ``sqlite:///file.db`` or ``postgresql+psycopg://…``. The app runs on the
+async driver (aiosqlite, psycopg's async mode); migrations and the CLI on the sync one.
+
+SQLite runs in WAL mode with ``synchronous=FULL``: a commit is on disk before the hub acknowledges
+it, readers do not block the writer, and ``busy_timeout`` makes concurrent writers wait rather
+than fail.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+__all__ = ["async_url", "create_async_db_engine", "create_db_engine", "sync_url"]
+
+
+def sync_url(url: str) -> str:
+    """The URL with the sync driver: ``sqlite`` or ``postgresql+psycopg``."""
+    parsed = make_url(url)
+    driver = "sqlite" if parsed.get_backend_name() == "sqlite" else "postgresql+psycopg"
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def async_url(url: str) -> str:
+    """The URL with the async driver: ``sqlite+aiosqlite`` or ``postgresql+psycopg``."""
+    parsed = make_url(url)
+    driver = "sqlite+aiosqlite" if parsed.get_backend_name() == "sqlite" else "postgresql+psycopg"
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def create_db_engine(url: str, **options: Any) -> Engine:
+    """A sync engine (migrations, CLI)."""
+    engine = create_engine(sync_url(url), **options)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def create_async_db_engine(url: str, *, pool_size: int = 10, **options: Any) -> AsyncEngine:
+    """The app's async engine."""
+    target = async_url(url)
+    if make_url(target).get_backend_name() == "postgresql":
+        options.setdefault("pool_size", pool_size)
+        options.setdefault("max_overflow", pool_size)
+        options.setdefault("pool_pre_ping", True)
+    engine = create_async_engine(target, **options)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    for pragma in (
+        "journal_mode=WAL",
+        "synchronous=FULL",
+        "busy_timeout=30000",
+        "foreign_keys=ON",
+    ):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()

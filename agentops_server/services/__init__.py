@@ -1,0 +1,1 @@
+"""Domain logic of the hub: no HTTP here, only sessions and schemas."""
