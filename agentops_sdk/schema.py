@@ -1,6 +1,8 @@
 """The wire schema: the one definition of what travels between the SDK and the hub.
 
-A :class:`Batch` carries :class:`RunEvent` and :class:`SpanEvent` items (told apart by ``type``).
+A :class:`Batch` carries :class:`RunEvent` and :class:`SpanEvent` items (told apart by ``type``);
+a :class:`RunUpload` carries one whole run with its spans. The hub answers both with an
+:class:`IngestResult`.
 Ids are UUIDv7 strings made by the SDK, so a batch sent twice is stored once. Every model
 rejects unknown fields, so a typo or a newer writer is caught, not silently dropped.
 ``schema_version`` is bumped on any change a reader must know about.
@@ -25,8 +27,11 @@ __all__ = [
     "Batch",
     "ErrorInfo",
     "Event",
+    "IngestResult",
+    "ItemRejection",
     "LlmInfo",
     "RunEvent",
+    "RunUpload",
     "SdkInfo",
     "SpanEvent",
     "SpanPoint",
@@ -127,3 +132,34 @@ class Batch(_Wire):
     batch_id: UUID
     sdk: SdkInfo
     events: Annotated[list[Event], Field(max_length=10_000)]
+
+
+class RunUpload(_Wire):
+    """What ``POST /api/v1/ingest/run`` takes: one whole run and its spans, stored all or none."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    run: RunEvent
+    spans: Annotated[list[SpanEvent], Field(max_length=10_000)] = Field(default_factory=list)
+
+
+class ItemRejection(_Wire):
+    """Why the hub refused one event of a batch (``index`` is its place in ``events``)."""
+
+    index: Annotated[int, Field(ge=0)]
+    id: UUID | None
+    code: str
+    detail: str
+
+
+class IngestResult(_Wire):
+    """The hub's answer to an ingest request: HTTP 200 when nothing was rejected, else 207.
+
+    ``accepted``: events that changed what the hub stores; ``duplicates``: valid events that
+    changed nothing (already stored, or older than what is stored); ``rejected``: invalid events,
+    one :class:`ItemRejection` each in ``errors``. The three add up to the events sent.
+    """
+
+    accepted: Annotated[int, Field(ge=0)]
+    duplicates: Annotated[int, Field(ge=0)]
+    rejected: Annotated[int, Field(ge=0)]
+    errors: list[ItemRejection] = Field(default_factory=list)

@@ -14,9 +14,11 @@ DROP_REASONS: Final = (
     "serialization_error",
     "before_send",
     "export_failed",
+    "rejected",
     "no_exporter",
 )
 """Why an event can be dropped. ``before_send``: the user's hook returned ``None`` or failed;
+``rejected``: the hub took the batch but refused this event as invalid (HTTP 207);
 ``no_exporter``: the SDK was started with ``exporter="none"``."""
 
 

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from agentops_sdk.buffer import EventBuffer, Queued
 from agentops_sdk.config import Options
@@ -177,7 +177,7 @@ class Worker:
                 self._held = (batch, records)
                 return
         if outcome.status == "sent":
-            self._counters.add("sent", len(batch))
+            self._count_sent("sent", batch, outcome)
         elif outcome.status == "retry":
             self._spool_or_drop(batch)
         else:
@@ -205,7 +205,7 @@ class Worker:
             )
             if outcome.status == "sent":
                 spool.done(path)
-                self._counters.add("spool_delivered", len(batch))
+                self._count_sent("spool_delivered", batch, outcome)
             elif outcome.status == "retry":
                 spool.release(path)
                 return
@@ -241,6 +241,18 @@ class Worker:
         elif outcome.status == "sent":
             self._down_backoff = 1.0
         return outcome
+
+    def _count_sent(
+        self,
+        counter: Literal["sent", "spool_delivered"],
+        batch: ExportBatch,
+        outcome: ExportOutcome,
+    ) -> None:
+        """Count a delivered batch; the events the receiver refused are dropped as rejected."""
+        rejected = min(outcome.rejected, len(batch))
+        self._counters.add(counter, len(batch) - rejected)
+        if rejected:
+            self._counters.drop("rejected", rejected)
 
     def _is_down(self) -> bool:
         return time.monotonic() < self._down_until or (

@@ -3,6 +3,7 @@
     agentops-hub db upgrade                 # create or migrate the schema
     agentops-hub bootstrap --org acme       # the first org and API key (printed once)
     agentops-hub serve --port 8000          # the hub, on uvicorn
+    agentops-hub demo                       # a local hub with the quickstart agent's run in it
 
 Settings come from ``AGENTOPS_*`` variables (see ``agentops_server.settings``); ``--database-url``
 overrides ``AGENTOPS_DATABASE_URL``.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -104,6 +106,42 @@ def bootstrap(database_url: str, org_name: str, as_json: bool) -> None:
     click.echo(f"org     {org_name} ({issued.org_id})")
     click.echo(f"api key {issued.key}")
     click.echo("Keep the key now: the hub stores only its hash.", err=True)
+
+
+@main.command()
+@click.option(
+    "--database-url",
+    default="sqlite:///.agentops/hub.db",
+    show_default=True,
+    help="Where the demo keeps its data (not read from AGENTOPS_DATABASE_URL).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int, help="0 picks a free port.")
+@click.option("--org", "org_name", default="demo", show_default=True, help="Created if missing.")
+@click.option(
+    "--example",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The SDK script to run against the hub.  [default: examples/quickstart.py]",
+)
+@click.option("--once", is_flag=True, help="Exit once the example's run shows in the API.")
+def demo(
+    *, database_url: str, host: str, port: int, org_name: str, example: Path | None, once: bool
+) -> None:
+    """Serve a local hub, run the quickstart agent against it, print the URL and a new key."""
+    from agentops_server.demo import DemoFailed, DemoOptions, run_demo
+
+    options = DemoOptions(
+        database_url=database_url,
+        host=host,
+        port=port,
+        org_name=org_name,
+        example=example,
+        once=once,
+    )
+    try:
+        run_demo(options, click.echo)
+    except DemoFailed as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 if __name__ == "__main__":

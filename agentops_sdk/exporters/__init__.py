@@ -50,11 +50,13 @@ class ExportOutcome:
     retries: int = 0
     detail: str | None = None
     auth_failed: bool = False
+    rejected: int = 0
+    """Events of a sent batch that the receiver refused as invalid (dropped, not sent)."""
 
     @classmethod
-    def sent(cls, retries: int = 0) -> ExportOutcome:
-        """The batch was delivered."""
-        return cls("sent", retries)
+    def sent(cls, retries: int = 0, rejected: int = 0) -> ExportOutcome:
+        """The batch was delivered (all of it but ``rejected`` events)."""
+        return cls("sent", retries, rejected=rejected)
 
 
 class ExportBatch:

@@ -4,7 +4,9 @@ Transient failures (connection errors, timeouts, 408, 429 and 5xx) are retried w
 backoff and full jitter, honouring ``Retry-After``, until the batch's deadline; then the batch is
 reported as ``retry`` and the worker spools it. Authentication failures (401, 403) are logged once
 with the hub's reason and counted. Other 4xx answers mean the hub will never take this batch: they
-are logged and the batch is reported ``failed``.
+are logged and the batch is reported ``failed``. A 207 answer means the hub stored the batch but
+refused some of its events as invalid: those are counted as dropped (``rejected``), and the first
+reason is logged.
 
 httpx and tenacity are imported at the first export, on the worker thread: neither
 ``import agentops_sdk`` nor ``init()`` pays for them on the agent's thread.
@@ -81,7 +83,8 @@ class HubExporter:
             return ExportOutcome("retry", retries=attempts - 1, detail=str(exc))
         retries = retrying.statistics.get("attempt_number", 1) - 1
         if response.is_success:
-            return ExportOutcome.sent(retries)
+            rejected = _rejected(response, len(batch)) if response.status_code == 207 else 0
+            return ExportOutcome.sent(retries, rejected)
         reason = _problem_detail(response)
         if response.status_code in _AUTH_STATUS:
             if not self._auth_reported:
@@ -178,6 +181,33 @@ def _retry_after(response: httpx.Response) -> float | None:
         except (TypeError, ValueError):
             return None
         return max(0.0, moment.timestamp() - time.time())
+
+
+def _rejected(response: httpx.Response, size: int) -> int:
+    """How many events of a batch of ``size`` a 207 answer refused; logs the first reason."""
+    try:
+        answer: Any = response.json()
+        rejected = max(0, min(int(answer["rejected"]), size))
+        errors = answer.get("errors") or [{}]
+        first = errors[0] if isinstance(errors[0], dict) else {}
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError):
+        logger.warning(
+            "agentops: the hub answered HTTP 207 with a body this SDK cannot read: %s",
+            response.text[:200],
+        )
+        return 0
+    if rejected:
+        logger.warning(
+            "agentops: the hub rejected %d of %d events of a batch; they are dropped "
+            "(first: events[%s], id %s: %s - %s)",
+            rejected,
+            size,
+            first.get("index"),
+            first.get("id"),
+            first.get("code"),
+            first.get("detail"),
+        )
+    return rejected
 
 
 def _problem_detail(response: httpx.Response) -> str:

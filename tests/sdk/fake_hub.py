@@ -1,7 +1,8 @@
 """A real HTTP server on 127.0.0.1 that plays the hub's ingest endpoint, for delivery tests.
 
 It stores each event id once (as the hub does), remembers every request, and can be told to
-answer the next requests with a failure (``fail_next``), to refuse the API key, or to hang.
+answer the next requests with a failure (``fail_next``), to refuse the API key, to refuse some
+events of a batch with 207 (``reject``), or to hang.
 Run it in-process (``FakeHub().start()``) or as its own process (``python -m
 tests.sdk.fake_hub PORT``) for tests that need it to outlive or predate an SDK process.
 """
@@ -34,6 +35,8 @@ class FakeHub:
         """How many times each event id arrived (the hub stores it once however often)."""
         self.failures: list[tuple[int, dict[str, str], dict[str, Any]]] = []
         self.hang_seconds = 0.0
+        self.reject: Callable[[dict[str, Any]], str | None] | None = None
+        """Refuse each event this returns a reason for, answering 207 as the hub does."""
         self._lock = threading.Condition()
         hub = self
 
@@ -122,15 +125,33 @@ class FakeHub:
         with self._lock:
             record["batch"] = batch
             duplicates = 0
-            for event in batch["events"]:
+            errors: list[dict[str, Any]] = []
+            for index, event in enumerate(batch["events"]):
+                reason = self.reject(event) if self.reject is not None else None
+                if reason is not None:
+                    errors.append(
+                        {
+                            "index": index,
+                            "id": event["id"],
+                            "code": "validation_error",
+                            "detail": reason,
+                        }
+                    )
+                    continue
                 self.received += 1
                 self.received_ids[event["id"]] += 1
                 if event["type"] == "span" and event["id"] in self.events:
                     duplicates += 1
                 self.events[event["id"]] = event
             self._lock.notify_all()
-        accepted = len(batch["events"]) - duplicates
-        self._reply(handler, 200, {"accepted": accepted, "duplicates": duplicates})
+        accepted = len(batch["events"]) - duplicates - len(errors)
+        answer = {
+            "accepted": accepted,
+            "duplicates": duplicates,
+            "rejected": len(errors),
+            "errors": errors,
+        }
+        self._reply(handler, 207 if errors else 200, answer)
 
     def _reply(
         self,

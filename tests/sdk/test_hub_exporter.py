@@ -191,6 +191,33 @@ def test_422_is_not_retried_and_is_logged_and_counted_as_export_failed(
     assert [span["input"] for span in hub.spans()] == [{"query": "accepted"}]
 
 
+def test_events_the_hub_rejects_with_207_are_dropped_as_rejected_and_the_first_reason_logged(
+    hub: FakeHub, start_hub_sdk: Callable[..., Client], caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse_bad_spans(event: dict[str, Any]) -> str | None:
+        bad = event["type"] == "span" and event["input"] == {"query": "bad"}
+        return "input.query: not allowed" if bad else None
+
+    hub.reject = refuse_bad_spans
+    client = start_hub_sdk(hub.url)
+    caplog.set_level(logging.WARNING, logger="agentops_sdk")
+
+    search("bad")
+    search("good")
+    assert client.flush(5).completed
+
+    stats = client.stats()
+    assert stats.dropped["rejected"] == 1
+    assert stats.dropped_total == 1
+    assert stats.sent == 2 * EVENTS_PER_CALL - 1
+    assert stats.retried == 0
+    assert [span["input"] for span in hub.spans()] == [{"query": "good"}]
+    (record,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert record.levelno == logging.WARNING
+    assert "rejected 1 of" in record.getMessage()
+    assert "validation_error - input.query: not allowed" in record.getMessage()
+
+
 def test_refused_api_key_logs_one_error_with_the_hubs_reason_and_counts_each_batch(
     start_hub: Callable[..., FakeHub],
     start_hub_sdk: Callable[..., Client],

@@ -5,10 +5,14 @@ from __future__ import annotations
 from litestar import Router
 from litestar.types import ControllerRouterHandler
 
+from agentops_server.api.v1.agents import AgentController
+from agentops_server.api.v1.ingest import IngestController
+from agentops_server.api.v1.runs import RunController
+
 __all__ = ["api_router"]
 
 
 def api_router() -> Router:
     """Every ``/api/v1`` route; each requires an API key (see ``agentops_server.auth``)."""
-    handlers: list[ControllerRouterHandler] = []
+    handlers: list[ControllerRouterHandler] = [RunController, AgentController, IngestController]
     return Router(path="/api/v1", route_handlers=handlers)

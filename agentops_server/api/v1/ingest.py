@@ -1,0 +1,148 @@
+"""``/api/v1/ingest``: where the SDK ships runs and spans (keys with the ``ingest`` scope).
+
+``POST /batch`` takes a :class:`~agentops_sdk.schema.Batch` and answers per event: 200 when every
+event was accepted, 207 when some were rejected (the others are stored), with an
+:class:`~agentops_sdk.schema.IngestResult`. ``POST /run`` takes a
+:class:`~agentops_sdk.schema.RunUpload`, one whole run, stored all or none. Both answer only
+after the commit, and take ``Content-Encoding: gzip``.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from typing import Any
+
+import anyio.to_thread
+from litestar import Controller, Request, Response, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agentops_sdk.schema import IngestResult
+from agentops_server.auth.middleware import Principal, requires_scope
+from agentops_server.errors import Problem
+from agentops_server.services.ingest import IngestError, ingest_batch, ingest_run
+from agentops_server.settings import Settings
+
+__all__ = ["IngestController"]
+
+logger = logging.getLogger("agentops_server")
+
+_STATUS = {"too_many_events": 413}
+"""HTTP status of each ``IngestError`` code; the others are 400."""
+
+
+class IngestController(Controller):
+    """Batches of events from the SDK, and whole runs."""
+
+    path = "/ingest"
+    tags = ("ingest",)
+    guards = (requires_scope("ingest"),)
+
+    @post(
+        "/batch",
+        status_code=200,
+        summary="Ingest a batch of run and span events",
+        description=(
+            "Body: an `agentops_sdk.schema.Batch` as JSON, optionally `Content-Encoding: gzip`. "
+            "Each event is judged on its own: 200 when all were accepted, 207 when some were "
+            "rejected (the others are stored). Requires the `ingest` scope."
+        ),
+        responses={
+            207: ResponseSpec(
+                IngestResult, description="Some events were rejected; the others are stored."
+            )
+        },
+    )
+    async def batch(
+        self,
+        request: Request[Principal, Principal, State],
+        db_session: NamedDependency[AsyncSession],
+    ) -> Response[IngestResult]:
+        """Store a batch of run and span events; one bad event does not stop the others."""
+        settings: Settings = request.app.state.settings
+        body = await _json_body(request, settings.max_body_bytes)
+        try:
+            result = await ingest_batch(
+                db_session, request.auth.org_id, body, max_events=settings.max_batch_events
+            )
+        except (IngestError, OperationalError) as exc:
+            raise _problem(exc) from exc
+        return Response(result, status_code=207 if result.rejected else 200)
+
+    @post(
+        "/run",
+        status_code=200,
+        summary="Ingest one whole run with its spans",
+        description=(
+            "Body: an `agentops_sdk.schema.RunUpload` as JSON, optionally `Content-Encoding: "
+            "gzip`. Stored all or none. Requires the `ingest` scope."
+        ),
+    )
+    async def run(
+        self,
+        request: Request[Principal, Principal, State],
+        db_session: NamedDependency[AsyncSession],
+    ) -> IngestResult:
+        """Store one whole run with its spans, all or none."""
+        settings: Settings = request.app.state.settings
+        body = await _json_body(request, settings.max_body_bytes)
+        try:
+            return await ingest_run(
+                db_session, request.auth.org_id, body, max_events=settings.max_batch_events
+            )
+        except (IngestError, OperationalError) as exc:
+            raise _problem(exc) from exc
+
+
+async def _json_body(request: Request[Any, Any, Any], limit: int) -> bytes:
+    """The body, decompressed: at most ``limit`` bytes either way (Litestar checks the raw)."""
+    body = await request.body()
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding in {"", "identity"}:
+        return body
+    if encoding not in {"gzip", "x-gzip"}:
+        raise Problem(
+            415, "unsupported_content_encoding", f"Content-Encoding {encoding!r}: send gzip."
+        )
+    return await anyio.to_thread.run_sync(_gunzip, body, limit)  # off the event loop
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """Inflate every gzip member of ``body``, stopping as soon as more than ``limit`` comes out.
+
+    The limit is what guards against a decompression bomb: a few KiB that inflate to gigabytes
+    never get further than ``limit + 1`` bytes.
+    """
+    inflated = bytearray()
+    rest = body
+    while rest:
+        member = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            inflated += member.decompress(rest, limit + 1 - len(inflated))
+        except zlib.error as exc:
+            raise Problem(400, "malformed_gzip", f"The body is not valid gzip: {exc}") from exc
+        if len(inflated) > limit:
+            raise Problem(
+                413, "payload_too_large", f"The body inflates to more than {limit} bytes."
+            )
+        if not member.eof:
+            raise Problem(400, "malformed_gzip", "The gzip body is truncated.")
+        rest = member.unused_data
+    return bytes(inflated)
+
+
+def _problem(exc: IngestError | OperationalError) -> Problem:
+    if isinstance(exc, IngestError):
+        return Problem(_STATUS.get(exc.code, 400), exc.code, exc.detail)
+    # Unreachable, locked or a deadlock: nothing was committed, and a retry can succeed.
+    logger.warning("ingest: the database refused a write: %s", exc)
+    return Problem(
+        503,
+        "database_unavailable",
+        "The database could not take the events; retry.",
+        headers={"Retry-After": "1"},
+    )

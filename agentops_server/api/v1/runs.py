@@ -1,0 +1,87 @@
+"""``/api/v1/runs``: an org's runs, filtered and paged, and one run with its span tree."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Any
+
+from litestar import Controller, Request, get
+from litestar.params import Parameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agentops_server.auth.middleware import Principal, requires_scope
+from agentops_server.errors import Problem
+from agentops_server.services import runs
+from agentops_server.services.runs import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    Environment,
+    RunDetail,
+    RunPage,
+    RunStatus,
+)
+
+__all__ = ["RunController"]
+
+
+class RunController(Controller):
+    """Reading runs (the ``read`` scope)."""
+
+    path = "/runs"
+    tags = ("runs",)
+    guards = (requires_scope("read"),)
+
+    @get("/")
+    async def list_runs(
+        self,
+        *,
+        request: Request[Principal, Principal, Any],
+        db_session: AsyncSession,
+        agent: Annotated[str | None, Parameter(description="Only this agent's runs.")] = None,
+        status: Annotated[
+            RunStatus | None, Parameter(description="Only runs in this state.")
+        ] = None,
+        environment: Annotated[
+            Environment | None, Parameter(description="Only runs from this environment.")
+        ] = None,
+        started_after: Annotated[
+            dt.datetime | None,
+            Parameter(description="ISO 8601; runs started at or after it (naive: UTC)."),
+        ] = None,
+        started_before: Annotated[
+            dt.datetime | None,
+            Parameter(description="ISO 8601; runs started strictly before it (naive: UTC)."),
+        ] = None,
+        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+        cursor: Annotated[
+            str | None, Parameter(description="`next_cursor` of the previous page.")
+        ] = None,
+    ) -> RunPage:
+        """The org's runs, newest first, a page at a time."""
+        where = runs.RunFilter(
+            agent=agent,
+            status=status,
+            environment=environment,
+            started_after=started_after,
+            started_before=started_before,
+        )
+        try:
+            return await runs.list_runs(
+                db_session, request.auth.org_id, where, limit=limit, cursor=cursor
+            )
+        except runs.InvalidCursor as exc:
+            raise Problem(400, "validation_error", str(exc)) from exc
+
+    @get("/{run_id:str}")
+    async def get_run(
+        self,
+        request: Request[Principal, Principal, Any],
+        db_session: AsyncSession,
+        run_id: Annotated[str, Parameter(description="The run's id (a UUID).")],
+    ) -> RunDetail:
+        """One run of the org, with its spans as a tree."""
+        try:
+            return await runs.get_run(db_session, request.auth.org_id, uuid.UUID(run_id))
+        except (ValueError, runs.RunNotFound) as exc:
+            raise Problem(404, "run_not_found", f"This org has no run {run_id!r}.") from exc

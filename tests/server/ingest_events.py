@@ -1,0 +1,163 @@
+"""What the ingest tests share: wire events as the SDK writes them, reading rows back straight
+from the database, and the hub served for real (uvicorn in a thread) for tests that need HTTP
+from several threads or a real SDK.
+
+    run = run_event(agent="triage")
+    payload = batch(run, span_event(run, name="search"))
+    response = client.post(INGEST, json=payload, headers=auth)
+    assert rows(url, "spans")[0]["name"] == "search"
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+from litestar import Litestar
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from agentops_server.db.engine import create_db_engine
+from agentops_server.db.models import Agent, Run, Span
+
+INGEST = "/api/v1/ingest/batch"
+UPLOAD = "/api/v1/ingest/run"
+T0 = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
+_MODELS: dict[str, Any] = {"runs": Run, "spans": Span, "agents": Agent}
+
+
+def run_event(**fields: Any) -> dict[str, Any]:
+    """A finished run event (``status="running"`` and ``ended_at=None`` make a start)."""
+    event = {
+        "type": "run",
+        "schema_version": 1,
+        "id": str(uuid.uuid4()),
+        "agent": "triage",
+        "name": "triage",
+        "environment": "test",
+        "status": "ok",
+        "started_at": T0.isoformat(),
+        "ended_at": (T0 + dt.timedelta(seconds=2)).isoformat(),
+        "tags": ["nightly"],
+        "metadata": {"ticket": 7},
+        "input": {"question": "why?"},
+        "output": "because",
+        "error": None,
+        "span_count": 1,
+        "error_count": 0,
+        "input_tokens": 12,
+        "output_tokens": 30,
+    }
+    return event | fields
+
+
+def started(run: dict[str, Any]) -> dict[str, Any]:
+    """The start event of ``run``: what the SDK sends first."""
+    return run | {"status": "running", "ended_at": None, "output": None, "span_count": 0}
+
+
+def span_event(run: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """A finished span of ``run``."""
+    event = {
+        "type": "span",
+        "schema_version": 1,
+        "id": str(uuid.uuid4()),
+        "run_id": run["id"],
+        "parent_id": None,
+        "kind": "llm",
+        "name": "ask",
+        "status": "ok",
+        "started_at": (T0 + dt.timedelta(milliseconds=100)).isoformat(),
+        "ended_at": (T0 + dt.timedelta(seconds=1)).isoformat(),
+        "tags": [],
+        "attributes": {"temperature": 0.2},
+        "input": {"prompt": "why?"},
+        "output": "because",
+        "error": None,
+        "llm": {"model": "gpt-4o", "provider": "openai", "input_tokens": 12, "output_tokens": 30},
+        "events": [{"name": "retry", "at": T0.isoformat(), "attributes": {"attempt": 1}}],
+    }
+    return event | fields
+
+
+def batch(*events: Any, **fields: Any) -> dict[str, Any]:
+    """A batch envelope around ``events``."""
+    envelope = {
+        "schema_version": 1,
+        "batch_id": str(uuid.uuid4()),
+        "sdk": {"name": "agentops-sdk", "version": "test"},
+        "events": list(events),
+    }
+    return envelope | fields
+
+
+def rows(database_url: str, table: str, org_id: uuid.UUID | None = None) -> list[dict[str, Any]]:
+    """Every row of ``table`` (of ``org_id`` if given), read straight from the database."""
+    model = _MODELS[table]
+    engine = create_db_engine(database_url)
+    try:
+        with Session(engine) as session:
+            query = select(model.__table__)
+            if org_id is not None:
+                query = query.where(model.__table__.c.org_id == org_id)
+            return [dict(row._mapping) for row in session.execute(query)]
+    finally:
+        engine.dispose()
+
+
+def by_id(found: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Rows keyed by their id as the wire writes it."""
+    return {str(row["id"]): row for row in found}
+
+
+def utc(moment: dt.datetime | None) -> dt.datetime | None:
+    """A stored time as an aware UTC time (SQLite gives naive UTC back)."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=dt.UTC)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, every: float = 0.02) -> bool:
+    """Check ``condition`` until it holds or ``timeout`` passes; return whether it held."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(every)
+    return True
+
+
+@contextmanager
+def serving(app: Litestar) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free port of 127.0.0.1 in a thread; yield its base URL."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, name="hub", daemon=True)
+    thread.start()
+    try:
+        if not wait_until(lambda: server.started or not thread.is_alive(), 20):
+            raise TimeoutError("uvicorn did not start within 20 s")
+        if not server.started:
+            raise RuntimeError("uvicorn failed to start")
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(20)
+
+
+def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
+    """``response`` is an RFC 9457 problem with ``status`` and ``code``; return its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem: dict[str, Any] = response.json()
+    assert problem["code"] == code, problem
+    assert problem["status"] == status
+    return problem

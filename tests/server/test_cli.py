@@ -1,0 +1,106 @@
+"""``agentops-hub`` commands, in process (click's runner), on SQLite and PostgreSQL.
+
+The commands as real processes (``serve``, ``demo``) are in ``test_e2e.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+
+from click.testing import CliRunner
+from litestar.testing import TestClient
+
+from agentops_server import Settings, create_app
+from agentops_server.auth.api_keys import parse_key
+from agentops_server.cli import main
+from agentops_server.db.engine import create_db_engine
+from agentops_server.db.migrate import is_current
+from agentops_server.demo import demo_key
+
+
+def test_db_upgrade_brings_an_empty_database_to_the_newest_migration(database_url: str) -> None:
+    runner = CliRunner()
+
+    first = runner.invoke(main, ["db", "upgrade", "--database-url", database_url])
+    again = runner.invoke(main, ["db", "upgrade", "--database-url", database_url])
+
+    assert (first.exit_code, first.output) == (0, "database at head\n")
+    assert again.exit_code == 0, again.output
+    engine = create_db_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            assert is_current(connection)
+    finally:
+        engine.dispose()
+
+
+def test_bootstrap_json_prints_the_org_and_a_key_that_works(database_url: str) -> None:
+    result = CliRunner().invoke(
+        main, ["bootstrap", "--org", "acme", "--json", "--database-url", database_url]
+    )
+
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    assert set(printed) == {"org_id", "api_key"}
+    parts = parse_key(printed["api_key"])
+    assert parts is not None
+    assert parts.org_id == uuid.UUID(printed["org_id"])
+    with TestClient(create_app(Settings(database_url=database_url))) as client:
+        response = client.get(
+            "/api/v1/runs", headers={"Authorization": f"Bearer {printed['api_key']}"}
+        )
+    assert response.status_code == 200, response.text
+    assert response.json() == {"items": [], "next_cursor": None}
+
+
+def test_bootstrap_twice_with_the_same_org_name_fails_clearly(database_url: str) -> None:
+    runner = CliRunner()
+    command = ["bootstrap", "--org", "acme", "--json", "--database-url", database_url]
+
+    first = runner.invoke(main, command)
+    second = runner.invoke(main, command)
+
+    assert first.exit_code == 0, first.output
+    assert second.exit_code == 1
+    assert "an org named 'acme' already exists" in second.output
+    assert "ak_" not in second.output
+
+
+def test_demo_reuses_its_org_and_makes_a_new_key_each_time(database_url: str) -> None:
+    first = demo_key(database_url, "demo")
+    second = demo_key(database_url, "demo")
+
+    assert first.org_id == second.org_id
+    assert first.key != second.key
+    with TestClient(create_app(Settings(database_url=database_url))) as client:
+        for issued in (first, second):
+            response = client.get(
+                "/api/v1/agents", headers={"Authorization": f"Bearer {issued.key}"}
+            )
+            assert response.status_code == 200, response.text
+
+
+def test_demo_refuses_an_example_that_does_not_exist() -> None:
+    result = CliRunner().invoke(main, ["demo", "--example", "no/such/example.py", "--once"])
+
+    assert result.exit_code == 2
+    assert "no/such/example.py" in result.output
+
+
+def test_the_cli_runs_as_python_dash_m_agentops_server() -> None:
+    # The README uses this form: pip's script directory is not always on PATH (pyenv shims).
+    finished = subprocess.run(
+        [sys.executable, "-m", "agentops_server", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert finished.returncode == 0, finished.stderr
+    assert "Usage: agentops-hub" in finished.stdout
+    for command in ("serve", "db", "bootstrap", "demo"):
+        assert command in finished.stdout
