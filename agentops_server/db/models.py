@@ -16,7 +16,6 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     BigInteger,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -29,11 +28,14 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from agentops_server.db.types import UtcDateTime
+
 __all__ = ["Agent", "ApiKey", "Base", "Org", "Run", "Span"]
 
-Json = JSON().with_variant(JSONB(), "postgresql")
+# None is SQL NULL (not JSON null) however a row is written, so IS NULL filters work.
+Json = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 Money = Numeric(20, 10)
-Moment = DateTime(timezone=True)
+Moment = UtcDateTime()
 
 
 class Base(DeclarativeBase):

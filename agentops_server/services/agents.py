@@ -14,7 +14,6 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.db.models import Agent, Run
-from agentops_server.services.runs import as_utc
 
 __all__ = ["AgentList", "AgentNotFound", "AgentSummary", "get_agent", "list_agents"]
 
@@ -73,7 +72,7 @@ def _summary(agent: Agent, run_count: int) -> AgentSummary:
     return AgentSummary(
         id=agent.id,
         name=agent.name,
-        first_seen_at=as_utc(agent.first_seen_at),
-        last_seen_at=as_utc(agent.last_seen_at),
+        first_seen_at=agent.first_seen_at,
+        last_seen_at=agent.last_seen_at,
         run_count=run_count,
     )

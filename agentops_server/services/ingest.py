@@ -66,6 +66,7 @@ from agentops_sdk.schema import (
     SpanEvent,
 )
 from agentops_server.db.models import Agent, Base, Run, Span
+from agentops_server.db.types import to_utc
 
 __all__ = ["IngestError", "ingest_batch", "ingest_run"]
 
@@ -278,10 +279,8 @@ def _utc(moment: dt.datetime | None) -> dt.datetime | None:
     """``moment`` in UTC (naive means UTC): SQLite stores times without their offset."""
     if moment is None:
         return None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=dt.UTC)
     try:
-        return moment.astimezone(dt.UTC)
+        return to_utc(moment)
     except OverflowError as exc:
         raise ValueError(f"{moment.isoformat()} is out of range in UTC") from exc
 

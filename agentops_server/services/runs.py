@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.db.models import Run, Span
+from agentops_server.db.types import to_utc
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
@@ -36,7 +37,6 @@ __all__ = [
     "RunStatus",
     "RunSummary",
     "SpanNode",
-    "as_utc",
     "get_run",
     "list_runs",
     "span_tree",
@@ -225,13 +225,6 @@ def span_tree(nodes: list[SpanNode]) -> list[SpanNode]:
     return roots
 
 
-def as_utc(moment: dt.datetime) -> dt.datetime:
-    """``moment`` in UTC. Naive times are taken as UTC: SQLite returns stored times so."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC)
-
-
 def _cut_below(roots: list[SpanNode], depth: int) -> list[SpanNode]:
     """Detach the spans more than ``depth`` levels down; they become new roots (and are cut
     again ``depth`` levels below themselves)."""
@@ -268,14 +261,14 @@ def _conditions(org_id: uuid.UUID, where: RunFilter) -> list[ColumnElement[bool]
     if where.environment is not None:
         conditions.append(Run.environment == where.environment)
     if where.started_after is not None:
-        conditions.append(Run.started_at >= as_utc(where.started_after))
+        conditions.append(Run.started_at >= to_utc(where.started_after))
     if where.started_before is not None:
-        conditions.append(Run.started_at < as_utc(where.started_before))
+        conditions.append(Run.started_at < to_utc(where.started_before))
     return conditions
 
 
 def _encode_cursor(run: Run) -> str:
-    raw = f"{as_utc(run.started_at).isoformat()}|{run.id.hex}"
+    raw = f"{to_utc(run.started_at).isoformat()}|{run.id.hex}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
@@ -283,7 +276,7 @@ def _decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         started_at, run_id = raw.split("|")
-        return as_utc(dt.datetime.fromisoformat(started_at)), uuid.UUID(hex=run_id)
+        return to_utc(dt.datetime.fromisoformat(started_at)), uuid.UUID(hex=run_id)
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise InvalidCursor(f"not a cursor from this hub: {cursor!r}") from exc
 
@@ -291,7 +284,7 @@ def _decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
 def _duration_ms(started_at: dt.datetime, ended_at: dt.datetime | None) -> float | None:
     if ended_at is None:
         return None
-    return round((as_utc(ended_at) - as_utc(started_at)).total_seconds() * 1000, 3)
+    return round((to_utc(ended_at) - to_utc(started_at)).total_seconds() * 1000, 3)
 
 
 def _error(stored: dict[str, Any] | None) -> ErrorInfo | None:
@@ -311,8 +304,8 @@ def _summary_fields(run: Run) -> dict[str, Any]:
         "name": run.name,
         "environment": run.environment,
         "status": run.status,
-        "started_at": as_utc(run.started_at),
-        "ended_at": as_utc(run.ended_at) if run.ended_at else None,
+        "started_at": to_utc(run.started_at),
+        "ended_at": to_utc(run.ended_at) if run.ended_at else None,
         "duration_ms": _duration_ms(run.started_at, run.ended_at),
         "tags": run.tags,
         "error": _error(run.error),
@@ -334,8 +327,8 @@ def _node(span: Span) -> SpanNode:
         kind=span.kind,
         name=span.name,
         status=span.status,
-        started_at=as_utc(span.started_at),
-        ended_at=as_utc(span.ended_at) if span.ended_at else None,
+        started_at=to_utc(span.started_at),
+        ended_at=to_utc(span.ended_at) if span.ended_at else None,
         duration_ms=_duration_ms(span.started_at, span.ended_at),
         tags=span.tags,
         attributes=span.attributes,

@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated, Any
 
 from litestar import Controller, Request, get
+from litestar.di import NamedDependency
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,7 +27,7 @@ class AgentController(Controller):
 
     @get("/")
     async def list_agents(
-        self, request: Request[Principal, Principal, Any], db_session: AsyncSession
+        self, request: Request[Principal, Principal, Any], db_session: NamedDependency[AsyncSession]
     ) -> AgentList:
         """Every agent of the org, by name."""
         return await agents.list_agents(db_session, request.auth.org_id)
@@ -35,7 +36,7 @@ class AgentController(Controller):
     async def get_agent(
         self,
         request: Request[Principal, Principal, Any],
-        db_session: AsyncSession,
+        db_session: NamedDependency[AsyncSession],
         agent_id: Annotated[str, Parameter(description="The agent's id (a UUID).")],
     ) -> AgentSummary:
         """One agent of the org."""

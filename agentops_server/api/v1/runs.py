@@ -7,6 +7,7 @@ import uuid
 from typing import Annotated, Any
 
 from litestar import Controller, Request, get
+from litestar.di import NamedDependency
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,7 +38,7 @@ class RunController(Controller):
         self,
         *,
         request: Request[Principal, Principal, Any],
-        db_session: AsyncSession,
+        db_session: NamedDependency[AsyncSession],
         agent: Annotated[str | None, Parameter(description="Only this agent's runs.")] = None,
         status: Annotated[
             RunStatus | None, Parameter(description="Only runs in this state.")
@@ -77,7 +78,7 @@ class RunController(Controller):
     async def get_run(
         self,
         request: Request[Principal, Principal, Any],
-        db_session: AsyncSession,
+        db_session: NamedDependency[AsyncSession],
         run_id: Annotated[str, Parameter(description="The run's id (a UUID).")],
     ) -> RunDetail:
         """One run of the org, with its spans as a tree."""
