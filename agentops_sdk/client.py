@@ -326,6 +326,9 @@ def init(options: Options | None = None, **overrides: Any) -> Client | None:
         if not _exit_hook_installed:
             _exit_hook_installed = True
             atexit.register(_shutdown_at_exit)
+    from agentops_sdk.integrations import setup_integrations
+
+    setup_integrations(options.integrations, options.disabled_integrations)
     if options.exporter == "auto" and options.exporter_name == "jsonl" and not _jsonl_notice_given:
         _jsonl_notice_given = True
         logger.warning(

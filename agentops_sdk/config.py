@@ -30,6 +30,8 @@ spool_dir               AGENTOPS_SPOOL_DIR              ``~/.cache/agentops/spoo
 spool_max_bytes         AGENTOPS_SPOOL_MAX_BYTES        64 MiB
 otel                    AGENTOPS_OTEL                   None: on if a tracer provider is set
 tags                    AGENTOPS_TAGS (comma-separated) ()
+integrations            AGENTOPS_INTEGRATIONS (same)    None: every installed integration
+disabled_integrations   AGENTOPS_DISABLED_INTEGRATIONS  ()
 before_send             (code only)                     None
 ======================  ==============================  =====================================
 """
@@ -89,6 +91,8 @@ class Options:
     spool_max_bytes: int = 64 * 1024 * 1024
     otel: bool | None = None
     tags: tuple[str, ...] = ()
+    integrations: tuple[str, ...] | None = None
+    disabled_integrations: tuple[str, ...] = ()
     before_send: BeforeSend | None = None
 
     def __post_init__(self) -> None:
@@ -118,8 +122,9 @@ class Options:
         if unknown:
             raise ConfigurationError(f"unknown option(s): {', '.join(sorted(unknown))}")
         values.update({key: value for key, value in overrides.items() if value is not None})
-        if "tags" in values:
-            values["tags"] = tuple(values["tags"])
+        for name in _LISTS:
+            if values.get(name) is not None:
+                values[name] = tuple(values[name])
         for name in ("jsonl_path", "spool_dir"):
             if name in values:
                 values[name] = Path(values[name]).expanduser()
@@ -135,6 +140,7 @@ class Options:
         return self.exporter
 
 
+_LISTS = ("tags", "integrations", "disabled_integrations")
 _CODE_ONLY = frozenset({"before_send"})
 _POSITIVE = (
     "max_capture_chars",
@@ -180,8 +186,8 @@ def _parse(name: str, variable: str, raw: str) -> Any:
             return float(text)
     except ValueError as exc:
         raise ConfigurationError(f"{variable}={raw!r} is invalid: {exc}") from None
-    if name == "tags":
-        return tuple(tag.strip() for tag in text.split(",") if tag.strip())
+    if name in _LISTS:
+        return tuple(item.strip() for item in text.split(",") if item.strip())
     return text
 
 

@@ -39,6 +39,8 @@ ENVIRONMENT_VARIABLES = [
     ("AGENTOPS_SPOOL_MAX_BYTES", "1000", "spool_max_bytes", 1000),
     ("AGENTOPS_OTEL", "true", "otel", True),
     ("AGENTOPS_TAGS", "team-a, eu,,beta ", "tags", ("team-a", "eu", "beta")),
+    ("AGENTOPS_INTEGRATIONS", "openai, langchain", "integrations", ("openai", "langchain")),
+    ("AGENTOPS_DISABLED_INTEGRATIONS", "langchain", "disabled_integrations", ("langchain",)),
 ]
 
 

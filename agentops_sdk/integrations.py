@@ -1,0 +1,286 @@
+"""Framework integrations: how they are found and switched on, and how they record calls.
+
+An integration is a small class with a ``name``, the ``framework`` module it instruments, and
+``instrument()``/``uninstrument()``. Packages register theirs in the entry-point group
+``agentops_sdk.integrations``::
+
+    [project.entry-points."agentops_sdk.integrations"]
+    openai = "agentops_openai:OpenAIIntegration"
+
+``init()`` enables every registered integration whose framework is importable;
+``init(integrations=["openai"])`` enables only those named, ``disabled_integrations=[...]`` skips
+some, and :func:`enable`/:func:`disable` do it by hand. Enabling twice is harmless; disabling
+restores the library as it was.
+
+Framework code records each LLM or tool call it sees with :class:`ExternalCall`, which passes the
+guard chain before the call runs (a refused call raises the guard's ``EnforcementError``, and the
+framework call must not be made), exactly like a decorated function::
+
+    call = ExternalCall.start("llm", "chat gpt-4o", model="gpt-4o", provider="openai",
+                              input=messages)
+    if call is None:                       # the SDK is off: just call through
+        return original(*args, **kwargs)
+    try:
+        with call.activated():             # spans made inside nest under this one
+            response = original(*args, **kwargs)
+    except BaseException as exc:
+        call.fail(exc)
+        raise
+    call.span.set_usage(input_tokens=..., output_tokens=...)
+    call.end(response)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar
+
+from agentops_sdk import client as _client
+from agentops_sdk.client import CallSpec
+from agentops_sdk.context import CURRENT
+from agentops_sdk.spans import Span, SpanKind
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "ExternalCall",
+    "Integration",
+    "disable",
+    "enable",
+    "enabled",
+    "registered",
+    "setup_integrations",
+]
+
+logger = logging.getLogger("agentops_sdk")
+
+ENTRY_POINT_GROUP = "agentops_sdk.integrations"
+
+_lock = threading.Lock()
+_enabled: dict[str, Integration] = {}
+
+
+class Integration:
+    """Base class of an integration. Subclasses set ``name`` and ``framework`` and implement
+    :meth:`_instrument` and :meth:`_uninstrument`; the public methods make them idempotent."""
+
+    name: ClassVar[str]
+    """How users refer to it: ``init(integrations=["openai"])``."""
+    framework: ClassVar[str]
+    """The module that must be importable for the integration to apply, e.g. ``"openai"``."""
+
+    def __init__(self) -> None:
+        self.instrumented = False
+
+    @classmethod
+    def available(cls) -> bool:
+        """Whether the framework is installed (checked without importing it)."""
+        return importlib.util.find_spec(cls.framework) is not None
+
+    def instrument(self) -> None:
+        """Patch the framework; a second call does nothing."""
+        if not self.instrumented:
+            self._instrument()
+            self.instrumented = True
+
+    def uninstrument(self) -> None:
+        """Restore the framework as it was; a second call does nothing."""
+        if self.instrumented:
+            self._uninstrument()
+            self.instrumented = False
+
+    def _instrument(self) -> None:
+        raise NotImplementedError  # pragma: no cover - each integration provides it
+
+    def _uninstrument(self) -> None:
+        raise NotImplementedError  # pragma: no cover - each integration provides it
+
+
+def registered() -> dict[str, type[Integration]]:
+    """The integrations installed packages registered, by name (broken ones are logged)."""
+    from importlib.metadata import entry_points
+
+    found: dict[str, type[Integration]] = {}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = entry.load()
+        except Exception:
+            logger.exception("agentops: cannot load the integration %r", entry.name)
+            continue
+        if isinstance(loaded, type) and issubclass(loaded, Integration):
+            found[entry.name] = loaded
+        else:
+            logger.error("agentops: integration %r is not an Integration subclass", entry.name)
+    return found
+
+
+def enable(name: str) -> bool:
+    """Enable the registered integration ``name``; False if it is unknown or unavailable."""
+    with _lock:
+        if name in _enabled:
+            return True
+        integration_class = registered().get(name)
+        if integration_class is None or not integration_class.available():
+            return False
+        integration = integration_class()
+        try:
+            integration.instrument()
+        except Exception:
+            logger.exception("agentops: the %s integration failed to instrument", name)
+            return False
+        _enabled[name] = integration
+        return True
+
+
+def disable(name: str) -> None:
+    """Undo :func:`enable` for ``name`` (nothing happens if it is not enabled)."""
+    with _lock:
+        integration = _enabled.pop(name, None)
+    if integration is not None:
+        integration.uninstrument()
+
+
+def enabled() -> list[str]:
+    """The names of the integrations enabled now."""
+    with _lock:
+        return sorted(_enabled)
+
+
+def setup_integrations(wanted: Iterable[str] | None, disabled: Iterable[str] = ()) -> list[str]:
+    """What ``init()`` does: enable ``wanted`` (None: every available one) except ``disabled``."""
+    skip = set(disabled)
+    names = registered() if wanted is None else dict.fromkeys(wanted)
+    started = []
+    for name in names:
+        if name in skip:
+            continue
+        if enable(name):
+            started.append(name)
+        elif wanted is not None:
+            logger.warning("agentops: integration %r is not installed or not available", name)
+    return started
+
+
+class ExternalCall:
+    """One call made by framework code, recorded and guarded like a decorated call.
+
+    Make it with :meth:`start` (or :meth:`astart` in async code, so async guards can wait); end
+    it exactly once with :meth:`end` or :meth:`fail`, from any thread: later calls do nothing,
+    so a stream can end it on exhaustion, ``close()`` or garbage collection alike.
+    """
+
+    __slots__ = ("_client", "_done", "_lock", "_spec", "span")
+
+    def __init__(self, client: _client.Client, span: Span, spec: CallSpec) -> None:
+        self._client = client
+        self._spec = spec
+        self._done = False
+        self._lock = threading.Lock()
+        self.span = span
+
+    @classmethod
+    def start(
+        cls,
+        kind: SpanKind,
+        name: str,
+        *,
+        input: Any = None,
+        model: str | None = None,
+        provider: str | None = None,
+        tags: Iterable[str] = (),
+    ) -> ExternalCall | None:
+        """Open the call's span and run the guard chain; None when the SDK is off.
+
+        Raises the guard's ``EnforcementError`` when the call must not happen (the span is then
+        recorded as ``blocked``).
+        """
+        call = cls._open(kind, name, given_input=input, model=model, provider=provider, tags=tags)
+        if call is not None and call._client.guards.active:
+            try:
+                call._client.check(
+                    call.span, call._spec, (), {} if input is None else {"input": input}
+                )
+            except BaseException as exc:
+                call.fail(exc)
+                raise
+        return call
+
+    @classmethod
+    async def astart(
+        cls,
+        kind: SpanKind,
+        name: str,
+        *,
+        input: Any = None,
+        model: str | None = None,
+        provider: str | None = None,
+        tags: Iterable[str] = (),
+    ) -> ExternalCall | None:
+        """Async twin of :meth:`start`: async guards (approvals) may wait here."""
+        call = cls._open(kind, name, given_input=input, model=model, provider=provider, tags=tags)
+        if call is not None and call._client.guards.active:
+            try:
+                await call._client.acheck(
+                    call.span, call._spec, (), {} if input is None else {"input": input}
+                )
+            except BaseException as exc:
+                call.fail(exc)
+                raise
+        return call
+
+    @classmethod
+    def _open(
+        cls,
+        kind: SpanKind,
+        name: str,
+        *,
+        given_input: Any,
+        model: str | None,
+        provider: str | None,
+        tags: Iterable[str],
+    ) -> ExternalCall | None:
+        client = _client.current
+        if client is None:
+            return None
+        spec = CallSpec(kind=kind, name=name, tags=tuple(tags), model=model, provider=provider)
+        span = client.open_span(spec, given_input=given_input)
+        return None if span is None else cls(client, span, spec)
+
+    @contextlib.contextmanager
+    def activated(self) -> Iterator[Span]:
+        """Make the span current while the block runs (nested calls become its children)."""
+        token = CURRENT.set(self.span)
+        otel = self.span.otel
+        if otel is not None:
+            otel.attach()
+        try:
+            yield self.span
+        finally:
+            if otel is not None:
+                otel.detach()
+            CURRENT.reset(token)
+
+    @property
+    def done(self) -> bool:
+        """True once :meth:`end` or :meth:`fail` has run."""
+        return self._done
+
+    def end(self, output: Any = None) -> None:
+        """The call succeeded with ``output`` (recorded subject to capture settings)."""
+        if self._claim():
+            self._client.end_span(self.span, self._spec, output)
+
+    def fail(self, exc: BaseException) -> None:
+        """The call failed with ``exc``, which the caller re-raises unchanged."""
+        if self._claim():
+            self._client.fail_span(self.span, exc)
+
+    def _claim(self) -> bool:
+        with self._lock:
+            if self._done:
+                return False
+            self._done = True
+            return True
