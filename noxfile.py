@@ -9,7 +9,12 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
 SOURCES = ["agentops_sdk", "agentops_server", "integrations", "examples", "benchmarks", "tests"]
-TYPED = ["agentops_sdk", "agentops_server"]  # with integrations/* packages as they arrive
+TYPED = [
+    "agentops_sdk",
+    "agentops_server",
+    "integrations/agentops_openai",
+    "integrations/agentops_langchain",
+]
 
 
 @nox.session

@@ -1,0 +1,1 @@
+"""LangChain integration for AgentOps (see docs/integrations.md)."""

@@ -1,0 +1,1 @@
+"""OpenAI integration for AgentOps (see docs/integrations.md)."""
