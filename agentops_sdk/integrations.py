@@ -33,10 +33,14 @@ framework call must not be made), exactly like a decorated function::
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import logging
+import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from types import ModuleType
 from typing import Any, ClassVar
 
 from agentops_sdk import client as _client
@@ -53,6 +57,7 @@ __all__ = [
     "enabled",
     "registered",
     "setup_integrations",
+    "when_imported",
 ]
 
 logger = logging.getLogger("agentops_sdk")
@@ -162,6 +167,60 @@ def setup_integrations(wanted: Iterable[str] | None, disabled: Iterable[str] = (
         elif wanted is not None:
             logger.warning("agentops: integration %r is not installed or not available", name)
     return started
+
+
+def when_imported(module: str, callback: Callable[[], None]) -> Callable[[], None]:
+    """Run ``callback`` once ``module`` is imported: now if it is, else right after its import.
+
+    Returns a function that cancels a callback still waiting. Integrations patch through it, so
+    ``init()`` never imports a framework the process has not imported itself (yet)::
+
+        cancel = when_imported("openai", patch_openai)
+    """
+    if module in sys.modules:
+        callback()
+        return _nothing_to_cancel
+    return _AfterImport(module, callback).cancel
+
+
+def _nothing_to_cancel() -> None:
+    pass
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Runs a callback right after a module's first import, then steps out of ``sys.meta_path``."""
+
+    def __init__(self, module: str, callback: Callable[[], None]) -> None:
+        self._module = module
+        self._callback = callback
+        sys.meta_path.insert(0, self)
+
+    def cancel(self) -> None:
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self)
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != self._module:
+            return None
+        self.cancel()
+        spec = importlib.util.find_spec(fullname)  # found by the finders after this one
+        loader = None if spec is None else spec.loader
+        if loader is None:
+            return spec
+        execute = loader.exec_module
+        callback, module = self._callback, self._module
+
+        def execute_then_call_back(new_module: ModuleType) -> None:
+            execute(new_module)
+            try:
+                callback()
+            except Exception:
+                logger.exception("agentops: could not instrument %s after its import", module)
+
+        loader.exec_module = execute_then_call_back  # type: ignore[method-assign,assignment]
+        return spec
 
 
 class ExternalCall:

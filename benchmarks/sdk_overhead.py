@@ -13,11 +13,18 @@ Compared: AgentOps disabled (before ``init()``), AgentOps with capture on and of
 an OpenTelemetry SDK span (BatchSpanProcessor, no-op exporter), and Langfuse's ``@observe``
 with capture off and on (if installed). Also ``import agentops_sdk`` time, from
 ``python -X importtime`` in fresh interpreters, against ``import langfuse``.
+
+Then one ``chat.completions.create`` of the real ``openai`` client over a mocked transport
+(``httpx.MockTransport`` answering a recorded-shape completion): uninstrumented, with the AgentOps
+OpenAI integration (capture off and on), and with opentelemetry-instrumentation-openai-v2
+(its own TracerProvider, BatchSpanProcessor, no-op exporter); overhead in ns and in % of the
+uninstrumented call.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -25,12 +32,13 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from time import perf_counter_ns
 from typing import Any
 
 import agentops_sdk as agentops
+from agentops_sdk import integrations
 from agentops_sdk.exporters import ExportBatch, ExportOutcome
 
 
@@ -59,7 +67,13 @@ def agentops_variants() -> list[Variant]:
 
     def configured(capture: bool) -> Callable[[], AbstractContextManager[Any]]:
         def setup() -> AbstractContextManager[Any]:
-            agentops.init(exporter=DiscardExporter(), capture=capture, otel=False, spool=False)
+            agentops.init(
+                exporter=DiscardExporter(),
+                capture=capture,
+                otel=False,
+                spool=False,
+                integrations=[],
+            )
             return agentops.run("benchmark")
 
         return setup
@@ -75,7 +89,8 @@ def agentops_variants() -> list[Variant]:
     ]
 
 
-def opentelemetry_variant() -> list[Variant]:
+def otel_tracer_provider() -> Any:
+    """An OpenTelemetry SDK TracerProvider exporting to nowhere; None if it is not installed."""
     try:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import (
@@ -84,7 +99,7 @@ def opentelemetry_variant() -> list[Variant]:
             SpanExportResult,
         )
     except ImportError:
-        return []
+        return None
 
     class NoopSpanExporter(SpanExporter):
         def export(self, spans: Sequence[Any]) -> SpanExportResult:
@@ -92,6 +107,13 @@ def opentelemetry_variant() -> list[Variant]:
 
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(NoopSpanExporter()))
+    return provider
+
+
+def opentelemetry_variant() -> list[Variant]:
+    provider = otel_tracer_provider()
+    if provider is None:
+        return []
     tracer = provider.get_tracer("benchmark")
 
     def traced(query: str, limit: int = 3) -> list[str]:
@@ -143,16 +165,115 @@ def time_calls(fn: Callable[..., Any], calls: int) -> Iterator[int]:
         yield perf_counter_ns() - start
 
 
-def measure(variants: list[Variant], calls: int, rounds: int) -> dict[str, float]:
-    samples: dict[str, list[int]] = {"bare function": []}
+def measure(
+    baseline: tuple[str, Callable[..., Any]], variants: list[Variant], calls: int, rounds: int
+) -> dict[str, float]:
+    """Median per-call ns of ``baseline`` and of each variant, in interleaved rounds."""
+    base_name, base_fn = baseline
+    samples: dict[str, list[int]] = {base_name: []}
     samples.update({name: [] for name, _, _ in variants})
     for _ in range(rounds):
-        samples["bare function"].extend(time_calls(search, calls))
+        samples[base_name].extend(time_calls(base_fn, calls))
         for name, fn, setup in variants:
             with setup():
                 samples[name].extend(time_calls(fn, calls))
     agentops.shutdown()
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+CHAT_COMPLETION = {
+    "id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG",
+    "object": "chat.completion",
+    "created": 1741570283,
+    "model": "gpt-4o-mini-2024-07-18",
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Paris: 18°C, light rain."},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ],
+    "usage": {
+        "prompt_tokens": 31,
+        "completion_tokens": 9,
+        "total_tokens": 40,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+    },
+    "system_fingerprint": "fp_06737a9306",
+}
+
+
+def openai_chat() -> Callable[..., Any] | None:
+    """One chat completion over a mocked transport, called as ``chat(query, limit=...)``."""
+    try:
+        import httpx
+        import openai
+    except ImportError:
+        return None
+    body = json.dumps(CHAT_COMPLETION).encode()
+    headers = {"content-type": "application/json"}
+    transport = httpx.MockTransport(
+        lambda _request: httpx.Response(200, content=body, headers=headers)
+    )
+    http_client: Any = httpx.Client(transport=transport)  # openai 3 takes httpx's and httpx2's
+    client = openai.OpenAI(
+        api_key="benchmark", base_url="http://benchmark/v1", http_client=http_client, max_retries=0
+    )
+
+    def chat(query: str, limit: int = 3) -> Any:
+        messages: Any = [{"role": "user", "content": query}]
+        return client.chat.completions.create(
+            model="gpt-4o-mini", messages=messages, max_tokens=limit
+        )
+
+    return chat
+
+
+def openai_variants(chat: Callable[..., Any]) -> list[Variant]:
+    def with_agentops(capture: bool) -> Callable[[], AbstractContextManager[Any]]:
+        @contextmanager
+        def setup() -> Iterator[None]:
+            agentops.init(
+                exporter=DiscardExporter(),
+                capture=capture,
+                otel=False,
+                spool=False,
+                integrations=[],
+            )
+            integrations.enable("openai")
+            try:
+                with agentops.run("benchmark"):
+                    yield
+            finally:
+                integrations.disable("openai")
+                agentops.shutdown()
+
+        return setup
+
+    variants = [
+        ("agentops openai capture off", chat, with_agentops(False)),
+        ("agentops openai capture on", chat, with_agentops(True)),
+    ]
+    provider = otel_tracer_provider()
+    try:
+        from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+    except ImportError:
+        return variants
+    if provider is None:
+        return variants
+
+    @contextmanager
+    def with_opentelemetry() -> Iterator[None]:
+        instrumentor = OpenAIInstrumentor()  # type: ignore[no-untyped-call]
+        instrumentor.instrument(tracer_provider=provider)
+        try:
+            yield
+        finally:
+            instrumentor.uninstrument()
+
+    return [*variants, ("otel openai-v2 instrumentor", chat, with_opentelemetry)]
 
 
 def import_time_ms(module: str, repeats: int = 5) -> float | None:
@@ -180,10 +301,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20_000, help="calls per variant per round")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument(
+        "--openai-calls", type=int, default=2_000, help="chat completions per variant per round"
+    )
     arguments = parser.parse_args()
 
     variants = agentops_variants() + opentelemetry_variant() + langfuse_variants()
-    medians = measure(variants, arguments.calls, arguments.rounds)
+    medians = measure(("bare function", search), variants, arguments.calls, arguments.rounds)
     bare = medians.pop("bare function")
     reference = medians.get("opentelemetry sdk span")
     reference_overhead = None if reference is None else reference - bare
@@ -194,6 +318,18 @@ def main() -> None:
         overhead = median - bare
         ratio = f"{overhead / reference_overhead:.2f}x" if reference_overhead else "-"
         print(f"{name:<32}{overhead:>12.0f}{ratio:>14}")
+
+    chat = openai_chat()
+    if chat is not None:
+        print()
+        baseline = ("openai uninstrumented", chat)
+        medians = measure(baseline, openai_variants(chat), arguments.openai_calls, arguments.rounds)
+        plain = medians.pop("openai uninstrumented")
+        print(f"median chat.completions.create over a mocked transport: {plain:.0f} ns")
+        print(f"{'variant':<32}{'overhead ns':>12}{'% of call':>12}")
+        for name, median in medians.items():
+            overhead = median - plain
+            print(f"{name:<32}{overhead:>12.0f}{overhead / plain:>12.1%}")
 
     print()
     for module in ("agentops_sdk", "langfuse"):

@@ -74,6 +74,8 @@ def registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
     FakeIntegration.instrument_calls = 0
+    for name in integrations.enabled():  # real ones an earlier test's init() left enabled
+        integrations.disable(name)
     yield
     for name in integrations.enabled():
         integrations.disable(name)
