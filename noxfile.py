@@ -34,8 +34,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy: strict for the SDK (see pyproject.toml)."""
-    session.install("-e", ".[server,dev]")
+    """mypy: strict for the SDK (see pyproject.toml); benchmarks need the bench extra."""
+    session.install("-e", ".[server,dev,bench]")
     session.run("mypy", *TYPED, "examples", "benchmarks")
 
 

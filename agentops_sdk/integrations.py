@@ -33,6 +33,7 @@ framework call must not be made), exactly like a decorated function::
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -52,9 +53,11 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "ExternalCall",
     "Integration",
+    "claim_model_call",
     "disable",
     "enable",
     "enabled",
+    "model_call_claimed",
     "registered",
     "setup_integrations",
     "when_imported",
@@ -221,6 +224,28 @@ class _AfterImport(importlib.abc.MetaPathFinder):
 
         loader.exec_module = execute_then_call_back  # type: ignore[method-assign,assignment]
         return spec
+
+
+_model_call: contextvars.ContextVar[ExternalCall | None] = contextvars.ContextVar(
+    "agentops_model_call", default=None
+)
+
+
+def claim_model_call(call: ExternalCall) -> None:
+    """Say that ``call`` records the model call now under way in this context.
+
+    A framework that wraps a provider's client (LangChain's ``ChatOpenAI`` around ``openai``)
+    claims the call it records, so the provider's integration records nothing for it: one model
+    call, one ``llm`` span, its tokens counted once, its guards run once. The claim lapses by
+    itself when ``call`` ends, so a claim left behind never hides a later call.
+    """
+    _model_call.set(call)
+
+
+def model_call_claimed() -> bool:
+    """True while another integration's unfinished span records this context's model call."""
+    claimed = _model_call.get()
+    return claimed is not None and not claimed.done
 
 
 class ExternalCall:

@@ -39,7 +39,7 @@ from langchain_core.tracers.context import register_configure_hook
 
 from agentops_sdk.context import CURRENT
 from agentops_sdk.errors import EnforcementError
-from agentops_sdk.integrations import ExternalCall
+from agentops_sdk.integrations import ExternalCall, claim_model_call
 from agentops_sdk.spans import Span, SpanKind
 
 __all__ = [
@@ -257,7 +257,7 @@ class AgentOpsCallbackHandler(BaseCallbackHandler):
             None,
         )
         provider = metadata.get("ls_provider")
-        self._start(
+        call = self._start(
             "llm",
             _run_name(serialized, kwargs, "llm"),
             run_id,
@@ -266,6 +266,10 @@ class AgentOpsCallbackHandler(BaseCallbackHandler):
             model=model,
             provider=provider if isinstance(provider, str) else None,
         )
+        if call is not None:
+            # The model may call a provider client we also instrument (ChatOpenAI -> openai):
+            # this span records that call, so the provider's integration stays out of it.
+            claim_model_call(call)
 
     def _start(
         self,

@@ -19,7 +19,7 @@ from openai.resources.responses import AsyncResponses, Responses
 from agentops_openai._record import CHAT, RESPONSES, Api, Request, record_failure
 from agentops_openai._streams import record_async_stream, record_stream
 from agentops_sdk import get_client
-from agentops_sdk.integrations import ExternalCall
+from agentops_sdk.integrations import ExternalCall, model_call_claimed
 
 __all__ = ["Patch", "finish", "install", "remove"]
 
@@ -92,7 +92,7 @@ def _sync_wrapper(patch: Patch, api: Api) -> Callable[..., Any]:
 
     @functools.wraps(original)
     def create(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not patch.active or get_client() is None:
+        if not patch.active or get_client() is None or model_call_claimed():
             return original(self, *args, **kwargs)
         request = Request(api, kwargs)
         call = ExternalCall.start(
@@ -117,7 +117,7 @@ def _async_wrapper(patch: Patch, api: Api) -> Callable[..., Any]:
 
     @functools.wraps(original)
     async def create(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not patch.active or get_client() is None:
+        if not patch.active or get_client() is None or model_call_claimed():
             return await original(self, *args, **kwargs)
         request = Request(api, kwargs)
         call = await ExternalCall.astart(
