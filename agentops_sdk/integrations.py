@@ -32,6 +32,7 @@ framework call must not be made), exactly like a decorated function::
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import contextvars
 import importlib.abc
@@ -71,7 +72,7 @@ _lock = threading.Lock()
 _enabled: dict[str, Integration] = {}
 
 
-class Integration:
+class Integration(abc.ABC):
     """Base class of an integration. Subclasses set ``name`` and ``framework`` and implement
     :meth:`_instrument` and :meth:`_uninstrument`; the public methods make them idempotent."""
 
@@ -100,11 +101,13 @@ class Integration:
             self._uninstrument()
             self.instrumented = False
 
+    @abc.abstractmethod
     def _instrument(self) -> None:
-        raise NotImplementedError  # pragma: no cover - each integration provides it
+        """Patch the framework (called once per enable)."""
 
+    @abc.abstractmethod
     def _uninstrument(self) -> None:
-        raise NotImplementedError  # pragma: no cover - each integration provides it
+        """Undo :meth:`_instrument` exactly."""
 
 
 def registered() -> dict[str, type[Integration]]:

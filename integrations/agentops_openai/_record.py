@@ -15,6 +15,7 @@ model asked for), ``cached_tokens``, ``reasoning_tokens``, ``time_to_first_token
 
 from __future__ import annotations
 
+import abc
 import logging
 from collections.abc import Mapping, Sequence
 from time import time_ns
@@ -79,20 +80,20 @@ class Request:
             logger.exception("agentops: could not record the parameters of %s", span.name)
 
 
-class StreamState:
+class StreamState(abc.ABC):
     """What a stream has shown so far; told each chunk, asked for the output at the end."""
 
     def __init__(self, span: Span) -> None:
         self.span = span
         self.first_token_ns: int | None = None
 
+    @abc.abstractmethod
     def observe(self, chunk: Any) -> bool:
         """Take in one chunk; False if the caller must not see it (a chunk we asked for)."""
-        raise NotImplementedError  # pragma: no cover - each API provides it
 
+    @abc.abstractmethod
     def output(self, completed: bool) -> Any:
         """Record what the stream carried on the span and return the call's output."""
-        raise NotImplementedError  # pragma: no cover - each API provides it
 
     def first_token(self) -> None:
         if self.first_token_ns is None:
@@ -101,7 +102,7 @@ class StreamState:
             self.span.set_attribute("time_to_first_token_ms", round(elapsed_ms, 3))
 
 
-class Api:
+class Api(abc.ABC):
     """How one OpenAI API names and shapes its requests, responses and stream chunks."""
 
     operation: str
@@ -111,17 +112,17 @@ class Api:
     usage_on_request: bool
     """Whether a stream reports usage only when ``stream_options.include_usage`` asks for it."""
 
+    @abc.abstractmethod
     def input_of(self, kwargs: Mapping[str, Any]) -> Any:
         """The messages a request sends."""
-        raise NotImplementedError  # pragma: no cover
 
+    @abc.abstractmethod
     def record_result(self, span: Span, result: Any) -> Any:
         """Record a non-streamed result on the span; return the call's output."""
-        raise NotImplementedError  # pragma: no cover
 
+    @abc.abstractmethod
     def stream_state(self, span: Span, request: Request) -> StreamState:
         """A fresh :class:`StreamState` for a streamed result."""
-        raise NotImplementedError  # pragma: no cover
 
 
 class ChatApi(Api):
