@@ -2,12 +2,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-import agentops_sdk as agentops
-from agentops_sdk.client import Client
 from tests.sdk.fake_hub import FakeHub
 
 
@@ -43,23 +40,3 @@ def spool_dir(tmp_path: Path) -> Path:
 def spool_files(spool_dir: Path) -> Callable[[], list[Path]]:
     """``spool_files()``: every file now in the spool (batches, claims, temporary files)."""
     return lambda: sorted(path for path in spool_dir.rglob("*") if path.is_file())
-
-
-@pytest.fixture
-def start_sdk() -> Iterator[Callable[..., Client]]:
-    """``start_sdk(**options)``: ``init()`` with test defaults, ignoring the environment.
-
-    Defaults: environment "test", no spool, a 50 ms flush interval. Shut down after the test.
-    """
-    clients: list[Client] = []
-
-    def start(**options: Any) -> Client:
-        settings: dict[str, Any] = {"environment": "test", "flush_interval": 0.05, "spool": False}
-        client = agentops.init(agentops.Options(**(settings | options)))
-        assert client is not None
-        clients.append(client)
-        return client
-
-    yield start
-    for client in clients:
-        client.shutdown(1.0)

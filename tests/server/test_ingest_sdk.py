@@ -39,32 +39,17 @@ def hub_url(app: Litestar) -> Iterator[str]:
 
 
 @pytest.fixture
-def start_sdk(hub_url: str, org: IssuedKey) -> Iterator[Callable[..., Client]]:
-    """``start_sdk(**options)``: the SDK shipping to the hub with ``org``'s key; shut down after."""
-    clients: list[Client] = []
-
-    def start(**options: Any) -> Client:
-        settings: dict[str, Any] = {
-            "hub_url": hub_url,
-            "api_key": org.key,
-            "environment": "test",
-            "flush_interval": 0.05,
-            "spool": False,
-        }
-        client = agentops.init(agentops.Options(**(settings | options)))
-        assert client is not None
-        clients.append(client)
-        return client
-
-    yield start
-    for client in clients:
-        client.shutdown(5)
+def start_hub_sdk(
+    start_sdk: Callable[..., Client], hub_url: str, org: IssuedKey
+) -> Callable[..., Client]:
+    """``start_hub_sdk(**options)``: the SDK shipping to the hub with ``org``'s key."""
+    return lambda **options: start_sdk(**({"hub_url": hub_url, "api_key": org.key} | options))
 
 
 def test_what_the_sdk_records_is_stored_by_the_hub_exactly_once(
-    start_sdk: Callable[..., Client], org: IssuedKey, migrated_url: str
+    start_hub_sdk: Callable[..., Client], org: IssuedKey, migrated_url: str
 ) -> None:
-    client = start_sdk()
+    client = start_hub_sdk()
 
     for topic in ("cats", "dogs", "owls"):
         researcher(topic)
@@ -86,14 +71,14 @@ def test_what_the_sdk_records_is_stored_by_the_hub_exactly_once(
 
 
 def test_an_event_the_hub_rejects_is_counted_by_the_sdk_and_the_rest_is_stored(
-    start_sdk: Callable[..., Client], org: IssuedKey, migrated_url: str
+    start_hub_sdk: Callable[..., Client], org: IssuedKey, migrated_url: str
 ) -> None:
     def break_one_span(event: dict[str, Any]) -> dict[str, Any]:
         if event["type"] == "span" and event["input"] == {"query": "dogs"}:
             return event | {"kind": "robot"}  # not a kind the hub knows
         return event
 
-    client = start_sdk(before_send=break_one_span)
+    client = start_hub_sdk(before_send=break_one_span)
 
     researcher("dogs")
     assert client.flush(15).completed
