@@ -19,14 +19,16 @@ from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import OpenAPIRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentops_sdk import __version__
 from agentops_server.api.v1 import api_router
-from agentops_server.auth.middleware import ApiKeyAuthentication
+from agentops_server.auth.middleware import Authentication
 from agentops_server.db.engine import create_async_db_engine
 from agentops_server.db.migrate import is_current
+from agentops_server.db.tenancy import TenantSession
 from agentops_server.errors import Problem, problem_details_plugin
 from agentops_server.settings import Settings
 
@@ -76,21 +78,34 @@ class SchemaIndex(OpenAPIRenderPlugin):
 def create_app(settings: Settings | None = None, **litestar_options: Any) -> Litestar:
     """Build the hub's ASGI app from ``settings`` (default: from the environment)."""
     settings = settings or Settings.from_env()
-    engine = create_async_db_engine(settings.database_url, pool_size=settings.db_pool_size)
+    engine = create_async_db_engine(
+        settings.database_url, pool_size=settings.db_pool_size, tenant_isolation=True
+    )
     database = SQLAlchemyAsyncConfig(
         engine_instance=engine,
         session_dependency_key="db_session",
-        session_config=AsyncSessionConfig(expire_on_commit=False),
+        session_config=AsyncSessionConfig(expire_on_commit=False, sync_session_class=TenantSession),
     )
     return Litestar(
         route_handlers=[health, ready, api_router()],
         plugins=[SQLAlchemyPlugin(config=database), problem_details_plugin()],
-        middleware=[DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS)],
+        middleware=[DefineMiddleware(Authentication, exclude=PUBLIC_PATHS)],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="AgentOps Hub",
             version=__version__,
             render_plugins=[SchemaIndex()],  # no page pulling scripts from a CDN
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="An API key (`ak_…`) or an access token from "
+                        "`POST /api/v1/auth/login`.",
+                    )
+                }
+            ),
+            security=[{"bearer": []}],
         ),
         state=State({"settings": settings, "engine": engine}),
         **litestar_options,

@@ -1,15 +1,32 @@
 """The hub's settings: one typed object, read once from ``AGENTOPS_*`` environment variables.
 
-==========================  =========================  =============================================
-setting                     environment variable       default
-==========================  =========================  =============================================
-database_url                AGENTOPS_DATABASE_URL      ``sqlite:///agentops.db`` (working directory)
-redis_url                   AGENTOPS_REDIS_URL         None (in-process backends)
-secret_key                  AGENTOPS_SECRET_KEY        random per process (set it in production)
-max_body_bytes              AGENTOPS_MAX_BODY_BYTES    16 MiB, after gzip decompression
-max_batch_events            AGENTOPS_MAX_BATCH_EVENTS  10,000
-db_pool_size                AGENTOPS_DB_POOL_SIZE      10
-==========================  =========================  =============================================
+============================  ===============================  =====================================
+setting                       environment variable             default
+============================  ===============================  =====================================
+database_url                  AGENTOPS_DATABASE_URL            ``sqlite:///agentops.db``
+redis_url                     AGENTOPS_REDIS_URL               None (in-process backends)
+secret_key                    AGENTOPS_SECRET_KEY              random per process (set it!)
+public_url                    AGENTOPS_PUBLIC_URL              ``http://localhost:8000``
+max_body_bytes                AGENTOPS_MAX_BODY_BYTES          16 MiB, after gzip decompression
+max_batch_events              AGENTOPS_MAX_BATCH_EVENTS        10,000
+db_pool_size                  AGENTOPS_DB_POOL_SIZE            10
+access_token_ttl              AGENTOPS_ACCESS_TOKEN_TTL        900 seconds
+refresh_token_ttl             AGENTOPS_REFRESH_TOKEN_TTL       30 days, in seconds
+rate_limit_org                AGENTOPS_RATE_LIMIT_ORG          ``6000/minute`` per org
+rate_limit_key                AGENTOPS_RATE_LIMIT_KEY          ``1200/minute`` per API key or user
+rate_limit_login              AGENTOPS_RATE_LIMIT_LOGIN        ``10/minute`` per account
+rate_limit_login_ip           AGENTOPS_RATE_LIMIT_LOGIN_IP     ``50/minute`` per client address
+mail_url                      AGENTOPS_MAIL_URL                ``console`` (or ``file:///dir``,
+                                                               ``smtp://user:pass@host:port``)
+mail_from                     AGENTOPS_MAIL_FROM               ``AgentOps Hub <hub@localhost>``
+oauth_providers               AGENTOPS_OAUTH_PROVIDERS         None (JSON, see docs/identity.md)
+supabase_url                  AGENTOPS_SUPABASE_URL            None (Supabase Auth disabled)
+supabase_jwt_secret           AGENTOPS_SUPABASE_JWT_SECRET     None (verify with JWKS instead)
+supabase_audience             AGENTOPS_SUPABASE_AUDIENCE       ``authenticated``
+log_format                    AGENTOPS_LOG_FORMAT              ``json`` (or ``console``)
+log_level                     AGENTOPS_LOG_LEVEL               ``INFO``
+sentry_dsn                    SENTRY_DSN                       None (Sentry disabled)
+============================  ===============================  =====================================
 
 Database URLs: ``sqlite:///path.db`` or ``postgresql+psycopg://user@host/db``; the hub picks the
 async driver itself (aiosqlite, psycopg's async mode).
@@ -26,6 +43,7 @@ from typing import Any
 __all__ = ["DEFAULT_DATABASE_URL", "Settings"]
 
 DEFAULT_DATABASE_URL = "sqlite:///agentops.db"
+_ENV_NAMES = {"sentry_dsn": "SENTRY_DSN"}  # Sentry's own variable
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,9 +53,25 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
     secret_key: str = dataclasses.field(default_factory=lambda: secrets.token_urlsafe(32))
+    public_url: str = "http://localhost:8000"
     max_body_bytes: int = 16 * 1024 * 1024
     max_batch_events: int = 10_000
     db_pool_size: int = 10
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 30 * 24 * 3600
+    rate_limit_org: str = "6000/minute"
+    rate_limit_key: str = "1200/minute"
+    rate_limit_login: str = "10/minute"
+    rate_limit_login_ip: str = "50/minute"
+    mail_url: str = "console"
+    mail_from: str = "AgentOps Hub <hub@localhost>"
+    oauth_providers: str | None = None
+    supabase_url: str | None = None
+    supabase_jwt_secret: str | None = None
+    supabase_audience: str = "authenticated"
+    log_format: str = "json"
+    log_level: str = "INFO"
+    sentry_dsn: str | None = None
 
     def __post_init__(self) -> None:
         if not self.database_url.startswith(("sqlite", "postgresql")):
@@ -45,7 +79,15 @@ class Settings:
                 f"AGENTOPS_DATABASE_URL must be a sqlite:// or postgresql:// URL, "
                 f"got {self.database_url!r}"
             )
-        for name in ("max_body_bytes", "max_batch_events", "db_pool_size"):
+        if self.log_format not in ("json", "console"):
+            raise ValueError(f"log_format must be json or console, got {self.log_format!r}")
+        for name in (
+            "max_body_bytes",
+            "max_batch_events",
+            "db_pool_size",
+            "access_token_ttl",
+            "refresh_token_ttl",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
 
@@ -55,7 +97,8 @@ class Settings:
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for field in dataclasses.fields(cls):
-            raw = environ.get(f"AGENTOPS_{field.name.upper()}", "").strip()
+            variable = _ENV_NAMES.get(field.name, f"AGENTOPS_{field.name.upper()}")
+            raw = environ.get(variable, "").strip()
             if raw:
                 values[field.name] = int(raw) if field.type == "int" else raw
         values.update({key: value for key, value in overrides.items() if value is not None})

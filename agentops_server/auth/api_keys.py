@@ -10,14 +10,15 @@ passwords (which get argon2 in a later issue).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
 import secrets
 import uuid
 
+from agentops_server.auth.permissions import Scope
+from agentops_server.auth.tokens import hash_secret, secret_matches
+
 __all__ = ["SCOPES", "KeyParts", "hash_key", "matches", "new_key", "parse_key"]
 
-SCOPES = frozenset({"ingest", "read"})
+SCOPES = frozenset(scope.value for scope in Scope)
 _PREFIX = "ak"
 
 
@@ -49,9 +50,9 @@ def parse_key(key: str) -> KeyParts | None:
 
 def hash_key(key: str) -> str:
     """The stored form of ``key``."""
-    return hashlib.sha256(key.encode()).hexdigest()
+    return hash_secret(key)
 
 
 def matches(key: str, stored_hash: str) -> bool:
     """Constant-time check of ``key`` against a stored hash."""
-    return hmac.compare_digest(hash_key(key), stored_hash)
+    return secret_matches(key, stored_hash)

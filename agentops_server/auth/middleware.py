@@ -1,67 +1,162 @@
-"""Authenticate ``/api/v1`` requests by API key; guards check the key's scopes."""
+"""Authenticate requests: ``Authorization: Bearer <API key or access token>``.
+
+An API key (``ak_…``) authenticates as that key of its org; anything else must be an access
+token the hub issued (:mod:`agentops_server.auth.tokens`) or, when Supabase Auth is configured,
+a Supabase access token (:mod:`agentops_server.auth.supabase`). The org is known from the
+credential before the first query, so every lookup already runs as that tenant; the tenant then
+stays set for the rest of the request (:mod:`agentops_server.db.tenancy`). Routes whose ``opt``
+has ``exclude_from_auth`` (see :data:`agentops_server.auth.guards.PUBLIC`) skip this and run as
+nobody: they see no tenant rows until they enter a tenant themselves.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import uuid
+import datetime as dt
 from typing import Any
 
 from litestar.connection import ASGIConnection
-from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
-from litestar.types import Guard
-from sqlalchemy import select
+from litestar.types import Receive, Scope, Send
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from agentops_server.auth.api_keys import matches, parse_key
-from agentops_server.db.models import ApiKey
+from agentops_server.auth.permissions import Role
+from agentops_server.auth.principal import Principal
+from agentops_server.auth.tokens import InvalidToken, decode_access_token
+from agentops_server.db.models import ApiKey, Membership, TeamMember, UserSession
+from agentops_server.db.tenancy import (
+    NOBODY,
+    Tenant,
+    TenantSession,
+    reset_tenant,
+    set_tenant,
+    tenant,
+)
 from agentops_server.errors import Problem
+from agentops_server.settings import Settings
 
-__all__ = ["ApiKeyAuthentication", "Principal", "requires_scope"]
+__all__ = ["LAST_USED_RESOLUTION", "Authentication", "bearer_token"]
 
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Principal:
-    """The caller of a request: an API key of one org, with its scopes."""
-
-    org_id: uuid.UUID
-    key_id: uuid.UUID
-    scopes: frozenset[str]
+LAST_USED_RESOLUTION = dt.timedelta(seconds=60)
+"""``api_keys.last_used_at`` is written at most once a minute per key, not once per request."""
 
 
-class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
-    """Reads ``Authorization: Bearer <key>``; answers 401 ``invalid_api_key`` otherwise."""
+class Authentication(AbstractAuthenticationMiddleware):
+    """Resolve the caller to a :class:`Principal` and make its org the request's tenant."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        token = set_tenant(NOBODY)  # public routes act as nobody; never as a stale tenant
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            reset_tenant(token)
 
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> AuthenticationResult:
-        header = connection.headers.get("authorization", "")
-        scheme, _, key = header.partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
-            raise Problem(401, "invalid_api_key", "Send an API key: Authorization: Bearer <key>.")
-        key = key.strip()
-        parts = parse_key(key)
-        if parts is None:
-            raise Problem(401, "invalid_api_key", "The API key is malformed.")
-        engine: AsyncEngine = connection.app.state.engine
-        async with AsyncSession(engine) as session:
-            row = await session.scalar(
-                select(ApiKey).where(ApiKey.org_id == parts.org_id, ApiKey.prefix == parts.prefix)
-            )
-        if row is None or not matches(key, row.hash):
-            raise Problem(401, "invalid_api_key", "The API key is not valid.")
-        if row.revoked_at is not None:
-            raise Problem(401, "revoked_api_key", "The API key has been revoked.")
-        principal = Principal(row.org_id, row.id, frozenset(row.scopes))
+        credential = bearer_token(connection)
+        if credential.startswith("ak_"):
+            principal = await _api_key_principal(connection, credential)
+        else:
+            principal = await _user_principal(connection, credential)
+        set_tenant(Tenant(principal.org_id, principal.user_id))
         return AuthenticationResult(user=principal, auth=principal)
 
 
-def requires_scope(scope: str) -> Guard:
-    """A guard admitting only keys that carry ``scope``."""
+def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The credential in ``Authorization: Bearer …``; 401 ``unauthenticated`` without one."""
+    scheme, _, credential = connection.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise Problem(
+            401,
+            "unauthenticated",
+            "Send an API key or an access token: Authorization: Bearer <credential>.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return credential.strip()
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        principal = connection.auth
-        if not isinstance(principal, Principal) or scope not in principal.scopes:
-            raise Problem(403, "insufficient_scope", f"This API key lacks the {scope!r} scope.")
 
-    return guard
+async def _api_key_principal(connection: ASGIConnection[Any, Any, Any, Any], key: str) -> Principal:
+    parts = parse_key(key)
+    if parts is None:
+        raise Problem(401, "invalid_api_key", "The API key is malformed.")
+    now = dt.datetime.now(dt.UTC)
+    with tenant(org_id=parts.org_id):
+        async with _session(connection) as session, session.begin():
+            row = await session.scalar(
+                select(ApiKey).where(ApiKey.org_id == parts.org_id, ApiKey.prefix == parts.prefix)
+            )
+            if row is None or not matches(key, row.hash):
+                raise Problem(401, "invalid_api_key", "The API key is not valid.")
+            if row.revoked_at is not None:
+                raise Problem(401, "revoked_api_key", "The API key has been revoked.")
+            if row.expires_at is not None and row.expires_at <= now:
+                raise Problem(401, "expired_api_key", "The API key has expired.")
+            if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+                await _touch(session, row, now)
+    return Principal.api_key(row.org_id, row.id, frozenset(row.scopes))
+
+
+async def _touch(session: AsyncSession, row: ApiKey, now: dt.datetime) -> None:
+    """Record use; the condition keeps concurrent requests of other processes from rewriting."""
+    stale = now - LAST_USED_RESOLUTION
+    await session.execute(
+        update(ApiKey)
+        .where(
+            ApiKey.org_id == row.org_id,
+            ApiKey.id == row.id,
+            or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < stale),
+        )
+        .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def _user_principal(connection: ASGIConnection[Any, Any, Any, Any], token: str) -> Principal:
+    settings: Settings = connection.app.state.settings
+    try:
+        claims = decode_access_token(settings.secret_key, token)
+    except InvalidToken as exc:
+        raise Problem(401, exc.code, exc.detail, headers={"WWW-Authenticate": "Bearer"}) from exc
+    now = dt.datetime.now(dt.UTC)
+    with tenant(org_id=claims.org_id, user_id=claims.user_id):
+        async with _session(connection) as session:
+            found = (
+                await session.execute(
+                    select(Membership.role, UserSession.revoked_at, UserSession.expires_at)
+                    .join(
+                        UserSession,
+                        (UserSession.org_id == Membership.org_id)
+                        & (UserSession.user_id == Membership.user_id),
+                    )
+                    .where(
+                        Membership.org_id == claims.org_id,
+                        Membership.user_id == claims.user_id,
+                        UserSession.id == claims.session_id,
+                    )
+                )
+            ).first()
+            if found is None:
+                raise Problem(401, "not_a_member", "You are no longer a member of this org.")
+            role, revoked_at, expires_at = found
+            if revoked_at is not None or expires_at <= now:
+                raise Problem(401, "session_revoked", "This session has ended; sign in again.")
+            teams = await session.scalars(
+                select(TeamMember.team_id).where(
+                    TeamMember.org_id == claims.org_id, TeamMember.user_id == claims.user_id
+                )
+            )
+            team_ids = frozenset(teams)
+    return Principal.member(
+        claims.org_id,
+        claims.user_id,
+        Role(role),
+        session_id=claims.session_id,
+        team_ids=team_ids,
+    )
+
+
+def _session(connection: ASGIConnection[Any, Any, Any, Any]) -> AsyncSession:
+    engine: AsyncEngine = connection.app.state.engine
+    return AsyncSession(engine, sync_session_class=TenantSession, expire_on_commit=False)

@@ -16,6 +16,9 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from agentops_server.db.rls import APP_ROLE
+from agentops_server.db.tenancy import install_row_level_security
+
 __all__ = ["async_url", "create_async_db_engine", "create_db_engine", "sync_url"]
 
 
@@ -41,8 +44,11 @@ def create_db_engine(url: str, **options: Any) -> Engine:
     return engine
 
 
-def create_async_db_engine(url: str, *, pool_size: int = 10, **options: Any) -> AsyncEngine:
-    """The app's async engine."""
+def create_async_db_engine(
+    url: str, *, pool_size: int = 10, tenant_isolation: bool = False, **options: Any
+) -> AsyncEngine:
+    """An async engine; the app's has ``tenant_isolation`` (row-level security on PostgreSQL,
+    see :mod:`agentops_server.db.tenancy`)."""
     target = async_url(url)
     if make_url(target).get_backend_name() == "postgresql":
         options.setdefault("pool_size", pool_size)
@@ -51,6 +57,8 @@ def create_async_db_engine(url: str, *, pool_size: int = 10, **options: Any) -> 
     engine = create_async_engine(target, **options)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    if tenant_isolation:
+        install_row_level_security(engine.sync_engine, APP_ROLE)
     return engine
 
 

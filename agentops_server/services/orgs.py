@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session
 
 from agentops_server.auth.api_keys import SCOPES, hash_key, new_key
 from agentops_server.db.models import ApiKey, Org
+from agentops_server.db.tenancy import tenant
+from agentops_server.services.slugs import slugify
 
 __all__ = ["IssuedKey", "create_org", "issue_key", "revoke_key"]
 
@@ -29,13 +31,15 @@ class IssuedKey:
 
 def create_org(session: Session, name: str) -> IssuedKey:
     """Create the org ``name`` with one API key carrying every scope; commit."""
-    if session.scalar(select(Org).where(Org.name == name)) is not None:
-        raise ValueError(f"an org named {name!r} already exists")
-    org = Org(id=uuid.uuid4(), name=name)
-    session.add(org)
-    session.flush()
-    issued = issue_key(session, org.id, name="bootstrap", scopes=sorted(SCOPES))
-    session.commit()
+    slug = slugify(name)
+    if session.scalar(select(Org).where(Org.slug == slug)) is not None:
+        raise ValueError(f"an org named {name!r} (slug {slug!r}) already exists")
+    org = Org(id=uuid.uuid4(), name=name, slug=slug)
+    with tenant(org_id=org.id):
+        session.add(org)
+        session.flush()
+        issued = issue_key(session, org.id, name="bootstrap", scopes=sorted(SCOPES))
+        session.commit()
     return issued
 
 

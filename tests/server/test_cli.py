@@ -65,7 +65,7 @@ def test_bootstrap_twice_with_the_same_org_name_fails_clearly(database_url: str)
 
     assert first.exit_code == 0, first.output
     assert second.exit_code == 1
-    assert "an org named 'acme' already exists" in second.output
+    assert "an org named 'acme' (slug 'acme') already exists" in second.output
     assert "ak_" not in second.output
 
 

@@ -463,7 +463,7 @@ def issue(url: str, org: IssuedKey, scopes: list[str], *, revoked: bool = False)
 @pytest.mark.parametrize(
     ("credentials", "status", "code"),
     [
-        ("none", 401, "invalid_api_key"),
+        ("none", 401, "unauthenticated"),
         ("malformed", 401, "invalid_api_key"),
         ("unknown", 401, "invalid_api_key"),
         ("revoked", 401, "revoked_api_key"),

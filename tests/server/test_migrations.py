@@ -36,7 +36,7 @@ def test_times_come_back_as_aware_utc_whatever_zone_they_were_written_in(
     written = dt.datetime(2026, 11, 25, 10, 30, tzinfo=paris)
     engine = create_db_engine(migrated_url)
     with Session(engine) as session:
-        org = Org(id=uuid.uuid4(), name="tz")
+        org = Org(id=uuid.uuid4(), name="tz", slug="tz")
         session.add(org)
         session.flush()
         session.add(Agent(org_id=org.id, name="a", first_seen_at=written, last_seen_at=written))

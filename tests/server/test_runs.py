@@ -477,8 +477,8 @@ def test_a_key_without_the_read_scope_is_refused(
     assert_problem(response, 403, "insufficient_scope")
 
 
-def test_runs_need_an_api_key(client: Client) -> None:
-    assert_problem(client.get("/api/v1/runs"), 401, "invalid_api_key")
+def test_runs_need_a_credential(client: Client) -> None:
+    assert_problem(client.get("/api/v1/runs"), 401, "unauthenticated")
 
 
 def test_openapi_schema_describes_the_run_responses(client: Client) -> None:

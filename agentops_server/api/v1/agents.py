@@ -10,7 +10,9 @@ from litestar.di import NamedDependency
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentops_server.auth.middleware import Principal, requires_scope
+from agentops_server.auth.guards import requires
+from agentops_server.auth.permissions import Permission
+from agentops_server.auth.principal import Principal
 from agentops_server.errors import Problem
 from agentops_server.services import agents
 from agentops_server.services.agents import AgentList, AgentSummary
@@ -23,7 +25,7 @@ class AgentController(Controller):
 
     path = "/agents"
     tags = ("agents",)
-    guards = (requires_scope("read"),)
+    guards = (requires(Permission.AGENTS_READ),)
 
     @get("/")
     async def list_agents(

@@ -22,7 +22,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_sdk.schema import IngestResult
-from agentops_server.auth.middleware import Principal, requires_scope
+from agentops_server.auth.guards import requires
+from agentops_server.auth.permissions import Permission
+from agentops_server.auth.principal import Principal
 from agentops_server.errors import Problem
 from agentops_server.services.ingest import IngestError, ingest_batch, ingest_run
 from agentops_server.settings import Settings
@@ -40,7 +42,7 @@ class IngestController(Controller):
 
     path = "/ingest"
     tags = ("ingest",)
-    guards = (requires_scope("ingest"),)
+    guards = (requires(Permission.INGEST),)
 
     @post(
         "/batch",

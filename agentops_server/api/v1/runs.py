@@ -11,7 +11,9 @@ from litestar.di import NamedDependency
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentops_server.auth.middleware import Principal, requires_scope
+from agentops_server.auth.guards import requires
+from agentops_server.auth.permissions import Permission
+from agentops_server.auth.principal import Principal
 from agentops_server.errors import Problem
 from agentops_server.services import runs
 from agentops_server.services.runs import (
@@ -31,7 +33,7 @@ class RunController(Controller):
 
     path = "/runs"
     tags = ("runs",)
-    guards = (requires_scope("read"),)
+    guards = (requires(Permission.RUNS_READ),)
 
     @get("/")
     async def list_runs(

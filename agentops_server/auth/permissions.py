@@ -1,0 +1,138 @@
+"""Roles, API-key scopes and the permission matrix: who may do what, in one place.
+
+Every route declares the one :class:`Permission` it needs (:func:`agentops_server.auth.guards.
+requires`); a member gets the permissions of their role, an API key those of its scopes. The
+matrix below is also rendered in ``docs/permissions.md``, and ``tests/server/test_permissions.py``
+walks every route of the app with every role and key scope against it.
+
+============  =========================================================================
+role          may
+============  =========================================================================
+owner         everything, including deleting the org and managing owners
+admin         everything but managing owners and the org's plan
+team_lead     read everything; write agents, budgets and policies, decide approvals and
+              manage members of the teams they belong to
+member        read everything but the audit log and API keys; write agents
+viewer        read agents, runs, policies, budgets, approvals and controls
+============  =========================================================================
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "ROLE_PERMISSIONS",
+    "SCOPE_PERMISSIONS",
+    "Permission",
+    "Role",
+    "Scope",
+    "can_assign",
+]
+
+
+class Permission(enum.StrEnum):
+    """One thing a caller may do."""
+
+    AGENTS_READ = "agents:read"
+    AGENTS_WRITE = "agents:write"
+    RUNS_READ = "runs:read"
+    INGEST = "runs:ingest"
+    POLICIES_READ = "policies:read"
+    POLICIES_WRITE = "policies:write"
+    BUDGETS_READ = "budgets:read"
+    BUDGETS_WRITE = "budgets:write"
+    APPROVALS_READ = "approvals:read"
+    APPROVALS_REQUEST = "approvals:request"
+    APPROVALS_DECIDE = "approvals:decide"
+    CONTROLS_READ = "controls:read"
+    CONTROLS_WRITE = "controls:write"
+    MEMBERS_READ = "members:read"
+    MEMBERS_WRITE = "members:write"
+    TEAMS_READ = "teams:read"
+    TEAMS_WRITE = "teams:write"
+    API_KEYS_READ = "api_keys:read"
+    API_KEYS_WRITE = "api_keys:write"
+    SETTINGS_READ = "settings:read"
+    SETTINGS_WRITE = "settings:write"
+    AUDIT_READ = "audit:read"
+    OWNERS_MANAGE = "owners:manage"
+    """Make, demote or remove an owner; change the plan; delete the org."""
+
+
+class Role(enum.StrEnum):
+    """A member's role in an org, from most to least powerful."""
+
+    OWNER = "owner"
+    ADMIN = "admin"
+    TEAM_LEAD = "team_lead"
+    MEMBER = "member"
+    VIEWER = "viewer"
+
+    @property
+    def rank(self) -> int:
+        """0 for owner, up to 4 for viewer: a lower rank is more powerful."""
+        return list(Role).index(self)
+
+
+class Scope(enum.StrEnum):
+    """What an API key may be used for."""
+
+    INGEST = "ingest"
+    READ = "read"
+    CONTROLS_READ = "controls:read"
+    APPROVALS_WRITE = "approvals:write"
+    ADMIN = "admin"
+
+
+P = Permission
+_READ_ALL = frozenset(
+    {
+        P.AGENTS_READ,
+        P.RUNS_READ,
+        P.POLICIES_READ,
+        P.BUDGETS_READ,
+        P.APPROVALS_READ,
+        P.CONTROLS_READ,
+    }
+)
+_MEMBER_READ = _READ_ALL | {P.TEAMS_READ, P.SETTINGS_READ, P.MEMBERS_READ}
+
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.OWNER: frozenset(Permission),
+    Role.ADMIN: frozenset(Permission) - {P.OWNERS_MANAGE},
+    Role.TEAM_LEAD: _MEMBER_READ
+    | {
+        P.AGENTS_WRITE,
+        P.BUDGETS_WRITE,
+        P.POLICIES_WRITE,
+        P.APPROVALS_DECIDE,
+        P.TEAMS_WRITE,
+        P.AUDIT_READ,
+    },
+    Role.MEMBER: _MEMBER_READ | {P.AGENTS_WRITE},
+    Role.VIEWER: _READ_ALL,
+}
+"""What each role may do. Team leads' writes are limited to their teams by the services."""
+
+SCOPE_PERMISSIONS: dict[Scope, frozenset[Permission]] = {
+    Scope.INGEST: frozenset({P.INGEST}),
+    Scope.READ: _READ_ALL,
+    Scope.CONTROLS_READ: frozenset({P.CONTROLS_READ, P.POLICIES_READ, P.BUDGETS_READ}),
+    Scope.APPROVALS_WRITE: frozenset({P.APPROVALS_REQUEST, P.APPROVALS_READ}),
+    Scope.ADMIN: frozenset(Permission) - {P.OWNERS_MANAGE},
+}
+"""What each API-key scope allows. No key can manage owners: that takes a person."""
+
+
+def can_assign(actor: Role, target_role: Role) -> bool:
+    """Whether ``actor`` may give someone ``target_role`` (or change someone who has it).
+
+    Owners may assign any role, admins any but owner, others only roles below their own: an
+    admin can neither make nor demote an owner, and a team lead can invite no one above member.
+    """
+    if actor is Role.OWNER:
+        return True
+    if target_role is Role.OWNER:
+        return False
+    return target_role.rank >= actor.rank if actor is Role.ADMIN else target_role.rank > actor.rank
