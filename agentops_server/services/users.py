@@ -1,0 +1,61 @@
+"""Users: made at sign-up, by accepting an invitation or at a first external login."""
+
+from __future__ import annotations
+
+import uuid
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agentops_server.auth.passwords import check_strength, hash_password
+from agentops_server.db.models import User
+
+__all__ = ["EmailTaken", "InvalidEmail", "create_user", "find_user_by_email", "normalize_email"]
+
+
+class InvalidEmail(ValueError):
+    """Not an email address; ``str()`` says what is wrong."""
+
+
+class EmailTaken(ValueError):
+    """A user with this email already exists."""
+
+
+def normalize_email(email: str) -> str:
+    """The canonical, lower-cased form of ``email``; :class:`InvalidEmail` if it is not one."""
+    try:
+        checked = validate_email(email.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InvalidEmail(str(exc)) from exc
+    return checked.normalized.lower()
+
+
+async def find_user_by_email(session: AsyncSession, email: str) -> User | None:
+    """The user with ``email`` (any case), or None."""
+    return await session.scalar(select(User).where(User.email == email.strip().lower()))
+
+
+async def create_user(
+    session: AsyncSession, *, email: str, password: str | None, name: str = ""
+) -> User:
+    """Add a user (not committed). ``password`` None makes an external-login-only user.
+
+    Raises :class:`InvalidEmail`, :class:`EmailTaken` or
+    :class:`~agentops_server.auth.passwords.WeakPassword`.
+    """
+    address = normalize_email(email)
+    if password is not None:
+        check_strength(password, email=address)
+    taken = await session.scalar(select(func.count()).where(User.email == address))
+    if taken:
+        raise EmailTaken(f"An account with {address} already exists.")
+    user = User(
+        id=uuid.uuid4(),
+        email=address,
+        name=name.strip()[:200],
+        password_hash=None if password is None else await hash_password(password),
+    )
+    session.add(user)
+    await session.flush()
+    return user
