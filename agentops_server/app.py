@@ -26,10 +26,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from agentops_sdk import __version__
 from agentops_server.api.v1 import api_router
 from agentops_server.auth.middleware import Authentication
+from agentops_server.backends import RateLimitMiddleware, create_mailer, create_rate_limiter
 from agentops_server.db.engine import create_async_db_engine
 from agentops_server.db.migrate import is_current
 from agentops_server.db.tenancy import TenantSession
 from agentops_server.errors import Problem, problem_details_plugin
+from agentops_server.observability import (
+    PrincipalLogContextMiddleware,
+    RequestLoggingMiddleware,
+    configure_logging,
+    configure_sentry,
+)
 from agentops_server.settings import Settings
 
 __all__ = ["create_app"]
@@ -78,6 +85,9 @@ class SchemaIndex(OpenAPIRenderPlugin):
 def create_app(settings: Settings | None = None, **litestar_options: Any) -> Litestar:
     """Build the hub's ASGI app from ``settings`` (default: from the environment)."""
     settings = settings or Settings.from_env()
+    configure_logging(settings)
+    configure_sentry(settings)  # before Litestar(): its integration hooks into the constructor
+    rate_limiter = create_rate_limiter(settings)
     engine = create_async_db_engine(
         settings.database_url, pool_size=settings.db_pool_size, tenant_isolation=True
     )
@@ -89,7 +99,14 @@ def create_app(settings: Settings | None = None, **litestar_options: Any) -> Lit
     return Litestar(
         route_handlers=[health, ready, api_router()],
         plugins=[SQLAlchemyPlugin(config=database), problem_details_plugin()],
-        middleware=[DefineMiddleware(Authentication, exclude=PUBLIC_PATHS)],
+        middleware=[
+            RequestLoggingMiddleware(),
+            DefineMiddleware(Authentication, exclude=PUBLIC_PATHS),
+            PrincipalLogContextMiddleware(),
+            RateLimitMiddleware(),
+        ],
+        logging_config=None,  # configure_logging() set logging up; Litestar must not redo it
+        on_shutdown=[rate_limiter.close],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="AgentOps Hub",
@@ -107,6 +124,13 @@ def create_app(settings: Settings | None = None, **litestar_options: Any) -> Lit
             ),
             security=[{"bearer": []}],
         ),
-        state=State({"settings": settings, "engine": engine}),
+        state=State(
+            {
+                "settings": settings,
+                "engine": engine,
+                "rate_limiter": rate_limiter,
+                "mailer": create_mailer(settings),
+            }
+        ),
         **litestar_options,
     )

@@ -10,10 +10,11 @@ role          may
 ============  =========================================================================
 owner         everything, including deleting the org and managing owners
 admin         everything but managing owners and the org's plan
-team_lead     read everything; write agents, budgets and policies, decide approvals and
-              manage members of the teams they belong to
+team_lead     read all but the audit log and keys; write agents, budgets and policies,
+              decide approvals and manage the teams they belong to
 member        read everything but the audit log and API keys; write agents
 viewer        read agents, runs, policies, budgets, approvals and controls
+every role    its own account (``account:self``): profile, password, 2FA, sessions
 ============  =========================================================================
 """
 
@@ -57,7 +58,9 @@ class Permission(enum.StrEnum):
     SETTINGS_WRITE = "settings:write"
     AUDIT_READ = "audit:read"
     OWNERS_MANAGE = "owners:manage"
-    """Make, demote or remove an owner; change the plan; delete the org."""
+    """Make, demote or remove an owner; change the plan or region; delete the org."""
+    ACCOUNT = "account:self"
+    """A signed-in person's own account: profile, password, second factor, sessions, orgs."""
 
 
 class Role(enum.StrEnum):
@@ -96,7 +99,7 @@ _READ_ALL = frozenset(
         P.CONTROLS_READ,
     }
 )
-_MEMBER_READ = _READ_ALL | {P.TEAMS_READ, P.SETTINGS_READ, P.MEMBERS_READ}
+_MEMBER_READ = _READ_ALL | {P.TEAMS_READ, P.SETTINGS_READ, P.MEMBERS_READ, P.ACCOUNT}
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.OWNER: frozenset(Permission),
@@ -108,10 +111,9 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         P.POLICIES_WRITE,
         P.APPROVALS_DECIDE,
         P.TEAMS_WRITE,
-        P.AUDIT_READ,
     },
     Role.MEMBER: _MEMBER_READ | {P.AGENTS_WRITE},
-    Role.VIEWER: _READ_ALL,
+    Role.VIEWER: _READ_ALL | {P.ACCOUNT},
 }
 """What each role may do. Team leads' writes are limited to their teams by the services."""
 
@@ -120,9 +122,9 @@ SCOPE_PERMISSIONS: dict[Scope, frozenset[Permission]] = {
     Scope.READ: _READ_ALL,
     Scope.CONTROLS_READ: frozenset({P.CONTROLS_READ, P.POLICIES_READ, P.BUDGETS_READ}),
     Scope.APPROVALS_WRITE: frozenset({P.APPROVALS_REQUEST, P.APPROVALS_READ}),
-    Scope.ADMIN: frozenset(Permission) - {P.OWNERS_MANAGE},
+    Scope.ADMIN: frozenset(Permission) - {P.OWNERS_MANAGE, P.ACCOUNT},
 }
-"""What each API-key scope allows. No key can manage owners: that takes a person."""
+"""What each API-key scope allows. No key can manage owners or act as a person's account."""
 
 
 def can_assign(actor: Role, target_role: Role) -> bool:
