@@ -83,19 +83,36 @@ def db_upgrade(database_url: str, revision: str) -> None:
 @database_option
 @click.option("--org", "org_name", required=True, help="Name of the org to create.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"org_id": ..., "api_key": ...}.')
-def bootstrap(database_url: str, org_name: str, as_json: bool) -> None:
-    """Create an org and its first API key; the key is printed once, never stored."""
+@click.option("--owner", "owner_email", help="Also create the org's owner with this email.")
+@click.option(
+    "--owner-password",
+    envvar="AGENTOPS_OWNER_PASSWORD",
+    help="The owner's password (default: asked for; or AGENTOPS_OWNER_PASSWORD).",
+)
+def bootstrap(
+    database_url: str,
+    org_name: str,
+    as_json: bool,
+    owner_email: str | None,
+    owner_password: str | None,
+) -> None:
+    """Create an org and its first API key (printed once, never stored), and optionally its
+    owner, who can then sign in (``POST /api/v1/auth/login``)."""
     from sqlalchemy.orm import Session
 
     from agentops_server.db.engine import create_db_engine
     from agentops_server.db.migrate import upgrade
     from agentops_server.services.orgs import create_org
 
+    if owner_email is not None and owner_password is None:
+        owner_password = click.prompt("Owner's password", hide_input=True, confirmation_prompt=True)
     upgrade(database_url)
-    engine = create_db_engine(database_url)
+    engine = create_db_engine(database_url, tenant_isolation=True)
     try:
         with Session(engine) as session:
-            issued = create_org(session, org_name)
+            issued = create_org(
+                session, org_name, owner_email=owner_email, owner_password=owner_password or ""
+            )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:

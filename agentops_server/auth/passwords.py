@@ -15,6 +15,7 @@ __all__ = [
     "WeakPassword",
     "check_strength",
     "hash_password",
+    "hash_password_blocking",
     "needs_rehash",
     "verify_password",
 ]
@@ -53,8 +54,13 @@ def check_strength(password: str, *, email: str = "") -> None:
 
 
 async def hash_password(password: str) -> str:
-    """The argon2id hash of ``password``."""
-    return await anyio.to_thread.run_sync(_hasher.hash, password)
+    """The argon2id hash of ``password``, computed in a worker thread."""
+    return await anyio.to_thread.run_sync(hash_password_blocking, password)
+
+
+def hash_password_blocking(password: str) -> str:
+    """The argon2id hash of ``password``, on this thread (the CLI's form)."""
+    return _hasher.hash(password)
 
 
 async def verify_password(password: str, stored_hash: str | None) -> bool:

@@ -36,11 +36,13 @@ def async_url(url: str) -> str:
     return parsed.set(drivername=driver).render_as_string(hide_password=False)
 
 
-def create_db_engine(url: str, **options: Any) -> Engine:
-    """A sync engine (migrations, CLI)."""
+def create_db_engine(url: str, *, tenant_isolation: bool = False, **options: Any) -> Engine:
+    """A sync engine (migrations, CLI); the CLI's acting for an org has ``tenant_isolation``."""
     engine = create_engine(sync_url(url), **options)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    if tenant_isolation:
+        install_row_level_security(engine, APP_ROLE)
     return engine
 
 

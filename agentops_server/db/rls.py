@@ -29,13 +29,17 @@ def create_app_role() -> None:
     """Create the restricted role once per cluster and let the migrating user switch to it."""
     if not _is_postgresql():
         return
+    # Checked before creating: a hub user without CREATEROLE can still migrate once a DBA has
+    # made the role and granted it (CREATE ROLE agentops_app NOLOGIN; GRANT agentops_app TO hub).
     op.execute(
         f"""
         DO $$
         BEGIN
-            CREATE ROLE {APP_ROLE} NOLOGIN NOSUPERUSER NOBYPASSRLS;
+            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
+                CREATE ROLE {APP_ROLE} NOLOGIN NOSUPERUSER NOBYPASSRLS;
+            END IF;
         EXCEPTION WHEN duplicate_object OR unique_violation THEN
-            NULL;  -- another schema or a concurrent migration made it
+            NULL;  -- a concurrent migration of another schema made it
         END
         $$
         """
@@ -47,6 +51,9 @@ def create_app_role() -> None:
             IF NOT pg_has_role(current_user, '{APP_ROLE}', 'MEMBER') THEN
                 EXECUTE format('GRANT {APP_ROLE} TO %I', current_user);
             END IF;
+        EXCEPTION WHEN insufficient_privilege THEN
+            RAISE EXCEPTION 'the hub''s database user % may not switch to role {APP_ROLE}; '
+                'as a superuser, run: GRANT {APP_ROLE} TO %', current_user, current_user;
         END
         $$
         """

@@ -2,9 +2,10 @@
 
 Two layers enforce it, so a query that forgets its org filter still sees nothing of another org:
 
-- **Data-access layer** (both databases): sessions of the app are :class:`TenantSession`\\ s, and
+- **Data-access layer** (both databases): sessions of the app are :class:`TenantSession`\\ s;
   every ORM statement they run gets ``org_id = <current org>`` added for each tenant model
-  (SQLAlchemy's ``with_loader_criteria``). This is the isolation SQLite has.
+  (SQLAlchemy's ``with_loader_criteria``), and a flush that would write a row of another org
+  raises :class:`CrossTenantWrite`. This is the isolation SQLite has.
 - **PostgreSQL row-level security**: each tenant table has a policy (see
   :mod:`agentops_server.db.rls`) and ``FORCE ROW LEVEL SECURITY``. Every transaction on the
   app's engine starts by switching to the restricted role (``settings.db_app_role``, which can
@@ -31,7 +32,14 @@ from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 
 from agentops_server.db import models
 
-__all__ = ["Tenant", "TenantSession", "current_tenant", "install_row_level_security", "tenant"]
+__all__ = [
+    "CrossTenantWrite",
+    "Tenant",
+    "TenantSession",
+    "current_tenant",
+    "install_row_level_security",
+    "tenant",
+]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -78,6 +86,24 @@ def reset_tenant(token: contextvars.Token[Tenant]) -> None:
 
 class TenantSession(Session):
     """The app's ORM session class: its statements only ever reach the current tenant's rows."""
+
+
+class CrossTenantWrite(RuntimeError):
+    """An attempt to write a row of another org than the current tenant's (a bug, always)."""
+
+
+@event.listens_for(TenantSession, "before_flush")
+def _check_writes(session: Session, _context: Any, _instances: Any) -> None:
+    who = _current.get()
+    for row in (*session.new, *session.dirty, *session.deleted):
+        table = getattr(row, "__tablename__", None)
+        if table not in models.TENANT_TABLES:
+            continue
+        org_id = row.id if table == "orgs" else row.org_id
+        if org_id != who.org_id:
+            raise CrossTenantWrite(
+                f"writing a {table} row of org {org_id} while acting for org {who.org_id}"
+            )
 
 
 @event.listens_for(TenantSession, "do_orm_execute")

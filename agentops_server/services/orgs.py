@@ -8,12 +8,16 @@ import uuid
 from collections.abc import Iterable
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from agentops_server.auth.api_keys import SCOPES, hash_key, new_key
-from agentops_server.db.models import ApiKey, Org
+from agentops_server.auth.passwords import check_strength, hash_password_blocking
+from agentops_server.auth.permissions import Role
+from agentops_server.db.models import ApiKey, Membership, Org, User
 from agentops_server.db.tenancy import tenant
 from agentops_server.services.slugs import slugify
+from agentops_server.services.users import EmailTaken, normalize_email
 
 __all__ = ["IssuedKey", "create_org", "issue_key", "revoke_key"]
 
@@ -29,18 +33,40 @@ class IssuedKey:
     scopes: tuple[str, ...]
 
 
-def create_org(session: Session, name: str) -> IssuedKey:
-    """Create the org ``name`` with one API key carrying every scope; commit."""
+def create_org(
+    session: Session, name: str, *, owner_email: str | None = None, owner_password: str = ""
+) -> IssuedKey:
+    """Create the org ``name`` with one API key carrying every scope, and optionally its owner
+    (a new user with ``owner_email`` and ``owner_password``); commit.
+
+    Raises ValueError when the org's slug is taken, the email is invalid or already has an
+    account, or the password is weak.
+    """
     slug = slugify(name)
-    if session.scalar(select(Org).where(Org.slug == slug)) is not None:
-        raise ValueError(f"an org named {name!r} (slug {slug!r}) already exists")
     org = Org(id=uuid.uuid4(), name=name, slug=slug)
     with tenant(org_id=org.id):
         session.add(org)
-        session.flush()
+        try:
+            session.flush()
+        except IntegrityError as exc:  # the unique slug: other orgs are invisible from here
+            session.rollback()
+            raise ValueError(f"an org named {name!r} (slug {slug!r}) already exists") from exc
         issued = issue_key(session, org.id, name="bootstrap", scopes=sorted(SCOPES))
+        if owner_email is not None:
+            _add_owner(session, org.id, owner_email, owner_password)
         session.commit()
     return issued
+
+
+def _add_owner(session: Session, org_id: uuid.UUID, email: str, password: str) -> None:
+    address = normalize_email(email)
+    check_strength(password, email=address)
+    if session.scalar(select(User.id).where(User.email == address)) is not None:
+        raise EmailTaken(f"An account with {address} already exists.")
+    user = User(id=uuid.uuid4(), email=address, password_hash=hash_password_blocking(password))
+    session.add(user)
+    session.flush()
+    session.add(Membership(org_id=org_id, user_id=user.id, role=Role.OWNER.value))
 
 
 def issue_key(
