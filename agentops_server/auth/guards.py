@@ -59,7 +59,8 @@ def permission_of(handler: BaseRouteHandler) -> Permission | None:
     """The permission ``handler``'s guards require (None for a public or unguarded route)."""
     found = [
         getattr(guard, _PERMISSION_ATTRIBUTE)
-        for guard in handler.resolve_guards()
+        for layer in handler.ownership_layers
+        for guard in layer.guards or ()
         if hasattr(guard, _PERMISSION_ATTRIBUTE)
     ]
     if len(found) > 1:

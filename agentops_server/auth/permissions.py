@@ -11,7 +11,7 @@ role          may
 owner         everything, including deleting the org and managing owners
 admin         everything but managing owners and the org's plan
 team_lead     read all but the audit log and keys; write agents, budgets and policies,
-              decide approvals and manage the teams they belong to
+              decide approvals, pause or stop agents, within the teams they belong to
 member        read everything but the audit log and API keys; write agents
 viewer        read agents, runs, policies, budgets, approvals and controls
 every role    its own account (``account:self``): profile, password, 2FA, sessions
@@ -110,6 +110,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         P.BUDGETS_WRITE,
         P.POLICIES_WRITE,
         P.APPROVALS_DECIDE,
+        P.CONTROLS_WRITE,
         P.TEAMS_WRITE,
     },
     Role.MEMBER: _MEMBER_READ | {P.AGENTS_WRITE},
