@@ -5,15 +5,12 @@ permission matrix. A new route without a guard (or an explicit ``PUBLIC``) fails
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from litestar import Litestar
-from litestar.handlers import HTTPRouteHandler
-from litestar.routes import HTTPRoute
 from litestar.testing import TestClient
 
 from agentops_server.auth.guards import permission_of
@@ -26,29 +23,13 @@ from agentops_server.auth.permissions import (
 )
 from agentops_server.services.orgs import IssuedKey
 from tests.server.principals import Principals
+from tests.server.routes import endpoints
 
 Client = TestClient[Litestar]
 
 OPEN_OUTSIDE_THE_API = re.compile(r"^/(health|ready|schema)")
 DENIED = {"permission_denied", "insufficient_scope"}
 MATRIX_DOC = Path(__file__).parents[2] / "docs" / "permissions.md"
-
-
-def endpoints(app: Litestar) -> Iterator[tuple[str, str, HTTPRouteHandler]]:
-    """(method, path with placeholders filled, handler) for every HTTP route of ``app``."""
-    for route in app.routes:
-        if not isinstance(route, HTTPRoute):
-            continue
-        for handler in route.route_handlers:
-            for method in sorted(handler.http_methods):
-                if method in {"HEAD", "OPTIONS"}:
-                    continue
-                yield method, fill(route.path_format), handler
-
-
-def fill(path_format: str) -> str:
-    """The path with every parameter replaced by an id no row has."""
-    return re.sub(r"\{[^}]+\}", lambda _: str(uuid.uuid4()), path_format)
 
 
 def call(client: Client, method: str, path: str, headers: dict[str, str]) -> Any:
