@@ -1,0 +1,25 @@
+"""Pluggable infrastructure, each with an embedded default and a real backend for production.
+
+- :mod:`~agentops_server.backends.rate_limit`: rate limits, in the process or on Redis.
+- :mod:`~agentops_server.backends.mailer`: email to the log, to ``.eml`` files, or over SMTP.
+
+``create_app`` builds one of each from the settings and keeps it in ``app.state``.
+"""
+
+from agentops_server.backends.mailer import Email, Mailer, create_mailer
+from agentops_server.backends.rate_limit import (
+    RateLimiter,
+    RateLimitMiddleware,
+    RateLimitResult,
+    create_rate_limiter,
+)
+
+__all__ = [
+    "Email",
+    "Mailer",
+    "RateLimitMiddleware",
+    "RateLimitResult",
+    "RateLimiter",
+    "create_mailer",
+    "create_rate_limiter",
+]
