@@ -6,7 +6,8 @@
   else): stdlib records go through structlog's ``ProcessorFormatter``.
 - :class:`RequestLoggingMiddleware`: a request id per request (the caller's sane
   ``X-Request-ID``, or a new one), echoed in the answer and bound into every line logged while
-  the request runs; one ``request`` line per request with method, path, status and duration.
+  the request runs; one ``request`` line per request with method, path, status and duration
+  (uvicorn's own access log is switched off: it prints query strings as they came).
 - :class:`PrincipalLogContextMiddleware`: after authentication, binds ``org_id`` and
   ``key_id`` / ``user_id`` for the rest of the request.
 - :func:`configure_sentry`: Sentry's Litestar integration when ``SENTRY_DSN`` is set.
@@ -52,7 +53,7 @@ _SECRET_NAME = re.compile(
 )
 _REDACTED = "[redacted]"
 
-access_logger = structlog.stdlib.get_logger("agentops_server.access")
+_access_log = structlog.stdlib.get_logger("agentops_server.access")
 
 
 def configure_logging(settings: Settings) -> None:
@@ -161,7 +162,7 @@ class RequestLoggingMiddleware(ASGIMiddleware):
                 exc.headers = {**(exc.headers or {}), REQUEST_ID_HEADER: request_id}
             raise
         finally:
-            access_logger.info(
+            _access_log.info(
                 "request",
                 method=cast("HTTPScope", scope)["method"],
                 path=scope["path"],
