@@ -26,6 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from agentops_sdk import __version__
 from agentops_server.api.v1 import api_router
 from agentops_server.auth.middleware import Authentication
+from agentops_server.auth.oauth import OAuthProviders
+from agentops_server.auth.supabase import SupabaseAuth
 from agentops_server.backends import RateLimitMiddleware, create_mailer, create_rate_limiter
 from agentops_server.db.engine import create_async_db_engine
 from agentops_server.db.migrate import is_current
@@ -130,6 +132,8 @@ def create_app(settings: Settings | None = None, **litestar_options: Any) -> Lit
                 "engine": engine,
                 "rate_limiter": rate_limiter,
                 "mailer": create_mailer(settings),
+                "oauth": OAuthProviders.from_settings(settings),  # validated now, fetched later
+                "supabase": SupabaseAuth.from_settings(settings),
             }
         ),
         **litestar_options,

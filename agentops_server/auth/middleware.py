@@ -20,6 +20,7 @@ from litestar.types import Receive, Scope, Send
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from agentops_server.auth import supabase
 from agentops_server.auth.api_keys import matches, parse_key
 from agentops_server.auth.permissions import Role
 from agentops_server.auth.principal import Principal
@@ -118,6 +119,8 @@ async def _user_principal(connection: ASGIConnection[Any, Any, Any, Any], token:
     try:
         claims = decode_access_token(settings.secret_key, token)
     except InvalidToken as exc:
+        if supabase.accepts(settings, token):
+            return await supabase.authenticate(connection, token)
         raise Problem(401, exc.code, exc.detail, headers={"WWW-Authenticate": "Bearer"}) from exc
     now = dt.datetime.now(dt.UTC)
     with tenant(org_id=claims.org_id, user_id=claims.user_id):

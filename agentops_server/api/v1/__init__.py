@@ -7,6 +7,7 @@ from litestar.types import ControllerRouterHandler
 
 from agentops_server.api.v1.agents import AgentController
 from agentops_server.api.v1.ingest import IngestController
+from agentops_server.api.v1.oauth import OAuthController
 from agentops_server.api.v1.runs import RunController
 
 __all__ = ["api_router"]
@@ -14,5 +15,10 @@ __all__ = ["api_router"]
 
 def api_router() -> Router:
     """Every ``/api/v1`` route; each requires an API key (see ``agentops_server.auth``)."""
-    handlers: list[ControllerRouterHandler] = [RunController, AgentController, IngestController]
+    handlers: list[ControllerRouterHandler] = [
+        RunController,
+        AgentController,
+        IngestController,
+        OAuthController,
+    ]
     return Router(path="/api/v1", route_handlers=handlers)

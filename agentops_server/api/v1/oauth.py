@@ -1,0 +1,273 @@
+"""``/api/v1/auth/oauth``: sign in with GitHub, Google or an OpenID Connect provider.
+
+``GET /providers`` lists what is configured; ``GET /{provider}/authorize`` sends the browser to
+the provider; the provider sends it back to ``GET /{provider}/callback``, which answers with the
+hub's token pair (as ``POST /auth/login`` does). See :mod:`agentops_server.auth.oauth`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import uuid
+from collections.abc import Awaitable
+from typing import Annotated, Any, TypeVar
+
+from litestar import Controller, Request, Response, get
+from litestar.datastructures import Cookie
+from litestar.di import NamedDependency
+from litestar.params import Parameter
+from litestar.response import Redirect
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agentops_server.api.v1.actors import client_ip, request_id
+from agentops_server.auth.external import identity_problem
+from agentops_server.auth.guards import PUBLIC
+from agentops_server.auth.oauth import (
+    BINDING_COOKIE,
+    STATE_TTL,
+    InvalidIdToken,
+    InvalidOAuthState,
+    OAuthProviders,
+    Provider,
+    ProviderError,
+    begin_sign_in,
+    read_state,
+    safe_redirect_path,
+)
+from agentops_server.errors import Problem
+from agentops_server.services.identities import IdentityError, sign_in_external
+from agentops_server.services.sessions import start_session
+from agentops_server.services.slugs import SLUG_PATTERN
+from agentops_server.settings import Settings
+
+__all__ = ["OAuthController", "OAuthProviderInfo", "OAuthProviderList", "OAuthSignIn"]
+
+_CALLBACK = "oauth_callback"
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OAuthProviderInfo:
+    """A provider people can sign in with."""
+
+    name: str
+    label: str
+    kind: str
+    """``oidc`` or ``github``."""
+    authorize_url: str
+    """Where to send the browser (``GET``) to sign in with it."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OAuthProviderList:
+    """The configured providers."""
+
+    providers: list[OAuthProviderInfo]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class OAuthSignIn:
+    """A finished sign-in: the hub's token pair, and where the browser wanted to go."""
+
+    access_token: str
+    refresh_token: str
+    token_type: str
+    expires_in: int
+    org_id: uuid.UUID
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    new_user: bool
+    """The sign-in made the user (and their personal org)."""
+    redirect_to: str | None
+
+
+class OAuthController(Controller):
+    """Sign-in through external providers. Every route is public: it is how people sign in."""
+
+    path = "/auth/oauth"
+    tags = ("auth",)
+
+    @get("/providers", opt=PUBLIC)
+    async def list_providers(self, request: Request[Any, Any, Any]) -> OAuthProviderList:
+        """The providers configured in ``AGENTOPS_OAUTH_PROVIDERS``."""
+        providers: OAuthProviders = request.app.state.oauth
+        return OAuthProviderList(
+            [
+                OAuthProviderInfo(
+                    provider.name,
+                    provider.label,
+                    provider.kind,
+                    request.app.route_reverse("oauth_authorize", provider=provider.name),
+                )
+                for provider in providers
+            ]
+        )
+
+    @get("/{provider:str}/authorize", opt=PUBLIC, name="oauth_authorize", status_code=302)
+    async def authorize(
+        self,
+        *,
+        request: Request[Any, Any, Any],
+        provider: str,
+        org: Annotated[
+            str | None,
+            Parameter(description="Sign into this org (its slug); you must be a member."),
+        ] = None,
+        redirect_to: Annotated[
+            str | None,
+            Parameter(description="A path on this hub to go to afterwards, such as /runs."),
+        ] = None,
+    ) -> Redirect:
+        """Send the browser to ``provider`` to sign in (a 302 and a short-lived cookie binding
+        the sign-in to this browser)."""
+        chosen = _provider(request, provider)
+        if org is not None and not _is_slug(org):
+            raise Problem(400, "validation_error", f"{org!r} is not an org slug.")
+        if redirect_to is not None:
+            try:
+                safe_redirect_path(redirect_to)
+            except ValueError as exc:
+                raise Problem(400, "invalid_redirect", str(exc)) from exc
+        settings: Settings = request.app.state.settings
+        start = await _call_provider(
+            begin_sign_in(
+                chosen,
+                settings,
+                redirect_uri=_callback_url(request, provider),
+                org=org,
+                redirect_to=redirect_to,
+            )
+        )
+        return Redirect(
+            start.url,
+            status_code=302,
+            cookies=[_binding_cookie(request, provider, start.binding, max_age=STATE_TTL)],
+        )
+
+    @get("/{provider:str}/callback", opt=PUBLIC, name=_CALLBACK)
+    async def callback(
+        self,
+        *,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        provider: str,
+        oauth_state: Annotated[str | None, Parameter(query="state")] = None,
+        code: str | None = None,
+        error: str | None = None,
+        error_description: str | None = None,
+    ) -> Response[OAuthSignIn]:
+        """Where the provider sends the browser back: check the state, exchange the code, find
+        or make the user, and answer with the hub's tokens."""
+        chosen = _provider(request, provider)
+        settings: Settings = request.app.state.settings
+        try:
+            state = read_state(settings, provider, oauth_state, request.cookies.get(BINDING_COOKIE))
+        except InvalidOAuthState as exc:
+            raise Problem(400, "invalid_oauth_state", str(exc)) from exc
+        if error is not None:
+            raise Problem(
+                403,
+                "oauth_denied",
+                f"{chosen.label} did not sign you in: {error_description or error}.",
+                provider_error=error,
+            )
+        if not code:
+            raise Problem(400, "validation_error", "The callback carries no code.")
+        identity = await _call_provider(
+            chosen.identity(
+                code=code,
+                redirect_uri=_callback_url(request, provider),
+                code_verifier=state.code_verifier,
+                nonce=state.nonce,
+            )
+        )
+        if identity.email is None:
+            raise Problem(
+                403, "email_required", f"{chosen.label} gave no email address for this account."
+            )
+        if not identity.email_verified:
+            raise Problem(
+                403,
+                "email_not_verified",
+                f"Verify your email address at {chosen.label}, then sign in again.",
+            )
+        try:
+            signed_in = await sign_in_external(
+                db_session,
+                identity,
+                org_slug=state.org,
+                ip=client_ip(request),
+                request_id=request_id(request),
+            )
+        except IdentityError as exc:
+            raise identity_problem(exc) from exc
+        pair = await start_session(
+            db_session,
+            settings,
+            user_id=signed_in.user_id,
+            org_id=signed_in.org_id,
+            method=f"oauth:{provider}",
+            ip=client_ip(request),
+            user_agent=request.headers.get("user-agent"),
+        )
+        response = Response(
+            OAuthSignIn(
+                access_token=pair.access_token,
+                refresh_token=pair.refresh_token,
+                token_type=pair.token_type,
+                expires_in=pair.expires_in,
+                org_id=pair.org_id,
+                user_id=pair.user_id,
+                session_id=pair.session_id,
+                new_user=signed_in.new_user,
+                redirect_to=state.redirect_to,
+            )
+        )
+        # The binding is spent: a replayed callback URL finds no cookie.
+        response.set_cookie(_binding_cookie(request, provider, "", max_age=0))
+        return response
+
+
+def _provider(request: Request[Any, Any, Any], name: str) -> Provider:
+    providers: OAuthProviders = request.app.state.oauth
+    found = providers.get(name)
+    if found is None:
+        raise Problem(404, "unknown_provider", f"No sign-in provider is called {name!r}.")
+    return found
+
+
+async def _call_provider(call: Awaitable[T]) -> T:
+    """``await call``, answering for the provider's failures."""
+    try:
+        return await call
+    except ProviderError as exc:
+        raise Problem(502, "oauth_provider_error", str(exc), provider_error=exc.error) from exc
+    except InvalidIdToken as exc:
+        raise Problem(401, "invalid_id_token", str(exc)) from exc
+
+
+def _callback_url(request: Request[Any, Any, Any], provider: str) -> str:
+    """The redirect URI to register at the provider: ``{public_url}/api/v1/auth/oauth/{provider}
+    /callback``."""
+    settings: Settings = request.app.state.settings
+    return settings.public_url.rstrip("/") + request.app.route_reverse(_CALLBACK, provider=provider)
+
+
+def _binding_cookie(
+    request: Request[Any, Any, Any], provider: str, value: str, *, max_age: int
+) -> Cookie:
+    settings: Settings = request.app.state.settings
+    return Cookie(
+        key=BINDING_COOKIE,
+        value=value,
+        max_age=max_age,
+        path=request.app.route_reverse(_CALLBACK, provider=provider),
+        httponly=True,
+        secure=settings.public_url.startswith("https://"),
+        samesite="lax",  # sent on the provider's top-level redirect back, not on cross-site posts
+    )
+
+
+def _is_slug(value: str) -> bool:
+    return re.fullmatch(SLUG_PATTERN, value) is not None

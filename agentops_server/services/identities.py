@@ -1,0 +1,344 @@
+"""External identities: accounts at GitHub, Google, an OIDC provider or Supabase, tied to users.
+
+An identity is ``(provider, subject)``: the provider's stable id for the person, never their
+email (emails change hands). The first time an identity is seen it is tied to a hub user:
+
+1. an identity row ``(provider, subject)`` already names the user: that user;
+2. else, when the provider vouches for the email (verified), the user with that email, if any,
+   gets the identity linked;
+3. else a user with that email exists but the email is unverified: refused
+   (:class:`EmailNotVerified`), since anyone can type someone else's address at a provider;
+4. else a new user (no password: they sign in through the provider).
+
+:func:`sign_in_external` does this for OAuth sign-in and picks the org to sign into (making a
+personal org for a newcomer, as sign-up does); :func:`member_for_identity` does it for each
+request carrying a Supabase token and finds the membership the request acts in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agentops_server.auth.permissions import Role
+from agentops_server.db.models import Membership, OAuthIdentity, Org, TeamMember, User
+from agentops_server.db.tenancy import tenant
+from agentops_server.services import audit
+from agentops_server.services.audit import Actor
+from agentops_server.services.slugs import slugify
+from agentops_server.services.users import EmailTaken, InvalidEmail, create_user, normalize_email
+
+__all__ = [
+    "EmailNotVerified",
+    "EmailRequired",
+    "ExternalIdentity",
+    "IdentityError",
+    "Member",
+    "NoMembership",
+    "NotAMember",
+    "OrgRequired",
+    "SignedIn",
+    "member_for_identity",
+    "sign_in_external",
+]
+
+_ATTEMPTS = 3
+"""Writes that lose a race (the same newcomer signing in twice at once, a taken slug) retry."""
+_RACES = (IntegrityError, EmailTaken)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ExternalIdentity:
+    """Who a provider says signed in. ``email_verified`` only when the provider vouches for it."""
+
+    provider: str
+    subject: str
+    email: str | None
+    email_verified: bool
+    name: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SignedIn:
+    """Where an external sign-in lands: the user, the org, and what was made on the way."""
+
+    user_id: uuid.UUID
+    org_id: uuid.UUID
+    new_user: bool
+    new_org: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Member:
+    """A user acting in one of their orgs."""
+
+    user_id: uuid.UUID
+    org_id: uuid.UUID
+    role: Role
+    team_ids: frozenset[uuid.UUID]
+
+
+class IdentityError(Exception):
+    """Base of the reasons an external identity cannot act; ``str()`` says why."""
+
+
+class EmailRequired(IdentityError):
+    """The provider gave no email address, and the hub needs one for a new user."""
+
+
+class EmailNotVerified(IdentityError):
+    """An account with this email exists, and the provider does not vouch for the email."""
+
+
+class NotAMember(IdentityError):
+    """The org asked for is not one of the user's."""
+
+
+class NoMembership(IdentityError):
+    """The user belongs to no org."""
+
+
+class OrgRequired(IdentityError):
+    """The user belongs to several orgs and none was chosen."""
+
+
+async def sign_in_external(
+    session: AsyncSession,
+    identity: ExternalIdentity,
+    *,
+    org_slug: str | None,
+    ip: str | None = None,
+    request_id: str | None = None,
+) -> SignedIn:
+    """The user and org an OAuth sign-in lands in; commits what it had to create.
+
+    The org is ``org_slug`` (the user must be a member), else the user's first org, else a new
+    personal org with the user as owner (audited ``org.created``). Checks come before writes:
+    a refused sign-in creates nothing. Raises the :class:`IdentityError` subclasses.
+    """
+    for attempt in range(_ATTEMPTS):
+        try:
+            return await _sign_in(
+                session, identity, org_slug=org_slug, ip=ip, request_id=request_id, attempt=attempt
+            )
+        except _RACES:
+            await session.rollback()
+            if attempt == _ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def member_for_identity(
+    session: AsyncSession, identity: ExternalIdentity, *, org: str | None
+) -> Member:
+    """The membership a request with ``identity`` acts in: ``org`` (an org id or slug) among
+    the user's orgs, else their only one. Makes the user on first sight (without an org: an
+    admin invites them). Raises the :class:`IdentityError` subclasses."""
+    user_id = await _user_for(session, identity)
+    with tenant(user_id=user_id):
+        memberships = await _memberships(session, user_id)
+        await session.rollback()  # read-only; the next transaction acts for the org
+    if org is not None:
+        chosen = _pick(memberships, org)
+    elif len(memberships) == 1:
+        chosen = memberships[0]
+    elif memberships:
+        raise OrgRequired(
+            "You belong to several orgs: choose one with the X-AgentOps-Org header "
+            "(its id or slug)."
+        )
+    else:
+        raise NoMembership("You are not a member of any org yet: ask an admin to invite you.")
+    with tenant(org_id=chosen.org_id, user_id=user_id):
+        teams = await session.scalars(
+            select(TeamMember.team_id).where(
+                TeamMember.org_id == chosen.org_id, TeamMember.user_id == user_id
+            )
+        )
+        team_ids = frozenset(teams)
+        await session.rollback()
+    return Member(user_id, chosen.org_id, Role(chosen.role), team_ids)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Found:
+    """What is known of the identity's user (plain values: they outlive the transaction)."""
+
+    user_id: uuid.UUID | None
+    linked: bool  # the identity row already exists
+    name: str = ""
+    email: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Membership:
+    org_id: uuid.UUID
+    slug: str
+    role: str
+
+
+async def _sign_in(
+    session: AsyncSession,
+    identity: ExternalIdentity,
+    *,
+    org_slug: str | None,
+    ip: str | None,
+    request_id: str | None,
+    attempt: int,
+) -> SignedIn:
+    found = await _find(session, identity)
+    await session.rollback()  # read-only so far
+    memberships: list[_Membership] = []
+    if found.user_id is not None:
+        with tenant(user_id=found.user_id):
+            memberships = await _memberships(session, found.user_id)
+            await session.rollback()
+    chosen = _pick(memberships, org_slug) if org_slug is not None else None
+    if chosen is None and memberships:
+        chosen = memberships[0]
+    org_id = chosen.org_id if chosen is not None else uuid.uuid4()
+    with tenant(org_id=org_id, user_id=found.user_id):
+        user = found if found.user_id is not None else await _new_user(session, identity)
+        assert user.user_id is not None
+        if not found.linked:
+            await _link(session, identity, user.user_id)
+        if chosen is None:
+            await _create_personal_org(
+                session, org_id, user, attempt=attempt, ip=ip, request_id=request_id
+            )
+        await session.commit()
+    return SignedIn(user.user_id, org_id, new_user=found.user_id is None, new_org=chosen is None)
+
+
+async def _user_for(session: AsyncSession, identity: ExternalIdentity) -> uuid.UUID:
+    """The user of ``identity``, linked or made (and committed) when first seen."""
+    for attempt in range(_ATTEMPTS):
+        found = await _find(session, identity)
+        if found.linked and found.user_id is not None:
+            await session.rollback()
+            return found.user_id
+        try:
+            user = found if found.user_id is not None else await _new_user(session, identity)
+            assert user.user_id is not None
+            await _link(session, identity, user.user_id)
+            await session.commit()
+        except _RACES:  # the same identity's first requests, at once: one wins
+            await session.rollback()
+            if attempt == _ATTEMPTS - 1:
+                raise
+            continue
+        return user.user_id
+    raise AssertionError("unreachable")
+
+
+async def _find(session: AsyncSession, identity: ExternalIdentity) -> _Found:
+    row = (
+        await session.execute(
+            select(User.id, User.name, User.email)
+            .join(OAuthIdentity, OAuthIdentity.user_id == User.id)
+            .where(
+                OAuthIdentity.provider == identity.provider,
+                OAuthIdentity.subject == identity.subject,
+            )
+        )
+    ).first()
+    if row is not None:
+        return _Found(row.id, linked=True, name=row.name, email=row.email)
+    if not identity.email:
+        return _Found(None, linked=False)
+    address = _address(identity)
+    row = (
+        await session.execute(select(User.id, User.name, User.email).where(User.email == address))
+    ).first()
+    if row is None:
+        return _Found(None, linked=False)
+    if not identity.email_verified:
+        raise EmailNotVerified(
+            f"An account with {address} already exists, and {identity.provider} does not "
+            "vouch for this email address: sign in to that account another way."
+        )
+    return _Found(row.id, linked=False, name=row.name, email=row.email)
+
+
+async def _new_user(session: AsyncSession, identity: ExternalIdentity) -> _Found:
+    user = await create_user(session, email=_address(identity), password=None, name=identity.name)
+    return _Found(user.id, linked=False, name=user.name, email=user.email)
+
+
+def _address(identity: ExternalIdentity) -> str:
+    if not identity.email:
+        raise EmailRequired(f"{identity.provider} gave no email address for this account.")
+    try:
+        return normalize_email(identity.email)
+    except InvalidEmail as exc:
+        raise EmailRequired(
+            f"{identity.provider} gave an email address the hub cannot use: {exc}"
+        ) from exc
+
+
+async def _link(session: AsyncSession, identity: ExternalIdentity, user_id: uuid.UUID) -> None:
+    session.add(
+        OAuthIdentity(
+            provider=identity.provider,
+            subject=identity.subject,
+            user_id=user_id,
+            email=identity.email,
+        )
+    )
+    await session.flush()
+
+
+async def _memberships(session: AsyncSession, user_id: uuid.UUID) -> list[_Membership]:
+    """The user's orgs, oldest membership first (run as ``tenant(user_id=...)``)."""
+    rows = await session.execute(
+        select(Membership.org_id, Org.slug, Membership.role)
+        .join(Org, Org.id == Membership.org_id)
+        .where(Membership.user_id == user_id)
+        .order_by(Membership.created_at, Membership.org_id)
+    )
+    return [_Membership(org_id, slug, role) for org_id, slug, role in rows]
+
+
+def _pick(memberships: list[_Membership], org: str) -> _Membership:
+    for membership in memberships:
+        if org in (membership.slug, str(membership.org_id)):
+            return membership
+    raise NotAMember(f"You are not a member of the org {org!r}.")
+
+
+async def _create_personal_org(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    owner: _Found,
+    *,
+    attempt: int,
+    ip: str | None,
+    request_id: str | None,
+) -> None:
+    """A newcomer's own org, as sign-up makes it (run as ``tenant(org_id=org_id)``)."""
+    assert owner.user_id is not None
+    name = owner.name or owner.email.split("@", 1)[0]
+    slug = slugify(name)
+    if attempt:  # the plain slug may be taken (other orgs are invisible here, so it was tried)
+        slug = f"{slug[:57]}-{secrets.token_hex(3)}"
+    session.add(Org(id=org_id, name=name, slug=slug))
+    await session.flush()
+    session.add(Membership(org_id=org_id, user_id=owner.user_id, role=Role.OWNER.value))
+    await audit.record(
+        session,
+        org_id,
+        Actor("user", owner.user_id, ip, request_id),
+        "org.created",
+        target_type="org",
+        target_id=org_id,
+        after={"name": name, "slug": slug},
+    )
+    await session.flush()
