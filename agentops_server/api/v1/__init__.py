@@ -6,6 +6,7 @@ from litestar import Router
 from litestar.types import ControllerRouterHandler
 
 from agentops_server.api.v1.agents import AgentController
+from agentops_server.api.v1.auth import AuthController
 from agentops_server.api.v1.ingest import IngestController
 from agentops_server.api.v1.oauth import OAuthController
 from agentops_server.api.v1.runs import RunController
@@ -20,5 +21,6 @@ def api_router() -> Router:
         AgentController,
         IngestController,
         OAuthController,
+        AuthController,
     ]
     return Router(path="/api/v1", route_handlers=handlers)

@@ -1,0 +1,630 @@
+"""Accounts: signing up, signing in (with a second factor), the profile, passwords.
+
+- :func:`signup` makes an org, its first user (the owner) and a session, in one transaction.
+- :func:`sign_in` checks an email and password and answers with tokens, or with a short-lived
+  ``mfa`` token when the user has a second factor; :func:`finish_sign_in` trades that token and
+  a code for tokens. Wrong password and unknown email are the same error, in the same time.
+- :func:`change_password` (signed in) and :func:`reset_password` (with an emailed token) end
+  the user's other sessions, or all of them, in every org.
+
+Sign-in and reset run on public routes, as nobody: they read the global identity tables, then
+act as the user (their memberships) or as one org (writes), committing between tenants.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import CursorResult, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agentops_server.auth.passwords import (
+    WeakPassword,
+    check_strength,
+    hash_password,
+    needs_rehash,
+    verify_password,
+)
+from agentops_server.auth.permissions import Role
+from agentops_server.auth.tokens import (
+    InvalidToken,
+    decode_token,
+    encode_token,
+    hash_secret,
+    new_opaque_token,
+    parse_opaque_token,
+    secret_matches,
+)
+from agentops_server.backends.mailer import Email, Mailer
+from agentops_server.db.models import Membership, Org, PasswordReset, User
+from agentops_server.db.tenancy import tenant
+from agentops_server.services import audit, mfa, sessions
+from agentops_server.services.slugs import SLUG_PATTERN, slugify
+from agentops_server.services.users import (
+    EmailTaken,
+    InvalidEmail,
+    create_user,
+    find_user_by_email,
+    normalize_email,
+)
+from agentops_server.settings import Settings
+
+__all__ = [
+    "MFA_TOKEN_TTL",
+    "RESET_TOKEN_KIND",
+    "RESET_TOKEN_TTL",
+    "AccountError",
+    "AccountView",
+    "Client",
+    "MfaChallenge",
+    "OrgMembership",
+    "PendingSignIn",
+    "SignedUp",
+    "UserProfile",
+    "account",
+    "change_password",
+    "choose_org",
+    "finish_sign_in",
+    "get_user",
+    "memberships_of",
+    "read_mfa_token",
+    "rename",
+    "request_password_reset",
+    "reset_password",
+    "sign_in",
+    "signup",
+    "switch_org",
+]
+
+MFA_TOKEN_TTL = 300
+"""Seconds between the password step and the second-factor step of a sign-in."""
+RESET_TOKEN_KIND = "pr"
+RESET_TOKEN_TTL = dt.timedelta(hours=1)
+_MFA_PURPOSE = "mfa"
+
+
+class AccountError(Exception):
+    """A refused account action; ``code`` is the stable problem code (``invalid_email``,
+    ``weak_password``, ``email_taken``, ``slug_taken``, ``invalid_credentials``,
+    ``not_a_member``, ``invalid_reset_token``…) and ``str()`` says what to do."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Client:
+    """Where a request comes from, for sessions and the audit log."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+    request_id: str | None = None
+
+    def actor(self, user_id: uuid.UUID) -> audit.Actor:
+        """``user_id`` acting from here."""
+        return audit.Actor("user", user_id, self.ip, self.request_id)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class UserProfile:
+    """A user as they see themselves."""
+
+    id: uuid.UUID
+    email: str
+    name: str
+    mfa_enabled: bool
+    mfa_methods: list[str]
+    """Kinds of confirmed second factors (``totp``)."""
+    created_at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class OrgMembership:
+    """One org of a user, and their role there."""
+
+    id: uuid.UUID
+    name: str
+    slug: str
+    role: Role
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class SignedUp:
+    """What sign-up made: the user, their org, and a session in it."""
+
+    user: UserProfile
+    org: OrgMembership
+    tokens: sessions.TokenPair
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AccountView:
+    """``GET /me``: the user, the org of this session, and every org they belong to."""
+
+    user: UserProfile
+    org: OrgMembership
+    session_id: uuid.UUID | None
+    """None for an external identity's token (Supabase), which is no hub session."""
+    orgs: list[OrgMembership]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class MfaChallenge:
+    """The password was right; now a code of a second factor (``POST /auth/login/mfa``)."""
+
+    mfa_token: str
+    expires_in: int
+    methods: list[str]
+    """Second-factor kinds the user has; a recovery code always works too."""
+    mfa_required: bool = True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PendingSignIn:
+    """What an ``mfa`` token says: who passed the password step, for which org."""
+
+    user_id: uuid.UUID
+    org_id: uuid.UUID
+
+
+# -- sign-up -------------------------------------------------------------------------------------
+
+
+async def signup(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    email: str,
+    password: str,
+    name: str,
+    org_name: str,
+    org_slug: str | None = None,
+    client: Client = Client(),
+) -> SignedUp:
+    """Make an org named ``org_name``, its owner and a signed-in session; commit.
+
+    The org's slug is ``org_slug`` or made from its name; a taken slug is refused
+    (``slug_taken``), never silently changed.
+    """
+    try:
+        address = normalize_email(email)
+        check_strength(password, email=address)
+    except InvalidEmail as exc:
+        raise AccountError("invalid_email", f"This is not an email address: {exc}") from exc
+    except WeakPassword as exc:
+        raise AccountError("weak_password", f"The password is too weak: {exc}") from exc
+    org_name = " ".join(org_name.split())
+    if not org_name:
+        raise AccountError("invalid_org_name", "Give the org a name.")
+    slug = org_slug if org_slug is not None else slugify(org_name)
+    if not re.fullmatch(SLUG_PATTERN, slug):
+        raise AccountError(
+            "invalid_slug",
+            f"{slug!r} is not a valid slug: use 1 to 64 lower-case letters, digits and inner "
+            "hyphens.",
+        )
+    org = Org(id=uuid.uuid4(), name=org_name, slug=slug)
+    with tenant(org_id=org.id):
+        try:
+            user = await create_user(session, email=address, password=password, name=name)
+        except (EmailTaken, IntegrityError) as exc:
+            await session.rollback()
+            raise AccountError("email_taken", f"An account with {address} already exists.") from exc
+        session.add(org)
+        try:
+            await session.flush()  # other orgs are invisible here: the unique index decides
+        except IntegrityError as exc:
+            await session.rollback()
+            raise AccountError(
+                "slug_taken",
+                f"An org with the slug {slug!r} already exists; choose another org_slug.",
+            ) from exc
+        session.add(
+            Membership(
+                org_id=org.id,
+                user_id=user.id,
+                role=Role.OWNER.value,
+                created_at=dt.datetime.now(dt.UTC),  # SQLite's CURRENT_TIMESTAMP has whole seconds
+            )
+        )
+        actor = client.actor(user.id)
+        await audit.record(
+            session,
+            org.id,
+            actor,
+            "org.created",
+            target_type="org",
+            target_id=org.id,
+            after={"name": org.name, "slug": org.slug},
+        )
+        await audit.record(
+            session,
+            org.id,
+            actor,
+            "member.added",
+            target_type="user",
+            target_id=user.id,
+            after={"email": user.email, "role": Role.OWNER.value},
+        )
+        tokens = await sessions.start_session(
+            session,
+            settings,
+            user_id=user.id,
+            org_id=org.id,
+            method="signup",
+            ip=client.ip,
+            user_agent=client.user_agent,
+        )
+    return SignedUp(
+        user=_profile(user, []),
+        org=OrgMembership(id=org.id, name=org.name, slug=org.slug, role=Role.OWNER),
+        tokens=tokens,
+    )
+
+
+# -- sign-in -------------------------------------------------------------------------------------
+
+
+async def sign_in(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    email: str,
+    password: str,
+    org: str | None = None,
+    client: Client = Client(),
+) -> sessions.TokenPair | MfaChallenge:
+    """Check ``email`` and ``password`` and open a session in ``org`` (an id or slug; by
+    default the user's oldest membership), or ask for a second factor first.
+
+    Refused as ``invalid_credentials`` (wrong password and unknown email alike, in the same
+    time), ``no_membership`` or ``not_a_member``.
+    """
+    user = await find_user_by_email(session, email)
+    if not await verify_password(password, user.password_hash if user else None):
+        raise AccountError("invalid_credentials", "The email or password is wrong.")
+    assert user is not None
+    assert user.password_hash is not None
+    if needs_rehash(user.password_hash):
+        user.password_hash = await hash_password(password)
+    methods = await mfa.enabled_kinds(session, user.id)
+    await session.commit()
+    chosen = choose_org(await memberships_of(session, user.id), org)
+    if methods:
+        token = encode_token(
+            settings.secret_key,
+            _MFA_PURPOSE,
+            {"sub": str(user.id), "org": str(chosen.id)},
+            ttl=MFA_TOKEN_TTL,
+        )
+        return MfaChallenge(mfa_token=token, expires_in=MFA_TOKEN_TTL, methods=methods)
+    return await sessions.start_session(
+        session,
+        settings,
+        user_id=user.id,
+        org_id=chosen.id,
+        method="password",
+        ip=client.ip,
+        user_agent=client.user_agent,
+    )
+
+
+def read_mfa_token(settings: Settings, token: str) -> PendingSignIn:
+    """Who a sign-in's ``mfa`` token is for; ``invalid_mfa_token`` or ``mfa_token_expired``."""
+    try:
+        claims = decode_token(settings.secret_key, _MFA_PURPOSE, token)
+        return PendingSignIn(uuid.UUID(claims["sub"]), uuid.UUID(claims["org"]))
+    except InvalidToken as exc:
+        if exc.code == "token_expired":
+            raise AccountError(
+                "mfa_token_expired", "The sign-in took too long; sign in again."
+            ) from exc
+        raise AccountError("invalid_mfa_token", "The mfa_token is not valid.") from exc
+    except (KeyError, ValueError, TypeError) as exc:
+        raise AccountError("invalid_mfa_token", "The mfa_token is not valid.") from exc
+
+
+async def finish_sign_in(
+    session: AsyncSession,
+    settings: Settings,
+    pending: PendingSignIn,
+    *,
+    code: str | None = None,
+    recovery_code: str | None = None,
+    client: Client = Client(),
+) -> sessions.TokenPair:
+    """Check a second-factor ``code`` (or a ``recovery_code``) and open the session."""
+    used = await mfa.verify_second_factor(
+        session, settings, pending.user_id, code=code, recovery_code=recovery_code
+    )
+    return await sessions.start_session(
+        session,
+        settings,
+        user_id=pending.user_id,
+        org_id=pending.org_id,
+        method=f"password+{used}",
+        ip=client.ip,
+        user_agent=client.user_agent,
+    )
+
+
+async def memberships_of(session: AsyncSession, user_id: uuid.UUID) -> list[OrgMembership]:
+    """Every org of ``user_id``, oldest membership first. Runs as the user (it sees their
+    memberships in every org) and commits that read."""
+    with tenant(user_id=user_id):
+        rows = await session.execute(
+            select(Org.id, Org.name, Org.slug, Membership.role)
+            .join(Membership, Membership.org_id == Org.id)
+            .where(Membership.user_id == user_id)
+            .order_by(Membership.created_at, Org.id)
+        )
+        found = [
+            OrgMembership(id=org_id, name=name, slug=slug, role=Role(role))
+            for org_id, name, slug, role in rows
+        ]
+        await session.commit()
+    return found
+
+
+def choose_org(memberships: Sequence[OrgMembership], wanted: str | None) -> OrgMembership:
+    """The membership ``wanted`` names (an org id or slug), by default the first one."""
+    if not memberships:
+        raise AccountError("no_membership", "You belong to no org; ask for an invitation.")
+    if wanted is None:
+        return memberships[0]
+    for membership in memberships:
+        if wanted.strip().lower() in (membership.slug, str(membership.id)):
+            return membership
+    raise AccountError("not_a_member", f"You are not a member of the org {wanted!r}.")
+
+
+# -- the signed-in user ----------------------------------------------------------------------------
+
+
+async def account(
+    session: AsyncSession, user_id: uuid.UUID, org_id: uuid.UUID, session_id: uuid.UUID | None
+) -> AccountView:
+    """The user, their role in ``org_id`` (this session's) and all their orgs. Runs as the
+    request's tenant: the user sees their own memberships in every org."""
+    user = await get_user(session, user_id)
+    orgs = await session.execute(
+        select(Org.id, Org.name, Org.slug, Membership.role)
+        .join(Membership, Membership.org_id == Org.id)
+        .where(Membership.user_id == user_id)
+        .order_by(Membership.created_at, Org.id)
+    )
+    memberships = [
+        OrgMembership(id=org, name=name, slug=slug, role=Role(role))
+        for org, name, slug, role in orgs
+    ]
+    current = next(membership for membership in memberships if membership.id == org_id)
+    return AccountView(
+        user=_profile(user, await mfa.enabled_kinds(session, user_id)),
+        org=current,
+        session_id=session_id,
+        orgs=memberships,
+    )
+
+
+async def rename(session: AsyncSession, user_id: uuid.UUID, name: str) -> UserProfile:
+    """Change the user's display name; commit."""
+    user = await get_user(session, user_id)
+    user.name = " ".join(name.split())[:200]
+    methods = await mfa.enabled_kinds(session, user_id)
+    await session.commit()
+    return _profile(user, methods)
+
+
+async def switch_org(
+    session: AsyncSession,
+    settings: Settings,
+    user_id: uuid.UUID,
+    wanted: str,
+    *,
+    client: Client = Client(),
+) -> sessions.TokenPair:
+    """A new session of the user in another of their orgs (``wanted``: id or slug)."""
+    await session.commit()  # end the request's transaction: the next ones run as other tenants
+    chosen = choose_org(await memberships_of(session, user_id), wanted)
+    return await sessions.start_session(
+        session,
+        settings,
+        user_id=user_id,
+        org_id=chosen.id,
+        method="switch",
+        ip=client.ip,
+        user_agent=client.user_agent,
+    )
+
+
+# -- passwords -----------------------------------------------------------------------------------
+
+
+async def change_password(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    org_id: uuid.UUID,
+    session_id: uuid.UUID | None,
+    current: str,
+    new: str,
+    client: Client = Client(),
+) -> int:
+    """Replace the password after checking ``current``; end every other session of the user
+    in every org; record ``user.password_changed`` in ``org_id``. How many sessions ended."""
+    user = await get_user(session, user_id)
+    if not await verify_password(current, user.password_hash):
+        raise AccountError("invalid_password", "The current password is wrong.")
+    _check_new_password(new, user.email)
+    user.password_hash = await hash_password(new)
+    user.password_changed_at = dt.datetime.now(dt.UTC)
+    await audit.record(
+        session,
+        org_id,
+        client.actor(user_id),
+        "user.password_changed",
+        target_type="user",
+        target_id=user_id,
+    )
+    await session.commit()
+    return await sessions.revoke_everywhere(
+        session, user_id, reason="password_changed", keep=session_id
+    )
+
+
+async def request_password_reset(
+    session: AsyncSession, settings: Settings, mailer: Mailer, email: str
+) -> bool:
+    """Email a reset link to ``email`` if an account has it; whether one was sent.
+
+    The link carries a single-use token valid for :data:`RESET_TOKEN_TTL`, stored hashed.
+    """
+    try:
+        address = normalize_email(email)
+    except InvalidEmail:
+        return False
+    user = await find_user_by_email(session, address)
+    if user is None:
+        return False
+    row_id = uuid.uuid4()
+    token = new_opaque_token(RESET_TOKEN_KIND, user.id, row_id)
+    session.add(
+        PasswordReset(
+            id=row_id,
+            user_id=user.id,
+            token_hash=hash_secret(token),
+            expires_at=dt.datetime.now(dt.UTC) + RESET_TOKEN_TTL,
+        )
+    )
+    await session.commit()
+    link = f"{settings.public_url.rstrip('/')}/reset-password?token={token}"
+    await mailer.send(
+        Email(to=user.email, subject=_RESET_SUBJECT, text=_reset_text(user, link, token))
+    )
+    return True
+
+
+async def reset_password(
+    session: AsyncSession, token: str, new: str, *, client: Client = Client()
+) -> int:
+    """Set a new password with an emailed reset ``token``; end all the user's sessions in every
+    org (recording ``user.password_reset`` in each) and every other reset token. How many
+    sessions ended.
+
+    Refused as ``invalid_reset_token``, ``reset_token_used``, ``reset_token_expired`` or
+    ``weak_password``, changing nothing.
+    """
+    parts = parse_opaque_token(RESET_TOKEN_KIND, token)
+    if parts is None:
+        raise AccountError("invalid_reset_token", "This is not a password-reset token.")
+    now = dt.datetime.now(dt.UTC)
+    row = await session.scalar(
+        select(PasswordReset).where(
+            PasswordReset.id == parts.row_id, PasswordReset.user_id == parts.owner_id
+        )
+    )
+    if row is None or not secret_matches(token, row.token_hash):
+        raise AccountError("invalid_reset_token", "The password-reset token is not valid.")
+    if row.used_at is not None:
+        raise AccountError(
+            "reset_token_used", "This reset link was already used; ask for a new one."
+        )
+    if row.expires_at <= now:
+        raise AccountError("reset_token_expired", "This reset link has expired; ask for a new one.")
+    user = await get_user(session, row.user_id)
+    _check_new_password(new, user.email)
+    password_hash = await hash_password(new)
+    claimed: CursorResult[tuple[()]] = await session.execute(  # type: ignore[assignment]
+        update(PasswordReset)
+        .where(PasswordReset.id == row.id, PasswordReset.used_at.is_(None))
+        .values(used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:
+        await session.rollback()
+        raise AccountError(
+            "reset_token_used", "This reset link was already used; ask for a new one."
+        )
+    await session.execute(
+        update(PasswordReset)
+        .where(PasswordReset.user_id == user.id, PasswordReset.used_at.is_(None))
+        .values(used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    user.password_hash = password_hash
+    user.password_changed_at = now
+    await session.commit()
+
+    async def record_reset(db: AsyncSession, org_id: uuid.UUID, ended: int) -> None:
+        await audit.record(
+            db,
+            org_id,
+            client.actor(user.id),
+            "user.password_reset",
+            target_type="user",
+            target_id=user.id,
+            after={"sessions_revoked": ended},
+        )
+
+    return await sessions.revoke_everywhere(
+        session, user.id, reason="password_reset", in_each_org=record_reset
+    )
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+_RESET_SUBJECT = "Reset your AgentOps Hub password"
+
+
+def _reset_text(user: User, link: str, token: str) -> str:
+    minutes = int(RESET_TOKEN_TTL.total_seconds() // 60)
+    return "\n".join(
+        (
+            f"Someone asked to reset the password of your AgentOps Hub account ({user.email}).",
+            "",
+            f"To choose a new password, open this link within {minutes} minutes:",
+            "",
+            link,
+            "",
+            "or send this token to POST /api/v1/auth/password/reset:",
+            "",
+            token,
+            "",
+            "It works once. If you did not ask for it, ignore this message: your password",
+            "stays as it is.",
+        )
+    )
+
+
+def _check_new_password(password: str, email: str) -> None:
+    try:
+        check_strength(password, email=email)
+    except WeakPassword as exc:
+        raise AccountError("weak_password", f"The new password is too weak: {exc}") from exc
+
+
+async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
+    """The user ``user_id`` (a global row: any tenant sees it)."""
+    user = await session.scalar(select(User).where(User.id == user_id))
+    if user is None:  # the middleware checked the membership, so the user exists
+        raise LookupError(f"no user {user_id}")
+    return user
+
+
+def _profile(user: User, methods: list[str]) -> UserProfile:
+    return UserProfile(
+        id=user.id,
+        email=user.email,
+        name=user.name,
+        mfa_enabled=bool(methods),
+        mfa_methods=methods,
+        created_at=user.created_at,
+    )
