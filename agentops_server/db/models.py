@@ -294,7 +294,10 @@ class AuditEvent(Base):
 
     __tablename__ = "audit_log"
 
-    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orgs.id"), primary_key=True)
+    # CASCADE: deleting an org takes its log with it (the only delete the triggers allow).
+    org_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("orgs.id", ondelete="CASCADE"), primary_key=True
+    )
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     at: Mapped[dt.datetime] = mapped_column(Moment)
     actor_type: Mapped[str] = mapped_column(String(16))  # user, api_key, system

@@ -2,22 +2,46 @@
 
 Services call :func:`record` in the same transaction as the change it describes, so an action
 and its entry commit (or roll back) together. The table refuses UPDATE and DELETE for every
-database user (migration 0002's triggers).
+database user (migration 0002's triggers); only deleting the org itself takes its log with it.
+
+:func:`list_entries` reads the log newest first with keyset pagination on ``(at, id)`` (the
+index ``(org_id, at, id)``): a cursor names the last entry of a page and the next page starts
+strictly after it, so entries written meanwhile never shift a page.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import datetime as dt
+import re
 import uuid
 from typing import Any, Literal
 
+from sqlalchemy import ColumnElement, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.auth.principal import Principal
 from agentops_server.db.models import AuditEvent
+from agentops_server.db.types import to_utc
+from agentops_server.services.refusals import Invalid
 
-__all__ = ["SYSTEM", "Actor", "record"]
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_SIZE",
+    "SYSTEM",
+    "Actor",
+    "AuditEntry",
+    "AuditFilter",
+    "AuditPage",
+    "list_entries",
+    "record",
+]
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+_ACTION = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)*\.?")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -72,3 +96,129 @@ async def record(
     )
     session.add(event)
     return event
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AuditFilter:
+    """Which entries to list. ``action`` is exact (``member.removed``) or, ending with a dot, a
+    prefix (``member.``); times are a half-open range: ``since <= at < until``."""
+
+    action: str | None = None
+    actor_id: uuid.UUID | None = None
+    target_type: str | None = None
+    target_id: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEntry:
+    """One entry: who did what to what, when, from where, and the state before and after."""
+
+    id: uuid.UUID
+    at: dt.datetime
+    actor_type: str
+    actor_id: uuid.UUID | None
+    action: str
+    target_type: str
+    target_id: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    ip: str | None
+    request_id: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AuditPage:
+    """One page of entries, newest first; pass ``next_cursor`` back for the next (None: the end)."""
+
+    items: list[AuditEntry]
+    next_cursor: str | None
+
+
+async def list_entries(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    where: AuditFilter,
+    *,
+    limit: int = DEFAULT_PAGE_SIZE,
+    cursor: str | None = None,
+) -> AuditPage:
+    """The org's entries matching ``where``, newest first, ``limit`` at a time.
+
+    Refusals: ``invalid_action`` (not an action name or prefix), ``invalid_cursor``.
+    """
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
+    conditions = _conditions(org_id, where)
+    if cursor is not None:
+        conditions.append(tuple_(AuditEvent.at, AuditEvent.id) < _decode_cursor(cursor))
+    rows = list(
+        await session.scalars(
+            select(AuditEvent)
+            .where(*conditions)
+            .order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+            .limit(limit + 1)
+        )
+    )
+    page, more = rows[:limit], len(rows) > limit
+    return AuditPage(
+        items=[_entry(row) for row in page],
+        next_cursor=_encode_cursor(page[-1]) if more else None,
+    )
+
+
+def _conditions(org_id: uuid.UUID, where: AuditFilter) -> list[ColumnElement[bool]]:
+    conditions = [AuditEvent.org_id == org_id]
+    if where.action is not None:
+        if len(where.action) > 64 or not _ACTION.fullmatch(where.action):
+            raise Invalid(
+                "invalid_action",
+                "Filter by an action (member.role_changed) or a prefix ending in a dot (member.).",
+            )
+        conditions.append(
+            AuditEvent.action.startswith(where.action, autoescape=True)
+            if where.action.endswith(".")
+            else AuditEvent.action == where.action
+        )
+    if where.actor_id is not None:
+        conditions.append(AuditEvent.actor_id == where.actor_id)
+    if where.target_type is not None:
+        conditions.append(AuditEvent.target_type == where.target_type)
+    if where.target_id is not None:
+        conditions.append(AuditEvent.target_id == where.target_id)
+    if where.since is not None:
+        conditions.append(AuditEvent.at >= to_utc(where.since))
+    if where.until is not None:
+        conditions.append(AuditEvent.at < to_utc(where.until))
+    return conditions
+
+
+def _entry(row: AuditEvent) -> AuditEntry:
+    return AuditEntry(
+        id=row.id,
+        at=row.at,
+        actor_type=row.actor_type,
+        actor_id=row.actor_id,
+        action=row.action,
+        target_type=row.target_type,
+        target_id=row.target_id,
+        before=row.before,
+        after=row.after,
+        ip=row.ip,
+        request_id=row.request_id,
+    )
+
+
+def _encode_cursor(row: AuditEvent) -> str:
+    raw = f"{to_utc(row.at).isoformat()}|{row.id.hex}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, entry_id = raw.split("|")
+        return to_utc(dt.datetime.fromisoformat(at)), uuid.UUID(hex=entry_id)
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise Invalid("invalid_cursor", "This cursor was not made by this hub.") from exc

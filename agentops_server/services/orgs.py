@@ -19,7 +19,7 @@ from agentops_server.db.tenancy import tenant
 from agentops_server.services.slugs import slugify
 from agentops_server.services.users import EmailTaken, normalize_email
 
-__all__ = ["IssuedKey", "create_org", "issue_key", "revoke_key"]
+__all__ = ["IssuedKey", "create_org", "issue_key", "new_key_row", "revoke_key"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -73,6 +73,22 @@ def issue_key(
     session: Session, org_id: uuid.UUID, *, name: str, scopes: Iterable[str]
 ) -> IssuedKey:
     """Add an API key to ``org_id`` (not committed)."""
+    row, issued = new_key_row(org_id, name=name, scopes=scopes)
+    session.add(row)
+    session.flush()
+    return issued
+
+
+def new_key_row(
+    org_id: uuid.UUID,
+    *,
+    name: str,
+    scopes: Iterable[str],
+    created_by: uuid.UUID | None = None,
+    expires_at: dt.datetime | None = None,
+) -> tuple[ApiKey, IssuedKey]:
+    """A new key's row (to add to a session) and the key as issued; ``ValueError`` for an
+    unknown scope."""
     wanted = tuple(sorted(set(scopes)))
     unknown = set(wanted) - SCOPES
     if unknown:
@@ -85,10 +101,10 @@ def issue_key(
         hash=hash_key(key),
         name=name,
         scopes=list(wanted),
+        created_by=created_by,
+        expires_at=expires_at,
     )
-    session.add(row)
-    session.flush()
-    return IssuedKey(org_id, row.id, key, parts.prefix, wanted)
+    return row, IssuedKey(org_id, row.id, key, parts.prefix, wanted)
 
 
 def revoke_key(session: Session, org_id: uuid.UUID, key_id: uuid.UUID) -> None:

@@ -6,10 +6,16 @@ from litestar import Router
 from litestar.types import ControllerRouterHandler
 
 from agentops_server.api.v1.agents import AgentController
+from agentops_server.api.v1.api_keys import ApiKeyController
+from agentops_server.api.v1.audit import AuditController
 from agentops_server.api.v1.auth import AuthController
 from agentops_server.api.v1.ingest import IngestController
+from agentops_server.api.v1.invitations import InvitationController
+from agentops_server.api.v1.members import MemberController
 from agentops_server.api.v1.oauth import OAuthController
+from agentops_server.api.v1.orgs import OrgController, OrgsController
 from agentops_server.api.v1.runs import RunController
+from agentops_server.api.v1.teams import TeamController
 
 __all__ = ["api_router"]
 
@@ -22,5 +28,12 @@ def api_router() -> Router:
         IngestController,
         OAuthController,
         AuthController,
+        OrgController,
+        OrgsController,
+        MemberController,
+        InvitationController,
+        TeamController,
+        ApiKeyController,
+        AuditController,
     ]
     return Router(path="/api/v1", route_handlers=handlers)

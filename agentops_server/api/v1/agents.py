@@ -1,40 +1,51 @@
-"""``/api/v1/agents``: an org's agents, with first and last seen times and run counts."""
+"""``/api/v1/agents``: an org's agents, with first and last seen times and run counts, and the
+team each belongs to."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Annotated, Any
 
-from litestar import Controller, Request, get
+import msgspec
+from litestar import Controller, Request, get, patch
 from litestar.di import NamedDependency
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agentops_server.api.v1.actors import actor_of
+from agentops_server.api.v1.refusals import JSON_BODY_LIMIT, REFUSALS
 from agentops_server.auth.guards import requires
 from agentops_server.auth.permissions import Permission
 from agentops_server.auth.principal import Principal
 from agentops_server.errors import Problem
-from agentops_server.services import agents
+from agentops_server.services import agents, teams
 from agentops_server.services.agents import AgentList, AgentSummary
+from agentops_server.services.teams import AgentTeam
 
 __all__ = ["AgentController"]
 
 
+class AgentTeamChange(msgspec.Struct, forbid_unknown_fields=True):
+    """The team the agent belongs to (null: no team)."""
+
+    team_id: uuid.UUID | None
+
+
 class AgentController(Controller):
-    """Reading agents (the ``read`` scope)."""
+    """Reading agents (the ``read`` scope) and giving them to teams."""
 
     path = "/agents"
     tags = ("agents",)
-    guards = (requires(Permission.AGENTS_READ),)
+    request_max_body_size = JSON_BODY_LIMIT
 
-    @get("/")
+    @get("/", guards=[requires(Permission.AGENTS_READ)])
     async def list_agents(
         self, request: Request[Principal, Principal, Any], db_session: NamedDependency[AsyncSession]
     ) -> AgentList:
         """Every agent of the org, by name."""
         return await agents.list_agents(db_session, request.auth.org_id)
 
-    @get("/{agent_id:str}")
+    @get("/{agent_id:str}", guards=[requires(Permission.AGENTS_READ)])
     async def get_agent(
         self,
         request: Request[Principal, Principal, Any],
@@ -46,3 +57,30 @@ class AgentController(Controller):
             return await agents.get_agent(db_session, request.auth.org_id, uuid.UUID(agent_id))
         except (ValueError, agents.AgentNotFound) as exc:
             raise Problem(404, "agent_not_found", f"This org has no agent {agent_id!r}.") from exc
+
+    @patch(
+        "/{agent_id:str}",
+        guards=[requires(Permission.AGENTS_WRITE)],
+        exception_handlers=REFUSALS,
+        summary="Give an agent to a team",
+        description=(
+            "Sets `team_id` (null: no team). Below admin, a person moves agents only between "
+            "their own teams and no team (403 `not_your_team`). Audited as "
+            "`agent.team_changed`. Errors: 404 `agent_not_found`, `team_not_found`."
+        ),
+    )
+    async def change_team(
+        self,
+        request: Request[Principal, Principal, Any],
+        db_session: NamedDependency[AsyncSession],
+        agent_id: Annotated[str, Parameter(description="The agent's id (a UUID).")],
+        data: AgentTeamChange,
+    ) -> AgentTeam:
+        """Give the agent to a team, or to none."""
+        try:
+            agent = uuid.UUID(agent_id)
+        except ValueError:
+            raise Problem(404, "agent_not_found", "This org has no such agent.") from None
+        return await teams.assign_agent(
+            db_session, request.auth, actor_of(request), agent, data.team_id
+        )

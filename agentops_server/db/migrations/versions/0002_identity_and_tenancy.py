@@ -66,7 +66,9 @@ def upgrade() -> None:
         ),
         sa.Column("ip", sa.String(length=64), nullable=True),
         sa.Column("request_id", sa.String(length=64), nullable=True),
-        sa.ForeignKeyConstraint(["org_id"], ["orgs.id"], name=op.f("fk_audit_log_org_id_orgs")),
+        sa.ForeignKeyConstraint(
+            ["org_id"], ["orgs.id"], name=op.f("fk_audit_log_org_id_orgs"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("org_id", "id", name=op.f("pk_audit_log")),
     )
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
@@ -373,11 +375,22 @@ def _backfill_slugs() -> None:
 
 
 def _append_only(table: str) -> None:
-    """Refuse UPDATE and DELETE on ``table``, for every user (triggers, on both databases)."""
+    """Refuse UPDATE and DELETE on ``table``, for every user (triggers, on both databases).
+
+    The one delete let through is of rows whose org no longer exists: deleting an org cascades
+    to its log (the org's row is gone by the time its log rows are deleted).
+    """
     if op.get_bind().dialect.name == "postgresql":
         op.execute(
             "CREATE FUNCTION agentops_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$ "
-            "BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME "
+            "DECLARE org_exists boolean; "
+            "BEGIN "
+            "IF TG_OP = 'DELETE' THEN "
+            "EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I.orgs WHERE id = $1)', "
+            "TG_TABLE_SCHEMA) INTO org_exists USING OLD.org_id; "
+            "IF NOT org_exists THEN RETURN OLD; END IF; "
+            "END IF; "
+            "RAISE EXCEPTION '% is append-only', TG_TABLE_NAME "
             "USING ERRCODE = 'insufficient_privilege'; END $$"
         )
         op.execute(
@@ -385,10 +398,13 @@ def _append_only(table: str) -> None:
             "FOR EACH ROW EXECUTE FUNCTION agentops_refuse_change()"
         )
         return
-    for change in ("UPDATE", "DELETE"):
+    for change, condition in (
+        ("UPDATE", ""),
+        ("DELETE", "WHEN EXISTS (SELECT 1 FROM orgs WHERE id = OLD.org_id) "),
+    ):
         op.execute(
             f"CREATE TRIGGER {table}_no_{change.lower()} BEFORE {change} ON {table} "
-            f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
+            f"{condition}BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
         )
 
 

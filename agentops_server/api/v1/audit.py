@@ -1,0 +1,87 @@
+"""``/api/v1/audit``: the org's audit log, filtered, newest first, a page at a time."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Any
+
+from litestar import Controller, Request, get
+from litestar.di import NamedDependency
+from litestar.params import Parameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agentops_server.api.v1.refusals import REFUSALS
+from agentops_server.auth.guards import requires
+from agentops_server.auth.permissions import Permission
+from agentops_server.auth.principal import Principal
+from agentops_server.services import audit
+from agentops_server.services.audit import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, AuditPage
+
+__all__ = ["AuditController"]
+
+
+class AuditController(Controller):
+    """Reading the audit log (owners, admins and admin keys)."""
+
+    path = "/audit"
+    tags = ("audit",)
+    exception_handlers = REFUSALS
+    guards = (requires(Permission.AUDIT_READ),)
+
+    @get(
+        "/",
+        summary="The org's audit log",
+        description=(
+            "Every admin, membership, key, role and settings action: who (`actor_type`, "
+            "`actor_id`, `ip`, `request_id`), what (`action`, `target_type`, `target_id`), "
+            "`before` and `after`, when (`at`). Newest first; pass `next_cursor` back as "
+            "`cursor` for the next page. Errors: 400 `invalid_action`, `invalid_cursor`, "
+            "`validation_error`."
+        ),
+    )
+    async def list_entries(
+        self,
+        *,
+        request: Request[Principal, Principal, Any],
+        db_session: NamedDependency[AsyncSession],
+        action: Annotated[
+            str | None,
+            Parameter(
+                description="An action (`member.role_changed`) or, ending in a dot, a prefix "
+                "(`member.`)."
+            ),
+        ] = None,
+        actor_id: Annotated[
+            uuid.UUID | None, Parameter(description="Only what this user or key did.")
+        ] = None,
+        target_type: Annotated[
+            str | None,
+            Parameter(description="`org`, `member`, `invitation`, `team`, `api_key`, `agent`…"),
+        ] = None,
+        target_id: Annotated[
+            str | None, Parameter(description="Only entries about this target.", max_length=128)
+        ] = None,
+        since: Annotated[
+            dt.datetime | None, Parameter(description="ISO 8601; at or after (naive: UTC).")
+        ] = None,
+        until: Annotated[
+            dt.datetime | None, Parameter(description="ISO 8601; strictly before (naive: UTC).")
+        ] = None,
+        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+        cursor: Annotated[
+            str | None, Parameter(description="`next_cursor` of the previous page.")
+        ] = None,
+    ) -> AuditPage:
+        """The org's audit entries matching the filters, newest first."""
+        where = audit.AuditFilter(
+            action=action,
+            actor_id=actor_id,
+            target_type=target_type,
+            target_id=target_id,
+            since=since,
+            until=until,
+        )
+        return await audit.list_entries(
+            db_session, request.auth.org_id, where, limit=limit, cursor=cursor
+        )

@@ -1,0 +1,155 @@
+"""``/api/v1/invitations``: invite people by email, list, revoke and resend invitations, and
+accept one (public: the token in the email is the credential)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from litestar import Controller, Request, delete, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agentops_server.api.v1.actors import actor_of, client_ip, request_id
+from agentops_server.api.v1.refusals import JSON_BODY_LIMIT, REFUSALS
+from agentops_server.auth.guards import PUBLIC, requires
+from agentops_server.auth.permissions import Permission
+from agentops_server.auth.principal import Principal
+from agentops_server.services import invitations
+from agentops_server.services.invitations import (
+    Acceptance,
+    AcceptedInvitation,
+    InvitationList,
+    InvitationView,
+    NewInvitation,
+    Outbox,
+)
+from agentops_server.settings import Settings
+
+__all__ = ["InvitationController"]
+
+_ROLE_RULE = (
+    "403 `role_escalation` when the caller could not give that role themselves (an admin "
+    "inviting an owner)"
+)
+
+
+class InvitationController(Controller):
+    """Invitations to the caller's org, and accepting one."""
+
+    path = "/invitations"
+    tags = ("invitations",)
+    exception_handlers = REFUSALS
+    request_max_body_size = JSON_BODY_LIMIT
+
+    @get("/", guards=[requires(Permission.MEMBERS_READ)], summary="Pending invitations")
+    async def list_invitations(
+        self, request: Request[Principal, Principal, Any], db_session: NamedDependency[AsyncSession]
+    ) -> InvitationList:
+        """Invitations neither accepted nor revoked (expired ones too, flagged), newest first."""
+        return await invitations.list_invitations(db_session, request.auth.org_id)
+
+    @post(
+        "/",
+        guards=[requires(Permission.MEMBERS_WRITE)],
+        summary="Invite someone by email",
+        description=(
+            "Emails a link with a single-use token, valid 7 days; the token is never in an "
+            "answer. A pending invitation to the same address is refreshed (its old link stops "
+            "working). Audited as `invitation.created`. Errors: 400 `invalid_email`, "
+            f"`invalid_role`; {_ROLE_RULE}; 404 `team_not_found`; 409 `already_member`; "
+            "503 `mail_unavailable` (nothing changed)."
+        ),
+    )
+    async def create_invitation(
+        self,
+        request: Request[Principal, Principal, State],
+        db_session: NamedDependency[AsyncSession],
+        data: NewInvitation,
+    ) -> InvitationView:
+        """Invite ``email`` with ``role`` (and into ``team_id``)."""
+        return await invitations.create_invitation(
+            db_session, request.auth, actor_of(request), data, _outbox(request)
+        )
+
+    @delete(
+        "/{invitation_id:uuid}",
+        guards=[requires(Permission.MEMBERS_WRITE)],
+        summary="Revoke an invitation",
+        description=(
+            "Its link stops working (410 `invitation_revoked`). Revoking twice changes nothing. "
+            f"Audited as `invitation.revoked`. Errors: 404 `invitation_not_found`; "
+            f"409 `invitation_used`; {_ROLE_RULE}."
+        ),
+    )
+    async def revoke_invitation(
+        self,
+        request: Request[Principal, Principal, Any],
+        db_session: NamedDependency[AsyncSession],
+        invitation_id: uuid.UUID,
+    ) -> None:
+        """Revoke the invitation."""
+        await invitations.revoke_invitation(
+            db_session, request.auth, actor_of(request), invitation_id
+        )
+
+    @post(
+        "/{invitation_id:uuid}/resend",
+        guards=[requires(Permission.MEMBERS_WRITE)],
+        status_code=200,
+        summary="Resend an invitation",
+        description=(
+            "Emails a new link with a new 7-day expiry; the old link stops working. Audited as "
+            "`invitation.resent`. Errors: 404 `invitation_not_found`; 409 `invitation_used`; "
+            f"410 `invitation_revoked`; {_ROLE_RULE}; 503 `mail_unavailable`."
+        ),
+    )
+    async def resend_invitation(
+        self,
+        request: Request[Principal, Principal, State],
+        db_session: NamedDependency[AsyncSession],
+        invitation_id: uuid.UUID,
+    ) -> InvitationView:
+        """Send the invitation again with a fresh token."""
+        return await invitations.resend_invitation(
+            db_session, request.auth, actor_of(request), invitation_id, _outbox(request)
+        )
+
+    @post(
+        "/accept",
+        opt=PUBLIC,
+        security=[{}],
+        status_code=200,
+        summary="Accept an invitation",
+        description=(
+            "Public: the token from the email is the credential. Joins the org (and its team). "
+            "When the hub has no account for the invited email, `name` and `password` make one "
+            "and the answer signs the new user in (`tokens`); an existing user gets the "
+            "membership and signs in as usual (`tokens` is null). Errors: 400 "
+            "`invalid_invitation`, `password_required`, `weak_password`; 409 "
+            "`invitation_used`, `already_member`; 410 `invitation_expired`, "
+            "`invitation_revoked`."
+        ),
+    )
+    async def accept_invitation(
+        self,
+        request: Request[Any, Any, State],
+        db_session: NamedDependency[AsyncSession],
+        data: Acceptance,
+    ) -> AcceptedInvitation:
+        """Accept the invitation the token names."""
+        settings: Settings = request.app.state.settings
+        return await invitations.accept_invitation(
+            db_session,
+            settings,
+            data,
+            ip=client_ip(request),
+            user_agent=request.headers.get("user-agent"),
+            request_id=request_id(request),
+        )
+
+
+def _outbox(request: Request[Any, Any, State]) -> Outbox:
+    settings: Settings = request.app.state.settings
+    return Outbox(request.app.state.mailer, settings.public_url)

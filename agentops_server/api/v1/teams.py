@@ -1,0 +1,155 @@
+"""``/api/v1/teams``: teams inside the org and who belongs to them."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, delete, get, patch, post, put
+from litestar.di import NamedDependency
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agentops_server.api.v1.actors import actor_of
+from agentops_server.api.v1.refusals import JSON_BODY_LIMIT, REFUSALS
+from agentops_server.auth.guards import requires
+from agentops_server.auth.permissions import Permission
+from agentops_server.auth.principal import Principal
+from agentops_server.services import teams
+from agentops_server.services.teams import TeamDetail, TeamList
+
+__all__ = ["TeamController"]
+
+_LEADS = "Team leads may change only the teams they belong to (403 `not_your_team`)."
+_ADMINS = "Owners and admins only: team leads get 403 `admin_required`."
+
+
+class TeamName(msgspec.Struct, forbid_unknown_fields=True):
+    """A team's name: 1 to 200 characters, unique in the org."""
+
+    name: str
+
+
+class TeamController(Controller):
+    """Teams of the caller's org."""
+
+    path = "/teams"
+    tags = ("teams",)
+    exception_handlers = REFUSALS
+    request_max_body_size = JSON_BODY_LIMIT
+
+    @get("/", guards=[requires(Permission.TEAMS_READ)], summary="The org's teams")
+    async def list_teams(
+        self, request: Request[Principal, Principal, Any], db_session: NamedDependency[AsyncSession]
+    ) -> TeamList:
+        """Every team, by name, with its number of members."""
+        return await teams.list_teams(db_session, request.auth.org_id)
+
+    @post(
+        "/",
+        guards=[requires(Permission.TEAMS_WRITE)],
+        summary="Create a team",
+        description=(
+            f"{_ADMINS} Audited as `team.created`. Errors: 400 `invalid_name`; "
+            "409 `team_name_taken`."
+        ),
+    )
+    async def create_team(
+        self,
+        request: Request[Principal, Principal, Any],
+        db_session: NamedDependency[AsyncSession],
+        data: TeamName,
+    ) -> TeamDetail:
+        """Create a team."""
+        return await teams.create_team(db_session, request.auth, actor_of(request), data.name)
+
+    @get("/{team_id:uuid}", guards=[requires(Permission.TEAMS_READ)], summary="One team")
+    async def get_team(
+        self,
+        request: Request[Principal, Principal, Any],
+        db_session: NamedDependency[AsyncSession],
+        team_id: uuid.UUID,
+    ) -> TeamDetail:
+        """A team with its members (404 `team_not_found`)."""
+        return await teams.get_team(db_session, request.auth.org_id, team_id)
+
+    @patch(
+        "/{team_id:uuid}",
+        guards=[requires(Permission.TEAMS_WRITE)],
+        summary="Rename a team",
+        description=(
+            f"{_LEADS} Audited as `team.renamed`. Errors: 400 `invalid_name`; 404 "
+            "`team_not_found`; 409 `team_name_taken`."
+        ),
+    )
+    async def rename_team(
+        self,
+        request: Request[Principal, Principal, Any],
+        db_session: NamedDependency[AsyncSession],
+        team_id: uuid.UUID,
+        data: TeamName,
+    ) -> TeamDetail:
+        """Rename the team."""
+        return await teams.rename_team(
+            db_session, request.auth, actor_of(request), team_id, data.name
+        )
+
+    @delete(
+        "/{team_id:uuid}",
+        guards=[requires(Permission.TEAMS_WRITE)],
+        summary="Delete a team",
+        description=(
+            f"{_ADMINS} Its members stay in the org; its agents and pending invitations belong "
+            "to no team any more. Audited as `team.deleted`. 404 `team_not_found`."
+        ),
+    )
+    async def delete_team(
+        self,
+        request: Request[Principal, Principal, Any],
+        db_session: NamedDependency[AsyncSession],
+        team_id: uuid.UUID,
+    ) -> None:
+        """Delete the team."""
+        await teams.delete_team(db_session, request.auth, actor_of(request), team_id)
+
+    @put(
+        "/{team_id:uuid}/members/{user_id:uuid}",
+        guards=[requires(Permission.TEAMS_WRITE)],
+        summary="Add a member to a team",
+        description=(
+            f"{_LEADS} Already in the team: nothing changes. Audited as `team.member_added`. "
+            "Errors: 404 `team_not_found`, `member_not_found`."
+        ),
+    )
+    async def add_member(
+        self,
+        request: Request[Principal, Principal, Any],
+        db_session: NamedDependency[AsyncSession],
+        team_id: uuid.UUID,
+        user_id: uuid.UUID,
+    ) -> TeamDetail:
+        """Put an org member in the team."""
+        return await teams.add_team_member(
+            db_session, request.auth, actor_of(request), team_id, user_id
+        )
+
+    @delete(
+        "/{team_id:uuid}/members/{user_id:uuid}",
+        guards=[requires(Permission.TEAMS_WRITE)],
+        summary="Remove a member from a team",
+        description=(
+            f"{_LEADS} They stay in the org; not in the team: nothing changes. Audited as "
+            "`team.member_removed`. 404 `team_not_found`."
+        ),
+    )
+    async def remove_member(
+        self,
+        request: Request[Principal, Principal, Any],
+        db_session: NamedDependency[AsyncSession],
+        team_id: uuid.UUID,
+        user_id: uuid.UUID,
+    ) -> None:
+        """Take a member out of the team."""
+        await teams.remove_team_member(
+            db_session, request.auth, actor_of(request), team_id, user_id
+        )

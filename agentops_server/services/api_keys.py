@@ -1,0 +1,318 @@
+"""API keys of an org: create (the secret shown once), list, revoke, rotate.
+
+A key is stored only as a hash (:mod:`agentops_server.auth.api_keys`); lists show its prefix.
+Nobody grants a key more than they may do themselves: the permissions of the scopes asked for
+must all be the caller's own (``scope_escalation``), which matters most when a key creates or
+rotates keys. Rotating makes a new key with the old one's name, scopes and expiry, and ends the
+old one at once, or after a grace period (``grace_seconds``) during which both work: the old
+key's expiry is brought forward to the end of the grace period.
+
+Each change is audited in the transaction that makes it; the secret never is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from collections.abc import Iterable
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
+
+from agentops_server.auth.api_keys import SCOPES
+from agentops_server.auth.permissions import SCOPE_PERMISSIONS, Scope
+from agentops_server.auth.principal import Principal
+from agentops_server.db.models import ApiKey
+from agentops_server.services import audit
+from agentops_server.services.audit import Actor
+from agentops_server.services.org_profile import clean_name
+from agentops_server.services.orgs import new_key_row
+from agentops_server.services.refusals import Forbidden, Gone, Invalid, NotFound
+
+__all__ = [
+    "MAX_EXPIRY_DAYS",
+    "MAX_GRACE_SECONDS",
+    "ApiKeyList",
+    "ApiKeyView",
+    "CreatedApiKey",
+    "create_key",
+    "list_keys",
+    "revoke_key",
+    "rotate_key",
+]
+
+MAX_EXPIRY_DAYS = 3650
+MAX_GRACE_SECONDS = 7 * 24 * 3600
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ApiKeyView:
+    """A key as listed: never its secret nor its hash."""
+
+    id: uuid.UUID
+    name: str
+    prefix: str
+    scopes: list[str]
+    created_at: dt.datetime
+    created_by: uuid.UUID | None
+    last_used_at: dt.datetime | None
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class CreatedApiKey(ApiKeyView):
+    """A key just made: ``key`` is the secret, shown this once and stored only as a hash."""
+
+    key: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ApiKeyList:
+    """Every key of the org, revoked ones included, newest first."""
+
+    items: list[ApiKeyView]
+
+
+async def list_keys(session: AsyncSession, org_id: uuid.UUID) -> ApiKeyList:
+    """The org's keys, newest first."""
+    rows = await session.scalars(
+        select(ApiKey).where(ApiKey.org_id == org_id).order_by(ApiKey.created_at.desc())
+    )
+    return ApiKeyList(items=[_view(row) for row in rows])
+
+
+async def create_key(
+    session: AsyncSession,
+    principal: Principal,
+    actor: Actor,
+    *,
+    name: str,
+    scopes: Iterable[str],
+    expires_at: dt.datetime | None = None,
+    expires_in_days: int | None = None,
+) -> CreatedApiKey:
+    """Make a key; audit; commit. The answer holds the secret, once.
+
+    Refusals: ``invalid_name``, ``unknown_scope``, ``no_scopes``, ``scope_escalation``,
+    ``conflicting_expiry``, ``invalid_expiry``.
+    """
+    wanted = _scopes(scopes)
+    _check_grantable(principal, wanted)
+    now = dt.datetime.now(dt.UTC)
+    row, issued = new_key_row(
+        principal.org_id,
+        name=clean_name(name, what="key"),
+        scopes=wanted,
+        created_by=principal.user_id,
+        expires_at=_expiry(now, expires_at, expires_in_days),
+    )
+    row.created_at = now
+    session.add(row)
+    await audit.record(
+        session,
+        principal.org_id,
+        actor,
+        "api_key.created",
+        target_type="api_key",
+        target_id=row.id,
+        after=_state(row),
+    )
+    await session.commit()
+    return CreatedApiKey(**_fields(row), key=issued.key)
+
+
+async def revoke_key(
+    session: AsyncSession, principal: Principal, actor: Actor, key_id: uuid.UUID
+) -> None:
+    """Revoke a key at once; audit; commit. Revoking a revoked key changes nothing.
+
+    Refusals: ``api_key_not_found``.
+    """
+    row = await _key(session, principal.org_id, key_id)
+    if row.revoked_at is not None:
+        return
+    before = _state(row)
+    if await _end(session, row, revoked_at=dt.datetime.now(dt.UTC)):
+        await audit.record(
+            session,
+            principal.org_id,
+            actor,
+            "api_key.revoked",
+            target_type="api_key",
+            target_id=key_id,
+            before=before,
+            after=_state(row),
+        )
+        await session.commit()
+
+
+async def rotate_key(
+    session: AsyncSession,
+    principal: Principal,
+    actor: Actor,
+    key_id: uuid.UUID,
+    *,
+    grace_seconds: int = 0,
+) -> CreatedApiKey:
+    """Replace a key by a new one with its name, scopes and expiry; end the old one now, or
+    ``grace_seconds`` from now; audit; commit.
+
+    Refusals: ``api_key_not_found``, ``api_key_revoked``, ``api_key_expired``,
+    ``scope_escalation``, ``invalid_grace``.
+    """
+    if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
+        raise Invalid(
+            "invalid_grace", f"grace_seconds is between 0 and {MAX_GRACE_SECONDS} (7 days)."
+        )
+    old = await _key(session, principal.org_id, key_id)
+    now = dt.datetime.now(dt.UTC)
+    if old.revoked_at is not None:
+        raise Gone("api_key_revoked", "This key is revoked: create a new one instead.")
+    if old.expires_at is not None and old.expires_at <= now:
+        raise Gone("api_key_expired", "This key has expired: create a new one instead.")
+    _check_grantable(principal, old.scopes)
+    new, issued = new_key_row(
+        principal.org_id,
+        name=old.name,
+        scopes=old.scopes,
+        created_by=principal.user_id,
+        expires_at=old.expires_at,
+    )
+    new.created_at = now
+    session.add(new)
+    before = _state(old)
+    if grace_seconds == 0:
+        ended = await _end(session, old, revoked_at=now)
+    else:
+        grace_end = now + dt.timedelta(seconds=grace_seconds)
+        ended = await _end(session, old, expires_at=min(grace_end, old.expires_at or grace_end))
+    if not ended:  # revoked by someone else meanwhile
+        await session.rollback()
+        raise Gone("api_key_revoked", "This key is revoked: create a new one instead.")
+    await audit.record(
+        session,
+        principal.org_id,
+        actor,
+        "api_key.created",
+        target_type="api_key",
+        target_id=new.id,
+        after={**_state(new), "rotated_from": str(old.id)},
+    )
+    await audit.record(
+        session,
+        principal.org_id,
+        actor,
+        "api_key.rotated",
+        target_type="api_key",
+        target_id=old.id,
+        before=before,
+        after={**_state(old), "replaced_by": str(new.id), "grace_seconds": grace_seconds},
+    )
+    await session.commit()
+    return CreatedApiKey(**_fields(new), key=issued.key)
+
+
+def _scopes(scopes: Iterable[str]) -> list[str]:
+    wanted = sorted(set(scopes))
+    unknown = [scope for scope in wanted if scope not in SCOPES]
+    if unknown:
+        raise Invalid(
+            "unknown_scope",
+            f"Unknown scope(s) {', '.join(unknown)}; scopes are "
+            f"{', '.join(scope.value for scope in Scope)}.",
+            unknown=unknown,
+        )
+    if not wanted:
+        raise Invalid("no_scopes", "Give the key at least one scope.")
+    return wanted
+
+
+def _check_grantable(principal: Principal, scopes: Iterable[str]) -> None:
+    """``scope_escalation`` unless everything ``scopes`` allow, the caller may do too."""
+    beyond = [
+        scope for scope in scopes if not SCOPE_PERMISSIONS[Scope(scope)] <= principal.permissions
+    ]
+    if beyond:
+        raise Forbidden(
+            "scope_escalation",
+            f"You cannot grant {', '.join(beyond)}: it allows more than you may do.",
+            scopes=beyond,
+        )
+
+
+def _expiry(
+    now: dt.datetime, expires_at: dt.datetime | None, expires_in_days: int | None
+) -> dt.datetime | None:
+    if expires_at is not None and expires_in_days is not None:
+        raise Invalid("conflicting_expiry", "Give expires_at or expires_in_days, not both.")
+    if expires_in_days is not None:
+        if not 1 <= expires_in_days <= MAX_EXPIRY_DAYS:
+            raise Invalid("invalid_expiry", f"expires_in_days is between 1 and {MAX_EXPIRY_DAYS}.")
+        return now + dt.timedelta(days=expires_in_days)
+    if expires_at is None:
+        return None
+    moment = expires_at if expires_at.tzinfo else expires_at.replace(tzinfo=dt.UTC)
+    if moment <= now:
+        raise Invalid("invalid_expiry", "expires_at must be in the future.")
+    if moment > now + dt.timedelta(days=MAX_EXPIRY_DAYS):
+        raise Invalid("invalid_expiry", f"expires_at is at most {MAX_EXPIRY_DAYS} days away.")
+    return moment.astimezone(dt.UTC)
+
+
+async def _key(session: AsyncSession, org_id: uuid.UUID, key_id: uuid.UUID) -> ApiKey:
+    row = await session.get(ApiKey, (org_id, key_id))
+    if row is None:
+        raise NotFound("api_key_not_found", "This org has no such API key.")
+    return row
+
+
+async def _end(session: AsyncSession, row: ApiKey, **values: dt.datetime) -> bool:
+    """Revoke ``row`` or bring its expiry forward, unless it is revoked meanwhile; whether this
+    call did (one conditional statement, so two revocations never both count)."""
+    result = cast(
+        "CursorResult[Any]",
+        await session.execute(
+            update(ApiKey)
+            .where(ApiKey.org_id == row.org_id, ApiKey.id == row.id, ApiKey.revoked_at.is_(None))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        ),
+    )
+    if result.rowcount != 1:
+        return False
+    for name, value in values.items():
+        set_committed_value(row, name, value)
+    return True
+
+
+def _state(row: ApiKey) -> dict[str, Any]:
+    """What the audit log keeps of a key (never its hash)."""
+    return {
+        "name": row.name,
+        "prefix": row.prefix,
+        "scopes": list(row.scopes),
+        "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+        "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
+    }
+
+
+def _fields(row: ApiKey) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "prefix": row.prefix,
+        "scopes": list(row.scopes),
+        "created_at": row.created_at,
+        "created_by": row.created_by,
+        "last_used_at": row.last_used_at,
+        "expires_at": row.expires_at,
+        "revoked_at": row.revoked_at,
+    }
+
+
+def _view(row: ApiKey) -> ApiKeyView:
+    return ApiKeyView(**_fields(row))

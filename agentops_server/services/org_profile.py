@@ -1,0 +1,467 @@
+"""The org itself: its profile (name, slug, plan, region, logo), creating more orgs, deleting one.
+
+- **Profile.** Name and slug are settings (``settings:write``); the plan and the region belong
+  to owners (``owners:manage``, else ``owner_required``), and take values from :data:`PLANS`
+  and :data:`REGIONS`. Slugs are unique across the hub (``slug_taken``).
+- **Logo.** Either an external ``https`` URL or an uploaded image, one at a time: uploading
+  clears the URL, setting a URL drops the upload. Uploads are PNG, JPEG, WebP or GIF, told by
+  their first bytes (never by what the client claims; no SVG: it can carry script), at most
+  :data:`LOGO_MAX_BYTES`, kept in the database so every hub process can serve them.
+- **More orgs.** A signed-in person creates another org and becomes its owner.
+- **Deleting** the org removes every row it has, its audit log included: an org's log lives and
+  dies with it (the hub's own log keeps one ``org deleted`` line).
+
+Every change is audited in the transaction that makes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import logging
+import re
+import unicodedata
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+from sqlalchemy import delete, exists, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agentops_server.auth.permissions import Permission, Role
+from agentops_server.auth.principal import Principal
+from agentops_server.db.models import Base, Membership, Org, OrgLogo
+from agentops_server.db.tenancy import tenant
+from agentops_server.services import audit
+from agentops_server.services.audit import Actor
+from agentops_server.services.refusals import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    TooLarge,
+    Unsupported,
+)
+from agentops_server.services.slugs import SLUG_PATTERN, slugify
+
+__all__ = [
+    "LOGO_MAX_BYTES",
+    "LOGO_URL_MAX_LENGTH",
+    "PLANS",
+    "REGIONS",
+    "Logo",
+    "NewOrg",
+    "OrgChanges",
+    "OrgList",
+    "OrgMembership",
+    "OrgProfile",
+    "clean_name",
+    "create_org",
+    "delete_logo",
+    "delete_org",
+    "get_logo",
+    "get_profile",
+    "list_orgs",
+    "logo_too_large",
+    "logo_type",
+    "set_logo",
+    "update_profile",
+]
+
+logger = logging.getLogger("agentops_server.orgs")
+
+PLANS = ("free", "team", "business", "enterprise")
+REGIONS = ("default", "us", "eu", "ap")
+LOGO_MAX_BYTES = 256 * 1024
+LOGO_URL_MAX_LENGTH = 2048
+NAME_MAX_LENGTH = 200
+
+_LOGO_SIGNATURES: tuple[tuple[str, dict[int, bytes]], ...] = (
+    ("image/png", {0: b"\x89PNG\r\n\x1a\n"}),
+    ("image/jpeg", {0: b"\xff\xd8\xff"}),
+    ("image/gif", {0: b"GIF87a"}),
+    ("image/gif", {0: b"GIF89a"}),
+    ("image/webp", {0: b"RIFF", 8: b"WEBP"}),
+)
+"""(content type, {offset: magic bytes}): the four image formats every browser shows."""
+
+_DELETED_WITH_THE_ORG = frozenset({"orgs", "audit_log"})
+"""Tables the org-wide delete does not empty itself: the org row last, and the append-only
+audit log, whose rows its foreign key's ``ON DELETE CASCADE`` removes with the org row (its
+triggers refuse any other delete while the org exists)."""
+
+
+class OrgChanges(msgspec.Struct, forbid_unknown_fields=True):
+    """A change to the org's profile: only the fields given change (``logo_url`` null: none)."""
+
+    name: str | msgspec.UnsetType = msgspec.UNSET
+    slug: str | msgspec.UnsetType = msgspec.UNSET
+    logo_url: str | msgspec.UnsetType | None = msgspec.UNSET
+    plan: str | msgspec.UnsetType = msgspec.UNSET
+    region: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class NewOrg(msgspec.Struct, forbid_unknown_fields=True):
+    """Another org for the signed-in person; the slug defaults to one made from the name."""
+
+    name: str
+    slug: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class OrgProfile:
+    """The org as its members see it. ``logo_uploaded``: fetch the logo from
+    ``/api/v1/org/logo``; else ``logo_url``, if any, is where it is."""
+
+    id: uuid.UUID
+    name: str
+    slug: str
+    plan: str
+    region: str
+    logo_url: str | None
+    logo_uploaded: bool
+    created_at: dt.datetime
+    updated_at: dt.datetime | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class OrgMembership:
+    """An org the signed-in person belongs to, and their role there."""
+
+    id: uuid.UUID
+    name: str
+    slug: str
+    role: Role
+    joined_at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class OrgList:
+    """The orgs of the signed-in person, by name."""
+
+    items: list[OrgMembership]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Logo:
+    """An uploaded logo: its bytes and their content type."""
+
+    content_type: str
+    data: bytes
+    updated_at: dt.datetime
+
+
+def clean_name(value: str, *, what: str) -> str:
+    """``value`` stripped; ``invalid_name`` if empty, too long or holding control characters.
+    ``what`` names the thing in the message (org, team, key)."""
+    name = value.strip()
+    if not name or len(name) > NAME_MAX_LENGTH:
+        raise Invalid("invalid_name", f"A {what} name has 1 to {NAME_MAX_LENGTH} characters.")
+    if any(unicodedata.category(char) == "Cc" for char in name):
+        raise Invalid("invalid_name", f"A {what} name cannot hold control characters.")
+    return name
+
+
+async def get_profile(session: AsyncSession, org_id: uuid.UUID) -> OrgProfile:
+    """The org's profile."""
+    org = await _org(session, org_id)
+    uploaded = await session.scalar(select(exists().where(OrgLogo.org_id == org_id)))
+    return _profile(org, bool(uploaded))
+
+
+async def update_profile(
+    session: AsyncSession, principal: Principal, actor: Actor, changes: OrgChanges
+) -> OrgProfile:
+    """Apply ``changes`` to the org's profile; audit what changed; commit.
+
+    Refusals: ``invalid_name``, ``invalid_slug``, ``invalid_logo_url``, ``owner_required``,
+    ``invalid_plan``, ``invalid_region``, ``slug_taken``.
+    """
+    org = await _org(session, principal.org_id)
+    wanted: dict[str, Any] = {}
+    if not isinstance(changes.name, msgspec.UnsetType):
+        wanted["name"] = clean_name(changes.name, what="org")
+    if not isinstance(changes.slug, msgspec.UnsetType):
+        wanted["slug"] = _slug(changes.slug)
+    if not isinstance(changes.logo_url, msgspec.UnsetType):
+        wanted["logo_url"] = None if changes.logo_url is None else _logo_url(changes.logo_url)
+    for field, allowed in (("plan", PLANS), ("region", REGIONS)):
+        value = getattr(changes, field)
+        if isinstance(value, msgspec.UnsetType) or value == getattr(org, field):
+            continue
+        if not principal.can(Permission.OWNERS_MANAGE):
+            raise Forbidden("owner_required", f"Only an owner may change the org's {field}.")
+        if value not in allowed:
+            raise Invalid(f"invalid_{field}", f"The {field} is one of {', '.join(allowed)}.")
+        wanted[field] = value
+    changed = {field: value for field, value in wanted.items() if getattr(org, field) != value}
+    dropped_upload = changed.get("logo_url") is not None and await _drop_upload(session, org.id)
+    if not changed:
+        return await get_profile(session, org.id)
+    before = {field: getattr(org, field) for field in changed}
+    for field, value in changed.items():
+        setattr(org, field, value)
+    org.updated_at = dt.datetime.now(dt.UTC)
+    await audit.record(
+        session,
+        org.id,
+        actor,
+        "org.updated",
+        target_type="org",
+        target_id=org.id,
+        before={**before, **({"logo_uploaded": True} if dropped_upload else {})},
+        after=changed,
+    )
+    await _flush_unless_slug_taken(session, changed.get("slug"))
+    await session.commit()
+    return await get_profile(session, org.id)
+
+
+async def set_logo(
+    session: AsyncSession, org_id: uuid.UUID, actor: Actor, data: bytes
+) -> OrgProfile:
+    """Keep ``data`` as the org's logo (and drop its logo URL); audit; commit.
+
+    Refusals: ``logo_too_large``, ``unsupported_logo_type``.
+    """
+    if len(data) > LOGO_MAX_BYTES:
+        raise logo_too_large()
+    content_type = logo_type(data)
+    if content_type is None:
+        raise Unsupported(
+            "unsupported_logo_type", "Upload the logo as a PNG, JPEG, WebP or GIF image."
+        )
+    org = await _org(session, org_id)
+    now = dt.datetime.now(dt.UTC)
+    logo = await session.get(OrgLogo, org_id)
+    before = {"logo_url": org.logo_url, "logo": _logo_state(logo) if logo else None}
+    if logo is None:
+        logo = OrgLogo(org_id=org_id, content_type=content_type, data=data, updated_at=now)
+        session.add(logo)
+    else:
+        logo.content_type, logo.data, logo.updated_at = content_type, data, now
+    org.logo_url, org.updated_at = None, now
+    await audit.record(
+        session,
+        org_id,
+        actor,
+        "org.logo_uploaded",
+        target_type="org",
+        target_id=org_id,
+        before=before,
+        after={"logo_url": None, "logo": _logo_state(logo)},
+    )
+    await session.commit()
+    return await get_profile(session, org_id)
+
+
+async def get_logo(session: AsyncSession, org_id: uuid.UUID) -> Logo:
+    """The org's uploaded logo; ``logo_not_found`` if it has none."""
+    logo = await session.get(OrgLogo, org_id)
+    if logo is None:
+        raise NotFound("logo_not_found", "This org has no uploaded logo.")
+    return Logo(content_type=logo.content_type, data=logo.data, updated_at=logo.updated_at)
+
+
+async def delete_logo(session: AsyncSession, org_id: uuid.UUID, actor: Actor) -> None:
+    """Remove the org's logo, uploaded or URL; audit; commit. Without a logo, nothing changes."""
+    org = await _org(session, org_id)
+    logo = await session.get(OrgLogo, org_id)
+    if logo is None and org.logo_url is None:
+        return
+    before = {"logo_url": org.logo_url, "logo": _logo_state(logo) if logo else None}
+    if logo is not None:
+        await session.delete(logo)
+    org.logo_url, org.updated_at = None, dt.datetime.now(dt.UTC)
+    await audit.record(
+        session,
+        org_id,
+        actor,
+        "org.logo_removed",
+        target_type="org",
+        target_id=org_id,
+        before=before,
+        after={"logo_url": None, "logo": None},
+    )
+    await session.commit()
+
+
+async def list_orgs(session: AsyncSession, user_id: uuid.UUID) -> OrgList:
+    """The orgs ``user_id`` belongs to, by name, with their role in each."""
+    rows = await session.execute(
+        select(Org, Membership)
+        .join(Membership, Membership.org_id == Org.id)
+        .where(Membership.user_id == user_id)
+        .order_by(Org.name, Org.slug)
+    )
+    return OrgList(
+        items=[
+            OrgMembership(
+                id=org.id,
+                name=org.name,
+                slug=org.slug,
+                role=Role(membership.role),
+                joined_at=membership.created_at,
+            )
+            for org, membership in rows
+        ]
+    )
+
+
+async def create_org(
+    session: AsyncSession, user_id: uuid.UUID, actor: Actor, new: NewOrg
+) -> OrgProfile:
+    """Create an org with ``user_id`` as its owner; audit it in the new org; commit.
+
+    The slug is ``new.slug`` or made from the name; a taken slug is refused, never changed.
+    Refusals: ``invalid_name``, ``invalid_slug``, ``slug_taken``.
+    """
+    name = clean_name(new.name, what="org")
+    slug = slugify(name) if new.slug is None else _slug(new.slug)
+    org_id = uuid.uuid4()
+    await session.rollback()  # end the request's transaction: the next one acts as the new org
+    with tenant(org_id=org_id, user_id=user_id):
+        now = dt.datetime.now(dt.UTC)
+        session.add(Org(id=org_id, name=name, slug=slug, created_at=now))
+        await _flush_unless_slug_taken(session, slug)  # other orgs are invisible: the index says
+        session.add(
+            Membership(org_id=org_id, user_id=user_id, role=Role.OWNER.value, created_at=now)
+        )
+        await audit.record(
+            session,
+            org_id,
+            actor,
+            "org.created",
+            target_type="org",
+            target_id=org_id,
+            after={"name": name, "slug": slug, "owner": str(user_id)},
+        )
+        await session.commit()
+        return await get_profile(session, org_id)
+
+
+async def delete_org(session: AsyncSession, principal: Principal, confirm: str | None) -> None:
+    """Delete the org and every row it has, its audit log included; commit.
+
+    ``confirm`` must be the org's slug (``confirmation_required`` otherwise): deleting an org
+    cannot be undone.
+    """
+    org = await _org(session, principal.org_id)
+    if confirm != org.slug:
+        raise Invalid(
+            "confirmation_required",
+            'Deleting an org cannot be undone: send {"confirm": "<the org\'s slug>"}.',
+        )
+    for table in reversed(Base.metadata.sorted_tables):  # rows that refer to others go first
+        if "org_id" in table.c and table.name not in _DELETED_WITH_THE_ORG:
+            await session.execute(delete(table).where(table.c.org_id == org.id))
+    await session.execute(
+        delete(Org).where(Org.id == org.id).execution_options(synchronize_session=False)
+    )
+    await session.commit()
+    logger.info(
+        "org deleted",
+        extra={"org_id": str(org.id), "slug": org.slug, "by": str(principal.actor_id)},
+    )
+
+
+def logo_too_large() -> TooLarge:
+    """The refusal of a logo over :data:`LOGO_MAX_BYTES`."""
+    return TooLarge(
+        "logo_too_large",
+        f"A logo is at most {LOGO_MAX_BYTES // 1024} KiB.",
+        max_bytes=LOGO_MAX_BYTES,
+    )
+
+
+def logo_type(data: bytes) -> str | None:
+    """The content type of ``data`` by its magic bytes, if it is an image the hub takes."""
+    for content_type, magic in _LOGO_SIGNATURES:
+        if all(data[at : at + len(part)] == part for at, part in magic.items()):
+            return content_type
+    return None
+
+
+def _slug(value: str) -> str:
+    if not re.fullmatch(SLUG_PATTERN, value):
+        raise Invalid(
+            "invalid_slug",
+            "A slug has 1 to 64 lower-case letters, digits and inner hyphens (acme-corp).",
+        )
+    return value
+
+
+def _logo_url(value: str) -> str:
+    url = value.strip()
+    problem = None
+    if len(url) > LOGO_URL_MAX_LENGTH:
+        problem = f"is at most {LOGO_URL_MAX_LENGTH} characters"
+    elif any(char.isspace() or unicodedata.category(char) == "Cc" for char in url):
+        problem = "cannot hold spaces or control characters"
+    else:
+        try:
+            parts = urlsplit(url)
+            valid = parts.scheme == "https" and bool(parts.hostname) and not parts.username
+        except ValueError:
+            valid = False
+        if not valid:
+            problem = "must be an https:// URL with a host (and no user name)"
+    if problem is not None:
+        raise Invalid("invalid_logo_url", f"The logo URL {problem}.")
+    return url
+
+
+async def _org(session: AsyncSession, org_id: uuid.UUID) -> Org:
+    org = await session.get(Org, org_id)
+    if org is None:  # the caller's org: gone only if it was deleted during the request
+        raise NotFound("org_not_found", "This org no longer exists.")
+    return org
+
+
+async def _drop_upload(session: AsyncSession, org_id: uuid.UUID) -> bool:
+    logo = await session.get(OrgLogo, org_id)
+    if logo is None:
+        return False
+    await session.delete(logo)
+    return True
+
+
+async def _flush_unless_slug_taken(session: AsyncSession, slug: str | None) -> None:
+    """Flush; ``slug_taken`` if the orgs' unique slug index refuses ``slug``."""
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        await session.rollback()
+        if slug is None or "slug" not in str(exc.orig):
+            raise
+        raise _slug_taken(slug) from None
+
+
+def _slug_taken(slug: str) -> Conflict:
+    return Conflict("slug_taken", f"Another org already has the slug {slug!r}.")
+
+
+def _logo_state(logo: OrgLogo) -> dict[str, Any]:
+    """What the audit log keeps of an uploaded logo: its type, size and digest."""
+    return {
+        "content_type": logo.content_type,
+        "bytes": len(logo.data),
+        "sha256": hashlib.sha256(logo.data).hexdigest(),
+    }
+
+
+def _profile(org: Org, uploaded: bool) -> OrgProfile:
+    return OrgProfile(
+        id=org.id,
+        name=org.name,
+        slug=org.slug,
+        plan=org.plan,
+        region=org.region,
+        logo_url=org.logo_url,
+        logo_uploaded=uploaded,
+        created_at=org.created_at,
+        updated_at=org.updated_at,
+    )
