@@ -118,8 +118,9 @@ async def sign_in_external(
     """The user and org an OAuth sign-in lands in; commits what it had to create.
 
     The org is ``org_slug`` (the user must be a member), else the user's first org, else a new
-    personal org with the user as owner (audited ``org.created``). Checks come before writes:
-    a refused sign-in creates nothing. Raises the :class:`IdentityError` subclasses.
+    personal org with the user as owner (audited ``org.created`` and ``member.added``, as
+    sign-up does). Checks come before writes: a refused sign-in creates nothing. Raises the
+    :class:`IdentityError` subclasses.
     """
     for attempt in range(_ATTEMPTS):
         try:
@@ -332,13 +333,23 @@ async def _create_personal_org(
     session.add(Org(id=org_id, name=name, slug=slug))
     await session.flush()
     session.add(Membership(org_id=org_id, user_id=owner.user_id, role=Role.OWNER.value))
+    actor = Actor("user", owner.user_id, ip, request_id)
     await audit.record(
         session,
         org_id,
-        Actor("user", owner.user_id, ip, request_id),
+        actor,
         "org.created",
         target_type="org",
         target_id=org_id,
         after={"name": name, "slug": slug},
+    )
+    await audit.record(
+        session,
+        org_id,
+        actor,
+        "member.added",
+        target_type="user",
+        target_id=owner.user_id,
+        after={"email": owner.email, "role": Role.OWNER.value},
     )
     await session.flush()

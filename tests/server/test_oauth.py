@@ -223,8 +223,11 @@ def test_first_sign_in_makes_the_user_a_personal_org_and_a_session(
     assert (org.Org.name, org.Org.slug) == ("Ada Lovelace", "ada-lovelace")
     (membership,) = rows(url, select(Membership))
     assert (membership.Membership.user_id, membership.Membership.role) == (user.User.id, "owner")
-    (event,) = rows(url, select(AuditEvent).where(AuditEvent.action == "org.created"))
-    assert (event.AuditEvent.actor_id, event.AuditEvent.target_id) == (user.User.id, body["org_id"])
+    audited = rows(url, select(AuditEvent.action, AuditEvent.actor_id, AuditEvent.target_id))
+    assert sorted(audited) == [
+        ("member.added", user.User.id, str(user.User.id)),
+        ("org.created", user.User.id, body["org_id"]),
+    ]
     (session,) = rows(url, select(UserSession))
     assert str(session.UserSession.id) == body["session_id"]
     assert session.UserSession.method == "oauth:corp"
