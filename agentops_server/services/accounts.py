@@ -430,8 +430,8 @@ async def switch_org(
     *,
     client: Client = Client(),
 ) -> sessions.TokenPair:
-    """A new session of the user in another of their orgs (``wanted``: id or slug)."""
-    await session.commit()  # end the request's transaction: the next ones run as other tenants
+    """A new session of the user in another of their orgs (``wanted``: id or slug). Call it
+    with no transaction open: it runs as the user, then as the chosen org."""
     chosen = choose_org(await memberships_of(session, user_id), wanted)
     return await sessions.start_session(
         session,

@@ -204,8 +204,7 @@ def test_signup_refuses_a_body_that_is_not_json(client: Client, migrated_url: st
         f"{AUTH}/signup", content=b"{not json", headers={"content-type": "application/json"}
     )
 
-    assert response.status_code == 400
-    assert response.headers["content-type"].startswith("application/problem+json")
+    assert_problem(response, 400, "bad_request")
     assert counts(migrated_url) == (0, 0, 0, 0)
 
 
@@ -216,6 +215,25 @@ def test_signup_refuses_an_oversized_body(client: Client, migrated_url: str) -> 
 
     assert_problem(response, 413, "payload_too_large")
     assert counts(migrated_url) == (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/signup", "/login", "/login/mfa", "/refresh", "/password/forgot", "/password/reset"],
+)
+def test_public_routes_refuse_malformed_and_oversized_bodies(
+    client: Client, migrated_url: str, path: str
+) -> None:
+    for body in ([], {"unexpected": "field"}, {"email": 1, "password": 2, "token": 3}):
+        assert_problem(client.post(f"{AUTH}{path}", json=body), 400, "validation_error")
+    not_json = client.post(
+        f"{AUTH}{path}", content=b"\x00\xff", headers={"content-type": "application/json"}
+    )
+    assert_problem(not_json, 400, "bad_request")
+    oversized = client.post(f"{AUTH}{path}", json={"padding": "x" * 70_000})
+    assert_problem(oversized, 413, "payload_too_large")
+    assert counts(migrated_url) == (0, 0, 0, 0)
+    assert rows(migrated_url, "SELECT count(*) FROM password_resets") == [(0,)]
 
 
 # -- sign-in -------------------------------------------------------------------------------------

@@ -477,7 +477,6 @@ class AuthController(Controller):
         principal = request.auth
         user_id, session_id = _user_of(principal), _session_of(principal)
         if data is not None and data.everywhere:
-            await db_session.commit()
             await sessions.revoke_everywhere(db_session, user_id, reason="logout_everywhere")
             return
         await sessions.revoke_session(
