@@ -38,6 +38,7 @@ __all__ = [
     "ApiKeyList",
     "ApiKeyView",
     "CreatedApiKey",
+    "check_grantable",
     "create_key",
     "list_keys",
     "revoke_key",
@@ -101,7 +102,7 @@ async def create_key(
     ``conflicting_expiry``, ``invalid_expiry``.
     """
     wanted = _scopes(scopes)
-    _check_grantable(principal, wanted)
+    check_grantable(principal, wanted)
     now = dt.datetime.now(dt.UTC)
     row, issued = new_key_row(
         principal.org_id,
@@ -174,7 +175,7 @@ async def rotate_key(
         raise Gone("api_key_revoked", "This key is revoked: create a new one instead.")
     if old.expires_at is not None and old.expires_at <= now:
         raise Gone("api_key_expired", "This key has expired: create a new one instead.")
-    _check_grantable(principal, old.scopes)
+    check_grantable(principal, old.scopes)
     new, issued = new_key_row(
         principal.org_id,
         name=old.name,
@@ -231,7 +232,7 @@ def _scopes(scopes: Iterable[str]) -> list[str]:
     return wanted
 
 
-def _check_grantable(principal: Principal, scopes: Iterable[str]) -> None:
+def check_grantable(principal: Principal, scopes: Iterable[str]) -> None:
     """``scope_escalation`` unless everything ``scopes`` allow, the caller may do too."""
     beyond = [
         scope for scope in scopes if not SCOPE_PERMISSIONS[Scope(scope)] <= principal.permissions
