@@ -21,7 +21,7 @@ import dataclasses
 import secrets
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,7 +29,13 @@ from agentops_server.auth.permissions import Role
 from agentops_server.db.models import Membership, OAuthIdentity, Org, TeamMember, User
 from agentops_server.db.tenancy import tenant
 from agentops_server.services import audit
-from agentops_server.services.audit import Actor
+from agentops_server.services.accounts import (
+    AccountError,
+    Client,
+    OrgMembership,
+    choose_org,
+    memberships_of,
+)
 from agentops_server.services.slugs import slugify
 from agentops_server.services.users import EmailTaken, InvalidEmail, create_user, normalize_email
 
@@ -112,8 +118,7 @@ async def sign_in_external(
     identity: ExternalIdentity,
     *,
     org_slug: str | None,
-    ip: str | None = None,
-    request_id: str | None = None,
+    client: Client,
 ) -> SignedIn:
     """The user and org an OAuth sign-in lands in; commits what it had to create.
 
@@ -125,7 +130,7 @@ async def sign_in_external(
     for attempt in range(_ATTEMPTS):
         try:
             return await _sign_in(
-                session, identity, org_slug=org_slug, ip=ip, request_id=request_id, attempt=attempt
+                session, identity, org_slug=org_slug, client=client, attempt=attempt
             )
         except _RACES:
             await session.rollback()
@@ -141,11 +146,9 @@ async def member_for_identity(
     the user's orgs, else their only one. Makes the user on first sight (without an org: an
     admin invites them). Raises the :class:`IdentityError` subclasses."""
     user_id = await _user_for(session, identity)
-    with tenant(user_id=user_id):
-        memberships = await _memberships(session, user_id)
-        await session.rollback()  # read-only; the next transaction acts for the org
+    memberships = await memberships_of(session, user_id)
     if org is not None:
-        chosen = _pick(memberships, org)
+        chosen = _named(memberships, org)
     elif len(memberships) == 1:
         chosen = memberships[0]
     elif memberships:
@@ -155,15 +158,15 @@ async def member_for_identity(
         )
     else:
         raise NoMembership("You are not a member of any org yet: ask an admin to invite you.")
-    with tenant(org_id=chosen.org_id, user_id=user_id):
+    with tenant(org_id=chosen.id, user_id=user_id):
         teams = await session.scalars(
             select(TeamMember.team_id).where(
-                TeamMember.org_id == chosen.org_id, TeamMember.user_id == user_id
+                TeamMember.org_id == chosen.id, TeamMember.user_id == user_id
             )
         )
         team_ids = frozenset(teams)
         await session.rollback()
-    return Member(user_id, chosen.org_id, Role(chosen.role), team_ids)
+    return Member(user_id, chosen.id, chosen.role, team_ids)
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -179,42 +182,29 @@ class _Found:
     email: str = ""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Membership:
-    org_id: uuid.UUID
-    slug: str
-    role: str
-
-
 async def _sign_in(
     session: AsyncSession,
     identity: ExternalIdentity,
     *,
     org_slug: str | None,
-    ip: str | None,
-    request_id: str | None,
+    client: Client,
     attempt: int,
 ) -> SignedIn:
     found = await _find(session, identity)
     await session.rollback()  # read-only so far
-    memberships: list[_Membership] = []
-    if found.user_id is not None:
-        with tenant(user_id=found.user_id):
-            memberships = await _memberships(session, found.user_id)
-            await session.rollback()
-    chosen = _pick(memberships, org_slug) if org_slug is not None else None
-    if chosen is None and memberships:
-        chosen = memberships[0]
-    org_id = chosen.org_id if chosen is not None else uuid.uuid4()
+    memberships = [] if found.user_id is None else await memberships_of(session, found.user_id)
+    if org_slug is not None:
+        chosen: OrgMembership | None = _named(memberships, org_slug)
+    else:
+        chosen = memberships[0] if memberships else None  # else a personal org, made below
+    org_id = chosen.id if chosen is not None else uuid.uuid4()
     with tenant(org_id=org_id, user_id=found.user_id):
         user = found if found.user_id is not None else await _new_user(session, identity)
         assert user.user_id is not None
         if not found.linked:
             await _link(session, identity, user.user_id)
         if chosen is None:
-            await _create_personal_org(
-                session, org_id, user, attempt=attempt, ip=ip, request_id=request_id
-            )
+            await _create_personal_org(session, org_id, user, attempt=attempt, client=client)
         await session.commit()
     return SignedIn(user.user_id, org_id, new_user=found.user_id is None, new_org=chosen is None)
 
@@ -241,26 +231,34 @@ async def _user_for(session: AsyncSession, identity: ExternalIdentity) -> uuid.U
 
 
 async def _find(session: AsyncSession, identity: ExternalIdentity) -> _Found:
-    row = (
+    # One statement, so one snapshot: a concurrent first sign-in of the same identity commits
+    # its user and identity together, and this sees both or neither.
+    linked = (
+        select(OAuthIdentity.user_id)
+        .where(
+            OAuthIdentity.provider == identity.provider,
+            OAuthIdentity.subject == identity.subject,
+        )
+        .scalar_subquery()
+    )
+    try:
+        address: str | None = _address(identity)
+    except EmailRequired:
+        address = None  # fine for a known identity; a new user cannot be made without one
+    wanted = User.id == linked if address is None else or_(User.id == linked, User.email == address)
+    found = (
         await session.execute(
-            select(User.id, User.name, User.email)
-            .join(OAuthIdentity, OAuthIdentity.user_id == User.id)
-            .where(
-                OAuthIdentity.provider == identity.provider,
-                OAuthIdentity.subject == identity.subject,
+            select(User.id, User.name, User.email, (User.id == linked).label("linked")).where(
+                wanted
             )
         )
-    ).first()
-    if row is not None:
-        return _Found(row.id, linked=True, name=row.name, email=row.email)
-    if not identity.email:
+    ).all()
+    for row in found:
+        if row.linked:
+            return _Found(row.id, linked=True, name=row.name, email=row.email)
+    if not found:
         return _Found(None, linked=False)
-    address = _address(identity)
-    row = (
-        await session.execute(select(User.id, User.name, User.email).where(User.email == address))
-    ).first()
-    if row is None:
-        return _Found(None, linked=False)
+    (row,) = found
     if not identity.email_verified:
         raise EmailNotVerified(
             f"An account with {address} already exists, and {identity.provider} does not "
@@ -297,22 +295,11 @@ async def _link(session: AsyncSession, identity: ExternalIdentity, user_id: uuid
     await session.flush()
 
 
-async def _memberships(session: AsyncSession, user_id: uuid.UUID) -> list[_Membership]:
-    """The user's orgs, oldest membership first (run as ``tenant(user_id=...)``)."""
-    rows = await session.execute(
-        select(Membership.org_id, Org.slug, Membership.role)
-        .join(Org, Org.id == Membership.org_id)
-        .where(Membership.user_id == user_id)
-        .order_by(Membership.created_at, Membership.org_id)
-    )
-    return [_Membership(org_id, slug, role) for org_id, slug, role in rows]
-
-
-def _pick(memberships: list[_Membership], org: str) -> _Membership:
-    for membership in memberships:
-        if org in (membership.slug, str(membership.org_id)):
-            return membership
-    raise NotAMember(f"You are not a member of the org {org!r}.")
+def _named(memberships: list[OrgMembership], org: str) -> OrgMembership:
+    try:
+        return choose_org(memberships, org)
+    except AccountError as exc:  # no_membership or not_a_member: either way, not this org
+        raise NotAMember(f"You are not a member of the org {org!r}.") from exc
 
 
 async def _create_personal_org(
@@ -321,8 +308,7 @@ async def _create_personal_org(
     owner: _Found,
     *,
     attempt: int,
-    ip: str | None,
-    request_id: str | None,
+    client: Client,
 ) -> None:
     """A newcomer's own org, as sign-up makes it (run as ``tenant(org_id=org_id)``)."""
     assert owner.user_id is not None
@@ -333,7 +319,7 @@ async def _create_personal_org(
     session.add(Org(id=org_id, name=name, slug=slug))
     await session.flush()
     session.add(Membership(org_id=org_id, user_id=owner.user_id, role=Role.OWNER.value))
-    actor = Actor("user", owner.user_id, ip, request_id)
+    actor = client.actor(owner.user_id)
     await audit.record(
         session,
         org_id,

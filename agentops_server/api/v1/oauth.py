@@ -36,6 +36,7 @@ from agentops_server.auth.oauth import (
     safe_redirect_path,
 )
 from agentops_server.errors import Problem
+from agentops_server.services.accounts import Client
 from agentops_server.services.identities import IdentityError, sign_in_external
 from agentops_server.services.sessions import start_session
 from agentops_server.services.slugs import SLUG_PATTERN
@@ -192,13 +193,14 @@ class OAuthController(Controller):
                 "email_not_verified",
                 f"Verify your email address at {chosen.label}, then sign in again.",
             )
+        client = Client(
+            ip=client_ip(request),
+            user_agent=request.headers.get("user-agent"),
+            request_id=request_id(request),
+        )
         try:
             signed_in = await sign_in_external(
-                db_session,
-                identity,
-                org_slug=state.org,
-                ip=client_ip(request),
-                request_id=request_id(request),
+                db_session, identity, org_slug=state.org, client=client
             )
         except IdentityError as exc:
             raise identity_problem(exc) from exc
@@ -208,8 +210,8 @@ class OAuthController(Controller):
             user_id=signed_in.user_id,
             org_id=signed_in.org_id,
             method=f"oauth:{provider}",
-            ip=client_ip(request),
-            user_agent=request.headers.get("user-agent"),
+            ip=client.ip,
+            user_agent=client.user_agent,
         )
         response = Response(
             OAuthSignIn(
