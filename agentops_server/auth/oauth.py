@@ -52,7 +52,7 @@ from authlib.integrations.httpx_client import (  # type: ignore[import-untyped]
 from joserfc import jws, jwt
 from joserfc.errors import ClaimError, ExpiredTokenError, JoseError
 from joserfc.jwt import JWTClaimsRegistry
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from agentops_server.auth.jwks import JwksCache, JwksUnavailable, UnknownSigningKey
 from agentops_server.auth.tokens import InvalidToken, decode_token, encode_token
@@ -138,6 +138,13 @@ class OidcConfig(_ProviderConfig):
 
     type: Literal["oidc"]
     server_metadata_url: Annotated[str, Field(pattern=r"^https?://")]
+
+    @field_validator("scopes")
+    @classmethod
+    def _asks_for_an_id_token(cls, scopes: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if scopes is not None and "openid" not in scopes:
+            raise ValueError("must include 'openid' (without it there is no ID token)")
+        return scopes
 
 
 class GitHubConfig(_ProviderConfig):

@@ -32,17 +32,14 @@ from joserfc.jwt import JWTClaimsRegistry
 from litestar.connection import ASGIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from agentops_server.auth.external import identity_problem
+from agentops_server.api.v1.refusals import problem_of
 from agentops_server.auth.jwks import JwksCache, JwksUnavailable, UnknownSigningKey
 from agentops_server.auth.principal import Principal
 from agentops_server.auth.tokens import ISSUER
 from agentops_server.db.tenancy import TenantSession
 from agentops_server.errors import Problem
-from agentops_server.services.identities import (
-    ExternalIdentity,
-    IdentityError,
-    member_for_identity,
-)
+from agentops_server.services.identities import ExternalIdentity, member_for_identity
+from agentops_server.services.refusals import Refused
 from agentops_server.settings import Settings
 
 __all__ = ["ORG_HEADER", "PROVIDER", "SupabaseAuth", "accepts", "authenticate"]
@@ -179,8 +176,8 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any], token: st
             member = await member_for_identity(
                 session, _identity(claims), org=connection.headers.get(ORG_HEADER) or None
             )
-        except IdentityError as exc:
-            raise identity_problem(exc) from exc
+        except Refused as refusal:
+            raise problem_of(refusal) from refusal
     return Principal.member(member.org_id, member.user_id, member.role, team_ids=member.team_ids)
 
 

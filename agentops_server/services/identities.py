@@ -7,7 +7,7 @@ email (emails change hands). The first time an identity is seen it is tied to a 
 2. else, when the provider vouches for the email (verified), the user with that email, if any,
    gets the identity linked;
 3. else a user with that email exists but the email is unverified: refused
-   (:class:`EmailNotVerified`), since anyone can type someone else's address at a provider;
+   (``email_not_verified``), since anyone can type someone else's address at a provider;
 4. else a new user (no password: they sign in through the provider).
 
 :func:`sign_in_external` does this for OAuth sign-in and picks the org to sign into (making a
@@ -36,18 +36,13 @@ from agentops_server.services.accounts import (
     choose_org,
     memberships_of,
 )
+from agentops_server.services.refusals import Forbidden, Invalid
 from agentops_server.services.slugs import slugify
 from agentops_server.services.users import EmailTaken, InvalidEmail, create_user, normalize_email
 
 __all__ = [
-    "EmailNotVerified",
-    "EmailRequired",
     "ExternalIdentity",
-    "IdentityError",
     "Member",
-    "NoMembership",
-    "NotAMember",
-    "OrgRequired",
     "SignedIn",
     "member_for_identity",
     "sign_in_external",
@@ -89,30 +84,6 @@ class Member:
     team_ids: frozenset[uuid.UUID]
 
 
-class IdentityError(Exception):
-    """Base of the reasons an external identity cannot act; ``str()`` says why."""
-
-
-class EmailRequired(IdentityError):
-    """The provider gave no email address, and the hub needs one for a new user."""
-
-
-class EmailNotVerified(IdentityError):
-    """An account with this email exists, and the provider does not vouch for the email."""
-
-
-class NotAMember(IdentityError):
-    """The org asked for is not one of the user's."""
-
-
-class NoMembership(IdentityError):
-    """The user belongs to no org."""
-
-
-class OrgRequired(IdentityError):
-    """The user belongs to several orgs and none was chosen."""
-
-
 async def sign_in_external(
     session: AsyncSession,
     identity: ExternalIdentity,
@@ -124,8 +95,10 @@ async def sign_in_external(
 
     The org is ``org_slug`` (the user must be a member), else the user's first org, else a new
     personal org with the user as owner (audited ``org.created`` and ``member.added``, as
-    sign-up does). Checks come before writes: a refused sign-in creates nothing. Raises the
-    :class:`IdentityError` subclasses.
+    sign-up does). Checks come before writes: a refused sign-in creates nothing.
+
+    Refused (:mod:`~agentops_server.services.refusals`) as ``email_required``,
+    ``email_not_verified`` or ``not_a_member``.
     """
     for attempt in range(_ATTEMPTS):
         try:
@@ -144,7 +117,10 @@ async def member_for_identity(
 ) -> Member:
     """The membership a request with ``identity`` acts in: ``org`` (an org id or slug) among
     the user's orgs, else their only one. Makes the user on first sight (without an org: an
-    admin invites them). Raises the :class:`IdentityError` subclasses."""
+    admin invites them).
+
+    Refused as ``email_required``, ``email_not_verified``, ``not_a_member``, ``no_membership``
+    or ``org_required``."""
     user_id = await _user_for(session, identity)
     memberships = await memberships_of(session, user_id)
     if org is not None:
@@ -152,12 +128,15 @@ async def member_for_identity(
     elif len(memberships) == 1:
         chosen = memberships[0]
     elif memberships:
-        raise OrgRequired(
+        raise Invalid(
+            "org_required",
             "You belong to several orgs: choose one with the X-AgentOps-Org header "
-            "(its id or slug)."
+            "(its id or slug).",
         )
     else:
-        raise NoMembership("You are not a member of any org yet: ask an admin to invite you.")
+        raise Forbidden(
+            "no_membership", "You are not a member of any org yet: ask an admin to invite you."
+        )
     with tenant(org_id=chosen.id, user_id=user_id):
         teams = await session.scalars(
             select(TeamMember.team_id).where(
@@ -243,7 +222,7 @@ async def _find(session: AsyncSession, identity: ExternalIdentity) -> _Found:
     )
     try:
         address: str | None = _address(identity)
-    except EmailRequired:
+    except Forbidden:
         address = None  # fine for a known identity; a new user cannot be made without one
     wanted = User.id == linked if address is None else or_(User.id == linked, User.email == address)
     found = (
@@ -260,9 +239,10 @@ async def _find(session: AsyncSession, identity: ExternalIdentity) -> _Found:
         return _Found(None, linked=False)
     (row,) = found
     if not identity.email_verified:
-        raise EmailNotVerified(
+        raise Forbidden(
+            "email_not_verified",
             f"An account with {address} already exists, and {identity.provider} does not "
-            "vouch for this email address: sign in to that account another way."
+            "vouch for this email address: sign in to that account another way.",
         )
     return _Found(row.id, linked=False, name=row.name, email=row.email)
 
@@ -274,12 +254,14 @@ async def _new_user(session: AsyncSession, identity: ExternalIdentity) -> _Found
 
 def _address(identity: ExternalIdentity) -> str:
     if not identity.email:
-        raise EmailRequired(f"{identity.provider} gave no email address for this account.")
+        raise Forbidden(
+            "email_required", f"{identity.provider} gave no email address for this account."
+        )
     try:
         return normalize_email(identity.email)
     except InvalidEmail as exc:
-        raise EmailRequired(
-            f"{identity.provider} gave an email address the hub cannot use: {exc}"
+        raise Forbidden(
+            "email_required", f"{identity.provider} gave an email address the hub cannot use: {exc}"
         ) from exc
 
 
@@ -299,7 +281,7 @@ def _named(memberships: list[OrgMembership], org: str) -> OrgMembership:
     try:
         return choose_org(memberships, org)
     except AccountError as exc:  # no_membership or not_a_member: either way, not this org
-        raise NotAMember(f"You are not a member of the org {org!r}.") from exc
+        raise Forbidden("not_a_member", f"You are not a member of the org {org!r}.") from exc
 
 
 async def _create_personal_org(

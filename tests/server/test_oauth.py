@@ -553,6 +553,10 @@ def test_one_person_may_sign_in_with_several_providers(
             "['google'].server_metadata_url: String should match",
         ),
         ('{"x": {"type": "saml", "client_id": "a", "client_secret": "b"}}', "['x'].type"),
+        (
+            '{"google": {"client_id": "a", "client_secret": "b", "scopes": ["email"]}}',
+            "['google'].scopes: Value error, must include 'openid'",
+        ),
         ('{"Corp SSO": {"type": "oidc"}}', "a provider name is"),
         ('{"supabase": {"type": "oidc"}}', "reserved"),
     ],

@@ -21,7 +21,7 @@ from litestar.response import Redirect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.api.v1.actors import client_ip, request_id
-from agentops_server.auth.external import identity_problem
+from agentops_server.api.v1.refusals import REFUSALS
 from agentops_server.auth.guards import PUBLIC
 from agentops_server.auth.oauth import (
     BINDING_COOKIE,
@@ -37,7 +37,7 @@ from agentops_server.auth.oauth import (
 )
 from agentops_server.errors import Problem
 from agentops_server.services.accounts import Client
-from agentops_server.services.identities import IdentityError, sign_in_external
+from agentops_server.services.identities import sign_in_external
 from agentops_server.services.sessions import start_session
 from agentops_server.services.slugs import SLUG_PATTERN
 from agentops_server.settings import Settings
@@ -88,6 +88,7 @@ class OAuthController(Controller):
 
     path = "/auth/oauth"
     tags = ("auth",)
+    exception_handlers = REFUSALS
 
     @get("/providers", opt=PUBLIC)
     async def list_providers(self, request: Request[Any, Any, Any]) -> OAuthProviderList:
@@ -198,12 +199,7 @@ class OAuthController(Controller):
             user_agent=request.headers.get("user-agent"),
             request_id=request_id(request),
         )
-        try:
-            signed_in = await sign_in_external(
-                db_session, identity, org_slug=state.org, client=client
-            )
-        except IdentityError as exc:
-            raise identity_problem(exc) from exc
+        signed_in = await sign_in_external(db_session, identity, org_slug=state.org, client=client)
         pair = await start_session(
             db_session,
             settings,
