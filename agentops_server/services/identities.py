@@ -97,9 +97,16 @@ async def sign_in_external(
     personal org with the user as owner (audited ``org.created`` and ``member.added``, as
     sign-up does). Checks come before writes: a refused sign-in creates nothing.
 
-    Refused (:mod:`~agentops_server.services.refusals`) as ``email_required``,
-    ``email_not_verified`` or ``not_a_member``.
+    The provider must vouch for the email address. Refused
+    (:mod:`~agentops_server.services.refusals`) as ``email_required``, ``email_not_verified`` or
+    ``not_a_member``.
     """
+    if not identity.email_verified:  # accounts are made and linked by address: it must be theirs
+        raise Forbidden(
+            "email_not_verified" if identity.email else "email_required",
+            f"{identity.provider} does not vouch for an email address of this account: verify "
+            "one there, then sign in again.",
+        )
     for attempt in range(_ATTEMPTS):
         try:
             return await _sign_in(

@@ -511,6 +511,16 @@ def test_github_without_a_verified_primary_email_is_refused(
     assert_problem(sign_in(hub, "github"), 403, "email_not_verified")
 
 
+def test_github_without_any_email_is_refused(
+    hub: TestClient[Litestar], idp: LocalIdentityProvider, settings: Settings
+) -> None:
+    idp.github_emails = []
+
+    assert_problem(sign_in(hub, "github"), 403, "email_required")
+
+    assert count(settings.database_url, User) == 0
+
+
 def test_google_discovers_its_endpoints_at_the_configured_url(
     hub: TestClient[Litestar], settings: Settings
 ) -> None:

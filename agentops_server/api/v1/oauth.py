@@ -45,6 +45,7 @@ from agentops_server.settings import Settings
 __all__ = ["OAuthController", "OAuthProviderInfo", "OAuthProviderList", "OAuthSignIn"]
 
 _CALLBACK = "oauth_callback"
+_ANYONE: list[dict[str, list[str]]] = [{}]  # OpenAPI: these routes need no credential
 T = TypeVar("T")
 
 
@@ -90,7 +91,7 @@ class OAuthController(Controller):
     tags = ("auth",)
     exception_handlers = REFUSALS
 
-    @get("/providers", opt=PUBLIC)
+    @get("/providers", opt=PUBLIC, security=_ANYONE)
     async def list_providers(self, request: Request[Any, Any, Any]) -> OAuthProviderList:
         """The providers configured in ``AGENTOPS_OAUTH_PROVIDERS``."""
         providers: OAuthProviders = request.app.state.oauth
@@ -106,7 +107,13 @@ class OAuthController(Controller):
             ]
         )
 
-    @get("/{provider:str}/authorize", opt=PUBLIC, name="oauth_authorize", status_code=302)
+    @get(
+        "/{provider:str}/authorize",
+        opt=PUBLIC,
+        security=_ANYONE,
+        name="oauth_authorize",
+        status_code=302,
+    )
     async def authorize(
         self,
         *,
@@ -114,7 +121,7 @@ class OAuthController(Controller):
         provider: str,
         org: Annotated[
             str | None,
-            Parameter(description="Sign into this org (its slug); you must be a member."),
+            Parameter(description="Sign into this org (its slug or id); you must be a member."),
         ] = None,
         redirect_to: Annotated[
             str | None,
@@ -125,7 +132,7 @@ class OAuthController(Controller):
         the sign-in to this browser)."""
         chosen = _provider(request, provider)
         if org is not None and not _is_slug(org):
-            raise Problem(400, "validation_error", f"{org!r} is not an org slug.")
+            raise Problem(400, "validation_error", f"{org!r} is not an org slug or id.")
         if redirect_to is not None:
             try:
                 safe_redirect_path(redirect_to)
@@ -147,7 +154,7 @@ class OAuthController(Controller):
             cookies=[_binding_cookie(request, provider, start.binding, max_age=STATE_TTL)],
         )
 
-    @get("/{provider:str}/callback", opt=PUBLIC, name=_CALLBACK)
+    @get("/{provider:str}/callback", opt=PUBLIC, security=_ANYONE, name=_CALLBACK)
     async def callback(
         self,
         *,
@@ -184,16 +191,6 @@ class OAuthController(Controller):
                 nonce=state.nonce,
             )
         )
-        if identity.email is None:
-            raise Problem(
-                403, "email_required", f"{chosen.label} gave no email address for this account."
-            )
-        if not identity.email_verified:
-            raise Problem(
-                403,
-                "email_not_verified",
-                f"Verify your email address at {chosen.label}, then sign in again.",
-            )
         client = Client(
             ip=client_ip(request),
             user_agent=request.headers.get("user-agent"),
