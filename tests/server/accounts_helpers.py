@@ -139,8 +139,8 @@ def add_member(
     """A new user with ``role`` in the org of ``owner_headers`` (who records
     ``member.added``), signed in there: their headers and user id. They can also sign in with
     ``email`` and ``password``. An existing ``email`` joins with its account."""
-    org_id = uuid.UUID(me(client, owner_headers)["org"]["id"])
-    owner_id = uuid.UUID(me(client, owner_headers)["user"]["id"])
+    owner = me(client, owner_headers)
+    org_id, owner_id = uuid.UUID(owner["org"]["id"]), uuid.UUID(owner["user"]["id"])
     app = client.app
     with client.portal() as portal:
         pair = portal.call(
