@@ -217,6 +217,19 @@ async def rotate_key(
     return CreatedApiKey(**_fields(new), key=issued.key)
 
 
+def check_grantable(principal: Principal, scopes: Iterable[str]) -> None:
+    """``scope_escalation`` unless everything ``scopes`` allow, the caller may do too."""
+    beyond = [
+        scope for scope in scopes if not SCOPE_PERMISSIONS[Scope(scope)] <= principal.permissions
+    ]
+    if beyond:
+        raise Forbidden(
+            "scope_escalation",
+            f"You cannot grant {', '.join(beyond)}: it allows more than you may do.",
+            scopes=beyond,
+        )
+
+
 def _scopes(scopes: Iterable[str]) -> list[str]:
     wanted = sorted(set(scopes))
     unknown = [scope for scope in wanted if scope not in SCOPES]
@@ -230,19 +243,6 @@ def _scopes(scopes: Iterable[str]) -> list[str]:
     if not wanted:
         raise Invalid("no_scopes", "Give the key at least one scope.")
     return wanted
-
-
-def check_grantable(principal: Principal, scopes: Iterable[str]) -> None:
-    """``scope_escalation`` unless everything ``scopes`` allow, the caller may do too."""
-    beyond = [
-        scope for scope in scopes if not SCOPE_PERMISSIONS[Scope(scope)] <= principal.permissions
-    ]
-    if beyond:
-        raise Forbidden(
-            "scope_escalation",
-            f"You cannot grant {', '.join(beyond)}: it allows more than you may do.",
-            scopes=beyond,
-        )
 
 
 def _expiry(

@@ -161,7 +161,7 @@ async def remove_member(
     """
     current = await _role_of(session, principal.org_id, user_id)
     check_assignable(principal, current)
-    await _leave(
+    await _remove(
         session,
         org_id=principal.org_id,
         user_id=user_id,
@@ -175,7 +175,7 @@ async def leave(session: AsyncSession, principal: Principal, actor: Actor) -> No
     """The signed-in member leaves the org (``last_owner`` if they are its last owner)."""
     assert principal.user_id is not None, "only a person leaves an org"
     current = await _role_of(session, principal.org_id, principal.user_id)
-    await _leave(
+    await _remove(
         session,
         org_id=principal.org_id,
         user_id=principal.user_id,
@@ -201,7 +201,7 @@ async def end_sessions(
     )
 
 
-async def _leave(
+async def _remove(
     session: AsyncSession,
     *,
     org_id: uuid.UUID,

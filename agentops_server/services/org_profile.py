@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import logging
 import re
 import unicodedata
 import uuid
@@ -27,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
+import structlog
 from sqlalchemy import delete, exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -71,7 +71,7 @@ __all__ = [
     "update_profile",
 ]
 
-logger = logging.getLogger("agentops_server.orgs")
+logger = structlog.stdlib.get_logger("agentops_server.orgs")
 
 PLANS = ("free", "team", "business", "enterprise")
 REGIONS = ("default", "us", "eu", "ap")
@@ -198,10 +198,12 @@ async def update_profile(
             raise Invalid(f"invalid_{field}", f"The {field} is one of {', '.join(allowed)}.")
         wanted[field] = value
     changed = {field: value for field, value in wanted.items() if getattr(org, field) != value}
-    dropped_upload = changed.get("logo_url") is not None and await _drop_upload(session, org.id)
     if not changed:
         return await get_profile(session, org.id)
     before = {field: getattr(org, field) for field in changed}
+    after = dict(changed)
+    if changed.get("logo_url") is not None and await _drop_upload(session, org.id):
+        before["logo_uploaded"], after["logo_uploaded"] = True, False
     for field, value in changed.items():
         setattr(org, field, value)
     org.updated_at = dt.datetime.now(dt.UTC)
@@ -212,8 +214,8 @@ async def update_profile(
         "org.updated",
         target_type="org",
         target_id=org.id,
-        before={**before, **({"logo_uploaded": True} if dropped_upload else {})},
-        after=changed,
+        before=before,
+        after=after,
     )
     await _flush_unless_slug_taken(session, changed.get("slug"))
     await session.commit()
@@ -362,10 +364,7 @@ async def delete_org(session: AsyncSession, principal: Principal, confirm: str |
         delete(Org).where(Org.id == org.id).execution_options(synchronize_session=False)
     )
     await session.commit()
-    logger.info(
-        "org deleted",
-        extra={"org_id": str(org.id), "slug": org.slug, "by": str(principal.actor_id)},
-    )
+    logger.info("org deleted", org_id=str(org.id), slug=org.slug, by=str(principal.actor_id))
 
 
 def logo_too_large() -> TooLarge:

@@ -375,15 +375,24 @@ def test_only_an_owner_deletes_the_org(client: Client, admin: Person, org: Issue
 
 
 def test_deleting_the_org_removes_every_row_of_it_and_nothing_of_other_orgs(
-    client: Client, owner: Person, people: People, migrated_url: str, org: IssuedKey
+    client: Client,
+    owner: Person,
+    people: People,
+    migrated_url: str,
+    org: IssuedKey,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     member = people.add(Role.MEMBER)
     team = people.team("platform", member)
-    assert client.put(f"/api/v1/teams/{team}/members/{owner.user_id}", headers=owner.headers)
-    upload(client, owner, PNG)
-    client.post(
-        "/api/v1/api-keys", json={"name": "ci", "scopes": ["ingest"]}, headers=owner.headers
-    )
+    for response in (
+        client.put(f"/api/v1/teams/{team}/members/{owner.user_id}", headers=owner.headers),
+        upload(client, owner, PNG),
+        client.post(
+            "/api/v1/api-keys", json={"name": "ci", "scopes": ["ingest"]}, headers=owner.headers
+        ),
+    ):
+        assert response.status_code in {200, 201}, response.text
+    assert scalar(migrated_url, "SELECT count(*) FROM audit_log") == 3
     globex = make_org(migrated_url, "globex")
     People(migrated_url, globex.org_id).join(owner, Role.OWNER)
     other_org_rows = {
@@ -407,5 +416,29 @@ def test_deleting_the_org_removes_every_row_of_it_and_nothing_of_other_orgs(
     for table, rows in other_org_rows.items():
         assert set(rows) <= set(after[table]), table
     assert len(after["users"]) == 2  # accounts outlive the org
+    assert any(
+        "org deleted" in str(record.msg) and str(org.org_id) in str(record.msg)
+        for record in caplog.records
+    )  # the hub's own log keeps a line of it
     assert_problem(client.get("/api/v1/org", headers=owner.headers), 401, "not_a_member")
     assert_problem(client.get("/api/v1/org", headers=bearer(org.key)), 401, "invalid_api_key")
+
+
+def test_the_routes_are_in_the_openapi_schema_and_accepting_an_invitation_needs_no_credential(
+    client: Client,
+) -> None:
+    paths = client.get("/schema/openapi.json").json()["paths"]
+
+    for path, method in [
+        ("/api/v1/org", "patch"),
+        ("/api/v1/org/logo", "put"),
+        ("/api/v1/orgs", "post"),
+        ("/api/v1/members/{user_id}", "patch"),
+        ("/api/v1/invitations", "post"),
+        ("/api/v1/teams/{team_id}/members/{user_id}", "put"),
+        ("/api/v1/api-keys/{key_id}/rotate", "post"),
+        ("/api/v1/audit", "get"),
+    ]:
+        assert paths[path][method]["summary"], (path, method)
+    assert paths["/api/v1/invitations/accept"]["post"]["security"] == [{}]
+    assert "multipart/form-data" in paths["/api/v1/org/logo"]["put"]["requestBody"]["content"]
