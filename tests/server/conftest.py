@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
 from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy.orm import Session
@@ -84,3 +85,17 @@ def org(migrated_url: str) -> IssuedKey:
 def auth(org: IssuedKey) -> dict[str, str]:
     """Headers authenticating as ``org``'s key."""
     return {"Authorization": f"Bearer {org.key}"}
+
+
+@pytest.fixture(autouse=True)
+def _forget_app_session_keys() -> Iterator[None]:
+    """advanced-alchemy keeps the session and state keys of every app ever built in class-level
+    registries and finds a free key recursively: past ~1000 apps in one process, building one
+    raises RecursionError. A test's apps are gone when it ends, and so may their keys be."""
+    yield
+    for registry in (
+        "_SESSION_SCOPE_KEY_REGISTRY",
+        "_ENGINE_APP_STATE_KEY_REGISTRY",
+        "_SESSIONMAKER_APP_STATE_KEY_REGISTRY",
+    ):
+        getattr(SQLAlchemyAsyncConfig, registry).clear()
