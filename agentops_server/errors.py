@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.plugins.problem_details import (
     ProblemDetailsConfig,
     ProblemDetailsException,
@@ -80,6 +80,8 @@ def _from_validation(exc: ValidationException) -> Problem:
 def _from_http(exc: HTTPException) -> Problem:
     if isinstance(exc, Problem):
         return exc
+    if isinstance(exc.__cause__, SerializationException):  # Litestar could not decode the body
+        return Problem(400, "malformed_json", f"The body is not valid JSON: {exc.detail}")
     code = _CODES.get(exc.status_code, "http_error")
     return Problem(exc.status_code, code, str(exc.detail), headers=exc.headers)
 

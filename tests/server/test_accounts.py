@@ -204,7 +204,7 @@ def test_signup_refuses_a_body_that_is_not_json(client: Client, migrated_url: st
         f"{AUTH}/signup", content=b"{not json", headers={"content-type": "application/json"}
     )
 
-    assert_problem(response, 400, "bad_request")
+    assert_problem(response, 400, "malformed_json")
     assert counts(migrated_url) == (0, 0, 0, 0)
 
 
@@ -229,7 +229,7 @@ def test_public_routes_refuse_malformed_and_oversized_bodies(
     not_json = client.post(
         f"{AUTH}{path}", content=b"\x00\xff", headers={"content-type": "application/json"}
     )
-    assert_problem(not_json, 400, "bad_request")
+    assert_problem(not_json, 400, "malformed_json")
     oversized = client.post(f"{AUTH}{path}", json={"padding": "x" * 70_000})
     assert_problem(oversized, 413, "payload_too_large")
     assert counts(migrated_url) == (0, 0, 0, 0)

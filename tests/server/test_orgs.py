@@ -203,7 +203,7 @@ def test_malformed_json_is_refused(client: Client, owner: Person, migrated_url: 
         headers={**owner.headers, "Content-Type": "application/json"},
     )
 
-    assert_problem(response, 400, "bad_request")  # the body is not JSON at all
+    assert_problem(response, 400, "malformed_json")  # the body is not JSON at all
     assert state(migrated_url) == before
 
 
