@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -49,6 +50,14 @@ def serve(database_url: str, host: str, port: int, workers: int, migrate: bool) 
     from agentops_server.db.migrate import upgrade
 
     os.environ["AGENTOPS_DATABASE_URL"] = database_url  # worker processes read it too
+    if not os.environ.get("AGENTOPS_SECRET_KEY", "").strip():
+        # Every worker must sign and check tokens with one key; a random one lasts this run.
+        os.environ["AGENTOPS_SECRET_KEY"] = secrets.token_urlsafe(32)
+        click.echo(
+            "AGENTOPS_SECRET_KEY is not set: using a random key, so sign-ins end when the hub "
+            "restarts. Set it in production.",
+            err=True,
+        )
     Settings.from_env()  # fail here, clearly, on a bad setting
     if migrate:
         upgrade(database_url)
