@@ -45,20 +45,24 @@ def main() -> None:
 @click.option("--migrate/--no-migrate", default=True, show_default=True, help="db upgrade first.")
 def serve(database_url: str, host: str, port: int, workers: int, migrate: bool) -> None:
     """Serve the hub (uvicorn, the production ASGI server)."""
+    import structlog
     import uvicorn
 
     from agentops_server.db.migrate import upgrade
+    from agentops_server.observability import configure_logging
 
     os.environ["AGENTOPS_DATABASE_URL"] = database_url  # worker processes read it too
-    if not os.environ.get("AGENTOPS_SECRET_KEY", "").strip():
+    random_key = not os.environ.get("AGENTOPS_SECRET_KEY", "").strip()
+    if random_key:
         # Every worker must sign and check tokens with one key; a random one lasts this run.
         os.environ["AGENTOPS_SECRET_KEY"] = secrets.token_urlsafe(32)
-        click.echo(
-            "AGENTOPS_SECRET_KEY is not set: using a random key, so sign-ins end when the hub "
-            "restarts. Set it in production.",
-            err=True,
+    settings = Settings.from_env()  # fail here, clearly, on a bad setting
+    configure_logging(settings)
+    if random_key:
+        structlog.get_logger("agentops_server").warning(
+            "AGENTOPS_SECRET_KEY is not set: a random key is used, so sign-ins end when the hub "
+            "restarts. Set it in production."
         )
-    Settings.from_env()  # fail here, clearly, on a bad setting
     if migrate:
         upgrade(database_url)
     uvicorn.run(
