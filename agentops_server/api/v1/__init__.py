@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from litestar import Router
+from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.types import ControllerRouterHandler
 
 from agentops_server.api.v1.agents import AgentController
@@ -14,14 +16,20 @@ from agentops_server.api.v1.invitations import InvitationController
 from agentops_server.api.v1.members import MemberController
 from agentops_server.api.v1.oauth import OAuthController
 from agentops_server.api.v1.orgs import OrgController, OrgsController
+from agentops_server.api.v1.refusals import REFUSALS
 from agentops_server.api.v1.runs import RunController
 from agentops_server.api.v1.teams import TeamController
+from agentops_server.settings import Settings
 
 __all__ = ["api_router"]
 
 
 def api_router() -> Router:
-    """Every ``/api/v1`` route; each requires an API key (see ``agentops_server.auth``)."""
+    """Every ``/api/v1`` route (each guarded, or public: see ``agentops_server.auth.guards``).
+
+    Handlers may ask for ``settings: NamedDependency[Settings]``, and every service
+    :class:`~agentops_server.services.refusals.Refused` raised here is a problem+json answer.
+    """
     handlers: list[ControllerRouterHandler] = [
         RunController,
         AgentController,
@@ -36,4 +44,14 @@ def api_router() -> Router:
         ApiKeyController,
         AuditController,
     ]
-    return Router(path="/api/v1", route_handlers=handlers)
+    return Router(
+        path="/api/v1",
+        route_handlers=handlers,
+        dependencies={"settings": Provide(_settings, sync_to_thread=False)},
+        exception_handlers=REFUSALS,
+    )
+
+
+def _settings(state: State) -> Settings:
+    settings: Settings = state.settings
+    return settings

@@ -9,11 +9,11 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, get, patch
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import JSONBody, PathParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.api.v1.actors import actor_of
-from agentops_server.api.v1.refusals import JSON_BODY_LIMIT, REFUSALS
+from agentops_server.api.v1.refusals import JSON_BODY_LIMIT
 from agentops_server.auth.guards import requires
 from agentops_server.auth.permissions import Permission
 from agentops_server.auth.principal import Principal
@@ -23,6 +23,8 @@ from agentops_server.services.agents import AgentList, AgentSummary
 from agentops_server.services.teams import AgentTeam
 
 __all__ = ["AgentController"]
+
+AgentId = Annotated[str, PathParameter(description="The agent's id (a UUID).")]
 
 
 class AgentTeamChange(msgspec.Struct, forbid_unknown_fields=True):
@@ -50,18 +52,17 @@ class AgentController(Controller):
         self,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
-        agent_id: Annotated[str, Parameter(description="The agent's id (a UUID).")],
+        agent_id: AgentId,
     ) -> AgentSummary:
         """One agent of the org."""
         try:
-            return await agents.get_agent(db_session, request.auth.org_id, uuid.UUID(agent_id))
-        except (ValueError, agents.AgentNotFound) as exc:
-            raise Problem(404, "agent_not_found", f"This org has no agent {agent_id!r}.") from exc
+            return await agents.get_agent(db_session, request.auth.org_id, _uuid_of(agent_id))
+        except agents.AgentNotFound as exc:
+            raise _agent_not_found(agent_id) from exc
 
     @patch(
         "/{agent_id:str}",
         guards=[requires(Permission.AGENTS_WRITE)],
-        exception_handlers=REFUSALS,
         summary="Give an agent to a team",
         description=(
             "Sets `team_id` (null: no team). Below admin, a person moves agents only between "
@@ -73,14 +74,22 @@ class AgentController(Controller):
         self,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
-        agent_id: Annotated[str, Parameter(description="The agent's id (a UUID).")],
-        data: AgentTeamChange,
+        agent_id: AgentId,
+        data: JSONBody[AgentTeamChange],
     ) -> AgentTeam:
         """Give the agent to a team, or to none."""
-        try:
-            agent = uuid.UUID(agent_id)
-        except ValueError:
-            raise Problem(404, "agent_not_found", "This org has no such agent.") from None
         return await teams.assign_agent(
-            db_session, request.auth, actor_of(request), agent, data.team_id
+            db_session, request.auth, actor_of(request), _uuid_of(agent_id), data.team_id
         )
+
+
+def _uuid_of(agent_id: str) -> uuid.UUID:
+    """The agent's id; an id that is no UUID names no agent."""
+    try:
+        return uuid.UUID(agent_id)
+    except ValueError:
+        raise _agent_not_found(agent_id) from None
+
+
+def _agent_not_found(agent_id: str) -> Problem:
+    return Problem(404, "agent_not_found", f"This org has no agent {agent_id!r}.")

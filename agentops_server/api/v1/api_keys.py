@@ -10,10 +10,11 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.api.v1.actors import actor_of
-from agentops_server.api.v1.refusals import JSON_BODY_LIMIT, REFUSALS
+from agentops_server.api.v1.refusals import JSON_BODY_LIMIT
 from agentops_server.auth.guards import requires
 from agentops_server.auth.permissions import Permission, Scope
 from agentops_server.auth.principal import Principal
@@ -45,7 +46,6 @@ class ApiKeyController(Controller):
 
     path = "/api-keys"
     tags = ("api keys",)
-    exception_handlers = REFUSALS
     request_max_body_size = JSON_BODY_LIMIT
 
     @get("/", guards=[requires(Permission.API_KEYS_READ)], summary="The org's API keys")
@@ -71,7 +71,7 @@ class ApiKeyController(Controller):
         self,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
-        data: NewApiKey,
+        data: JSONBody[NewApiKey],
     ) -> CreatedApiKey:
         """Make a key."""
         return await api_keys.create_key(
@@ -97,7 +97,7 @@ class ApiKeyController(Controller):
         self,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
-        key_id: uuid.UUID,
+        key_id: FromPath[uuid.UUID],
     ) -> None:
         """Revoke the key."""
         await api_keys.revoke_key(db_session, request.auth, actor_of(request), key_id)
@@ -119,8 +119,8 @@ class ApiKeyController(Controller):
         self,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
-        key_id: uuid.UUID,
-        data: Rotation | None = None,
+        key_id: FromPath[uuid.UUID],
+        data: JSONBody[Rotation | None] = None,
     ) -> CreatedApiKey:
         """Replace the key by a new one."""
         return await api_keys.rotate_key(

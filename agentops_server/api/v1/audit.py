@@ -8,10 +8,9 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentops_server.api.v1.refusals import REFUSALS
 from agentops_server.auth.guards import requires
 from agentops_server.auth.permissions import Permission
 from agentops_server.auth.principal import Principal
@@ -26,7 +25,6 @@ class AuditController(Controller):
 
     path = "/audit"
     tags = ("audit",)
-    exception_handlers = REFUSALS
     guards = (requires(Permission.AUDIT_READ),)
 
     @get(
@@ -47,30 +45,34 @@ class AuditController(Controller):
         db_session: NamedDependency[AsyncSession],
         action: Annotated[
             str | None,
-            Parameter(
+            QueryParameter(
                 description="An action (`member.role_changed`) or, ending in a dot, a prefix "
                 "(`member.`)."
             ),
         ] = None,
         actor_id: Annotated[
-            uuid.UUID | None, Parameter(description="Only what this user or key did.")
+            uuid.UUID | None, QueryParameter(description="Only what this user or key did.")
         ] = None,
         target_type: Annotated[
             str | None,
-            Parameter(description="`org`, `member`, `invitation`, `team`, `api_key`, `agent`…"),
+            QueryParameter(
+                description="`org`, `member`, `invitation`, `team`, `api_key`, `agent`…"
+            ),
         ] = None,
         target_id: Annotated[
-            str | None, Parameter(description="Only entries about this target.", max_length=128)
+            str | None,
+            QueryParameter(description="Only entries about this target.", max_length=128),
         ] = None,
         since: Annotated[
-            dt.datetime | None, Parameter(description="ISO 8601; at or after (naive: UTC).")
+            dt.datetime | None, QueryParameter(description="ISO 8601; at or after (naive: UTC).")
         ] = None,
         until: Annotated[
-            dt.datetime | None, Parameter(description="ISO 8601; strictly before (naive: UTC).")
+            dt.datetime | None,
+            QueryParameter(description="ISO 8601; strictly before (naive: UTC)."),
         ] = None,
-        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
         cursor: Annotated[
-            str | None, Parameter(description="`next_cursor` of the previous page.")
+            str | None, QueryParameter(description="`next_cursor` of the previous page.")
         ] = None,
     ) -> AuditPage:
         """The org's audit entries matching the filters, newest first."""

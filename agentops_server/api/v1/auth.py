@@ -4,27 +4,34 @@ Public routes (sign-up, sign-in, refresh, password reset) run as nobody and are 
 against brute force, per account and per client address (``AGENTOPS_RATE_LIMIT_LOGIN`` and
 ``AGENTOPS_RATE_LIMIT_LOGIN_IP``): past either, ``429 too_many_attempts`` with ``Retry-After``.
 Every other route acts on the caller's own account (``account:self``, every role; never an API
-key). Each refusal is a problem+json answer with a stable ``code``, and changes nothing.
+key), signed in with a hub session or a Supabase token (which is no hub session: ``GET /me``
+shows ``session_id`` null, and ``POST /logout`` answers ``400 no_session``). Each refusal is a
+problem+json answer with a stable ``code``, and changes nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import JSONBody, PathParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
+from litestar.types import Dependencies, ExceptionHandlersMap
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from agentops_server.api.v1.actors import client_ip, request_id
+from agentops_server.api.v1.actors import actor_of, client_ip, client_of, request_id, user_id_of
+from agentops_server.api.v1.openapi import ANYONE, ProblemBody
+from agentops_server.api.v1.refusals import problem_of
 from agentops_server.auth.guards import PUBLIC, requires
 from agentops_server.auth.permissions import Permission
 from agentops_server.auth.principal import Principal
@@ -42,6 +49,7 @@ from agentops_server.services.accounts import (
     UserProfile,
 )
 from agentops_server.services.mfa import MfaError, TotpEnrolment
+from agentops_server.services.refusals import Refused
 from agentops_server.services.sessions import ActiveSession, SessionError, TokenPair
 from agentops_server.settings import Settings
 
@@ -172,17 +180,6 @@ class Accepted:
     detail: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ProblemBody:
-    """An RFC 9457 problem: ``code`` is stable, ``detail`` says what to do."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    code: str
-
-
 _STATUS = {
     "invalid_email": 400,
     "weak_password": 400,
@@ -201,6 +198,7 @@ _STATUS = {
     "refresh_token_reused": 401,
     "session_revoked": 401,
     "session_expired": 401,
+    "session_not_found": 404,
     "invalid_password": 403,
     "invalid_reset_token": 400,
     "reset_token_used": 400,
@@ -210,7 +208,13 @@ _STATUS = {
     "mfa_enrolment_not_started": 409,
     "too_many_attempts": 429,
 }
-"""HTTP status of each refusal code of the account services."""
+"""HTTP status of each refusal code of these routes (any other: 400)."""
+
+_REFRESH_STATUS = {"not_a_member": 401}
+"""On ``/refresh``, a user who left the session's org holds no credential any more: 401."""
+_CONFIRM_STATUS = {"invalid_mfa_code": 400}
+"""On ``/mfa/totp/confirm``, the caller is signed in and stays so: a wrong code is 400, not 401."""
+_THROTTLED = "too many attempts for this account or from this address; see Retry-After"
 
 
 def _problems(status: dict[str, int] | None = None, **codes: str) -> dict[int, ResponseSpec]:
@@ -218,8 +222,7 @@ def _problems(status: dict[str, int] | None = None, **codes: str) -> dict[int, R
     overrides the status of a code on this route."""
     by_status: dict[int, list[str]] = {}
     for code, when in codes.items():
-        answer = (status or {}).get(code) or _STATUS.get(code, 400)
-        by_status.setdefault(answer, []).append(f"`{code}`: {when}")
+        by_status.setdefault(_status_of(code, status), []).append(f"`{code}`: {when}")
     return {
         answer: ResponseSpec(
             ProblemBody,
@@ -231,9 +234,66 @@ def _problems(status: dict[str, int] | None = None, **codes: str) -> dict[int, R
     }
 
 
-_THROTTLED = "too many attempts for this account or from this address; see Retry-After"
-_ANYONE: list[dict[str, list[str]]] = [{}]
-"""OpenAPI security of a public route: no credential needed."""
+def _refusals(status: dict[str, int] | None = None) -> ExceptionHandlersMap:
+    """``exception_handlers`` answering the account services' refusals with the status of their
+    code in ``_STATUS``; ``status`` overrides it on a route (as it does for :func:`_problems`).
+    A refusal with a code these routes do not list gets the status of its kind."""
+
+    def answer(
+        request: Request[Any, Any, Any], exc: AccountError | MfaError | SessionError
+    ) -> Response[Any]:
+        if exc.code not in _STATUS and isinstance(exc, Refused):
+            return problem_of(exc).to_response(request)
+        problem = Problem(_status_of(exc.code, status), exc.code, exc.detail)
+        return problem.to_response(request)
+
+    return dict.fromkeys((AccountError, MfaError, SessionError), answer)
+
+
+def _status_of(code: str, status: dict[str, int] | None) -> int:
+    return (status or {}).get(code) or _STATUS.get(code, 400)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Throttle:
+    """Attempts at an action, limited per client address and per account."""
+
+    limiter: RateLimiter
+    settings: Settings
+    ip: str
+
+    async def count(self, action: str, account: str | None = None) -> None:
+        """Count an attempt at ``action`` from this address and, when known, on ``account``;
+        429 ``too_many_attempts`` past either limit."""
+        limits = [(f"auth:{action}:ip:{self.ip}", self.settings.rate_limit_login_ip)]
+        if account:
+            limits.append((_account_limit_key(action, account), self.settings.rate_limit_login))
+        for key, limit in limits:
+            result = await self.limiter.hit(key, limit)
+            if not result.allowed:
+                raise Problem(
+                    429,
+                    "too_many_attempts",
+                    f"Too many attempts; try again in {result.retry_after} s.",
+                    headers={**result.headers(), "Retry-After": str(result.retry_after)},
+                )
+
+    @contextlib.asynccontextmanager
+    async def attempt(self, action: str, account: str) -> AsyncIterator[None]:
+        """Count an attempt (as :meth:`count`); when the block succeeds, the account's count
+        starts over (the address's does not)."""
+        await self.count(action, account)
+        yield
+        await self.limiter.clear(
+            _account_limit_key(action, account), self.settings.rate_limit_login
+        )
+
+
+def _throttle(request: Request[Any, Any, State], settings: NamedDependency[Settings]) -> Throttle:
+    return Throttle(request.app.state.rate_limiter, settings, client_ip(request) or "unknown")
+
+
+_DEPENDENCIES: Dependencies = {"throttle": Provide(_throttle, sync_to_thread=False)}
 
 
 class AuthController(Controller):
@@ -242,13 +302,15 @@ class AuthController(Controller):
     path = "/auth"
     tags = ("auth",)
     request_max_body_size = MAX_BODY_BYTES
+    exception_handlers = _refusals()
+    dependencies = _DEPENDENCIES
 
     # -- sign-up and sign-in (public) ----------------------------------------------------------
 
     @post(
         "/signup",
         opt=PUBLIC,
-        security=_ANYONE,
+        security=ANYONE,
         status_code=201,
         summary="Sign up: a new org, its owner and a session",
         responses=_problems(
@@ -265,29 +327,28 @@ class AuthController(Controller):
         self,
         request: Request[Any, Any, State],
         db_session: NamedDependency[AsyncSession],
-        data: SignupForm,
+        settings: NamedDependency[Settings],
+        throttle: NamedDependency[Throttle],
+        data: JSONBody[SignupForm],
     ) -> SignedUp:
         """Make an org and its first user (its owner), signed in. Records ``org.created`` and
         ``member.added`` in the new org's audit log."""
-        await _count_attempt(request, "signup", None)
-        try:
-            return await accounts.signup(
-                db_session,
-                _settings(request),
-                email=data.email,
-                password=data.password,
-                name=data.name,
-                org_name=data.org_name,
-                org_slug=data.org_slug,
-                client=_client(request),
-            )
-        except AccountError as exc:
-            raise _problem(exc) from exc
+        await throttle.count("signup")
+        return await accounts.signup(
+            db_session,
+            settings,
+            email=data.email,
+            password=data.password,
+            name=data.name,
+            org_name=data.org_name,
+            org_slug=data.org_slug,
+            client=client_of(request),
+        )
 
     @post(
         "/login",
         opt=PUBLIC,
-        security=_ANYONE,
+        security=ANYONE,
         status_code=200,
         summary="Sign in with email and password",
         responses=_problems(
@@ -301,31 +362,27 @@ class AuthController(Controller):
         self,
         request: Request[Any, Any, State],
         db_session: NamedDependency[AsyncSession],
-        data: LoginForm,
+        settings: NamedDependency[Settings],
+        throttle: NamedDependency[Throttle],
+        data: JSONBody[LoginForm],
     ) -> TokenPair | MfaChallenge:
         """Tokens for a session in ``org`` (by default the user's oldest org). A user with a
         second factor gets ``{"mfa_required": true, "mfa_token": …}`` instead: send it with a
         code to ``POST /auth/login/mfa`` within five minutes."""
-        account = _account_key(data.email)
-        await _count_attempt(request, "login", account)
-        try:
-            answer = await accounts.sign_in(
+        async with throttle.attempt("login", _account_key(data.email)):
+            return await accounts.sign_in(
                 db_session,
-                _settings(request),
+                settings,
                 email=data.email,
                 password=data.password,
                 org=data.org,
-                client=_client(request),
+                client=client_of(request),
             )
-        except AccountError as exc:
-            raise _problem(exc) from exc
-        await _forget_attempts(request, "login", account)
-        return answer
 
     @post(
         "/login/mfa",
         opt=PUBLIC,
-        security=_ANYONE,
+        security=ANYONE,
         status_code=200,
         summary="Finish signing in with a second-factor code",
         responses=_problems(
@@ -341,95 +398,90 @@ class AuthController(Controller):
         self,
         request: Request[Any, Any, State],
         db_session: NamedDependency[AsyncSession],
-        data: MfaLoginForm,
+        settings: NamedDependency[Settings],
+        throttle: NamedDependency[Throttle],
+        data: JSONBody[MfaLoginForm],
     ) -> TokenPair:
         """Trade the ``mfa_token`` of ``POST /auth/login`` and one code for tokens."""
         if (data.code is None) == (data.recovery_code is None):
             raise Problem(400, "mfa_code_required", "Send exactly one of code and recovery_code.")
-        settings = _settings(request)
-        try:
-            pending = accounts.read_mfa_token(settings, data.mfa_token)
-        except AccountError as exc:
-            raise _problem(exc) from exc
-        account = pending.user_id.hex
-        await _count_attempt(request, "mfa", account)
-        try:
-            tokens = await accounts.finish_sign_in(
+        pending = accounts.read_mfa_token(settings, data.mfa_token)
+        async with throttle.attempt("mfa", pending.user_id.hex):
+            return await accounts.finish_sign_in(
                 db_session,
                 settings,
                 pending,
                 code=data.code,
                 recovery_code=data.recovery_code,
-                client=_client(request),
+                client=client_of(request),
             )
-        except (AccountError, MfaError) as exc:
-            raise _problem(exc) from exc
-        await _forget_attempts(request, "mfa", account)
-        return tokens
 
     @post(
         "/refresh",
         opt=PUBLIC,
-        security=_ANYONE,
+        security=ANYONE,
         status_code=200,
         summary="Trade a refresh token for a new pair",
         responses=_problems(
-            {"not_a_member": 401},
+            _REFRESH_STATUS,
             invalid_refresh_token="not a refresh token of this hub",
             refresh_token_reused="the token was already used: its session is now revoked",
             session_revoked="the session was signed out or revoked",
             session_expired="the session is older than AGENTOPS_REFRESH_TOKEN_TTL",
             not_a_member="the user no longer belongs to the session's org",
         ),
+        exception_handlers=_refusals(_REFRESH_STATUS),
     )
     async def refresh(
         self,
         request: Request[Any, Any, State],
         db_session: NamedDependency[AsyncSession],
-        data: RefreshForm,
+        settings: NamedDependency[Settings],
+        data: JSONBody[RefreshForm],
     ) -> TokenPair:
         """A new access token and refresh token; the one sent is used up. Sending a used one
         again revokes the whole session: refresh one request at a time."""
-        try:
-            return await sessions.rotate_refresh_token(
-                db_session,
-                _settings(request),
-                data.refresh_token,
-                actor=audit.Actor("system", None, client_ip(request), request_id(request)),
-            )
-        except SessionError as exc:
-            raise _problem(exc, not_a_member=401) from exc
+        return await sessions.rotate_refresh_token(
+            db_session,
+            settings,
+            data.refresh_token,
+            actor=audit.Actor("system", None, client_ip(request), request_id(request)),
+        )
 
     # -- password reset (public) ----------------------------------------------------------------
 
     @post(
         "/password/forgot",
         opt=PUBLIC,
-        security=_ANYONE,
+        security=ANYONE,
         status_code=HTTP_202_ACCEPTED,
         summary="Ask for a password-reset email",
         responses=_problems(too_many_attempts=_THROTTLED),
     )
     async def forgot_password(
-        self, request: Request[Any, Any, State], data: ForgotForm
+        self,
+        request: Request[Any, Any, State],
+        settings: NamedDependency[Settings],
+        throttle: NamedDependency[Throttle],
+        data: JSONBody[ForgotForm],
     ) -> Response[Accepted]:
         """Always 202, whether or not an account has this email (the answer reveals nothing).
         When one does, it gets a link with a single-use token valid for one hour."""
-        await _count_attempt(request, "reset-request", _account_key(data.email))
+        await throttle.count("reset-request", _account_key(data.email))
         state = request.app.state
         return Response(
             Accepted("If an account has this email, a reset link is on its way."),
             status_code=HTTP_202_ACCEPTED,
             # After the answer, so its timing does not tell whether the account exists.
             background=BackgroundTask(
-                _send_reset_link, state.engine, state.settings, state.mailer, data.email
+                _send_reset_link, state.engine, settings, state.mailer, data.email
             ),
         )
 
     @post(
         "/password/reset",
         opt=PUBLIC,
-        security=_ANYONE,
+        security=ANYONE,
         status_code=200,
         summary="Set a new password with an emailed token",
         responses=_problems(
@@ -444,17 +496,15 @@ class AuthController(Controller):
         self,
         request: Request[Any, Any, State],
         db_session: NamedDependency[AsyncSession],
-        data: ResetForm,
+        throttle: NamedDependency[Throttle],
+        data: JSONBody[ResetForm],
     ) -> PasswordChanged:
         """Set the password; every session of the user, in every org, ends."""
         parsed = parse_opaque_token(accounts.RESET_TOKEN_KIND, data.token)
-        await _count_attempt(request, "reset", parsed.owner_id.hex if parsed else None)
-        try:
-            ended = await accounts.reset_password(
-                db_session, data.token, data.new_password, client=_client(request)
-            )
-        except AccountError as exc:
-            raise _problem(exc) from exc
+        await throttle.count("reset", parsed.owner_id.hex if parsed else None)
+        ended = await accounts.reset_password(
+            db_session, data.token, data.new_password, client=client_of(request)
+        )
         return PasswordChanged(ended)
 
     # -- the signed-in user ---------------------------------------------------------------------
@@ -464,18 +514,18 @@ class AuthController(Controller):
         guards=[requires(Permission.ACCOUNT)],
         status_code=204,
         summary="Sign out",
-        responses=_problems(no_session="the credential is not a hub session"),
+        responses=_problems(no_session="the credential is not a hub session (a Supabase token)"),
     )
     async def logout(
         self,
         request: Request[Principal, Principal, State],
         db_session: NamedDependency[AsyncSession],
-        data: LogoutForm | None = None,
+        data: JSONBody[LogoutForm | None] = None,
     ) -> None:
         """End this session (its access and refresh tokens stop working at once), or with
         ``everywhere`` every session of the user in every org."""
         principal = request.auth
-        user_id, session_id = _user_of(principal), _session_of(principal)
+        user_id, session_id = user_id_of(principal), _session_of(principal)
         if data is not None and data.everywhere:
             await sessions.revoke_everywhere(db_session, user_id, reason="logout_everywhere")
             return
@@ -490,10 +540,11 @@ class AuthController(Controller):
         request: Request[Principal, Principal, State],
         db_session: NamedDependency[AsyncSession],
     ) -> AccountView:
-        """The user, this session's org and role, and every org the user belongs to."""
+        """The user, the org and role of this credential, and every org the user belongs to.
+        ``session_id`` is this hub session's, or null for a Supabase token (no hub session)."""
         principal = request.auth
         return await accounts.account(
-            db_session, _user_of(principal), principal.org_id, principal.session_id
+            db_session, user_id_of(principal), principal.org_id, principal.session_id
         )
 
     @patch("/me", guards=[requires(Permission.ACCOUNT)], summary="Change my profile")
@@ -501,10 +552,10 @@ class AuthController(Controller):
         self,
         request: Request[Principal, Principal, State],
         db_session: NamedDependency[AsyncSession],
-        data: ProfileForm,
+        data: JSONBody[ProfileForm],
     ) -> UserProfile:
         """Change the display name."""
-        return await accounts.rename(db_session, _user_of(request.auth), data.name)
+        return await accounts.rename(db_session, user_id_of(request.auth), data.name)
 
     @post(
         "/switch-org",
@@ -517,19 +568,17 @@ class AuthController(Controller):
         self,
         request: Request[Principal, Principal, State],
         db_session: NamedDependency[AsyncSession],
-        data: SwitchOrgForm,
+        settings: NamedDependency[Settings],
+        data: JSONBody[SwitchOrgForm],
     ) -> TokenPair:
         """Tokens of a new session in ``org``; this session stays open."""
-        try:
-            return await accounts.switch_org(
-                db_session,
-                _settings(request),
-                _user_of(request.auth),
-                data.org,
-                client=_client(request),
-            )
-        except AccountError as exc:
-            raise _problem(exc) from exc
+        return await accounts.switch_org(
+            db_session,
+            settings,
+            user_id_of(request.auth),
+            data.org,
+            client=client_of(request),
+        )
 
     @get("/sessions", guards=[requires(Permission.ACCOUNT)], summary="My sessions in this org")
     async def list_sessions(
@@ -540,7 +589,7 @@ class AuthController(Controller):
         """The user's sessions in this org that have not ended, newest first."""
         principal = request.auth
         found = await sessions.list_sessions(
-            db_session, principal.org_id, _user_of(principal), current=principal.session_id
+            db_session, principal.org_id, user_id_of(principal), current=principal.session_id
         )
         return SessionList(found)
 
@@ -548,26 +597,24 @@ class AuthController(Controller):
         "/sessions/{session_id:uuid}",
         guards=[requires(Permission.ACCOUNT)],
         summary="End one of my sessions",
-        responses={
-            404: ResponseSpec(
-                ProblemBody,
-                description="`session_not_found`: no live session of yours in this org has it",
-                media_type="application/problem+json",
-                generate_examples=False,
-            )
-        },
+        responses=_problems(
+            session_not_found="no live session of yours in this org has it",
+        ),
     )
     async def revoke_session(
         self,
         request: Request[Principal, Principal, State],
         db_session: NamedDependency[AsyncSession],
-        session_id: Annotated[uuid.UUID, Parameter(description="The session's id.")],
+        session_id: Annotated[uuid.UUID, PathParameter(description="The session's id.")],
     ) -> None:
         """Revoke one of the user's sessions in this org (records ``session.revoked``)."""
         principal = request.auth
-        user_id = _user_of(principal)
         ended = await sessions.revoke_session(
-            db_session, principal.org_id, session_id, reason="revoked_by_user", user_id=user_id
+            db_session,
+            principal.org_id,
+            session_id,
+            reason="revoked_by_user",
+            user_id=user_id_of(principal),
         )
         if not ended:
             raise Problem(
@@ -576,7 +623,7 @@ class AuthController(Controller):
         await audit.record(
             db_session,
             principal.org_id,
-            _client(request).actor(user_id),
+            actor_of(request),
             "session.revoked",
             target_type="session",
             target_id=session_id,
@@ -599,14 +646,14 @@ class AuthController(Controller):
         self,
         request: Request[Principal, Principal, State],
         db_session: NamedDependency[AsyncSession],
-        data: PasswordChangeForm,
+        throttle: NamedDependency[Throttle],
+        data: JSONBody[PasswordChangeForm],
     ) -> PasswordChanged:
         """Replace the password; every other session of the user, in every org, ends (this
         one stays). Records ``user.password_changed``."""
         principal = request.auth
-        user_id = _user_of(principal)
-        await _count_attempt(request, "password", user_id.hex)
-        try:
+        user_id = user_id_of(principal)
+        async with throttle.attempt("password", user_id.hex):
             ended = await accounts.change_password(
                 db_session,
                 user_id=user_id,
@@ -614,11 +661,8 @@ class AuthController(Controller):
                 session_id=principal.session_id,
                 current=data.current_password,
                 new=data.new_password,
-                client=_client(request),
+                client=client_of(request),
             )
-        except AccountError as exc:
-            raise _problem(exc) from exc
-        await _forget_attempts(request, "password", user_id.hex)
         return PasswordChanged(ended)
 
     # -- two-factor -----------------------------------------------------------------------------
@@ -634,14 +678,12 @@ class AuthController(Controller):
         self,
         request: Request[Principal, Principal, State],
         db_session: NamedDependency[AsyncSession],
+        settings: NamedDependency[Settings],
     ) -> TotpEnrolment:
         """A new TOTP secret and its ``otpauth://`` URI (show it as a QR code). Nothing changes
         at sign-in until ``POST /auth/mfa/totp/confirm``."""
-        user = await accounts.get_user(db_session, _user_of(request.auth))
-        try:
-            return await mfa.start_totp(db_session, _settings(request), user)
-        except MfaError as exc:
-            raise _problem(exc) from exc
+        user = await accounts.get_user(db_session, user_id_of(request.auth))
+        return await mfa.start_totp(db_session, settings, user)
 
     @post(
         "/mfa/totp/confirm",
@@ -649,33 +691,31 @@ class AuthController(Controller):
         status_code=200,
         summary="Confirm the authenticator app with a first code",
         responses=_problems(
-            {"invalid_mfa_code": 400},
+            _CONFIRM_STATUS,
             invalid_mfa_code="the code is wrong",
             mfa_enrolment_not_started="no pending enrolment: POST /auth/mfa/totp first",
             mfa_already_enabled="two-factor is already on",
         ),
+        exception_handlers=_refusals(_CONFIRM_STATUS),
     )
     async def confirm_totp(
         self,
         request: Request[Principal, Principal, State],
         db_session: NamedDependency[AsyncSession],
-        data: CodeForm,
+        settings: NamedDependency[Settings],
+        data: JSONBody[CodeForm],
     ) -> RecoveryCodes:
         """Turn two-factor on; ten single-use recovery codes, shown this once. Records
         ``user.mfa_enabled``."""
         principal = request.auth
-        user_id = _user_of(principal)
-        try:
-            codes = await mfa.confirm_totp(
-                db_session,
-                _settings(request),
-                user_id,
-                data.code,
-                audit_in=principal.org_id,
-                actor=_client(request).actor(user_id),
-            )
-        except MfaError as exc:
-            raise _problem(exc, invalid_mfa_code=400) from exc
+        codes = await mfa.confirm_totp(
+            db_session,
+            settings,
+            user_id_of(principal),
+            data.code,
+            audit_in=principal.org_id,
+            actor=actor_of(request),
+        )
         return RecoveryCodes(codes)
 
     @delete(
@@ -692,25 +732,21 @@ class AuthController(Controller):
         self,
         request: Request[Principal, Principal, State],
         db_session: NamedDependency[AsyncSession],
-        data: PasswordForm,
+        throttle: NamedDependency[Throttle],
+        data: JSONBody[PasswordForm],
     ) -> None:
         """Turn two-factor off (the password confirms it); recovery codes go with it. Records
         ``user.mfa_disabled``."""
         principal = request.auth
-        user_id = _user_of(principal)
-        await _count_attempt(request, "password", user_id.hex)
-        user = await accounts.get_user(db_session, user_id)
-        try:
+        user_id = user_id_of(principal)
+        async with throttle.attempt("password", user_id.hex):
             await mfa.disable_totp(
                 db_session,
-                user,
+                await accounts.get_user(db_session, user_id),
                 data.password,
                 audit_in=principal.org_id,
-                actor=_client(request).actor(user_id),
+                actor=actor_of(request),
             )
-        except MfaError as exc:
-            raise _problem(exc) from exc
-        await _forget_attempts(request, "password", user_id.hex)
 
     @post(
         "/mfa/recovery-codes",
@@ -727,47 +763,24 @@ class AuthController(Controller):
         self,
         request: Request[Principal, Principal, State],
         db_session: NamedDependency[AsyncSession],
-        data: PasswordForm,
+        throttle: NamedDependency[Throttle],
+        data: JSONBody[PasswordForm],
     ) -> RecoveryCodes:
         """Ten new recovery codes (the password confirms it); the old ones stop working."""
         principal = request.auth
-        user_id = _user_of(principal)
-        await _count_attempt(request, "password", user_id.hex)
-        user = await accounts.get_user(db_session, user_id)
-        try:
+        user_id = user_id_of(principal)
+        async with throttle.attempt("password", user_id.hex):
             codes = await mfa.regenerate_recovery_codes(
                 db_session,
-                user,
+                await accounts.get_user(db_session, user_id),
                 data.password,
                 audit_in=principal.org_id,
-                actor=_client(request).actor(user_id),
+                actor=actor_of(request),
             )
-        except MfaError as exc:
-            raise _problem(exc) from exc
-        await _forget_attempts(request, "password", user_id.hex)
         return RecoveryCodes(codes)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-def _settings(request: Request[Any, Any, State]) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def _client(request: Request[Any, Any, State]) -> accounts.Client:
-    return accounts.Client(
-        ip=client_ip(request),
-        user_agent=request.headers.get("user-agent"),
-        request_id=request_id(request),
-    )
-
-
-def _user_of(principal: Principal) -> uuid.UUID:
-    # account:self is a person's permission: no API key holds it, so there is always a user.
-    assert principal.user_id is not None
-    return principal.user_id
 
 
 def _session_of(principal: Principal) -> uuid.UUID:
@@ -785,36 +798,8 @@ def _account_key(email: str) -> str:
     return email.strip().lower()[:320]
 
 
-def _problem(exc: AccountError | MfaError | SessionError, **status: int) -> Problem:
-    """The problem answer of a service refusal; ``status`` overrides the status of a code."""
-    return Problem(status.get(exc.code) or _STATUS.get(exc.code, 400), exc.code, exc.detail)
-
-
-async def _count_attempt(
-    request: Request[Any, Any, State], action: str, account: str | None
-) -> None:
-    """Count an attempt at ``action`` from this address and, when known, on ``account``;
-    429 ``too_many_attempts`` past either limit."""
-    limiter: RateLimiter = request.app.state.rate_limiter
-    settings = _settings(request)
-    limits = [(f"auth:{action}:ip:{client_ip(request) or 'unknown'}", settings.rate_limit_login_ip)]
-    if account:
-        limits.append((f"auth:{action}:account:{account}", settings.rate_limit_login))
-    for key, limit in limits:
-        result = await limiter.hit(key, limit)
-        if not result.allowed:
-            raise Problem(
-                429,
-                "too_many_attempts",
-                f"Too many attempts; try again in {result.retry_after} s.",
-                headers={**result.headers(), "Retry-After": str(result.retry_after)},
-            )
-
-
-async def _forget_attempts(request: Request[Any, Any, State], action: str, account: str) -> None:
-    """A success: the account's count starts over (the address's does not)."""
-    limiter: RateLimiter = request.app.state.rate_limiter
-    await limiter.clear(f"auth:{action}:account:{account}", _settings(request).rate_limit_login)
+def _account_limit_key(action: str, account: str) -> str:
+    return f"auth:{action}:account:{account}"
 
 
 async def _send_reset_link(

@@ -63,9 +63,9 @@ class IngestController(Controller):
         self,
         request: Request[Principal, Principal, State],
         db_session: NamedDependency[AsyncSession],
+        settings: NamedDependency[Settings],
     ) -> Response[IngestResult]:
         """Store a batch of run and span events; one bad event does not stop the others."""
-        settings: Settings = request.app.state.settings
         body = await _json_body(request, settings.max_body_bytes)
         try:
             result = await ingest_batch(
@@ -88,9 +88,9 @@ class IngestController(Controller):
         self,
         request: Request[Principal, Principal, State],
         db_session: NamedDependency[AsyncSession],
+        settings: NamedDependency[Settings],
     ) -> IngestResult:
         """Store one whole run with its spans, all or none."""
-        settings: Settings = request.app.state.settings
         body = await _json_body(request, settings.max_body_bytes)
         try:
             return await ingest_run(

@@ -9,10 +9,12 @@ from typing import Any
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentops_server.api.v1.actors import actor_of, client_ip, request_id
-from agentops_server.api.v1.refusals import JSON_BODY_LIMIT, REFUSALS
+from agentops_server.api.v1.actors import actor_of, client_of
+from agentops_server.api.v1.openapi import ANYONE
+from agentops_server.api.v1.refusals import JSON_BODY_LIMIT
 from agentops_server.auth.guards import PUBLIC, requires
 from agentops_server.auth.permissions import Permission
 from agentops_server.auth.principal import Principal
@@ -40,7 +42,6 @@ class InvitationController(Controller):
 
     path = "/invitations"
     tags = ("invitations",)
-    exception_handlers = REFUSALS
     request_max_body_size = JSON_BODY_LIMIT
 
     @get("/", guards=[requires(Permission.MEMBERS_READ)], summary="Pending invitations")
@@ -66,7 +67,7 @@ class InvitationController(Controller):
         self,
         request: Request[Principal, Principal, State],
         db_session: NamedDependency[AsyncSession],
-        data: NewInvitation,
+        data: JSONBody[NewInvitation],
     ) -> InvitationView:
         """Invite ``email`` with ``role`` (and into ``team_id``)."""
         return await invitations.create_invitation(
@@ -87,7 +88,7 @@ class InvitationController(Controller):
         self,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
-        invitation_id: uuid.UUID,
+        invitation_id: FromPath[uuid.UUID],
     ) -> None:
         """Revoke the invitation."""
         await invitations.revoke_invitation(
@@ -109,7 +110,7 @@ class InvitationController(Controller):
         self,
         request: Request[Principal, Principal, State],
         db_session: NamedDependency[AsyncSession],
-        invitation_id: uuid.UUID,
+        invitation_id: FromPath[uuid.UUID],
     ) -> InvitationView:
         """Send the invitation again with a fresh token."""
         return await invitations.resend_invitation(
@@ -119,7 +120,7 @@ class InvitationController(Controller):
     @post(
         "/accept",
         opt=PUBLIC,
-        security=[{}],
+        security=ANYONE,
         status_code=200,
         summary="Accept an invitation",
         description=(
@@ -136,17 +137,18 @@ class InvitationController(Controller):
         self,
         request: Request[Any, Any, State],
         db_session: NamedDependency[AsyncSession],
-        data: Acceptance,
+        settings: NamedDependency[Settings],
+        data: JSONBody[Acceptance],
     ) -> AcceptedInvitation:
         """Accept the invitation the token names."""
-        settings: Settings = request.app.state.settings
+        client = client_of(request)
         return await invitations.accept_invitation(
             db_session,
             settings,
             data,
-            ip=client_ip(request),
-            user_agent=request.headers.get("user-agent"),
-            request_id=request_id(request),
+            ip=client.ip,
+            user_agent=client.user_agent,
+            request_id=client.request_id,
         )
 
 

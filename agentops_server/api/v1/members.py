@@ -8,10 +8,11 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, delete, get, patch
 from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.api.v1.actors import actor_of
-from agentops_server.api.v1.refusals import JSON_BODY_LIMIT, REFUSALS
+from agentops_server.api.v1.refusals import JSON_BODY_LIMIT
 from agentops_server.auth.guards import requires
 from agentops_server.auth.permissions import Permission
 from agentops_server.auth.principal import Principal
@@ -38,7 +39,6 @@ class MemberController(Controller):
 
     path = "/members"
     tags = ("members",)
-    exception_handlers = REFUSALS
     request_max_body_size = JSON_BODY_LIMIT
 
     @get("/", guards=[requires(Permission.MEMBERS_READ)], summary="The org's members")
@@ -53,7 +53,7 @@ class MemberController(Controller):
         self,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
-        user_id: uuid.UUID,
+        user_id: FromPath[uuid.UUID],
     ) -> Member:
         """One member of the org."""
         return await members.get_member(db_session, request.auth.org_id, user_id)
@@ -68,8 +68,8 @@ class MemberController(Controller):
         self,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
-        user_id: uuid.UUID,
-        data: RoleChange,
+        user_id: FromPath[uuid.UUID],
+        data: JSONBody[RoleChange],
     ) -> Member:
         """Give the member another role."""
         return await members.change_role(
@@ -89,7 +89,7 @@ class MemberController(Controller):
         self,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
-        user_id: uuid.UUID,
+        user_id: FromPath[uuid.UUID],
     ) -> None:
         """Remove the member."""
         await members.remove_member(db_session, request.auth, actor_of(request), user_id)

@@ -16,12 +16,12 @@ from typing import Annotated, Any, TypeVar
 from litestar import Controller, Request, Response, get
 from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Redirect
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentops_server.api.v1.actors import client_ip, request_id
-from agentops_server.api.v1.refusals import REFUSALS
+from agentops_server.api.v1.actors import client_of
+from agentops_server.api.v1.openapi import ANYONE
 from agentops_server.auth.guards import PUBLIC
 from agentops_server.auth.oauth import (
     BINDING_COOKIE,
@@ -36,7 +36,6 @@ from agentops_server.auth.oauth import (
     safe_redirect_path,
 )
 from agentops_server.errors import Problem
-from agentops_server.services.accounts import Client
 from agentops_server.services.identities import sign_in_external
 from agentops_server.services.sessions import start_session
 from agentops_server.services.slugs import SLUG_PATTERN
@@ -45,7 +44,6 @@ from agentops_server.settings import Settings
 __all__ = ["OAuthController", "OAuthProviderInfo", "OAuthProviderList", "OAuthSignIn"]
 
 _CALLBACK = "oauth_callback"
-_ANYONE: list[dict[str, list[str]]] = [{}]  # OpenAPI: these routes need no credential
 T = TypeVar("T")
 
 
@@ -89,9 +87,8 @@ class OAuthController(Controller):
 
     path = "/auth/oauth"
     tags = ("auth",)
-    exception_handlers = REFUSALS
 
-    @get("/providers", opt=PUBLIC, security=_ANYONE)
+    @get("/providers", opt=PUBLIC, security=ANYONE)
     async def list_providers(self, request: Request[Any, Any, Any]) -> OAuthProviderList:
         """The providers configured in ``AGENTOPS_OAUTH_PROVIDERS``."""
         providers: OAuthProviders = request.app.state.oauth
@@ -110,7 +107,7 @@ class OAuthController(Controller):
     @get(
         "/{provider:str}/authorize",
         opt=PUBLIC,
-        security=_ANYONE,
+        security=ANYONE,
         name="oauth_authorize",
         status_code=302,
     )
@@ -118,14 +115,17 @@ class OAuthController(Controller):
         self,
         *,
         request: Request[Any, Any, Any],
-        provider: str,
+        settings: NamedDependency[Settings],
+        provider: FromPath[str],
         org: Annotated[
             str | None,
-            Parameter(description="Sign into this org (its slug or id); you must be a member."),
+            QueryParameter(
+                description="Sign into this org (its slug or id); you must be a member."
+            ),
         ] = None,
         redirect_to: Annotated[
             str | None,
-            Parameter(description="A path on this hub to go to afterwards, such as /runs."),
+            QueryParameter(description="A path on this hub to go to afterwards, such as /runs."),
         ] = None,
     ) -> Redirect:
         """Send the browser to ``provider`` to sign in (a 302 and a short-lived cookie binding
@@ -138,12 +138,11 @@ class OAuthController(Controller):
                 safe_redirect_path(redirect_to)
             except ValueError as exc:
                 raise Problem(400, "invalid_redirect", str(exc)) from exc
-        settings: Settings = request.app.state.settings
         start = await _call_provider(
             begin_sign_in(
                 chosen,
                 settings,
-                redirect_uri=_callback_url(request, provider),
+                redirect_uri=_callback_url(request, settings, provider),
                 org=org,
                 redirect_to=redirect_to,
             )
@@ -151,25 +150,27 @@ class OAuthController(Controller):
         return Redirect(
             start.url,
             status_code=302,
-            cookies=[_binding_cookie(request, provider, start.binding, max_age=STATE_TTL)],
+            cookies=[
+                _binding_cookie(request, settings, provider, start.binding, max_age=STATE_TTL)
+            ],
         )
 
-    @get("/{provider:str}/callback", opt=PUBLIC, security=_ANYONE, name=_CALLBACK)
+    @get("/{provider:str}/callback", opt=PUBLIC, security=ANYONE, name=_CALLBACK)
     async def callback(
         self,
         *,
         request: Request[Any, Any, Any],
         db_session: NamedDependency[AsyncSession],
-        provider: str,
-        oauth_state: Annotated[str | None, Parameter(query="state")] = None,
-        code: str | None = None,
-        error: str | None = None,
-        error_description: str | None = None,
+        settings: NamedDependency[Settings],
+        provider: FromPath[str],
+        oauth_state: Annotated[str | None, QueryParameter(name="state")] = None,
+        code: FromQuery[str | None] = None,
+        error: FromQuery[str | None] = None,
+        error_description: FromQuery[str | None] = None,
     ) -> Response[OAuthSignIn]:
         """Where the provider sends the browser back: check the state, exchange the code, find
         or make the user, and answer with the hub's tokens."""
         chosen = _provider(request, provider)
-        settings: Settings = request.app.state.settings
         try:
             state = read_state(settings, provider, oauth_state, request.cookies.get(BINDING_COOKIE))
         except InvalidOAuthState as exc:
@@ -186,16 +187,12 @@ class OAuthController(Controller):
         identity = await _call_provider(
             chosen.identity(
                 code=code,
-                redirect_uri=_callback_url(request, provider),
+                redirect_uri=_callback_url(request, settings, provider),
                 code_verifier=state.code_verifier,
                 nonce=state.nonce,
             )
         )
-        client = Client(
-            ip=client_ip(request),
-            user_agent=request.headers.get("user-agent"),
-            request_id=request_id(request),
-        )
+        client = client_of(request)
         signed_in = await sign_in_external(db_session, identity, org_slug=state.org, client=client)
         pair = await start_session(
             db_session,
@@ -220,7 +217,7 @@ class OAuthController(Controller):
             )
         )
         # The binding is spent: a replayed callback URL finds no cookie.
-        response.set_cookie(_binding_cookie(request, provider, "", max_age=0))
+        response.set_cookie(_binding_cookie(request, settings, provider, "", max_age=0))
         return response
 
 
@@ -242,17 +239,15 @@ async def _call_provider(call: Awaitable[T]) -> T:
         raise Problem(401, "invalid_id_token", str(exc)) from exc
 
 
-def _callback_url(request: Request[Any, Any, Any], provider: str) -> str:
+def _callback_url(request: Request[Any, Any, Any], settings: Settings, provider: str) -> str:
     """The redirect URI to register at the provider: ``{public_url}/api/v1/auth/oauth/{provider}
     /callback``."""
-    settings: Settings = request.app.state.settings
     return settings.public_url.rstrip("/") + request.app.route_reverse(_CALLBACK, provider=provider)
 
 
 def _binding_cookie(
-    request: Request[Any, Any, Any], provider: str, value: str, *, max_age: int
+    request: Request[Any, Any, Any], settings: Settings, provider: str, value: str, *, max_age: int
 ) -> Cookie:
-    settings: Settings = request.app.state.settings
     return Cookie(
         key=BINDING_COOKIE,
         value=value,

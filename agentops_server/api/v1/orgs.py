@@ -4,19 +4,17 @@ the signed-in person, and creating another one)."""
 from __future__ import annotations
 
 import dataclasses
-import uuid
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
-from litestar.enums import RequestEncodingType
-from litestar.params import Body
+from litestar.params import JSONBody, MultipartBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentops_server.api.v1.actors import actor_of
-from agentops_server.api.v1.refusals import JSON_BODY_LIMIT, REFUSALS, problem_of
+from agentops_server.api.v1.actors import actor_of, user_id_of
+from agentops_server.api.v1.refusals import JSON_BODY_LIMIT, problem_of
 from agentops_server.auth.guards import requires
 from agentops_server.auth.permissions import Permission
 from agentops_server.auth.principal import Principal
@@ -53,7 +51,6 @@ class OrgController(Controller):
 
     path = "/org"
     tags = ("orgs",)
-    exception_handlers = REFUSALS
     request_max_body_size = JSON_BODY_LIMIT
 
     @get("/", guards=[requires(Permission.SETTINGS_READ)], summary="The org's profile")
@@ -80,7 +77,7 @@ class OrgController(Controller):
         self,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
-        data: OrgChanges,
+        data: JSONBody[OrgChanges],
     ) -> OrgProfile:
         """Apply the changes sent; audited as ``org.updated``."""
         return await org_profile.update_profile(db_session, request.auth, actor_of(request), data)
@@ -99,7 +96,7 @@ class OrgController(Controller):
         self,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
-        data: OrgDeletion | None = None,
+        data: JSONBody[OrgDeletion | None] = None,
     ) -> None:
         """Delete the caller's org."""
         await org_profile.delete_org(db_session, request.auth, data.confirm if data else None)
@@ -121,7 +118,7 @@ class OrgController(Controller):
         self,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
-        data: Annotated[LogoUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
+        data: MultipartBody[LogoUpload],
     ) -> OrgProfile:
         """Keep the uploaded image as the org's logo; audited as ``org.logo_uploaded``."""
         content = await data.file.read(LOGO_MAX_BYTES + 1)
@@ -170,7 +167,6 @@ class OrgsController(Controller):
 
     path = "/orgs"
     tags = ("orgs",)
-    exception_handlers = REFUSALS
     request_max_body_size = JSON_BODY_LIMIT
     guards = (requires(Permission.ACCOUNT),)
 
@@ -179,7 +175,7 @@ class OrgsController(Controller):
         self, request: Request[Principal, Principal, Any], db_session: NamedDependency[AsyncSession]
     ) -> OrgList:
         """Every org the signed-in person belongs to, with their role in it."""
-        return await org_profile.list_orgs(db_session, _user_id(request.auth))
+        return await org_profile.list_orgs(db_session, user_id_of(request.auth))
 
     @post(
         "/",
@@ -195,17 +191,12 @@ class OrgsController(Controller):
         self,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
-        data: NewOrg,
+        data: JSONBody[NewOrg],
     ) -> OrgProfile:
         """Create an org owned by the caller; audited in it as ``org.created``."""
         return await org_profile.create_org(
-            db_session, _user_id(request.auth), actor_of(request), data
+            db_session, user_id_of(request.auth), actor_of(request), data
         )
-
-
-def _user_id(principal: Principal) -> uuid.UUID:
-    assert principal.user_id is not None, "account:self is a person's permission"
-    return principal.user_id
 
 
 def _logo_too_large(request: Request[Any, Any, Any]) -> Response[Any]:

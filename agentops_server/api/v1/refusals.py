@@ -1,7 +1,7 @@
 """Service refusals as problem+json answers: one status per kind of refusal.
 
-Controllers set ``exception_handlers = REFUSALS``, so a service's
-:class:`~agentops_server.services.refusals.Refused` becomes a
+The ``/api/v1`` router sets ``exception_handlers = REFUSALS``, so a service's
+:class:`~agentops_server.services.refusals.Refused` raised by any of its routes becomes a
 :class:`~agentops_server.errors.Problem` with the same code and detail.
 """
 
@@ -55,4 +55,4 @@ def _answer(request: Request[Any, Any, Any], refusal: Refused) -> Response[Any]:
 
 
 REFUSALS: ExceptionHandlersMap = {Refused: _answer}
-"""``exception_handlers`` for controllers whose services raise refusals."""
+"""``exception_handlers`` answering services' refusals (set on the ``/api/v1`` router)."""

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import PathParameter, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.auth.guards import requires
@@ -41,24 +41,24 @@ class RunController(Controller):
         *,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
-        agent: Annotated[str | None, Parameter(description="Only this agent's runs.")] = None,
+        agent: Annotated[str | None, QueryParameter(description="Only this agent's runs.")] = None,
         status: Annotated[
-            RunStatus | None, Parameter(description="Only runs in this state.")
+            RunStatus | None, QueryParameter(description="Only runs in this state.")
         ] = None,
         environment: Annotated[
-            Environment | None, Parameter(description="Only runs from this environment.")
+            Environment | None, QueryParameter(description="Only runs from this environment.")
         ] = None,
         started_after: Annotated[
             dt.datetime | None,
-            Parameter(description="ISO 8601; runs started at or after it (naive: UTC)."),
+            QueryParameter(description="ISO 8601; runs started at or after it (naive: UTC)."),
         ] = None,
         started_before: Annotated[
             dt.datetime | None,
-            Parameter(description="ISO 8601; runs started strictly before it (naive: UTC)."),
+            QueryParameter(description="ISO 8601; runs started strictly before it (naive: UTC)."),
         ] = None,
-        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
         cursor: Annotated[
-            str | None, Parameter(description="`next_cursor` of the previous page.")
+            str | None, QueryParameter(description="`next_cursor` of the previous page.")
         ] = None,
     ) -> RunPage:
         """The org's runs, newest first, a page at a time."""
@@ -81,7 +81,7 @@ class RunController(Controller):
         self,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
-        run_id: Annotated[str, Parameter(description="The run's id (a UUID).")],
+        run_id: Annotated[str, PathParameter(description="The run's id (a UUID).")],
     ) -> RunDetail:
         """One run of the org, with its spans as a tree."""
         try:

@@ -8,10 +8,11 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, delete, get, patch, post, put
 from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.api.v1.actors import actor_of
-from agentops_server.api.v1.refusals import JSON_BODY_LIMIT, REFUSALS
+from agentops_server.api.v1.refusals import JSON_BODY_LIMIT
 from agentops_server.auth.guards import requires
 from agentops_server.auth.permissions import Permission
 from agentops_server.auth.principal import Principal
@@ -35,7 +36,6 @@ class TeamController(Controller):
 
     path = "/teams"
     tags = ("teams",)
-    exception_handlers = REFUSALS
     request_max_body_size = JSON_BODY_LIMIT
 
     @get("/", guards=[requires(Permission.TEAMS_READ)], summary="The org's teams")
@@ -58,7 +58,7 @@ class TeamController(Controller):
         self,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
-        data: TeamName,
+        data: JSONBody[TeamName],
     ) -> TeamDetail:
         """Create a team."""
         return await teams.create_team(db_session, request.auth, actor_of(request), data.name)
@@ -68,7 +68,7 @@ class TeamController(Controller):
         self,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
-        team_id: uuid.UUID,
+        team_id: FromPath[uuid.UUID],
     ) -> TeamDetail:
         """A team with its members (404 `team_not_found`)."""
         return await teams.get_team(db_session, request.auth.org_id, team_id)
@@ -86,8 +86,8 @@ class TeamController(Controller):
         self,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
-        team_id: uuid.UUID,
-        data: TeamName,
+        team_id: FromPath[uuid.UUID],
+        data: JSONBody[TeamName],
     ) -> TeamDetail:
         """Rename the team."""
         return await teams.rename_team(
@@ -107,7 +107,7 @@ class TeamController(Controller):
         self,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
-        team_id: uuid.UUID,
+        team_id: FromPath[uuid.UUID],
     ) -> None:
         """Delete the team."""
         await teams.delete_team(db_session, request.auth, actor_of(request), team_id)
@@ -125,8 +125,8 @@ class TeamController(Controller):
         self,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
-        team_id: uuid.UUID,
-        user_id: uuid.UUID,
+        team_id: FromPath[uuid.UUID],
+        user_id: FromPath[uuid.UUID],
     ) -> TeamDetail:
         """Put an org member in the team."""
         return await teams.add_team_member(
@@ -146,8 +146,8 @@ class TeamController(Controller):
         self,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
-        team_id: uuid.UUID,
-        user_id: uuid.UUID,
+        team_id: FromPath[uuid.UUID],
+        user_id: FromPath[uuid.UUID],
     ) -> None:
         """Take a member out of the team."""
         await teams.remove_team_member(
