@@ -40,6 +40,8 @@ from agentops_server.settings import Settings
 __all__ = ["RateLimitMiddleware", "RateLimitResult", "RateLimiter", "create_rate_limiter"]
 
 _REDIS_KEY_PREFIX = "agentops:ratelimit"
+_LIMIT_SETTINGS = ("rate_limit_org", "rate_limit_key", "rate_limit_login", "rate_limit_login_ip")
+"""Every setting that holds a limit string."""
 _OPERATIONS_PATH = re.compile(r"/(?:health|ready|schema)(?:/|$)")
 """Never limited: health checks and the API schema."""
 
@@ -104,9 +106,11 @@ class RateLimiter:
 def create_rate_limiter(settings: Settings) -> RateLimiter:
     """A limiter on Redis when ``settings.redis_url`` is set, in the process otherwise.
 
-    Raises ``ValueError`` when ``rate_limit_org`` or ``rate_limit_key`` is not a limit string.
+    Raises ``ValueError`` naming the setting when one of the rate limits (``rate_limit_org``,
+    ``rate_limit_key``, ``rate_limit_login``, ``rate_limit_login_ip``) is not a limit string,
+    so a bad value stops the hub when it is built rather than at the first request it limits.
     """
-    for name in ("rate_limit_org", "rate_limit_key"):
+    for name in _LIMIT_SETTINGS:
         try:
             _parse_limit(getattr(settings, name))
         except ValueError as exc:
