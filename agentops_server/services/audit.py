@@ -4,27 +4,26 @@ Services call :func:`record` in the same transaction as the change it describes,
 and its entry commit (or roll back) together. The table refuses UPDATE and DELETE for every
 database user (migration 0002's triggers); only deleting the org itself takes its log with it.
 
-:func:`list_entries` reads the log newest first with keyset pagination on ``(at, id)`` (the
-index ``(org_id, at, id)``): a cursor names the last entry of a page and the next page starts
-strictly after it, so entries written meanwhile never shift a page.
+:func:`list_entries` reads the log newest first with keyset pagination on ``(at, id)``
+(:mod:`~agentops_server.services.pagination`, the index ``(org_id, at, id)``), so entries
+written meanwhile never shift a page.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import datetime as dt
 import re
 import uuid
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, select, tuple_
+from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.auth.principal import Principal
 from agentops_server.db.models import AuditEvent
 from agentops_server.db.types import to_utc
+from agentops_server.services.pagination import InvalidCursor, newest_first
 from agentops_server.services.refusals import Invalid
 
 __all__ = [
@@ -150,22 +149,18 @@ async def list_entries(
     """
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
-    conditions = _conditions(org_id, where)
-    if cursor is not None:
-        conditions.append(tuple_(AuditEvent.at, AuditEvent.id) < _decode_cursor(cursor))
-    rows = list(
-        await session.scalars(
-            select(AuditEvent)
-            .where(*conditions)
-            .order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
-            .limit(limit + 1)
+    try:
+        page, next_cursor = await newest_first(
+            session,
+            AuditEvent,
+            (AuditEvent.at, AuditEvent.id),
+            _conditions(org_id, where),
+            limit=limit,
+            cursor=cursor,
         )
-    )
-    page, more = rows[:limit], len(rows) > limit
-    return AuditPage(
-        items=[_entry(row) for row in page],
-        next_cursor=_encode_cursor(page[-1]) if more else None,
-    )
+    except InvalidCursor as exc:
+        raise Invalid("invalid_cursor", "This cursor was not made by this hub.") from exc
+    return AuditPage(items=[_entry(row) for row in page], next_cursor=next_cursor)
 
 
 def _conditions(org_id: uuid.UUID, where: AuditFilter) -> list[ColumnElement[bool]]:
@@ -208,17 +203,3 @@ def _entry(row: AuditEvent) -> AuditEntry:
         ip=row.ip,
         request_id=row.request_id,
     )
-
-
-def _encode_cursor(row: AuditEvent) -> str:
-    raw = f"{to_utc(row.at).isoformat()}|{row.id.hex}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        at, entry_id = raw.split("|")
-        return to_utc(dt.datetime.fromisoformat(at)), uuid.UUID(hex=entry_id)
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise Invalid("invalid_cursor", "This cursor was not made by this hub.") from exc

@@ -1,27 +1,25 @@
 """Reading runs: filtered, newest-first pages of an org's runs, and one run with its span tree.
 
-Pages use keyset pagination on ``(started_at, id)`` (the index ``(org_id, started_at, id)``): a
-cursor names the last run of a page, and the next page starts strictly after it. Runs inserted
-meanwhile never shift a page, so paging through never repeats or skips a run that was there.
-The cursor is opaque to clients (URL-safe base64 of the last run's start time and id).
+Pages use keyset pagination on ``(started_at, id)`` (:mod:`~agentops_server.services.pagination`,
+the index ``(org_id, started_at, id)``): runs inserted meanwhile never shift a page, so paging
+through never repeats or skips a run that was there.
 
 Every query is scoped to one org: no function here can read another org's rows.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import datetime as dt
 import uuid
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, select, tuple_
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.db.models import Run, Span
 from agentops_server.db.types import to_utc
+from agentops_server.services.pagination import InvalidCursor, newest_first
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
@@ -52,10 +50,6 @@ Environment = Literal["prod", "staging", "test", "dev"]
 
 class RunNotFound(LookupError):
     """The org has no run with this id."""
-
-
-class InvalidCursor(ValueError):
-    """A page cursor this module did not make."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -155,26 +149,19 @@ async def list_runs(
 ) -> RunPage:
     """The org's runs matching ``where``, newest first, ``limit`` at a time.
 
-    Raises :class:`InvalidCursor` for a cursor this module did not make.
+    Raises :class:`InvalidCursor` for a cursor this hub did not make.
     """
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
-    conditions = _conditions(org_id, where)
-    if cursor is not None:
-        conditions.append(tuple_(Run.started_at, Run.id) < _decode_cursor(cursor))
-    rows = list(
-        await session.scalars(
-            select(Run)
-            .where(*conditions)
-            .order_by(Run.started_at.desc(), Run.id.desc())
-            .limit(limit + 1)
-        )
+    page, next_cursor = await newest_first(
+        session,
+        Run,
+        (Run.started_at, Run.id),
+        _conditions(org_id, where),
+        limit=limit,
+        cursor=cursor,
     )
-    page, more = rows[:limit], len(rows) > limit
-    return RunPage(
-        items=[_summary(row) for row in page],
-        next_cursor=_encode_cursor(page[-1]) if more else None,
-    )
+    return RunPage(items=[_summary(row) for row in page], next_cursor=next_cursor)
 
 
 async def get_run(session: AsyncSession, org_id: uuid.UUID, run_id: uuid.UUID) -> RunDetail:
@@ -265,20 +252,6 @@ def _conditions(org_id: uuid.UUID, where: RunFilter) -> list[ColumnElement[bool]
     if where.started_before is not None:
         conditions.append(Run.started_at < to_utc(where.started_before))
     return conditions
-
-
-def _encode_cursor(run: Run) -> str:
-    raw = f"{to_utc(run.started_at).isoformat()}|{run.id.hex}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        started_at, run_id = raw.split("|")
-        return to_utc(dt.datetime.fromisoformat(started_at)), uuid.UUID(hex=run_id)
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise InvalidCursor(f"not a cursor from this hub: {cursor!r}") from exc
 
 
 def _duration_ms(started_at: dt.datetime, ended_at: dt.datetime | None) -> float | None:
