@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import re
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,7 +29,6 @@ from agentops_server.auth.passwords import (
     needs_rehash,
     verify_password,
 )
-from agentops_server.auth.permissions import Role
 from agentops_server.auth.tokens import (
     InvalidToken,
     decode_token,
@@ -41,10 +39,18 @@ from agentops_server.auth.tokens import (
     secret_matches,
 )
 from agentops_server.backends.mailer import Email, Mailer
-from agentops_server.db.models import Membership, Org, PasswordReset, User
+from agentops_server.db.models import PasswordReset, User
 from agentops_server.db.tenancy import tenant
-from agentops_server.services import audit, mfa, sessions
-from agentops_server.services.slugs import SLUG_PATTERN, slugify
+from agentops_server.services import audit, mfa, org_profile, sessions
+from agentops_server.services.claims import claim
+from agentops_server.services.org_profile import OrgMembership, SlugTaken
+from agentops_server.services.refusals import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    Refused,
+    Unauthenticated,
+)
 from agentops_server.services.users import (
     EmailTaken,
     InvalidEmail,
@@ -88,15 +94,12 @@ RESET_TOKEN_TTL = dt.timedelta(hours=1)
 _MFA_PURPOSE = "mfa"
 
 
-class AccountError(Exception):
-    """A refused account action; ``code`` is the stable problem code (``invalid_email``,
-    ``weak_password``, ``email_taken``, ``slug_taken``, ``invalid_credentials``,
-    ``not_a_member``, ``invalid_reset_token``…) and ``str()`` says what to do."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
+AccountError = Refused
+"""What a refused account action raises: a kind of
+:class:`~agentops_server.services.refusals.Refused` with a stable ``code`` (``invalid_email``,
+``weak_password``, ``email_taken``, ``slug_taken``, ``invalid_credentials``, ``not_a_member``,
+``invalid_reset_token``…) and a ``detail`` saying what to do. The name stays for the callers
+that catch it."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -123,16 +126,6 @@ class UserProfile:
     mfa_methods: list[str]
     """Kinds of confirmed second factors (``totp``)."""
     created_at: dt.datetime
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class OrgMembership:
-    """One org of a user, and their role there."""
-
-    id: uuid.UUID
-    name: str
-    slug: str
-    role: Role
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -197,76 +190,46 @@ async def signup(
         address = normalize_email(email)
         check_strength(password, email=address)
     except InvalidEmail as exc:
-        raise AccountError("invalid_email", f"This is not an email address: {exc}") from exc
+        raise Invalid("invalid_email", f"This is not an email address: {exc}") from exc
     except WeakPassword as exc:
-        raise AccountError("weak_password", f"The password is too weak: {exc}") from exc
-    org_name = " ".join(org_name.split())
-    if not org_name:
-        raise AccountError("invalid_org_name", "Give the org a name.")
-    slug = org_slug if org_slug is not None else slugify(org_name)
-    if not re.fullmatch(SLUG_PATTERN, slug):
-        raise AccountError(
-            "invalid_slug",
-            f"{slug!r} is not a valid slug: use 1 to 64 lower-case letters, digits and inner "
-            "hyphens.",
-        )
-    org = Org(id=uuid.uuid4(), name=org_name, slug=slug)
-    with tenant(org_id=org.id):
+        raise Invalid("weak_password", f"The password is too weak: {exc}") from exc
+    try:
+        org_name = org_profile.clean_name(org_name, what="org")
+    except Invalid as exc:  # sign-up has two names: say which one
+        raise Invalid("invalid_org_name", exc.detail) from exc
+    slug = org_profile.org_slug(org_name, org_slug)
+    org_id = uuid.uuid4()
+    with tenant(org_id=org_id):
         try:
             user = await create_user(session, email=address, password=password, name=name)
         except (EmailTaken, IntegrityError) as exc:
             await session.rollback()
-            raise AccountError("email_taken", f"An account with {address} already exists.") from exc
-        session.add(org)
+            raise Conflict("email_taken", f"An account with {address} already exists.") from exc
         try:
-            await session.flush()  # other orgs are invisible here: the unique index decides
-        except IntegrityError as exc:
-            await session.rollback()
-            raise AccountError(
+            org = await org_profile.create_org_with_owner(
+                session,
+                org_id=org_id,
+                name=org_name,
+                slug=slug,
+                owner_id=user.id,
+                owner_email=user.email,
+                actor=client.actor(user.id),
+            )
+        except SlugTaken as exc:
+            raise Conflict(
                 "slug_taken",
                 f"An org with the slug {slug!r} already exists; choose another org_slug.",
             ) from exc
-        session.add(
-            Membership(
-                org_id=org.id,
-                user_id=user.id,
-                role=Role.OWNER.value,
-                created_at=dt.datetime.now(dt.UTC),  # SQLite's CURRENT_TIMESTAMP has whole seconds
-            )
-        )
-        actor = client.actor(user.id)
-        await audit.record(
-            session,
-            org.id,
-            actor,
-            "org.created",
-            target_type="org",
-            target_id=org.id,
-            after={"name": org.name, "slug": org.slug},
-        )
-        await audit.record(
-            session,
-            org.id,
-            actor,
-            "member.added",
-            target_type="user",
-            target_id=user.id,
-            after={"email": user.email, "role": Role.OWNER.value},
-        )
         tokens = await sessions.start_session(
             session,
             settings,
             user_id=user.id,
-            org_id=org.id,
+            org_id=org_id,
             method="signup",
             ip=client.ip,
             user_agent=client.user_agent,
         )
-    return SignedUp(
-        user=_profile(user, []),
-        org=OrgMembership(id=org.id, name=org.name, slug=org.slug, role=Role.OWNER),
-        tokens=tokens,
-    )
+    return SignedUp(user=_profile(user, []), org=org, tokens=tokens)
 
 
 # -- sign-in -------------------------------------------------------------------------------------
@@ -289,7 +252,7 @@ async def sign_in(
     """
     user = await find_user_by_email(session, email)
     if not await verify_password(password, user.password_hash if user else None):
-        raise AccountError("invalid_credentials", "The email or password is wrong.")
+        raise Unauthenticated("invalid_credentials", "The email or password is wrong.")
     assert user is not None
     assert user.password_hash is not None
     if needs_rehash(user.password_hash):
@@ -323,12 +286,12 @@ def read_mfa_token(settings: Settings, token: str) -> PendingSignIn:
         return PendingSignIn(uuid.UUID(claims["sub"]), uuid.UUID(claims["org"]))
     except InvalidToken as exc:
         if exc.code == "token_expired":
-            raise AccountError(
+            raise Unauthenticated(
                 "mfa_token_expired", "The sign-in took too long; sign in again."
             ) from exc
-        raise AccountError("invalid_mfa_token", "The mfa_token is not valid.") from exc
+        raise Unauthenticated("invalid_mfa_token", "The mfa_token is not valid.") from exc
     except (KeyError, ValueError, TypeError) as exc:
-        raise AccountError("invalid_mfa_token", "The mfa_token is not valid.") from exc
+        raise Unauthenticated("invalid_mfa_token", "The mfa_token is not valid.") from exc
 
 
 async def finish_sign_in(
@@ -359,16 +322,7 @@ async def memberships_of(session: AsyncSession, user_id: uuid.UUID) -> list[OrgM
     """Every org of ``user_id``, oldest membership first. Runs as the user (it sees their
     memberships in every org) and commits that read."""
     with tenant(user_id=user_id):
-        rows = await session.execute(
-            select(Org.id, Org.name, Org.slug, Membership.role)
-            .join(Membership, Membership.org_id == Org.id)
-            .where(Membership.user_id == user_id)
-            .order_by(Membership.created_at, Org.id)
-        )
-        found = [
-            OrgMembership(id=org_id, name=name, slug=slug, role=Role(role))
-            for org_id, name, slug, role in rows
-        ]
+        found = await org_profile.orgs_of(session, user_id)
         await session.commit()
     return found
 
@@ -376,13 +330,13 @@ async def memberships_of(session: AsyncSession, user_id: uuid.UUID) -> list[OrgM
 def choose_org(memberships: Sequence[OrgMembership], wanted: str | None) -> OrgMembership:
     """The membership ``wanted`` names (an org id or slug), by default the first one."""
     if not memberships:
-        raise AccountError("no_membership", "You belong to no org; ask for an invitation.")
+        raise Forbidden("no_membership", "You belong to no org; ask for an invitation.")
     if wanted is None:
         return memberships[0]
     for membership in memberships:
         if wanted.strip().lower() in (membership.slug, str(membership.id)):
             return membership
-    raise AccountError("not_a_member", f"You are not a member of the org {wanted!r}.")
+    raise Forbidden("not_a_member", f"You are not a member of the org {wanted!r}.")
 
 
 # -- the signed-in user ----------------------------------------------------------------------------
@@ -394,16 +348,7 @@ async def account(
     """The user, their role in ``org_id`` (this session's) and all their orgs. Runs as the
     request's tenant: the user sees their own memberships in every org."""
     user = await get_user(session, user_id)
-    orgs = await session.execute(
-        select(Org.id, Org.name, Org.slug, Membership.role)
-        .join(Membership, Membership.org_id == Org.id)
-        .where(Membership.user_id == user_id)
-        .order_by(Membership.created_at, Org.id)
-    )
-    memberships = [
-        OrgMembership(id=org, name=name, slug=slug, role=Role(role))
-        for org, name, slug, role in orgs
-    ]
+    memberships = await org_profile.orgs_of(session, user_id)
     current = next(membership for membership in memberships if membership.id == org_id)
     return AccountView(
         user=_profile(user, await mfa.enabled_kinds(session, user_id)),
@@ -461,7 +406,7 @@ async def change_password(
     in every org; record ``user.password_changed`` in ``org_id``. How many sessions ended."""
     user = await get_user(session, user_id)
     if not await verify_password(current, user.password_hash):
-        raise AccountError("invalid_password", "The current password is wrong.")
+        raise Forbidden("invalid_password", "The current password is wrong.")
     _check_new_password(new, user.email)
     user.password_hash = await hash_password(new)
     user.password_changed_at = dt.datetime.now(dt.UTC)
@@ -523,7 +468,7 @@ async def reset_password(
     """
     parts = parse_opaque_token(RESET_TOKEN_KIND, token)
     if parts is None:
-        raise AccountError("invalid_reset_token", "This is not a password-reset token.")
+        raise Invalid("invalid_reset_token", "This is not a password-reset token.")
     now = dt.datetime.now(dt.UTC)
     row = await session.scalar(
         select(PasswordReset).where(
@@ -531,27 +476,17 @@ async def reset_password(
         )
     )
     if row is None or not secret_matches(token, row.token_hash):
-        raise AccountError("invalid_reset_token", "The password-reset token is not valid.")
+        raise Invalid("invalid_reset_token", "The password-reset token is not valid.")
     if row.used_at is not None:
-        raise AccountError(
-            "reset_token_used", "This reset link was already used; ask for a new one."
-        )
+        raise _reset_token_used()
     if row.expires_at <= now:
-        raise AccountError("reset_token_expired", "This reset link has expired; ask for a new one.")
+        raise Invalid("reset_token_expired", "This reset link has expired; ask for a new one.")
     user = await get_user(session, row.user_id)
     _check_new_password(new, user.email)
     password_hash = await hash_password(new)
-    claimed: CursorResult[tuple[()]] = await session.execute(  # type: ignore[assignment]
-        update(PasswordReset)
-        .where(PasswordReset.id == row.id, PasswordReset.used_at.is_(None))
-        .values(used_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if claimed.rowcount != 1:
+    if not await claim(session, row, PasswordReset.used_at.is_(None), used_at=now):
         await session.rollback()
-        raise AccountError(
-            "reset_token_used", "This reset link was already used; ask for a new one."
-        )
+        raise _reset_token_used()
     await session.execute(
         update(PasswordReset)
         .where(PasswordReset.user_id == user.id, PasswordReset.used_at.is_(None))
@@ -608,7 +543,11 @@ def _check_new_password(password: str, email: str) -> None:
     try:
         check_strength(password, email=email)
     except WeakPassword as exc:
-        raise AccountError("weak_password", f"The new password is too weak: {exc}") from exc
+        raise Invalid("weak_password", f"The new password is too weak: {exc}") from exc
+
+
+def _reset_token_used() -> Invalid:
+    return Invalid("reset_token_used", "This reset link was already used; ask for a new one.")
 
 
 async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:

@@ -16,11 +16,10 @@ import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 
 from agentops_server.auth.api_keys import SCOPES
 from agentops_server.auth.permissions import SCOPE_PERMISSIONS, Scope
@@ -28,6 +27,7 @@ from agentops_server.auth.principal import Principal
 from agentops_server.db.models import ApiKey
 from agentops_server.services import audit
 from agentops_server.services.audit import Actor
+from agentops_server.services.claims import claim
 from agentops_server.services.org_profile import clean_name
 from agentops_server.services.orgs import new_key_row
 from agentops_server.services.refusals import Forbidden, Gone, Invalid, NotFound
@@ -104,26 +104,17 @@ async def create_key(
     wanted = _scopes(scopes)
     check_grantable(principal, wanted)
     now = dt.datetime.now(dt.UTC)
-    row, issued = new_key_row(
-        principal.org_id,
+    created = await _add_key(
+        session,
+        principal,
+        actor,
+        now,
         name=clean_name(name, what="key"),
         scopes=wanted,
-        created_by=principal.user_id,
         expires_at=_expiry(now, expires_at, expires_in_days),
     )
-    row.created_at = now
-    session.add(row)
-    await audit.record(
-        session,
-        principal.org_id,
-        actor,
-        "api_key.created",
-        target_type="api_key",
-        target_id=row.id,
-        after=_state(row),
-    )
     await session.commit()
-    return CreatedApiKey(**_fields(row), key=issued.key)
+    return created
 
 
 async def revoke_key(
@@ -176,15 +167,16 @@ async def rotate_key(
     if old.expires_at is not None and old.expires_at <= now:
         raise Gone("api_key_expired", "This key has expired: create a new one instead.")
     check_grantable(principal, old.scopes)
-    new, issued = new_key_row(
-        principal.org_id,
+    new = await _add_key(
+        session,
+        principal,
+        actor,
+        now,
         name=old.name,
         scopes=old.scopes,
-        created_by=principal.user_id,
         expires_at=old.expires_at,
+        rotated_from=str(old.id),
     )
-    new.created_at = now
-    session.add(new)
     before = _state(old)
     if grace_seconds == 0:
         ended = await _end(session, old, revoked_at=now)
@@ -198,15 +190,6 @@ async def rotate_key(
         session,
         principal.org_id,
         actor,
-        "api_key.created",
-        target_type="api_key",
-        target_id=new.id,
-        after={**_state(new), "rotated_from": str(old.id)},
-    )
-    await audit.record(
-        session,
-        principal.org_id,
-        actor,
         "api_key.rotated",
         target_type="api_key",
         target_id=old.id,
@@ -214,7 +197,7 @@ async def rotate_key(
         after={**_state(old), "replaced_by": str(new.id), "grace_seconds": grace_seconds},
     )
     await session.commit()
-    return CreatedApiKey(**_fields(new), key=issued.key)
+    return new
 
 
 def check_grantable(principal: Principal, scopes: Iterable[str]) -> None:
@@ -228,6 +211,40 @@ def check_grantable(principal: Principal, scopes: Iterable[str]) -> None:
             f"You cannot grant {', '.join(beyond)}: it allows more than you may do.",
             scopes=beyond,
         )
+
+
+async def _add_key(
+    session: AsyncSession,
+    principal: Principal,
+    actor: Actor,
+    now: dt.datetime,
+    *,
+    name: str,
+    scopes: Iterable[str],
+    expires_at: dt.datetime | None,
+    **noted: str,
+) -> CreatedApiKey:
+    """Add a key made by ``principal`` and audit ``api_key.created`` (with ``noted`` besides
+    its state); not committed."""
+    row, issued = new_key_row(
+        principal.org_id,
+        name=name,
+        scopes=scopes,
+        created_by=principal.user_id,
+        expires_at=expires_at,
+    )
+    row.created_at = now
+    session.add(row)
+    await audit.record(
+        session,
+        principal.org_id,
+        actor,
+        "api_key.created",
+        target_type="api_key",
+        target_id=row.id,
+        after={**_state(row), **noted},
+    )
+    return CreatedApiKey(**_fields(row), key=issued.key)
 
 
 def _scopes(scopes: Iterable[str]) -> list[str]:
@@ -274,20 +291,7 @@ async def _key(session: AsyncSession, org_id: uuid.UUID, key_id: uuid.UUID) -> A
 async def _end(session: AsyncSession, row: ApiKey, **values: dt.datetime) -> bool:
     """Revoke ``row`` or bring its expiry forward, unless it is revoked meanwhile; whether this
     call did (one conditional statement, so two revocations never both count)."""
-    result = cast(
-        "CursorResult[Any]",
-        await session.execute(
-            update(ApiKey)
-            .where(ApiKey.org_id == row.org_id, ApiKey.id == row.id, ApiKey.revoked_at.is_(None))
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        ),
-    )
-    if result.rowcount != 1:
-        return False
-    for name, value in values.items():
-        set_committed_value(row, name, value)
-    return True
+    return await claim(session, row, ApiKey.revoked_at.is_(None), **values)
 
 
 def _state(row: ApiKey) -> dict[str, Any]:

@@ -26,16 +26,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.auth.permissions import Role
-from agentops_server.db.models import Membership, OAuthIdentity, Org, TeamMember, User
+from agentops_server.db.models import OAuthIdentity, TeamMember, User
 from agentops_server.db.tenancy import tenant
-from agentops_server.services import audit
-from agentops_server.services.accounts import (
-    AccountError,
-    Client,
-    OrgMembership,
-    choose_org,
-    memberships_of,
-)
+from agentops_server.services.accounts import Client, choose_org, memberships_of
+from agentops_server.services.org_profile import OrgMembership, SlugTaken, create_org_with_owner
 from agentops_server.services.refusals import Forbidden, Invalid
 from agentops_server.services.slugs import slugify
 from agentops_server.services.users import EmailTaken, InvalidEmail, create_user, normalize_email
@@ -50,7 +44,7 @@ __all__ = [
 
 _ATTEMPTS = 3
 """Writes that lose a race (the same newcomer signing in twice at once, a taken slug) retry."""
-_RACES = (IntegrityError, EmailTaken)
+_RACES = (IntegrityError, EmailTaken, SlugTaken)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -287,7 +281,7 @@ async def _link(session: AsyncSession, identity: ExternalIdentity, user_id: uuid
 def _named(memberships: list[OrgMembership], org: str) -> OrgMembership:
     try:
         return choose_org(memberships, org)
-    except AccountError as exc:  # no_membership or not_a_member: either way, not this org
+    except Forbidden as exc:  # no_membership or not_a_member: either way, not this org
         raise Forbidden("not_a_member", f"You are not a member of the org {org!r}.") from exc
 
 
@@ -299,32 +293,18 @@ async def _create_personal_org(
     attempt: int,
     client: Client,
 ) -> None:
-    """A newcomer's own org, as sign-up makes it (run as ``tenant(org_id=org_id)``)."""
+    """A newcomer's own org, named after them (run as ``tenant(org_id=org_id)``)."""
     assert owner.user_id is not None
     name = owner.name or owner.email.split("@", 1)[0]
     slug = slugify(name)
     if attempt:  # the plain slug may be taken (other orgs are invisible here, so it was tried)
         slug = f"{slug[:57]}-{secrets.token_hex(3)}"
-    session.add(Org(id=org_id, name=name, slug=slug))
-    await session.flush()
-    session.add(Membership(org_id=org_id, user_id=owner.user_id, role=Role.OWNER.value))
-    actor = client.actor(owner.user_id)
-    await audit.record(
+    await create_org_with_owner(
         session,
-        org_id,
-        actor,
-        "org.created",
-        target_type="org",
-        target_id=org_id,
-        after={"name": name, "slug": slug},
+        org_id=org_id,
+        name=name,
+        slug=slug,
+        owner_id=owner.user_id,
+        owner_email=owner.email,
+        actor=client.actor(owner.user_id),
     )
-    await audit.record(
-        session,
-        org_id,
-        actor,
-        "member.added",
-        target_type="user",
-        target_id=owner.user_id,
-        after={"email": owner.email, "role": Role.OWNER.value},
-    )
-    await session.flush()

@@ -21,12 +21,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
-from typing import Any, cast
+from typing import Any
 
 import msgspec
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 
 from agentops_server.auth.passwords import WeakPassword
 from agentops_server.auth.permissions import Role
@@ -42,6 +41,7 @@ from agentops_server.db.models import Invitation, Membership, Org, TeamMember, U
 from agentops_server.db.tenancy import tenant
 from agentops_server.services import audit
 from agentops_server.services.audit import Actor
+from agentops_server.services.claims import claim
 from agentops_server.services.members import check_assignable, parse_role
 from agentops_server.services.refusals import (
     Conflict,
@@ -217,16 +217,7 @@ async def create_invitation(
     row.role, row.team_id, row.invited_by = role.value, new.team_id, principal.user_id
     row.token_hash, row.expires_at = hash_secret(token), now + INVITATION_TTL
     session.add(row)
-    await audit.record(
-        session,
-        org_id,
-        actor,
-        "invitation.created",
-        target_type="invitation",
-        target_id=row.id,
-        before=before,
-        after=_state(row),
-    )
+    await _audit_change(session, actor, "invitation.created", row, before)
     await session.commit()
     return _view(row, now)
 
@@ -262,16 +253,7 @@ async def resend_invitation(
         session, row, token_hash=hash_secret(token), expires_at=now + INVITATION_TTL
     ):
         raise await _no_longer_pending(session, row)
-    await audit.record(
-        session,
-        row.org_id,
-        actor,
-        "invitation.resent",
-        target_type="invitation",
-        target_id=row.id,
-        before=before,
-        after=_state(row),
-    )
+    await _audit_change(session, actor, "invitation.resent", row, before)
     await session.commit()
     return _view(row, now)
 
@@ -296,16 +278,7 @@ async def revoke_invitation(
         if isinstance(refusal, Gone):
             return  # revoked meanwhile: the outcome asked for
         raise refusal
-    await audit.record(
-        session,
-        row.org_id,
-        actor,
-        "invitation.revoked",
-        target_type="invitation",
-        target_id=row.id,
-        before=before,
-        after=_state(row),
-    )
+    await _audit_change(session, actor, "invitation.revoked", row, before)
     await session.commit()
 
 
@@ -489,26 +462,14 @@ async def _pending(
 async def _settle(session: AsyncSession, row: Invitation, **values: Any) -> bool:
     """Write ``values`` to the invitation only while it is pending with the token it had (one
     conditional statement: of two concurrent accepts, or an accept and a revoke, one wins)."""
-    result = cast(
-        "CursorResult[Any]",
-        await session.execute(
-            update(Invitation)
-            .where(
-                Invitation.org_id == row.org_id,
-                Invitation.id == row.id,
-                Invitation.token_hash == row.token_hash,
-                Invitation.accepted_at.is_(None),
-                Invitation.revoked_at.is_(None),
-            )
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        ),
+    return await claim(
+        session,
+        row,
+        Invitation.token_hash == row.token_hash,
+        Invitation.accepted_at.is_(None),
+        Invitation.revoked_at.is_(None),
+        **values,
     )
-    if result.rowcount != 1:
-        return False
-    for name, value in values.items():
-        set_committed_value(row, name, value)
-    return True
 
 
 async def _no_longer_pending(session: AsyncSession, row: Invitation) -> Conflict | Gone:
@@ -530,6 +491,26 @@ def _revoked() -> Gone:
 
 def _used() -> Conflict:
     return Conflict("invitation_used", "This invitation has already been accepted.")
+
+
+async def _audit_change(
+    session: AsyncSession,
+    actor: Actor,
+    action: str,
+    row: Invitation,
+    before: dict[str, Any] | None,
+) -> None:
+    """Record ``action`` on the invitation: its state ``before`` and now."""
+    await audit.record(
+        session,
+        row.org_id,
+        actor,
+        action,
+        target_type="invitation",
+        target_id=row.id,
+        before=before,
+        after=_state(row),
+    )
 
 
 def _state(row: Invitation) -> dict[str, Any]:

@@ -28,10 +28,11 @@ from sqlalchemy.orm import aliased
 
 from agentops_server.auth.permissions import Role, can_assign
 from agentops_server.auth.principal import Principal
-from agentops_server.db.models import Membership, Team, TeamMember, User, UserSession
+from agentops_server.db.models import Membership, Team, TeamMember, User
 from agentops_server.services import audit
 from agentops_server.services.audit import Actor
 from agentops_server.services.refusals import Conflict, Forbidden, Invalid, NotFound
+from agentops_server.services.sessions import revoke_user_sessions
 
 __all__ = [
     "Member",
@@ -40,7 +41,6 @@ __all__ = [
     "acting_role",
     "change_role",
     "check_assignable",
-    "end_sessions",
     "get_member",
     "leave",
     "list_members",
@@ -185,22 +185,6 @@ async def leave(session: AsyncSession, principal: Principal, actor: Actor) -> No
     )
 
 
-async def end_sessions(
-    session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID, reason: str
-) -> None:
-    """Revoke every open session of ``user_id`` in ``org_id`` (not committed)."""
-    await session.execute(
-        update(UserSession)
-        .where(
-            UserSession.org_id == org_id,
-            UserSession.user_id == user_id,
-            UserSession.revoked_at.is_(None),
-        )
-        .values(revoked_at=dt.datetime.now(dt.UTC), revoked_reason=reason)
-        .execution_options(synchronize_session=False)
-    )
-
-
 async def _remove(
     session: AsyncSession,
     *,
@@ -212,7 +196,7 @@ async def _remove(
 ) -> None:
     before = await get_member(session, org_id, user_id)
     await _apply(session, org_id, user_id, current, None)
-    await end_sessions(session, org_id, user_id, reason=action)
+    await revoke_user_sessions(session, org_id, user_id, reason=action)
     await audit.record(
         session,
         org_id,

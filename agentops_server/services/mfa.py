@@ -38,6 +38,8 @@ from agentops_server.auth.passwords import verify_password
 from agentops_server.auth.tokens import hash_secret
 from agentops_server.db.models import MfaFactor, RecoveryCode, User
 from agentops_server.services import audit
+from agentops_server.services.claims import claim
+from agentops_server.services.refusals import Conflict, Forbidden, Refused, Unauthenticated
 from agentops_server.settings import Settings
 
 __all__ = [
@@ -62,15 +64,11 @@ RECOVERY_CODE_COUNT = 10
 TOTP = "totp"
 
 
-class MfaError(Exception):
-    """A refused second-factor action; ``code`` is the stable problem code:
-    ``mfa_already_enabled``, ``mfa_not_enabled``, ``mfa_enrolment_not_started``,
-    ``invalid_mfa_code``, ``mfa_code_reused`` or ``invalid_password``."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
+MfaError = Refused
+"""What a refused second-factor action raises: :class:`Conflict` (``mfa_already_enabled``,
+``mfa_not_enabled``, ``mfa_enrolment_not_started``), :class:`Unauthenticated`
+(``invalid_mfa_code``, ``mfa_code_reused``) or :class:`Forbidden` (``invalid_password``). The
+name stays for the callers that catch it."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,7 +123,7 @@ async def enabled_kinds(session: AsyncSession, user_id: uuid.UUID) -> list[str]:
 async def start_totp(session: AsyncSession, settings: Settings, user: User) -> TotpEnrolment:
     """Begin TOTP enrolment for ``user`` (replacing a pending one) and commit."""
     if TOTP in await enabled_kinds(session, user.id):
-        raise MfaError(
+        raise Conflict(
             "mfa_already_enabled", "Two-factor authentication is already on; disable it first."
         )
     await session.execute(
@@ -167,13 +165,13 @@ async def confirm_totp(
     )
     if factor is None:
         if TOTP in await enabled_kinds(session, user_id):
-            raise MfaError("mfa_already_enabled", "Two-factor authentication is already on.")
-        raise MfaError(
+            raise Conflict("mfa_already_enabled", "Two-factor authentication is already on.")
+        raise Conflict(
             "mfa_enrolment_not_started", "Start enrolment first: POST /api/v1/auth/mfa/totp."
         )
     step = _step_of(settings, factor, code)
     if step is None:
-        raise MfaError("invalid_mfa_code", "The code is wrong; check the authenticator app.")
+        raise _wrong_code()
     factor.confirmed_at = dt.datetime.now(dt.UTC)
     factor.last_used_step = step
     codes = await _replace_recovery_codes(session, user_id)
@@ -213,7 +211,7 @@ async def verify_second_factor(
             .execution_options(synchronize_session=False)
         )
         if used.rowcount != 1:
-            raise MfaError("invalid_mfa_code", "The recovery code is wrong or already used.")
+            raise Unauthenticated("invalid_mfa_code", "The recovery code is wrong or already used.")
         await session.commit()
         return "recovery_code"
     factors = await session.scalars(
@@ -223,20 +221,14 @@ async def verify_second_factor(
         step = _step_of(settings, factor, code or "", now)
         if step is None:
             continue
-        claimed: CursorResult[tuple[()]] = await session.execute(  # type: ignore[assignment]
-            update(MfaFactor)
-            .where(
-                MfaFactor.id == factor.id,
-                or_(MfaFactor.last_used_step.is_(None), MfaFactor.last_used_step < step),
+        fresh = or_(MfaFactor.last_used_step.is_(None), MfaFactor.last_used_step < step)
+        if not await claim(session, factor, fresh, last_used_step=step):
+            raise Unauthenticated(
+                "mfa_code_reused", "This code was already used; wait for the next one."
             )
-            .values(last_used_step=step)
-            .execution_options(synchronize_session=False)
-        )
-        if claimed.rowcount != 1:
-            raise MfaError("mfa_code_reused", "This code was already used; wait for the next one.")
         await session.commit()
         return factor.kind
-    raise MfaError("invalid_mfa_code", "The code is wrong; check the authenticator app.")
+    raise _wrong_code()
 
 
 async def disable_totp(
@@ -249,7 +241,7 @@ async def disable_totp(
         delete(MfaFactor).where(MfaFactor.user_id == user.id, MfaFactor.kind == TOTP)
     )
     if removed.rowcount == 0:
-        raise MfaError("mfa_not_enabled", "Two-factor authentication is not on.")
+        raise _not_enabled()
     if not await enabled_kinds(session, user.id):
         await session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
     await audit.record(
@@ -270,7 +262,7 @@ async def regenerate_recovery_codes(
     """Replace ``user``'s recovery codes after checking ``password``; the new ones; commit."""
     await _confirm_password(user, password)
     if not await enabled_kinds(session, user.id):
-        raise MfaError("mfa_not_enabled", "Two-factor authentication is not on.")
+        raise _not_enabled()
     codes = await _replace_recovery_codes(session, user.id)
     await audit.record(
         session,
@@ -294,7 +286,7 @@ async def recovery_codes_left(session: AsyncSession, user_id: uuid.UUID) -> int:
 
 async def _confirm_password(user: User, password: str) -> None:
     if not await verify_password(password, user.password_hash):
-        raise MfaError("invalid_password", "The password is wrong.")
+        raise Forbidden("invalid_password", "The password is wrong.")
 
 
 async def _replace_recovery_codes(session: AsyncSession, user_id: uuid.UUID) -> list[str]:
@@ -305,6 +297,14 @@ async def _replace_recovery_codes(session: AsyncSession, user_id: uuid.UUID) -> 
         for code in codes
     )
     return codes
+
+
+def _wrong_code() -> Unauthenticated:
+    return Unauthenticated("invalid_mfa_code", "The code is wrong; check the authenticator app.")
+
+
+def _not_enabled() -> Conflict:
+    return Conflict("mfa_not_enabled", "Two-factor authentication is not on.")
 
 
 def _new_recovery_code() -> str:

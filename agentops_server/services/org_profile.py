@@ -7,7 +7,9 @@
   clears the URL, setting a URL drops the upload. Uploads are PNG, JPEG, WebP or GIF, told by
   their first bytes (never by what the client claims; no SVG: it can carry script), at most
   :data:`LOGO_MAX_BYTES`, kept in the database so every hub process can serve them.
-- **More orgs.** A signed-in person creates another org and becomes its owner.
+- **More orgs.** A signed-in person creates another org and becomes its owner. Every org is
+  made by :func:`create_org_with_owner` (sign-up and a first external sign-in too): the org, its
+  owner's membership, and the ``org.created`` and ``member.added`` audit entries.
 - **Deleting** the org removes every row it has, its audit log included: an org's log lives and
   dies with it (the hub's own log keeps one ``org deleted`` line).
 
@@ -33,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.auth.permissions import Permission, Role
 from agentops_server.auth.principal import Principal
-from agentops_server.db.models import Base, Membership, Org, OrgLogo
+from agentops_server.db.models import Base, Membership, Org, OrgLogo, User
 from agentops_server.db.tenancy import tenant
 from agentops_server.services import audit
 from agentops_server.services.audit import Actor
@@ -58,8 +60,11 @@ __all__ = [
     "OrgList",
     "OrgMembership",
     "OrgProfile",
+    "SlugTaken",
+    "check_slug",
     "clean_name",
     "create_org",
+    "create_org_with_owner",
     "delete_logo",
     "delete_org",
     "get_logo",
@@ -67,6 +72,8 @@ __all__ = [
     "list_orgs",
     "logo_too_large",
     "logo_type",
+    "org_slug",
+    "orgs_of",
     "set_logo",
     "update_profile",
 ]
@@ -129,7 +136,7 @@ class OrgProfile:
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class OrgMembership:
-    """An org the signed-in person belongs to, and their role there."""
+    """An org a person belongs to, their role there and since when."""
 
     id: uuid.UUID
     name: str
@@ -145,6 +152,13 @@ class OrgList:
     items: list[OrgMembership]
 
 
+class SlugTaken(Conflict):
+    """Another org has the slug (``slug_taken``)."""
+
+    def __init__(self, slug: str) -> None:
+        super().__init__("slug_taken", f"Another org already has the slug {slug!r}.")
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Logo:
     """An uploaded logo: its bytes and their content type."""
@@ -152,6 +166,21 @@ class Logo:
     content_type: str
     data: bytes
     updated_at: dt.datetime
+
+
+def check_slug(value: str) -> str:
+    """``value`` if it is a valid slug; ``invalid_slug`` otherwise."""
+    if not re.fullmatch(SLUG_PATTERN, value):
+        raise Invalid(
+            "invalid_slug",
+            "A slug has 1 to 64 lower-case letters, digits and inner hyphens (acme-corp).",
+        )
+    return value
+
+
+def org_slug(name: str, wanted: str | None) -> str:
+    """The slug of a new org: ``wanted``, checked (``invalid_slug``), or one made from ``name``."""
+    return slugify(name) if wanted is None else check_slug(wanted)
 
 
 def clean_name(value: str, *, what: str) -> str:
@@ -185,7 +214,7 @@ async def update_profile(
     if not isinstance(changes.name, msgspec.UnsetType):
         wanted["name"] = clean_name(changes.name, what="org")
     if not isinstance(changes.slug, msgspec.UnsetType):
-        wanted["slug"] = _slug(changes.slug)
+        wanted["slug"] = check_slug(changes.slug)
     if not isinstance(changes.logo_url, msgspec.UnsetType):
         wanted["logo_url"] = None if changes.logo_url is None else _logo_url(changes.logo_url)
     for field, allowed in (("plan", PLANS), ("region", REGIONS)):
@@ -291,58 +320,95 @@ async def delete_logo(session: AsyncSession, org_id: uuid.UUID, actor: Actor) ->
     await session.commit()
 
 
-async def list_orgs(session: AsyncSession, user_id: uuid.UUID) -> OrgList:
-    """The orgs ``user_id`` belongs to, by name, with their role in each."""
+async def orgs_of(session: AsyncSession, user_id: uuid.UUID) -> list[OrgMembership]:
+    """Every org of ``user_id`` with their role there, oldest membership first, as far as the
+    current tenant sees (a user sees their own memberships in every org)."""
     rows = await session.execute(
-        select(Org, Membership)
+        select(Org.id, Org.name, Org.slug, Membership.role, Membership.created_at)
         .join(Membership, Membership.org_id == Org.id)
         .where(Membership.user_id == user_id)
-        .order_by(Org.name, Org.slug)
+        .order_by(Membership.created_at, Org.id)
     )
-    return OrgList(
-        items=[
-            OrgMembership(
-                id=org.id,
-                name=org.name,
-                slug=org.slug,
-                role=Role(membership.role),
-                joined_at=membership.created_at,
-            )
-            for org, membership in rows
-        ]
-    )
+    return [
+        OrgMembership(id=org_id, name=name, slug=slug, role=Role(role), joined_at=joined_at)
+        for org_id, name, slug, role, joined_at in rows
+    ]
+
+
+async def list_orgs(session: AsyncSession, user_id: uuid.UUID) -> OrgList:
+    """The orgs ``user_id`` belongs to, by name, with their role in each."""
+    orgs = await orgs_of(session, user_id)
+    return OrgList(items=sorted(orgs, key=lambda org: (org.name.casefold(), org.name, org.slug)))
 
 
 async def create_org(
     session: AsyncSession, user_id: uuid.UUID, actor: Actor, new: NewOrg
 ) -> OrgProfile:
-    """Create an org with ``user_id`` as its owner; audit it in the new org; commit.
+    """Create an org with ``user_id`` as its owner (:func:`create_org_with_owner`); commit.
 
     The slug is ``new.slug`` or made from the name; a taken slug is refused, never changed.
     Refusals: ``invalid_name``, ``invalid_slug``, ``slug_taken``.
     """
     name = clean_name(new.name, what="org")
-    slug = slugify(name) if new.slug is None else _slug(new.slug)
+    slug = org_slug(name, new.slug)
+    owner_email = await session.scalar(select(User.email).where(User.id == user_id))
+    assert owner_email is not None  # the signed-in person exists
     org_id = uuid.uuid4()
     await session.rollback()  # end the request's transaction: the next one acts as the new org
     with tenant(org_id=org_id, user_id=user_id):
-        now = dt.datetime.now(dt.UTC)
-        session.add(Org(id=org_id, name=name, slug=slug, created_at=now))
-        await _flush_unless_slug_taken(session, slug)  # other orgs are invisible: the index says
-        session.add(
-            Membership(org_id=org_id, user_id=user_id, role=Role.OWNER.value, created_at=now)
-        )
-        await audit.record(
+        await create_org_with_owner(
             session,
-            org_id,
-            actor,
-            "org.created",
-            target_type="org",
-            target_id=org_id,
-            after={"name": name, "slug": slug, "owner": str(user_id)},
+            org_id=org_id,
+            name=name,
+            slug=slug,
+            owner_id=user_id,
+            owner_email=owner_email,
+            actor=actor,
         )
         await session.commit()
         return await get_profile(session, org_id)
+
+
+async def create_org_with_owner(
+    session: AsyncSession,
+    *,
+    org_id: uuid.UUID,
+    name: str,
+    slug: str,
+    owner_id: uuid.UUID,
+    owner_email: str,
+    actor: Actor,
+) -> OrgMembership:
+    """Add the org ``org_id`` with the user ``owner_id`` as its owner, audited ``org.created``
+    and ``member.added`` in the new org (flushed, not committed); the owner's membership.
+
+    Run it as ``tenant(org_id=org_id)``. ``name`` and ``slug`` are valid already; a slug
+    another org has is refused as :class:`SlugTaken`, after rolling the transaction back.
+    """
+    now = dt.datetime.now(dt.UTC)  # explicit: SQLite's CURRENT_TIMESTAMP has whole seconds
+    session.add(Org(id=org_id, name=name, slug=slug, created_at=now))
+    await _flush_unless_slug_taken(session, slug)  # other orgs are invisible: the index says
+    session.add(Membership(org_id=org_id, user_id=owner_id, role=Role.OWNER.value, created_at=now))
+    await audit.record(
+        session,
+        org_id,
+        actor,
+        "org.created",
+        target_type="org",
+        target_id=org_id,
+        after={"name": name, "slug": slug},
+    )
+    await audit.record(
+        session,
+        org_id,
+        actor,
+        "member.added",
+        target_type="member",
+        target_id=owner_id,
+        after={"email": owner_email, "role": Role.OWNER.value},
+    )
+    await session.flush()
+    return OrgMembership(id=org_id, name=name, slug=slug, role=Role.OWNER, joined_at=now)
 
 
 async def delete_org(session: AsyncSession, principal: Principal, confirm: str | None) -> None:
@@ -382,15 +448,6 @@ def logo_type(data: bytes) -> str | None:
         if all(data[at : at + len(part)] == part for at, part in magic.items()):
             return content_type
     return None
-
-
-def _slug(value: str) -> str:
-    if not re.fullmatch(SLUG_PATTERN, value):
-        raise Invalid(
-            "invalid_slug",
-            "A slug has 1 to 64 lower-case letters, digits and inner hyphens (acme-corp).",
-        )
-    return value
 
 
 def _logo_url(value: str) -> str:
@@ -436,11 +493,7 @@ async def _flush_unless_slug_taken(session: AsyncSession, slug: str | None) -> N
         await session.rollback()
         if slug is None or "slug" not in str(exc.orig):
             raise
-        raise _slug_taken(slug) from None
-
-
-def _slug_taken(slug: str) -> Conflict:
-    return Conflict("slug_taken", f"Another org already has the slug {slug!r}.")
+        raise SlugTaken(slug) from None
 
 
 def _logo_state(logo: OrgLogo) -> dict[str, Any]:

@@ -6,14 +6,15 @@ The class says what kind of refusal it is; the API layer turns each kind into it
     raise Conflict("last_owner", "The org's last owner can be neither demoted nor removed.")
 
 Refused
-├── Invalid       the request itself is wrong (a bad email, an unknown role)
-├── Forbidden     the caller may not do this here (role escalation, another team)
-├── NotFound      no such thing in this org (another org's ids included)
-├── Conflict      the current state forbids it (the last owner, a taken slug)
-├── Gone          it existed but is over (a revoked or expired invitation)
-├── TooLarge      over a size limit
-├── Unsupported   a kind of content the hub does not take
-└── Unavailable   a service the hub needs did not answer (nothing was changed)
+├── Invalid          the request itself is wrong (a bad email, an unknown role)
+├── Unauthenticated  the credential is wrong, used up or expired (a password, a code, a token)
+├── Forbidden        the caller may not do this here (role escalation, another team)
+├── NotFound         no such thing in this org (another org's ids included)
+├── Conflict         the current state forbids it (the last owner, a taken slug)
+├── Gone             it existed but is over (a revoked or expired invitation)
+├── TooLarge         over a size limit
+├── Unsupported      a kind of content the hub does not take
+└── Unavailable      a service the hub needs did not answer (nothing was changed)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "NotFound",
     "Refused",
     "TooLarge",
+    "Unauthenticated",
     "Unavailable",
     "Unsupported",
 ]
@@ -45,6 +47,10 @@ class Refused(Exception):
 
 class Invalid(Refused):
     """The request is malformed or names something that cannot be."""
+
+
+class Unauthenticated(Refused):
+    """The credential offered does not prove who the caller is (or no longer does)."""
 
 
 class Forbidden(Refused):

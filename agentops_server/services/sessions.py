@@ -36,6 +36,8 @@ from agentops_server.auth.tokens import (
 from agentops_server.db.models import Membership, RefreshToken, UserSession
 from agentops_server.db.tenancy import tenant
 from agentops_server.services import audit
+from agentops_server.services.claims import claim
+from agentops_server.services.refusals import Refused, Unauthenticated
 from agentops_server.settings import Settings
 
 __all__ = [
@@ -55,15 +57,10 @@ __all__ = [
 REFRESH_TOKEN_KIND = "rt"
 
 
-class SessionError(Exception):
-    """A refresh token or session the hub refuses; ``code`` is the stable problem code:
-    ``invalid_refresh_token``, ``refresh_token_reused``, ``session_revoked``,
-    ``session_expired`` or ``not_a_member``."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
+SessionError = Refused
+"""What refusing a refresh token raises, as :class:`Unauthenticated`: ``invalid_refresh_token``,
+``refresh_token_reused``, ``session_revoked``, ``session_expired`` or ``not_a_member``. The
+name stays for the callers that catch it."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -151,7 +148,7 @@ async def issue_tokens(session: AsyncSession, settings: Settings, family: UserSe
 async def rotate_refresh_token(
     session: AsyncSession, settings: Settings, token: str, *, actor: audit.Actor = audit.SYSTEM
 ) -> TokenPair:
-    """Trade ``token`` for a new pair and commit; :class:`SessionError` when refused.
+    """Trade ``token`` for a new pair and commit; :class:`Unauthenticated` when refused.
 
     A token already used (or used by a concurrent request: the claim is a conditional update,
     so exactly one request wins) revokes its session, with a ``session.revoked`` audit entry by
@@ -159,7 +156,7 @@ async def rotate_refresh_token(
     """
     parts = parse_opaque_token(REFRESH_TOKEN_KIND, token)
     if parts is None:
-        raise SessionError("invalid_refresh_token", "This is not a refresh token of this hub.")
+        raise Unauthenticated("invalid_refresh_token", "This is not a refresh token of this hub.")
     org_id, now = parts.owner_id, dt.datetime.now(dt.UTC)
     with tenant(org_id=org_id):
         row = await session.scalar(
@@ -168,7 +165,7 @@ async def rotate_refresh_token(
             )
         )
         if row is None or not secret_matches(token, row.token_hash):
-            raise SessionError("invalid_refresh_token", "The refresh token is not valid.")
+            raise Unauthenticated("invalid_refresh_token", "The refresh token is not valid.")
         family = await session.scalar(
             select(UserSession).where(
                 UserSession.org_id == org_id, UserSession.id == row.session_id
@@ -177,27 +174,17 @@ async def rotate_refresh_token(
         assert family is not None  # a foreign key ties every token to its session
         if row.used_at is None:
             if family.revoked_at is not None:
-                raise SessionError("session_revoked", "This session has ended; sign in again.")
+                raise Unauthenticated("session_revoked", "This session has ended; sign in again.")
             if family.expires_at <= now:
-                raise SessionError("session_expired", "This session has expired; sign in again.")
+                raise Unauthenticated("session_expired", "This session has expired; sign in again.")
             role = await session.scalar(
                 select(Membership.role).where(
                     Membership.org_id == org_id, Membership.user_id == family.user_id
                 )
             )
             if role is None:
-                raise SessionError("not_a_member", "You are no longer a member of this org.")
-            claimed: CursorResult[tuple[()]] = await session.execute(  # type: ignore[assignment]
-                update(RefreshToken)
-                .where(
-                    RefreshToken.org_id == org_id,
-                    RefreshToken.id == row.id,
-                    RefreshToken.used_at.is_(None),
-                )
-                .values(used_at=now)
-                .execution_options(synchronize_session=False)
-            )
-            if claimed.rowcount == 1:
+                raise Unauthenticated("not_a_member", "You are no longer a member of this org.")
+            if await claim(session, row, RefreshToken.used_at.is_(None), used_at=now):
                 pair = await issue_tokens(session, settings, family)
                 await session.commit()
                 return pair
@@ -213,7 +200,7 @@ async def rotate_refresh_token(
                 after={"reason": "refresh_token_reused", "user_id": str(family.user_id)},
             )
         await session.commit()
-    raise SessionError(
+    raise Unauthenticated(
         "refresh_token_reused",
         "This refresh token was already used; its session is revoked. Sign in again.",
     )
