@@ -21,6 +21,7 @@ from agentops_server.services.refusals import (
     NotFound,
     Refused,
     TooLarge,
+    Unauthenticated,
     Unavailable,
     Unsupported,
 )
@@ -34,6 +35,7 @@ JSON_BODY_LIMIT = 64 * 1024
 _STATUS: dict[type[Refused], int] = {
     Refused: 400,
     Invalid: 400,
+    Unauthenticated: 401,
     Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
