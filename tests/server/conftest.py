@@ -3,12 +3,17 @@
 Each test gets its own database: a fresh SQLite file, or a fresh PostgreSQL schema (selected
 through ``search_path`` in the URL) on the server at 127.0.0.1:5432, dropped afterwards. A test
 that needs PostgreSQL and cannot reach it fails; it never skips.
+
+The hub of the ``settings`` fixture mails to ``mail_dir`` (``.eml`` files, read with
+:func:`tests.server.mail.mailbox`) and links to ``PUBLIC_URL``. ``people`` makes members of
+``org`` (:class:`tests.server.principals.People`); ``owner`` and ``admin`` are two of them.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -19,19 +24,23 @@ from litestar.testing import TestClient
 from sqlalchemy.orm import Session
 
 from agentops_server import Settings, create_app
+from agentops_server.auth.permissions import Role
 from agentops_server.db.engine import create_db_engine
 from agentops_server.db.migrate import upgrade
 from agentops_server.services.orgs import IssuedKey, create_org
+from tests.server.api import bearer
+from tests.server.oidc_provider import LocalIdentityProvider, running_provider
+from tests.server.principals import SECRET_KEY, People, Person
+from tests.server.servers import serving
 
 PG_DSN = "postgresql://root@127.0.0.1:5432/test"
+PUBLIC_URL = "https://hub.example.com"
+"""Where the ``settings`` fixture's hub says it is served, in the links it mails."""
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database of each kind (not yet migrated)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'hub.db'}"
-        return
+@contextmanager
+def postgresql_schema() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL schema, dropped afterwards."""
     schema = f"t_{uuid.uuid4().hex[:16]}"
     with psycopg.connect(PG_DSN, autocommit=True) as connection:
         connection.execute(f"CREATE SCHEMA {schema}")
@@ -42,6 +51,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
             connection.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of each kind (not yet migrated)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'hub.db'}"
+        return
+    with postgresql_schema() as url:
+        yield url
+
+
 @pytest.fixture
 def migrated_url(database_url: str) -> str:
     """The database, migrated to the newest schema with ``agentops-hub db upgrade``'s code."""
@@ -50,8 +69,21 @@ def migrated_url(database_url: str) -> str:
 
 
 @pytest.fixture
-def settings(migrated_url: str) -> Settings:
-    return Settings(database_url=migrated_url, secret_key="test-secret")
+def mail_dir(tmp_path: Path) -> Path:
+    """Where the ``settings`` fixture's hub writes its email, one ``.eml`` file a message."""
+    return tmp_path / "mail"
+
+
+@pytest.fixture
+def settings(migrated_url: str, mail_dir: Path) -> Settings:
+    """The hub's settings for a test: its database, the secret key people's tokens are signed
+    with, email to ``mail_dir``, links to ``PUBLIC_URL``."""
+    return Settings(
+        database_url=migrated_url,
+        secret_key=SECRET_KEY,
+        mail_url=f"file://{mail_dir}",
+        public_url=PUBLIC_URL,
+    )
 
 
 @pytest.fixture
@@ -63,6 +95,14 @@ def app(settings: Settings) -> Litestar:
 def client(app: Litestar) -> Iterator[TestClient[Litestar]]:
     with TestClient(app) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def hub_url(app: Litestar) -> Iterator[str]:
+    """The base URL of ``app`` served for real (uvicorn in a thread), for HTTP from several
+    threads or from a real SDK."""
+    with serving(app) as url:
+        yield url
 
 
 def make_org(database_url: str, name: str) -> IssuedKey:
@@ -84,14 +124,45 @@ def org(migrated_url: str) -> IssuedKey:
 @pytest.fixture
 def auth(org: IssuedKey) -> dict[str, str]:
     """Headers authenticating as ``org``'s key."""
-    return {"Authorization": f"Bearer {org.key}"}
+    return bearer(org.key)
+
+
+@pytest.fixture
+def people(migrated_url: str, org: IssuedKey) -> People:
+    """Makes members of ``org``."""
+    return People(migrated_url, org.org_id)
+
+
+@pytest.fixture
+def owner(people: People) -> Person:
+    """Olga, an owner of ``org``, signed in."""
+    return people.add(Role.OWNER, email="olga@acme.example", name="Olga")
+
+
+@pytest.fixture
+def admin(people: People) -> Person:
+    """Adam, an admin of ``org``, signed in."""
+    return people.add(Role.ADMIN, email="adam@acme.example", name="Adam")
+
+
+@pytest.fixture(scope="module")
+def served_provider() -> Iterator[LocalIdentityProvider]:
+    """The local OAuth/OIDC provider (and Supabase project), served for a module's tests;
+    reset it before each test."""
+    with running_provider() as provider:
+        yield provider
 
 
 @pytest.fixture(autouse=True)
 def _forget_app_session_keys() -> Iterator[None]:
-    """advanced-alchemy keeps the session and state keys of every app ever built in class-level
-    registries and finds a free key recursively: past ~1000 apps in one process, building one
-    raises RecursionError. A test's apps are gone when it ends, and so may their keys be."""
+    """Empty advanced-alchemy's registries of app keys after each test.
+
+    ``SQLAlchemyAsyncConfig`` gives each config session and app-state keys that no config built
+    before it in the process has (so that several databases can share one app), records them in
+    class-level registries that are never emptied, and finds a free key by recursing once per
+    taken one: after ~1000 apps in one process (this suite builds more), building another raises
+    RecursionError. The keys need only differ within one app, and no app outlives its test.
+    """
     yield
     for registry in (
         "_SESSION_SCOPE_KEY_REGISTRY",

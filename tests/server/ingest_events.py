@@ -1,6 +1,5 @@
-"""What the ingest tests share: wire events as the SDK writes them, reading rows back straight
-from the database, and the hub served for real (uvicorn in a thread) for tests that need HTTP
-from several threads or a real SDK.
+"""What the ingest tests share: wire events as the SDK writes them, and reading rows back
+straight from the database.
 
     run = run_event(agent="triage")
     payload = batch(run, span_event(run, name="search"))
@@ -11,20 +10,13 @@ from several threads or a real SDK.
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import uvicorn
-from litestar import Litestar
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from agentops_server.db.engine import create_db_engine
 from agentops_server.db.models import Agent, Run, Span
+from tests.server import database
 
 INGEST = "/api/v1/ingest/batch"
 UPLOAD = "/api/v1/ingest/run"
@@ -100,15 +92,10 @@ def batch(*events: Any, **fields: Any) -> dict[str, Any]:
 def rows(database_url: str, table: str, org_id: uuid.UUID | None = None) -> list[dict[str, Any]]:
     """Every row of ``table`` (of ``org_id`` if given), read straight from the database."""
     model = _MODELS[table]
-    engine = create_db_engine(database_url)
-    try:
-        with Session(engine) as session:
-            query = select(model.__table__)
-            if org_id is not None:
-                query = query.where(model.__table__.c.org_id == org_id)
-            return [dict(row._mapping) for row in session.execute(query)]
-    finally:
-        engine.dispose()
+    query = select(model.__table__)
+    if org_id is not None:
+        query = query.where(model.__table__.c.org_id == org_id)
+    return [dict(row._mapping) for row in database.rows(database_url, query)]
 
 
 def by_id(found: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -121,43 +108,3 @@ def utc(moment: dt.datetime | None) -> dt.datetime | None:
     if moment is None or moment.tzinfo is not None:
         return moment
     return moment.replace(tzinfo=dt.UTC)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, every: float = 0.02) -> bool:
-    """Check ``condition`` until it holds or ``timeout`` passes; return whether it held."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(every)
-    return True
-
-
-@contextmanager
-def serving(app: Litestar) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a free port of 127.0.0.1 in a thread; yield its base URL."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, name="hub", daemon=True)
-    thread.start()
-    try:
-        if not wait_until(lambda: server.started or not thread.is_alive(), 20):
-            raise TimeoutError("uvicorn did not start within 20 s")
-        if not server.started:
-            raise RuntimeError("uvicorn failed to start")
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(20)
-
-
-def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    """``response`` is an RFC 9457 problem with ``status`` and ``code``; return its body."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    problem: dict[str, Any] = response.json()
-    assert problem["code"] == code, problem
-    assert problem["status"] == status
-    return problem

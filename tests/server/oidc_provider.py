@@ -35,7 +35,7 @@ from joserfc.jwk import ECKey, Key, KeySet, RSAKey
 from litestar import Litestar, Request, Response, get, post
 from litestar.response import Redirect
 
-from tests.server.ingest_events import serving
+from tests.server.servers import serving
 
 CLIENT_ID = "hub-client"
 CLIENT_SECRET = "hub-client-secret"

@@ -1,72 +1,167 @@
-"""Callers of every kind for authorisation tests: members of each role and keys of each scope,
-made straight in the database (no sign-up API needed), each with a fresh session or key.
+"""Callers of every kind, made straight in the database (no sign-up API, no invitation): members
+of an org with any role, each signed in with a session of their own, their teams, users of no
+org yet, and API keys with any scopes::
 
-principal = Principals(migrated_url, org.org_id)
-headers = principal.member(Role.VIEWER)      # a new viewer, signed in
-headers = principal.key({"read"})            # a new key with the read scope
+    people = People(migrated_url, org.org_id)
+    owner = people.add(Role.OWNER, email="olga@acme.example", name="Olga")
+    client.get("/api/v1/members", headers=owner.headers)
+    platform = people.team("platform", owner)
+    reader = limited_key(migrated_url, org.org_id, scopes=["read"])
+
+The ``people``, ``owner`` and ``admin`` fixtures of ``conftest.py`` are made this way.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Iterable
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from agentops_server.auth.passwords import hash_password_blocking
 from agentops_server.auth.permissions import Role
 from agentops_server.auth.tokens import encode_access_token
-from agentops_server.db.engine import create_db_engine
-from agentops_server.db.models import Membership, User, UserSession
-from agentops_server.services.orgs import issue_key
+from agentops_server.db.models import Membership, Team, TeamMember, User, UserSession
+from agentops_server.services.orgs import IssuedKey, issue_key, revoke_key
+from agentops_server.services.users import normalize_email
+from tests.server.api import bearer
+from tests.server.database import db_id, direct_session, scalar
 
-SECRET_KEY = "test-secret"  # the ``settings`` fixture's
+SECRET_KEY = "test-secret"
+"""The secret key of the ``settings`` fixture's hub, which signs the people's access tokens."""
+PASSWORD = "Tr0ub4dor&3-horse"
+"""A password strong enough for the hub, for people who sign in with one."""
 
 
-class Principals:
-    """Makes members and keys of one org."""
+@dataclasses.dataclass(frozen=True)
+class Person:
+    """A member of an org, signed in."""
+
+    user_id: uuid.UUID
+    email: str
+    role: Role
+    access_token: str
+    session_id: uuid.UUID
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Authorization headers of this person's session."""
+        return bearer(self.access_token)
+
+
+class People:
+    """Makes members (and teams) of one org."""
 
     def __init__(self, database_url: str, org_id: uuid.UUID) -> None:
-        self.engine = create_db_engine(database_url)
+        self.database_url = database_url
         self.org_id = org_id
 
-    def close(self) -> None:
-        self.engine.dispose()
-
-    def member(self, role: Role, *, email: str | None = None) -> dict[str, str]:
-        """Authorization headers of a new member with ``role``."""
-        return bearer(self.member_token(role, email=email)[0])
-
-    def member_token(self, role: Role, *, email: str | None = None) -> tuple[str, uuid.UUID]:
-        """An access token of a new member with ``role``, and the member's user id."""
-        user_id, session_id = uuid.uuid4(), uuid.uuid4()
-        with Session(self.engine) as session:
-            session.add(User(id=user_id, email=email or f"{role}-{user_id.hex[:12]}@example.com"))
+    def add(
+        self,
+        role: Role,
+        *,
+        email: str | None = None,
+        name: str = "",
+        password: str | None = None,
+        teams: Iterable[uuid.UUID] = (),
+        joined: dt.datetime | None = None,
+    ) -> Person:
+        """A member with ``role`` (and of ``teams``) who joined at ``joined`` (by default now),
+        signed in. The user with ``email`` joins if there is one (a member of another org, say);
+        else a new user is made with ``name`` and ``password`` (None: no password)."""
+        address = normalize_email(email or f"{role.value}-{uuid.uuid4().hex[:10]}@example.com")
+        now = dt.datetime.now(dt.UTC)
+        session_id = uuid.uuid4()
+        with direct_session(self.database_url) as session:
+            user_id = _user(session, address, name, password)
+            session.add(
+                Membership(
+                    org_id=self.org_id,
+                    user_id=user_id,
+                    role=role.value,
+                    created_at=joined or now,  # ordered past SQLite's whole seconds
+                )
+            )
             session.flush()
-            session.add(Membership(org_id=self.org_id, user_id=user_id, role=role.value))
+            session.add_all(
+                TeamMember(org_id=self.org_id, team_id=team, user_id=user_id) for team in teams
+            )
             session.add(
                 UserSession(
                     org_id=self.org_id,
                     id=session_id,
                     user_id=user_id,
                     method="test",
-                    expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),
+                    expires_at=now + dt.timedelta(days=1),
                 )
             )
             session.commit()
         token = encode_access_token(
             SECRET_KEY, user_id=user_id, org_id=self.org_id, session_id=session_id, ttl=900
         )
-        return token, user_id
+        return Person(user_id, address, role, token, session_id)
 
-    def key(self, scopes: Iterable[str]) -> dict[str, str]:
-        """Authorization headers of a new API key with ``scopes``."""
-        with Session(self.engine) as session:
-            issued = issue_key(session, self.org_id, name="test", scopes=scopes)
+    def team(self, name: str, *members: Person) -> uuid.UUID:
+        """A new team of the org with ``members``."""
+        team_id = uuid.uuid4()
+        with direct_session(self.database_url) as session:
+            session.add(Team(org_id=self.org_id, id=team_id, name=name))
+            session.flush()
+            session.add_all(
+                TeamMember(org_id=self.org_id, team_id=team_id, user_id=member.user_id)
+                for member in members
+            )
             session.commit()
-        return bearer(issued.key)
+        return team_id
+
+    def role_of(self, user_id: uuid.UUID) -> str | None:
+        """The role ``user_id`` has in the org, or None if they are not a member."""
+        role: str | None = scalar(
+            self.database_url,
+            "SELECT role FROM memberships WHERE org_id = :org AND user_id = :user",
+            org=db_id(self.database_url, self.org_id),
+            user=db_id(self.database_url, user_id),
+        )
+        return role
 
 
-def bearer(credential: str) -> dict[str, str]:
-    """Authorization headers carrying ``credential``."""
-    return {"Authorization": f"Bearer {credential}"}
+def add_user(
+    database_url: str, email: str, *, name: str = "", password: str | None = None
+) -> uuid.UUID:
+    """A user of no org (as an external sign-in or an invitation may find them); ``password``
+    None: they can sign in only through an external identity."""
+    with direct_session(database_url) as session:
+        user_id = _user(session, normalize_email(email), name, password)
+        session.commit()
+    return user_id
+
+
+def limited_key(
+    database_url: str, org_id: uuid.UUID, *, scopes: Iterable[str], revoked: bool = False
+) -> IssuedKey:
+    """A new API key of ``org_id`` carrying only ``scopes`` (``revoked`` already, if asked)."""
+    with direct_session(database_url) as session:
+        issued = issue_key(session, org_id, name="limited", scopes=scopes)
+        if revoked:
+            revoke_key(session, org_id, issued.key_id)
+        session.commit()
+    return issued
+
+
+def _user(session: Session, address: str, name: str, password: str | None) -> uuid.UUID:
+    """The id of the user with ``address``, made (not committed) if there is none."""
+    found = session.scalar(select(User.id).where(User.email == address))
+    if found is not None:
+        return found
+    user = User(
+        id=uuid.uuid4(),
+        email=address,
+        name=name,
+        password_hash=None if password is None else hash_password_blocking(password),
+    )
+    session.add(user)
+    session.flush()
+    return user.id

@@ -1,10 +1,10 @@
-"""What the reading-API tests share: rows inserted straight through SQLAlchemy (not through the
-ingest API), keys with fewer scopes, and the check of a problem answer.
+"""Runs, spans and agents inserted straight through SQLAlchemy (not through the ingest API),
+for the reading-API tests::
 
-with seeded(migrated_url, org.org_id) as rows:
-    run = rows.run(agent="triage", started_at=T0)
-    root = rows.span(run, "triage", kind="agent")
-    rows.span(run, "search", parent=root)
+    with seeded(migrated_url, org.org_id) as rows:
+        run = rows.run(agent="triage", started_at=T0)
+        root = rows.span(run, "triage", kind="agent")
+        rows.span(run, "search", parent=root)
 """
 
 from __future__ import annotations
@@ -17,11 +17,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from agentops_server.db.engine import create_db_engine
 from agentops_server.db.models import Agent, Run, Span
-from agentops_server.services.orgs import IssuedKey, issue_key
-
-T0 = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
+from tests.server.database import direct_session
+from tests.server.ingest_events import T0
 
 
 class Rows:
@@ -101,29 +99,6 @@ class Rows:
 @contextmanager
 def seeded(database_url: str, org_id: uuid.UUID) -> Iterator[Rows]:
     """Rows of ``org_id``, committed when the block ends."""
-    engine = create_db_engine(database_url)
-    try:
-        with Session(engine, expire_on_commit=False) as session:
-            yield Rows(session, org_id)
-            session.commit()
-    finally:
-        engine.dispose()
-
-
-def limited_key(database_url: str, org_id: uuid.UUID, *, scopes: list[str]) -> IssuedKey:
-    """A new key of ``org_id`` carrying only ``scopes``."""
-    engine = create_db_engine(database_url)
-    try:
-        with Session(engine) as session:
-            issued = issue_key(session, org_id, name="limited", scopes=scopes)
-            session.commit()
-            return issued
-    finally:
-        engine.dispose()
-
-
-def assert_problem(response: Any, status: int, code: str) -> None:
-    """``response`` is an ``application/problem+json`` answer with ``status`` and ``code``."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    assert response.json()["code"] == code
+    with direct_session(database_url) as session:
+        yield Rows(session, org_id)
+        session.commit()

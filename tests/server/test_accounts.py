@@ -13,28 +13,15 @@ import uuid
 
 import pytest
 from argon2 import PasswordHasher
-from litestar import Litestar
-from litestar.testing import TestClient
 
 from agentops_server import Settings
 from agentops_server.auth.passwords import needs_rehash
 from agentops_server.auth.permissions import Role
-from tests.server.accounts_helpers import (
-    AUTH,
-    PASSWORD,
-    add_member,
-    bearer,
-    client_with,
-    execute,
-    login,
-    me,
-    rows,
-    signup,
-    unique_email,
-)
-from tests.server.ingest_events import assert_problem
+from tests.server.accounts import AUTH, login, me, signup, signup_in_two_orgs, unique_email
+from tests.server.api import Client, assert_problem, bearer, client_with
+from tests.server.database import execute, rows
+from tests.server.principals import PASSWORD
 
-Client = TestClient[Litestar]
 NEW_PASSWORD = "Another-g00d-passphrase"
 
 
@@ -277,10 +264,10 @@ def test_wrong_password_and_unknown_email_get_the_same_answer_in_the_same_time(
     assert fast > 0.5 * slow
 
 
-def test_login_picks_the_org_asked_for_by_slug_or_id_else_the_oldest(client: Client) -> None:
-    ada = signup(client, org_name="Home")
-    other = signup(client, org_name="Elsewhere")
-    add_member(client, other["headers"], Role.MEMBER, email=ada["email"])
+def test_login_picks_the_org_asked_for_by_slug_or_id_else_the_oldest(
+    client: Client, migrated_url: str
+) -> None:
+    ada, other = signup_in_two_orgs(client, migrated_url, Role.MEMBER)
 
     by_default = login(client, ada["email"])
     by_slug = login(client, ada["email"], org="elsewhere")
@@ -369,10 +356,10 @@ def test_login_rehashes_a_password_hashed_with_older_parameters(
 # -- the signed-in user ----------------------------------------------------------------------------
 
 
-def test_me_shows_the_user_this_org_and_role_and_every_org(client: Client) -> None:
-    ada = signup(client, name="Ada", org_name="Home")
-    other = signup(client, org_name="Elsewhere")
-    add_member(client, other["headers"], Role.VIEWER, email=ada["email"])
+def test_me_shows_the_user_this_org_and_role_and_every_org(
+    client: Client, migrated_url: str
+) -> None:
+    ada, _ = signup_in_two_orgs(client, migrated_url, Role.VIEWER, name="Ada")
 
     whoami = me(client, ada["headers"])
 
@@ -399,10 +386,10 @@ def test_the_display_name_can_be_changed(client: Client) -> None:
     assert_problem(too_long, 400, "validation_error")
 
 
-def test_switching_org_opens_a_session_in_another_org_of_the_user(client: Client) -> None:
-    ada = signup(client, org_name="Home")
-    other = signup(client, org_name="Elsewhere")
-    add_member(client, other["headers"], Role.ADMIN, email=ada["email"])
+def test_switching_org_opens_a_session_in_another_org_of_the_user(
+    client: Client, migrated_url: str
+) -> None:
+    ada, _ = signup_in_two_orgs(client, migrated_url, Role.ADMIN)
 
     response = client.post(f"{AUTH}/switch-org", json={"org": "elsewhere"}, headers=ada["headers"])
 
@@ -437,9 +424,7 @@ def test_account_routes_need_a_credential(client: Client) -> None:
 def test_password_change_keeps_this_session_and_ends_the_others_in_every_org(
     client: Client, migrated_url: str
 ) -> None:
-    ada = signup(client, org_name="Home")
-    other = signup(client, org_name="Elsewhere")
-    add_member(client, other["headers"], Role.MEMBER, email=ada["email"])
+    ada, _ = signup_in_two_orgs(client, migrated_url, Role.MEMBER)
     second = bearer(login(client, ada["email"])["access_token"])
     elsewhere = bearer(login(client, ada["email"], org="elsewhere")["access_token"])
 
@@ -450,7 +435,7 @@ def test_password_change_keeps_this_session_and_ends_the_others_in_every_org(
     )
 
     assert response.status_code == 200, response.text
-    assert response.json() == {"sessions_revoked": 3}  # add_member's, second, elsewhere
+    assert response.json() == {"sessions_revoked": 3}  # joining's, second, elsewhere
     me(client, ada["headers"])
     for ended in (second, elsewhere):
         assert_problem(client.get(f"{AUTH}/me", headers=ended), 401, "session_revoked")

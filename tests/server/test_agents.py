@@ -6,14 +6,14 @@ import datetime as dt
 import uuid
 
 import pytest
-from litestar import Litestar
-from litestar.testing import TestClient
 
 from agentops_server.services.orgs import IssuedKey
+from tests.server.api import Client, assert_problem, bearer
 from tests.server.conftest import make_org
-from tests.server.reading import T0, assert_problem, limited_key, seeded
+from tests.server.ingest_events import T0
+from tests.server.principals import limited_key
+from tests.server.reading import seeded
 
-Client = TestClient[Litestar]
 DAY = dt.timedelta(days=1)
 
 
@@ -96,7 +96,7 @@ def test_another_orgs_key_cannot_list_or_fetch_agents_or_count_their_runs(
     client: Client, auth: dict[str, str], migrated_url: str, org: IssuedKey
 ) -> None:
     other = make_org(migrated_url, "globex")
-    other_auth = {"Authorization": f"Bearer {other.key}"}
+    other_auth = bearer(other.key)
     with seeded(migrated_url, org.org_id) as rows:
         ours = rows.agent("triage", first_seen_at=T0, last_seen_at=T0)
         rows.run(agent="triage")
@@ -119,7 +119,7 @@ def test_a_key_without_the_read_scope_is_refused(
 ) -> None:
     ingest_only = limited_key(migrated_url, org.org_id, scopes=["ingest"])
 
-    response = client.get(path, headers={"Authorization": f"Bearer {ingest_only.key}"})
+    response = client.get(path, headers=bearer(ingest_only.key))
 
     assert_problem(response, 403, "insufficient_scope")
 

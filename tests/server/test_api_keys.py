@@ -9,29 +9,16 @@ import uuid
 from typing import Any
 
 import pytest
-from litestar import Litestar
-from litestar.testing import TestClient
 
 from agentops_server.auth.permissions import SCOPE_PERMISSIONS, Permission, Role, Scope
 from agentops_server.auth.principal import Principal
 from agentops_server.services.api_keys import check_grantable
 from agentops_server.services.orgs import IssuedKey
 from agentops_server.services.refusals import Forbidden
+from tests.server.api import Client, assert_problem, bearer, moment
 from tests.server.conftest import make_org
-from tests.server.orgs_helpers import People, Person, bearer, db_id, execute, state
-from tests.server.reading import assert_problem, limited_key
-
-Client = TestClient[Litestar]
-
-
-@pytest.fixture
-def people(migrated_url: str, org: IssuedKey) -> People:
-    return People(migrated_url, org.org_id)
-
-
-@pytest.fixture
-def admin(people: People) -> Person:
-    return people.add(Role.ADMIN)
+from tests.server.database import db_id, execute, state
+from tests.server.principals import People, Person, limited_key
 
 
 def create(client: Client, person: Person, **body: Any) -> Any:
@@ -45,10 +32,6 @@ def listed(client: Client, person: Person, key_id: str) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     found: dict[str, Any] = next(k for k in response.json()["items"] if k["id"] == key_id)
     return found
-
-
-def moment(value: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def set_key(migrated_url: str, key_id: str, column: str, value: dt.datetime) -> None:

@@ -8,36 +8,14 @@ import uuid
 from typing import Any
 
 import pytest
-from litestar import Litestar
-from litestar.testing import TestClient
-from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from agentops_server.auth.permissions import Role
-from agentops_server.db.engine import create_db_engine
 from agentops_server.services.orgs import IssuedKey
+from tests.server.api import Client, assert_problem, audit_entries, bearer
 from tests.server.conftest import make_org
-from tests.server.orgs_helpers import People, Person, bearer, db_id, scalar
-from tests.server.reading import assert_problem, limited_key
-
-Client = TestClient[Litestar]
-
-
-@pytest.fixture
-def people(migrated_url: str, org: IssuedKey) -> People:
-    return People(migrated_url, org.org_id)
-
-
-@pytest.fixture
-def admin(people: People) -> Person:
-    return people.add(Role.ADMIN, email="adam@acme.example")
-
-
-def entries(client: Client, person: Person, **params: Any) -> list[dict[str, Any]]:
-    response = client.get("/api/v1/audit", params=params, headers=person.headers)
-    assert response.status_code == 200, response.text
-    items: list[dict[str, Any]] = response.json()["items"]
-    return items
+from tests.server.database import db_id, execute, scalar
+from tests.server.principals import People, Person, limited_key
 
 
 def make_team(client: Client, person: Person, name: str) -> str:
@@ -58,7 +36,7 @@ def test_each_entry_says_who_did_what_to_what_from_where_and_what_changed(
         headers={**admin.headers, "X-Request-ID": "req-42"},
     )
 
-    [entry] = entries(client, admin)
+    [entry] = audit_entries(client, admin.headers)
     assert entry["action"] == "member.role_changed"
     assert (entry["actor_type"], entry["actor_id"]) == ("user", str(admin.user_id))
     assert (entry["target_type"], entry["target_id"]) == ("member", str(member.user_id))
@@ -80,7 +58,7 @@ def test_entries_come_newest_first_and_filter_by_action_actor_target_and_time(
     client.post(
         "/api/v1/api-keys", json={"name": "ci", "scopes": ["read"]}, headers=bearer(org.key)
     )
-    everything = entries(client, admin)
+    everything = audit_entries(client, admin.headers)
     middle = everything[2]["at"]
 
     assert [e["action"] for e in everything] == [
@@ -89,31 +67,34 @@ def test_entries_come_newest_first_and_filter_by_action_actor_target_and_time(
         "team.created",
         "team.created",
     ]
-    assert [e["action"] for e in entries(client, admin, action="team.created")] == [
+    assert [e["action"] for e in audit_entries(client, admin.headers, action="team.created")] == [
         "team.created",
         "team.created",
     ]
-    assert [e["action"] for e in entries(client, admin, action="team.")] == [
+    assert [e["action"] for e in audit_entries(client, admin.headers, action="team.")] == [
         "team.renamed",
         "team.created",
         "team.created",
     ]
-    assert entries(client, admin, action="team") == []  # exact unless it ends in a dot
-    assert {e["actor_id"] for e in entries(client, admin, actor_id=str(org.key_id))} == {
-        str(org.key_id)
-    }
+    assert (
+        audit_entries(client, admin.headers, action="team") == []
+    )  # exact unless it ends in a dot
+    assert {
+        e["actor_id"] for e in audit_entries(client, admin.headers, actor_id=str(org.key_id))
+    } == {str(org.key_id)}
     assert [
-        e["after"]["name"] for e in entries(client, admin, actor_id=str(other_admin.user_id))
+        e["after"]["name"]
+        for e in audit_entries(client, admin.headers, actor_id=str(other_admin.user_id))
     ] == ["research"]
-    assert [e["action"] for e in entries(client, admin, target_id=platform)] == [
+    assert [e["action"] for e in audit_entries(client, admin.headers, target_id=platform)] == [
         "team.renamed",
         "team.created",
     ]
-    assert [e["action"] for e in entries(client, admin, target_type="api_key")] == [
+    assert [e["action"] for e in audit_entries(client, admin.headers, target_type="api_key")] == [
         "api_key.created"
     ]
-    assert entries(client, admin, since=middle) == everything[:3]
-    assert entries(client, admin, until=middle) == everything[3:]
+    assert audit_entries(client, admin.headers, since=middle) == everything[:3]
+    assert audit_entries(client, admin.headers, until=middle) == everything[3:]
 
 
 def test_paging_through_the_log_shows_every_entry_once(client: Client, admin: Person) -> None:
@@ -180,9 +161,9 @@ def test_another_orgs_entries_never_show(client: Client, admin: Person, migrated
     their_admin = People(migrated_url, make_org(migrated_url, "globex").org_id).add(Role.ADMIN)
     theirs = make_team(client, their_admin, "globex secret team")
 
-    assert entries(client, admin) == []
-    assert entries(client, admin, target_id=theirs) == []
-    assert entries(client, admin, actor_id=str(their_admin.user_id)) == []
+    assert audit_entries(client, admin.headers) == []
+    assert audit_entries(client, admin.headers, target_id=theirs) == []
+    assert audit_entries(client, admin.headers, actor_id=str(their_admin.user_id)) == []
 
 
 @pytest.mark.parametrize(
@@ -197,19 +178,15 @@ def test_the_log_refuses_updates_and_deletes_even_from_the_databases_own_user(
     client: Client, admin: Person, migrated_url: str, org: IssuedKey, statement: str
 ) -> None:
     make_team(client, admin, "platform")
-    engine = create_db_engine(migrated_url)  # the connecting user: a superuser on PostgreSQL
 
-    try:
-        with engine.begin() as connection, pytest.raises(DBAPIError, match="append-only"):
-            connection.execute(text(statement), {"org": db_id(migrated_url, org.org_id)})
-    finally:
-        engine.dispose()
+    with pytest.raises(DBAPIError, match="append-only"):  # a superuser on PostgreSQL
+        execute(migrated_url, statement, org=db_id(migrated_url, org.org_id))
 
-    assert [e["action"] for e in entries(client, admin)] == ["team.created"]
+    assert [e["action"] for e in audit_entries(client, admin.headers)] == ["team.created"]
     assert scalar(migrated_url, "SELECT count(*) FROM audit_log") == 1
 
 
 def test_an_unknown_actor_filter_finds_nothing(client: Client, admin: Person) -> None:
     make_team(client, admin, "platform")
 
-    assert entries(client, admin, actor_id=str(uuid.uuid4())) == []
+    assert audit_entries(client, admin.headers, actor_id=str(uuid.uuid4())) == []

@@ -7,29 +7,22 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
-from agentops_server.db.engine import create_db_engine
 from agentops_server.db.models import Org, Run
+from tests.server.api import bearer
+from tests.server.database import count
+from tests.server.servers import HUB, TIMEOUT, hub_process, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "examples" / "quickstart.py"
-HUB = Path(sys.executable).with_name("agentops-hub")
-TIMEOUT = 60.0
 
 
 @pytest.fixture
@@ -43,11 +36,11 @@ def sdk_env(tmp_path: Path) -> dict[str, str]:
 def test_quickstart_run_reaches_a_served_hub_and_reads_back_as_a_tree(
     database_url: str, sdk_env: dict[str, str], tmp_path: Path
 ) -> None:
-    with serving(database_url) as url:
+    with hub_process("--database-url", database_url) as hub:
         key = bootstrap(database_url, "e2e")
         quickstart = subprocess.run(
             [sys.executable, str(QUICKSTART)],
-            env={**sdk_env, "AGENTOPS_HUB_URL": url, "AGENTOPS_API_KEY": key},
+            env={**sdk_env, "AGENTOPS_HUB_URL": hub.url, "AGENTOPS_API_KEY": key},
             cwd=tmp_path,
             capture_output=True,
             text=True,
@@ -55,8 +48,9 @@ def test_quickstart_run_reaches_a_served_hub_and_reads_back_as_a_tree(
             check=False,
         )
         assert quickstart.returncode == 0, quickstart.stderr
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as api:
-            run = wait_for(lambda: finished_run(api), "the quickstart's run to show")
+        with httpx.Client(base_url=hub.url, headers=bearer(key)) as api:
+            run = wait_until(lambda: finished_run(api), 15, every=0.1)
+            assert run, "the quickstart's run did not show within 15 s"
             detail = api.get(f"/api/v1/runs/{run['id']}").json()
             agents = api.get("/api/v1/agents").json()["items"]
 
@@ -96,13 +90,8 @@ def test_demo_once_serves_a_hub_runs_the_quickstart_and_exits(
     keys = {printed(r"api key +(ak_\S+)", shown) for shown in (first, second)}
     assert len(org_ids) == 1  # the org is reused
     assert len(keys) == 2  # with a new key each time
-    engine = create_db_engine(database_url)
-    try:
-        with Session(engine) as session:
-            assert session.scalar(select(func.count()).select_from(Org)) == 1
-            assert session.scalar(select(func.count()).select_from(Run)) == 2
-    finally:
-        engine.dispose()
+    assert count(database_url, Org) == 1
+    assert count(database_url, Run) == 2
 
 
 def test_demo_once_fails_when_its_example_fails(sdk_env: dict[str, str], tmp_path: Path) -> None:
@@ -117,52 +106,6 @@ def test_demo_once_fails_when_its_example_fails(sdk_env: dict[str, str], tmp_pat
 
 
 # Processes
-
-
-@contextmanager
-def serving(database_url: str) -> Iterator[str]:
-    """``agentops-hub serve`` on a free port; its base URL once it listens."""
-    process = subprocess.Popen(
-        [str(HUB), "serve", "--port", "0", "--database-url", database_url],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def read() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=read, daemon=True).start()
-    try:
-        yield _listening_url(lines)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _listening_url(lines: queue.Queue[str | None]) -> str:
-    """The URL from uvicorn's "running on" line, read before the deadline."""
-    deadline = time.monotonic() + TIMEOUT
-    seen: list[str] = []
-    while (remaining := deadline - time.monotonic()) > 0:
-        try:
-            line = lines.get(timeout=remaining)
-        except queue.Empty:
-            break
-        if line is None:
-            pytest.fail("agentops-hub serve exited:\n" + "".join(seen))
-        seen.append(line)
-        if match := re.search(r"Uvicorn running on (http://\S+)", line):
-            return match[1]
-    pytest.fail(f"agentops-hub serve did not listen within {TIMEOUT:.0f} s:\n" + "".join(seen))
 
 
 def bootstrap(database_url: str, org_name: str) -> str:
@@ -205,13 +148,3 @@ def finished_run(api: httpx.Client) -> dict[str, Any] | None:
     """The newest run, once it has ended."""
     items = api.get("/api/v1/runs").raise_for_status().json()["items"]
     return items[0] if items and items[0]["status"] != "running" else None
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
-    return result

@@ -10,7 +10,6 @@ org's rows.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import gzip
 import itertools
@@ -21,19 +20,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from litestar import Litestar
-from litestar.testing import TestClient
-from sqlalchemy.orm import Session
 
-from agentops_server import Settings, create_app
-from agentops_server.db.engine import create_db_engine
-from agentops_server.services.orgs import IssuedKey, issue_key, revoke_key
+from agentops_server import Settings
+from agentops_server.services.orgs import IssuedKey
+from tests.server.api import Client, assert_problem, bearer, client_with
 from tests.server.conftest import make_org
 from tests.server.ingest_events import (
     INGEST,
     T0,
     UPLOAD,
-    assert_problem,
     batch,
     by_id,
     rows,
@@ -42,8 +37,8 @@ from tests.server.ingest_events import (
     started,
     utc,
 )
+from tests.server.principals import limited_key
 
-Client = TestClient[Litestar]
 A_VALID_EVENT = json.dumps([run_event()]).encode()
 
 
@@ -63,8 +58,7 @@ def nothing_stored(url: str) -> bool:
 @pytest.fixture
 def limited(settings: Settings) -> Iterator[Client]:
     """A hub taking at most 3 events and 64 KiB per request."""
-    narrow = dataclasses.replace(settings, max_batch_events=3, max_body_bytes=64 * 1024)
-    with TestClient(create_app(narrow)) as client:
+    with client_with(settings, max_batch_events=3, max_body_bytes=64 * 1024) as client:
         yield client
 
 
@@ -265,7 +259,7 @@ def test_the_same_ids_sent_by_two_orgs_are_stored_for_each_without_touching_the_
     assert post(client, auth, batch(run, span)).status_code == 200
 
     theirs = batch(run | {"name": "theirs", "status": "error"}, span | {"name": "theirs"})
-    response = post(client, {"Authorization": f"Bearer {other.key}"}, theirs)
+    response = post(client, bearer(other.key), theirs)
 
     assert response.json()["accepted"] == 2
     expected = {org.org_id: ("triage", "ok", "ask"), other.org_id: ("theirs", "error", "theirs")}
@@ -446,19 +440,6 @@ def test_a_content_encoding_other_than_gzip_is_415(client: Client, auth: dict[st
 # -- who may write --------------------------------------------------------------------------------
 
 
-def issue(url: str, org: IssuedKey, scopes: list[str], *, revoked: bool = False) -> str:
-    engine = create_db_engine(url)
-    try:
-        with Session(engine) as session:
-            issued = issue_key(session, org.org_id, name="test", scopes=scopes)
-            if revoked:
-                revoke_key(session, org.org_id, issued.key_id)
-            session.commit()
-            return issued.key
-    finally:
-        engine.dispose()
-
-
 @pytest.mark.parametrize("path", [INGEST, UPLOAD])
 @pytest.mark.parametrize(
     ("credentials", "status", "code"),
@@ -483,12 +464,12 @@ def test_only_a_valid_key_with_the_ingest_scope_may_write(
         "none": None,
         "malformed": "ak_nope",
         "unknown": org.key[:-8] + "AAAAAAAA",
-        "revoked": lambda: issue(migrated_url, org, ["ingest"], revoked=True),
-        "read only": lambda: issue(migrated_url, org, ["read"]),
+        "revoked": lambda: limited_key(migrated_url, org.org_id, scopes=["ingest"], revoked=True),
+        "read only": lambda: limited_key(migrated_url, org.org_id, scopes=["read"]),
     }
     key = keys[credentials]
-    key = key() if callable(key) else key
-    headers = {} if key is None else {"Authorization": f"Bearer {key}"}
+    key = key().key if callable(key) else key
+    headers = {} if key is None else bearer(key)
     run = run_event()
     payload = batch(run) if path == INGEST else {"run": run, "spans": [span_event(run)]}
 
@@ -499,8 +480,8 @@ def test_only_a_valid_key_with_the_ingest_scope_may_write(
 def test_a_key_with_only_the_ingest_scope_may_write(
     client: Client, org: IssuedKey, migrated_url: str
 ) -> None:
-    key = issue(migrated_url, org, ["ingest"])
-    response = post(client, {"Authorization": f"Bearer {key}"}, batch(run_event()))
+    key = limited_key(migrated_url, org.org_id, scopes=["ingest"])
+    response = post(client, bearer(key.key), batch(run_event()))
 
     assert response.status_code == 200
     assert len(rows(migrated_url, "runs", org.org_id)) == 1

@@ -11,13 +11,10 @@ import gzip
 import json
 import random
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-import pytest
-from litestar import Litestar
 
 from agentops_server.services.orgs import IssuedKey
 from tests.server.ingest_events import (
@@ -25,18 +22,11 @@ from tests.server.ingest_events import (
     batch,
     rows,
     run_event,
-    serving,
     span_event,
     started,
 )
 
 THREADS = 8
-
-
-@pytest.fixture
-def hub_url(app: Litestar) -> Iterator[str]:
-    with serving(app) as url:
-        yield url
 
 
 def post_all(hub_url: str, key: str, bodies_per_thread: list[list[bytes]]) -> list[Any]:

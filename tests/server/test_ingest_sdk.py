@@ -7,16 +7,15 @@ refuses is counted by the SDK as dropped (``rejected``) while the rest of its ba
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from litestar import Litestar
 
 import agentops_sdk as agentops
 from agentops_sdk.client import Client
 from agentops_server.services.orgs import IssuedKey
-from tests.server.ingest_events import rows, serving
+from tests.server.ingest_events import rows
 
 EVENTS_PER_RESEARCH = 5
 """A run's start and end, its agent span and two tool spans."""
@@ -30,12 +29,6 @@ def search(query: str) -> list[str]:
 @agentops.agent
 def researcher(topic: str) -> str:
     return ",".join(search(topic) + search(topic + "!"))
-
-
-@pytest.fixture
-def hub_url(app: Litestar) -> Iterator[str]:
-    with serving(app) as url:
-        yield url
 
 
 @pytest.fixture

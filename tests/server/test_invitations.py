@@ -3,69 +3,20 @@ SQLite and PostgreSQL. Emails go to ``.eml`` files, where the tests read the lin
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from litestar import Litestar
-from litestar.testing import TestClient
 
-from agentops_server import Settings, create_app
+from agentops_server import Settings
 from agentops_server.auth.permissions import Role
 from agentops_server.services.orgs import IssuedKey
-from tests.server.conftest import make_org
-from tests.server.orgs_helpers import (
-    PASSWORD,
-    SECRET_KEY,
-    People,
-    Person,
-    bearer,
-    db_id,
-    execute,
-    invitation_token,
-    mailbox,
-    scalar,
-    state,
-)
-from tests.server.reading import assert_problem
-
-Client = TestClient[Litestar]
-PUBLIC_URL = "https://hub.acme.example"
-
-
-@pytest.fixture
-def mail_dir(tmp_path: Path) -> Path:
-    return tmp_path / "mail"
-
-
-@pytest.fixture
-def client(migrated_url: str, mail_dir: Path) -> Iterator[Client]:
-    settings = Settings(
-        database_url=migrated_url,
-        secret_key=SECRET_KEY,
-        mail_url=f"file://{mail_dir}",
-        public_url=PUBLIC_URL,
-    )
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def people(migrated_url: str, org: IssuedKey) -> People:
-    return People(migrated_url, org.org_id)
-
-
-@pytest.fixture
-def owner(people: People) -> Person:
-    return people.add(Role.OWNER, email="olga@acme.example", name="Olga")
-
-
-@pytest.fixture
-def admin(people: People) -> Person:
-    return people.add(Role.ADMIN, email="adam@acme.example", name="Adam")
+from tests.server.api import Client, assert_problem, audit_entries, bearer, client_with, moment
+from tests.server.conftest import PUBLIC_URL, make_org
+from tests.server.database import execute, scalar, state
+from tests.server.mail import invitation_token, mailbox
+from tests.server.principals import PASSWORD, People, Person
 
 
 def invite(client: Client, person: Person, email: str, role: str = "member", **more: Any) -> Any:
@@ -80,13 +31,6 @@ def accept(client: Client, token: str, **more: Any) -> Any:
 
 def last_token(mail_dir: Path) -> str:
     return invitation_token(mailbox(mail_dir)[-1])
-
-
-def audit(client: Client, person: Person, action: str) -> list[dict[str, Any]]:
-    response = client.get("/api/v1/audit", params={"action": action}, headers=person.headers)
-    assert response.status_code == 200, response.text
-    items: list[dict[str, Any]] = response.json()["items"]
-    return items
 
 
 # -- inviting ------------------------------------------------------------------------------------
@@ -113,7 +57,7 @@ def test_an_admin_invites_by_email_and_the_link_goes_only_to_that_mailbox(
     listed = client.get("/api/v1/invitations", headers=admin.headers)
     assert [item["email"] for item in listed.json()["items"]] == ["nina@example.com"]
     assert token not in listed.text
-    [entry] = audit(client, admin, "invitation.created")
+    [entry] = audit_entries(client, admin.headers, action="invitation.created")
     assert entry["after"]["role"] == "team_lead"
     assert token not in str(entry)
 
@@ -128,7 +72,7 @@ def test_the_token_is_stored_only_as_a_hash_and_expires_in_seven_days(
     assert token not in str(state(migrated_url))
     assert len(stored) == 64
     listed = client.get("/api/v1/invitations", headers=admin.headers).json()["items"][0]
-    days = (_moment(listed["expires_at"]) - _moment(listed["created_at"])).total_seconds() / 86400
+    days = (moment(listed["expires_at"]) - moment(listed["created_at"])).total_seconds() / 86400
     assert days == pytest.approx(7, abs=0.01)
 
 
@@ -230,13 +174,10 @@ def test_another_orgs_team_cannot_be_named(
 
 
 def test_when_the_mail_server_refuses_nothing_is_invited(
-    migrated_url: str, org: IssuedKey, admin: Person
+    settings: Settings, migrated_url: str, admin: Person
 ) -> None:
-    settings = Settings(
-        database_url=migrated_url, secret_key=SECRET_KEY, mail_url="smtp://127.0.0.1:1"
-    )
     before = state(migrated_url)
-    with TestClient(create_app(settings)) as client:
+    with client_with(settings, mail_url="smtp://127.0.0.1:1") as client:
         response = invite(client, admin, "nina@example.com")
 
     assert_problem(response, 503, "mail_unavailable")
@@ -269,14 +210,14 @@ def test_a_new_person_accepts_with_a_password_and_is_signed_in(
     assert [t["name"] for t in me.json()["teams"]] == ["platform"]
     assert scalar(migrated_url, "SELECT method FROM user_sessions WHERE method = 'invitation'")
     assert client.get("/api/v1/invitations", headers=admin.headers).json()["items"] == []
-    [accepted_entry] = audit(client, admin, "invitation.accepted")
-    [added] = audit(client, admin, "member.added")
+    [accepted_entry] = audit_entries(client, admin.headers, action="invitation.accepted")
+    [added] = audit_entries(client, admin.headers, action="member.added")
     assert accepted_entry["actor_id"] == added["actor_id"] == accepted["user_id"]
     assert added["after"]["role"] == "team_lead"
 
 
 def test_an_existing_user_joins_but_signs_in_as_usual(
-    client: Client, admin: Person, migrated_url: str, mail_dir: Path, org: IssuedKey
+    client: Client, admin: Person, people: People, migrated_url: str, mail_dir: Path
 ) -> None:
     elsewhere = People(migrated_url, make_org(migrated_url, "globex").org_id).add(
         Role.OWNER, email="nina@example.com", name="Nina"
@@ -289,13 +230,7 @@ def test_an_existing_user_joins_but_signs_in_as_usual(
     assert response.json()["new_user"] is False
     assert response.json()["tokens"] is None  # a second factor is never skipped
     assert response.json()["user_id"] == str(elsewhere.user_id)
-    joined = scalar(
-        migrated_url,
-        "SELECT role FROM memberships WHERE org_id = :org AND user_id = :user",
-        org=db_id(migrated_url, org.org_id),
-        user=db_id(migrated_url, elsewhere.user_id),
-    )
-    assert joined == "viewer"
+    assert people.role_of(elsewhere.user_id) == "viewer"
 
 
 def test_a_new_person_needs_a_strong_password(
@@ -346,7 +281,7 @@ def test_a_revoked_invitation_is_refused_and_revoking_twice_changes_nothing(
         accept(client, last_token(mail_dir), password=PASSWORD), 410, "invitation_revoked"
     )
     assert client.get("/api/v1/invitations", headers=admin.headers).json()["items"] == []
-    assert len(audit(client, admin, "invitation.revoked")) == 1
+    assert len(audit_entries(client, admin.headers, action="invitation.revoked")) == 1
 
 
 def test_an_accepted_invitation_can_be_neither_revoked_nor_resent(
@@ -423,7 +358,7 @@ def test_resending_sends_a_new_link_and_the_old_one_stops_working(
     assert len(mailbox(mail_dir)) == 2
     assert_problem(accept(client, old_token, password=PASSWORD), 400, "invalid_invitation")
     assert accept(client, new_token, password=PASSWORD).status_code == 200
-    [entry] = audit(client, admin, "invitation.resent")
+    [entry] = audit_entries(client, admin.headers, action="invitation.resent")
     assert entry["before"]["expires_at"] < entry["after"]["expires_at"]
 
 
@@ -469,7 +404,3 @@ def test_another_orgs_invitations_are_out_of_reach(
     assert_problem(revoked, 404, "invitation_not_found")
     assert_problem(resent, 404, "invitation_not_found")
     assert state(migrated_url) == before
-
-
-def _moment(value: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))

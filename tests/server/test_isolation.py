@@ -10,28 +10,23 @@ import datetime as dt
 import json
 import re
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from litestar import Litestar
-from litestar.testing import TestClient
-from sqlalchemy import text
-from sqlalchemy.orm import Session
 
 from agentops_server.auth.guards import permission_of
 from agentops_server.auth.permissions import Role, Scope
 from agentops_server.db import models
-from agentops_server.db.engine import create_db_engine
 from agentops_server.services.orgs import IssuedKey
+from tests.server.api import Client, bearer
 from tests.server.conftest import make_org
+from tests.server.database import db_id, direct_session, rows
 from tests.server.ingest_events import batch, run_event, span_event
-from tests.server.principals import Principals, bearer
+from tests.server.principals import People, limited_key
 from tests.server.routes import PARAMETER, endpoints
-
-Client = TestClient[Litestar]
 
 
 class Victim:
@@ -40,13 +35,10 @@ class Victim:
     def __init__(self, database_url: str, key: IssuedKey, client: Client) -> None:
         self.database_url = database_url
         self.org_id = key.org_id
-        principals = Principals(database_url, key.org_id)
-        try:
-            for role in Role:
-                principals.member(role, email=f"victim-{role.value}@globex.example")
-            principals.key({"read"})
-        finally:
-            principals.close()
+        people = People(database_url, key.org_id)
+        for role in Role:
+            people.add(role, email=f"victim-{role.value}@globex.example")
+        limited_key(database_url, key.org_id, scopes=["read"])
         run = run_event(agent="globex-secret-agent", name="globex-secret-run")
         response = client.post(
             "/api/v1/ingest/batch",
@@ -54,63 +46,75 @@ class Victim:
             headers=bearer(key.key),
         )
         assert response.status_code == 200, response.text
-        engine = create_db_engine(database_url)
-        try:
-            with Session(engine) as session:
-                team = models.Team(org_id=key.org_id, id=uuid.uuid4(), name="globex-secret-team")
-                session.add(team)
-                session.add(
-                    models.Invitation(
-                        org_id=key.org_id,
-                        id=uuid.uuid4(),
-                        email="invitee@globex.example",
-                        role="member",
-                        token_hash="0" * 64,
-                        expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(days=1),
-                    )
+        people.team("globex-secret-team")
+        with direct_session(database_url) as session:
+            session.add(
+                models.Invitation(
+                    org_id=key.org_id,
+                    id=uuid.uuid4(),
+                    email="invitee@globex.example",
+                    role="member",
+                    token_hash="0" * 64,
+                    expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(days=1),
                 )
-                session.commit()
-        finally:
-            engine.dispose()
+            )
+            session.commit()
         self.ids = sorted({value for row in self.rows() for value in row if _is_uuid(value)})
-        self.user_ids = [str(user) for user in self._column("memberships", "user_id")]
+        self.user_ids = [
+            _text(user)
+            for (user,) in rows(
+                database_url,
+                "SELECT user_id FROM memberships WHERE org_id = :org",
+                org=db_id(database_url, key.org_id),
+            )
+        ]
         self.secrets = sorted(
             {*self.ids, "globex-secret", "@globex.example", key.key.split("_")[2]}
         )
 
-    def rows(self) -> list[tuple[Any, ...]]:
+    def rows(self) -> list[tuple[str, ...]]:
         """Every row of the org, in every tenant table, as sorted tuples of strings."""
-        engine = create_db_engine(self.database_url)  # the connecting user, not the app's role
-        found: list[tuple[Any, ...]] = []
-        try:
-            with engine.connect() as connection:
-                for table in sorted(models.TENANT_TABLES):
-                    column = "id" if table == "orgs" else "org_id"
-                    result = connection.execute(
-                        text(f"SELECT * FROM {table} WHERE {column} = :org"),
-                        {
-                            "org": self.org_id
-                            if engine.dialect.name == "postgresql"
-                            else self.org_id.hex
-                        },
-                    )
-                    found += [(table, *map(_text, row)) for row in result]
-        finally:
-            engine.dispose()
-        return sorted(found)
+        return org_rows(self.database_url, self.org_id)
 
-    def _column(self, table: str, column: str) -> list[Any]:
-        engine = create_db_engine(self.database_url)
-        try:
-            with engine.connect() as connection:
-                org = self.org_id if engine.dialect.name == "postgresql" else self.org_id.hex
-                return list(
-                    connection.execute(
-                        text(f"SELECT {column} FROM {table} WHERE org_id = :org"), {"org": org}
-                    ).scalars()
-                )
-        finally:
-            engine.dispose()
+
+class Intruder:
+    """The other org's owners and admin keys."""
+
+    def __init__(self, database_url: str, key: IssuedKey, victim: Victim) -> None:
+        self.database_url = database_url
+        self.org_id = key.org_id
+        self.victim = victim
+        self.people = People(database_url, key.org_id)
+
+    def headers(self, caller: str) -> dict[str, str]:
+        """A fresh credential of ``caller``: ``owner`` or ``admin key``."""
+        if caller == "owner":
+            return self.people.add(Role.OWNER).headers
+        scopes = [Scope.ADMIN.value, Scope.INGEST.value, Scope.READ.value]
+        return bearer(limited_key(self.database_url, self.org_id, scopes=scopes).key)
+
+    def request(
+        self, client: Client, method: str, path: str, caller: str, body: dict[str, Any] | None
+    ) -> tuple[Any, list[str]]:
+        """The answer to the request, and the victim's secrets it shows that the intruder did
+        not send in it."""
+        response = client.request(method, path, headers=self.headers(caller), json=body)
+        sent = path + json.dumps(body)  # echoing what the caller sent reveals nothing
+        return response, [s for s in self.victim.secrets if s in response.text and s not in sent]
+
+
+def org_rows(database_url: str, org_id: uuid.UUID) -> list[tuple[str, ...]]:
+    """Every row of ``org_id`` in every tenant table, as sorted tuples of strings."""
+    found: list[tuple[str, ...]] = []
+    for table in sorted(models.TENANT_TABLES):
+        column = "id" if table == "orgs" else "org_id"
+        selected = rows(
+            database_url,
+            f"SELECT * FROM {table} WHERE {column} = :org",
+            org=db_id(database_url, org_id),
+        )
+        found += [(table, *map(_text, row)) for row in selected]
+    return sorted(found)
 
 
 def _text(value: Any) -> str:
@@ -149,12 +153,11 @@ def bodies(victim: Victim) -> st.SearchStrategy[dict[str, Any]]:
 
 
 @pytest.fixture
-def two_orgs(migrated_url: str, client: Client) -> Iterator[tuple[Principals, Victim]]:
-    intruder = make_org(migrated_url, "initech")
+def intruder(migrated_url: str, client: Client) -> Intruder:
+    """initech, intruding on globex."""
+    initech = make_org(migrated_url, "initech")
     victim = Victim(migrated_url, make_org(migrated_url, "globex"), client)
-    principals = Principals(migrated_url, intruder.org_id)
-    yield principals, victim
-    principals.close()
+    return Intruder(migrated_url, initech, victim)
 
 
 @settings(
@@ -164,9 +167,9 @@ def two_orgs(migrated_url: str, client: Client) -> Iterator[tuple[Principals, Vi
 )
 @given(data=st.data())
 def test_no_route_reads_or_writes_another_orgs_rows(
-    app: Litestar, client: Client, two_orgs: tuple[Principals, Victim], data: st.DataObject
+    app: Litestar, client: Client, intruder: Intruder, data: st.DataObject
 ) -> None:
-    principals, victim = two_orgs
+    victim = intruder.victim
     before = victim.rows()
     leaks: list[str] = []
     for method, path_format, handler in endpoints(app, filled=False):
@@ -174,17 +177,10 @@ def test_no_route_reads_or_writes_another_orgs_rows(
             continue
         path = PARAMETER.sub(lambda _: data.draw(st.sampled_from(victim.ids)), path_format)
         caller = data.draw(st.sampled_from(["owner", "admin key"]))
-        headers = (
-            principals.member(Role.OWNER)
-            if caller == "owner"
-            else principals.key({Scope.ADMIN.value, Scope.INGEST.value, Scope.READ.value})
-        )
         body = data.draw(bodies(victim)) if method in {"POST", "PUT", "PATCH"} else None
-        response = client.request(method, path, headers=headers, json=body)
-        sent = path + json.dumps(body)  # echoing what the caller sent reveals nothing
-        found = [s for s in victim.secrets if s in response.text and s not in sent]
-        if found:
-            leaks.append(f"{caller} {method} {path} {json.dumps(body)} → {found}")
+        _, shown = intruder.request(client, method, path, caller, body)
+        if shown:
+            leaks.append(f"{caller} {method} {path} {json.dumps(body)} → {shown}")
 
     assert leaks == []
     assert victim.rows() == before

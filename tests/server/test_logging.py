@@ -6,92 +6,21 @@ org and key, and no secret (API key, secret query values) ever reaches the log.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import pytest
 
 from agentops_server.db.migrate import upgrade
 from agentops_server.services.orgs import IssuedKey
+from tests.server.api import bearer
 from tests.server.conftest import make_org
-from tests.server.test_e2e import HUB, TIMEOUT
-
-
-class HubOutput:
-    """What a hub process writes to stderr, line by line as it arrives."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.lines: list[str] = []
-        self.ended = False
-        self._arrived = threading.Condition()
-        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
-
-    def wait_for(self, wanted: Callable[[str], bool], what: str) -> str:
-        """The first line ``wanted`` accepts; fails if none arrives within ``TIMEOUT``."""
-        deadline = time.monotonic() + TIMEOUT
-        with self._arrived:
-            while True:
-                if found := next((line for line in self.lines if wanted(line)), None):
-                    return found
-                remaining = deadline - time.monotonic()
-                if self.ended or remaining <= 0:
-                    pytest.fail(f"no line with {what} from the hub:\n{self.text()}")
-                self._arrived.wait(remaining)
-
-    def text(self) -> str:
-        """Everything written so far."""
-        with self._arrived:
-            return "".join(self.lines)
-
-    def _read(self, stream: IO[str]) -> None:
-        for line in stream:
-            with self._arrived:
-                self.lines.append(line)
-                self._arrived.notify_all()
-        with self._arrived:
-            self.ended = True
-            self._arrived.notify_all()
-
-
-@contextmanager
-def served_hub(environment: dict[str, str]) -> Iterator[tuple[str, HubOutput]]:
-    """``agentops-hub serve --no-migrate`` on a free port with ``environment`` added to a clean
-    one (no ``AGENTOPS_*`` or ``SENTRY_DSN`` from outside); its URL and its stderr."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith("AGENTOPS_") and name != "SENTRY_DSN"
-    }
-    process = subprocess.Popen(
-        [str(HUB), "serve", "--port", "0", "--no-migrate"],
-        env={**env, **environment},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None
-    output = HubOutput(process.stderr)
-    try:
-        running = output.wait_for(lambda line: "Uvicorn running on" in line, "uvicorn listening")
-        match = re.search(r"Uvicorn running on (http://[^\s\"]+)", running)
-        assert match, running
-        yield match[1], output
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+from tests.server.servers import TIMEOUT, HubOutput, hub_process
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +29,9 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, HubOutp
     database_url = f"sqlite:///{tmp_path_factory.mktemp('logging') / 'hub.db'}"
     upgrade(database_url)
     org = make_org(database_url, "loggers")
-    with served_hub({"AGENTOPS_DATABASE_URL": database_url}) as (url, output):
-        yield url, output, org
+    environment = {"AGENTOPS_DATABASE_URL": database_url}
+    with hub_process("--no-migrate", environment=environment) as served:
+        yield served.url, served.log, org
 
 
 def test_a_request_is_logged_as_one_json_line_with_its_id_org_and_key(
@@ -111,7 +41,7 @@ def test_a_request_is_logged_as_one_json_line_with_its_id_org_and_key(
 
     response = httpx.get(
         f"{url}/api/v1/runs",
-        headers={"Authorization": f"Bearer {org.key}", "X-Request-ID": "req-logged-1"},
+        headers=bearer(org.key) | {"X-Request-ID": "req-logged-1"},
     )
 
     assert response.status_code == 200
@@ -149,7 +79,7 @@ def test_a_refused_key_is_logged_with_its_status_and_never_its_value(
 
     response = httpx.get(
         f"{url}/api/v1/runs",
-        headers={"Authorization": f"Bearer {forged}", "X-Request-ID": "req-forged"},
+        headers=bearer(forged) | {"X-Request-ID": "req-forged"},
     )
 
     assert response.status_code == 401
@@ -168,7 +98,7 @@ def test_secrets_in_the_query_and_headers_never_reach_the_log(
     httpx.get(
         f"{url}/api/v1/runs",
         params={"limit": "5", "token": "tok-in-query", "api_key": "key-in-query"},
-        headers={"Authorization": f"Bearer {org.key}", "X-Request-ID": "req-query"},
+        headers=bearer(org.key) | {"X-Request-ID": "req-query"},
     )
 
     line = access_line(output, "req-query")

@@ -11,17 +11,12 @@ import email
 import email.policy
 import ipaddress
 import logging
-import queue
 import ssl
 from collections.abc import Iterator
-from contextlib import contextmanager
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -30,7 +25,7 @@ from cryptography.x509.oid import NameOID
 from agentops_server import Settings
 from agentops_server.backends import Email, create_mailer
 from agentops_server.backends.mailer import ConsoleMailer
-from tests.sdk.fake_hub import free_port
+from tests.server.mail import Inbox, serving_smtp
 
 SENDER = "AgentOps Hub <hub@agentops.test>"
 RESET = Email(
@@ -39,50 +34,6 @@ RESET = Email(
     text="Open https://hub.example/reset?token=abc to choose a new password.",
     html="<p>Open <a href='https://hub.example/reset?token=abc'>this link</a>.</p>",
 )
-
-
-@dataclasses.dataclass
-class Received:
-    """A message as the SMTP server got it."""
-
-    mail_from: str
-    rcpt_tos: list[str]
-    login: str | None
-    message: EmailMessage
-
-
-class Inbox:
-    """An aiosmtpd handler keeping what it receives, and an authenticator for one account."""
-
-    def __init__(self) -> None:
-        self.received: queue.Queue[Received] = queue.Queue()
-        self.logins: dict[int, str] = {}
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Envelope) -> str:
-        assert isinstance(envelope.content, bytes)
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        assert isinstance(message, EmailMessage)
-        login = session.auth_data.login.decode() if session.authenticated else None
-        self.received.put(
-            Received(str(envelope.mail_from), list(envelope.rcpt_tos), login, message)
-        )
-        return "250 Message accepted"
-
-    def authenticate(
-        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
-    ) -> AuthResult:
-        accepted = isinstance(auth_data, LoginPassword) and (
-            auth_data.login,
-            auth_data.password,
-        ) == (b"hub", b"p@ss word")
-        return AuthResult(success=accepted, auth_data=auth_data)
-
-    def next_message(self) -> Received:
-        """The next message received; fails if none arrives within 10 s."""
-        try:
-            return self.received.get(timeout=10)
-        except queue.Empty:
-            pytest.fail("the SMTP server received nothing within 10 s")
 
 
 @pytest.fixture
@@ -139,18 +90,6 @@ def smtp_server(inbox: Inbox) -> Iterator[int]:
     """A plain SMTP server on 127.0.0.1 that accepts the login hub / "p@ss word"; its port."""
     with serving_smtp(inbox, authenticator=inbox.authenticate, auth_require_tls=False) as port:
         yield port
-
-
-@contextmanager
-def serving_smtp(inbox: Inbox, **options: Any) -> Iterator[int]:
-    """An aiosmtpd server delivering to ``inbox`` on a free port of 127.0.0.1; its port."""
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port, **options)
-    controller.start()
-    try:
-        yield port
-    finally:
-        controller.stop()
 
 
 def mailer_settings(mail_url: str) -> Settings:

@@ -8,50 +8,15 @@ from typing import Any
 
 import pytest
 from litestar import Litestar
-from litestar.testing import TestClient
 from sqlalchemy import event, text
 
 from agentops_server.auth.permissions import Role, Scope
 from agentops_server.db.engine import create_db_engine
 from agentops_server.services.orgs import IssuedKey
+from tests.server.api import Client, assert_problem, audit_entries, bearer
 from tests.server.conftest import make_org
-from tests.server.orgs_helpers import People, Person, bearer, db_id, scalar, state
-from tests.server.principals import Principals
-from tests.server.reading import assert_problem
-
-Client = TestClient[Litestar]
-
-
-@pytest.fixture
-def people(migrated_url: str, org: IssuedKey) -> People:
-    return People(migrated_url, org.org_id)
-
-
-@pytest.fixture
-def owner(people: People) -> Person:
-    return people.add(Role.OWNER, email="olga@acme.example", name="Olga")
-
-
-@pytest.fixture
-def admin(people: People) -> Person:
-    return people.add(Role.ADMIN, email="adam@acme.example", name="Adam")
-
-
-def role_of(migrated_url: str, org: IssuedKey, person: Person) -> str | None:
-    role: str | None = scalar(
-        migrated_url,
-        "SELECT role FROM memberships WHERE org_id = :org AND user_id = :user",
-        org=db_id(migrated_url, org.org_id),
-        user=db_id(migrated_url, person.user_id),
-    )
-    return role
-
-
-def audit(client: Client, person: Person, action: str) -> list[dict[str, Any]]:
-    response = client.get("/api/v1/audit", params={"action": action}, headers=person.headers)
-    assert response.status_code == 200, response.text
-    items: list[dict[str, Any]] = response.json()["items"]
-    return items
+from tests.server.database import db_id, scalar, state
+from tests.server.principals import People, Person, limited_key
 
 
 def test_members_are_listed_with_their_role_teams_and_joining_time(
@@ -95,7 +60,7 @@ def test_another_orgs_members_are_neither_listed_nor_reachable(
 
 
 def test_an_owner_changes_a_members_role_and_the_change_is_audited(
-    client: Client, people: People, owner: Person, migrated_url: str, org: IssuedKey
+    client: Client, people: People, owner: Person
 ) -> None:
     member = people.add(Role.MEMBER)
 
@@ -105,8 +70,8 @@ def test_an_owner_changes_a_members_role_and_the_change_is_audited(
 
     assert response.status_code == 200, response.text
     assert response.json()["role"] == "admin"
-    assert role_of(migrated_url, org, member) == "admin"
-    [entry] = audit(client, owner, "member.role_changed")
+    assert people.role_of(member.user_id) == "admin"
+    [entry] = audit_entries(client, owner.headers, action="member.role_changed")
     assert (entry["target_type"], entry["target_id"]) == ("member", str(member.user_id))
     assert (entry["before"], entry["after"]) == ({"role": "member"}, {"role": "admin"})
     assert entry["actor_id"] == str(owner.user_id)
@@ -145,14 +110,14 @@ def test_role_escalation_is_refused_and_nothing_changes(
 
 
 def test_an_admin_cannot_make_themselves_owner(
-    client: Client, admin: Person, owner: Person, migrated_url: str, org: IssuedKey
+    client: Client, people: People, admin: Person, owner: Person
 ) -> None:
     response = client.patch(
         f"/api/v1/members/{admin.user_id}", json={"role": "owner"}, headers=admin.headers
     )
 
     assert_problem(response, 403, "role_escalation")
-    assert role_of(migrated_url, org, admin) == "admin"
+    assert people.role_of(admin.user_id) == "admin"
 
 
 def test_an_admin_cannot_remove_an_owner(
@@ -180,7 +145,7 @@ def test_an_admin_key_manages_members_as_an_admin_would(
 
     assert promoted.status_code == 200, promoted.text
     assert_problem(to_owner, 403, "role_escalation")
-    [entry] = audit(client, owner, "member.role_changed")
+    [entry] = audit_entries(client, owner.headers, action="member.role_changed")
     assert (entry["actor_type"], entry["actor_id"]) == ("api_key", str(org.key_id))
 
 
@@ -201,7 +166,7 @@ def test_roles_below_admin_change_no_ones_role(
 def test_a_read_key_changes_no_ones_role(
     client: Client, people: People, owner: Person, migrated_url: str, org: IssuedKey
 ) -> None:
-    key = Principals(migrated_url, org.org_id).key({Scope.READ.value})
+    key = bearer(limited_key(migrated_url, org.org_id, scopes=[Scope.READ.value]).key)
 
     response = client.patch(
         f"/api/v1/members/{owner.user_id}", json={"role": "viewer"}, headers=key
@@ -272,7 +237,7 @@ def test_the_last_owner_can_be_neither_demoted_nor_removed_nor_leave(
 
 
 def test_with_two_owners_one_steps_down_and_then_the_other_is_the_last(
-    client: Client, people: People, owner: Person, migrated_url: str, org: IssuedKey
+    client: Client, people: People, owner: Person
 ) -> None:
     second = people.add(Role.OWNER)
 
@@ -292,7 +257,7 @@ def test_with_two_owners_one_steps_down_and_then_the_other_is_the_last(
         409,
         "last_owner",
     )
-    assert role_of(migrated_url, org, owner) == "owner"
+    assert people.role_of(owner.user_id) == "owner"
 
 
 def test_demoting_an_owner_while_another_owners_demotion_is_in_flight_keeps_an_owner(
@@ -341,8 +306,8 @@ def test_demoting_an_owner_while_another_owners_demotion_is_in_flight_keeps_an_o
 
     assert not racer.is_alive()
     assert_problem(answer[0], 409, "last_owner")
-    assert role_of(migrated_url, org, second) == "owner"
-    assert role_of(migrated_url, org, owner) == "admin"
+    assert people.role_of(second.user_id) == "owner"
+    assert people.role_of(owner.user_id) == "admin"
 
 
 # -- removing and leaving ------------------------------------------------------------------------
@@ -374,7 +339,7 @@ def test_a_removed_member_loses_their_sessions_and_teams_but_keeps_their_account
         )
         == "mo@acme.example"
     )
-    [entry] = audit(client, admin, "member.removed")
+    [entry] = audit_entries(client, admin.headers, action="member.removed")
     assert entry["before"] == {"email": "mo@acme.example", "role": "member"}
 
 
@@ -387,19 +352,17 @@ def test_a_member_leaves_the_org_and_their_session_ends(
 
     assert response.status_code == 204, response.text
     assert_problem(client.get("/api/v1/agents", headers=viewer.headers), 401, "not_a_member")
-    [entry] = audit(client, owner, "member.left")
+    [entry] = audit_entries(client, owner.headers, action="member.left")
     assert (entry["actor_id"], entry["target_id"]) == (str(viewer.user_id), str(viewer.user_id))
 
 
-def test_an_owner_with_a_co_owner_may_leave(
-    client: Client, people: People, owner: Person, migrated_url: str, org: IssuedKey
-) -> None:
+def test_an_owner_with_a_co_owner_may_leave(client: Client, people: People, owner: Person) -> None:
     people.add(Role.OWNER)
 
     response = client.delete("/api/v1/members/me", headers=owner.headers)
 
     assert response.status_code == 204, response.text
-    assert role_of(migrated_url, org, owner) is None
+    assert people.role_of(owner.user_id) is None
 
 
 def test_a_key_cannot_leave_an_org(client: Client, org: IssuedKey) -> None:

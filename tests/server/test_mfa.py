@@ -14,27 +14,13 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
-from litestar import Litestar
-from litestar.testing import TestClient
 
 from agentops_server import Settings
 from agentops_server.auth.tokens import encode_token
-from tests.server.accounts_helpers import (
-    AUTH,
-    PASSWORD,
-    SignedUp,
-    bearer,
-    client_with,
-    login,
-    me,
-    rows,
-    signup,
-    totp_code,
-)
-from tests.server.ingest_events import assert_problem
-
-Client = TestClient[Litestar]
-SECRET = "test-secret"  # the settings fixture's
+from tests.server.accounts import AUTH, SignedUp, login, me, signup, totp_code
+from tests.server.api import Client, assert_problem, bearer, client_with
+from tests.server.database import rows
+from tests.server.principals import PASSWORD, SECRET_KEY
 
 
 def enrol(client: Client, account: SignedUp) -> str:
@@ -222,7 +208,7 @@ def test_each_recovery_code_works_once_however_it_is_typed(
     [
         (
             lambda ada: encode_token(
-                SECRET, "mfa", {"sub": str(ada["user_id"]), "org": str(ada["org_id"])}, ttl=-10
+                SECRET_KEY, "mfa", {"sub": str(ada["user_id"]), "org": str(ada["org_id"])}, ttl=-10
             ),
             "mfa_token_expired",
         ),
@@ -236,7 +222,10 @@ def test_each_recovery_code_works_once_however_it_is_typed(
             ),
             "invalid_mfa_token",
         ),
-        (lambda ada: encode_token(SECRET, "mfa", {"sub": "nobody"}, ttl=60), "invalid_mfa_token"),
+        (
+            lambda ada: encode_token(SECRET_KEY, "mfa", {"sub": "nobody"}, ttl=60),
+            "invalid_mfa_token",
+        ),
         (lambda ada: "not-a-token", "invalid_mfa_token"),
     ],
     ids=["expired", "access-token", "other-secret", "bad-claims", "garbage"],

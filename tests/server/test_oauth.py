@@ -17,8 +17,6 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from joserfc.jwk import RSAKey
-from litestar import Litestar
-from litestar.testing import TestClient
 from sqlalchemy import select
 
 from agentops_server import Settings, create_app
@@ -28,6 +26,7 @@ from agentops_server.auth.oauth import (
     OAuthProviders,
     OidcProvider,
 )
+from agentops_server.auth.permissions import Role
 from agentops_server.auth.tokens import encode_token
 from agentops_server.db.models import (
     AuditEvent,
@@ -37,32 +36,15 @@ from agentops_server.db.models import (
     User,
     UserSession,
 )
-from tests.server.external_identity import (
-    add_member,
-    add_org,
-    add_user,
-    browser_sign_in,
-    count,
-    hub_path,
-    provider_leg,
-    rows,
-)
-from tests.server.ingest_events import assert_problem
-from tests.server.oidc_provider import (
-    CLIENT_ID,
-    CLIENT_SECRET,
-    LocalIdentityProvider,
-    running_provider,
-)
+from tests.server.api import Client, assert_problem, bearer, client_with
+from tests.server.conftest import make_org
+from tests.server.database import count, rows
+from tests.server.external_identity import browser_sign_in, hub_path, provider_leg
+from tests.server.oidc_provider import CLIENT_ID, CLIENT_SECRET, LocalIdentityProvider
+from tests.server.principals import PASSWORD, People, add_user
 
 PUBLIC_URL = "http://localhost:8000"
 CALLBACK = "/api/v1/auth/oauth/corp/callback"
-
-
-@pytest.fixture(scope="module")
-def served_provider() -> Iterator[LocalIdentityProvider]:
-    with running_provider() as provider:
-        yield provider
 
 
 @pytest.fixture
@@ -100,30 +82,26 @@ def oauth_settings(settings: Settings, idp: LocalIdentityProvider) -> Settings:
 
 
 @pytest.fixture
-def hub(oauth_settings: Settings) -> Iterator[TestClient[Litestar]]:
-    with TestClient(create_app(oauth_settings)) as client:
+def hub(oauth_settings: Settings) -> Iterator[Client]:
+    with client_with(oauth_settings) as client:
         yield client
 
 
-def sign_in(hub: TestClient[Litestar], provider: str = "corp", **params: str) -> httpx.Response:
+def sign_in(hub: Client, provider: str = "corp", **params: str) -> httpx.Response:
     return browser_sign_in(hub, provider, PUBLIC_URL, params=params or None)
 
 
-def signed_in(hub: TestClient[Litestar], provider: str = "corp", **params: str) -> dict[str, Any]:
+def signed_in(hub: Client, provider: str = "corp", **params: str) -> dict[str, Any]:
     response = sign_in(hub, provider, **params)
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 # --- providers and the start of a sign-in -----------------------------------------------------
 
 
-def test_providers_are_listed_to_anyone(hub: TestClient[Litestar]) -> None:
+def test_providers_are_listed_to_anyone(hub: Client) -> None:
     response = hub.get("/api/v1/auth/oauth/providers")
     assert response.status_code == 200, response.text
     listed = {entry["name"]: entry for entry in response.json()["providers"]}
@@ -138,7 +116,7 @@ def test_providers_are_listed_to_anyone(hub: TestClient[Litestar]) -> None:
 
 
 def test_authorize_redirects_to_the_provider_with_pkce_a_nonce_and_a_browser_bound_state(
-    hub: TestClient[Litestar], idp: LocalIdentityProvider
+    hub: Client, idp: LocalIdentityProvider
 ) -> None:
     response = hub.get("/api/v1/auth/oauth/corp/authorize", follow_redirects=False)
 
@@ -163,7 +141,7 @@ def test_authorize_redirects_to_the_provider_with_pkce_a_nonce_and_a_browser_bou
 
 
 def test_the_pkce_verifier_never_travels_through_the_browser(
-    hub: TestClient[Litestar], idp: LocalIdentityProvider
+    hub: Client, idp: LocalIdentityProvider
 ) -> None:
     signed_in(hub)
 
@@ -175,14 +153,14 @@ def test_the_pkce_verifier_never_travels_through_the_browser(
     assert base64.urlsafe_b64encode(digest).rstrip(b"=").decode() == authorize["code_challenge"]
 
 
-def test_unknown_provider_is_not_found(hub: TestClient[Litestar]) -> None:
+def test_unknown_provider_is_not_found(hub: Client) -> None:
     for step in ("authorize", "callback"):
         response = hub.get(f"/api/v1/auth/oauth/nope/{step}", follow_redirects=False)
         assert_problem(response, 404, "unknown_provider")
 
 
 @pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/\\evil", "runs"])
-def test_redirect_to_must_be_a_path_on_the_hub(hub: TestClient[Litestar], target: str) -> None:
+def test_redirect_to_must_be_a_path_on_the_hub(hub: Client, target: str) -> None:
     response = hub.get(
         "/api/v1/auth/oauth/corp/authorize",
         params={"redirect_to": target},
@@ -191,7 +169,7 @@ def test_redirect_to_must_be_a_path_on_the_hub(hub: TestClient[Litestar], target
     assert_problem(response, 400, "invalid_redirect")
 
 
-def test_redirect_to_comes_back_with_the_tokens(hub: TestClient[Litestar]) -> None:
+def test_redirect_to_comes_back_with_the_tokens(hub: Client) -> None:
     assert signed_in(hub, redirect_to="/runs?agent=a")["redirect_to"] == "/runs?agent=a"
     assert signed_in(hub)["redirect_to"] is None
 
@@ -200,7 +178,7 @@ def test_redirect_to_comes_back_with_the_tokens(hub: TestClient[Litestar]) -> No
 
 
 def test_first_sign_in_makes_the_user_a_personal_org_and_a_session(
-    hub: TestClient[Litestar], settings: Settings
+    hub: Client, settings: Settings
 ) -> None:
     body = signed_in(hub)
 
@@ -237,9 +215,7 @@ def test_first_sign_in_makes_the_user_a_personal_org_and_a_session(
     assert runs.status_code == 200, runs.text
 
 
-def test_signing_in_again_finds_the_same_user_and_org(
-    hub: TestClient[Litestar], settings: Settings
-) -> None:
+def test_signing_in_again_finds_the_same_user_and_org(hub: Client, settings: Settings) -> None:
     first = signed_in(hub)
     second = signed_in(hub)
 
@@ -250,12 +226,13 @@ def test_signing_in_again_finds_the_same_user_and_org(
 
 
 def test_a_verified_email_links_the_existing_account_and_signs_into_its_org(
-    hub: TestClient[Litestar], settings: Settings
+    hub: Client, settings: Settings
 ) -> None:
     url = settings.database_url
-    user_id = add_user(url, "ada@example.com", password_hash="$argon2id$not-used-here")
-    org_id = add_org(url, "Analytical Engines")
-    add_member(url, org_id, user_id, "admin")
+    org_id = make_org(url, "Analytical Engines").org_id
+    user_id = (
+        People(url, org_id).add(Role.ADMIN, email="ada@example.com", password=PASSWORD).user_id
+    )
 
     body = signed_in(hub)
 
@@ -266,7 +243,7 @@ def test_a_verified_email_links_the_existing_account_and_signs_into_its_org(
 
 
 def test_an_unverified_email_is_refused_and_nothing_is_made(
-    hub: TestClient[Litestar], idp: LocalIdentityProvider, settings: Settings
+    hub: Client, idp: LocalIdentityProvider, settings: Settings
 ) -> None:
     idp.user["email_verified"] = False
 
@@ -277,9 +254,9 @@ def test_an_unverified_email_is_refused_and_nothing_is_made(
 
 
 def test_an_unverified_email_never_takes_over_an_existing_account(
-    hub: TestClient[Litestar], idp: LocalIdentityProvider, settings: Settings
+    hub: Client, idp: LocalIdentityProvider, settings: Settings
 ) -> None:
-    add_user(settings.database_url, "ada@example.com", password_hash="$argon2id$x")
+    add_user(settings.database_url, "ada@example.com", password=PASSWORD)
     idp.user["email_verified"] = "false"
 
     assert_problem(sign_in(hub), 403, "email_not_verified")
@@ -288,7 +265,7 @@ def test_an_unverified_email_never_takes_over_an_existing_account(
 
 
 def test_the_email_comes_from_userinfo_when_the_id_token_lacks_it(
-    hub: TestClient[Litestar], idp: LocalIdentityProvider, settings: Settings
+    hub: Client, idp: LocalIdentityProvider, settings: Settings
 ) -> None:
     idp.email_in_id_token = False
 
@@ -299,23 +276,21 @@ def test_the_email_comes_from_userinfo_when_the_id_token_lacks_it(
     assert user.email == "ada@example.com"
 
 
-def test_org_chooses_which_of_the_users_orgs_to_sign_into(
-    hub: TestClient[Litestar], settings: Settings
-) -> None:
+def test_org_chooses_which_of_the_users_orgs_to_sign_into(hub: Client, settings: Settings) -> None:
     url = settings.database_url
-    user_id = add_user(url, "ada@example.com")
-    first, second = add_org(url, "First"), add_org(url, "Second")
-    add_member(url, first, user_id, joined=dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
-    add_member(url, second, user_id, "viewer")
+    first, second = make_org(url, "First").org_id, make_org(url, "Second").org_id
+    yesterday = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    People(url, first).add(Role.MEMBER, email="ada@example.com", joined=yesterday)
+    People(url, second).add(Role.VIEWER, email="ada@example.com")
 
     assert signed_in(hub)["org_id"] == str(first)
     assert signed_in(hub, org="second")["org_id"] == str(second)
 
 
 def test_org_the_user_is_not_a_member_of_is_refused_and_nothing_is_made(
-    hub: TestClient[Litestar], settings: Settings
+    hub: Client, settings: Settings
 ) -> None:
-    add_org(settings.database_url, "Elsewhere")
+    make_org(settings.database_url, "Elsewhere")
 
     assert_problem(sign_in(hub, org="elsewhere"), 403, "not_a_member")
 
@@ -323,10 +298,8 @@ def test_org_the_user_is_not_a_member_of_is_refused_and_nothing_is_made(
     assert count(settings.database_url, Org) == 1
 
 
-def test_a_taken_slug_gives_the_personal_org_another(
-    hub: TestClient[Litestar], settings: Settings
-) -> None:
-    add_org(settings.database_url, "Ada Lovelace")
+def test_a_taken_slug_gives_the_personal_org_another(hub: Client, settings: Settings) -> None:
+    make_org(settings.database_url, "Ada Lovelace")
 
     body = signed_in(hub)
 
@@ -340,20 +313,18 @@ def test_a_taken_slug_gives_the_personal_org_another(
 # --- the callback: state, replay, provider answers --------------------------------------------
 
 
-def test_a_callback_in_another_browser_is_refused(
-    hub: TestClient[Litestar], oauth_settings: Settings
-) -> None:
+def test_a_callback_in_another_browser_is_refused(hub: Client, oauth_settings: Settings) -> None:
     """Login CSRF: an attacker's own callback URL, sent to a victim, does not sign them in."""
     callback = provider_leg(hub, "corp")
 
-    with TestClient(create_app(oauth_settings)) as victim:
+    with client_with(oauth_settings) as victim:
         response = victim.get(hub_path(callback, PUBLIC_URL))
 
     problem = assert_problem(response, 400, "invalid_oauth_state")
     assert "another browser" in problem["detail"]
 
 
-def test_a_replayed_callback_is_refused(hub: TestClient[Litestar]) -> None:
+def test_a_replayed_callback_is_refused(hub: Client) -> None:
     callback = hub_path(provider_leg(hub, "corp"), PUBLIC_URL)
     assert hub.get(callback).status_code == 200
 
@@ -361,7 +332,7 @@ def test_a_replayed_callback_is_refused(hub: TestClient[Litestar]) -> None:
 
 
 def test_forged_expired_or_misdirected_states_are_refused(
-    hub: TestClient[Litestar], oauth_settings: Settings
+    hub: Client, oauth_settings: Settings
 ) -> None:
     callback = hub_path(provider_leg(hub, "corp"), PUBLIC_URL)
     path, query = callback.split("?")
@@ -383,9 +354,7 @@ def test_forged_expired_or_misdirected_states_are_refused(
     assert hub.get(callback).status_code == 200  # the genuine one still works
 
 
-def test_the_user_saying_no_at_the_provider(
-    hub: TestClient[Litestar], idp: LocalIdentityProvider
-) -> None:
+def test_the_user_saying_no_at_the_provider(hub: Client, idp: LocalIdentityProvider) -> None:
     idp.deny = True
 
     problem = assert_problem(sign_in(hub), 403, "oauth_denied")
@@ -395,12 +364,8 @@ def test_the_user_saying_no_at_the_provider(
 def test_a_provider_refusing_the_client_is_a_provider_error(
     settings: Settings, idp: LocalIdentityProvider
 ) -> None:
-    wrong = dataclasses.replace(
-        settings,
-        public_url=PUBLIC_URL,
-        oauth_providers=providers_json(idp, corp={"client_secret": "wrong"}),
-    )
-    with TestClient(create_app(wrong)) as hub:
+    wrong = providers_json(idp, corp={"client_secret": "wrong"})
+    with client_with(settings, public_url=PUBLIC_URL, oauth_providers=wrong) as hub:
         problem = assert_problem(sign_in(hub), 502, "oauth_provider_error")
 
     assert problem["provider_error"] == "invalid_client"
@@ -417,8 +382,8 @@ def test_an_unreachable_provider_is_a_provider_error(settings: Settings) -> None
             "client_secret": "b",
         }
     }
-    unreachable = dataclasses.replace(settings, oauth_providers=json.dumps(config))
-    with TestClient(create_app(unreachable)) as hub:  # building the app fetched nothing
+    # Building the app fetches nothing: only the sign-in asks the provider, and fails.
+    with client_with(settings, oauth_providers=json.dumps(config)) as hub:
         response = hub.get("/api/v1/auth/oauth/corp/authorize", follow_redirects=False)
 
     assert_problem(response, 502, "oauth_provider_error")
@@ -448,7 +413,7 @@ ID_TOKEN_DEFECTS = {
 
 @pytest.mark.parametrize("defect", list(ID_TOKEN_DEFECTS))
 def test_an_id_token_that_proves_nothing_is_refused(
-    hub: TestClient[Litestar], idp: LocalIdentityProvider, settings: Settings, defect: str
+    hub: Client, idp: LocalIdentityProvider, settings: Settings, defect: str
 ) -> None:
     ID_TOKEN_DEFECTS[defect](idp)
 
@@ -458,16 +423,14 @@ def test_an_id_token_that_proves_nothing_is_refused(
 
 
 def test_several_audiences_are_fine_when_we_are_the_authorized_party(
-    hub: TestClient[Litestar], idp: LocalIdentityProvider
+    hub: Client, idp: LocalIdentityProvider
 ) -> None:
     idp.id_token_claims.update(aud=[CLIENT_ID, "another"], azp=CLIENT_ID)
 
     signed_in(hub)
 
 
-def test_discovery_and_keys_are_fetched_once(
-    hub: TestClient[Litestar], idp: LocalIdentityProvider
-) -> None:
+def test_discovery_and_keys_are_fetched_once(hub: Client, idp: LocalIdentityProvider) -> None:
     for _ in range(3):
         signed_in(hub)
 
@@ -479,7 +442,7 @@ def test_discovery_and_keys_are_fetched_once(
 
 
 def test_github_signs_in_with_the_primary_verified_email(
-    hub: TestClient[Litestar], idp: LocalIdentityProvider, settings: Settings
+    hub: Client, idp: LocalIdentityProvider, settings: Settings
 ) -> None:
     idp.github_emails = [
         {"email": "old@example.com", "primary": False, "verified": True},
@@ -501,7 +464,7 @@ def test_github_signs_in_with_the_primary_verified_email(
 
 
 def test_github_without_a_verified_primary_email_is_refused(
-    hub: TestClient[Litestar], idp: LocalIdentityProvider
+    hub: Client, idp: LocalIdentityProvider
 ) -> None:
     idp.github_emails = [
         {"email": "ada@example.com", "primary": True, "verified": False},
@@ -512,7 +475,7 @@ def test_github_without_a_verified_primary_email_is_refused(
 
 
 def test_github_without_any_email_is_refused(
-    hub: TestClient[Litestar], idp: LocalIdentityProvider, settings: Settings
+    hub: Client, idp: LocalIdentityProvider, settings: Settings
 ) -> None:
     idp.github_emails = []
 
@@ -522,7 +485,7 @@ def test_github_without_any_email_is_refused(
 
 
 def test_google_discovers_its_endpoints_at_the_configured_url(
-    hub: TestClient[Litestar], settings: Settings
+    hub: Client, settings: Settings
 ) -> None:
     signed_in(hub, "google")
 
@@ -530,9 +493,7 @@ def test_google_discovers_its_endpoints_at_the_configured_url(
     assert identity.provider == "google"
 
 
-def test_one_person_may_sign_in_with_several_providers(
-    hub: TestClient[Litestar], settings: Settings
-) -> None:
+def test_one_person_may_sign_in_with_several_providers(hub: Client, settings: Settings) -> None:
     users = {signed_in(hub, name)["user_id"] for name in ("corp", "google", "github")}
 
     assert len(users) == 1

@@ -8,36 +8,18 @@ import uuid
 from typing import Any
 
 import pytest
-from litestar import Litestar
-from litestar.testing import TestClient
 
 from agentops_server.auth.permissions import Role
 from agentops_server.services.orgs import IssuedKey
+from tests.server.api import Client, assert_problem, audit_entries, bearer
 from tests.server.conftest import make_org
-from tests.server.orgs_helpers import People, Person, bearer, db_id, scalar, state
-from tests.server.reading import assert_problem
-
-Client = TestClient[Litestar]
+from tests.server.database import db_id, scalar, state
+from tests.server.principals import People, Person
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(64)
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(64)
 GIF = b"GIF89a" + bytes(64)
 WEBP = b"RIFF\x24\x00\x00\x00WEBPVP8 " + bytes(64)
-
-
-@pytest.fixture
-def people(migrated_url: str, org: IssuedKey) -> People:
-    return People(migrated_url, org.org_id)
-
-
-@pytest.fixture
-def owner(people: People) -> Person:
-    return people.add(Role.OWNER, email="olga@acme.example", name="Olga")
-
-
-@pytest.fixture
-def admin(people: People) -> Person:
-    return people.add(Role.ADMIN, email="adam@acme.example", name="Adam")
 
 
 def upload(client: Client, person: Person, data: bytes, content_type: str = "image/png") -> Any:
@@ -46,13 +28,6 @@ def upload(client: Client, person: Person, data: bytes, content_type: str = "ima
         files={"file": ("logo", io.BytesIO(data), content_type)},
         headers=person.headers,
     )
-
-
-def audit_actions(client: Client, person: Person, **filters: str) -> list[dict[str, Any]]:
-    response = client.get("/api/v1/audit", params=filters, headers=person.headers)
-    assert response.status_code == 200, response.text
-    items: list[dict[str, Any]] = response.json()["items"]
-    return items
 
 
 # -- profile -----------------------------------------------------------------------------------
@@ -90,7 +65,7 @@ def test_an_admin_renames_the_org_and_changes_its_slug_and_the_change_is_audited
     assert response.json()["name"] == "Acme Robotics"
     assert response.json()["slug"] == "acme-robotics"
     assert response.json()["updated_at"] is not None
-    [entry] = audit_actions(client, admin, action="org.updated")
+    [entry] = audit_entries(client, admin.headers, action="org.updated")
     assert entry["actor_type"] == "user"
     assert entry["actor_id"] == str(admin.user_id)
     assert entry["before"] == {"name": "acme", "slug": "acme"}
@@ -278,7 +253,7 @@ def test_removing_the_logo_removes_it_and_is_audited(client: Client, admin: Pers
     assert response.status_code == 204
     assert_problem(client.get("/api/v1/org/logo", headers=admin.headers), 404, "logo_not_found")
     assert client.get("/api/v1/org", headers=admin.headers).json()["logo_uploaded"] is False
-    actions = [entry["action"] for entry in audit_actions(client, admin, action="org.")]
+    actions = [entry["action"] for entry in audit_entries(client, admin.headers, action="org.")]
     assert actions == ["org.logo_removed", "org.logo_uploaded"]
     assert client.delete("/api/v1/org/logo", headers=admin.headers).status_code == 204
 
@@ -301,7 +276,7 @@ def test_a_person_lists_the_orgs_they_belong_to_with_their_role(
 ) -> None:
     globex = make_org(migrated_url, "globex")
     make_org(migrated_url, "initech")  # not theirs
-    People(migrated_url, globex.org_id).join(owner, Role.VIEWER)
+    People(migrated_url, globex.org_id).add(Role.VIEWER, email=owner.email)
 
     response = client.get("/api/v1/orgs", headers=owner.headers)
 
@@ -394,7 +369,7 @@ def test_deleting_the_org_removes_every_row_of_it_and_nothing_of_other_orgs(
         assert response.status_code in {200, 201}, response.text
     assert scalar(migrated_url, "SELECT count(*) FROM audit_log") == 3
     globex = make_org(migrated_url, "globex")
-    People(migrated_url, globex.org_id).join(owner, Role.OWNER)
+    People(migrated_url, globex.org_id).add(Role.OWNER, email=owner.email)
     other_org_rows = {
         table: [row for row in rows if str(globex.org_id) in row or globex.org_id.hex in row]
         for table, rows in state(migrated_url).items()

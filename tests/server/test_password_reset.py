@@ -9,48 +9,21 @@ ends every session of the user in every org; every refusal changes nothing.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from litestar import Litestar
-from litestar.testing import TestClient
 
 from agentops_server import Settings
 from agentops_server.auth.permissions import Role
-from tests.server.accounts_helpers import (
-    AUTH,
-    PASSWORD,
-    add_member,
-    bearer,
-    client_with,
-    execute,
-    login,
-    mailbox,
-    me,
-    reset_token_in,
-    rows,
-    signup,
-)
-from tests.server.ingest_events import assert_problem
-from tests.server.test_mailer import Inbox, serving_smtp
+from tests.server.accounts import AUTH, login, me, signup, signup_in_two_orgs
+from tests.server.api import Client, assert_problem, bearer, client_with
+from tests.server.conftest import PUBLIC_URL
+from tests.server.database import execute, rows
+from tests.server.mail import Inbox, mailbox, reset_token_in, serving_smtp
+from tests.server.principals import PASSWORD
 
-Client = TestClient[Litestar]
 NEW_PASSWORD = "Brand-new-passphrase-7"
-PUBLIC_URL = "https://hub.example.com"
-
-
-@pytest.fixture
-def outbox(tmp_path: Path) -> Path:
-    return tmp_path / "outbox"
-
-
-@pytest.fixture
-def client(settings: Settings, outbox: Path) -> Iterator[Client]:
-    """A hub that writes its email to ``outbox`` as .eml files."""
-    with client_with(settings, mail_url=f"file://{outbox}", public_url=PUBLIC_URL) as client:
-        yield client
 
 
 def forgot(client: Client, email: str) -> Any:
@@ -61,10 +34,10 @@ def reset(client: Client, token: str, password: str = NEW_PASSWORD) -> Any:
     return client.post(f"{AUTH}/password/reset", json={"token": token, "new_password": password})
 
 
-def emailed_token(client: Client, outbox: Path, email: str) -> str:
+def emailed_token(client: Client, mail_dir: Path, email: str) -> str:
     """Ask for a reset of ``email`` and read the token from the newest message."""
     assert forgot(client, email).status_code == 202
-    return reset_token_in(mailbox(outbox)[-1])
+    return reset_token_in(mailbox(mail_dir)[-1])
 
 
 def password_hash(database_url: str) -> str:
@@ -73,14 +46,14 @@ def password_hash(database_url: str) -> str:
 
 
 def test_asking_for_a_reset_mails_a_link_with_a_single_use_token(
-    client: Client, outbox: Path
+    client: Client, mail_dir: Path
 ) -> None:
     ada = signup(client)
 
     response = forgot(client, ada["email"].upper())
 
     assert response.status_code == 202, response.text
-    [message] = mailbox(outbox)
+    [message] = mailbox(mail_dir)
     assert message["To"] == ada["email"]
     assert message["Subject"] == "Reset your AgentOps Hub password"
     token = reset_token_in(message)
@@ -90,7 +63,7 @@ def test_asking_for_a_reset_mails_a_link_with_a_single_use_token(
 
 
 def test_asking_for_an_unknown_or_invalid_email_answers_the_same_and_mails_nothing(
-    client: Client, outbox: Path, migrated_url: str
+    client: Client, mail_dir: Path, migrated_url: str
 ) -> None:
     ada = signup(client)
     existing = forgot(client, ada["email"])
@@ -99,18 +72,16 @@ def test_asking_for_an_unknown_or_invalid_email_answers_the_same_and_mails_nothi
         response = forgot(client, email)
         assert response.status_code == 202
         assert response.json() == existing.json()
-    assert [message["To"] for message in mailbox(outbox)] == [ada["email"]]
+    assert [message["To"] for message in mailbox(mail_dir)] == [ada["email"]]
     assert rows(migrated_url, "SELECT count(*) FROM password_resets") == [(1,)]
 
 
 def test_a_reset_sets_the_password_and_ends_every_session_in_every_org(
-    client: Client, outbox: Path, migrated_url: str
+    client: Client, mail_dir: Path, migrated_url: str
 ) -> None:
-    ada = signup(client, org_name="Home")
-    other = signup(client, org_name="Elsewhere")
-    add_member(client, other["headers"], Role.MEMBER, email=ada["email"])
+    ada, other = signup_in_two_orgs(client, migrated_url, Role.MEMBER)
     elsewhere = login(client, ada["email"], org="elsewhere")
-    token = emailed_token(client, outbox, ada["email"])
+    token = emailed_token(client, mail_dir, ada["email"])
 
     response = reset(client, token)
 
@@ -128,9 +99,9 @@ def test_a_reset_sets_the_password_and_ends_every_session_in_every_org(
     assert {uuid.UUID(str(org)) for org, _ in logged} == {ada["org_id"], other["org_id"]}
 
 
-def test_a_reset_token_works_once(client: Client, outbox: Path, migrated_url: str) -> None:
+def test_a_reset_token_works_once(client: Client, mail_dir: Path, migrated_url: str) -> None:
     ada = signup(client)
-    token = emailed_token(client, outbox, ada["email"])
+    token = emailed_token(client, mail_dir, ada["email"])
     assert reset(client, token).status_code == 200
     after_first = password_hash(migrated_url)
 
@@ -140,9 +111,11 @@ def test_a_reset_token_works_once(client: Client, outbox: Path, migrated_url: st
     assert password_hash(migrated_url) == after_first
 
 
-def test_an_expired_reset_token_is_refused(client: Client, outbox: Path, migrated_url: str) -> None:
+def test_an_expired_reset_token_is_refused(
+    client: Client, mail_dir: Path, migrated_url: str
+) -> None:
     ada = signup(client)
-    token = emailed_token(client, outbox, ada["email"])
+    token = emailed_token(client, mail_dir, ada["email"])
     before = password_hash(migrated_url)
     execute(migrated_url, "UPDATE password_resets SET expires_at = created_at")
 
@@ -153,10 +126,10 @@ def test_an_expired_reset_token_is_refused(client: Client, outbox: Path, migrate
     me(client, ada["headers"])
 
 
-def test_using_one_reset_token_voids_the_others(client: Client, outbox: Path) -> None:
+def test_using_one_reset_token_voids_the_others(client: Client, mail_dir: Path) -> None:
     ada = signup(client)
-    first = emailed_token(client, outbox, ada["email"])
-    second = emailed_token(client, outbox, ada["email"])
+    first = emailed_token(client, mail_dir, ada["email"])
+    second = emailed_token(client, mail_dir, ada["email"])
 
     assert reset(client, second).status_code == 200
 
@@ -185,10 +158,10 @@ def _other_user(token: str) -> str:
     ids=["garbage", "truncated", "wrong-secret", "other-user", "other-kind"],
 )
 def test_malformed_or_tampered_reset_tokens_are_refused(
-    client: Client, outbox: Path, migrated_url: str, tamper: Any
+    client: Client, mail_dir: Path, migrated_url: str, tamper: Any
 ) -> None:
     ada = signup(client)
-    token = emailed_token(client, outbox, ada["email"])
+    token = emailed_token(client, mail_dir, ada["email"])
     before = password_hash(migrated_url)
 
     assert_problem(reset(client, tamper(token)), 400, "invalid_reset_token")
@@ -198,10 +171,10 @@ def test_malformed_or_tampered_reset_tokens_are_refused(
 
 
 def test_a_weak_new_password_is_refused_and_the_token_stays_usable(
-    client: Client, outbox: Path, migrated_url: str
+    client: Client, mail_dir: Path, migrated_url: str
 ) -> None:
     ada = signup(client)
-    token = emailed_token(client, outbox, ada["email"])
+    token = emailed_token(client, mail_dir, ada["email"])
     before = password_hash(migrated_url)
 
     response = reset(client, token, "weak")
@@ -213,8 +186,8 @@ def test_a_weak_new_password_is_refused_and_the_token_stays_usable(
     assert reset(client, token).status_code == 200
 
 
-def test_reset_requests_are_limited_per_account(settings: Settings, outbox: Path) -> None:
-    with client_with(settings, mail_url=f"file://{outbox}", rate_limit_login="2/minute") as client:
+def test_reset_requests_are_limited_per_account(settings: Settings, mail_dir: Path) -> None:
+    with client_with(settings, rate_limit_login="2/minute") as client:
         ada = signup(client)
         for _ in range(2):
             assert forgot(client, ada["email"]).status_code == 202
@@ -223,18 +196,16 @@ def test_reset_requests_are_limited_per_account(settings: Settings, outbox: Path
 
         assert_problem(refused, 429, "too_many_attempts")
         assert int(refused.headers["retry-after"]) >= 1
-        assert len(mailbox(outbox)) == 2
+        assert len(mailbox(mail_dir)) == 2
         assert forgot(client, "someone@example.com").status_code == 202
 
 
 def test_reset_confirmations_are_limited_per_client_address(
-    settings: Settings, outbox: Path, migrated_url: str
+    settings: Settings, mail_dir: Path, migrated_url: str
 ) -> None:
-    with client_with(
-        settings, mail_url=f"file://{outbox}", rate_limit_login_ip="2/minute"
-    ) as client:
+    with client_with(settings, rate_limit_login_ip="2/minute") as client:
         ada = signup(client)
-        token = emailed_token(client, outbox, ada["email"])
+        token = emailed_token(client, mail_dir, ada["email"])
         for _ in range(2):
             assert_problem(reset(client, "pr_guess"), 400, "invalid_reset_token")
         before = password_hash(migrated_url)
@@ -247,7 +218,7 @@ def test_the_reset_email_goes_through_a_real_smtp_server(settings: Settings) -> 
     inbox = Inbox()
     with (
         serving_smtp(inbox) as port,
-        client_with(settings, mail_url=f"smtp://127.0.0.1:{port}", public_url=PUBLIC_URL) as client,
+        client_with(settings, mail_url=f"smtp://127.0.0.1:{port}") as client,
     ):
         ada = signup(client)
         assert forgot(client, ada["email"]).status_code == 202

@@ -5,13 +5,12 @@ permission matrix. A new route without a guard (or an explicit ``PUBLIC``) fails
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from litestar import Litestar
-from litestar.testing import TestClient
 
 from agentops_server.auth.guards import permission_of
 from agentops_server.auth.permissions import (
@@ -22,10 +21,9 @@ from agentops_server.auth.permissions import (
     Scope,
 )
 from agentops_server.services.orgs import IssuedKey
-from tests.server.principals import Principals
+from tests.server.api import Client, bearer
+from tests.server.principals import People, limited_key
 from tests.server.routes import endpoints
-
-Client = TestClient[Litestar]
 
 OPEN_OUTSIDE_THE_API = re.compile(r"^/(health|ready|schema)")
 DENIED = {"permission_denied", "insufficient_scope"}
@@ -37,10 +35,6 @@ def call(client: Client, method: str, path: str, headers: dict[str, str]) -> Any
     return client.request(method, path, headers=headers, **body)
 
 
-def describe(method: str, path: str, permission: Permission, response: Any) -> str:
-    return f"{method} {path} [{permission}]: {response.status_code} {code_of(response)}"
-
-
 def code_of(response: Any) -> str | None:
     try:
         return response.json().get("code")
@@ -48,11 +42,27 @@ def code_of(response: Any) -> str | None:
         return None
 
 
-@pytest.fixture
-def principals(migrated_url: str, org: IssuedKey) -> Iterator[Principals]:
-    made = Principals(migrated_url, org.org_id)
-    yield made
-    made.close()
+def misjudged_routes(
+    app: Litestar,
+    client: Client,
+    caller: Callable[[], dict[str, str]],
+    granted: frozenset[Permission],
+) -> list[str]:
+    """Every guarded route, called by a fresh ``caller`` (some routes end the caller's session
+    or membership) holding the permissions ``granted``, that lets in a caller it should refuse,
+    refuses one it should let in, or does not know them."""
+    wrong: list[str] = []
+    for method, path, handler in endpoints(app):
+        permission = permission_of(handler)
+        if permission is None:
+            continue
+        response = call(client, method, path, caller())
+        allowed = permission in granted
+        if allowed == (code_of(response) in DENIED) or response.status_code == 401:
+            wrong.append(
+                f"{method} {path} [{permission}]: {response.status_code} {code_of(response)}"
+            )
+    return wrong
 
 
 def test_every_api_route_is_guarded_by_one_permission_or_declared_public(app: Litestar) -> None:
@@ -81,40 +91,22 @@ def test_every_guarded_route_refuses_a_caller_without_credentials(
 
 @pytest.mark.parametrize("role", list(Role))
 def test_each_role_reaches_exactly_the_routes_its_permissions_allow(
-    app: Litestar, client: Client, principals: Principals, role: Role
+    app: Litestar, client: Client, people: People, role: Role
 ) -> None:
-    wrong: list[str] = []
-    for method, path, handler in endpoints(app):
-        permission = permission_of(handler)
-        if permission is None:
-            continue
-        response = call(client, method, path, principals.member(role))  # a fresh member each
-        allowed = permission in ROLE_PERMISSIONS[role]
-        if allowed == (code_of(response) in DENIED) or response.status_code == 401:
-            wrong.append(
-                f"{method} {path} [{permission}]: {response.status_code} {code_of(response)}"
-            )
+    def new_member() -> dict[str, str]:
+        return people.add(role).headers
 
-    assert wrong == []
+    assert misjudged_routes(app, client, new_member, ROLE_PERMISSIONS[role]) == []
 
 
 @pytest.mark.parametrize("scope", list(Scope))
 def test_each_key_scope_reaches_exactly_the_routes_it_allows(
-    app: Litestar, client: Client, principals: Principals, scope: Scope
+    app: Litestar, client: Client, migrated_url: str, org: IssuedKey, scope: Scope
 ) -> None:
-    wrong: list[str] = []
-    for method, path, handler in endpoints(app):
-        permission = permission_of(handler)
-        if permission is None:
-            continue
-        response = call(client, method, path, principals.key({scope.value}))
-        allowed = permission in SCOPE_PERMISSIONS[scope]
-        if allowed == (code_of(response) in DENIED) or response.status_code == 401:
-            wrong.append(
-                f"{method} {path} [{permission}]: {response.status_code} {code_of(response)}"
-            )
+    def new_key() -> dict[str, str]:
+        return bearer(limited_key(migrated_url, org.org_id, scopes=[scope.value]).key)
 
-    assert wrong == []
+    assert misjudged_routes(app, client, new_key, SCOPE_PERMISSIONS[scope]) == []
 
 
 def test_the_documented_matrix_is_the_one_the_code_enforces() -> None:

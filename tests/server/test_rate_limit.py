@@ -4,22 +4,20 @@ limits through the app, and one limit held by two real hub processes sharing one
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from litestar import Litestar
-from litestar.testing import TestClient
 
-from agentops_server import Settings, create_app
+from agentops_server import Settings
 from agentops_server.backends import RateLimiter, create_rate_limiter
 from agentops_server.services.orgs import IssuedKey
+from tests.server.api import Client, assert_problem, bearer, client_with
 from tests.server.conftest import make_org
-from tests.server.reading import assert_problem, limited_key
-from tests.server.test_logging import served_hub
+from tests.server.principals import limited_key
+from tests.server.servers import hub_process
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -105,15 +103,14 @@ def test_a_limit_setting_that_is_not_a_limit_is_refused_at_start() -> None:
 
 
 @pytest.fixture
-def limited_app(settings: Settings) -> Iterator[TestClient[Litestar]]:
+def limited_app(settings: Settings) -> Iterator[Client]:
     """The hub with small limits: 3 requests per key, 5 per org, per minute."""
-    small = dataclasses.replace(settings, rate_limit_key="3/minute", rate_limit_org="5/minute")
-    with TestClient(create_app(small)) as client:
+    with client_with(settings, rate_limit_key="3/minute", rate_limit_org="5/minute") as client:
         yield client
 
 
 def test_requests_past_the_key_limit_get_a_429_problem_with_retry_after(
-    limited_app: TestClient[Litestar], auth: dict[str, str]
+    limited_app: Client, auth: dict[str, str]
 ) -> None:
     passed = [limited_app.get("/api/v1/runs", headers=auth) for _ in range(3)]
     refused = limited_app.get("/api/v1/runs", headers=auth)
@@ -132,10 +129,10 @@ def test_requests_past_the_key_limit_get_a_429_problem_with_retry_after(
 
 
 def test_the_org_limit_is_shared_by_the_keys_of_the_org(
-    limited_app: TestClient[Litestar], migrated_url: str, org: IssuedKey, auth: dict[str, str]
+    limited_app: Client, migrated_url: str, org: IssuedKey, auth: dict[str, str]
 ) -> None:
     second_key = limited_key(migrated_url, org.org_id, scopes=["read"])
-    other = {"Authorization": f"Bearer {second_key.key}"}
+    other = bearer(second_key.key)
 
     statuses = [
         limited_app.get("/api/v1/runs", headers=headers).status_code
@@ -149,21 +146,21 @@ def test_the_org_limit_is_shared_by_the_keys_of_the_org(
 
 
 def test_a_busy_org_does_not_limit_another_org(
-    limited_app: TestClient[Litestar], migrated_url: str, auth: dict[str, str]
+    limited_app: Client, migrated_url: str, auth: dict[str, str]
 ) -> None:
     other_org = make_org(migrated_url, "quiet")
     for _ in range(3):
         limited_app.get("/api/v1/runs", headers=auth)
     assert limited_app.get("/api/v1/runs", headers=auth).status_code == 429
 
-    response = limited_app.get("/api/v1/runs", headers={"Authorization": f"Bearer {other_org.key}"})
+    response = limited_app.get("/api/v1/runs", headers=bearer(other_org.key))
 
     assert response.status_code == 200
     assert response.headers["RateLimit-Remaining"] == "2"
 
 
 def test_health_ready_and_schema_are_never_limited(
-    limited_app: TestClient[Litestar], auth: dict[str, str]
+    limited_app: Client, auth: dict[str, str]
 ) -> None:
     for path in ("/health", "/ready", "/schema/openapi.json"):
         for _ in range(4):
@@ -183,15 +180,18 @@ def test_two_hub_processes_on_one_redis_let_exactly_the_limit_through(migrated_u
         "AGENTOPS_RATE_LIMIT_KEY": "7/hour",
         "AGENTOPS_RATE_LIMIT_ORG": "1000/hour",
     }
-    headers = {"Authorization": f"Bearer {org.key}"}
+    headers = bearer(org.key)
 
-    with served_hub(environment) as (first, _), served_hub(environment) as (second, _):
+    with (
+        hub_process("--no-migrate", environment=environment) as first,
+        hub_process("--no-migrate", environment=environment) as second,
+    ):
 
         def status_of_a_request_to(url: str) -> int:
             return httpx.get(f"{url}/api/v1/runs", headers=headers, timeout=30).status_code
 
         with ThreadPoolExecutor(max_workers=8) as pool:
-            statuses = list(pool.map(status_of_a_request_to, [first, second] * 10))
+            statuses = list(pool.map(status_of_a_request_to, [first.url, second.url] * 10))
 
     assert statuses.count(200) == 7  # each process alone would have let 7 through
     assert statuses.count(429) == 13

@@ -8,15 +8,15 @@ import uuid
 from typing import Any
 
 import pytest
-from litestar import Litestar
-from litestar.testing import TestClient
 
 from agentops_server.services.orgs import IssuedKey
 from agentops_server.services.runs import MAX_TREE_DEPTH, SpanNode, span_tree
+from tests.server.api import Client, assert_problem, bearer
 from tests.server.conftest import make_org
-from tests.server.reading import T0, assert_problem, limited_key, seeded
+from tests.server.ingest_events import T0
+from tests.server.principals import limited_key
+from tests.server.reading import seeded
 
-Client = TestClient[Litestar]
 HOUR = dt.timedelta(hours=1)
 
 
@@ -441,7 +441,7 @@ def test_another_orgs_key_cannot_list_or_fetch_runs(
         run = rows.run()
         rows.span(run, "secret-tool")
     other = make_org(migrated_url, "globex")
-    other_auth = {"Authorization": f"Bearer {other.key}"}
+    other_auth = bearer(other.key)
 
     assert client.get("/api/v1/runs", headers=other_auth).json()["items"] == []
     assert_problem(client.get(f"/api/v1/runs/{run.id}", headers=other_auth), 404, "run_not_found")
@@ -458,9 +458,7 @@ def test_a_run_id_used_by_two_orgs_shows_each_org_only_its_own_spans(
             rows.span(rows.run(id=run_id), span_name)
 
     ours = client.get(f"/api/v1/runs/{run_id}", headers=auth).json()
-    theirs = client.get(
-        f"/api/v1/runs/{run_id}", headers={"Authorization": f"Bearer {other.key}"}
-    ).json()
+    theirs = client.get(f"/api/v1/runs/{run_id}", headers=bearer(other.key)).json()
 
     assert [span["name"] for span in ours["spans"]] == ["acme-span"]
     assert [span["name"] for span in theirs["spans"]] == ["globex-span"]
@@ -472,7 +470,7 @@ def test_a_key_without_the_read_scope_is_refused(
 ) -> None:
     ingest_only = limited_key(migrated_url, org.org_id, scopes=["ingest"])
 
-    response = client.get(path, headers={"Authorization": f"Bearer {ingest_only.key}"})
+    response = client.get(path, headers=bearer(ingest_only.key))
 
     assert_problem(response, 403, "insufficient_scope")
 

@@ -18,29 +18,22 @@ from typing import Any
 
 import httpx
 import pytest
-from litestar import Litestar
-from litestar.testing import TestClient
 
 from agentops_server.auth.permissions import Role
 from agentops_server.auth.tokens import encode_access_token, encode_token
 from agentops_server.services.orgs import IssuedKey
-from tests.server.accounts_helpers import (
+from tests.server.accounts import (
     AUTH,
-    PASSWORD,
     SignedUp,
-    add_member,
-    bearer,
-    execute,
     login,
     me,
-    rows,
     signup,
+    signup_in_two_orgs,
     unique_email,
 )
-from tests.server.ingest_events import assert_problem, serving
-
-Client = TestClient[Litestar]
-SECRET = "test-secret"  # the settings fixture's
+from tests.server.api import Client, assert_problem, bearer
+from tests.server.database import db_id, execute, rows
+from tests.server.principals import PASSWORD, SECRET_KEY, People
 
 
 def refresh(client: Client, token: str) -> Any:
@@ -52,15 +45,9 @@ def session_row(database_url: str, session_id: uuid.UUID | str) -> tuple[Any, An
     [found] = rows(
         database_url,
         "SELECT revoked_at, revoked_reason FROM user_sessions WHERE id = :id",
-        id=_db_uuid(database_url, session_id),
+        id=db_id(database_url, session_id),
     )
     return found[0], found[1]
-
-
-def _db_uuid(database_url: str, value: uuid.UUID | str) -> str:
-    """A UUID as the database stores it (SQLite: 32 hex digits)."""
-    as_uuid = uuid.UUID(str(value))
-    return as_uuid.hex if database_url.startswith("sqlite") else str(as_uuid)
 
 
 # -- refresh ---------------------------------------------------------------------------------------
@@ -82,7 +69,7 @@ def test_refresh_returns_a_new_pair_and_uses_up_the_old_token(
         migrated_url,
         "SELECT used_at IS NOT NULL FROM refresh_tokens WHERE session_id = :id "
         "ORDER BY created_at, used_at IS NULL",
-        id=_db_uuid(migrated_url, ada["session_id"]),
+        id=db_id(migrated_url, ada["session_id"]),
     )
     assert sorted(bool(flag) for (flag,) in used) == [False, True]
     second = refresh(client, pair["refresh_token"])  # the new one works in turn
@@ -115,10 +102,10 @@ def test_reusing_a_refresh_token_revokes_its_whole_session(
 
 
 def test_one_refresh_token_sent_at_once_on_many_connections_has_exactly_one_winner(
-    app: Litestar, migrated_url: str
+    hub_url: str, migrated_url: str
 ) -> None:
     racers = 6
-    with serving(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+    with httpx.Client(base_url=hub_url, timeout=60) as http:
         made = http.post(
             f"{AUTH}/signup",
             json={"email": unique_email(), "password": PASSWORD, "org_name": "Race"},
@@ -127,7 +114,7 @@ def test_one_refresh_token_sent_at_once_on_many_connections_has_exactly_one_winn
         barrier = threading.Barrier(racers)
 
         def race(_: int) -> httpx.Response:
-            with httpx.Client(base_url=url, timeout=60) as own:
+            with httpx.Client(base_url=hub_url, timeout=60) as own:
                 barrier.wait(30)
                 return own.post(f"{AUTH}/refresh", json={"refresh_token": token})
 
@@ -141,7 +128,7 @@ def test_one_refresh_token_sent_at_once_on_many_connections_has_exactly_one_winn
     issued = rows(
         migrated_url,
         "SELECT count(*) FROM refresh_tokens WHERE session_id = :id",
-        id=_db_uuid(migrated_url, session_id),
+        id=db_id(migrated_url, session_id),
     )
     assert issued == [(2,)]  # the first token and the winner's
     assert session_row(migrated_url, session_id)[1] == "refresh_token_reused"
@@ -166,12 +153,14 @@ def test_a_signed_out_session_cannot_be_refreshed(client: Client) -> None:
 
 def test_a_member_removed_from_the_org_cannot_refresh(client: Client, migrated_url: str) -> None:
     owner = signup(client)
-    _, viewer_id = add_member(client, owner["headers"], Role.VIEWER, email="viewer@example.com")
+    viewer = People(migrated_url, owner["org_id"]).add(
+        Role.VIEWER, email="viewer@example.com", password=PASSWORD
+    )
     tokens = login(client, "viewer@example.com")
     execute(
         migrated_url,
         "DELETE FROM memberships WHERE user_id = :id",
-        id=_db_uuid(migrated_url, viewer_id),
+        id=db_id(migrated_url, viewer.user_id),
     )
 
     assert_problem(refresh(client, tokens["refresh_token"]), 401, "not_a_member")
@@ -237,10 +226,10 @@ def test_logout_ends_the_access_and_refresh_tokens_at_once(
     me(client, bearer(other["access_token"]))  # the user's other session stays
 
 
-def test_logout_everywhere_ends_every_session_of_the_user_in_every_org(client: Client) -> None:
-    ada = signup(client, org_name="Home")
-    other = signup(client, org_name="Elsewhere")
-    add_member(client, other["headers"], Role.MEMBER, email=ada["email"])
+def test_logout_everywhere_ends_every_session_of_the_user_in_every_org(
+    client: Client, migrated_url: str
+) -> None:
+    ada, other = signup_in_two_orgs(client, migrated_url, Role.MEMBER)
     elsewhere = login(client, ada["email"], org="elsewhere")
 
     response = client.post(f"{AUTH}/logout", json={"everywhere": True}, headers=ada["headers"])
@@ -282,10 +271,10 @@ def test_sessions_are_listed_and_one_can_be_ended(client: Client, migrated_url: 
 
 def test_another_users_session_cannot_be_ended(client: Client, migrated_url: str) -> None:
     ada = signup(client)
-    viewer_headers, _ = add_member(client, ada["headers"], Role.VIEWER)
+    viewer = People(migrated_url, ada["org_id"]).add(Role.VIEWER)
 
     for session_id in (ada["session_id"], uuid.uuid4()):
-        response = client.delete(f"{AUTH}/sessions/{session_id}", headers=viewer_headers)
+        response = client.delete(f"{AUTH}/sessions/{session_id}", headers=viewer.headers)
         assert_problem(response, 404, "session_not_found")
     assert session_row(migrated_url, ada["session_id"]) == (None, None)
     me(client, ada["headers"])
@@ -345,7 +334,7 @@ def _claims(ada: SignedUp) -> dict[str, Any]:
         ),
         (
             lambda ada: encode_token(
-                SECRET,
+                SECRET_KEY,
                 "mfa",
                 {
                     "sub": str(ada["user_id"]),
@@ -356,7 +345,7 @@ def _claims(ada: SignedUp) -> dict[str, Any]:
             ),
             "invalid_token",
         ),
-        (lambda ada: encode_access_token(SECRET, **_claims(ada), ttl=-60), "token_expired"),
+        (lambda ada: encode_access_token(SECRET_KEY, **_claims(ada), ttl=-60), "token_expired"),
         (lambda ada: ada["refresh_token"], "invalid_token"),
         (lambda ada: "not.a.jwt", "invalid_token"),
     ],
@@ -385,7 +374,7 @@ def test_bad_access_tokens_are_refused_precisely(
 def test_a_well_signed_token_of_a_session_that_does_not_exist_is_refused(client: Client) -> None:
     ada = signup(client)
     forged = encode_access_token(
-        SECRET, user_id=ada["user_id"], org_id=ada["org_id"], session_id=uuid.uuid4(), ttl=60
+        SECRET_KEY, user_id=ada["user_id"], org_id=ada["org_id"], session_id=uuid.uuid4(), ttl=60
     )
 
     response = client.get(f"{AUTH}/me", headers=bearer(forged))
@@ -399,7 +388,7 @@ def test_a_session_of_one_org_cannot_reach_another_org(
 ) -> None:
     ada = signup(client)
     crossed = encode_access_token(
-        SECRET, user_id=ada["user_id"], org_id=org.org_id, session_id=ada["session_id"], ttl=60
+        SECRET_KEY, user_id=ada["user_id"], org_id=org.org_id, session_id=ada["session_id"], ttl=60
     )
 
     assert client.get(f"{AUTH}/me", headers=bearer(crossed)).status_code == 401

@@ -16,30 +16,27 @@ from typing import Any
 import pytest
 from joserfc import jwt
 from joserfc.jwk import Key, OctKey
-from litestar import Litestar
-from litestar.testing import TestClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server import Settings, create_app
+from agentops_server.auth.permissions import Role
 from agentops_server.auth.tokens import encode_token
 from agentops_server.db.engine import create_async_db_engine
 from agentops_server.db.models import OAuthIdentity, User
 from agentops_server.db.tenancy import TenantSession
 from agentops_server.services.identities import ExternalIdentity, member_for_identity
 from agentops_server.services.refusals import Forbidden
-from tests.server.external_identity import add_agent, add_member, add_org, add_user, count, rows
-from tests.server.ingest_events import assert_problem
-from tests.server.oidc_provider import LocalIdentityProvider, es256_key, running_provider
+from tests.server.api import Client, assert_problem, bearer, client_with
+from tests.server.conftest import make_org
+from tests.server.database import count, rows
+from tests.server.ingest_events import T0
+from tests.server.oidc_provider import LocalIdentityProvider, es256_key
+from tests.server.principals import People
+from tests.server.reading import seeded
 
 JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
 SUB = "5f1c1f0e-8a8e-4c53-9d2b-0a4f5e6d7c8b"
-
-
-@pytest.fixture(scope="module")
-def served_provider() -> Iterator[LocalIdentityProvider]:
-    with running_provider() as provider:
-        yield provider
 
 
 @pytest.fixture
@@ -58,8 +55,8 @@ def supabase_settings(settings: Settings, project: LocalIdentityProvider) -> Set
 
 
 @pytest.fixture
-def hub(supabase_settings: Settings) -> Iterator[TestClient[Litestar]]:
-    with TestClient(create_app(supabase_settings)) as client:
+def hub(supabase_settings: Settings) -> Iterator[Client]:
+    with client_with(supabase_settings) as client:
         yield client
 
 
@@ -102,26 +99,20 @@ def es256(body: dict[str, Any], key: Key) -> str:
     return jwt.encode({"alg": "ES256", "typ": "JWT", "kid": key.kid}, body, key)
 
 
-def bearer(token: str, org: str | None = None) -> dict[str, str]:
-    headers = {"Authorization": f"Bearer {token}"}
-    if org is not None:
-        headers["X-AgentOps-Org"] = org
-    return headers
-
-
-def member_of_one_org(database_url: str, role: str = "member") -> uuid.UUID:
+def member_of_one_org(database_url: str, role: Role = Role.MEMBER) -> uuid.UUID:
     """Grace, known to the hub already (by email, as an invitation leaves her), in one org."""
-    user_id = add_user(database_url, "grace@example.com", name="Grace Hopper")
-    org_id = add_org(database_url, "Navy Labs")
-    add_member(database_url, org_id, user_id, role)
-    return user_id
+    navy_labs = make_org(database_url, "Navy Labs").org_id
+    grace = People(database_url, navy_labs).add(
+        role, email="grace@example.com", name="Grace Hopper"
+    )
+    return grace.user_id
 
 
 # --- accepted tokens --------------------------------------------------------------------------
 
 
 def test_a_supabase_token_maps_to_its_hub_user_and_works_on_the_api(
-    hub: TestClient[Litestar], project: LocalIdentityProvider, settings: Settings
+    hub: Client, project: LocalIdentityProvider, settings: Settings
 ) -> None:
     user_id = member_of_one_org(settings.database_url)
     token = hs256(claims(project, email_verified=True))
@@ -137,7 +128,7 @@ def test_a_supabase_token_maps_to_its_hub_user_and_works_on_the_api(
 
 
 def test_a_token_signed_with_the_projects_published_es256_key_is_accepted(
-    hub: TestClient[Litestar], project: LocalIdentityProvider, settings: Settings
+    hub: Client, project: LocalIdentityProvider, settings: Settings
 ) -> None:
     member_of_one_org(settings.database_url)
     token = es256(claims(project, email_verified=True), project.supabase_keys[0])
@@ -149,9 +140,9 @@ def test_a_token_signed_with_the_projects_published_es256_key_is_accepted(
 
 
 def test_the_role_of_the_membership_applies(
-    hub: TestClient[Litestar], project: LocalIdentityProvider, settings: Settings
+    hub: Client, project: LocalIdentityProvider, settings: Settings
 ) -> None:
-    member_of_one_org(settings.database_url, role="viewer")
+    member_of_one_org(settings.database_url, role=Role.VIEWER)
     token = hs256(claims(project, email_verified=True))
 
     response = hub.post("/api/v1/ingest/batch", json={}, headers=bearer(token))
@@ -160,7 +151,7 @@ def test_the_role_of_the_membership_applies(
 
 
 def test_a_newcomer_is_made_a_user_but_belongs_to_no_org(
-    hub: TestClient[Litestar], project: LocalIdentityProvider, settings: Settings
+    hub: Client, project: LocalIdentityProvider, settings: Settings
 ) -> None:
     token = hs256(claims(project))
 
@@ -177,19 +168,19 @@ def test_a_newcomer_is_made_a_user_but_belongs_to_no_org(
 
 
 def test_the_org_header_chooses_among_the_users_orgs(
-    hub: TestClient[Litestar], project: LocalIdentityProvider, settings: Settings
+    hub: Client, project: LocalIdentityProvider, settings: Settings
 ) -> None:
     url = settings.database_url
-    user_id = add_user(url, "grace@example.com")
-    navy, harvard, elsewhere = add_org(url, "Navy"), add_org(url, "Harvard"), add_org(url, "Else")
-    add_member(url, navy, user_id)
-    add_member(url, harvard, user_id, "viewer")
+    navy, harvard, elsewhere = (make_org(url, name).org_id for name in ("Navy", "Harvard", "Else"))
+    People(url, navy).add(Role.MEMBER, email="grace@example.com")
+    People(url, harvard).add(Role.VIEWER, email="grace@example.com")
     for org_id, agent in ((navy, "cobol"), (harvard, "mark-i"), (elsewhere, "secret")):
-        add_agent(url, org_id, agent)
+        with seeded(url, org_id) as seed:
+            seed.agent(agent, first_seen_at=T0, last_seen_at=T0)
     token = hs256(claims(project, email_verified=True))
 
     def agents(org: str | None) -> Any:
-        return hub.get("/api/v1/agents", headers=bearer(token, org))
+        return hub.get("/api/v1/agents", headers=bearer(token, org=org))
 
     assert_problem(agents(None), 400, "org_required")
     assert [agent["name"] for agent in agents("navy").json()["items"]] == ["cobol"]
@@ -202,7 +193,7 @@ def test_the_org_header_chooses_among_the_users_orgs(
 
 
 def test_an_email_the_token_vouches_for_links_the_existing_account(
-    hub: TestClient[Litestar], project: LocalIdentityProvider, settings: Settings
+    hub: Client, project: LocalIdentityProvider, settings: Settings
 ) -> None:
     user_id = member_of_one_org(settings.database_url)
     vouched = {
@@ -221,7 +212,7 @@ def test_an_email_the_token_vouches_for_links_the_existing_account(
 
 
 def test_user_metadata_never_vouches_for_an_email(
-    hub: TestClient[Litestar], project: LocalIdentityProvider, settings: Settings
+    hub: Client, project: LocalIdentityProvider, settings: Settings
 ) -> None:
     """``user_metadata`` is written by the user themselves: claiming someone's address there
     must not reach their account."""
@@ -234,7 +225,7 @@ def test_user_metadata_never_vouches_for_an_email(
 
 
 def test_a_phone_only_user_cannot_be_made_without_an_email(
-    hub: TestClient[Litestar], project: LocalIdentityProvider
+    hub: Client, project: LocalIdentityProvider
 ) -> None:
     token = hs256(claims(project, email="", phone="15551234567"))
 
@@ -296,7 +287,7 @@ REFUSED: dict[str, tuple[Callable[[LocalIdentityProvider], str], int, str]] = {
 
 @pytest.mark.parametrize("case", list(REFUSED))
 def test_a_token_that_does_not_check_out_is_refused_and_changes_nothing(
-    hub: TestClient[Litestar], project: LocalIdentityProvider, settings: Settings, case: str
+    hub: Client, project: LocalIdentityProvider, settings: Settings, case: str
 ) -> None:
     member_of_one_org(settings.database_url)
     make, status, code = REFUSED[case]
@@ -309,9 +300,8 @@ def test_a_token_that_does_not_check_out_is_refused_and_changes_nothing(
 def test_hs256_tokens_are_refused_when_only_the_jwks_is_configured(
     settings: Settings, project: LocalIdentityProvider
 ) -> None:
-    jwks_only = dataclasses.replace(settings, supabase_url=project.base_url)
     member_of_one_org(settings.database_url)
-    with TestClient(create_app(jwks_only)) as hub:
+    with client_with(settings, supabase_url=project.base_url) as hub:  # no JWT secret
         refused = hub.get("/api/v1/runs", headers=bearer(hs256(claims(project))))
         accepted = hub.get(
             "/api/v1/runs",
@@ -323,7 +313,7 @@ def test_hs256_tokens_are_refused_when_only_the_jwks_is_configured(
 
 
 def test_rotated_keys_are_fetched_again_but_unknown_kids_do_not_hammer_the_project(
-    hub: TestClient[Litestar], project: LocalIdentityProvider, settings: Settings
+    hub: Client, project: LocalIdentityProvider, settings: Settings
 ) -> None:
     member_of_one_org(settings.database_url)
     first = project.supabase_keys[0]
@@ -349,8 +339,7 @@ def test_rotated_keys_are_fetched_again_but_unknown_kids_do_not_hammer_the_proje
 
 
 def test_an_unreachable_project_is_unavailable_not_unauthorized(settings: Settings) -> None:
-    down = dataclasses.replace(settings, supabase_url="http://127.0.0.1:9")
-    with TestClient(create_app(down)) as hub:
+    with client_with(settings, supabase_url="http://127.0.0.1:9") as hub:
         token = es256(
             {"iss": "http://127.0.0.1:9/auth/v1", "sub": SUB, "aud": "authenticated"},
             es256_key("k"),
@@ -364,7 +353,7 @@ def test_an_unreachable_project_is_unavailable_not_unauthorized(settings: Settin
 
 
 def test_the_hubs_own_tokens_keep_their_own_errors(
-    hub: TestClient[Litestar], supabase_settings: Settings
+    hub: Client, supabase_settings: Settings
 ) -> None:
     claims_ = {"sub": str(uuid.uuid4()), "org": str(uuid.uuid4()), "sid": str(uuid.uuid4())}
     expired = encode_token(supabase_settings.secret_key, "access", claims_, ttl=-1)
@@ -373,7 +362,7 @@ def test_the_hubs_own_tokens_keep_their_own_errors(
 
 
 def test_supabase_tokens_mean_nothing_when_supabase_is_not_configured(
-    client: TestClient[Litestar], settings: Settings
+    client: Client, settings: Settings
 ) -> None:
     member_of_one_org(settings.database_url)
     token = hs256(

@@ -7,26 +7,15 @@ import uuid
 from typing import Any
 
 import pytest
-from litestar import Litestar
-from litestar.testing import TestClient
 
 from agentops_server.auth.permissions import Role
 from agentops_server.services.orgs import IssuedKey
+from tests.server.api import Client, assert_problem, audit_entries, bearer
 from tests.server.conftest import make_org
-from tests.server.orgs_helpers import People, Person, bearer, state
-from tests.server.reading import T0, assert_problem, limited_key, seeded
-
-Client = TestClient[Litestar]
-
-
-@pytest.fixture
-def people(migrated_url: str, org: IssuedKey) -> People:
-    return People(migrated_url, org.org_id)
-
-
-@pytest.fixture
-def admin(people: People) -> Person:
-    return people.add(Role.ADMIN, email="adam@acme.example")
+from tests.server.database import state
+from tests.server.ingest_events import T0
+from tests.server.principals import People, Person, limited_key
+from tests.server.reading import seeded
 
 
 @pytest.fixture
@@ -44,13 +33,6 @@ def platform(people: People, lead: Person) -> uuid.UUID:
 def research(people: People) -> uuid.UUID:
     """A team the lead is not in."""
     return people.team("research")
-
-
-def audit(client: Client, person: Person, action: str) -> list[dict[str, Any]]:
-    response = client.get("/api/v1/audit", params={"action": action}, headers=person.headers)
-    assert response.status_code == 200, response.text
-    items: list[dict[str, Any]] = response.json()["items"]
-    return items
 
 
 def agent_of(migrated_url: str, org: IssuedKey, name: str, team: uuid.UUID | None = None) -> str:
@@ -80,7 +62,7 @@ def test_an_admin_creates_renames_lists_and_deletes_a_team_and_each_step_is_audi
     assert_problem(
         client.get(f"/api/v1/teams/{team}", headers=admin.headers), 404, "team_not_found"
     )
-    actions = [e["action"] for e in audit(client, admin, "team.")]
+    actions = [e["action"] for e in audit_entries(client, admin.headers, action="team.")]
     assert actions == ["team.deleted", "team.renamed", "team.created"]
 
 
@@ -100,7 +82,7 @@ def test_members_are_added_to_and_removed_from_teams(
     )
     assert removed.status_code == 204
     assert client.get(f"/api/v1/teams/{research}", headers=admin.headers).json()["members"] == []
-    assert [e["action"] for e in audit(client, admin, "team.")] == [
+    assert [e["action"] for e in audit_entries(client, admin.headers, action="team.")] == [
         "team.member_removed",
         "team.member_added",
     ]
@@ -176,7 +158,7 @@ def test_deleting_a_team_leaves_its_members_in_the_org_and_its_agents_without_a_
     assert moved.json()["team_id"] is None
     [invitation] = client.get("/api/v1/invitations", headers=admin.headers).json()["items"]
     assert invitation["team_id"] is None
-    [entry] = audit(client, admin, "team.deleted")
+    [entry] = audit_entries(client, admin.headers, action="team.deleted")
     assert entry["before"] == {"name": "platform", "members": [str(lead.user_id)]}
 
 
@@ -287,7 +269,7 @@ def test_an_admin_gives_an_agent_to_a_team_and_it_is_audited(
 
     assert response.status_code == 200, response.text
     assert response.json() == {"id": agent, "name": "triage", "team_id": str(research)}
-    [entry] = audit(client, admin, "agent.team_changed")
+    [entry] = audit_entries(client, admin.headers, action="agent.team_changed")
     assert (entry["before"], entry["after"]) == ({"team_id": None}, {"team_id": str(research)})
 
 

@@ -14,35 +14,39 @@ from typing import Any
 
 import psycopg
 import pytest
-from litestar import Litestar
-from litestar.testing import TestClient
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from agentops_server import Settings, create_app
+from agentops_server import Settings
 from agentops_server.db import models
 from agentops_server.db.engine import create_async_db_engine, create_db_engine
 from agentops_server.db.migrate import upgrade
 from agentops_server.db.rls import APP_ROLE
 from agentops_server.db.tenancy import CrossTenantWrite, TenantSession, tenant
 from agentops_server.services.orgs import IssuedKey, create_org
-from tests.server.conftest import PG_DSN, make_org
-from tests.server.ingest_events import batch, run_event, span_event
+from tests.server.api import Client, bearer, client_with
+from tests.server.conftest import PG_DSN, make_org, postgresql_schema
+from tests.server.ingest_events import INGEST, batch, run_event, span_event
+from tests.server.principals import SECRET_KEY
 
 OWNER_ROLE = "agentops_test_owner"  # a plain login role that owns its schema: no superuser
 
 
-def seed(client: Any, key: IssuedKey) -> None:
+def seed(client: Client, key: IssuedKey) -> None:
     """One run with a span, through the real ingest API."""
     run = run_event()
-    response = client.post(
-        "/api/v1/ingest/batch",
-        json=batch(run, span_event(run)),
-        headers={"Authorization": f"Bearer {key.key}"},
-    )
+    response = client.post(INGEST, json=batch(run, span_event(run)), headers=bearer(key.key))
     assert response.status_code == 200, response.text
+
+
+def seeded_orgs(client: Client, database_url: str) -> tuple[IssuedKey, IssuedKey]:
+    """acme and globex, each with one run and its span."""
+    acme, globex = make_org(database_url, "acme"), make_org(database_url, "globex")
+    seed(client, acme)
+    seed(client, globex)
+    return acme, globex
 
 
 def tenant_tables_in(database_url: str) -> list[str]:
@@ -122,21 +126,14 @@ def tenant_models() -> list[type[models.Base]]:
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh, migrated PostgreSQL schema (row-level security is PostgreSQL's)."""
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(PG_DSN, autocommit=True) as connection:
-        connection.execute(f"CREATE SCHEMA {schema}")
-    url = f"postgresql+psycopg://root@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
-    try:
+    with postgresql_schema() as url:
         upgrade(url)
         yield url
-    finally:
-        with psycopg.connect(PG_DSN, autocommit=True) as connection:
-            connection.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture
-def pg_client(pg_url: str) -> Iterator[TestClient[Litestar]]:
-    with TestClient(create_app(Settings(database_url=pg_url, secret_key="test"))) as client:
+def pg_client(pg_url: str) -> Iterator[Client]:
+    with client_with(Settings(database_url=pg_url, secret_key=SECRET_KEY)) as client:
         yield client
 
 
@@ -177,11 +174,9 @@ def test_the_app_role_can_neither_log_in_nor_bypass_row_level_security(pg_url: s
 
 
 def test_a_query_without_an_org_filter_sees_only_the_current_orgs_rows(
-    pg_client: TestClient[Litestar], pg_url: str
+    pg_client: Client, pg_url: str
 ) -> None:
-    acme, globex = make_org(pg_url, "acme"), make_org(pg_url, "globex")
-    seed(pg_client, acme)
-    seed(pg_client, globex)
+    acme, _ = seeded_orgs(pg_client, pg_url)
     tables = tenant_tables_in(pg_url)
     statements = [
         f"SELECT DISTINCT {'id' if table == 'orgs' else 'org_id'} FROM {table}" for table in tables
@@ -193,9 +188,7 @@ def test_a_query_without_an_org_filter_sees_only_the_current_orgs_rows(
     assert seen["runs"] == seen["spans"] == seen["api_keys"] == [acme.org_id]
 
 
-def test_without_a_tenant_the_app_sees_no_tenant_rows(
-    pg_client: TestClient[Litestar], pg_url: str
-) -> None:
+def test_without_a_tenant_the_app_sees_no_tenant_rows(pg_client: Client, pg_url: str) -> None:
     seed(pg_client, make_org(pg_url, "acme"))
     tables = tenant_tables_in(pg_url)
 
@@ -216,11 +209,9 @@ def test_writing_a_row_into_another_org_is_refused_by_the_database(pg_url: str) 
 
 
 def test_updates_without_an_org_filter_touch_only_the_current_org(
-    pg_client: TestClient[Litestar], pg_url: str
+    pg_client: Client, pg_url: str
 ) -> None:
-    acme, globex = make_org(pg_url, "acme"), make_org(pg_url, "globex")
-    seed(pg_client, acme)
-    seed(pg_client, globex)
+    acme, globex = seeded_orgs(pg_client, pg_url)
 
     as_tenant(pg_url, acme.org_id, ["UPDATE runs SET status = 'error' RETURNING org_id"])
 
@@ -229,11 +220,9 @@ def test_updates_without_an_org_filter_touch_only_the_current_org(
 
 
 def test_the_data_access_layer_scopes_every_orm_query_to_the_current_org(
-    client: Any, migrated_url: str
+    client: Client, migrated_url: str
 ) -> None:
-    acme, globex = make_org(migrated_url, "acme"), make_org(migrated_url, "globex")
-    seed(client, acme)
-    seed(client, globex)
+    acme, _ = seeded_orgs(client, migrated_url)
 
     as_acme = orm_rows(migrated_url, acme.org_id)
     as_nobody = orm_rows(migrated_url, None)
