@@ -36,8 +36,9 @@ class Victim:
         self.database_url = database_url
         self.org_id = key.org_id
         people = People(database_url, key.org_id)
-        for role in Role:
-            people.add(role, email=f"victim-{role.value}@globex.example")
+        emails = [f"victim-{role.value}@globex.example" for role in Role]
+        for role, email in zip(Role, emails, strict=True):
+            people.add(role, email=email)
         limited_key(database_url, key.org_id, scopes=["read"])
         run = run_event(agent="globex-secret-agent", name="globex-secret-run")
         response = client.post(
@@ -47,12 +48,13 @@ class Victim:
         )
         assert response.status_code == 200, response.text
         people.team("globex-secret-team")
+        invitee = "invitee@globex.example"
         with direct_session(database_url) as session:
             session.add(
                 models.Invitation(
                     org_id=key.org_id,
                     id=uuid.uuid4(),
-                    email="invitee@globex.example",
+                    email=invitee,
                     role="member",
                     token_hash="0" * 64,
                     expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(days=1),
@@ -68,9 +70,7 @@ class Victim:
                 org=db_id(database_url, key.org_id),
             )
         ]
-        self.secrets = sorted(
-            {*self.ids, "globex-secret", "@globex.example", key.key.split("_")[2]}
-        )
+        self.secrets = sorted({*self.ids, "globex-secret", *emails, invitee, key.key.split("_")[2]})
 
     def rows(self) -> list[tuple[str, ...]]:
         """Every row of the org, in every tenant table, as sorted tuples of strings."""
@@ -78,13 +78,19 @@ class Victim:
 
 
 class Intruder:
-    """The other org's owners and admin keys."""
+    """The other org's owners and admin keys, and everything they have sent the hub so far.
+
+    A value the intruder sent earlier, stored in its own org and shown back to it later (the
+    victim's email in its own invitation, listed by ``GET /invitations``) reveals nothing. The
+    database outlives each Hypothesis example, so what was sent is kept for the whole test.
+    """
 
     def __init__(self, database_url: str, key: IssuedKey, victim: Victim) -> None:
         self.database_url = database_url
         self.org_id = key.org_id
         self.victim = victim
         self.people = People(database_url, key.org_id)
+        self.sent: list[str] = []
 
     def headers(self, caller: str) -> dict[str, str]:
         """A fresh credential of ``caller``: ``owner`` or ``admin key``."""
@@ -96,11 +102,16 @@ class Intruder:
     def request(
         self, client: Client, method: str, path: str, caller: str, body: dict[str, Any] | None
     ) -> tuple[Any, list[str]]:
-        """The answer to the request, and the victim's secrets it shows that the intruder did
-        not send in it."""
+        """The answer to the request, and the victim's secrets it shows that the intruder could
+        not know: not sent in this request, nor sent earlier and kept in the intruder's org."""
         response = client.request(method, path, headers=self.headers(caller), json=body)
         sent = path + json.dumps(body)  # echoing what the caller sent reveals nothing
-        return response, [s for s in self.victim.secrets if s in response.text and s not in sent]
+        shown = [s for s in self.victim.secrets if s in response.text and s not in sent]
+        if shown:
+            kept = str(org_rows(self.database_url, self.org_id))
+            shown = [s for s in shown if not (s in kept and any(s in e for e in self.sent))]
+        self.sent.append(sent)
+        return response, shown
 
 
 def org_rows(database_url: str, org_id: uuid.UUID) -> list[tuple[str, ...]]:
