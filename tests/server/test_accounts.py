@@ -7,6 +7,7 @@ per account and per address; a password change ends every other session in every
 
 from __future__ import annotations
 
+import datetime as dt
 import statistics
 import time
 import uuid
@@ -18,7 +19,7 @@ from agentops_server import Settings
 from agentops_server.auth.passwords import needs_rehash
 from agentops_server.auth.permissions import Role
 from tests.server.accounts import AUTH, login, me, signup, signup_in_two_orgs, unique_email
-from tests.server.api import Client, assert_problem, bearer, client_with
+from tests.server.api import Client, assert_problem, bearer, client_with, moment
 from tests.server.database import execute, rows
 from tests.server.principals import PASSWORD
 
@@ -59,7 +60,9 @@ def test_signup_makes_an_org_its_owner_and_a_signed_in_session(
         "name": "Analytical Engines",
         "slug": "analytical-engines",
         "role": "owner",
+        "joined_at": made["org"]["joined_at"],
     }
+    assert dt.datetime.now(dt.UTC) - moment(made["org"]["joined_at"]) < dt.timedelta(minutes=1)
     assert made["tokens"]["token_type"] == "bearer"
     assert made["tokens"]["org_id"] == made["org"]["id"]
     assert made["tokens"]["refresh_token"].startswith(f"rt_{uuid.UUID(made['org']['id']).hex}_")

@@ -13,7 +13,7 @@ from agentops_server.auth.permissions import Role
 from agentops_server.services.orgs import IssuedKey
 from tests.server.api import Client, assert_problem, audit_entries, bearer
 from tests.server.conftest import make_org
-from tests.server.database import db_id, scalar, state
+from tests.server.database import db_id, rows, scalar, state
 from tests.server.principals import People, Person
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(64)
@@ -298,12 +298,15 @@ def test_a_signed_in_person_creates_another_org_and_owns_it(
     mine = client.get("/api/v1/orgs", headers=owner.headers).json()["items"]
     assert ("acme-labs", "owner") in [(org["slug"], org["role"]) for org in mine]
     org_id = uuid.UUID(created["id"])
-    audited = scalar(
+    audited = rows(
         migrated_url,
-        "SELECT action FROM audit_log WHERE org_id = :org",
+        "SELECT action, target_id FROM audit_log WHERE org_id = :org ORDER BY action",
         org=db_id(migrated_url, org_id),
     )
-    assert audited == "org.created"
+    assert [tuple(entry) for entry in audited] == [
+        ("member.added", str(owner.user_id)),
+        ("org.created", str(org_id)),
+    ]
 
 
 def test_another_org_with_a_taken_slug_is_refused_and_nothing_changes(
@@ -371,8 +374,8 @@ def test_deleting_the_org_removes_every_row_of_it_and_nothing_of_other_orgs(
     globex = make_org(migrated_url, "globex")
     People(migrated_url, globex.org_id).add(Role.OWNER, email=owner.email)
     other_org_rows = {
-        table: [row for row in rows if str(globex.org_id) in row or globex.org_id.hex in row]
-        for table, rows in state(migrated_url).items()
+        table: [row for row in found if str(globex.org_id) in row or globex.org_id.hex in row]
+        for table, found in state(migrated_url).items()
     }
 
     response = client.request(
@@ -383,13 +386,13 @@ def test_deleting_the_org_removes_every_row_of_it_and_nothing_of_other_orgs(
     after = state(migrated_url)
     left = [
         (table, row)
-        for table, rows in after.items()
-        for row in rows
+        for table, found in after.items()
+        for row in found
         if str(org.org_id) in row or org.org_id.hex in row
     ]
     assert left == []
-    for table, rows in other_org_rows.items():
-        assert set(rows) <= set(after[table]), table
+    for table, theirs in other_org_rows.items():
+        assert set(theirs) <= set(after[table]), table
     assert len(after["users"]) == 2  # accounts outlive the org
     assert any(
         "org deleted" in str(record.msg) and str(org.org_id) in str(record.msg)
