@@ -19,9 +19,9 @@ TYPED = [
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The whole test suite, with every extra installed."""
+    """The whole test suite, with every extra installed, on every core (pytest-xdist)."""
     session.install("-e", ".[server,dev]")
-    session.run("pytest", *session.posargs)
+    session.run("pytest", "-n", "auto", *session.posargs)
 
 
 @nox.session
