@@ -82,13 +82,6 @@ class Client:
         self._capture = options.capture
         self._max_chars = options.max_capture_chars
         self._closed = False
-        self._spool = None
-        if options.spool and options.exporter_name == "hub" and options.hub_url:
-            self._spool = Spool(
-                options.spool_dir,
-                spool_key(options.hub_url, options.api_key),
-                options.spool_max_bytes,
-            )
         self._otel = _otel_bridge(options)
         self._start_delivery()
 
@@ -213,13 +206,14 @@ class Client:
     # -- delivery -----------------------------------------------------------------------------
 
     def flush(self, timeout: float | None = None) -> FlushResult:
-        """Deliver everything queued so far; return within ``timeout`` seconds, whatever happens."""
+        """Deliver everything accepted so far, and what the spool holds; return within
+        ``timeout`` seconds, whatever happens, saying what was delivered and what remains."""
         timeout = self.options.shutdown_timeout if timeout is None else timeout
         before = self._counters.snapshot(0)
-        completed = self._worker.wait_processed(
-            self._buffer.enqueued, time.monotonic() + max(0.0, timeout)
-        )
-        return self._result(completed, before)
+        deadline = time.monotonic() + max(0.0, timeout)
+        if self._worker.wait_processed(self._buffer.enqueued, deadline):
+            self._worker.wait_delivered(deadline)
+        return self._result(before)
 
     def shutdown(self, timeout: float | None = None) -> FlushResult:
         """Stop recording, deliver what is queued, spool what cannot be delivered in time.
@@ -238,34 +232,52 @@ class Client:
         deadline = time.monotonic() + max(0.0, timeout)
         # Keep a slice of the budget for spooling what the hub did not take in time.
         stopped = self._worker.stop(deadline - min(0.25, timeout * 0.2))
-        if self._worker.processed < self._buffer.enqueued:
+        if not stopped or self._worker.processed < self._buffer.enqueued:
             self._worker.abandon()
-        # Settled counts spooled and dropped too (see FlushResult.completed).
-        completed = self._worker.processed >= self._buffer.enqueued
         if stopped and self.exporter is not None:
             self.exporter.close()
-        return self._result(completed, before)
+        return self._result(before)
 
     def stats(self) -> Stats:
         """Delivery counters since ``init()`` (or since this process was forked)."""
-        return self._counters.snapshot(queued=self._pending())
+        spool_pending, spool_bytes = self._spool_size()
+        return self._counters.snapshot(
+            self._pending(), self._buffer.enqueued, spool_pending, spool_bytes
+        )
 
-    def _result(self, completed: bool, before: Stats) -> FlushResult:
-        after = self._counters
+    def _result(self, before: Stats) -> FlushResult:
+        after = self._counters.snapshot(0)
+        pending = self._pending()
+        spool_pending, spool_bytes = self._spool_size()
         return FlushResult(
-            completed=completed,
+            completed=pending == 0
+            and (self._spool is None or self._spool.pending() == 0)
+            and (self._worker.sender is None or self._worker.sender.idle),
             sent=after.sent - before.sent,
             spooled=after.spooled - before.spooled,
-            dropped=sum(after.dropped.values()) - before.dropped_total,
-            pending=self._pending(),
+            dropped=after.dropped_total - before.dropped_total,
+            pending=pending,
+            spool_pending=spool_pending,
+            spool_bytes=spool_bytes,
         )
 
     def _pending(self) -> int:
         return max(0, self._buffer.enqueued - self._worker.processed)
 
+    def _spool_size(self) -> tuple[int, int]:
+        return (0, 0) if self._spool is None else self._spool.pending_events()
+
     def _start_delivery(self) -> None:
-        """Fresh counters, buffer and worker: at start, and in a forked child."""
+        """Fresh counters, spool, buffer and worker: at start, and in a forked child (which
+        must not share the parent's locks)."""
         options = self.options
+        self._spool = None
+        if options.spool and options.exporter_name == "hub" and options.hub_url:
+            self._spool = Spool(
+                options.spool_dir,
+                spool_key(options.hub_url, options.api_key),
+                options.spool_max_bytes,
+            )
         self._counters = Counters()
         self._buffer = EventBuffer(
             max_events=options.max_queue_events,
@@ -282,6 +294,8 @@ class Client:
             options=options,
             spool=self._spool,
         )
+        if self._spool is not None and options.overflow == "spill":
+            self._buffer.overflow = self._worker.spill
         self._worker.start()
 
     def _after_fork_in_child(self) -> None:
@@ -347,10 +361,12 @@ def _shutdown_at_exit() -> None:
     client = current
     if client is not None:
         result = client.shutdown(client.options.shutdown_timeout)
-        if result.pending or result.spooled:
+        if result.pending or result.spool_pending:
             logger.warning(
-                "agentops: at exit %d events were spooled for the next run and %d left pending",
-                result.spooled,
+                "agentops: at exit %d events were spooled for the next run with this hub and "
+                "API key (%d bytes wait in the spool) and %d left pending",
+                result.spool_pending,
+                result.spool_bytes,
                 result.pending,
             )
 

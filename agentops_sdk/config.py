@@ -24,10 +24,11 @@ batch_max_bytes         AGENTOPS_BATCH_MAX_BYTES        1 MiB
 flush_interval          AGENTOPS_FLUSH_INTERVAL         1.0 s
 shutdown_timeout        AGENTOPS_SHUTDOWN_TIMEOUT       3.0 s
 export_timeout          AGENTOPS_EXPORT_TIMEOUT         10.0 s per HTTP request
-retry_budget            AGENTOPS_RETRY_BUDGET           30.0 s of retries per batch
+max_backoff             AGENTOPS_MAX_BACKOFF            30.0 s between tries, hub down
 spool                   AGENTOPS_SPOOL                  True
 spool_dir               AGENTOPS_SPOOL_DIR              ``~/.cache/agentops/spool``
 spool_max_bytes         AGENTOPS_SPOOL_MAX_BYTES        64 MiB
+overflow                AGENTOPS_OVERFLOW               ``"spill"`` (or ``"drop"``)
 otel                    AGENTOPS_OTEL                   None: on if a tracer provider is set
 tags                    AGENTOPS_TAGS (comma-separated) ()
 integrations            AGENTOPS_INTEGRATIONS (same)    None: every installed integration
@@ -50,11 +51,15 @@ from agentops_sdk.errors import ConfigurationError
 if TYPE_CHECKING:
     from agentops_sdk.exporters import Exporter
 
-__all__ = ["ENVIRONMENTS", "BeforeSend", "Environment", "ExporterName", "Options"]
+__all__ = ["ENVIRONMENTS", "BeforeSend", "Environment", "ExporterName", "Options", "Overflow"]
 
 Environment = Literal["prod", "staging", "test", "dev"]
 ENVIRONMENTS: tuple[str, ...] = get_args(Environment)
 ExporterName = Literal["auto", "hub", "jsonl", "console", "memory", "none"]
+Overflow = Literal["spill", "drop"]
+"""What a full in-memory queue does with the oldest events: ``spill`` them to the spool (the
+agent's thread encodes and writes them, so nothing is lost while the spool has room), or ``drop``
+the newest and count it (the agent never pays more than a counter)."""
 
 BeforeSend = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 """Called with each event (a wire dict) before it is exported, on the SDK's worker thread.
@@ -83,12 +88,13 @@ class Options:
     flush_interval: float = 1.0
     shutdown_timeout: float = 3.0
     export_timeout: float = 10.0
-    retry_budget: float = 30.0
+    max_backoff: float = 30.0
     spool: bool = True
     spool_dir: Path = dataclasses.field(
         default_factory=lambda: Path.home() / ".cache" / "agentops" / "spool"
     )
     spool_max_bytes: int = 64 * 1024 * 1024
+    overflow: Overflow = "spill"
     otel: bool | None = None
     tags: tuple[str, ...] = ()
     integrations: tuple[str, ...] | None = None
@@ -151,7 +157,7 @@ _POSITIVE = (
     "flush_interval",
     "shutdown_timeout",
     "export_timeout",
-    "retry_budget",
+    "max_backoff",
     "spool_max_bytes",
 )
 _BOOLS = {"enabled", "capture", "spool", "otel"}
@@ -163,7 +169,7 @@ _INTS = {
     "batch_max_bytes",
     "spool_max_bytes",
 }
-_FLOATS = {"flush_interval", "shutdown_timeout", "export_timeout", "retry_budget"}
+_FLOATS = {"flush_interval", "shutdown_timeout", "export_timeout", "max_backoff"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -195,6 +201,8 @@ def _problem(name: str, value: Any) -> str | None:
     """What is wrong with ``value`` for the option ``name``; None when nothing is."""
     if name == "environment" and value not in ENVIRONMENTS:
         return f"must be one of {', '.join(ENVIRONMENTS)}, got {value!r}"
+    if name == "overflow" and value not in get_args(Overflow):
+        return f"must be one of {', '.join(get_args(Overflow))}, got {value!r}"
     if name == "exporter" and isinstance(value, str) and value not in get_args(ExporterName):
         return f"must be one of {', '.join(get_args(ExporterName))} or an Exporter, got {value!r}"
     if name == "hub_url" and value and not value.startswith(("http://", "https://")):

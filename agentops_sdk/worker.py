@@ -1,13 +1,19 @@
-"""The background thread that turns queued records into batches and delivers them.
+"""The background thread that turns queued records into batches and hands them to the sender.
 
 It wakes when a batch's worth of events is queued, when ``flush()`` asks, or every
-``flush_interval``. Everything slow happens here, never on an agent's thread: the wire dicts,
-the user's ``before_send``, JSON encoding, the exporter's network I/O, retries, spooling.
+``flush_interval``. The slow work of an event happens here, never on an agent's thread: the wire
+dicts, the user's ``before_send``, JSON encoding. Each batch goes to the sender
+(:mod:`agentops_sdk.sender`), which owns the network; when the sender cannot take it now (the
+hub is down, throttling, or slower than the agent), the batch goes to the spool at once, so the
+in-memory queue never fills while the hub is away.
 
-When the exporter reports a transient failure (the hub is unreachable), the batch is spooled to
-disk and the exporter is considered down for a backoff period (doubling up to a minute): new
-batches go straight to the spool instead of each waiting out its own retries. After the backoff
-the oldest spooled batch is tried first; once it goes through, the spool is drained in order.
+Overflow: an agent that outpaces even this thread fills the queue. With a spool and
+``overflow="spill"`` (the default), the agent's thread that finds the queue full encodes the
+oldest batch of it and writes it to the spool itself (:meth:`Worker.spill`): the agent pays for
+its own events instead of losing them, and only a full spool drops. With ``overflow="drop"`` the
+new event is dropped and counted, as a bounded queue does.
+
+Every ``LOG_INTERVAL`` the worker logs what was dropped since the last line, by cause.
 """
 
 from __future__ import annotations
@@ -16,12 +22,13 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 from agentops_sdk.buffer import EventBuffer, Queued
 from agentops_sdk.config import Options
-from agentops_sdk.exporters import ExportBatch, Exporter, ExportOutcome, encode
+from agentops_sdk.exporters import ExportBatch, Exporter, encode
 from agentops_sdk.ids import format_id, new_id
+from agentops_sdk.sender import LOG_INTERVAL, Sender
 from agentops_sdk.spool import Spool
 from agentops_sdk.stats import Counters
 
@@ -29,11 +36,20 @@ __all__ = ["Worker"]
 
 logger = logging.getLogger("agentops_sdk")
 
-_MAX_DOWN_BACKOFF = 60.0
+_DROP_CAUSES = {
+    "queue_full": "the in-memory queue was full",
+    "spool_full": "the hub could not take them and the spool was full",
+    "oversize": "each was larger than a batch",
+    "serialization_error": "not encodable as JSON",
+    "before_send": "before_send dropped them",
+    "export_failed": "the hub refused them for good",
+    "rejected": "the hub refused them as invalid",
+    "no_exporter": 'exporter="none"',
+}
 
 
 class Worker:
-    """Drains ``buffer`` into ``exporter``; owns every delivery decision."""
+    """Drains ``buffer`` into batches for the sender; owns the records' accounting."""
 
     def __init__(
         self,
@@ -52,24 +68,34 @@ class Worker:
         self._wake = buffer.batch_ready
         self._stopping = threading.Event()
         self.cancel = threading.Event()
-        """Set to abandon retries and waits at once (the shutdown deadline has passed)."""
+        """Set to abandon waits at once (the shutdown deadline has passed)."""
         self._progress = threading.Condition()
         self.processed = 0
         """Records taken from the buffer whose fate is decided (sent, spooled or dropped)."""
-        self._inflight_lock = threading.Lock()
-        self._inflight: tuple[ExportBatch, int] | None = None
-        self._held: tuple[ExportBatch, int] | None = None
-        """Without a spool: the batch the hub could not take, retried first when it is back."""
-        self._down_until = 0.0
-        self._down_backoff = 1.0
-        self._next_spool_check = 0.0
+        self.sender: Sender | None = None
+        if exporter is not None:
+            self.sender = Sender(
+                exporter=exporter,
+                spool=spool,
+                counters=counters,
+                options=options,
+                settle=self._settle,
+                on_room=self._wake.set,
+                cancel=self.cancel,
+            )
+        self._waiting: tuple[ExportBatch, int, int] | None = None
+        """Without a spool: a batch the sender could not take yet, offered again first."""
         self._before_send_failed = False
+        self._reported_drops = dict(counters.dropped)
+        self._next_report = time.monotonic() + LOG_INTERVAL
         self._thread: threading.Thread | None = None
 
     # -- control, from other threads ---------------------------------------------------------
 
     def start(self) -> None:
-        """Start the thread (a daemon: it never keeps the process alive)."""
+        """Start the threads (daemons: they never keep the process alive)."""
+        if self.sender is not None:
+            self.sender.start()
         self._thread = threading.Thread(target=self._run, name="agentops-worker", daemon=True)
         self._thread.start()
 
@@ -86,31 +112,43 @@ class Worker:
                 lambda: self.processed >= target, timeout=max(0.0, deadline - time.monotonic())
             )
 
+    def wait_delivered(self, deadline: float) -> bool:
+        """Wait until the sender has nothing in memory and the spool is empty, or ``deadline``.
+
+        Asks the sender to drain the spool now; polls (the spool is shared with other processes
+        and has no notification of its own)."""
+        sender, spool = self.sender, self._spool
+        if sender is None:
+            return True
+        sender.wake()
+        while not (sender.idle and (spool is None or spool.pending() == 0)):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with self._progress:
+                self._progress.wait(min(remaining, 0.02))
+        return True
+
     def stop(self, deadline: float) -> bool:
-        """Drain what is queued, then stop; True if the thread ended by ``deadline``."""
+        """Encode what is queued and hand it over, then stop; the sender delivers it and the
+        spool before ``deadline``. True if both threads ended by then."""
         self._stopping.set()
         self._wake.set()
-        if self._thread is None:
-            return True
-        self._thread.join(max(0.0, deadline - time.monotonic()))
-        return not self._thread.is_alive()
+        if self._thread is not None:
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+            if self._thread.is_alive():
+                return False
+        return self.sender is None or self.sender.stop(deadline)
 
-    def abandon(self) -> int:
-        """After the deadline: stop retrying and spool (or drop) what is still in memory.
-
-        Runs on the caller's thread while the worker may still be blocked in a request; the
-        in-flight batch is taken over, so the worker will not count it again.
-        """
+    def abandon(self) -> None:
+        """After the deadline: spool (or drop) what is still in memory, on the caller's thread."""
         self.cancel.set()
-        with self._inflight_lock:
-            inflight, self._inflight = self._inflight, None
-            held, self._held = self._held, None
-        settled = 0
-        for taken in (inflight, held):
-            if taken is not None:
-                taken_batch, records = taken
-                self._spool_or_drop(taken_batch)
-                settled += records
+        if self.sender is not None:
+            self.sender.abandon()
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            self._spool_or_drop(waiting[0])
+            self._settle(waiting[1], waiting[2])
         while True:
             items = self._buffer.take(self._options.batch_max_events, self._options.batch_max_bytes)
             if not items:
@@ -118,157 +156,108 @@ class Worker:
             batch = self._encode(items)
             if batch is not None:
                 self._spool_or_drop(batch)
-            settled += len(items)
-        self._mark_processed(settled)
-        return settled
+            self._settle(len(items), items.size)
+
+    def spill(self, items: Sequence[Queued]) -> None:
+        """Encode ``items`` and write them to the spool, on the calling (agent's) thread.
+
+        The buffer calls this with the oldest records of a full queue; never raises."""
+        try:
+            batch = self._encode(items)
+            if batch is not None:
+                self._spool_or_drop(batch)
+        except Exception:
+            logger.exception("agentops: could not spill events to the spool")
+            self._counters.drop("serialization_error", len(items))
+        self._mark_processed(len(items))
 
     # -- the thread --------------------------------------------------------------------------
 
     def _run(self) -> None:
         try:
-            if self._spool is not None:
-                self._spool.release_stale_claims()
             while True:
                 self._wake.wait(self._options.flush_interval)
                 self._wake.clear()
                 stopping = self._stopping.is_set()
-                self._drain(stopping=stopping)
-                self._deliver_spooled(everything=stopping)
-                if stopping or self.cancel.is_set():
+                self._drain()
+                self._report_drops()
+                if self.cancel.is_set():
                     return
+                if stopping and self._waiting is None and not len(self._buffer):
+                    return  # else the sender had no room yet: it wakes us when it has
         except Exception:
             logger.exception("agentops: the delivery worker failed; events are no longer sent")
 
-    def _drain(self, *, stopping: bool = False) -> None:
+    def _drain(self) -> None:
         options = self._options
-        if self._spool is None and not stopping and time.monotonic() < self._down_until:
-            return  # hub down and nowhere to spool: keep events queued (bounded) until it is back
-        if self._held is not None:
-            held_batch, records = self._held
-            self._held = None
-            self._deliver(held_batch, records)
-        while self._held is None and not self.cancel.is_set():
+        if self._waiting is not None:
+            if not self._hand_over(*self._waiting):
+                return
+            self._waiting = None
+        while not self.cancel.is_set():
             items = self._buffer.take(options.batch_max_events, options.batch_max_bytes)
             if not items:
                 return
             if self._exporter is None:  # exporter="none": settle at once, hold nothing
                 self._counters.drop("no_exporter", len(items))
-                self._mark_processed(len(items))
+                self._settle(len(items), items.size)
                 continue
-            batch = self._encode(items)
-            if batch is None:
-                self._mark_processed(len(items))
-            else:
-                self._deliver(batch, len(items))
+            encoded = self._encode(items)
+            if encoded is None:
+                self._settle(len(items), items.size)
+            elif not self._hand_over(encoded, len(items), items.size):
+                self._waiting = (encoded, len(items), items.size)
+                return  # no spool: the events wait (bounded) until the sender takes them
 
-    def _deliver(self, batch: ExportBatch, records: int) -> None:
-        if self._spool is not None and self._is_down():
-            self._spool_or_drop(batch)
-            self._mark_processed(records)
-            return
-        with self._inflight_lock:
-            self._inflight = (batch, records)
-        outcome = self._export(batch)
-        with self._inflight_lock:
-            if self._inflight is None:  # abandon() took it over meanwhile
-                return
-            self._inflight = None
-            if outcome.status == "retry" and self._spool is None and not self.cancel.is_set():
-                self._held = (batch, records)
-                return
-        if outcome.status == "sent":
-            self._count_sent("sent", batch, outcome)
-        elif outcome.status == "retry":
-            self._spool_or_drop(batch)
-        else:
-            self._counters.drop("export_failed", len(batch))
-        self._mark_processed(records)
-
-    def _deliver_spooled(self, *, everything: bool) -> None:
-        """Send spooled batches while the exporter takes them; one per wake-up unless told."""
-        spool = self._spool
-        now = time.monotonic()
-        if spool is None or self.cancel.is_set() or now < self._down_until:
-            return
-        if now < self._next_spool_check and not everything:
-            return
-        self._next_spool_check = now + self._options.flush_interval * 5
-        while not self.cancel.is_set():
-            claim = spool.claim_oldest()
-            if claim is None:
-                return
-            path, batch = claim
-            # A probe: if the hub is still down, give up soon and leave the batch spooled
-            # rather than hold fresh events back for the whole retry budget.
-            outcome = self._export(
-                batch, min(self._options.retry_budget, self._options.export_timeout)
-            )
-            if outcome.status == "sent":
-                spool.done(path)
-                self._count_sent("spool_delivered", batch, outcome)
-            elif outcome.status == "retry":
-                spool.release(path)
-                return
-            else:
-                spool.done(path)
-                self._counters.drop("export_failed", len(batch))
-            if not everything and len(self._buffer) >= self._options.batch_max_events:
-                return  # fresh events first; the rest of the spool on a later wake-up
-
-    def _export(self, batch: ExportBatch, budget: float | None = None) -> ExportOutcome:
-        exporter = self._exporter
-        if exporter is None:
-            return ExportOutcome("failed", detail="no exporter")
-        deadline = time.monotonic() + (self._options.retry_budget if budget is None else budget)
-        try:
-            outcome = exporter.export(batch, deadline=deadline, cancel=self.cancel)
-        except Exception as exc:
-            logger.exception("agentops: exporter %r raised", exporter)
-            outcome = ExportOutcome("failed", detail=repr(exc))
-        self._counters.add("retried", outcome.retries)
-        if outcome.auth_failed:
-            self._counters.add("auth_failures")
-        if outcome.status == "retry":
-            self._down_until = time.monotonic() + self._down_backoff
-            self._down_backoff = min(self._down_backoff * 2, _MAX_DOWN_BACKOFF)
-            if not self.cancel.is_set():  # past shutdown's deadline there is no next try
-                logger.warning(
-                    "agentops: cannot reach the hub (%s); %s, next try in %.0fs",
-                    outcome.detail,
-                    "spooling events" if self._spool is not None else "keeping events queued",
-                    self._down_until - time.monotonic(),
-                )
-        elif outcome.status == "sent":
-            self._down_backoff = 1.0
-        return outcome
-
-    def _count_sent(
-        self,
-        counter: Literal["sent", "spool_delivered"],
-        batch: ExportBatch,
-        outcome: ExportOutcome,
-    ) -> None:
-        """Count a delivered batch; the events the receiver refused are dropped as rejected."""
-        rejected = min(outcome.rejected, len(batch))
-        self._counters.add(counter, len(batch) - rejected)
-        if rejected:
-            self._counters.drop("rejected", rejected)
-
-    def _is_down(self) -> bool:
-        return time.monotonic() < self._down_until or (
-            self._spool is not None and self._down_backoff > 1.0 and self._spool.pending() > 0
-        )
+    def _hand_over(self, batch: ExportBatch, records: int, size: int) -> bool:
+        """Give ``batch`` to the sender, or to the spool when the sender cannot take it now;
+        False when neither can (no spool), so the caller keeps it."""
+        assert self.sender is not None
+        if self.sender.offer(batch, records, size):
+            return True
+        if self._spool is None:
+            return False
+        self._spool_or_drop(batch)
+        self._settle(records, size)
+        return True
 
     def _spool_or_drop(self, batch: ExportBatch) -> None:
         if self._spool is not None and self._spool.write(batch):
             self._counters.add("spooled", len(batch))
         else:
-            self._counters.drop("export_failed", len(batch))
+            reason = "spool_full" if self._spool is not None else "export_failed"
+            self._counters.drop(reason, len(batch))
+
+    def _settle(self, records: int, size: int) -> None:
+        """Records taken from the buffer (counted at ``size`` bytes) reached their fate."""
+        self._buffer.release(records, size)
+        self._mark_processed(records)
 
     def _mark_processed(self, records: int) -> None:
         with self._progress:
             self.processed += records
             self._progress.notify_all()
+
+    def _report_drops(self) -> None:
+        """Log, at most once per interval, what was dropped since the last line, by cause."""
+        now = time.monotonic()
+        if now < self._next_report:
+            return
+        self._next_report = now + LOG_INTERVAL
+        dropped = self._counters.snapshot(0).dropped
+        new = {
+            reason: count - self._reported_drops.get(reason, 0)
+            for reason, count in dropped.items()
+            if count > self._reported_drops.get(reason, 0)
+        }
+        self._reported_drops = dropped
+        if new:
+            logger.warning(
+                "agentops: dropped %d events in the last %.0f s: %s (see agentops.stats())",
+                sum(new.values()),
+                LOG_INTERVAL,
+                "; ".join(f"{n} {reason}: {_DROP_CAUSES[reason]}" for reason, n in new.items()),
+            )
 
     def _encode(self, items: Sequence[Queued]) -> ExportBatch | None:
         """Wire dicts, ``before_send`` and JSON for ``items``; drops are counted here."""

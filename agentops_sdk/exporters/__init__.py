@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -52,6 +53,10 @@ class ExportOutcome:
     auth_failed: bool = False
     rejected: int = 0
     """Events of a sent batch that the receiver refused as invalid (dropped, not sent)."""
+    retry_after: float | None = None
+    """For ``retry``: how long the receiver asked to be left alone (``Retry-After``), if it did."""
+    throttled: bool = False
+    """For ``retry``: the receiver is up but asked this client to slow down (HTTP 429)."""
 
     @classmethod
     def sent(cls, retries: int = 0, rejected: int = 0) -> ExportOutcome:
@@ -59,19 +64,50 @@ class ExportOutcome:
         return cls("sent", retries, rejected=rejected)
 
 
-class ExportBatch:
-    """Events on their way out: as dicts, as encoded JSON lines, and as one request payload."""
+_EVENTS_MARK = b',"events":['
 
-    __slots__ = ("_payload", "batch_id", "events", "lines")
+
+class ExportBatch:
+    """Events on their way out: as dicts, as encoded JSON lines, and as one request payload.
+
+    A batch read back from the spool, or merged from several, holds only its encoded events:
+    the dicts and lines are decoded the first time something asks for them, which the hub
+    exporter never does.
+    """
+
+    __slots__ = ("_body", "_events", "_lines", "_payload", "batch_id", "count")
 
     def __init__(self, batch_id: str, events: list[dict[str, Any]], lines: list[bytes]) -> None:
         self.batch_id = batch_id
-        self.events = events
-        self.lines = lines
+        self.count = len(lines)
+        self._events: list[dict[str, Any]] | None = events
+        self._lines: list[bytes] | None = lines
+        self._body: bytes | None = None
         self._payload: bytes | None = None
 
     def __len__(self) -> int:
-        return len(self.events)
+        return self.count
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The events as wire dicts."""
+        if self._events is None:
+            self._events = json.loads(b"[" + self.body + b"]")
+        return self._events
+
+    @property
+    def lines(self) -> list[bytes]:
+        """Each event as one line of compact JSON."""
+        if self._lines is None:
+            self._lines = [encode(event) for event in self.events]
+        return self._lines
+
+    @property
+    def body(self) -> bytes:
+        """The encoded events joined by commas: the inside of the payload's ``events`` array."""
+        if self._body is None:
+            self._body = b",".join(self.lines)
+        return self._body
 
     @property
     def payload(self) -> bytes:
@@ -87,17 +123,41 @@ class ExportBatch:
                     "sdk": {"name": SDK_NAME, "version": __version__},
                 }
             )
-            self._payload = head[:-1] + b',"events":[' + b",".join(self.lines) + b"]}"
+            self._payload = head[:-1] + _EVENTS_MARK + self.body + b"]}"
         return self._payload
 
     @classmethod
-    def from_payload(cls, payload: bytes) -> ExportBatch:
-        """Rebuild a batch from a payload (as read back from the spool)."""
-        body = json.loads(payload)
-        events: list[dict[str, Any]] = body["events"]
-        batch = cls(body["batch_id"], events, [encode(event) for event in events])
+    def from_payload(cls, payload: bytes, count: int | None = None) -> ExportBatch:
+        """Rebuild a batch from a payload (as read back from the spool).
+
+        With ``count`` known (the spool names its files with it) and the layout :attr:`payload`
+        writes, nothing is decoded but the small head; anything else is parsed in full. Raises
+        ``ValueError`` or ``KeyError`` for a payload that is not a batch.
+        """
+        mark = payload.find(_EVENTS_MARK)
+        if count is not None and mark > 0 and payload.endswith(b"]}"):
+            head = json.loads(payload[:mark] + b"}")
+            batch = cls(str(head["batch_id"]), [], [])
+            batch._events = batch._lines = None
+            batch.count = count
+            batch._body = payload[mark + len(_EVENTS_MARK) : -2]
+        else:
+            body = json.loads(payload)
+            events: list[dict[str, Any]] = body["events"]
+            batch = cls(str(body["batch_id"]), events, [encode(event) for event in events])
         batch._payload = payload
         return batch
+
+    @classmethod
+    def merge(cls, batch_id: str, batches: Sequence[ExportBatch]) -> ExportBatch:
+        """One batch holding the events of ``batches`` in order, without decoding them."""
+        if len(batches) == 1:
+            return batches[0]
+        merged = cls(batch_id, [], [])
+        merged._events = merged._lines = None
+        merged.count = sum(batch.count for batch in batches)
+        merged._body = b",".join(batch.body for batch in batches if batch.count)
+        return merged
 
 
 def encode(value: Any) -> bytes:

@@ -1,12 +1,14 @@
-"""Ship batches to the hub over HTTP: gzip, keep-alive, API key, retries with backoff.
+"""Ship batches to the hub over HTTP: gzip, keep-alive, API key.
 
-Transient failures (connection errors, timeouts, 408, 429 and 5xx) are retried with exponential
-backoff and full jitter, honouring ``Retry-After``, until the batch's deadline; then the batch is
-reported as ``retry`` and the worker spools it. Authentication failures (401, 403) are logged once
-with the hub's reason and counted. Other 4xx answers mean the hub will never take this batch: they
-are logged and the batch is reported ``failed``. A 207 answer means the hub stored the batch but
-refused some of its events as invalid: those are counted as dropped (``rejected``), and the first
-reason is logged.
+One export is one request: a transient failure (connection error, timeout, 408, 425, 5xx, 429) is
+reported at once as ``retry``, with the hub's ``Retry-After`` when it gave one, and the worker
+puts the batch in the spool and decides when to try again (see :mod:`agentops_sdk.sender`). A
+429 is reported as ``throttled``: the hub is up and asks this key to slow down. The only retry
+made here is the immediate one for a keep-alive connection the hub closed while it sat idle.
+Authentication failures (401, 403) are logged once with the hub's reason and counted. Other 4xx
+answers mean the hub will never take this batch: they are logged and the batch is reported
+``failed``. A 207 answer means the hub stored the batch but refused some of its events as
+invalid: those are counted as dropped (``rejected``), and the first reason is logged.
 
 httpx and tenacity are imported at the first export, on the worker thread: neither
 ``import agentops_sdk`` nor ``init()`` pays for them on the agent's thread.
@@ -26,7 +28,6 @@ from agentops_sdk.exporters import SDK_NAME, ExportBatch, ExportOutcome
 
 if TYPE_CHECKING:
     import httpx
-    import tenacity
 
 __all__ = ["INGEST_PATH", "HubExporter"]
 
@@ -35,52 +36,42 @@ logger = logging.getLogger("agentops_sdk")
 INGEST_PATH = "/api/v1/ingest/batch"
 _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _AUTH_STATUS = frozenset({401, 403})
-_MAX_BACKOFF = 30.0
 
 
 class HubExporter:
     """POSTs gzip-compressed batches to ``{hub_url}/api/v1/ingest/batch``."""
 
-    def __init__(
-        self,
-        hub_url: str,
-        *,
-        api_key: str | None,
-        request_timeout: float = 10.0,
-        backoff: float = 0.5,
-    ) -> None:
+    def __init__(self, hub_url: str, *, api_key: str | None, request_timeout: float = 10.0) -> None:
         self.url = hub_url.rstrip("/") + INGEST_PATH
         self._api_key = api_key
         self._request_timeout = request_timeout
-        self._backoff = backoff
         self._client: httpx.Client | None = None
         self._auth_reported = False
 
     def export(
         self, batch: ExportBatch, *, deadline: float, cancel: threading.Event
     ) -> ExportOutcome:
-        """Deliver ``batch``, retrying transient failures until ``deadline``."""
+        """Send ``batch`` in one request that ends by ``deadline``."""
         body = gzip.compress(batch.payload, compresslevel=5)
-
-        def sleep(seconds: float) -> None:
-            cancel.wait(seconds)  # wakes early on cancel; the stop check then gives up
 
         import tenacity
 
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(_Transient),
-            wait=_RetryAfterOrBackoff(self._backoff),
-            stop=lambda state: (
-                cancel.is_set() or time.monotonic() + (state.upcoming_sleep or 0.0) >= deadline
-            ),
-            sleep=sleep,
+            retry=tenacity.retry_if_exception_type(_StaleConnection),
+            stop=tenacity.stop_after_attempt(2),
             reraise=True,
         )
         try:
             response = retrying(self._post, body, deadline)
-        except _Transient as exc:
-            attempts = retrying.statistics.get("attempt_number", 1)
-            return ExportOutcome("retry", retries=attempts - 1, detail=str(exc))
+        except (_Transient, _StaleConnection) as exc:
+            status = getattr(exc, "status", None)
+            return ExportOutcome(
+                "retry",
+                retries=1,
+                detail=str(exc),
+                retry_after=getattr(exc, "retry_after", None),
+                throttled=status == 429,
+            )
         retries = retrying.statistics.get("attempt_number", 1) - 1
         if response.is_success:
             rejected = _rejected(response, len(batch)) if response.status_code == 207 else 0
@@ -122,11 +113,15 @@ class HubExporter:
         timeout = max(0.05, min(self._request_timeout, deadline - time.monotonic()))
         try:
             response = self._http().post(self.url, content=body, timeout=timeout)
+        except httpx.RemoteProtocolError as exc:
+            # The hub closed an idle keep-alive connection just as it was reused: one retry.
+            raise _StaleConnection(f"{type(exc).__name__}: {exc}") from exc
         except httpx.TransportError as exc:
             raise _Transient(f"{type(exc).__name__}: {exc}") from exc
         if response.status_code in _TRANSIENT_STATUS:
             raise _Transient(
                 f"HTTP {response.status_code}: {_problem_detail(response)}",
+                status=response.status_code,
                 retry_after=_retry_after(response),
             )
         return response
@@ -147,26 +142,16 @@ class HubExporter:
 
 
 class _Transient(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, status: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
+        self.status = status
         self.retry_after = retry_after
 
 
-class _RetryAfterOrBackoff:
-    """Wait what the hub asked for in ``Retry-After``, else exponential backoff with jitter."""
-
-    def __init__(self, backoff: float) -> None:
-        import tenacity
-
-        self._jitter = tenacity.wait_random_exponential(multiplier=backoff, max=_MAX_BACKOFF)
-
-    def __call__(self, state: tenacity.RetryCallState) -> float:
-        outcome = state.outcome
-        if outcome is not None and outcome.failed:
-            exc = outcome.exception()
-            if isinstance(exc, _Transient) and exc.retry_after is not None:
-                return min(exc.retry_after, _MAX_BACKOFF)
-        return float(self._jitter(state))
+class _StaleConnection(Exception):
+    pass
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -134,11 +134,42 @@ def test_taking_frees_the_bytes_an_event_took_when_queued_even_if_it_grew_since(
     buffer.put(run)
     run.size = 600
     buffer.put(run)
-    assert len(buffer.take(100, 1_000_000)) == 2
+    taken = buffer.take(100, 1_000_000)
+    assert len(taken) == 2
+    buffer.release(len(taken), taken.size)
 
     accepted = sum(buffer.put(Item(100)) for _ in range(20))
 
     assert accepted == 10
+
+
+def test_events_taken_but_not_yet_settled_still_count_within_the_bounds() -> None:
+    buffer, counters = make_buffer(max_events=5, max_bytes=1000)
+    for _ in range(5):
+        buffer.put(Item(100))
+    taken = buffer.take(3, 1_000_000)
+
+    assert not buffer.put(Item(100)), "the three taken are still in memory"
+    assert counters.dropped["queue_full"] == 1
+
+    buffer.release(len(taken), taken.size)
+    assert [buffer.put(Item(100)) for _ in range(4)] == [True, True, True, False]
+
+
+def test_a_full_queue_hands_its_oldest_batch_to_the_overflow_and_keeps_the_new_event() -> None:
+    buffer, counters = make_buffer(max_events=10, batch_events=4)
+    spilled: list[list[Any]] = []
+    buffer.overflow = lambda items: spilled.append(list(items))
+    items = [Item(10) for _ in range(10)]
+    for item in items:
+        buffer.put(item)
+
+    newest = Item(10)
+    assert buffer.put(newest)
+
+    assert spilled == [items[:4]], "the oldest batch's worth, in order"
+    assert counters.dropped["queue_full"] == 0
+    assert buffer.take(100, 1_000_000) == [*items[4:], newest]
 
 
 def test_batch_ready_is_signalled_when_a_batch_worth_is_queued() -> None:

@@ -52,7 +52,7 @@ def start_hub_sdk(start_sdk: StartSdk, spool_dir: Path) -> Callable[..., Client]
             "hub_url": url,
             "api_key": API_KEY,
             "spool_dir": spool_dir,
-            "retry_budget": 20.0,
+            "max_backoff": 2.0,
         }
         return start_sdk(**(settings | options))
 
@@ -71,7 +71,7 @@ def assert_each_event_arrived_once(hub: FakeHub, client: Client) -> None:
     assert all(counts[i] == 1 for i, kind in kinds.items() if kind == "span"), counts
     assert all(counts[i] == 2 for i, kind in kinds.items() if kind == "run"), counts
     stats = client.stats()
-    assert hub.received == stats.sent + stats.spool_delivered
+    assert hub.received == stats.sent
 
 
 def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
@@ -258,16 +258,18 @@ def test_flush_and_shutdown_keep_their_deadline_with_the_hub_down(
     started = time.monotonic()
     flushed = client.flush(1.0)
     assert time.monotonic() - started < 1.0 + MARGIN
-    assert not flushed.completed
-    assert flushed.pending == EVENTS_PER_CALL
+    assert not flushed.completed, "the events wait in the spool: not delivered"
+    assert flushed.pending == 0, "what the hub cannot take now goes to the spool at once"
+    assert flushed.spooled == flushed.spool_pending == EVENTS_PER_CALL
     assert flushed.sent == 0
 
     started = time.monotonic()
     closed = client.shutdown(1.0)
     assert time.monotonic() - started < 1.0 + MARGIN
     assert closed.pending == 0
-    assert closed.spooled == EVENTS_PER_CALL
-    assert closed.completed, "every event is settled: spooled for the next run"
+    assert not closed.completed
+    assert closed.spool_pending == EVENTS_PER_CALL
+    assert closed.spool_bytes == sum(path.stat().st_size for path in spool_files()) > 0
     assert client.stats().spooled == EVENTS_PER_CALL
     assert len(spool_files()) == 1
 
@@ -315,21 +317,22 @@ def test_batches_are_spooled_while_the_hub_is_down_and_delivered_once_it_is_back
     start_hub: Callable[..., FakeHub], start_hub_sdk: Callable[..., Client], spool_files: SpoolFiles
 ) -> None:
     port = free_port()
-    client = start_hub_sdk(f"http://127.0.0.1:{port}", spool=True, retry_budget=0.3)
+    client = start_hub_sdk(f"http://127.0.0.1:{port}", spool=True, max_backoff=0.5)
 
     search("during the outage")
-    first = client.flush(5)
-    assert first.completed
-    assert first.spooled == EVENTS_PER_CALL
+    first = client.flush(1)
+    assert not first.completed
+    assert first.spooled == first.spool_pending == EVENTS_PER_CALL
     search("still down")
-    assert client.flush(5).completed
+    assert client.flush(1).spool_pending == 2 * EVENTS_PER_CALL
     assert client.stats().spooled == 2 * EVENTS_PER_CALL
     assert client.stats().sent == 0
     assert len(spool_files()) == 2
 
     hub = start_hub(port)
-    # The worker retries the spool after a backoff of one, then two seconds.
+    # The sender tries the spool again after its backoff (at most max_backoff).
     assert wait_until(lambda: client.stats().spool_delivered == 2 * EVENTS_PER_CALL, 20)
+    assert client.stats().sent == 2 * EVENTS_PER_CALL
 
     assert {span["input"]["query"] for span in hub.spans()} == {"during the outage", "still down"}
     assert spool_files() == []
@@ -340,17 +343,17 @@ def test_a_full_spool_drops_and_counts_what_does_not_fit(
     start_hub_sdk: Callable[..., Client], spool_files: SpoolFiles, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = start_hub_sdk(
-        f"http://127.0.0.1:{free_port()}", spool=True, spool_max_bytes=100, retry_budget=0.3
+        f"http://127.0.0.1:{free_port()}", spool=True, spool_max_bytes=100, max_backoff=0.5
     )
     caplog.set_level(logging.WARNING, logger="agentops_sdk")
 
     search("q")
     result = client.flush(5)
 
-    assert result.completed
+    assert result.completed, "nothing remains: the events are dropped and counted"
     assert result.spooled == 0
     assert result.dropped == EVENTS_PER_CALL
-    assert client.stats().dropped["export_failed"] == EVENTS_PER_CALL
+    assert client.stats().dropped["spool_full"] == EVENTS_PER_CALL
     assert spool_files() == []
     assert any("spool" in r.getMessage() and "full" in r.getMessage() for r in caplog.records)
 
@@ -359,7 +362,7 @@ def test_without_a_spool_an_outage_keeps_events_queued_and_delivers_them_when_th
     start_hub: Callable[..., FakeHub], start_hub_sdk: Callable[..., Client]
 ) -> None:
     port = free_port()
-    client = start_hub_sdk(f"http://127.0.0.1:{port}", spool=False, retry_budget=0.3)
+    client = start_hub_sdk(f"http://127.0.0.1:{port}", spool=False, max_backoff=0.5)
 
     search("first, fails its retries")
     assert not client.flush(2).completed  # the hub is down: still pending, not dropped
