@@ -24,7 +24,7 @@ batch_max_bytes         AGENTOPS_BATCH_MAX_BYTES        1 MiB
 flush_interval          AGENTOPS_FLUSH_INTERVAL         1.0 s
 shutdown_timeout        AGENTOPS_SHUTDOWN_TIMEOUT       3.0 s
 export_timeout          AGENTOPS_EXPORT_TIMEOUT         10.0 s per HTTP request
-max_backoff             AGENTOPS_MAX_BACKOFF            30.0 s between tries, hub down
+max_backoff             AGENTOPS_MAX_BACKOFF            5.0 s between tries, hub down
 spool                   AGENTOPS_SPOOL                  True
 spool_dir               AGENTOPS_SPOOL_DIR              ``~/.cache/agentops/spool``
 spool_max_bytes         AGENTOPS_SPOOL_MAX_BYTES        64 MiB
@@ -88,7 +88,7 @@ class Options:
     flush_interval: float = 1.0
     shutdown_timeout: float = 3.0
     export_timeout: float = 10.0
-    max_backoff: float = 30.0
+    max_backoff: float = 5.0
     spool: bool = True
     spool_dir: Path = dataclasses.field(
         default_factory=lambda: Path.home() / ".cache" / "agentops" / "spool"

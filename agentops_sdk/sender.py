@@ -82,10 +82,13 @@ class Sender:
         self._settle = settle
         self._on_room = on_room
         self.cancel = cancel
-        self._cond = threading.Condition()
+        # Reentrant: the outcome of a request is settled whole under it (see _ship).
+        self._cond = threading.Condition(threading.RLock())
         self._handoff: deque[_Work] = deque()
         self._held: _Work | None = None
         self._inflight: _Work | None = None
+        self._claiming = False
+        """Between taking the spool's turn and holding the claimed batch as in flight."""
         self._paused_until = 0.0
         self._failures = 0
         self._stopping = False
@@ -124,7 +127,12 @@ class Sender:
     def idle(self) -> bool:
         """Nothing handed over, held or in flight."""
         with self._cond:
-            return not self._handoff and self._held is None and self._inflight is None
+            return (
+                not self._handoff
+                and self._held is None
+                and self._inflight is None
+                and not self._claiming
+            )
 
     def stop(self, deadline: float) -> bool:
         """Send what is handed over and what the spool holds, then stop; True if the thread
@@ -185,20 +193,27 @@ class Sender:
                     continue
                 if self._held is not None:
                     work, self._held = self._held, None
+                    self._inflight = work
                     return work
                 if self._handoff and not (spooled and self._spool_turn):
                     self._spool_turn = spooled
-                    return self._take_handoff()
+                    self._inflight = self._take_handoff()
+                    return self._inflight
                 if not spooled:
                     if self._stopping:
                         return None
                     self._cond.wait(self._options.flush_interval)
                     continue
                 self._spool_turn = False
+                self._claiming = True
             assert spool is not None
             claim = spool.claim(DRAIN_EVENTS, DRAIN_BYTES)
-            if claim is not None:
-                return _Work(claim.batch, 0, 0, claim)
+            with self._cond:
+                self._claiming = False
+                if claim is not None:
+                    work = _Work(claim.batch, 0, 0, claim)
+                    self._inflight = work
+                    return work
 
     def _take_handoff(self) -> _Work:
         """Every handed-over batch that fits in one request, merged (under the lock)."""
@@ -216,24 +231,30 @@ class Sender:
         return _Work(merged, records, sum(work.size for work in taken), None)
 
     def _ship(self, work: _Work) -> None:
-        with self._cond:
-            self._inflight = work
+        """Send ``work`` (already marked in flight by ``_next``) and settle its outcome.
+
+        The outcome is settled under the lock, and only then is the work no longer in flight:
+        ``abandon()`` cannot take it over halfway, and ``idle`` never sees a moment when the
+        batch is neither in flight nor back in the spool."""
         outcome = self._export(work.batch)
+        pause = None
         with self._cond:
             if self._inflight is not work:  # abandon() took it over meanwhile
                 return
+            if outcome.status == "sent":
+                self._delivered(work, outcome)
+            elif outcome.status == "retry":
+                pause = self._not_now(work, outcome)
+            else:
+                if outcome.auth_failed:
+                    self._counters.add("auth_failures")
+                if work.claim is not None and self._spool is not None:
+                    self._spool.done(work.claim)
+                self._counters.drop("export_failed", len(work.batch))
+                self._settle(work.records, work.size)
             self._inflight = None
-        if outcome.status == "sent":
-            self._delivered(work, outcome)
-        elif outcome.status == "retry":
-            self._not_now(work, outcome)
-        else:
-            if outcome.auth_failed:
-                self._counters.add("auth_failures")
-            if work.claim is not None and self._spool is not None:
-                self._spool.done(work.claim)
-            self._counters.drop("export_failed", len(work.batch))
-            self._settle(work.records, work.size)
+        if pause is not None:
+            self._report_pause(outcome, pause)
 
     def _export(self, batch: ExportBatch) -> ExportOutcome:
         deadline = time.monotonic() + self._options.export_timeout
@@ -262,8 +283,8 @@ class Sender:
             self._last_log.clear()
         self._settle(work.records, work.size)
 
-    def _not_now(self, work: _Work, outcome: ExportOutcome) -> None:
-        """A transient failure: keep the batch (spool or memory) and pause."""
+    def _not_now(self, work: _Work, outcome: ExportOutcome) -> float:
+        """A transient failure: keep the batch (spool or memory) and pause; return the pause."""
         self._counters.add("retried")
         if outcome.throttled:
             self._counters.add("rate_limited")
@@ -286,7 +307,7 @@ class Sender:
                 self._settle(handed.records, handed.size)
             if waiting:
                 self._on_room()
-        self._report_pause(outcome, pause)
+        return pause
 
     def _pause(self, outcome: ExportOutcome) -> float:
         self._failures += 1

@@ -42,10 +42,9 @@ _DROP_CAUSES = {
     "oversize": "each was larger than a batch",
     "serialization_error": "not encodable as JSON",
     "before_send": "before_send dropped them",
-    "export_failed": "the hub refused them for good",
-    "rejected": "the hub refused them as invalid",
-    "no_exporter": 'exporter="none"',
 }
+"""The drop reasons the worker sums up in its log lines. The others are logged where they
+happen (the hub's refusals, with its reason) or were asked for (``exporter="none"``)."""
 
 
 class Worker:
@@ -87,7 +86,8 @@ class Worker:
         """Without a spool: a batch the sender could not take yet, offered again first."""
         self._before_send_failed = False
         self._reported_drops = dict(counters.dropped)
-        self._next_report = time.monotonic() + LOG_INTERVAL
+        self._next_report = 0.0
+        """When drops may be logged next: the first at once, then once per interval."""
         self._thread: threading.Thread | None = None
 
     # -- control, from other threads ---------------------------------------------------------
@@ -184,6 +184,7 @@ class Worker:
                 if self.cancel.is_set():
                     return
                 if stopping and self._waiting is None and not len(self._buffer):
+                    self._report_drops(final=True)
                     return  # else the sender had no room yet: it wakes us when it has
         except Exception:
             logger.exception("agentops: the delivery worker failed; events are no longer sent")
@@ -238,26 +239,27 @@ class Worker:
             self.processed += records
             self._progress.notify_all()
 
-    def _report_drops(self) -> None:
-        """Log, at most once per interval, what was dropped since the last line, by cause."""
+    def _report_drops(self, *, final: bool = False) -> None:
+        """Log what was dropped since the last such line, by cause: the first drops at once,
+        then at most once per interval, and once more when stopping."""
         now = time.monotonic()
-        if now < self._next_report:
+        if now < self._next_report and not final:
             return
-        self._next_report = now + LOG_INTERVAL
         dropped = self._counters.snapshot(0).dropped
         new = {
-            reason: count - self._reported_drops.get(reason, 0)
-            for reason, count in dropped.items()
-            if count > self._reported_drops.get(reason, 0)
+            reason: dropped[reason] - self._reported_drops.get(reason, 0)
+            for reason in _DROP_CAUSES
+            if dropped[reason] > self._reported_drops.get(reason, 0)
         }
+        if not new:
+            return
         self._reported_drops = dropped
-        if new:
-            logger.warning(
-                "agentops: dropped %d events in the last %.0f s: %s (see agentops.stats())",
-                sum(new.values()),
-                LOG_INTERVAL,
-                "; ".join(f"{n} {reason}: {_DROP_CAUSES[reason]}" for reason, n in new.items()),
-            )
+        self._next_report = now + LOG_INTERVAL
+        logger.warning(
+            "agentops: dropped %d events: %s (see agentops.stats())",
+            sum(new.values()),
+            "; ".join(f"{n} {reason}: {_DROP_CAUSES[reason]}" for reason, n in new.items()),
+        )
 
     def _encode(self, items: Sequence[Queued]) -> ExportBatch | None:
         """Wire dicts, ``before_send`` and JSON for ``items``; drops are counted here."""

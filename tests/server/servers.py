@@ -113,18 +113,18 @@ class HubProcess:
 
 @contextmanager
 def hub_process(
-    *options: str, environment: Mapping[str, str] | None = None
+    *options: str, environment: Mapping[str, str] | None = None, port: int = 0
 ) -> Iterator[HubProcess]:
-    """``agentops-hub serve`` with ``options`` on a free port, in a clean environment (no
-    ``AGENTOPS_*`` or ``SENTRY_DSN`` from outside) with ``environment`` added, once it listens;
-    stopped afterwards (if the test has not killed it)."""
+    """``agentops-hub serve`` with ``options`` on ``port`` (default: a free one), in a clean
+    environment (no ``AGENTOPS_*`` or ``SENTRY_DSN`` from outside) with ``environment`` added,
+    once it listens; stopped afterwards (if the test has not killed it)."""
     clean = {
         name: value
         for name, value in os.environ.items()
         if not name.startswith("AGENTOPS_") and name != "SENTRY_DSN"
     }
     process = subprocess.Popen(
-        [str(HUB), "serve", "--port", "0", *options],
+        [str(HUB), "serve", "--port", str(port), *options],
         env={**clean, **(environment or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
