@@ -9,8 +9,9 @@ once, so a batch both delivered and spooled (a send that succeeded as the proces
 harmless.
 
 The spool keeps an index of its files in memory (names, events, bytes), so writing, claiming and
-reporting its size cost no directory scan; the index is rebuilt from the folder when it runs
-empty or full, which is how batches spooled by another process with the same settings are found.
+reporting its size cost no directory scan; the index is rebuilt from the folder when it is
+empty and the folder changed since (one ``stat``), or when the spool seems full: that is how
+batches spooled by another process with the same settings are found.
 It is used from several threads at once (the worker, the sender, an agent thread spilling an
 overflowing queue): the index is guarded by a lock, file I/O happens outside it.
 """
@@ -34,8 +35,7 @@ logger = logging.getLogger("agentops_sdk")
 
 _SUFFIX = ".json"
 _CLAIM = ".claimed-"
-_RESCAN_INTERVAL = 2.0
-"""At most this often, an empty index looks at the folder again for other processes' files."""
+_RESCAN_INTERVAL = 5.0
 
 
 def spool_key(hub_url: str, api_key: str | None) -> str:
@@ -74,7 +74,9 @@ class Spool:
         """Events and bytes in the unclaimed files."""
         self._claimed_bytes = 0
         """Bytes of files claimed by this process, or being written by it."""
-        self._scanned_at = -_RESCAN_INTERVAL
+        self._scanned_version: int | None = None
+        """The folder's modification time at the last scan."""
+        self._scanned_at = 0.0
         self._full_reported = False
         self._scan()
 
@@ -251,13 +253,18 @@ class Spool:
         del self._names[0]
 
     def _rescan_if_idle(self) -> None:
-        if not self._names and time.monotonic() - self._scanned_at >= _RESCAN_INTERVAL:
+        # The time is a fallback for a change within the file system's timestamp granularity.
+        if not self._names and (
+            _version(self.folder) != self._scanned_version
+            or time.monotonic() - self._scanned_at > _RESCAN_INTERVAL
+        ):
             self._scan()
 
     def _scan(self) -> None:
         """Rebuild the index of unclaimed files from the folder."""
         found: dict[str, _Entry] = {}
-        if self.folder.is_dir():
+        version = _version(self.folder)
+        if version is not None:
             try:
                 paths = list(self.folder.glob(f"*{_SUFFIX}"))
             except OSError:
@@ -267,6 +274,7 @@ class Spool:
                 if size:
                     found[path.name] = _Entry(_events_in_name(path.name) or 0, size)
         with self._lock:
+            self._scanned_version = version
             self._scanned_at = time.monotonic()
             self._entries = found
             self._names = sorted(found)
@@ -280,6 +288,14 @@ def _events_in_name(name: str) -> int | None:
     if len(parts) == 3 and parts[1].isdigit():
         return int(parts[1])
     return None
+
+
+def _version(folder: Path) -> int | None:
+    """The folder's modification time (it changes when a file is added or renamed)."""
+    try:
+        return folder.stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 def _size(path: Path) -> int:

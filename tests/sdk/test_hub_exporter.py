@@ -382,3 +382,89 @@ def test_without_a_spool_an_outage_keeps_events_queued_and_delivers_them_when_th
         "during the outage",
     }
     assert_each_event_arrived_once(hub, client)
+
+
+# -- outages, throttling and overload: the spool at once -----------------------------------------
+
+
+def test_a_batch_the_hub_fails_goes_to_the_spool_at_once_and_out_again_when_it_answers(
+    hub: FakeHub, start_hub_sdk: Callable[..., Client], spool_files: SpoolFiles
+) -> None:
+    client = start_hub_sdk(hub.url, spool=True, max_backoff=0.5)
+    hub.fail_next(1, 503)
+
+    search("q")
+    assert wait_until(lambda: client.stats().spooled == EVENTS_PER_CALL, 5)
+    assert len(hub.requests) == 1, "spooled after one failed request, not after retries"
+
+    assert client.flush(10).completed
+    assert client.stats().spool_delivered == client.stats().sent == EVENTS_PER_CALL
+    assert spool_files() == []
+    assert_each_event_arrived_once(hub, client)
+
+
+def test_a_429_is_backpressure_logged_as_rate_limiting_and_honours_retry_after(
+    hub: FakeHub,
+    start_hub_sdk: Callable[..., Client],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="agentops_sdk")
+    client = start_hub_sdk(hub.url, spool=True)
+    hub.fail_next(1, 429, headers={"Retry-After": "1"})
+
+    search("q")
+    waiting = client.flush(0.5)
+    assert not waiting.completed
+    assert waiting.spool_pending == EVENTS_PER_CALL
+    assert client.flush(10).completed
+
+    first, second = hub.requests
+    assert 1.0 - 0.05 <= second["at"] - first["at"] < 1.0 + MARGIN
+    stats = client.stats()
+    assert stats.rate_limited == 1
+    assert stats.dropped_total == 0
+    said = [record.getMessage() for record in caplog.records]
+    assert any("rate limiting this API key" in line and "HTTP 429" in line for line in said)
+    assert not any("cannot reach" in line for line in said)
+    assert_each_event_arrived_once(hub, client)
+
+
+def test_a_queue_that_overflows_while_the_hub_is_slow_spills_to_the_spool_and_drops_nothing(
+    hub: FakeHub, start_hub_sdk: Callable[..., Client]
+) -> None:
+    hub.hang_seconds = 0.5
+    client = start_hub_sdk(hub.url, spool=True, max_queue_events=60, batch_max_events=20)
+
+    for i in range(300):
+        search(i)
+
+    during = client.stats()
+    assert during.dropped_total == 0
+    assert during.spooled > 0, "the oldest events of the full queue went to the spool"
+    assert during.queued <= 60
+    hub.hang_seconds = 0
+    assert client.flush(20).completed
+    assert len(span_ids(hub)) == 300
+    assert_each_event_arrived_once(hub, client)
+
+
+def test_with_overflow_drop_a_full_queue_drops_and_the_drops_are_logged_with_their_cause(
+    hub: FakeHub, start_hub_sdk: Callable[..., Client], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="agentops_sdk")
+    hub.hang_seconds = 0.5
+    client = start_hub_sdk(
+        hub.url, spool=True, overflow="drop", max_queue_events=60, batch_max_events=20
+    )
+
+    for i in range(300):
+        search(i)
+    hub.hang_seconds = 0
+    client.shutdown(10)
+
+    dropped = client.stats().dropped["queue_full"]
+    assert dropped > 0
+    lines = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert lines, "the drops are logged"
+    assert sum(int(line.split("dropped ")[1].split()[0]) for line in lines) == dropped
+    assert all("queue_full: the in-memory queue was full" in line for line in lines)
