@@ -1,7 +1,7 @@
 """The thread that ships encoded batches to the exporter, and decides when to try again.
 
-Two sources feed it: fresh batches the worker hands over (a few at most, in memory) and the disk
-spool. Each request carries as much as is ready, up to ``DRAIN_EVENTS`` events and
+Two sources feed it: fresh batches the worker hands over (up to ``HANDOFF_BATCHES``, in
+memory) and the disk spool. Each request carries as much as is ready, up to ``DRAIN_EVENTS`` events and
 ``DRAIN_BYTES``; when both sources have work it takes them in turn, so a backlog drains oldest
 first, at about the hub's ingest rate, while new events keep flowing.
 
@@ -43,8 +43,10 @@ DRAIN_EVENTS = 1000
 """Most events in one request: large requests are what lets the hub catch up after an outage."""
 DRAIN_BYTES = 4 * 1024 * 1024
 """Most uncompressed bytes in one request (the hub takes up to 16 MiB)."""
-HANDOFF_BATCHES = 4
-"""Fresh batches waiting for the sender in memory; past them, the worker spools."""
+HANDOFF_BATCHES = 10
+"""Fresh batches waiting for the sender in memory (within the queue's bounds: see
+:mod:`agentops_sdk.buffer`); past them, the worker spools. Ten batches of the default size are
+one full request."""
 LOG_INTERVAL = 10.0
 """At most one log line per cause in this many seconds."""
 _FIRST_BACKOFF = 0.5
