@@ -241,7 +241,7 @@ def stored_per_second(agents: int, workers: int, seconds: float, rate: float = 0
             for agent in started:
                 agent.kill()
                 agent.wait()
-    return (stored - first) / (ended - begun)
+    return float(stored - first) / (ended - begun)
 
 
 def prebuilt_figure(workers: int, seconds: float) -> float:
