@@ -79,7 +79,7 @@ class Worker:
                 counters=counters,
                 options=options,
                 settle=self._settle,
-                on_room=self._wake.set,
+                on_room=self._room_freed,
                 cancel=self.cancel,
             )
         self._waiting: tuple[ExportBatch, int, int] | None = None
@@ -228,6 +228,13 @@ class Worker:
         else:
             reason = "spool_full" if self._spool is not None else "export_failed"
             self._counters.drop(reason, len(batch))
+
+    def _room_freed(self) -> None:
+        """The sender took batches: wake the worker if it holds one the sender refused.
+
+        Only then: waking it on every take would send the queue out in slivers."""
+        if self._waiting is not None:
+            self._wake.set()
 
     def _settle(self, records: int, size: int) -> None:
         """Records taken from the buffer (counted at ``size`` bytes) reached their fate."""

@@ -468,3 +468,17 @@ def test_with_overflow_drop_a_full_queue_drops_and_the_drops_are_logged_with_the
     assert lines, "the drops are logged"
     assert sum(int(line.split("dropped ")[1].split()[0]) for line in lines) == dropped
     assert all("queue_full: the in-memory queue was full" in line for line in lines)
+
+
+def test_events_recorded_at_a_steady_pace_travel_in_full_batches_not_slivers(
+    hub: FakeHub, start_hub_sdk: Callable[..., Client]
+) -> None:
+    client = start_hub_sdk(hub.url, flush_interval=1.0, batch_max_events=100)
+
+    for i in range(500):  # 1,500 events over about a second
+        search(i)
+        time.sleep(0.002)
+    assert client.flush(10).completed
+
+    assert client.stats().sent == 500 * EVENTS_PER_CALL
+    assert len(hub.requests) <= 500 * EVENTS_PER_CALL // 100 + 3
