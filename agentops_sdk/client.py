@@ -40,7 +40,7 @@ current: Client | None = None
 """The active client, or None (not initialised, or disabled)."""
 
 _lifecycle_lock = threading.Lock()
-_exit_hook_installed = False
+_process_hooks_installed = False
 _jsonl_notice_given = False
 
 
@@ -308,7 +308,7 @@ def init(options: Options | None = None, **overrides: Any) -> Client | None:
         import agentops_sdk as agentops
         agentops.init(hub_url="http://localhost:8000", api_key="ak_...", environment="prod")
     """
-    global current, _exit_hook_installed, _jsonl_notice_given
+    global current, _process_hooks_installed, _jsonl_notice_given
     if options is None:
         options = Options.from_env(**overrides)
     elif overrides:
@@ -323,9 +323,12 @@ def init(options: Options | None = None, **overrides: Any) -> Client | None:
     client = Client(options)
     with _lifecycle_lock:
         current = client
-        if not _exit_hook_installed:
-            _exit_hook_installed = True
+        if not _process_hooks_installed:
+            # Here, not at import: a process that only imports the SDK (the hub, for the
+            # contract) gets no hook.
+            _process_hooks_installed = True
             atexit.register(_shutdown_at_exit)
+            os.register_at_fork(after_in_child=_after_fork_in_child)
     from agentops_sdk.integrations import setup_integrations
 
     setup_integrations(options.integrations, options.disabled_integrations)
@@ -402,6 +405,3 @@ def _usage_from_result(span: Span, result: Any) -> None:
         input_tokens=read("input_tokens", "prompt_tokens"),
         output_tokens=read("output_tokens", "completion_tokens"),
     )
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
