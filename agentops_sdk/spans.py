@@ -18,6 +18,7 @@ from agentops_sdk.contract import SCHEMA_VERSION
 from agentops_sdk.ids import derive_id, format_id, next_sequence
 
 if TYPE_CHECKING:
+    from agentops_sdk.enforcement.call import CallInfo
     from agentops_sdk.otel import OtelSpan
 
 __all__ = ["SCHEMA_VERSION", "NOOP_SPAN", "Run", "Span", "SpanKind", "Status"]
@@ -133,6 +134,7 @@ class Span:
         "_max_chars",
         "_sequence",
         "attributes",
+        "call",
         "end_ns",
         "error",
         "events",
@@ -181,6 +183,8 @@ class Span:
         self.provider: str | None = None
         self.usage: dict[str, int] | None = None
         self.otel: OtelSpan | None = None
+        self.call: CallInfo | None = None
+        """What the enforcer's stages saw of this call; None when none was consulted."""
         self.size = 384
         self._max_chars = max_chars
 
