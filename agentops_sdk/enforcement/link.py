@@ -99,7 +99,6 @@ class HubLink:
     """One client's receiving side of the hub: a daemon thread and the snapshot it publishes."""
 
     _lock: threading.Lock
-    _settling: threading.Lock
     _changed: threading.Condition
     _failures: FailureLog
     _stop: threading.Event
@@ -129,6 +128,12 @@ class HubLink:
         """What the installed stages read."""
         return self._topics
 
+    @property
+    def waiting(self) -> int:
+        """How many :meth:`watch` futures are still unsettled."""
+        with self._changed:
+            return len(self._watchers)
+
     def require(self, topics: frozenset[str]) -> None:
         """Listen to ``topics`` too: starts the thread, or restarts its source to add them."""
         with self._lock:
@@ -145,21 +150,23 @@ class HubLink:
         update, until it returns a decision or the future is cancelled (the waiting call gave up).
         """
         future: Future[Decision] = Future()
-        with self._lock:
+        with self._changed:
             self._watchers.append((check, future))
-        self._settle(self.snapshot)
+            self._settle()
         return future
 
-    def wait_for(self, version: int, timeout: float) -> bool:
-        """Block until the snapshot's version reaches ``version``; False after ``timeout`` s."""
+    def wait_until(self, condition: Callable[[], bool], timeout: float) -> bool:
+        """Block until ``condition()`` holds (checked after each change); False after
+        ``timeout`` seconds. For tests and diagnostics: stages never wait like this."""
         with self._changed:
-            return self._changed.wait_for(lambda: self.snapshot.version >= version, timeout)
+            return self._changed.wait_for(condition, timeout)
 
     def close(self, timeout: float = 1.0) -> None:
         """Stop the thread (a daemon: at exit it simply ends); calls still waiting give up."""
         with self._lock:
             self._stop.set()
             thread, self._thread = self._thread, None
+        with self._changed:
             watchers, self._watchers = self._watchers, []
         for _, future in watchers:
             future.cancel()
@@ -179,8 +186,7 @@ class HubLink:
     def _reset(self) -> None:
         # New locks: a forked child inherits the parent's in whatever state they were.
         self._lock = threading.Lock()
-        self._settling = threading.Lock()
-        self._changed = threading.Condition()
+        self._changed = threading.Condition()  # re-entrant: _publish settles under it
         self._failures = FailureLog()
         self._stop = threading.Event()
         self._thread = None
@@ -215,31 +221,30 @@ class HubLink:
             delay = min(delay * 2, self.max_retry_delay)
 
     def _publish(self, update: Update) -> None:
-        snapshot = self.snapshot.with_update(update)
-        self.snapshot = snapshot  # one store: readers see the old snapshot or the new one
-        self._settle(snapshot)
         with self._changed:
-            self._changed.notify_all()
+            # One store: a reader without the lock sees the old snapshot or the new one.
+            self.snapshot = self.snapshot.with_update(update)
+            self._settle()
 
-    def _settle(self, snapshot: Snapshot) -> None:
-        with self._settling:  # one at a time: the caller's (watch) and the thread's (publish)
-            with self._lock:
-                watchers, self._watchers = self._watchers, []
-            waiting = []
-            for check, future in watchers:
-                if future.done():
-                    continue  # cancelled: its call stopped waiting
-                try:
-                    decision = check(snapshot)
-                except Exception as exc:
-                    _resolve(future, exc)
-                    continue
-                if decision is None:
-                    waiting.append((check, future))
-                else:
-                    _resolve(future, decision)
-            with self._lock:
-                self._watchers = waiting + self._watchers  # and those added meanwhile
+    def _settle(self) -> None:
+        """Give every watcher the current snapshot; keep those still undecided. Holds
+        ``_changed``, so whoever waits on it sees the snapshot and its watchers settled alike."""
+        snapshot = self.snapshot
+        waiting = []
+        for check, future in self._watchers:
+            if future.done():
+                continue  # cancelled: its call stopped waiting
+            try:
+                decision = check(snapshot)
+            except Exception as exc:
+                _resolve(future, exc)
+                continue
+            if decision is None:
+                waiting.append((check, future))
+            else:
+                _resolve(future, decision)
+        self._watchers = waiting
+        self._changed.notify_all()
 
 
 def _resolve(future: Future[Decision], outcome: Decision | Exception) -> None:

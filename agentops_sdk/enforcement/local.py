@@ -1,9 +1,9 @@
 """An in-process stand-in for the hub's side of the hub link, for tests and offline use.
 
     hub = LocalHub()
-    client = Client(Options(hub_url="http://hub.invalid", exporter="memory"), hub_source=hub)
-    client.enforcer.install(MyStage())          # a stage whose ``topics`` include "controls"
-    hub.publish("controls", frozen_controls)    # reaches the link's snapshot at once
+    with capture_events(hub_url="http://hub.invalid", hub_source=hub) as events:
+        events.client.enforcer.install(MyStage())   # a stage whose ``topics`` include "controls"
+        hub.publish("controls", frozen_controls)    # reaches the link's snapshot at once
 
 It keeps the latest value of each topic with an ETag, and serves every link reading from it what
 it has not seen yet, like the hub's stream resumed with ``Last-Event-ID``. ``fail()`` makes the
@@ -43,6 +43,10 @@ class LocalHub(HubSource):
             self._values[topic] = (value, etag)
             self._changed.notify_all()
         return etag
+
+    def after_fork(self) -> None:
+        """A forked child's copy starts with a fresh lock (the parent's link may have held it)."""
+        self._changed = threading.Condition()
 
     def fail(self, times: int = 1) -> None:
         """Make the next ``times`` reads raise ``ConnectionError``, as a hub that went away."""
