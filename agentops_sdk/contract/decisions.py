@@ -60,11 +60,6 @@ class Decision:
     """What else the deciding stage knows (a policy set's version, a control's scope...):
     JSON values only, as they travel on the wire."""
 
-    @property
-    def refuses(self) -> bool:
-        """Whether the call must not run (``deny``)."""
-        return self.outcome == "deny"
-
     def to_wire(self) -> dict[str, Any]:
         """The attributes of the span event recording this decision (bounded in size)."""
         return {
