@@ -250,7 +250,7 @@ class Enforcer:
                 stage.after(call, result)
             except Exception:
                 self._failures.failed(
-                    (stage, "after"), "agentops: the %s stage failed after %s", stage, call.name
+                    stage, "agentops: the %s stage failed after %s", stage.name, call.name
                 )
 
 

@@ -534,3 +534,21 @@ def test_decisions_travel_as_span_events_in_the_wire_form(agentops_events: Captu
         "reason": None,
         "details": {"scope": "agent"},
     }
+
+
+def test_an_unhashable_guard_that_crashes_is_logged_and_the_call_goes_ahead(
+    agentops_events: CapturedEvents, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Unhashable:
+        __hash__ = None  # type: ignore[assignment]
+
+        def __call__(self, call: CallInfo) -> None:
+            raise ValueError("guard bug")
+
+    agentops_events.client.guards.add(Unhashable())
+
+    with caplog.at_level(logging.ERROR, logger="agentops_sdk"):
+        assert send_email("a@example.com") == "sent to a@example.com"
+        assert send_email("b@example.com") == "sent to b@example.com"
+
+    assert len([r for r in caplog.records if "failed; the call goes ahead" in r.getMessage()]) == 1
