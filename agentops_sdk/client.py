@@ -176,11 +176,7 @@ class Client:
             return None
         # Inline, not a call to open then enforce: this is the hottest path of the SDK.
         if self.enforcer.active and enforce:
-            try:
-                self.enforce(span, spec, args, arguments_of(kwargs, given_input))
-            except BaseException as exc:
-                self.fail_span(span, exc)
-                raise
+            self.enforce(span, spec, args, arguments_of(kwargs, given_input))
         return span
 
     async def astart(
@@ -191,30 +187,38 @@ class Client:
         *,
         given_input: Any = None,
     ) -> Span | None:
-        """Async twin of :meth:`start`: a stage that must wait is awaited."""
-        span = self.start(spec, args, kwargs, given_input=given_input, enforce=False)
+        """Async twin of :meth:`start`: a stage that must wait is awaited.
+
+        Async decorators inline it (``start(..., enforce=False)``, then :meth:`aenforce` only
+        when the enforcer is active), so that a call with nothing to enforce makes no coroutine.
+        """
+        span = self.start(spec, args, kwargs, given_input, False)
         if span is not None and self.enforcer.active:
-            try:
-                await self.aenforce(span, spec, args, arguments_of(kwargs, given_input))
-            except BaseException as exc:
-                self.fail_span(span, exc)
-                raise
+            await self.aenforce(span, spec, args, arguments_of(kwargs, given_input))
         return span
 
     def enforce(
         self, span: Span, spec: CallSpec, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> None:
-        """Pass the call of an opened span through the enforcer; raises its refusal (the caller
-        closes the span with it: :meth:`start` does)."""
+        """Pass the call of an opened span through the enforcer; on a refusal (or anything else
+        raised while waiting) the span is closed with it and it propagates."""
         call = span.call = CallInfo(span, args, kwargs, spec.param_names)
-        self.enforcer.before(call)
+        try:
+            self.enforcer.before(call)
+        except BaseException as exc:
+            self.fail_span(span, exc)
+            raise
 
     async def aenforce(
         self, span: Span, spec: CallSpec, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> None:
         """Async twin of :meth:`enforce`."""
         call = span.call = CallInfo(span, args, kwargs, spec.param_names)
-        await self.enforcer.abefore(call)
+        try:
+            await self.enforcer.abefore(call)
+        except BaseException as exc:
+            self.fail_span(span, exc)
+            raise
 
     def end_span(self, span: Span, spec: CallSpec | None, result: Any = None) -> None:
         """Close a span that finished normally, recording ``result`` as its output (then the

@@ -342,9 +342,11 @@ def _coroutine_wrapper(fn: Callable[..., Any], spec: CallSpec) -> Callable[..., 
         client = _client.current
         if client is None:
             return await fn(*args, **kwargs)
-        span = await client.astart(spec, args, kwargs)
+        span = client.start(spec, args, kwargs, None, False)
         if span is None:
             return await fn(*args, **kwargs)
+        if client.enforcer.active:  # Client.astart inlined: no coroutine when nothing to await
+            await client.aenforce(span, spec, args, kwargs)
         token = CURRENT.set(span)
         otel = span.otel
         if otel is not None:
@@ -417,7 +419,9 @@ def _async_generator_wrapper(fn: Callable[..., Any], spec: CallSpec) -> Callable
     # this loop forwards asend/athrow/aclose to the function.
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         client = _client.current
-        span = None if client is None else await client.astart(spec, args, kwargs)
+        span = None if client is None else client.start(spec, args, kwargs, None, False)
+        if span is not None and client is not None and client.enforcer.active:
+            await client.aenforce(span, spec, args, kwargs)  # Client.astart inlined, as above
         stream = None if client is None or span is None else _StreamSpan(client, span, spec)
         generator: AsyncGenerator[Any, Any]
         try:

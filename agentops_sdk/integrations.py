@@ -346,8 +346,8 @@ class ExternalCall:
             return
         try:
             await client.aenforce(self.span, self._spec, (), arguments_of(None, self._input))
-        except BaseException as exc:
-            self.fail(exc)
+        except BaseException:
+            self._claim()  # the client ended the span with the refusal
             raise
 
     @contextlib.contextmanager

@@ -152,12 +152,13 @@ class Enforcer:
             if verdict is not None:
                 self._take(call, stage, verdict, settles=False)
         if call.approval is not None:
-            # Asked for, and no approval stage settled it: never run such a call unasked.
+            # Asked for, and no approval stage settled it (none is installed, or it let the
+            # request pass unasked): never run such a call.
             decision = Decision(
                 "deny",
                 stage="approval",
                 rule=call.approval.rule,
-                reason=f"{call.name} needs an approval, and no approval stage is installed",
+                reason=f"{call.name} needs an approval, and none was given",
             )
             self._record(call, decision)
             raise ApprovalDenied(decision.reason or "", rule=decision.rule, decision=decision)
@@ -190,6 +191,9 @@ class Enforcer:
         except Exception:
             self._crashed(call, call.stages[call.reached - 1])
             return None
+        except BaseException:  # interrupted (KeyboardInterrupt): the question is moot
+            wait.pending.cancel()
+            raise
         return _waited(decision, started)
 
     async def _await(self, call: CallInfo, wait: Wait) -> Decision | None:

@@ -196,7 +196,9 @@ def test_a_required_approval_with_no_approval_stage_is_refused(
     ask = Decision("require_approval", rule="external-mail")
     agentops_events.client.enforcer.install(Policy(decide=lambda call: ask))
 
-    with pytest.raises(agentops.ApprovalDenied, match="no approval stage") as raised:
+    with pytest.raises(
+        agentops.ApprovalDenied, match="needs an approval, and none was given"
+    ) as raised:
         send_email("ceo@elsewhere.com")
 
     assert ran == []
