@@ -1,6 +1,6 @@
 """The hub link: the SDK's receiving side of the hub.
 
-One daemon thread per process reads a :class:`HubSource` (the hub's event stream, with ETag
+One daemon thread per client reads a :class:`HubSource` (the hub's event stream, with ETag
 polling as its fallback; in tests, :class:`~agentops_sdk.enforcement.local.LocalHub`) and
 publishes what it learns as a new immutable :class:`Snapshot`. Stages read ``link.snapshot``
 on every call: one attribute read, no lock, no I/O; the thread only ever replaces it whole.
@@ -87,8 +87,8 @@ class HubSource(abc.ABC):
     ) -> Iterator[Update]:
         """Yield the updates of ``topics`` as they come, until ``stop`` is set (then return soon).
 
-        ``known`` is what the link holds: resume after it (its ETags), do not resend it. Raising
-        (or returning) is fine: the link logs it, waits a little longer each time, and asks again.
+        ``known`` is what the link holds: resume after it (its ETags), do not resend it. On a
+        raise (logged) or a return, the link waits a little longer each time and asks again.
         """
 
     def after_fork(self) -> None:  # noqa: B027 - most sources hold nothing a child must drop
