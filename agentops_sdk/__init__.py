@@ -14,27 +14,38 @@
 Before ``init()``, or with ``AGENTOPS_ENABLED=false``, the decorators cost almost nothing and
 record nothing. The SDK never raises into your code, except the enforcement errors
 (``PolicyViolation``, ``BudgetExceeded``...) whose whole point is to stop a call.
+
+Each public name is loaded on first use, so importing the package (as the hub does, for the
+wire schema in :mod:`agentops_sdk.contract`) loads none of the SDK's runtime.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from agentops_sdk._version import __version__
-from agentops_sdk.client import Client, get_client, init
-from agentops_sdk.config import Options
-from agentops_sdk.context import bind_context, current_span
-from agentops_sdk.decorators import agent, llm, run, span, step, tool
-from agentops_sdk.errors import (
-    AgentKilled,
-    AgentOpsError,
-    AgentPaused,
-    ApprovalDenied,
-    BudgetExceeded,
-    ConfigurationError,
-    EnforcementError,
-    PolicyViolation,
-)
-from agentops_sdk.spans import Span
+
+# Loaded now, as before: importing the submodule ``agentops_sdk.stats`` later would replace the
+# function ``stats`` below with the module of the same name.
 from agentops_sdk.stats import FlushResult, Stats
+
+if TYPE_CHECKING:
+    from agentops_sdk.client import Client, get_client, init
+    from agentops_sdk.config import Options
+    from agentops_sdk.context import bind_context, current_span
+    from agentops_sdk.decorators import agent, llm, run, span, step, tool
+    from agentops_sdk.errors import (
+        AgentKilled,
+        AgentOpsError,
+        AgentPaused,
+        ApprovalDenied,
+        BudgetExceeded,
+        ConfigurationError,
+        EnforcementError,
+        PolicyViolation,
+    )
+    from agentops_sdk.spans import Span
 
 __all__ = [
     "AgentKilled",
@@ -66,23 +77,62 @@ __all__ = [
     "tool",
 ]
 
+_HOMES = {
+    "agentops_sdk.client": ("Client", "get_client", "init"),
+    "agentops_sdk.config": ("Options",),
+    "agentops_sdk.context": ("bind_context", "current_span"),
+    "agentops_sdk.decorators": ("agent", "llm", "run", "span", "step", "tool"),
+    "agentops_sdk.errors": (
+        "AgentKilled",
+        "AgentOpsError",
+        "AgentPaused",
+        "ApprovalDenied",
+        "BudgetExceeded",
+        "ConfigurationError",
+        "EnforcementError",
+        "PolicyViolation",
+    ),
+    "agentops_sdk.spans": ("Span",),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
 _NOTHING = FlushResult(completed=True, sent=0, spooled=0, dropped=0, pending=0)
 
 
 def flush(timeout: float | None = None) -> FlushResult:
     """Deliver what is queued; return within ``timeout`` seconds saying what was sent/pending."""
+    from agentops_sdk.client import get_client
+
     client = get_client()
     return _NOTHING if client is None else client.flush(timeout)
 
 
 def shutdown(timeout: float | None = None) -> FlushResult:
     """Flush and stop the SDK (it also runs at exit, within ``shutdown_timeout``)."""
+    from agentops_sdk.client import get_client
+
     client = get_client()
     return _NOTHING if client is None else client.shutdown(timeout)
 
 
 def stats() -> Stats:
     """Delivery counters: queued, sent, dropped by reason, retried, spooled."""
+    from agentops_sdk.client import get_client
+
     client = get_client()
     if client is None:
         from agentops_sdk.stats import Counters

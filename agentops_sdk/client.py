@@ -1,9 +1,11 @@
 """The client: what ``init()`` builds and every decorated call talks to.
 
-It owns the options, the guard chain, the buffer, the delivery worker and the exporter, and it
-opens and closes spans for decorators, context managers and integrations. ``current`` is the one
-active client; ``None`` before ``init()`` or when the SDK is disabled, in which case decorated
-functions call straight through.
+It owns the options, the enforcer (with the user's guards and the hub link), the buffer, the
+delivery worker and the exporter. Decorators, ``run()``/``span()`` blocks and integrations all
+start a call with :meth:`Client.start` (or :meth:`Client.astart`): open its span, pass the
+enforcer; and end it with :meth:`Client.end_span` or :meth:`Client.fail_span`, which also run
+the stages' after-call hooks. ``current`` is the one active client; ``None`` before ``init()`` or
+when the SDK is disabled, in which case decorated functions call straight through.
 """
 
 from __future__ import annotations
@@ -22,17 +24,19 @@ from agentops_sdk.buffer import EventBuffer
 from agentops_sdk.capture import freeze, freeze_arguments
 from agentops_sdk.config import Options
 from agentops_sdk.context import CURRENT
+from agentops_sdk.enforcement import CallInfo, Enforcer, HubLink
 from agentops_sdk.exporters import Exporter, build_exporter
-from agentops_sdk.guards import CallInfo, GuardChain
+from agentops_sdk.guards import GuardChain
 from agentops_sdk.spans import Run, Span, SpanKind
 from agentops_sdk.spool import Spool, spool_key
 from agentops_sdk.stats import Counters, FlushResult, Stats
 from agentops_sdk.worker import Worker
 
 if TYPE_CHECKING:
+    from agentops_sdk.enforcement import HubSource
     from agentops_sdk.otel import OtelBridge
 
-__all__ = ["CallSpec", "Client", "current", "get_client", "init"]
+__all__ = ["CallSpec", "Client", "arguments_of", "current", "get_client", "init"]
 
 logger = logging.getLogger("agentops_sdk")
 
@@ -40,7 +44,7 @@ current: Client | None = None
 """The active client, or None (not initialised, or disabled)."""
 
 _lifecycle_lock = threading.Lock()
-_exit_hook_installed = False
+_process_hooks_installed = False
 _jsonl_notice_given = False
 
 
@@ -72,12 +76,24 @@ class CallSpec:
 
 
 class Client:
-    """The SDK's runtime for one configuration. Build it with :func:`init`."""
+    """The SDK's runtime for one configuration. Build it with :func:`init`.
 
-    def __init__(self, options: Options, exporter: Exporter | None = None) -> None:
+    ``hub_source`` is where the hub link reads the hub's state (see
+    :mod:`agentops_sdk.enforcement.link`), used only when ``options.hub_url`` is set: tests pass
+    a :class:`~agentops_sdk.enforcement.LocalHub`.
+    """
+
+    def __init__(
+        self,
+        options: Options,
+        exporter: Exporter | None = None,
+        hub_source: HubSource | None = None,
+    ) -> None:
         self.options = options
         self.guards = GuardChain()
-        """The before-call hook chain; see :mod:`agentops_sdk.guards`."""
+        """The user's guards, the enforcer's last stage; see :mod:`agentops_sdk.guards`."""
+        self.enforcer = Enforcer(self.guards, HubLink(_hub_source(options, hub_source)))
+        """What every call passes before it runs; see :mod:`agentops_sdk.enforcement`."""
         self.exporter = exporter or build_exporter(options)
         self._capture = options.capture
         self._max_chars = options.max_capture_chars
@@ -93,17 +109,24 @@ class Client:
             return self._capture
         return spec.capture
 
-    def open_span(
+    def start(  # no keyword-only parameters: calls to those cost more, and this is hot
         self,
         spec: CallSpec,
         args: tuple[Any, ...] = (),
         kwargs: Mapping[str, Any] | None = None,
-        *,
         given_input: Any = None,
+        enforce: bool = True,
     ) -> Span | None:
-        """Create the span for a call about to run (not yet current); None if that failed.
+        """Start a call about to run: open its span (not yet current) and pass the enforcer.
 
-        The input recorded is ``args``/``kwargs`` by parameter name, or ``given_input`` as it is.
+        Every decorated call, ``run()`` block and integration call starts here. The input
+        recorded is ``args``/``kwargs`` by parameter name, or ``given_input`` as it is. A stage
+        that must wait blocks this thread (:meth:`astart` awaits instead). Raises the refusing
+        stage's ``EnforcementError`` when the call must not run, its span recorded as blocked.
+        Returns None when the span could not be made: the call then runs unrecorded.
+
+        ``enforce=False`` only opens the span, for a caller that passes the enforcer itself
+        (:meth:`enforce`, :meth:`aenforce`).
         """
         try:
             now = time_ns()
@@ -144,18 +167,55 @@ class Client:
         except Exception:
             logger.exception("agentops: could not open a span for %s", spec.name)
             return None
+        # Inline, not a call to open then enforce: this is the hottest path of the SDK.
+        if self.enforcer.active and enforce:
+            self.enforce(span, spec, args, arguments_of(kwargs, given_input))
         return span
 
-    def check(self, span: Span, spec: CallSpec, args: tuple[Any, ...], kwargs: Any) -> None:
-        """Run the guard chain for a call (raises the guard's ``EnforcementError``)."""
-        self.guards.check(CallInfo(span, args, kwargs, spec.param_names))
+    async def astart(
+        self,
+        spec: CallSpec,
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        given_input: Any = None,
+    ) -> Span | None:
+        """Async twin of :meth:`start`: a stage that must wait is awaited.
 
-    async def acheck(self, span: Span, spec: CallSpec, args: tuple[Any, ...], kwargs: Any) -> None:
-        """Async twin of :meth:`check`."""
-        await self.guards.acheck(CallInfo(span, args, kwargs, spec.param_names))
+        Async decorators inline it (``start(..., enforce=False)``, then :meth:`aenforce` only
+        when the enforcer is active), so that a call with nothing to enforce makes no coroutine.
+        """
+        span = self.start(spec, args, kwargs, given_input, False)
+        if span is not None and self.enforcer.active:
+            await self.aenforce(span, spec, args, arguments_of(kwargs, given_input))
+        return span
+
+    def enforce(
+        self, span: Span, spec: CallSpec, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> None:
+        """Pass the call of an opened span through the enforcer; on a refusal (or anything else
+        raised while waiting) the span is closed with it and it propagates."""
+        call = span.call = CallInfo(span, args, kwargs, spec.param_names)
+        try:
+            self.enforcer.before(call)
+        except BaseException as exc:
+            self.fail_span(span, exc)
+            raise
+
+    async def aenforce(
+        self, span: Span, spec: CallSpec, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> None:
+        """Async twin of :meth:`enforce`."""
+        call = span.call = CallInfo(span, args, kwargs, spec.param_names)
+        try:
+            await self.enforcer.abefore(call)
+        except BaseException as exc:
+            self.fail_span(span, exc)
+            raise
 
     def end_span(self, span: Span, spec: CallSpec | None, result: Any = None) -> None:
-        """Close a span that finished normally, recording ``result`` as its output."""
+        """Close a span that finished normally, recording ``result`` as its output (then the
+        after-call hooks of the stages it passed run)."""
         try:
             span.end_ns = time_ns()
             if span.status == "running":
@@ -175,15 +235,16 @@ class Client:
             logger.exception("agentops: could not record the end of %s", span.name)
 
     def fail_span(self, span: Span, exc: BaseException) -> None:
-        """Close a span whose code raised ``exc`` (which the caller re-raises unchanged)."""
+        """Close a span whose code raised ``exc`` (which the caller re-raises unchanged), or
+        that a stage refused."""
         try:
             span.end_ns = time_ns()
             span.record_error(exc)
-            self._finish(span)
+            self._finish(span, exc)
         except Exception:
             logger.exception("agentops: could not record the failure of %s", span.name)
 
-    def _finish(self, span: Span) -> None:
+    def _finish(self, span: Span, error: BaseException | None = None) -> None:
         run = span.run
         run.span_count += 1
         if span.status == "error":
@@ -192,6 +253,9 @@ class Client:
         if usage is not None:
             run.input_tokens += usage["input_tokens"]
             run.output_tokens += usage["output_tokens"]
+        call = span.call
+        if call is not None:  # it passed the enforcer: its stages see how it went
+            self.enforcer.after(call, error)
         if span.otel is not None:
             span.otel.end(span)
         self._buffer.put(span)
@@ -228,6 +292,7 @@ class Client:
             self._closed = True
             if current is self:
                 current = None
+        self.enforcer.close()
         before = self._counters.snapshot(0)
         deadline = time.monotonic() + max(0.0, timeout)
         # Keep a slice of the budget for spooling what the hub did not take in time.
@@ -322,7 +387,7 @@ def init(options: Options | None = None, **overrides: Any) -> Client | None:
         import agentops_sdk as agentops
         agentops.init(hub_url="http://localhost:8000", api_key="ak_...", environment="prod")
     """
-    global current, _exit_hook_installed, _jsonl_notice_given
+    global current, _process_hooks_installed, _jsonl_notice_given
     if options is None:
         options = Options.from_env(**overrides)
     elif overrides:
@@ -337,9 +402,12 @@ def init(options: Options | None = None, **overrides: Any) -> Client | None:
     client = Client(options)
     with _lifecycle_lock:
         current = client
-        if not _exit_hook_installed:
-            _exit_hook_installed = True
+        if not _process_hooks_installed:
+            # Here, not at import: a process that only imports the SDK (the hub, for the
+            # contract) gets no hook.
+            _process_hooks_installed = True
             atexit.register(_shutdown_at_exit)
+            os.register_at_fork(after_in_child=_after_fork_in_child)
     from agentops_sdk.integrations import setup_integrations
 
     setup_integrations(options.integrations, options.disabled_integrations)
@@ -386,12 +454,30 @@ def _after_fork_in_child() -> None:
     client = current
     if client is not None:
         client._after_fork_in_child()
+        client.enforcer.after_fork()
 
 
 def _shutdown_at_process_exit(client: Client) -> None:
     from multiprocessing import util
 
     util.Finalize(client, client.shutdown, exitpriority=100)
+
+
+def _hub_source(options: Options, given: HubSource | None) -> HubSource | None:
+    """Where the hub link reads the hub's state: nowhere without a hub URL.
+
+    The hub's own stream (and ETag polling) comes with emergency controls; until then only a
+    source given to the client is read.
+    """
+    return given if options.hub_url else None
+
+
+def arguments_of(kwargs: Mapping[str, Any] | None, given_input: Any) -> Mapping[str, Any]:
+    """A call's keyword arguments for the stages: a block's or framework call's input is its
+    one argument, ``input``."""
+    if given_input is not None:
+        return {"input": given_input}
+    return {} if kwargs is None else kwargs
 
 
 def _usage_from_result(span: Span, result: Any) -> None:
@@ -418,6 +504,3 @@ def _usage_from_result(span: Span, result: Any) -> None:
         input_tokens=read("input_tokens", "prompt_tokens"),
         output_tokens=read("output_tokens", "completion_tokens"),
     )
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -6,7 +6,8 @@ reflection happens once, at decoration; a call does only what recording needs. B
 (or with ``AGENTOPS_ENABLED=false``) a decorated call is the bare call plus one lookup.
 
 The outermost decorated call of a context starts a run; calls inside it become its spans, linked
-to their parent. Every call passes the client's guard chain before its body runs.
+to their parent. Every call is started by ``Client.start`` (``astart`` when async), so it passes
+the enforcer (:mod:`agentops_sdk.enforcement`) before its body runs.
 
     import agentops_sdk as agentops
 
@@ -147,7 +148,7 @@ class run:  # lower case: used like a function, ``with agentops.run("triage"):``
             ...
             span.set_output(answer)
 
-    Works with ``with`` and ``async with``; the guard chain runs on entry.
+    Works with ``with`` and ``async with``; the enforcer runs on entry.
     """
 
     _kind: SpanKind = "agent"
@@ -170,28 +171,16 @@ class run:  # lower case: used like a function, ``with agentops.run("triage"):``
         self._token: Any = None
 
     def __enter__(self) -> Span:
-        client = self._open()
-        if client is None or self._span is None:
+        client = _client.current
+        if client is None:
             return NOOP_SPAN
-        try:
-            if client.guards.active:
-                client.check(self._span, self._spec, (), self._kwargs())
-        except BaseException as exc:
-            self._close(exc)
-            raise
-        return self._span
+        return self._entered(client, client.start(self._spec, given_input=self._input))
 
     async def __aenter__(self) -> Span:
-        client = self._open()
-        if client is None or self._span is None:
+        client = _client.current
+        if client is None:
             return NOOP_SPAN
-        try:
-            if client.guards.active:
-                await client.acheck(self._span, self._spec, (), self._kwargs())
-        except BaseException as exc:
-            self._close(exc)
-            raise
-        return self._span
+        return self._entered(client, await client.astart(self._spec, given_input=self._input))
 
     def __exit__(
         self,
@@ -209,19 +198,12 @@ class run:  # lower case: used like a function, ``with agentops.run("triage"):``
     ) -> None:
         self._close(exc)
 
-    def _kwargs(self) -> dict[str, Any]:
-        return {} if self._input is None else {"input": self._input}
-
-    def _open(self) -> _client.Client | None:
-        client = _client.current
-        if client is None:
-            return None
-        span = client.open_span(self._spec, given_input=self._input)
+    def _entered(self, client: _client.Client, span: Span | None) -> Span:
         if span is None:
-            return None
+            return NOOP_SPAN
         self._client, self._span = client, span
         self._token = _enter(span)
-        return client
+        return span
 
     def _close(self, exc: BaseException | None) -> None:
         span, client = self._span, self._client
@@ -332,7 +314,7 @@ def _function_wrapper(fn: Callable[..., Any], spec: CallSpec) -> Callable[..., A
         client = _client.current
         if client is None:
             return fn(*args, **kwargs)
-        span = client.open_span(spec, args, kwargs)
+        span = client.start(spec, args, kwargs)
         if span is None:
             return fn(*args, **kwargs)
         # _enter/_exit inlined: this is the hottest path of the SDK.
@@ -341,8 +323,6 @@ def _function_wrapper(fn: Callable[..., Any], spec: CallSpec) -> Callable[..., A
         if otel is not None:
             otel.attach()
         try:
-            if client.guards.active:
-                client.check(span, spec, args, kwargs)
             result = fn(*args, **kwargs)
         except BaseException as exc:
             client.fail_span(span, exc)
@@ -362,16 +342,16 @@ def _coroutine_wrapper(fn: Callable[..., Any], spec: CallSpec) -> Callable[..., 
         client = _client.current
         if client is None:
             return await fn(*args, **kwargs)
-        span = client.open_span(spec, args, kwargs)
+        span = client.start(spec, args, kwargs, None, False)
         if span is None:
             return await fn(*args, **kwargs)
+        if client.enforcer.active:  # Client.astart inlined: no coroutine when nothing to await
+            await client.aenforce(span, spec, args, kwargs)
         token = CURRENT.set(span)
         otel = span.otel
         if otel is not None:
             otel.attach()
         try:
-            if client.guards.active:
-                await client.acheck(span, spec, args, kwargs)
             result = await fn(*args, **kwargs)
         except BaseException as exc:
             client.fail_span(span, exc)
@@ -391,7 +371,7 @@ def _generator_wrapper(fn: Callable[..., Any], spec: CallSpec) -> Callable[..., 
         client = _client.current
         if client is None:
             return (yield from fn(*args, **kwargs))
-        span = client.open_span(spec, args, kwargs)
+        span = client.start(spec, args, kwargs)
         if span is None:
             return (yield from fn(*args, **kwargs))
         stream = _StreamSpan(client, span, spec)
@@ -399,8 +379,6 @@ def _generator_wrapper(fn: Callable[..., Any], spec: CallSpec) -> Callable[..., 
         try:
             token = _enter(span)
             try:
-                if client.guards.active:
-                    client.check(span, spec, args, kwargs)
                 generator = fn(*args, **kwargs)
                 item = next(generator)
             finally:
@@ -441,14 +419,14 @@ def _async_generator_wrapper(fn: Callable[..., Any], spec: CallSpec) -> Callable
     # this loop forwards asend/athrow/aclose to the function.
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         client = _client.current
-        span = None if client is None else client.open_span(spec, args, kwargs)
+        span = None if client is None else client.start(spec, args, kwargs, None, False)
+        if span is not None and client is not None and client.enforcer.active:
+            await client.aenforce(span, spec, args, kwargs)  # Client.astart inlined, as above
         stream = None if client is None or span is None else _StreamSpan(client, span, spec)
         generator: AsyncGenerator[Any, Any]
         try:
             token = _enter(span)
             try:
-                if stream is not None and stream.client.guards.active:
-                    await stream.client.acheck(stream.span, spec, args, kwargs)
                 generator = fn(*args, **kwargs)
                 item = await generator.__anext__()
             finally:

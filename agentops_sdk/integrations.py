@@ -13,7 +13,7 @@ some, and :func:`enable`/:func:`disable` do it by hand. Enabling twice is harmle
 restores the library as it was.
 
 Framework code records each LLM or tool call it sees with :class:`ExternalCall`, which passes the
-guard chain before the call runs (a refused call raises the guard's ``EnforcementError``, and the
+enforcer before the call runs (a refused call raises the stage's ``EnforcementError``, and the
 framework call must not be made), exactly like a decorated function::
 
     call = ExternalCall.start("llm", "chat gpt-4o", model="gpt-4o", provider="openai",
@@ -46,7 +46,7 @@ from types import ModuleType
 from typing import Any, ClassVar
 
 from agentops_sdk import client as _client
-from agentops_sdk.client import CallSpec
+from agentops_sdk.client import CallSpec, arguments_of
 from agentops_sdk.context import CURRENT
 from agentops_sdk.spans import Span, SpanKind
 
@@ -239,7 +239,7 @@ def claim_model_call(call: ExternalCall) -> None:
 
     A framework that wraps a provider's client (LangChain's ``ChatOpenAI`` around ``openai``)
     claims the call it records, so the provider's integration records nothing for it: one model
-    call, one ``llm`` span, its tokens counted once, its guards run once. The claim lapses by
+    call, one ``llm`` span, its tokens counted once, its stages passed once. The claim lapses by
     itself when ``call`` ends, so a claim left behind never hides a later call.
     """
     _model_call.set(call)
@@ -254,16 +254,19 @@ def model_call_claimed() -> bool:
 class ExternalCall:
     """One call made by framework code, recorded and guarded like a decorated call.
 
-    Make it with :meth:`start` (or :meth:`astart` in async code, so async guards can wait); end
+    Make it with :meth:`start` (or :meth:`astart` in async code, so a wait is awaited); end
     it exactly once with :meth:`end` or :meth:`fail`, from any thread: later calls do nothing,
     so a stream can end it on exhaustion, ``close()`` or garbage collection alike.
     """
 
-    __slots__ = ("_client", "_done", "_lock", "_spec", "span")
+    __slots__ = ("_client", "_done", "_input", "_lock", "_spec", "span")
 
-    def __init__(self, client: _client.Client, span: Span, spec: CallSpec) -> None:
+    def __init__(
+        self, client: _client.Client, span: Span, spec: CallSpec, input: Any = None
+    ) -> None:
         self._client = client
         self._spec = spec
+        self._input = input
         self._done = False
         self._lock = threading.Lock()
         self.span = span
@@ -279,21 +282,17 @@ class ExternalCall:
         provider: str | None = None,
         tags: Iterable[str] = (),
     ) -> ExternalCall | None:
-        """Open the call's span and run the guard chain; None when the SDK is off.
+        """Open the call's span and pass the enforcer; None when the SDK is off.
 
-        Raises the guard's ``EnforcementError`` when the call must not happen (the span is then
-        recorded as ``blocked``).
+        Raises the refusing stage's ``EnforcementError`` when the call must not happen (the span
+        is then recorded as ``blocked``). A stage that must wait blocks this thread.
         """
-        call = cls._open(kind, name, given_input=input, model=model, provider=provider, tags=tags)
-        if call is not None and call._client.guards.active:
-            try:
-                call._client.check(
-                    call.span, call._spec, (), {} if input is None else {"input": input}
-                )
-            except BaseException as exc:
-                call.fail(exc)
-                raise
-        return call
+        client = _client.current
+        if client is None:
+            return None
+        spec = CallSpec(kind=kind, name=name, tags=tuple(tags), model=model, provider=provider)
+        span = client.start(spec, given_input=input)
+        return None if span is None else cls(client, span, spec)
 
     @classmethod
     async def astart(
@@ -306,35 +305,50 @@ class ExternalCall:
         provider: str | None = None,
         tags: Iterable[str] = (),
     ) -> ExternalCall | None:
-        """Async twin of :meth:`start`: async guards (approvals) may wait here."""
-        call = cls._open(kind, name, given_input=input, model=model, provider=provider, tags=tags)
-        if call is not None and call._client.guards.active:
-            try:
-                await call._client.acheck(
-                    call.span, call._spec, (), {} if input is None else {"input": input}
-                )
-            except BaseException as exc:
-                call.fail(exc)
-                raise
-        return call
-
-    @classmethod
-    def _open(
-        cls,
-        kind: SpanKind,
-        name: str,
-        *,
-        given_input: Any,
-        model: str | None,
-        provider: str | None,
-        tags: Iterable[str],
-    ) -> ExternalCall | None:
+        """Async twin of :meth:`start`: a stage that must wait (an approval) is awaited."""
         client = _client.current
         if client is None:
             return None
         spec = CallSpec(kind=kind, name=name, tags=tuple(tags), model=model, provider=provider)
-        span = client.open_span(spec, given_input=given_input)
+        span = await client.astart(spec, given_input=input)
         return None if span is None else cls(client, span, spec)
+
+    @classmethod
+    def open(
+        cls,
+        kind: SpanKind,
+        name: str,
+        *,
+        input: Any = None,
+        model: str | None = None,
+        provider: str | None = None,
+        tags: Iterable[str] = (),
+    ) -> ExternalCall | None:
+        """Open the call's span without passing the enforcer yet: :meth:`aenforce` does, later.
+
+        For framework code that learns of a call in a sync callback but can await before the
+        call runs (LangChain's handler in an async run).
+        """
+        client = _client.current
+        if client is None:
+            return None
+        spec = CallSpec(kind=kind, name=name, tags=tuple(tags), model=model, provider=provider)
+        span = client.start(spec, given_input=input, enforce=False)
+        return None if span is None else cls(client, span, spec, input)
+
+    async def aenforce(self) -> None:
+        """Pass the enforcer, awaiting any wait, for a call made with :meth:`open`.
+
+        Raises the refusing stage's ``EnforcementError``, the call ended as ``blocked``.
+        """
+        client = self._client
+        if not client.enforcer.active:
+            return
+        try:
+            await client.aenforce(self.span, self._spec, (), arguments_of(None, self._input))
+        except BaseException:
+            self._claim()  # the client ended the span with the refusal
+            raise
 
     @contextlib.contextmanager
     def activated(self) -> Iterator[Span]:

@@ -1,9 +1,9 @@
 """The thread that ships encoded batches to the exporter, and decides when to try again.
 
 Two sources feed it: fresh batches the worker hands over (up to ``HANDOFF_BATCHES``, in
-memory) and the disk spool. Each request carries as much as is ready, up to ``DRAIN_EVENTS`` events and
-``DRAIN_BYTES``; when both sources have work it takes them in turn, so a backlog drains oldest
-first, at about the hub's ingest rate, while new events keep flowing.
+memory) and the disk spool. Each request carries as much as is ready, up to ``DRAIN_EVENTS``
+events and ``DRAIN_BYTES``; when both sources have work it takes them in turn, so a backlog
+drains oldest first, at about the hub's ingest rate, while new events keep flowing.
 
 A transient failure (the hub unreachable, 5xx, 429) never waits in memory when there is a spool:
 the batch being sent, and every batch handed over but not yet sent, go to the spool at once, and

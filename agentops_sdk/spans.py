@@ -2,7 +2,7 @@
 
 The hot path fills these plain ``__slots__`` records (integers, clock readings, snapshots); the
 worker thread turns them into wire dicts (``to_wire``), whose shape is defined by the pydantic
-models in :mod:`agentops_sdk.schema`. A :class:`Span` is also the handle users get from
+models in :mod:`agentops_sdk.contract.schema`. A :class:`Span` is also the handle users get from
 ``agentops.current_span()`` to add what only their code knows (usage, attributes, output).
 """
 
@@ -14,15 +14,14 @@ from time import time_ns
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from agentops_sdk.capture import render, snapshot
+from agentops_sdk.contract import SCHEMA_VERSION
 from agentops_sdk.ids import derive_id, format_id, next_sequence
 
 if TYPE_CHECKING:
+    from agentops_sdk.enforcement.call import CallInfo
     from agentops_sdk.otel import OtelSpan
 
 __all__ = ["SCHEMA_VERSION", "NOOP_SPAN", "Run", "Span", "SpanKind", "Status"]
-
-SCHEMA_VERSION: Final = 1
-"""Version of the wire schema; bumped on any change a reader must know about."""
 
 SpanKind = Literal["agent", "tool", "step", "llm"]
 Status = Literal["running", "ok", "error", "blocked", "cancelled"]
@@ -135,6 +134,7 @@ class Span:
         "_max_chars",
         "_sequence",
         "attributes",
+        "call",
         "end_ns",
         "error",
         "events",
@@ -183,6 +183,8 @@ class Span:
         self.provider: str | None = None
         self.usage: dict[str, int] | None = None
         self.otel: OtelSpan | None = None
+        self.call: CallInfo | None = None
+        """What the enforcer's stages saw of this call; None when none was consulted."""
         self.size = 384
         self._max_chars = max_chars
 

@@ -21,8 +21,9 @@ import pytest
 
 from agentops_sdk import client as _client
 from agentops_sdk.config import Options
+from agentops_sdk.contract.schema import RunEvent, SpanEvent
+from agentops_sdk.enforcement import HubSource
 from agentops_sdk.exporters.memory import MemoryExporter
-from agentops_sdk.schema import RunEvent, SpanEvent
 
 __all__ = ["CapturedEvents", "agentops_events", "capture_events"]
 
@@ -80,16 +81,20 @@ class CapturedEvents:
 
 
 @contextlib.contextmanager
-def capture_events(**options: Any) -> Iterator[CapturedEvents]:
+def capture_events(
+    *, hub_source: HubSource | None = None, **options: Any
+) -> Iterator[CapturedEvents]:
     """Record into memory for the duration of the block, then restore the previous client.
 
     ``options`` are any of :class:`agentops_sdk.Options` (e.g. ``capture=False``,
     ``before_send=...``); the environment is ignored so tests do not depend on it.
+    ``hub_source`` stands in for the hub's side of the hub link (a
+    :class:`~agentops_sdk.enforcement.LocalHub`; read only when ``hub_url`` is set too).
     """
     exporter = MemoryExporter()
     settings: dict[str, Any] = {"environment": "test", "spool": False, "flush_interval": 0.05}
     settings.update(options)
-    client = _client.Client(Options(exporter=exporter, **settings))
+    client = _client.Client(Options(exporter=exporter, **settings), hub_source=hub_source)
     previous, _client.current = _client.current, client
     try:
         yield CapturedEvents(client, exporter)

@@ -2,7 +2,7 @@
 
 ``agentops.init()`` enables the LangChain integration by itself, so no callback is passed
 anywhere: the model calls and the tool call are recorded under the ``weather-agent`` run, and the
-tool call passes the guard chain before it runs. With ``OPENAI_API_KEY`` set and
+tool call passes the enforcer before it runs. With ``OPENAI_API_KEY`` set and
 ``langchain-openai`` installed the model is ``ChatOpenAI``; otherwise LangChain's own fake chat
 model plays its part, so the example runs without any key.
 

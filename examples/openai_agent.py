@@ -2,7 +2,7 @@
 
 ``agentops.init()`` enables the OpenAI integration by itself: each ``chat.completions.create``
 becomes an ``llm`` span (model, tokens, the tool call the model asked for) under the
-``weather-agent`` run, after passing the guard chain. With ``OPENAI_API_KEY`` set the real API
+``weather-agent`` run, after passing the enforcer. With ``OPENAI_API_KEY`` set the real API
 answers; otherwise a local fake does (the real ``openai`` client over an ``httpx.MockTransport``
 returning canned API responses), so the example runs without any key.
 

@@ -55,7 +55,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentops_sdk.schema import (
+from agentops_sdk.contract.schema import (
     SCHEMA_VERSION,
     Batch,
     Event,

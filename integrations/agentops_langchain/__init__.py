@@ -2,7 +2,7 @@
 
 ``init()`` enables it when ``langchain-core`` is installed: every chain, runnable, chat model,
 LLM, tool, retriever and LangGraph graph then records into the run tree, and tool and model
-calls pass the guard chain before they run, with no callback to pass::
+calls pass the enforcer before they run, with no callback to pass::
 
     import agentops_sdk as agentops
 

@@ -16,23 +16,28 @@ tool               ``tool``, named as the tool, its arguments as input
 retriever          ``step`` with a ``retriever`` attribute and the documents as output
 =================  =======================================================================
 
-Guards run when a run starts, so a refused tool or model call raises the guard's
+Each run passes the enforcer when it starts, so a refused tool or model call raises the stage's
 ``EnforcementError`` out of LangChain before the tool body or the model runs (the handler sets
 ``raise_error``; any failure of its own is logged, never raised). The handler is synchronous and
-runs inline in async runs too, which keeps the tree in order; an approval that waits therefore
-holds the event loop of an async run while it waits.
+runs inline in async runs too, which keeps the tree in order. A stage that must wait (an
+approval) blocks a sync run; in an async run the handler only opens the span, and the enforcer
+is awaited right after LangChain's async dispatch of the start event (:class:`AsyncDispatch`,
+installed with the automatic handler), still before the tool or model runs, so the event loop
+keeps serving other tasks meanwhile.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, cast
 from uuid import UUID
 
 from langchain_core.agents import AgentAction, AgentFinish
 from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.callbacks import manager as callback_manager
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import LLMResult
 from langchain_core.tracers.context import register_configure_hook
@@ -44,6 +49,7 @@ from agentops_sdk.spans import Span, SpanKind
 
 __all__ = [
     "AgentOpsCallbackHandler",
+    "AsyncDispatch",
     "register_automatic_handler",
     "unregister_automatic_handler",
 ]
@@ -52,6 +58,15 @@ logger = logging.getLogger("agentops_sdk")
 
 AGENT_CLASSES = frozenset({"AgentExecutor", "CompiledStateGraph", "CompiledGraph", "Pregel"})
 """Runnables recorded as ``agent`` when they are the root of a LangChain tree."""
+
+START_EVENTS = frozenset(
+    {"on_chain_start", "on_chat_model_start", "on_llm_start", "on_tool_start", "on_retriever_start"}
+)
+"""The callbacks that start a run, hence pass the enforcer."""
+
+_Deferred = list[tuple["AgentOpsCallbackHandler", UUID, ExternalCall]]
+_deferred: ContextVar[_Deferred | None] = ContextVar("agentops_langchain_deferred", default=None)
+"""Set while :class:`AsyncDispatch` delivers a start event: runs opened then, to enforce next."""
 
 
 class AgentOpsCallbackHandler(BaseCallbackHandler):
@@ -288,8 +303,12 @@ class AgentOpsCallbackHandler(BaseCallbackHandler):
         parent = None if parent_run_id is None else self._calls.get(parent_run_id)
         # ExternalCall nests under the current span: make the parent current just for the start.
         token = None if parent is None else CURRENT.set(parent.span)
+        deferred = _deferred.get()
         try:
-            call = ExternalCall.start(kind, name, input=input, model=model, provider=provider)
+            if deferred is None:
+                call = ExternalCall.start(kind, name, input=input, model=model, provider=provider)
+            else:  # an async run: AsyncDispatch awaits the enforcer once this callback returns
+                call = ExternalCall.open(kind, name, input=input, model=model, provider=provider)
         except EnforcementError:
             raise
         except Exception:
@@ -300,7 +319,22 @@ class AgentOpsCallbackHandler(BaseCallbackHandler):
                 CURRENT.reset(token)
         if call is not None:
             self._calls[run_id] = call
+            if deferred is not None:
+                deferred.append((self, run_id, call))
         return call
+
+    async def _enforce(self, run_id: UUID, call: ExternalCall) -> None:
+        """Pass the enforcer for a run opened in an async run (see :class:`AsyncDispatch`)."""
+        try:
+            await call.aenforce()
+        except Exception as exc:
+            self._calls.pop(run_id, None)  # ended by its refusal: LangChain will not end it
+            if isinstance(exc, EnforcementError):
+                raise
+            logger.exception("agentops: could not enforce the LangChain run %s", call.span.name)
+        except BaseException:
+            self._calls.pop(run_id, None)
+            raise
 
     def _end(self, run_id: UUID, output: Any) -> None:
         call = self._calls.pop(run_id, None)
@@ -314,15 +348,72 @@ class AgentOpsCallbackHandler(BaseCallbackHandler):
 
 
 def register_automatic_handler() -> None:
-    """Add a handler to every LangChain run from now on (what ``instrument()`` does)."""
+    """Add a handler to every LangChain run from now on, and let async runs await the enforcer
+    (what ``instrument()`` does)."""
     _automatic.handler = AgentOpsCallbackHandler()
+    _async_dispatch.install()
 
 
 def unregister_automatic_handler() -> None:
     """Stop recording through the automatic handler, in runs already started too."""
+    _async_dispatch.remove()
     handler, _automatic.handler = _automatic.handler, None
     if handler is not None:
         handler._recording = False
+
+
+class AsyncDispatch:
+    """Wraps LangChain's async event dispatch (``callback_manager.ahandle_event``) so that the
+    start of a run in an async run awaits the enforcer instead of blocking the event loop.
+
+    Every ``AsyncCallbackManager`` delivers its events through that one function. While it
+    delivers a start event, a context variable tells the handler (called inline, synchronously)
+    to only open the run's span; once delivery is over, the wrapper awaits the enforcer for
+    each run so opened. LangChain calls the tool or the model only after the dispatch returns,
+    and a refusal raised here propagates out of it exactly like one raised by the handler.
+    Runs dispatched any other way (sync runs) keep the blocking path.
+    """
+
+    def __init__(self) -> None:
+        self._original: Callable[..., Coroutine[Any, Any, None]] | None = None
+        self._wrapper: Callable[..., Coroutine[Any, Any, None]] | None = None
+
+    def install(self) -> None:
+        """Wrap the dispatch; a second call does nothing."""
+        if self._wrapper is not None:
+            return
+        original = callback_manager.ahandle_event
+        active = self
+
+        @functools.wraps(original)
+        async def ahandle_event(
+            handlers: list[Any], event_name: str, ignore_condition_name: str | None, *args: Any,
+            **kwargs: Any,
+        ) -> None:  # fmt: skip
+            if active._wrapper is not ahandle_event or event_name not in START_EVENTS:
+                return await original(handlers, event_name, ignore_condition_name, *args, **kwargs)
+            deferred: _Deferred = []
+            token = _deferred.set(deferred)
+            try:
+                await original(handlers, event_name, ignore_condition_name, *args, **kwargs)
+            finally:
+                _deferred.reset(token)
+            for handler, run_id, call in deferred:
+                await handler._enforce(run_id, call)
+            return None
+
+        self._original, self._wrapper = original, ahandle_event
+        callback_manager.ahandle_event = ahandle_event
+
+    def remove(self) -> None:
+        """Restore the dispatch (or, if something wrapped it after us, switch ours off)."""
+        original, wrapper = self._original, self._wrapper
+        self._original = self._wrapper = None
+        if wrapper is not None and callback_manager.ahandle_event is wrapper:
+            callback_manager.ahandle_event = original  # type: ignore[assignment]
+
+
+_async_dispatch = AsyncDispatch()
 
 
 class _AutomaticHandler:

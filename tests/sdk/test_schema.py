@@ -12,9 +12,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
+from agentops_sdk.contract.decisions import (
+    DECISION_EVENT,
+    MAX_REASON_CHARS,
+    MAX_RULE_CHARS,
+    OUTCOMES,
+    STAGES,
+    Decision,
+)
 from agentops_sdk.exporters import ExportBatch
 from agentops_sdk.ids import format_id, new_id
-from agentops_sdk.schema import SCHEMA_VERSION, Batch, Event, RunEvent, SpanEvent
+from agentops_sdk.schema import (
+    SCHEMA_VERSION,
+    Batch,
+    DecisionRecord,
+    Event,
+    RunEvent,
+    SpanEvent,
+    SpanPoint,
+)
 from agentops_sdk.testing import capture_events
 
 EVENT = TypeAdapter(Event)
@@ -159,3 +175,66 @@ def test_what_the_sdk_records_validates_against_the_schema(
         EVENT.validate_python(event)
     batch = ExportBatch(format_id(new_id()), events, [json.dumps(e).encode() for e in events])
     assert len(Batch.model_validate_json(batch.payload).events) == len(events)
+
+
+# -- decisions ------------------------------------------------------------------------------------
+
+decision_records = st.builds(
+    dict,
+    outcome=st.sampled_from(OUTCOMES),
+    stage=st.none() | st.sampled_from(STAGES),
+    rule=st.none() | st.text(max_size=MAX_RULE_CHARS),
+    reason=st.none() | st.text(max_size=60),
+    details=st.dictionaries(st.text(max_size=8), json_values, max_size=3),
+)
+
+
+def with_decision(event: dict[str, Any], attributes: dict[str, Any]) -> dict[str, Any]:
+    point = {"name": DECISION_EVENT, "at": "2026-01-02T03:04:05.000006Z", "attributes": attributes}
+    return {**event, "events": [point]}
+
+
+@given(span_events, decision_records)
+def test_a_span_carrying_a_decision_round_trips_and_reads_it_back_typed(
+    event: dict[str, Any], record: dict[str, Any]
+) -> None:
+    parsed = SpanEvent.model_validate(with_decision(event, record))
+
+    assert parsed.decisions == [DecisionRecord.model_validate(record)]
+    assert SpanEvent.model_validate_json(parsed.model_dump_json()) == parsed
+
+
+MALFORMED_DECISIONS = [
+    ("unknown outcome", {"outcome": "maybe"}),
+    ("unknown stage", {"outcome": "deny", "stage": "kernel"}),
+    ("no outcome", {"stage": "policy"}),
+    ("rule too long", {"outcome": "deny", "rule": "r" * (MAX_RULE_CHARS + 1)}),
+    ("reason too long", {"outcome": "deny", "reason": "x" * (MAX_REASON_CHARS + 1)}),
+    ("unknown field", {"outcome": "deny", "verdict": "no"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("why", "attributes"), MALFORMED_DECISIONS, ids=[m[0] for m in MALFORMED_DECISIONS]
+)
+@settings(max_examples=10)
+@given(event=span_events)
+def test_a_malformed_decision_event_is_rejected(
+    why: str, attributes: dict[str, Any], event: dict[str, Any]
+) -> None:
+    with pytest.raises(ValidationError):
+        SpanEvent.model_validate(with_decision(event, attributes))
+
+
+def test_other_span_events_may_carry_any_attributes() -> None:
+    point = SpanPoint(name="retry", at=datetime(2026, 1, 2, tzinfo=UTC), attributes={"outcome": 1})
+
+    assert point.attributes == {"outcome": 1}
+
+
+def test_a_decision_longer_than_the_wire_allows_is_cut_to_fit() -> None:
+    decision = Decision("deny", stage="policy", rule="r" * 1000, reason="x" * 5000)
+
+    record = DecisionRecord.model_validate(decision.to_wire())
+
+    assert (len(record.rule or ""), len(record.reason or "")) == (MAX_RULE_CHARS, MAX_REASON_CHARS)

@@ -21,7 +21,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentops_sdk.schema import IngestResult
+from agentops_sdk.contract.schema import IngestResult
 from agentops_server.auth.guards import requires
 from agentops_server.auth.permissions import Permission
 from agentops_server.auth.principal import Principal

@@ -1,0 +1,126 @@
+"""Every exception the SDK can raise, in one hierarchy.
+
+The SDK never raises into agent code except for the enforcement errors below, which exist to
+stop a call before it happens, and :class:`ConfigurationError`, raised by ``init()`` for bad
+options.
+
+::
+
+    AgentOpsError
+    ├── ConfigurationError        bad option or environment variable given to init()
+    └── EnforcementError          a stage of the enforcer stopped a call before it ran
+        ├── PolicyViolation       a policy rule denies the call
+        ├── BudgetExceeded        the call would spend past a hard budget
+        ├── ApprovalDenied        a human (or a timeout) refused a required approval
+        ├── AgentPaused           the agent is paused by an emergency control
+        ├── AgentKilled           the agent is stopped by the kill switch
+        └── EnforcementUnavailable  a stage that must decide failed, so the call is refused
+
+Catch exactly what you mean::
+
+    try:
+        send_email(to, body)
+    except agentops.PolicyViolation as exc:
+        log.warning("blocked by %s", exc.rule)
+
+The public path of these classes is ``agentops_sdk.errors`` (and ``agentops_sdk`` for most).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agentops_sdk.contract.decisions import Decision
+
+__all__ = [
+    "AgentKilled",
+    "AgentOpsError",
+    "AgentPaused",
+    "ApprovalDenied",
+    "BudgetExceeded",
+    "ConfigurationError",
+    "EnforcementError",
+    "EnforcementUnavailable",
+    "PolicyViolation",
+]
+
+
+class AgentOpsError(Exception):
+    """Base class of every error the SDK raises."""
+
+
+class ConfigurationError(AgentOpsError, ValueError):
+    """An option passed to ``init()``, or read from the environment, is invalid."""
+
+
+class EnforcementError(AgentOpsError):
+    """A stage of the enforcer stopped a call before it ran.
+
+    ``rule`` names what decided (a policy rule id, a budget name, a control id) when known;
+    ``decision`` is the whole :class:`~agentops_sdk.contract.decisions.Decision` when a
+    built-in stage refused (a user guard raises its error itself and leaves it ``None``).
+    """
+
+    code = "enforcement"
+
+    def __init__(
+        self, message: str, *, rule: str | None = None, decision: Decision | None = None
+    ) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.decision = decision
+
+
+class PolicyViolation(EnforcementError):
+    """A policy rule denies the call."""
+
+    code = "policy_violation"
+
+
+class BudgetExceeded(EnforcementError):
+    """The call would spend past a hard budget limit."""
+
+    code = "budget_exceeded"
+
+
+class ApprovalDenied(EnforcementError):
+    """A required human approval was refused or timed out."""
+
+    code = "approval_denied"
+
+
+class AgentPaused(EnforcementError):
+    """The agent is paused by an emergency control."""
+
+    code = "agent_paused"
+
+
+class AgentKilled(EnforcementError):
+    """The agent is stopped by the kill switch."""
+
+    code = "agent_killed"
+
+
+class EnforcementUnavailable(EnforcementError):
+    """A stage that fails closed (controls, budgets) crashed: the call is refused, not waved
+    through. The crash is in the SDK's log."""
+
+    code = "enforcement_unavailable"
+
+
+# Spans record an error by its class's qualified name, and the hub shows it: that name is the
+# public path, wherever the class is defined.
+for _error in (
+    AgentOpsError,
+    ConfigurationError,
+    EnforcementError,
+    PolicyViolation,
+    BudgetExceeded,
+    ApprovalDenied,
+    AgentPaused,
+    AgentKilled,
+    EnforcementUnavailable,
+):
+    _error.__module__ = "agentops_sdk.errors"
+del _error

@@ -1,0 +1,55 @@
+"""The enforcement spine: what every guarded call passes before it runs, and after.
+
+Decorated functions, ``agentops.run()``/``span()`` blocks and framework integrations all start
+a call the same way (``Client.start``/``astart``, which ``ExternalCall`` wraps): its span is
+opened, then the client's :class:`Enforcer` passes it through fixed stages in a fixed order::
+
+    controls -> policy -> budget -> approval -> guards (the user's, client.guards.add(...))
+
+Each stage returns a :class:`~agentops_sdk.contract.decisions.Decision` (allow, deny,
+require_approval, warn, naming the stage and the rule), a :class:`Wait` for one to come, or
+nothing. A deny raises the stage's typed error (``AgentKilled``, ``PolicyViolation``...) before
+the call's body runs; a ``require_approval`` is settled by the approval stage or refused; a
+warn is recorded and the call goes on. Every decision but a plain allow is recorded on the
+call's span (an ``agentops.decision`` event), so the hub sees it. When the call ends, the
+``after`` hook of every stage it passed sees how it went (:class:`CallResult`: status, tokens,
+cost), so a budget can reconcile what it reserved.
+
+A :class:`Wait` blocks a sync call and is awaited by an async one, the LangChain handler's
+included. A stage that crashes fails closed or open as it declares (``Stage.fails_closed``):
+controls and budgets refuse the call (``EnforcementUnavailable``), the user's guards let it go;
+either way the crash is logged, once a minute at most.
+
+Stages read the hub's state from the client's :class:`HubLink`, whose daemon thread swaps in
+immutable :class:`Snapshot` objects: no lock and no I/O on the call path. The thread reads a
+:class:`HubSource` (:class:`LocalHub` is the in-process double for tests) and runs only when the
+client has a hub URL and an installed stage reads from it.
+
+With no stage installed and no guard added the enforcer is not consulted at all, so a call
+costs what it did before the spine existed.
+"""
+
+from __future__ import annotations
+
+from agentops_sdk.contract.decisions import ALLOW, Decision
+from agentops_sdk.enforcement.call import CallInfo, CallResult
+from agentops_sdk.enforcement.enforcer import Enforcer
+from agentops_sdk.enforcement.link import EMPTY, HubLink, HubSource, Snapshot, Update
+from agentops_sdk.enforcement.local import LocalHub
+from agentops_sdk.enforcement.stage import Stage, Wait
+
+__all__ = [
+    "ALLOW",
+    "EMPTY",
+    "CallInfo",
+    "CallResult",
+    "Decision",
+    "Enforcer",
+    "HubLink",
+    "HubSource",
+    "LocalHub",
+    "Snapshot",
+    "Stage",
+    "Update",
+    "Wait",
+]

@@ -1,0 +1,130 @@
+"""What the enforcer's stages see: the call before it runs, and how it went after."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agentops_sdk.contract.decisions import Decision
+    from agentops_sdk.enforcement.stage import Stage
+    from agentops_sdk.spans import Span, Status
+
+__all__ = ["CallInfo", "CallResult"]
+
+
+class CallInfo:
+    """What a stage (or a user guard) knows about a call that is about to run.
+
+    The enforcer also keeps here how far the call got: the stages it passed (``stages[:reached]``,
+    whose ``after`` hooks run when it ends), the decisions recorded on its span, and a
+    ``require_approval`` still waiting for the approval stage.
+    """
+
+    __slots__ = (
+        "_arguments",
+        "_param_names",
+        "_state",
+        "approval",
+        "args",
+        "decision",
+        "kwargs",
+        "reached",
+        "span",
+        "stages",
+    )
+
+    def __init__(
+        self,
+        span: Span,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        param_names: tuple[str, ...] = (),
+    ) -> None:
+        self.span = span
+        self.args = args
+        self.kwargs = kwargs
+        self._param_names = param_names
+        self._arguments: dict[str, Any] | None = None
+        self._state: dict[str, Any] | None = None
+        self.stages: tuple[Stage, ...] = ()
+        """The stages this call passes, fixed when it starts."""
+        self.reached = 0
+        """How many of ``stages`` it has been through."""
+        self.decision: Decision | None = None
+        """The last decision recorded for it (None while every stage allowed it)."""
+        self.approval: Decision | None = None
+        """A ``require_approval`` decision the approval stage has not settled yet."""
+
+    @property
+    def kind(self) -> str:
+        """``agent``, ``tool``, ``step`` or ``llm``."""
+        return self.span.kind
+
+    @property
+    def name(self) -> str:
+        """The tool, step or agent name; for LLM calls, the span name."""
+        return self.span.name
+
+    @property
+    def agent(self) -> str:
+        """The agent whose run this call belongs to."""
+        return self.span.run.agent
+
+    @property
+    def environment(self) -> str:
+        """``prod``, ``staging``, ``test`` or ``dev``."""
+        return self.span.run.environment
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """The call's own tags followed by its run's, each once (a run's root shares its tags)."""
+        return tuple(dict.fromkeys(self.span.tags + self.span.run.tags))
+
+    @property
+    def model(self) -> str | None:
+        """The model of an LLM call, when known before the call."""
+        return self.span.model
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        """The call's arguments by parameter name (positional ones named from the signature)."""
+        if self._arguments is None:
+            named = {
+                name: value
+                for name, value in zip(self._param_names, self.args, strict=False)
+                if name  # "" stands for self/cls
+            }
+            extra = self.args[len(self._param_names) :]
+            if extra:
+                named["*args"] = extra
+            named.update(self.kwargs)
+            self._arguments = named
+        return self._arguments
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """Scratch space for stages, kept from ``before`` to ``after`` (a budget's reservation):
+        each stage keys its entries by its own name."""
+        if self._state is None:
+            self._state = {}
+        return self._state
+
+
+class CallResult:
+    """How a call ended, for the stages' ``after`` hooks (a budget reconciles its spend here)."""
+
+    __slots__ = ("cost", "duration_ns", "error", "input_tokens", "model", "output_tokens", "status")
+
+    def __init__(self, span: Span, error: BaseException | None) -> None:
+        usage = span.usage
+        self.status: Status = span.status
+        """``ok``, ``error``, ``blocked`` (a stage refused it) or ``cancelled``."""
+        self.error = error
+        """The exception the call ended with, if any (for ``blocked``, the refusal)."""
+        self.model = span.model
+        self.input_tokens = None if usage is None else usage["input_tokens"]
+        self.output_tokens = None if usage is None else usage["output_tokens"]
+        self.cost: float | None = None
+        """The call's cost in USD; None until the SDK prices calls itself (the budgets issue)."""
+        self.duration_ns = 0 if span.end_ns is None else span.end_ns - span.start_ns
