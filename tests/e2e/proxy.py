@@ -3,7 +3,8 @@
 It forwards every request to the hub and relays the answer, and it can be told, while the
 processes run, to slow every request down (a slow hub), or to answer every request itself with
 a status such as 429 or 503 (and a ``Retry-After``) without asking the hub. It counts the events
-of every ingest batch the hub acknowledged (2xx), so a test knows exactly what was delivered.
+of every ingest batch the hub acknowledged (2xx), so a test knows exactly what was delivered;
+a slowed request whose client has given up by then is not forwarded.
 
     with Proxy(hub.url) as proxy:
         proxy.refuse(429, retry_after=1)
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import select
+import socket
 import threading
 import time
 from collections import Counter
@@ -103,6 +106,8 @@ class Proxy:
             return
         if self.delay:
             time.sleep(self.delay)  # the slow hub this proxy plays
+            if _gone(handler):
+                return  # the SDK gave up waiting (its deadline): the hub never sees the request
         headers = {
             name: value
             for name, value in handler.headers.items()
@@ -139,3 +144,15 @@ class Proxy:
             handler.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the SDK gave up waiting (its own timeout); nothing to relay to
+
+
+def _gone(handler: BaseHTTPRequestHandler) -> bool:
+    """Whether the client closed its connection (readable, with nothing left to read)."""
+    connection: socket.socket = handler.connection
+    readable, _, _ = select.select([connection], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return connection.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
