@@ -4,11 +4,13 @@
 - :mod:`agentops_sdk.contract.ids`: time-ordered ids (UUIDv7) and their text form.
 - :mod:`agentops_sdk.contract.errors`: the typed errors that stop a call.
 - :mod:`agentops_sdk.contract.decisions`: what an enforcement stage decides about a call.
+- :mod:`agentops_sdk.contract.controls`: emergency controls (pause, kill) and how a call's
+  effective state follows from them.
 
 The pure policy engine joins them next. Nothing here imports the SDK's runtime (client,
 decorators, buffer, worker, spool, exporters), starts a thread or registers a process hook, so
 the hub imports it in every one of its processes. Only ``schema`` needs pydantic; the other
-modules use the standard library alone, so the SDK's hot path uses them too.
+modules but ``controls`` use the standard library alone, so the SDK's hot path uses them too.
 """
 
 from __future__ import annotations
