@@ -83,7 +83,7 @@ class ControlScope(_Wire):
         *,
         agent: str,
         environment: str,
-        tags: Iterable[str],
+        tags: tuple[str, ...],
         run_id: str | None,
         profile: AgentProfile | None,
     ) -> bool:
@@ -99,7 +99,9 @@ class ControlScope(_Wire):
             return run_id is not None and value == run_id
         if kind == "team":
             return profile is not None and profile.team == value
-        return value in tags or (profile is not None and value in profile.tags)
+        return value is not None and (
+            value in tags or (profile is not None and value in profile.tags)
+        )
 
 
 class Control(_Wire):
