@@ -24,6 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentops_sdk import __version__
+from agentops_server.api.decoding import HubRequest, ValueKinds
 from agentops_server.api.v1 import api_router
 from agentops_server.auth.middleware import Authentication
 from agentops_server.auth.oauth import OAuthProviders
@@ -100,7 +101,8 @@ def create_app(settings: Settings | None = None, **litestar_options: Any) -> Lit
     )
     return Litestar(
         route_handlers=[health, ready, api_router()],
-        plugins=[SQLAlchemyPlugin(config=database), problem_details_plugin()],
+        plugins=[SQLAlchemyPlugin(config=database), problem_details_plugin(), ValueKinds()],
+        request_class=HubRequest,
         middleware=[
             RequestLoggingMiddleware(),
             DefineMiddleware(Authentication, exclude=PUBLIC_PATHS),

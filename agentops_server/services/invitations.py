@@ -60,6 +60,7 @@ from agentops_server.services.users import (
     normalize_email,
 )
 from agentops_server.settings import Settings
+from agentops_server.values import Name, Text
 
 __all__ = [
     "INVITATION_TTL",
@@ -85,8 +86,8 @@ _MAX_TOKEN_LENGTH = 256
 class NewInvitation(msgspec.Struct, forbid_unknown_fields=True):
     """Whom to invite, with which role, into which team (optional)."""
 
-    email: str
-    role: str
+    email: Text
+    role: Text
     team_id: uuid.UUID | None = None
 
 
@@ -94,9 +95,9 @@ class Acceptance(msgspec.Struct, forbid_unknown_fields=True):
     """An invitation accepted: the token from the email; a name and password only when the hub
     has no account for the invited email yet."""
 
-    token: str
-    name: str | None = None
-    password: str | None = None
+    token: Text
+    name: Name | None = None
+    password: Text | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

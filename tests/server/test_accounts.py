@@ -155,6 +155,8 @@ def test_signup_refuses_a_taken_slug_and_makes_no_user(client: Client, migrated_
         ({"org_slug": "Not A Slug"}, "invalid_slug"),
         ({"org_slug": "-edge-"}, "invalid_slug"),
         ({"org_name": "   "}, "invalid_org_name"),
+        ({"org_name": ""}, "invalid_org_name"),
+        ({"org_slug": "x" * 65}, "invalid_slug"),
     ],
 )
 def test_signup_refuses_a_bad_org_name_or_slug(
@@ -175,10 +177,8 @@ def test_signup_refuses_a_bad_org_name_or_slug(
         {"email": "ada@example.com", "org_name": "Acme"},  # no password
         {"email": "ada@example.com", "password": PASSWORD, "org_name": "Acme", "role": "x"},
         {"email": ["ada@example.com"], "password": PASSWORD, "org_name": "Acme"},
-        {"email": "ada@example.com", "password": PASSWORD, "org_name": ""},
-        {"email": "a" * 400 + "@example.com", "password": PASSWORD, "org_name": "Acme"},
     ],
-    ids=["missing-field", "unknown-field", "wrong-type", "empty-org-name", "email-too-long"],
+    ids=["missing-field", "unknown-field", "wrong-type"],
 )
 def test_signup_refuses_malformed_bodies(
     client: Client, migrated_url: str, body: dict[str, object]
@@ -386,7 +386,7 @@ def test_the_display_name_can_be_changed(client: Client) -> None:
     assert response.json()["name"] == "Ada King"
     assert me(client, ada["headers"])["user"]["name"] == "Ada King"
     too_long = client.patch(f"{AUTH}/me", json={"name": "x" * 201}, headers=ada["headers"])
-    assert_problem(too_long, 400, "validation_error")
+    assert_problem(too_long, 400, "invalid_name")
 
 
 def test_switching_org_opens_a_session_in_another_org_of_the_user(

@@ -83,7 +83,7 @@ def test_an_org_without_agents_lists_none(client: Client, auth: dict[str, str]) 
     assert client.get("/api/v1/agents", headers=auth).json() == {"items": []}
 
 
-@pytest.mark.parametrize("agent_id", [str(uuid.uuid4()), "not-a-uuid"])
+@pytest.mark.parametrize("agent_id", [str(uuid.UUID(int=1)), "not-a-uuid"])
 def test_unknown_agent_is_agent_not_found(
     client: Client, auth: dict[str, str], agent_id: str
 ) -> None:
@@ -113,7 +113,7 @@ def test_another_orgs_key_cannot_list_or_fetch_agents_or_count_their_runs(
     assert client.get(f"/api/v1/agents/{ours.id}", headers=auth).json()["run_count"] == 1
 
 
-@pytest.mark.parametrize("path", ["/api/v1/agents", f"/api/v1/agents/{uuid.uuid4()}"])
+@pytest.mark.parametrize("path", ["/api/v1/agents", f"/api/v1/agents/{uuid.UUID(int=1)}"])
 def test_a_key_without_the_read_scope_is_refused(
     client: Client, migrated_url: str, org: IssuedKey, path: str
 ) -> None:

@@ -111,7 +111,7 @@ def test_a_key_may_expire_in_some_days_or_at_a_moment(client: Client, admin: Per
         ({"expires_in_days": 99999}, "invalid_expiry"),
         ({"expires_at": "2001-01-01T00:00:00Z"}, "invalid_expiry"),
         ({"expires_at": "2999-01-01T00:00:00Z", "expires_in_days": 3}, "conflicting_expiry"),
-        ({"expires_at": "tomorrow"}, "validation_error"),
+        ({"expires_at": "tomorrow"}, "invalid_timestamp"),
         ({"scopes": "read"}, "validation_error"),
         ({"hash": "0" * 64}, "validation_error"),
     ],

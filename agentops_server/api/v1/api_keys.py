@@ -3,7 +3,6 @@ rotate."""
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from typing import Any
 
@@ -20,6 +19,7 @@ from agentops_server.auth.permissions import Permission, Scope
 from agentops_server.auth.principal import Principal
 from agentops_server.services import api_keys
 from agentops_server.services.api_keys import ApiKeyList, CreatedApiKey
+from agentops_server.values import Name, Text, Timestamp
 
 __all__ = ["ApiKeyController"]
 
@@ -29,9 +29,9 @@ _SCOPES = ", ".join(f"`{scope.value}`" for scope in Scope)
 class NewApiKey(msgspec.Struct, forbid_unknown_fields=True):
     """A key to make: its name, scopes, and optionally when it expires (one of the two)."""
 
-    name: str
-    scopes: list[str]
-    expires_at: dt.datetime | None = None
+    name: Name
+    scopes: list[Text]
+    expires_at: Timestamp | None = None
     expires_in_days: int | None = None
 
 

@@ -52,6 +52,7 @@ from agentops_server.services.mfa import MfaError, TotpEnrolment
 from agentops_server.services.refusals import Refused
 from agentops_server.services.sessions import ActiveSession, SessionError, TokenPair
 from agentops_server.settings import Settings
+from agentops_server.values import Name, Text
 
 __all__ = ["AuthController"]
 
@@ -60,46 +61,39 @@ logger = logging.getLogger("agentops_server")
 MAX_BODY_BYTES = 64 * 1024
 """Every body here is a few short fields."""
 
-Email = Annotated[str, msgspec.Meta(max_length=320, description="An email address.")]
-Password = Annotated[str, msgspec.Meta(max_length=1024)]
-Name = Annotated[str, msgspec.Meta(max_length=200)]
-OrgRef = Annotated[str, msgspec.Meta(max_length=64, description="An org's id or slug.")]
-Token = Annotated[str, msgspec.Meta(max_length=1024)]
-Code = Annotated[str, msgspec.Meta(max_length=64)]
-
 
 class SignupForm(msgspec.Struct, forbid_unknown_fields=True):
     """A new org and its owner."""
 
-    email: Email
-    password: Password
-    org_name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    name: Name = ""
-    org_slug: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    email: Text
+    password: Text
+    org_name: Name
+    name: Name = Name("")
+    org_slug: Text | None = None
     """Defaults to one made from ``org_name``."""
 
 
 class LoginForm(msgspec.Struct, forbid_unknown_fields=True):
     """Email and password; ``org`` (id or slug) picks the org, by default the oldest one."""
 
-    email: Email
-    password: Password
-    org: OrgRef | None = None
+    email: Text
+    password: Text
+    org: Text | None = None
 
 
 class MfaLoginForm(msgspec.Struct, forbid_unknown_fields=True):
     """The ``mfa_token`` of the password step, and one code: a TOTP ``code`` or a
     ``recovery_code``."""
 
-    mfa_token: Token
-    code: Code | None = None
-    recovery_code: Code | None = None
+    mfa_token: Text
+    code: Text | None = None
+    recovery_code: Text | None = None
 
 
 class RefreshForm(msgspec.Struct, forbid_unknown_fields=True):
     """A refresh token, used once."""
 
-    refresh_token: Token
+    refresh_token: Text
 
 
 class LogoutForm(msgspec.Struct, forbid_unknown_fields=True):
@@ -117,39 +111,39 @@ class ProfileForm(msgspec.Struct, forbid_unknown_fields=True):
 class SwitchOrgForm(msgspec.Struct, forbid_unknown_fields=True):
     """The org to sign into (id or slug)."""
 
-    org: OrgRef
+    org: Text
 
 
 class PasswordChangeForm(msgspec.Struct, forbid_unknown_fields=True):
     """The current password and the new one."""
 
-    current_password: Password
-    new_password: Password
+    current_password: Text
+    new_password: Text
 
 
 class ForgotForm(msgspec.Struct, forbid_unknown_fields=True):
     """The email of the account to reset."""
 
-    email: Email
+    email: Text
 
 
 class ResetForm(msgspec.Struct, forbid_unknown_fields=True):
     """The emailed reset token and the new password."""
 
-    token: Token
-    new_password: Password
+    token: Text
+    new_password: Text
 
 
 class CodeForm(msgspec.Struct, forbid_unknown_fields=True):
     """A code from the authenticator app."""
 
-    code: Code
+    code: Text
 
 
 class PasswordForm(msgspec.Struct, forbid_unknown_fields=True):
     """The user's password, confirming a sensitive change."""
 
-    password: Password
+    password: Text
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
