@@ -51,6 +51,7 @@ MAX_JSON_DEPTH = 64
 """The deepest nesting of arrays and objects a body may have (the SDK's captured values are at
 most 8 levels deep inside an event)."""
 
+_CONTAINERS = (dict, list)
 _TEXT_FORBIDDEN = r"\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f\ud800-\udfff"
 """Control characters but tab, line feed and carriage return; lone surrogates (UTF-16 halves
 that encode no character, which no database can store)."""
@@ -163,8 +164,9 @@ def decode_json(body: bytes | str) -> Any:
 
 
 def _deeper_than(document: Any, limit: int) -> bool:
-    """Whether ``document`` nests more than ``limit`` levels (level by level, no recursion)."""
-    level = [document] if isinstance(document, dict | list) else []
+    """Whether ``document`` (as the decoder made it: plain dicts and lists) nests more than
+    ``limit`` levels; level by level, without recursion."""
+    level = [document] if type(document) in _CONTAINERS else []
     depth = 0
     while level:
         depth += 1
@@ -173,8 +175,8 @@ def _deeper_than(document: Any, limit: int) -> bool:
         level = [
             child
             for node in level
-            for child in (node.values() if isinstance(node, dict) else node)
-            if isinstance(child, dict | list)
+            for child in (node.values() if type(node) is dict else node)
+            if type(child) in _CONTAINERS
         ]
     return False
 
