@@ -40,6 +40,7 @@ from agentops_server.observability import (
     configure_logging,
     configure_sentry,
 )
+from agentops_server.security import proxy_middleware, security_headers
 from agentops_server.settings import Settings
 
 __all__ = ["create_app"]
@@ -104,11 +105,13 @@ def create_app(settings: Settings | None = None, **litestar_options: Any) -> Lit
         plugins=[SQLAlchemyPlugin(config=database), problem_details_plugin(), ValueKinds()],
         request_class=HubRequest,
         middleware=[
+            *proxy_middleware(settings),
             RequestLoggingMiddleware(),
             DefineMiddleware(Authentication, exclude=PUBLIC_PATHS),
             PrincipalLogContextMiddleware(),
             RateLimitMiddleware(),
         ],
+        before_send=[security_headers(settings)],
         logging_config=None,  # configure_logging() set logging up; Litestar must not redo it
         on_shutdown=[rate_limiter.close],
         request_max_body_size=settings.max_body_bytes,

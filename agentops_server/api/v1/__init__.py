@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from litestar import Router
-from litestar.datastructures import State
+from litestar.datastructures import CacheControlHeader, State
 from litestar.di import Provide
 from litestar.types import ControllerRouterHandler
 
@@ -29,6 +29,9 @@ def api_router() -> Router:
 
     Handlers may ask for ``settings: NamedDependency[Settings]``, and every service
     :class:`~agentops_server.services.refusals.Refused` raised here is a problem+json answer.
+    Every answer is ``Cache-Control: no-store``: many carry tokens or secrets shown once (sign-in,
+    refresh, second factor, new and rotated keys, recovery codes), and the others an org's data;
+    a route whose answer may be kept says so itself.
     """
     handlers: list[ControllerRouterHandler] = [
         RunController,
@@ -49,6 +52,7 @@ def api_router() -> Router:
         route_handlers=handlers,
         dependencies={"settings": Provide(_settings, sync_to_thread=False)},
         exception_handlers=REFUSALS,
+        cache_control=CacheControlHeader(no_store=True),
     )
 
 

