@@ -17,6 +17,8 @@ answer does (:func:`agentops_server.api.v1.api_router`).
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar.datastructures import MutableScopeHeaders
 from litestar.middleware import DefineMiddleware
 from litestar.types import BeforeMessageSendHookHandler, Message, Scope
@@ -65,4 +67,6 @@ def proxy_middleware(settings: Settings) -> list[DefineMiddleware]:
     networks = settings.trusted_proxy_networks
     if not networks:
         return []
-    return [DefineMiddleware(ProxyHeadersMiddleware, trusted_hosts=networks)]
+    # A plain ASGI middleware; uvicorn types it with its own ASGI protocol classes.
+    middleware: Any = ProxyHeadersMiddleware
+    return [DefineMiddleware(middleware, trusted_hosts=networks)]

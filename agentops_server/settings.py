@@ -127,7 +127,7 @@ class Settings:
             variable = _ENV_NAMES.get(field.name, f"AGENTOPS_{field.name.upper()}")
             raw = environ.get(variable, "").strip()
             if raw:
-                values[field.name] = _parse(field.name, field.type, raw)
+                values[field.name] = _parse(field.name, str(field.type), raw)
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)
 
