@@ -7,6 +7,10 @@ credential before the first query, so every lookup already runs as that tenant; 
 stays set for the rest of the request (:mod:`agentops_server.db.tenancy`). Routes whose ``opt``
 has ``exclude_from_auth`` (see :data:`agentops_server.auth.guards.PUBLIC`) skip this and run as
 nobody: they see no tenant rows until they enter a tenant themselves.
+
+A credential that is not authentic counts against its client address
+(:class:`~agentops_server.backends.rate_limit.FailedAuthentications`): past
+``AGENTOPS_RATE_LIMIT_AUTH_FAILURES``, that address gets 429 before its credentials are checked.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from agentops_server.auth.api_keys import matches, parse_key
 from agentops_server.auth.permissions import Role
 from agentops_server.auth.principal import Principal
 from agentops_server.auth.tokens import InvalidToken, decode_access_token
+from agentops_server.backends.rate_limit import failed_authentications
 from agentops_server.db.models import ApiKey, Membership, TeamMember, UserSession
 from agentops_server.db.tenancy import (
     NOBODY,
@@ -37,7 +42,7 @@ from agentops_server.db.tenancy import (
 from agentops_server.errors import Problem
 from agentops_server.settings import Settings
 
-__all__ = ["LAST_USED_RESOLUTION", "Authentication", "bearer_token"]
+__all__ = ["LAST_USED_RESOLUTION", "Authentication", "authenticate", "bearer_token"]
 
 LAST_USED_RESOLUTION = dt.timedelta(seconds=60)
 """``api_keys.last_used_at`` is written at most once a minute per key, not once per request."""
@@ -57,12 +62,20 @@ class Authentication(AbstractAuthenticationMiddleware):
         self, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> AuthenticationResult:
         credential = bearer_token(connection)
-        if credential.startswith("ak_"):
-            principal = await _api_key_principal(connection, credential)
-        else:
-            principal = await _user_principal(connection, credential)
+        async with failed_authentications(connection).guard():
+            principal = await authenticate(connection, credential)
         set_tenant(Tenant(principal.org_id, principal.user_id))
         return AuthenticationResult(user=principal, auth=principal)
+
+
+async def authenticate(
+    connection: ASGIConnection[Any, Any, Any, Any], credential: str
+) -> Principal:
+    """The caller ``credential`` (an API key or an access token) proves; 401 when it proves
+    none."""
+    if credential.startswith("ak_"):
+        return await _api_key_principal(connection, credential)
+    return await _user_principal(connection, credential)
 
 
 def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:

@@ -8,9 +8,11 @@ working); inviting an address that already has a pending invitation refreshes th
 
 Accepting (a public route) creates the membership, the user too when the hub has no account
 for that email (then a name and a strong password are needed), and the team membership. A new
-user is signed in at once; an existing user is not: they sign in as usual, so their second
-factor is never skipped. Invitations follow the role rules: nobody invites (or resends, or
-revokes an invitation) to a role they could not give themselves (``role_escalation``).
+user is signed in at once. An existing account joins only when the acceptance comes signed in
+as that account (``sign_in_required``, ``wrong_account``): holding the link is not consent (a
+link is forwarded, or read on its way). They are not signed in anew, so their second factor is
+never skipped. Invitations follow the role rules: nobody invites (or resends, or revokes an
+invitation) to a role they could not give themselves (``role_escalation``).
 
 Every change is audited in the transaction that makes it; the email is sent before that
 transaction writes anything, so a mail server that refuses leaves nothing changed.
@@ -45,9 +47,11 @@ from agentops_server.services.claims import claim
 from agentops_server.services.members import check_assignable, parse_role
 from agentops_server.services.refusals import (
     Conflict,
+    Forbidden,
     Gone,
     Invalid,
     NotFound,
+    Unauthenticated,
     Unavailable,
 )
 from agentops_server.services.sessions import TokenPair, start_session
@@ -288,16 +292,19 @@ async def accept_invitation(
     settings: Settings,
     acceptance: Acceptance,
     *,
+    signed_in_as: uuid.UUID | None = None,
     ip: str | None = None,
     user_agent: str | None = None,
     request_id: str | None = None,
 ) -> AcceptedInvitation:
     """Accept an invitation by its token: join the org (creating the user if needed); audit;
-    commit. Runs as the invitation's org, whatever the caller's context.
+    commit. Runs as the invitation's org, whatever the caller's context. When the invited
+    email has an account, ``signed_in_as`` must be that account's user.
 
     Refusals: ``invalid_invitation`` (unknown, malformed or tampered token),
-    ``invitation_revoked``, ``invitation_used``, ``invitation_expired``, ``already_member``,
-    ``password_required``, ``weak_password``, ``email_taken``.
+    ``invitation_revoked``, ``invitation_used``, ``invitation_expired``, ``sign_in_required``,
+    ``wrong_account``, ``already_member``, ``password_required``, ``weak_password``,
+    ``email_taken``.
     """
     parsed = (
         parse_opaque_token(TOKEN_KIND, acceptance.token)
@@ -322,8 +329,10 @@ async def accept_invitation(
         new_user = user is None
         if user is None:
             user = await _new_user(session, row.email, acceptance)
-        elif await session.get(Membership, (org_id, user.id)) is not None:
-            raise Conflict("already_member", "You are already a member of this org.")
+        else:
+            _check_signed_in_as(user, signed_in_as)
+            if await session.get(Membership, (org_id, user.id)) is not None:
+                raise Conflict("already_member", "You are already a member of this org.")
         if not await _settle(session, row, accepted_at=now):
             raise await _no_longer_pending(session, row)
         team_id = row.team_id
@@ -383,6 +392,20 @@ async def accept_invitation(
         new_user=new_user,
         tokens=tokens,
     )
+
+
+def _check_signed_in_as(user: User, signed_in_as: uuid.UUID | None) -> None:
+    """Only the invited account itself may accept for it."""
+    if signed_in_as is None:
+        raise Unauthenticated(
+            "sign_in_required",
+            f"{user.email} has an account: sign in as it, then accept with its access token.",
+        )
+    if signed_in_as != user.id:
+        raise Forbidden(
+            "wrong_account",
+            "This invitation is for another account: sign in as the invited one to accept.",
+        )
 
 
 async def _new_user(session: AsyncSession, email: str, acceptance: Acceptance) -> User:

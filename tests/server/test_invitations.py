@@ -25,8 +25,12 @@ def invite(client: Client, person: Person, email: str, role: str = "member", **m
     )
 
 
-def accept(client: Client, token: str, **more: Any) -> Any:
-    return client.post("/api/v1/invitations/accept", json={"token": token, **more})
+def accept(
+    client: Client, token: str, *, headers: dict[str, str] | None = None, **more: Any
+) -> Any:
+    return client.post(
+        "/api/v1/invitations/accept", json={"token": token, **more}, headers=headers or {}
+    )
 
 
 def last_token(mail_dir: Path) -> str:
@@ -216,7 +220,7 @@ def test_a_new_person_accepts_with_a_password_and_is_signed_in(
     assert added["after"]["role"] == "team_lead"
 
 
-def test_an_existing_user_joins_but_signs_in_as_usual(
+def test_an_existing_user_joins_signed_in_as_themselves_and_gets_no_new_session(
     client: Client, admin: Person, people: People, migrated_url: str, mail_dir: Path
 ) -> None:
     elsewhere = People(migrated_url, make_org(migrated_url, "globex").org_id).add(
@@ -224,13 +228,51 @@ def test_an_existing_user_joins_but_signs_in_as_usual(
     )
     invite(client, admin, "nina@example.com", "viewer")
 
-    response = accept(client, last_token(mail_dir))
+    response = accept(client, last_token(mail_dir), headers=elsewhere.headers)
 
     assert response.status_code == 200, response.text
     assert response.json()["new_user"] is False
     assert response.json()["tokens"] is None  # a second factor is never skipped
     assert response.json()["user_id"] == str(elsewhere.user_id)
     assert people.role_of(elsewhere.user_id) == "viewer"
+
+
+def test_whoever_holds_the_link_cannot_make_an_existing_account_join_without_signing_in(
+    client: Client, admin: Person, people: People, migrated_url: str, mail_dir: Path
+) -> None:
+    nina = People(migrated_url, make_org(migrated_url, "globex").org_id).add(
+        Role.OWNER, email="nina@example.com"
+    )
+    invite(client, admin, "nina@example.com", "viewer")
+    before = state(migrated_url)
+
+    anonymous = accept(client, last_token(mail_dir), password=PASSWORD)
+
+    assert_problem(anonymous, 401, "sign_in_required")
+    assert state(migrated_url) == before
+    assert people.role_of(nina.user_id) is None
+
+
+def test_another_account_cannot_accept_an_invitation_for_an_existing_account(
+    client: Client, admin: Person, people: People, migrated_url: str, mail_dir: Path
+) -> None:
+    globex = People(migrated_url, make_org(migrated_url, "globex").org_id)
+    nina = globex.add(Role.OWNER, email="nina@example.com")
+    mallory = globex.add(Role.OWNER, email="mallory@example.com")
+    some_key = bearer(make_org(migrated_url, "initech").key)
+    invite(client, admin, "nina@example.com", "admin")
+    before = state(migrated_url)
+
+    as_mallory = accept(client, last_token(mail_dir), headers=mallory.headers)
+    with_a_key = accept(client, last_token(mail_dir), headers=some_key)
+    forged = accept(client, last_token(mail_dir), headers=bearer("not-a-token"))
+
+    assert_problem(as_mallory, 403, "wrong_account")
+    assert_problem(with_a_key, 401, "sign_in_required")
+    assert_problem(forged, 401, "invalid_token")
+    assert state(migrated_url) == before
+    assert people.role_of(nina.user_id) is None
+    assert people.role_of(mallory.user_id) is None
 
 
 def test_a_new_person_needs_a_strong_password(
@@ -335,7 +377,7 @@ def test_an_invited_person_who_joined_meanwhile_is_told_so(
     token = last_token(mail_dir)
     nina = people.add(Role.VIEWER, email="nina@example.com")
 
-    assert_problem(accept(client, token), 409, "already_member")
+    assert_problem(accept(client, token, headers=nina.headers), 409, "already_member")
     assert client.get("/api/v1/agents", headers=nina.headers).status_code == 200
 
 

@@ -16,8 +16,10 @@ from agentops_server.api.v1.actors import actor_of, client_of
 from agentops_server.api.v1.openapi import ANYONE
 from agentops_server.api.v1.refusals import JSON_BODY_LIMIT
 from agentops_server.auth.guards import PUBLIC, requires
+from agentops_server.auth.middleware import authenticate, bearer_token
 from agentops_server.auth.permissions import Permission
 from agentops_server.auth.principal import Principal
+from agentops_server.backends.rate_limit import FailedAuthentications
 from agentops_server.services import invitations
 from agentops_server.services.invitations import (
     Acceptance,
@@ -126,11 +128,13 @@ class InvitationController(Controller):
         description=(
             "Public: the token from the email is the credential. Joins the org (and its team). "
             "When the hub has no account for the invited email, `name` and `password` make one "
-            "and the answer signs the new user in (`tokens`); an existing user gets the "
-            "membership and signs in as usual (`tokens` is null). Errors: 400 "
-            "`invalid_invitation`, `password_required`, `weak_password`; 409 "
-            "`invitation_used`, `already_member`; 410 `invitation_expired`, "
-            "`invitation_revoked`."
+            "and the answer signs the new user in (`tokens`). When it has one, only that "
+            "account may accept: send its access token (`Authorization: Bearer`, from a "
+            "session in any of its orgs); it gets the membership and `tokens` is null. Errors: "
+            "400 `invalid_invitation`, `password_required`, `weak_password`; 401 "
+            "`sign_in_required`; 403 `wrong_account`; 409 `invitation_used`, `already_member`; "
+            "410 `invitation_expired`, `invitation_revoked`; 429 `too_many_attempts` (too many "
+            "tokens that were not authentic from this address)."
         ),
     )
     async def accept_invitation(
@@ -138,18 +142,30 @@ class InvitationController(Controller):
         request: Request[Any, Any, State],
         db_session: NamedDependency[AsyncSession],
         settings: NamedDependency[Settings],
+        auth_failures: NamedDependency[FailedAuthentications],
         data: JSONBody[Acceptance],
     ) -> AcceptedInvitation:
         """Accept the invitation the token names."""
         client = client_of(request)
-        return await invitations.accept_invitation(
-            db_session,
-            settings,
-            data,
-            ip=client.ip,
-            user_agent=client.user_agent,
-            request_id=client.request_id,
-        )
+        async with auth_failures.guard():
+            return await invitations.accept_invitation(
+                db_session,
+                settings,
+                data,
+                signed_in_as=await _signed_in_as(request),
+                ip=client.ip,
+                user_agent=client.user_agent,
+                request_id=client.request_id,
+            )
+
+
+async def _signed_in_as(request: Request[Any, Any, State]) -> uuid.UUID | None:
+    """The person whose access token the request carries, if it carries a credential (401 if
+    the credential proves no one; None for an API key, which is no person)."""
+    if not request.headers.get("authorization"):
+        return None
+    principal = await authenticate(request, bearer_token(request))
+    return principal.user_id
 
 
 def _outbox(request: Request[Any, Any, State]) -> Outbox:
