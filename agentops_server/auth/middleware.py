@@ -1,8 +1,10 @@
 """Authenticate requests: ``Authorization: Bearer <API key or access token>``.
 
-An API key (``ak_…``) authenticates as that key of its org; anything else must be an access
-token the hub issued (:mod:`agentops_server.auth.tokens`) or, when Supabase Auth is configured,
-a Supabase access token (:mod:`agentops_server.auth.supabase`). The org is known from the
+An API key (``ak_…``) authenticates as that key of its org, acting for its creator: capped by
+the creator's current role, and suspended (401 ``suspended_api_key``) once the creator has left
+the org (docs/decisions/0015). Anything else must be an access token the hub issued
+(:mod:`agentops_server.auth.tokens`) or, when Supabase Auth is configured, a Supabase access
+token (:mod:`agentops_server.auth.supabase`). The org is known from the
 credential before the first query, so every lookup already runs as that tenant; the tenant then
 stays set for the rest of the request (:mod:`agentops_server.db.tenancy`). Routes whose ``opt``
 has ``exclude_from_auth`` (see :data:`agentops_server.auth.guards.PUBLIC`) skip this and run as
@@ -98,18 +100,40 @@ async def _api_key_principal(connection: ASGIConnection[Any, Any, Any, Any], key
     now = dt.datetime.now(dt.UTC)
     with tenant(org_id=parts.org_id):
         async with _session(connection) as session, session.begin():
-            row = await session.scalar(
-                select(ApiKey).where(ApiKey.org_id == parts.org_id, ApiKey.prefix == parts.prefix)
-            )
-            if row is None or not matches(key, row.hash):
+            found = (
+                await session.execute(
+                    select(ApiKey, Membership.role)
+                    .outerjoin(
+                        Membership,
+                        (Membership.org_id == ApiKey.org_id)
+                        & (Membership.user_id == ApiKey.created_by),
+                    )
+                    .where(ApiKey.org_id == parts.org_id, ApiKey.prefix == parts.prefix)
+                )
+            ).first()
+            if found is None or not matches(key, found[0].hash):
                 raise Problem(401, "invalid_api_key", "The API key is not valid.")
+            row, creator_role = found
             if row.revoked_at is not None:
                 raise Problem(401, "revoked_api_key", "The API key has been revoked.")
             if row.expires_at is not None and row.expires_at <= now:
                 raise Problem(401, "expired_api_key", "The API key has expired.")
+            if row.created_by is not None and creator_role is None:
+                raise Problem(
+                    401,
+                    "suspended_api_key",
+                    "The API key's creator is no longer a member of this org, so the key does "
+                    "nothing: an owner or admin can rotate it to make it theirs, or revoke it.",
+                )
             if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
                 await _touch(session, row, now)
-    return Principal.api_key(row.org_id, row.id, frozenset(row.scopes))
+    return Principal.api_key(
+        row.org_id,
+        row.id,
+        frozenset(row.scopes),
+        creator_id=row.created_by,
+        creator_role=None if creator_role is None else Role(creator_role),
+    )
 
 
 async def _touch(session: AsyncSession, row: ApiKey, now: dt.datetime) -> None:
