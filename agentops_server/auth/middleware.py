@@ -18,6 +18,7 @@ A credential that is not authentic counts against its client address
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Any
 
 from litestar.connection import ASGIConnection
@@ -44,7 +45,13 @@ from agentops_server.db.tenancy import (
 from agentops_server.errors import Problem
 from agentops_server.settings import Settings
 
-__all__ = ["LAST_USED_RESOLUTION", "Authentication", "authenticate", "bearer_token"]
+__all__ = [
+    "LAST_USED_RESOLUTION",
+    "Authentication",
+    "authenticate",
+    "bearer_token",
+    "person_of",
+]
 
 LAST_USED_RESOLUTION = dt.timedelta(seconds=60)
 """``api_keys.last_used_at`` is written at most once a minute per key, not once per request."""
@@ -78,6 +85,18 @@ async def authenticate(
     if credential.startswith("ak_"):
         return await _api_key_principal(connection, credential)
     return await _user_principal(connection, credential)
+
+
+async def person_of(
+    connection: ASGIConnection[Any, Any, Any, Any], credential: str
+) -> uuid.UUID | None:
+    """The person ``credential`` proves, in whichever org: a hub session's user, or a Supabase
+    token's user even before they belong to an org. None for an API key (it is no person, but
+    must be genuine); 401 when it proves nothing."""
+    settings: Settings = connection.app.state.settings
+    if not credential.startswith("ak_") and supabase.accepts(settings, credential):
+        return await supabase.person_of(connection, credential)
+    return (await authenticate(connection, credential)).user_id
 
 
 def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:

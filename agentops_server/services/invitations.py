@@ -425,9 +425,7 @@ async def _prove_account(
         raise Unauthenticated("invalid_credentials", "The password is wrong.")
     if await mfa.enabled_kinds(session, user.id):
         if acceptance.code is None and acceptance.recovery_code is None:
-            raise Unauthenticated(
-                "mfa_code_required", "This account has a second factor: send a code too."
-            )
+            raise Invalid("mfa_code_required", "This account has a second factor: send a code too.")
         await mfa.verify_second_factor(
             session, settings, user.id, code=acceptance.code, recovery_code=acceptance.recovery_code
         )

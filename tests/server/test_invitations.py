@@ -298,7 +298,7 @@ def test_an_account_in_no_org_proves_itself_with_its_password_and_second_factor(
     wrong_code = accept(client, token, password=PASSWORD, code="000000")
     proven = accept(client, token, password=PASSWORD, code=totp_code(secret, steps_ahead=1))
 
-    assert_problem(without_code, 401, "mfa_code_required")
+    assert_problem(without_code, 400, "mfa_code_required")
     assert_problem(wrong_code, 401, "invalid_mfa_code")
     assert proven.status_code == 200, proven.text
     assert proven.json()["user_id"] == str(nina.user_id)

@@ -178,6 +178,7 @@ _STATUS = {
     "invalid_org_name": 400,
     "invalid_slug": 400,
     "email_taken": 409,
+    "signup_closed": 403,
     "slug_taken": 409,
     "invalid_credentials": 401,
     "no_membership": 403,
@@ -270,6 +271,7 @@ class AuthController(Controller):
             invalid_slug="org_slug is not lower-case letters, digits and inner hyphens",
             email_taken="an account with this email exists",
             slug_taken="an org with this slug exists; send another org_slug",
+            signup_closed="AGENTOPS_SIGNUP_OPEN is false: accounts come by invitation only",
             too_many_attempts=_THROTTLED,
         ),
     )
@@ -282,7 +284,15 @@ class AuthController(Controller):
         data: JSONBody[SignupForm],
     ) -> SignedUp:
         """Make an org and its first user (its owner), signed in. Records ``org.created`` and
-        ``member.added`` in the new org's audit log."""
+        ``member.added`` in the new org's audit log. A taken email answers 409 ``email_taken``
+        (docs/decisions/0016)."""
+        if not settings.signup_open:
+            raise Problem(
+                403,
+                "signup_closed",
+                "This hub makes accounts by invitation only: ask an admin of your org to invite "
+                "you.",
+            )
         await throttle.count("signup")
         return await accounts.signup(
             db_session,

@@ -16,7 +16,7 @@ from agentops_server.api.v1.actors import actor_of, client_of
 from agentops_server.api.v1.openapi import ANYONE
 from agentops_server.api.v1.refusals import JSON_BODY_LIMIT
 from agentops_server.auth.guards import PUBLIC, requires
-from agentops_server.auth.middleware import authenticate, bearer_token
+from agentops_server.auth.middleware import bearer_token, person_of
 from agentops_server.auth.permissions import Permission
 from agentops_server.auth.principal import Principal
 from agentops_server.auth.tokens import parse_opaque_token
@@ -133,8 +133,8 @@ class InvitationController(Controller):
             "may accept: with its access token (`Authorization: Bearer`, a session in any of "
             "its orgs), or with its `password` and, if it has a second factor, a `code` or "
             "`recovery_code`. Errors: 400 `invalid_invitation`, `password_required`, "
-            "`weak_password`; 401 `sign_in_required`, `invalid_credentials`, "
-            "`mfa_code_required`, `invalid_mfa_code`; 403 `wrong_account`; 409 "
+            "`weak_password`, `mfa_code_required`; 401 `sign_in_required`, "
+            "`invalid_credentials`, `invalid_mfa_code`; 403 `wrong_account`; 409 "
             "`invitation_used`, `already_member`; 410 `invitation_expired`, "
             "`invitation_revoked`; 429 `too_many_attempts` (passwords tried too often for this "
             "invitation or from this address, or too many tokens that were not authentic)."
@@ -172,8 +172,7 @@ async def _signed_in_as(request: Request[Any, Any, State]) -> uuid.UUID | None:
     the credential proves no one; None for an API key, which is no person)."""
     if not request.headers.get("authorization"):
         return None
-    principal = await authenticate(request, bearer_token(request))
-    return principal.user_id
+    return await person_of(request, bearer_token(request))
 
 
 def _outbox(request: Request[Any, Any, State]) -> Outbox:

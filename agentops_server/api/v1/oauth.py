@@ -194,7 +194,13 @@ class OAuthController(Controller):
             )
         )
         client = client_of(request)
-        signed_in = await sign_in_external(db_session, identity, org_slug=state.org, client=client)
+        signed_in = await sign_in_external(
+            db_session,
+            identity,
+            org_slug=state.org,
+            client=client,
+            signup_open=settings.signup_open,
+        )
         pair = await start_session(
             db_session,
             settings,
