@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 
 import pytest
 
@@ -15,6 +14,9 @@ from tests.server.principals import limited_key
 from tests.server.reading import seeded
 
 DAY = dt.timedelta(days=1)
+
+UNKNOWN_ID = "0190c0de-0000-7000-8000-00000000abcd"
+"""An id no row has (fixed, so every pytest-xdist worker collects the same tests)."""
 
 
 def test_agents_are_listed_by_name_with_first_and_last_seen_and_run_counts(
@@ -83,7 +85,7 @@ def test_an_org_without_agents_lists_none(client: Client, auth: dict[str, str]) 
     assert client.get("/api/v1/agents", headers=auth).json() == {"items": []}
 
 
-@pytest.mark.parametrize("agent_id", [str(uuid.UUID(int=1)), "not-a-uuid"])
+@pytest.mark.parametrize("agent_id", [UNKNOWN_ID, "not-a-uuid"])
 def test_unknown_agent_is_agent_not_found(
     client: Client, auth: dict[str, str], agent_id: str
 ) -> None:
@@ -113,7 +115,7 @@ def test_another_orgs_key_cannot_list_or_fetch_agents_or_count_their_runs(
     assert client.get(f"/api/v1/agents/{ours.id}", headers=auth).json()["run_count"] == 1
 
 
-@pytest.mark.parametrize("path", ["/api/v1/agents", f"/api/v1/agents/{uuid.UUID(int=1)}"])
+@pytest.mark.parametrize("path", ["/api/v1/agents", f"/api/v1/agents/{UNKNOWN_ID}"])
 def test_a_key_without_the_read_scope_is_refused(
     client: Client, migrated_url: str, org: IssuedKey, path: str
 ) -> None:
