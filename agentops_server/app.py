@@ -24,6 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentops_sdk import __version__
+from agentops_server.api.decoding import HubRequest, ValueKinds
 from agentops_server.api.v1 import api_router
 from agentops_server.auth.middleware import Authentication
 from agentops_server.auth.oauth import OAuthProviders
@@ -39,6 +40,7 @@ from agentops_server.observability import (
     configure_logging,
     configure_sentry,
 )
+from agentops_server.security import proxy_middleware, security_headers
 from agentops_server.settings import Settings
 
 __all__ = ["create_app"]
@@ -100,13 +102,16 @@ def create_app(settings: Settings | None = None, **litestar_options: Any) -> Lit
     )
     return Litestar(
         route_handlers=[health, ready, api_router()],
-        plugins=[SQLAlchemyPlugin(config=database), problem_details_plugin()],
+        plugins=[SQLAlchemyPlugin(config=database), problem_details_plugin(), ValueKinds()],
+        request_class=HubRequest,
         middleware=[
+            *proxy_middleware(settings),
             RequestLoggingMiddleware(),
             DefineMiddleware(Authentication, exclude=PUBLIC_PATHS),
             PrincipalLogContextMiddleware(),
             RateLimitMiddleware(),
         ],
+        before_send=[security_headers(settings)],
         logging_config=None,  # configure_logging() set logging up; Litestar must not redo it
         on_shutdown=[rate_limiter.close],
         request_max_body_size=settings.max_body_bytes,

@@ -73,6 +73,9 @@ def serve(database_url: str, host: str, port: int, workers: int, migrate: bool) 
         workers=workers,
         log_level="info",
         access_log=False,
+        # The app believes X-Forwarded-* itself, from AGENTOPS_TRUSTED_PROXIES only; uvicorn's
+        # own default would believe them from 127.0.0.1.
+        proxy_headers=False,
     )
 
 

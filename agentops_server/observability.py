@@ -13,7 +13,9 @@
 - :func:`configure_sentry`: Sentry's Litestar integration when ``SENTRY_DSN`` is set.
 
 Never logged: headers (``Authorization`` included), bodies, and query values whose names say
-secret (token, key, password, secret, code); those are redacted in log fields and Sentry events.
+secret (token, key, password, secret, code, state); those are redacted in log fields and Sentry
+events. The database engines hide statements' parameters from the errors they raise
+(:mod:`agentops_server.db.engine`), so a failed statement is logged without what was bound.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ __all__ = [
 REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _SECRET_NAME = re.compile(
-    r"(?:^|[_-])(?:token|key|password|passwd|secret|code|authorization)$", re.IGNORECASE
+    r"(?:^|[_-])(?:token|key|password|passwd|secret|code|state|authorization)$", re.IGNORECASE
 )
 _REDACTED = "[redacted]"
 

@@ -1,32 +1,41 @@
 """The hub's settings: one typed object, read once from ``AGENTOPS_*`` environment variables.
 
-============================  ===============================  =====================================
-setting                       environment variable             default
-============================  ===============================  =====================================
-database_url                  AGENTOPS_DATABASE_URL            ``sqlite:///agentops.db``
-redis_url                     AGENTOPS_REDIS_URL               None (in-process backends)
-secret_key                    AGENTOPS_SECRET_KEY              random per process (set it!)
-public_url                    AGENTOPS_PUBLIC_URL              ``http://localhost:8000``
-max_body_bytes                AGENTOPS_MAX_BODY_BYTES          16 MiB, after gzip decompression
-max_batch_events              AGENTOPS_MAX_BATCH_EVENTS        10,000
-db_pool_size                  AGENTOPS_DB_POOL_SIZE            10
-access_token_ttl              AGENTOPS_ACCESS_TOKEN_TTL        900 seconds
-refresh_token_ttl             AGENTOPS_REFRESH_TOKEN_TTL       30 days, in seconds
-rate_limit_org                AGENTOPS_RATE_LIMIT_ORG          ``6000/minute`` per org
-rate_limit_key                AGENTOPS_RATE_LIMIT_KEY          ``1200/minute`` per API key or user
-rate_limit_login              AGENTOPS_RATE_LIMIT_LOGIN        ``10/minute`` per account
-rate_limit_login_ip           AGENTOPS_RATE_LIMIT_LOGIN_IP     ``50/minute`` per client address
-mail_url                      AGENTOPS_MAIL_URL                ``console`` (or ``file:///dir``,
-                                                               ``smtp://user:pass@host:port``)
-mail_from                     AGENTOPS_MAIL_FROM               ``AgentOps Hub <hub@localhost>``
-oauth_providers               AGENTOPS_OAUTH_PROVIDERS         None (JSON, see docs/identity.md)
-supabase_url                  AGENTOPS_SUPABASE_URL            None (Supabase Auth disabled)
-supabase_jwt_secret           AGENTOPS_SUPABASE_JWT_SECRET     None (verify with JWKS instead)
-supabase_audience             AGENTOPS_SUPABASE_AUDIENCE       ``authenticated``
-log_format                    AGENTOPS_LOG_FORMAT              ``json`` (or ``console``)
-log_level                     AGENTOPS_LOG_LEVEL               ``INFO``
-sentry_dsn                    SENTRY_DSN                       None (Sentry disabled)
-============================  ===============================  =====================================
+========================  =================================  ===================================
+setting                   environment variable               default
+========================  =================================  ===================================
+database_url              AGENTOPS_DATABASE_URL              ``sqlite:///agentops.db``
+redis_url                 AGENTOPS_REDIS_URL                 None (in-process backends)
+secret_key                AGENTOPS_SECRET_KEY                random per process (set it!)
+public_url                AGENTOPS_PUBLIC_URL                ``http://localhost:8000``
+max_body_bytes            AGENTOPS_MAX_BODY_BYTES            16 MiB, after gzip decompression
+max_batch_events          AGENTOPS_MAX_BATCH_EVENTS          10,000
+db_pool_size              AGENTOPS_DB_POOL_SIZE              10
+access_token_ttl          AGENTOPS_ACCESS_TOKEN_TTL          900 seconds
+refresh_token_ttl         AGENTOPS_REFRESH_TOKEN_TTL         30 days, in seconds
+rate_limit_org            AGENTOPS_RATE_LIMIT_ORG            ``6000/minute`` per org
+rate_limit_key            AGENTOPS_RATE_LIMIT_KEY            ``1200/minute`` per API key or user
+rate_limit_login          AGENTOPS_RATE_LIMIT_LOGIN          ``10/minute`` per account
+rate_limit_login_ip       AGENTOPS_RATE_LIMIT_LOGIN_IP       ``50/minute`` per client address
+rate_limit_auth_failures  AGENTOPS_RATE_LIMIT_AUTH_FAILURES  ``60/minute`` failed
+                                                             authentications per address
+trusted_proxies           AGENTOPS_TRUSTED_PROXIES           none (addresses or networks,
+                                                             comma-separated, whose
+                                                             X-Forwarded-* are believed)
+hsts_max_age              AGENTOPS_HSTS_MAX_AGE              one year, in seconds (0: off;
+                                                             sent when public_url is https)
+signup_open               AGENTOPS_SIGNUP_OPEN               ``true`` (``false``: only
+                                                             invitations make accounts)
+mail_url                  AGENTOPS_MAIL_URL                  ``console`` (or ``file:///dir``,
+                                                             ``smtp://user:pass@host:port``)
+mail_from                 AGENTOPS_MAIL_FROM                 ``AgentOps Hub <hub@localhost>``
+oauth_providers           AGENTOPS_OAUTH_PROVIDERS           None (JSON, see docs/identity.md)
+supabase_url              AGENTOPS_SUPABASE_URL              None (Supabase Auth disabled)
+supabase_jwt_secret       AGENTOPS_SUPABASE_JWT_SECRET       None (verify with JWKS instead)
+supabase_audience         AGENTOPS_SUPABASE_AUDIENCE         ``authenticated``
+log_format                AGENTOPS_LOG_FORMAT                ``json`` (or ``console``)
+log_level                 AGENTOPS_LOG_LEVEL                 ``INFO``
+sentry_dsn                SENTRY_DSN                         None (Sentry disabled)
+========================  =================================  ===================================
 
 Database URLs: ``sqlite:///path.db`` or ``postgresql+psycopg://user@host/db``; the hub picks the
 async driver itself (aiosqlite, psycopg's async mode).
@@ -35,6 +44,7 @@ async driver itself (aiosqlite, psycopg's async mode).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import secrets
 from collections.abc import Mapping
@@ -52,7 +62,11 @@ class Settings:
 
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
-    secret_key: str = dataclasses.field(default_factory=lambda: secrets.token_urlsafe(32))
+    # Fields that hold secrets stay out of repr(): a settings object printed in a traceback or a
+    # log line must not show them.
+    secret_key: str = dataclasses.field(
+        default_factory=lambda: secrets.token_urlsafe(32), repr=False
+    )
     public_url: str = "http://localhost:8000"
     max_body_bytes: int = 16 * 1024 * 1024
     max_batch_events: int = 10_000
@@ -63,11 +77,15 @@ class Settings:
     rate_limit_key: str = "1200/minute"
     rate_limit_login: str = "10/minute"
     rate_limit_login_ip: str = "50/minute"
-    mail_url: str = "console"
+    rate_limit_auth_failures: str = "60/minute"
+    trusted_proxies: str = ""
+    hsts_max_age: int = 365 * 24 * 3600
+    signup_open: bool = True
+    mail_url: str = dataclasses.field(default="console", repr=False)
     mail_from: str = "AgentOps Hub <hub@localhost>"
-    oauth_providers: str | None = None
+    oauth_providers: str | None = dataclasses.field(default=None, repr=False)
     supabase_url: str | None = None
-    supabase_jwt_secret: str | None = None
+    supabase_jwt_secret: str | None = dataclasses.field(default=None, repr=False)
     supabase_audience: str = "authenticated"
     log_format: str = "json"
     log_level: str = "INFO"
@@ -90,6 +108,15 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.hsts_max_age < 0:
+            raise ValueError(f"hsts_max_age must be 0 or more, got {self.hsts_max_age!r}")
+        for proxy in self.trusted_proxy_networks:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"AGENTOPS_TRUSTED_PROXIES: {proxy!r} is not an IP address or network"
+                ) from None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -100,7 +127,7 @@ class Settings:
             variable = _ENV_NAMES.get(field.name, f"AGENTOPS_{field.name.upper()}")
             raw = environ.get(variable, "").strip()
             if raw:
-                values[field.name] = int(raw) if field.type == "int" else raw
+                values[field.name] = _parse(field.name, str(field.type), raw)
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)
 
@@ -108,3 +135,27 @@ class Settings:
     def is_sqlite(self) -> bool:
         """True for the embedded SQLite database."""
         return self.database_url.startswith("sqlite")
+
+    @property
+    def trusted_proxy_networks(self) -> list[str]:
+        """``trusted_proxies`` as a list (empty: no proxy is believed)."""
+        return [proxy.strip() for proxy in self.trusted_proxies.split(",") if proxy.strip()]
+
+    @property
+    def served_over_https(self) -> bool:
+        """Whether the hub's public address is https (then answers carry HSTS)."""
+        return self.public_url.lower().startswith("https://")
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _parse(name: str, kind: str, raw: str) -> Any:
+    if kind == "int":
+        return int(raw)
+    if kind == "bool":
+        if raw.lower() not in _TRUE | _FALSE:
+            raise ValueError(f"{name} must be true or false, got {raw!r}")
+        return raw.lower() in _TRUE
+    return raw

@@ -1,7 +1,9 @@
 """Litestar guards: every route of ``/api/v1`` names the permission it needs.
 
 ``requires(Permission.RUNS_READ)`` admits members whose role grants it and API keys whose scopes
-do; everyone else gets 403 ``permission_denied`` (a person) or ``insufficient_scope`` (a key).
+do (and whose creator still may); everyone else gets 403 ``permission_denied`` (a person),
+``insufficient_scope`` (a key) or ``creator_lacks_permission`` (a key whose scopes allow it but
+whose creator no longer may).
 Routes open to anyone (sign-up, sign-in, accepting an invitation) say so with :data:`PUBLIC` in
 their ``opt``, which also skips authentication. ``tests/server/test_permissions.py`` fails for a
 route that does neither.
@@ -36,6 +38,14 @@ def requires(permission: Permission) -> Guard:
             raise Problem(401, "unauthenticated", "Sign in or send an API key.")
         if principal.can(permission):
             return
+        if permission in principal.withheld:
+            raise Problem(
+                403,
+                "creator_lacks_permission",
+                f"This API key's creator may no longer do {permission.value!r}, so neither may "
+                "the key: an owner or admin can rotate it to make it theirs.",
+                permission=permission.value,
+            )
         if principal.kind == "api_key":
             raise Problem(
                 403,

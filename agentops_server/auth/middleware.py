@@ -1,17 +1,24 @@
 """Authenticate requests: ``Authorization: Bearer <API key or access token>``.
 
-An API key (``ak_…``) authenticates as that key of its org; anything else must be an access
-token the hub issued (:mod:`agentops_server.auth.tokens`) or, when Supabase Auth is configured,
-a Supabase access token (:mod:`agentops_server.auth.supabase`). The org is known from the
+An API key (``ak_…``) authenticates as that key of its org, acting for its creator: capped by
+the creator's current role, and suspended (401 ``suspended_api_key``) once the creator has left
+the org (docs/decisions/0015). Anything else must be an access token the hub issued
+(:mod:`agentops_server.auth.tokens`) or, when Supabase Auth is configured, a Supabase access
+token (:mod:`agentops_server.auth.supabase`). The org is known from the
 credential before the first query, so every lookup already runs as that tenant; the tenant then
 stays set for the rest of the request (:mod:`agentops_server.db.tenancy`). Routes whose ``opt``
 has ``exclude_from_auth`` (see :data:`agentops_server.auth.guards.PUBLIC`) skip this and run as
 nobody: they see no tenant rows until they enter a tenant themselves.
+
+A credential that is not authentic counts against its client address
+(:class:`~agentops_server.backends.rate_limit.FailedAuthentications`): past
+``AGENTOPS_RATE_LIMIT_AUTH_FAILURES``, that address gets 429 before its credentials are checked.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Any
 
 from litestar.connection import ASGIConnection
@@ -25,6 +32,7 @@ from agentops_server.auth.api_keys import matches, parse_key
 from agentops_server.auth.permissions import Role
 from agentops_server.auth.principal import Principal
 from agentops_server.auth.tokens import InvalidToken, decode_access_token
+from agentops_server.backends.rate_limit import failed_authentications
 from agentops_server.db.models import ApiKey, Membership, TeamMember, UserSession
 from agentops_server.db.tenancy import (
     NOBODY,
@@ -37,7 +45,13 @@ from agentops_server.db.tenancy import (
 from agentops_server.errors import Problem
 from agentops_server.settings import Settings
 
-__all__ = ["LAST_USED_RESOLUTION", "Authentication", "bearer_token"]
+__all__ = [
+    "LAST_USED_RESOLUTION",
+    "Authentication",
+    "authenticate",
+    "bearer_token",
+    "person_of",
+]
 
 LAST_USED_RESOLUTION = dt.timedelta(seconds=60)
 """``api_keys.last_used_at`` is written at most once a minute per key, not once per request."""
@@ -57,12 +71,32 @@ class Authentication(AbstractAuthenticationMiddleware):
         self, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> AuthenticationResult:
         credential = bearer_token(connection)
-        if credential.startswith("ak_"):
-            principal = await _api_key_principal(connection, credential)
-        else:
-            principal = await _user_principal(connection, credential)
+        async with failed_authentications(connection).guard():
+            principal = await authenticate(connection, credential)
         set_tenant(Tenant(principal.org_id, principal.user_id))
         return AuthenticationResult(user=principal, auth=principal)
+
+
+async def authenticate(
+    connection: ASGIConnection[Any, Any, Any, Any], credential: str
+) -> Principal:
+    """The caller ``credential`` (an API key or an access token) proves; 401 when it proves
+    none."""
+    if credential.startswith("ak_"):
+        return await _api_key_principal(connection, credential)
+    return await _user_principal(connection, credential)
+
+
+async def person_of(
+    connection: ASGIConnection[Any, Any, Any, Any], credential: str
+) -> uuid.UUID | None:
+    """The person ``credential`` proves, in whichever org: a hub session's user, or a Supabase
+    token's user even before they belong to an org. None for an API key (it is no person, but
+    must be genuine); 401 when it proves nothing."""
+    settings: Settings = connection.app.state.settings
+    if not credential.startswith("ak_") and supabase.accepts(settings, credential):
+        return await supabase.person_of(connection, credential)
+    return (await authenticate(connection, credential)).user_id
 
 
 def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
@@ -85,18 +119,40 @@ async def _api_key_principal(connection: ASGIConnection[Any, Any, Any, Any], key
     now = dt.datetime.now(dt.UTC)
     with tenant(org_id=parts.org_id):
         async with _session(connection) as session, session.begin():
-            row = await session.scalar(
-                select(ApiKey).where(ApiKey.org_id == parts.org_id, ApiKey.prefix == parts.prefix)
-            )
-            if row is None or not matches(key, row.hash):
+            found = (
+                await session.execute(
+                    select(ApiKey, Membership.role)
+                    .outerjoin(
+                        Membership,
+                        (Membership.org_id == ApiKey.org_id)
+                        & (Membership.user_id == ApiKey.created_by),
+                    )
+                    .where(ApiKey.org_id == parts.org_id, ApiKey.prefix == parts.prefix)
+                )
+            ).first()
+            if found is None or not matches(key, found[0].hash):
                 raise Problem(401, "invalid_api_key", "The API key is not valid.")
+            row, creator_role = found
             if row.revoked_at is not None:
                 raise Problem(401, "revoked_api_key", "The API key has been revoked.")
             if row.expires_at is not None and row.expires_at <= now:
                 raise Problem(401, "expired_api_key", "The API key has expired.")
+            if row.created_by is not None and creator_role is None:
+                raise Problem(
+                    401,
+                    "suspended_api_key",
+                    "The API key's creator is no longer a member of this org, so the key does "
+                    "nothing: an owner or admin can rotate it to make it theirs, or revoke it.",
+                )
             if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
                 await _touch(session, row, now)
-    return Principal.api_key(row.org_id, row.id, frozenset(row.scopes))
+    return Principal.api_key(
+        row.org_id,
+        row.id,
+        frozenset(row.scopes),
+        creator_id=row.created_by,
+        creator_role=None if creator_role is None else Role(creator_role),
+    )
 
 
 async def _touch(session: AsyncSession, row: ApiKey, now: dt.datetime) -> None:

@@ -21,6 +21,7 @@ every role    its own account (``account:self``): profile, password, 2FA, sessio
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 
 __all__ = [
     "ROLE_PERMISSIONS",
@@ -29,6 +30,8 @@ __all__ = [
     "Role",
     "Scope",
     "can_assign",
+    "scope_permissions",
+    "withheld_from_key",
 ]
 
 
@@ -126,6 +129,21 @@ SCOPE_PERMISSIONS: dict[Scope, frozenset[Permission]] = {
     Scope.ADMIN: frozenset(Permission) - {P.OWNERS_MANAGE, P.ACCOUNT},
 }
 """What each API-key scope allows. No key can manage owners or act as a person's account."""
+
+
+def scope_permissions(scopes: Iterable[str]) -> frozenset[Permission]:
+    """What a key with ``scopes`` may do (unknown scope names grant nothing)."""
+    known = {scope.value for scope in Scope}
+    return frozenset().union(
+        *(SCOPE_PERMISSIONS[Scope(scope)] for scope in scopes if scope in known)
+    )
+
+
+def withheld_from_key(scopes: Iterable[str], creator_role: Role | None) -> frozenset[Permission]:
+    """What a key's ``scopes`` allow but its creator, now of ``creator_role`` (None: no longer
+    a member), may not do: the key may not either (docs/decisions/0015)."""
+    allowed = scope_permissions(scopes)
+    return allowed if creator_role is None else allowed - ROLE_PERMISSIONS[creator_role]
 
 
 def can_assign(actor: Role, target_role: Role) -> bool:

@@ -1,4 +1,9 @@
-"""The caller of a request: a member of an org signed in as a user, or an API key of an org."""
+"""The caller of a request: a member of an org signed in as a user, or an API key of an org.
+
+A key acts for the person who created it, and never does what that person no longer may
+(docs/decisions/0015): its permissions are its scopes' less what its creator's current role
+withholds. A key no person created (``agentops-hub bootstrap``'s) acts for the org itself.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +13,13 @@ from typing import Literal
 
 from agentops_server.auth.permissions import (
     ROLE_PERMISSIONS,
-    SCOPE_PERMISSIONS,
     Permission,
     Role,
-    Scope,
+    scope_permissions,
+    withheld_from_key,
 )
 
 __all__ = ["Principal"]
-
-_SCOPE_NAMES = frozenset(scope.value for scope in Scope)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -33,6 +36,10 @@ class Principal:
     scopes: frozenset[str] = frozenset()
     team_ids: frozenset[uuid.UUID] = frozenset()
     """The teams a user belongs to (team leads act within these)."""
+    creator_id: uuid.UUID | None = None
+    """The person who created this API key (None: a key of the org itself)."""
+    withheld: frozenset[Permission] = frozenset()
+    """What this key's scopes allow but its creator no longer may do."""
 
     @classmethod
     def member(
@@ -56,12 +63,33 @@ class Principal:
         )
 
     @classmethod
-    def api_key(cls, org_id: uuid.UUID, key_id: uuid.UUID, scopes: frozenset[str]) -> Principal:
-        """An API key with ``scopes`` (unknown scope names grant nothing)."""
-        granted: frozenset[Permission] = frozenset().union(
-            *(SCOPE_PERMISSIONS[Scope(scope)] for scope in scopes if scope in _SCOPE_NAMES)
+    def api_key(
+        cls,
+        org_id: uuid.UUID,
+        key_id: uuid.UUID,
+        scopes: frozenset[str],
+        *,
+        creator_id: uuid.UUID | None = None,
+        creator_role: Role | None = None,
+    ) -> Principal:
+        """An API key with ``scopes`` (unknown scope names grant nothing), created by
+        ``creator_id``, whose role now is ``creator_role``."""
+        withheld = frozenset() if creator_id is None else withheld_from_key(scopes, creator_role)
+        return cls(
+            "api_key",
+            org_id,
+            scope_permissions(scopes) - withheld,
+            key_id=key_id,
+            scopes=scopes,
+            creator_id=creator_id,
+            withheld=withheld,
         )
-        return cls("api_key", org_id, granted, key_id=key_id, scopes=scopes)
+
+    @property
+    def person_id(self) -> uuid.UUID | None:
+        """The person acting: the signed-in user, or the creator of the key (None for a key
+        of the org itself)."""
+        return self.user_id if self.kind == "user" else self.creator_id
 
     @property
     def actor_id(self) -> uuid.UUID:

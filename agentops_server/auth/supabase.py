@@ -23,6 +23,7 @@ org.
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from joserfc import jws, jwt
@@ -38,7 +39,11 @@ from agentops_server.auth.principal import Principal
 from agentops_server.auth.tokens import ISSUER
 from agentops_server.db.tenancy import TenantSession
 from agentops_server.errors import Problem
-from agentops_server.services.identities import ExternalIdentity, member_for_identity
+from agentops_server.services.identities import (
+    ExternalIdentity,
+    member_for_identity,
+    user_for_identity,
+)
 from agentops_server.services.refusals import Refused
 from agentops_server.settings import Settings
 
@@ -166,19 +171,37 @@ def accepts(settings: Settings, token: str) -> bool:
 
 async def authenticate(connection: ASGIConnection[Any, Any, Any, Any], token: str) -> Principal:
     """The member a request with a Supabase access token acts as."""
-    backend: SupabaseAuth = connection.app.state.supabase
-    claims = await backend.verify(token)
-    engine: AsyncEngine = connection.app.state.engine
-    async with AsyncSession(
-        engine, sync_session_class=TenantSession, expire_on_commit=False
-    ) as session:
+    identity = await _verified_identity(connection, token)
+    async with _session(connection) as session:
         try:
             member = await member_for_identity(
-                session, _identity(claims), org=connection.headers.get(ORG_HEADER) or None
+                session, identity, org=connection.headers.get(ORG_HEADER) or None
             )
         except Refused as refusal:
             raise problem_of(refusal) from refusal
     return Principal.member(member.org_id, member.user_id, member.role, team_ids=member.team_ids)
+
+
+async def person_of(connection: ASGIConnection[Any, Any, Any, Any], token: str) -> uuid.UUID:
+    """The user a Supabase access token proves, whether or not they belong to an org yet."""
+    identity = await _verified_identity(connection, token)
+    async with _session(connection) as session:
+        try:
+            return await user_for_identity(session, identity)
+        except Refused as refusal:
+            raise problem_of(refusal) from refusal
+
+
+async def _verified_identity(
+    connection: ASGIConnection[Any, Any, Any, Any], token: str
+) -> ExternalIdentity:
+    backend: SupabaseAuth = connection.app.state.supabase
+    return _identity(await backend.verify(token))
+
+
+def _session(connection: ASGIConnection[Any, Any, Any, Any]) -> AsyncSession:
+    engine: AsyncEngine = connection.app.state.engine
+    return AsyncSession(engine, sync_session_class=TenantSession, expire_on_commit=False)
 
 
 def _identity(claims: dict[str, Any]) -> ExternalIdentity:

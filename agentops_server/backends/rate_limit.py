@@ -9,38 +9,69 @@ Redis one atomic Lua script per hit, so any number of hub processes share one co
     if not result.allowed:
         ...  # 429, Retry-After: result.retry_after
 
-:class:`RateLimitMiddleware` applies the org and caller limits to every authenticated request.
-Litestar's own ``RateLimitConfig`` is not used: it counts per process, without an atomic
-increment (litestar-org/litestar#4700).
+Three uses of one :class:`RateLimiter` (``app.state.rate_limiter``), each its own class:
+
+- :class:`RateLimitMiddleware`: the org and caller limits of every authenticated request
+  (``rate_limit_org``, ``rate_limit_key``).
+- :class:`Throttle`: attempts at sign-in, second factor, password and reset actions, per client
+  address and per account (``rate_limit_login_ip``, ``rate_limit_login``).
+- :class:`FailedAuthentications`: credentials that are not authentic (a forged, guessed or
+  tampered API key, token, refresh token, invitation or reset token), per client address
+  (``rate_limit_auth_failures``). Only failures count, and only from the address they came from,
+  so a key's holder is never refused for what others sent from elsewhere.
+
+Routes get the last two injected (``throttle`` and ``auth_failures``, :data:`DEPENDENCIES`);
+the authentication middleware builds its own with :func:`failed_authentications`. Litestar's
+own ``RateLimitConfig`` is not used: it counts per process, without an atomic increment
+(litestar-org/litestar#4700).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from litestar import Request
+from litestar.connection import ASGIConnection
 from litestar.datastructures import MutableScopeHeaders
+from litestar.di import Provide
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Dependencies, Message, Receive, Scope, Send
 from redis.asyncio import ConnectionPool
 
 from agentops_server.errors import Problem
 from agentops_server.settings import Settings
 
-__all__ = ["RateLimitMiddleware", "RateLimitResult", "RateLimiter", "create_rate_limiter"]
+__all__ = [
+    "DEPENDENCIES",
+    "NOT_AUTHENTIC",
+    "FailedAuthentications",
+    "RateLimitMiddleware",
+    "RateLimitResult",
+    "RateLimiter",
+    "Throttle",
+    "create_rate_limiter",
+    "failed_authentications",
+]
 
 _REDIS_KEY_PREFIX = "agentops:ratelimit"
-_LIMIT_SETTINGS = ("rate_limit_org", "rate_limit_key", "rate_limit_login", "rate_limit_login_ip")
+_LIMIT_SETTINGS = (
+    "rate_limit_org",
+    "rate_limit_key",
+    "rate_limit_login",
+    "rate_limit_login_ip",
+    "rate_limit_auth_failures",
+)
 """Every setting that holds a limit string."""
 _OPERATIONS_PATH = re.compile(r"/(?:health|ready|schema)(?:/|$)")
 """Never limited: health checks and the API schema."""
@@ -93,6 +124,21 @@ class RateLimiter:
             retry_after=0 if allowed else max(1, math.ceil(reset_after)),
         )
 
+    async def peek(self, key: str, limit: str) -> RateLimitResult:
+        """The state of ``limit`` on ``key`` now, counting nothing: ``allowed`` says whether one
+        more hit would pass."""
+        item = _parse_limit(limit)
+        stats = await self._strategy.get_window_stats(item, key)
+        reset_after = max(0.0, stats.reset_time - time.time())
+        allowed = stats.remaining > 0
+        return RateLimitResult(
+            allowed=allowed,
+            limit=item.amount,
+            remaining=max(0, stats.remaining),
+            reset_after=reset_after,
+            retry_after=0 if allowed else max(1, math.ceil(reset_after)),
+        )
+
     async def clear(self, key: str, limit: str) -> None:
         """Forget every hit on ``key`` against ``limit``."""
         await self._strategy.clear(_parse_limit(limit), key)
@@ -107,8 +153,9 @@ def create_rate_limiter(settings: Settings) -> RateLimiter:
     """A limiter on Redis when ``settings.redis_url`` is set, in the process otherwise.
 
     Raises ``ValueError`` naming the setting when one of the rate limits (``rate_limit_org``,
-    ``rate_limit_key``, ``rate_limit_login``, ``rate_limit_login_ip``) is not a limit string,
-    so a bad value stops the hub when it is built rather than at the first request it limits.
+    ``rate_limit_key``, ``rate_limit_login``, ``rate_limit_login_ip``,
+    ``rate_limit_auth_failures``) is not a limit string, so a bad value stops the hub when it
+    is built rather than at the first request it limits.
     """
     for name in _LIMIT_SETTINGS:
         try:
@@ -175,6 +222,109 @@ class RateLimitMiddleware(ASGIMiddleware):
         await next_app(scope, receive, send_with_headers)
 
 
+NOT_AUTHENTIC = frozenset(
+    {
+        "invalid_api_key",
+        "invalid_token",
+        "invalid_refresh_token",
+        "invalid_mfa_token",
+        "invalid_invitation",
+        "invalid_reset_token",
+    }
+)
+"""Refusal codes meaning the credential offered is none of this hub's (forged, guessed,
+tampered): what :class:`FailedAuthentications` counts. An expired, revoked or used credential is
+genuine and does not count, so a client holding a stale one is not slowed down for it."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Throttle:
+    """Attempts at an action (sign-in, second factor, password, reset), limited per client
+    address (``rate_limit_login_ip``) and per account (``rate_limit_login``)."""
+
+    limiter: RateLimiter
+    settings: Settings
+    address: str
+
+    async def count(self, action: str, account: str | None = None) -> None:
+        """Count an attempt at ``action`` from this address and, when known, on ``account``;
+        429 ``too_many_attempts`` past either limit."""
+        limits = [(f"auth:{action}:ip:{self.address}", self.settings.rate_limit_login_ip)]
+        if account:
+            limits.append((_account_limit_key(action, account), self.settings.rate_limit_login))
+        for key, limit in limits:
+            result = await self.limiter.hit(key, limit)
+            if not result.allowed:
+                raise _too_many_attempts(result)
+
+    @contextlib.asynccontextmanager
+    async def attempt(self, action: str, account: str) -> AsyncIterator[None]:
+        """Count an attempt (as :meth:`count`); when the block succeeds, the account's count
+        starts over (the address's does not)."""
+        await self.count(action, account)
+        yield
+        await self.limiter.clear(
+            _account_limit_key(action, account), self.settings.rate_limit_login
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FailedAuthentications:
+    """Credentials from one client address that were not authentic (:data:`NOT_AUTHENTIC`),
+    against ``rate_limit_auth_failures``.
+
+    Once the address has used up its failures, every credential it offers is refused with 429
+    ``too_many_attempts`` before it is checked, until the window frees a failure: guessing gets
+    nowhere, and nothing is learnt meanwhile. A valid credential costs nothing, and failures
+    from other addresses never count against this one.
+    """
+
+    limiter: RateLimiter
+    limit: str
+    address: str
+
+    @contextlib.asynccontextmanager
+    async def guard(self) -> AsyncIterator[None]:
+        """Refuse at once when this address has no failures left; else run the block (which
+        checks a credential) and count it as a failure if it refuses the credential as not
+        authentic."""
+        key = f"auth-failures:ip:{self.address}"
+        state = await self.limiter.peek(key, self.limit)
+        if not state.allowed:
+            raise _too_many_attempts(state)
+        try:
+            yield
+        except Exception as exc:
+            if getattr(exc, "code", None) in NOT_AUTHENTIC:
+                await self.limiter.hit(key, self.limit)
+            raise
+
+
+def failed_authentications(connection: ASGIConnection[Any, Any, Any, Any]) -> FailedAuthentications:
+    """The failed authentications of the address ``connection`` comes from."""
+    state = connection.app.state
+    settings: Settings = state.settings
+    return FailedAuthentications(
+        state.rate_limiter, settings.rate_limit_auth_failures, _address(connection)
+    )
+
+
+def _throttle(request: Request[Any, Any, Any]) -> Throttle:
+    state = request.app.state
+    return Throttle(state.rate_limiter, state.settings, _address(request))
+
+
+def _auth_failures(request: Request[Any, Any, Any]) -> FailedAuthentications:
+    return failed_authentications(request)
+
+
+DEPENDENCIES: Dependencies = {
+    "throttle": Provide(_throttle, sync_to_thread=False),
+    "auth_failures": Provide(_auth_failures, sync_to_thread=False),
+}
+"""``throttle`` and ``auth_failures`` for the routes (set on the ``/api/v1`` router)."""
+
+
 async def _answer_rate_limited(
     scope: Scope, receive: Receive, send: Send, result: RateLimitResult, headers: dict[str, str]
 ) -> None:
@@ -190,6 +340,24 @@ async def _answer_rate_limited(
     request: Request[Any, Any, Any] = Request(scope, receive, send)
     response = problem.to_response(request).to_asgi_response(app=None, request=request)
     await response(scope, receive, send)
+
+
+def _too_many_attempts(result: RateLimitResult) -> Problem:
+    return Problem(
+        429,
+        "too_many_attempts",
+        f"Too many attempts; try again in {result.retry_after} s.",
+        headers={**result.headers(), "Retry-After": str(result.retry_after)},
+    )
+
+
+def _address(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The client's address (a trusted proxy's client's, see ``agentops_server.security``)."""
+    return connection.client.host if connection.client else "unknown"
+
+
+def _account_limit_key(action: str, account: str) -> str:
+    return f"auth:{action}:account:{account}"
 
 
 def _is_operations_path(scope: Scope) -> bool:

@@ -3,6 +3,9 @@
 One URL configures both: ``sqlite:///file.db`` or ``postgresql+psycopg://…``. The app runs on the
 async driver (aiosqlite, psycopg's async mode); migrations and the CLI on the sync one.
 
+Both kinds of engine hide a statement's parameters in the errors they raise (and so in the logs
+and error reports those reach): parameters hold what requests sent, emails and token hashes.
+
 SQLite runs in WAL mode with ``synchronous=FULL``: a commit is on disk before the hub acknowledges
 it, readers do not block the writer, and ``busy_timeout`` makes concurrent writers wait rather
 than fail.
@@ -38,7 +41,7 @@ def async_url(url: str) -> str:
 
 def create_db_engine(url: str, *, tenant_isolation: bool = False, **options: Any) -> Engine:
     """A sync engine (migrations, CLI); the CLI's acting for an org has ``tenant_isolation``."""
-    engine = create_engine(sync_url(url), **options)
+    engine = create_engine(sync_url(url), hide_parameters=True, **options)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     if tenant_isolation:
@@ -56,7 +59,7 @@ def create_async_db_engine(
         options.setdefault("pool_size", pool_size)
         options.setdefault("max_overflow", pool_size)
         options.setdefault("pool_pre_ping", True)
-    engine = create_async_engine(target, **options)
+    engine = create_async_engine(target, hide_parameters=True, **options)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     if tenant_isolation:

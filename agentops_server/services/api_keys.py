@@ -7,6 +7,13 @@ rotates keys. Rotating makes a new key with the old one's name, scopes and expir
 old one at once, or after a grace period (``grace_seconds``) during which both work: the old
 key's expiry is brought forward to the end of the grace period.
 
+A key acts for the person who created it (a key made by a key, for that key's creator) and never
+does what they no longer may (docs/decisions/0015): the authentication caps it by its creator's
+current role, and suspends it once its creator has left the org. Each key's ``state`` says so
+(``capped``, ``suspended``), with what its creator's role ``withheld``; :func:`follow_creator`
+audits every change of a creator's standing for each of their keys. Rotating a key makes the new
+one the rotator's: that is how an owner or admin takes over a departed creator's key.
+
 Each change is audited in the transaction that makes it; the secret never is.
 """
 
@@ -16,15 +23,15 @@ import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.auth.api_keys import SCOPES
-from agentops_server.auth.permissions import SCOPE_PERMISSIONS, Scope
+from agentops_server.auth.permissions import SCOPE_PERMISSIONS, Role, Scope, withheld_from_key
 from agentops_server.auth.principal import Principal
-from agentops_server.db.models import ApiKey
+from agentops_server.db.models import ApiKey, Membership
 from agentops_server.services import audit
 from agentops_server.services.audit import Actor
 from agentops_server.services.claims import claim
@@ -38,8 +45,10 @@ __all__ = [
     "ApiKeyList",
     "ApiKeyView",
     "CreatedApiKey",
+    "KeyState",
     "check_grantable",
     "create_key",
+    "follow_creator",
     "list_keys",
     "revoke_key",
     "rotate_key",
@@ -47,6 +56,10 @@ __all__ = [
 
 MAX_EXPIRY_DAYS = 3650
 MAX_GRACE_SECONDS = 7 * 24 * 3600
+
+KeyState = Literal["active", "capped", "suspended", "expired", "revoked"]
+"""A key's standing: ``capped`` when its creator's role withholds some of what its scopes
+allow, ``suspended`` when its creator has left the org (it then does nothing)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,9 +72,13 @@ class ApiKeyView:
     scopes: list[str]
     created_at: dt.datetime
     created_by: uuid.UUID | None
+    """The person the key acts for (null: a key of the org itself, made by the CLI)."""
     last_used_at: dt.datetime | None
     expires_at: dt.datetime | None
     revoked_at: dt.datetime | None
+    state: KeyState
+    withheld: list[str]
+    """Permissions its scopes allow but its creator no longer has (so neither has the key)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,12 +95,22 @@ class ApiKeyList:
     items: list[ApiKeyView]
 
 
-async def list_keys(session: AsyncSession, org_id: uuid.UUID) -> ApiKeyList:
-    """The org's keys, newest first."""
-    rows = await session.scalars(
-        select(ApiKey).where(ApiKey.org_id == org_id).order_by(ApiKey.created_at.desc())
+async def list_keys(
+    session: AsyncSession, org_id: uuid.UUID, *, state: KeyState | None = None
+) -> ApiKeyList:
+    """The org's keys, newest first (only those in ``state``, if given)."""
+    rows = await session.execute(
+        select(ApiKey, Membership.role)
+        .outerjoin(
+            Membership,
+            (Membership.org_id == ApiKey.org_id) & (Membership.user_id == ApiKey.created_by),
+        )
+        .where(ApiKey.org_id == org_id)
+        .order_by(ApiKey.created_at.desc())
     )
-    return ApiKeyList(items=[_view(row) for row in rows])
+    now = dt.datetime.now(dt.UTC)
+    views = [_view(row, _role(role), now) for row, role in rows]
+    return ApiKeyList(items=[view for view in views if state is None or view.state == state])
 
 
 async def create_key(
@@ -200,6 +227,51 @@ async def rotate_key(
     return new
 
 
+async def follow_creator(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    actor: Actor,
+    creator_id: uuid.UUID,
+    *,
+    before: Role | None,
+    after: Role | None,
+) -> None:
+    """Audit what a change of ``creator_id``'s role (None: not a member) from ``before`` to
+    ``after`` does to each of their live keys (not committed: it commits with the change):
+    ``api_key.suspended`` (the creator left), ``api_key.capped`` (the new role withholds
+    something else of what the key's scopes allow) or ``api_key.restored`` (nothing withheld
+    any more)."""
+    now = dt.datetime.now(dt.UTC)
+    rows = await session.scalars(
+        select(ApiKey).where(
+            ApiKey.org_id == org_id, ApiKey.created_by == creator_id, ApiKey.revoked_at.is_(None)
+        )
+    )
+    for row in rows:
+        if row.expires_at is not None and row.expires_at <= now:
+            continue
+        was, now_withheld = (withheld_from_key(row.scopes, role) for role in (before, after))
+        if was == now_withheld and (before is None) == (after is None):
+            continue
+        action = (
+            "api_key.suspended"
+            if after is None
+            else "api_key.capped"
+            if now_withheld
+            else "api_key.restored"
+        )
+        await audit.record(
+            session,
+            org_id,
+            actor,
+            action,
+            target_type="api_key",
+            target_id=row.id,
+            before=_standing(row, before, was),
+            after=_standing(row, after, now_withheld),
+        )
+
+
 def check_grantable(principal: Principal, scopes: Iterable[str]) -> None:
     """``scope_escalation`` unless everything ``scopes`` allow, the caller may do too."""
     beyond = [
@@ -230,7 +302,7 @@ async def _add_key(
         principal.org_id,
         name=name,
         scopes=scopes,
-        created_by=principal.user_id,
+        created_by=principal.person_id,
         expires_at=expires_at,
     )
     row.created_at = now
@@ -244,7 +316,8 @@ async def _add_key(
         target_id=row.id,
         after={**_state(row), **noted},
     )
-    return CreatedApiKey(**_fields(row), key=issued.key)
+    # Nobody grants more than they may do (check_grantable): a new key withholds nothing.
+    return CreatedApiKey(**_fields(row), state="active", withheld=[], key=issued.key)
 
 
 def _scopes(scopes: Iterable[str]) -> list[str]:
@@ -319,5 +392,32 @@ def _fields(row: ApiKey) -> dict[str, Any]:
     }
 
 
-def _view(row: ApiKey) -> ApiKeyView:
-    return ApiKeyView(**_fields(row))
+def _standing(row: ApiKey, role: Role | None, withheld: frozenset[str]) -> dict[str, Any]:
+    """What the audit log keeps of a key's standing under its creator's ``role``."""
+    return {
+        "name": row.name,
+        "prefix": row.prefix,
+        "creator_role": None if role is None else role.value,
+        "withheld": sorted(withheld),
+    }
+
+
+def _role(value: str | None) -> Role | None:
+    return None if value is None else Role(value)
+
+
+def _view(row: ApiKey, creator_role: Role | None, now: dt.datetime) -> ApiKeyView:
+    """``row`` as listed, its creator being of ``creator_role`` (None: not a member)."""
+    withheld = (
+        frozenset() if row.created_by is None else withheld_from_key(row.scopes, creator_role)
+    )
+    state: KeyState
+    if row.revoked_at is not None:
+        state = "revoked"
+    elif row.expires_at is not None and row.expires_at <= now:
+        state = "expired"
+    elif row.created_by is not None and creator_role is None:
+        state = "suspended"
+    else:
+        state = "capped" if withheld else "active"
+    return ApiKeyView(**_fields(row), state=state, withheld=sorted(withheld))

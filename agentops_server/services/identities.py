@@ -40,6 +40,7 @@ __all__ = [
     "SignedIn",
     "member_for_identity",
     "sign_in_external",
+    "user_for_identity",
 ]
 
 _ATTEMPTS = 3
@@ -84,16 +85,18 @@ async def sign_in_external(
     *,
     org_slug: str | None,
     client: Client,
+    signup_open: bool = True,
 ) -> SignedIn:
     """The user and org an OAuth sign-in lands in; commits what it had to create.
 
     The org is ``org_slug`` (the user must be a member), else the user's first org, else a new
     personal org with the user as owner (audited ``org.created`` and ``member.added``, as
-    sign-up does). Checks come before writes: a refused sign-in creates nothing.
+    sign-up does) when ``signup_open``. Checks come before writes: a refused sign-in creates
+    nothing.
 
     The provider must vouch for the email address. Refused
-    (:mod:`~agentops_server.services.refusals`) as ``email_required``, ``email_not_verified`` or
-    ``not_a_member``.
+    (:mod:`~agentops_server.services.refusals`) as ``email_required``, ``email_not_verified``,
+    ``not_a_member`` or, sign-up being closed, ``no_membership``.
     """
     if not identity.email_verified:  # accounts are made and linked by address: it must be theirs
         raise Forbidden(
@@ -104,13 +107,26 @@ async def sign_in_external(
     for attempt in range(_ATTEMPTS):
         try:
             return await _sign_in(
-                session, identity, org_slug=org_slug, client=client, attempt=attempt
+                session,
+                identity,
+                org_slug=org_slug,
+                client=client,
+                attempt=attempt,
+                signup_open=signup_open,
             )
         except _RACES:
             await session.rollback()
             if attempt == _ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
+
+
+async def user_for_identity(session: AsyncSession, identity: ExternalIdentity) -> uuid.UUID:
+    """The user of ``identity``, whatever orgs they belong to; made on first sight, as
+    :func:`member_for_identity` does (accepting an invitation proves who accepts this way).
+
+    Refused as ``email_required`` or ``email_not_verified``."""
+    return await _user_for(session, identity)
 
 
 async def member_for_identity(
@@ -169,6 +185,7 @@ async def _sign_in(
     org_slug: str | None,
     client: Client,
     attempt: int,
+    signup_open: bool,
 ) -> SignedIn:
     found = await _find(session, identity)
     await session.rollback()  # read-only so far
@@ -177,6 +194,12 @@ async def _sign_in(
         chosen: OrgMembership | None = _named(memberships, org_slug)
     else:
         chosen = memberships[0] if memberships else None  # else a personal org, made below
+    if chosen is None and not signup_open:
+        raise Forbidden(
+            "no_membership",
+            "You are not a member of any org, and this hub makes accounts by invitation only: "
+            "ask an admin to invite you.",
+        )
     org_id = chosen.id if chosen is not None else uuid.uuid4()
     with tenant(org_id=org_id, user_id=found.user_id):
         user = found if found.user_id is not None else await _new_user(session, identity)

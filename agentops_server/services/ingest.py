@@ -67,6 +67,8 @@ from agentops_sdk.contract.schema import (
 )
 from agentops_server.db.models import Agent, Base, Run, Span
 from agentops_server.db.types import to_utc
+from agentops_server.services.refusals import Invalid
+from agentops_server.values import decode_json
 
 __all__ = ["IngestError", "ingest_batch", "ingest_run"]
 
@@ -168,9 +170,11 @@ def _parse_run_upload(body: bytes, org_id: uuid.UUID, max_events: int) -> _Parse
 def _document(body: bytes) -> dict[str, Any]:
     """The body as a JSON object of a schema version this hub reads."""
     try:
-        document = msgspec.json.decode(body)
-    except (msgspec.DecodeError, RecursionError) as exc:
+        document = decode_json(body)
+    except msgspec.DecodeError as exc:
         raise IngestError("malformed_json", f"The body is not valid JSON: {exc}") from exc
+    except Invalid as exc:
+        raise IngestError(exc.code, exc.detail) from exc
     if not isinstance(document, dict):
         raise IngestError("validation_error", "The body must be a JSON object.")
     version = document.get("schema_version", SCHEMA_VERSION)

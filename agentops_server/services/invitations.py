@@ -7,10 +7,15 @@ expires after :data:`INVITATION_TTL`; resending makes a new token and expiry (th
 working); inviting an address that already has a pending invitation refreshes that one.
 
 Accepting (a public route) creates the membership, the user too when the hub has no account
-for that email (then a name and a strong password are needed), and the team membership. A new
-user is signed in at once; an existing user is not: they sign in as usual, so their second
-factor is never skipped. Invitations follow the role rules: nobody invites (or resends, or
-revokes an invitation) to a role they could not give themselves (``role_escalation``).
+for that email (then a name and a strong password are needed), and the team membership, and
+signs the user into the org. An existing account joins only when the acceptance proves it comes
+from that account: holding the link is not consent (a link is forwarded, or read on its way).
+The proof is a session of that account (its access token, from any of its orgs), or, for an
+account in no org any more (which has no session to show), its password and, when it has a
+second factor, a code: what signing in asks, so a second factor is never skipped
+(``sign_in_required``, ``wrong_account``, ``invalid_credentials``, ``mfa_code_required``,
+``invalid_mfa_code``). Invitations follow the role rules: nobody invites (or resends, or revokes
+an invitation) to a role they could not give themselves (``role_escalation``).
 
 Every change is audited in the transaction that makes it; the email is sent before that
 transaction writes anything, so a mail server that refuses leaves nothing changed.
@@ -27,7 +32,7 @@ import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentops_server.auth.passwords import WeakPassword
+from agentops_server.auth.passwords import WeakPassword, verify_password
 from agentops_server.auth.permissions import Role
 from agentops_server.auth.principal import Principal
 from agentops_server.auth.tokens import (
@@ -39,15 +44,18 @@ from agentops_server.auth.tokens import (
 from agentops_server.backends.mailer import Email, Mailer
 from agentops_server.db.models import Invitation, Membership, Org, TeamMember, User
 from agentops_server.db.tenancy import tenant
-from agentops_server.services import audit
+from agentops_server.services import audit, mfa
+from agentops_server.services.api_keys import follow_creator
 from agentops_server.services.audit import Actor
 from agentops_server.services.claims import claim
 from agentops_server.services.members import check_assignable, parse_role
 from agentops_server.services.refusals import (
     Conflict,
+    Forbidden,
     Gone,
     Invalid,
     NotFound,
+    Unauthenticated,
     Unavailable,
 )
 from agentops_server.services.sessions import TokenPair, start_session
@@ -60,6 +68,7 @@ from agentops_server.services.users import (
     normalize_email,
 )
 from agentops_server.settings import Settings
+from agentops_server.values import Name, Text
 
 __all__ = [
     "INVITATION_TTL",
@@ -85,18 +94,21 @@ _MAX_TOKEN_LENGTH = 256
 class NewInvitation(msgspec.Struct, forbid_unknown_fields=True):
     """Whom to invite, with which role, into which team (optional)."""
 
-    email: str
-    role: str
+    email: Text
+    role: Text
     team_id: uuid.UUID | None = None
 
 
 class Acceptance(msgspec.Struct, forbid_unknown_fields=True):
-    """An invitation accepted: the token from the email; a name and password only when the hub
-    has no account for the invited email yet."""
+    """An invitation accepted: the token from the email. A name and password make the account
+    when the hub has none for the invited email yet; for an existing account signed in nowhere,
+    its password (and a ``code`` or ``recovery_code`` when it has a second factor) prove it."""
 
-    token: str
-    name: str | None = None
-    password: str | None = None
+    token: Text
+    name: Name | None = None
+    password: Text | None = None
+    code: Text | None = None
+    recovery_code: Text | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -130,8 +142,7 @@ class InvitationList:
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class AcceptedInvitation:
-    """What accepting did. ``tokens`` signs a new user in; an existing user signs in as usual
-    (None here)."""
+    """What accepting did; ``tokens`` are a session of the user in the org they joined."""
 
     org_id: uuid.UUID
     org_name: str
@@ -140,7 +151,7 @@ class AcceptedInvitation:
     role: Role
     team_id: uuid.UUID | None
     new_user: bool
-    tokens: TokenPair | None
+    tokens: TokenPair
 
 
 async def list_invitations(session: AsyncSession, org_id: uuid.UUID) -> InvitationList:
@@ -287,16 +298,20 @@ async def accept_invitation(
     settings: Settings,
     acceptance: Acceptance,
     *,
+    signed_in_as: uuid.UUID | None = None,
     ip: str | None = None,
     user_agent: str | None = None,
     request_id: str | None = None,
 ) -> AcceptedInvitation:
-    """Accept an invitation by its token: join the org (creating the user if needed); audit;
-    commit. Runs as the invitation's org, whatever the caller's context.
+    """Accept an invitation by its token: join the org (creating the user if needed) and sign
+    in there; audit; commit. Runs as the invitation's org, whatever the caller's context. When
+    the invited email has an account, ``signed_in_as`` (the user whose session the request
+    carries) must be that account, or the acceptance must hold its password (and second factor).
 
     Refusals: ``invalid_invitation`` (unknown, malformed or tampered token),
-    ``invitation_revoked``, ``invitation_used``, ``invitation_expired``, ``already_member``,
-    ``password_required``, ``weak_password``, ``email_taken``.
+    ``invitation_revoked``, ``invitation_used``, ``invitation_expired``, ``sign_in_required``,
+    ``wrong_account``, ``invalid_credentials``, ``mfa_code_required``, ``invalid_mfa_code``,
+    ``already_member``, ``password_required``, ``weak_password``, ``email_taken``.
     """
     parsed = (
         parse_opaque_token(TOKEN_KIND, acceptance.token)
@@ -321,8 +336,10 @@ async def accept_invitation(
         new_user = user is None
         if user is None:
             user = await _new_user(session, row.email, acceptance)
-        elif await session.get(Membership, (org_id, user.id)) is not None:
-            raise Conflict("already_member", "You are already a member of this org.")
+        else:
+            await _prove_account(session, settings, user, signed_in_as, acceptance)
+            if await session.get(Membership, (org_id, user.id)) is not None:
+                raise Conflict("already_member", "You are already a member of this org.")
         if not await _settle(session, row, accepted_at=now):
             raise await _no_longer_pending(session, row)
         team_id = row.team_id
@@ -333,6 +350,8 @@ async def accept_invitation(
             await session.flush()  # the membership first: the team row refers to it
             session.add(TeamMember(org_id=org_id, team_id=team_id, user_id=user.id))
         actor = Actor("user", user.id, ip, request_id)
+        if not new_user:  # someone who left and comes back: their old keys follow them again
+            await follow_creator(session, org_id, actor, user.id, before=None, after=Role(row.role))
         await audit.record(
             session,
             org_id,
@@ -359,19 +378,15 @@ async def accept_invitation(
             },
         )
         org_name = (await session.get_one(Org, org_id)).name
-        tokens = None
-        if new_user:  # start_session commits everything above with the session
-            tokens = await start_session(
-                session,
-                settings,
-                user_id=user.id,
-                org_id=org_id,
-                method="invitation",
-                ip=ip,
-                user_agent=user_agent,
-            )
-        else:
-            await session.commit()
+        tokens = await start_session(  # commits everything above with the session
+            session,
+            settings,
+            user_id=user.id,
+            org_id=org_id,
+            method="invitation",
+            ip=ip,
+            user_agent=user_agent,
+        )
     return AcceptedInvitation(
         org_id=org_id,
         org_name=org_name,
@@ -382,6 +397,38 @@ async def accept_invitation(
         new_user=new_user,
         tokens=tokens,
     )
+
+
+async def _prove_account(
+    session: AsyncSession,
+    settings: Settings,
+    user: User,
+    signed_in_as: uuid.UUID | None,
+    acceptance: Acceptance,
+) -> None:
+    """Only the invited account itself accepts for it: signed in, or with its password (and
+    second factor)."""
+    if signed_in_as is not None:
+        if signed_in_as != user.id:
+            raise Forbidden(
+                "wrong_account",
+                "This invitation is for another account: sign in as the invited one to accept.",
+            )
+        return
+    if acceptance.password is None:
+        raise Unauthenticated(
+            "sign_in_required",
+            f"{user.email} has an account: accept signed in as it (its access token), or with "
+            "its password.",
+        )
+    if not await verify_password(acceptance.password, user.password_hash):
+        raise Unauthenticated("invalid_credentials", "The password is wrong.")
+    if await mfa.enabled_kinds(session, user.id):
+        if acceptance.code is None and acceptance.recovery_code is None:
+            raise Invalid("mfa_code_required", "This account has a second factor: send a code too.")
+        await mfa.verify_second_factor(
+            session, settings, user.id, code=acceptance.code, recovery_code=acceptance.recovery_code
+        )
 
 
 async def _new_user(session: AsyncSession, email: str, acceptance: Acceptance) -> User:

@@ -11,8 +11,9 @@ Two rules guard every change (``docs/permissions.md``):
   serialised and the second sees that only one owner is left; and on both databases the change
   itself is one conditional statement that only applies while another owner exists.
 
-Removing a member (or leaving) also ends that person's sessions in the org. Each change is
-audited in the transaction that makes it.
+Removing a member (or leaving) also ends that person's sessions in the org, and suspends the API
+keys they created; a new role caps them (docs/decisions/0015). Each change is audited in the
+transaction that makes it, and so is what it does to each of those keys.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from agentops_server.auth.permissions import Role, can_assign
 from agentops_server.auth.principal import Principal
 from agentops_server.db.models import Membership, Team, TeamMember, User
 from agentops_server.services import audit
+from agentops_server.services.api_keys import follow_creator
 from agentops_server.services.audit import Actor
 from agentops_server.services.refusals import Conflict, Forbidden, Invalid, NotFound
 from agentops_server.services.sessions import revoke_user_sessions
@@ -138,6 +140,7 @@ async def change_role(
     check_assignable(principal, new, current)
     if new is not current:
         await _apply(session, principal.org_id, user_id, current, new)
+        await follow_creator(session, principal.org_id, actor, user_id, before=current, after=new)
         await audit.record(
             session,
             principal.org_id,
@@ -197,6 +200,7 @@ async def _remove(
     before = await get_member(session, org_id, user_id)
     await _apply(session, org_id, user_id, current, None)
     await revoke_user_sessions(session, org_id, user_id, reason=action)
+    await follow_creator(session, org_id, actor, user_id, before=current, after=None)
     await audit.record(
         session,
         org_id,

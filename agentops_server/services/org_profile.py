@@ -48,6 +48,7 @@ from agentops_server.services.refusals import (
     Unsupported,
 )
 from agentops_server.services.slugs import SLUG_PATTERN, slugify
+from agentops_server.values import Name, Text
 
 __all__ = [
     "LOGO_MAX_BYTES",
@@ -84,7 +85,6 @@ PLANS = ("free", "team", "business", "enterprise")
 REGIONS = ("default", "us", "eu", "ap")
 LOGO_MAX_BYTES = 256 * 1024
 LOGO_URL_MAX_LENGTH = 2048
-NAME_MAX_LENGTH = 200
 
 _LOGO_SIGNATURES: tuple[tuple[str, dict[int, bytes]], ...] = (
     ("image/png", {0: b"\x89PNG\r\n\x1a\n"}),
@@ -104,18 +104,18 @@ triggers refuse any other delete while the org exists)."""
 class OrgChanges(msgspec.Struct, forbid_unknown_fields=True):
     """A change to the org's profile: only the fields given change (``logo_url`` null: none)."""
 
-    name: str | msgspec.UnsetType = msgspec.UNSET
-    slug: str | msgspec.UnsetType = msgspec.UNSET
-    logo_url: str | msgspec.UnsetType | None = msgspec.UNSET
-    plan: str | msgspec.UnsetType = msgspec.UNSET
-    region: str | msgspec.UnsetType = msgspec.UNSET
+    name: Name | msgspec.UnsetType = msgspec.UNSET
+    slug: Text | msgspec.UnsetType = msgspec.UNSET
+    logo_url: Text | msgspec.UnsetType | None = msgspec.UNSET
+    plan: Text | msgspec.UnsetType = msgspec.UNSET
+    region: Text | msgspec.UnsetType = msgspec.UNSET
 
 
 class NewOrg(msgspec.Struct, forbid_unknown_fields=True):
     """Another org for the signed-in person; the slug defaults to one made from the name."""
 
-    name: str
-    slug: str | None = None
+    name: Name
+    slug: Text | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -184,13 +184,11 @@ def org_slug(name: str, wanted: str | None) -> str:
 
 
 def clean_name(value: str, *, what: str) -> str:
-    """``value`` stripped; ``invalid_name`` if empty, too long or holding control characters.
-    ``what`` names the thing in the message (org, team, key)."""
-    name = value.strip()
-    if not name or len(name) > NAME_MAX_LENGTH:
-        raise Invalid("invalid_name", f"A {what} name has 1 to {NAME_MAX_LENGTH} characters.")
-    if any(unicodedata.category(char) == "Cc" for char in name):
-        raise Invalid("invalid_name", f"A {what} name cannot hold control characters.")
+    """``value`` as a :class:`~agentops_server.values.Name` (stripped), which an org, a team or
+    a key (``what``) must have: ``invalid_name`` if it is blank or is no name."""
+    name = Name(value)
+    if not name:
+        raise Invalid("invalid_name", f"A {what} name has 1 to {Name.max_length} characters.")
     return name
 
 

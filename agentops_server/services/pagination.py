@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from agentops_server.db.types import to_utc
+from agentops_server.services.refusals import Invalid
+from agentops_server.values import Timestamp
 
 __all__ = ["InvalidCursor", "decode_cursor", "encode_cursor", "newest_first"]
 
@@ -70,6 +72,6 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         moment, row_id = raw.split("|")
-        return to_utc(dt.datetime.fromisoformat(moment)), uuid.UUID(hex=row_id)
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        return Timestamp.parse(moment), uuid.UUID(hex=row_id)
+    except (binascii.Error, UnicodeDecodeError, ValueError, Invalid) as exc:
         raise InvalidCursor(f"not a cursor from this hub: {cursor!r}") from exc

@@ -39,7 +39,14 @@ T = TypeVar("T")
 def serving(app: Any) -> Iterator[str]:
     """Serve the ASGI ``app`` with uvicorn in a thread; yield its base URL."""
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False)
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            access_log=False,
+            proxy_headers=False,  # as `agentops-hub serve`: the app decides whom to believe
+        )
     )
     thread = threading.Thread(target=server.run, name="hub", daemon=True)
     thread.start()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,10 +16,11 @@ from agentops_server.auth.principal import Principal
 from agentops_server.services.api_keys import check_grantable
 from agentops_server.services.orgs import IssuedKey
 from agentops_server.services.refusals import Forbidden
-from tests.server.api import Client, assert_problem, bearer, moment
+from tests.server.api import Client, assert_problem, audit_entries, bearer, moment
 from tests.server.conftest import make_org
 from tests.server.database import db_id, execute, state
-from tests.server.principals import People, Person, limited_key
+from tests.server.mail import invitation_token, mailbox
+from tests.server.principals import PASSWORD, People, Person, limited_key
 
 
 def create(client: Client, person: Person, **body: Any) -> Any:
@@ -69,8 +71,11 @@ def test_a_new_key_is_shown_once_and_listed_by_prefix_only(
         "last_used_at",
         "expires_at",
         "revoked_at",
+        "state",
+        "withheld",
     }
     assert shown["scopes"] == ["ingest", "read"]
+    assert (shown["state"], shown["withheld"]) == ("active", [])
     assert key not in client.get("/api/v1/api-keys", headers=admin.headers).text
     assert key not in str(state(migrated_url))
     audited = client.get(
@@ -111,7 +116,7 @@ def test_a_key_may_expire_in_some_days_or_at_a_moment(client: Client, admin: Per
         ({"expires_in_days": 99999}, "invalid_expiry"),
         ({"expires_at": "2001-01-01T00:00:00Z"}, "invalid_expiry"),
         ({"expires_at": "2999-01-01T00:00:00Z", "expires_in_days": 3}, "conflicting_expiry"),
-        ({"expires_at": "tomorrow"}, "validation_error"),
+        ({"expires_at": "tomorrow"}, "invalid_timestamp"),
         ({"scopes": "read"}, "validation_error"),
         ({"hash": "0" * 64}, "validation_error"),
     ],
@@ -331,3 +336,155 @@ def test_last_used_is_written_at_most_once_a_minute(
     assert second == first  # within the minute: no write
     assert moment(third) > moment(first)  # a minute on: written again
     assert dt.datetime.now(dt.UTC) - moment(third) < dt.timedelta(minutes=1)
+
+
+# -- keys follow their creator (docs/decisions/0015) -----------------------------------------------
+
+
+def change_role(client: Client, owner: Person, person: Person, role: str) -> None:
+    response = client.patch(
+        f"/api/v1/members/{person.user_id}", json={"role": role}, headers=owner.headers
+    )
+    assert response.status_code == 200, response.text
+
+
+def remove(client: Client, owner: Person, person: Person) -> None:
+    response = client.delete(f"/api/v1/members/{person.user_id}", headers=owner.headers)
+    assert response.status_code == 204, response.text
+
+
+def test_a_demoted_creators_key_does_only_what_the_creator_still_may(
+    client: Client, owner: Person, admin: Person
+) -> None:
+    created = create(client, admin, name="deploy", scopes=["admin"]).json()
+    key = bearer(created["key"])
+
+    change_role(client, owner, admin, "viewer")
+    runs = client.get("/api/v1/runs", headers=key)
+    members = client.get("/api/v1/members", headers=key)
+    new_key = client.post("/api/v1/api-keys", json={"name": "x", "scopes": ["read"]}, headers=key)
+
+    assert runs.status_code == 200, runs.text  # viewers read runs
+    assert assert_problem(members, 403, "creator_lacks_permission")["permission"] == "members:read"
+    assert_problem(new_key, 403, "creator_lacks_permission")
+    shown = listed(client, owner, created["id"])
+    assert shown["state"] == "capped"
+    assert {"api_keys:write", "members:read"} <= set(shown["withheld"])
+    assert "runs:read" not in shown["withheld"]
+    [entry] = audit_entries(client, owner.headers, action="api_key.capped")
+    assert entry["target_id"] == created["id"]
+    assert (entry["before"]["creator_role"], entry["after"]["creator_role"]) == ("admin", "viewer")
+    assert entry["before"]["withheld"] == []
+
+
+def test_a_departed_creators_key_does_nothing_and_owners_see_it(
+    client: Client, owner: Person, admin: Person
+) -> None:
+    created = create(client, admin, name="deploy", scopes=["admin"]).json()
+    key = bearer(created["key"])
+    change_role(client, owner, admin, "viewer")
+
+    remove(client, owner, admin)
+
+    for path in ("/api/v1/runs", "/api/v1/agents", "/api/v1/api-keys"):
+        assert_problem(client.get(path, headers=key), 401, "suspended_api_key")
+    suspended = client.get(
+        "/api/v1/api-keys", params={"state": "suspended"}, headers=owner.headers
+    ).json()["items"]
+    assert [(k["id"], k["created_by"]) for k in suspended] == [(created["id"], str(admin.user_id))]
+    [entry] = audit_entries(client, owner.headers, action="api_key.suspended")
+    assert entry["target_id"] == created["id"]
+    assert entry["after"]["creator_role"] is None
+
+
+def test_an_owner_takes_over_a_departed_creators_key_by_rotating_it(
+    client: Client, owner: Person, admin: Person
+) -> None:
+    old = create(client, admin, name="deploy", scopes=["admin"]).json()
+    remove(client, owner, admin)
+
+    rotated = client.post(f"/api/v1/api-keys/{old['id']}/rotate", headers=owner.headers)
+
+    assert rotated.status_code == 201, rotated.text
+    new = rotated.json()
+    assert (new["created_by"], new["state"]) == (str(owner.user_id), "active")
+    assert client.get("/api/v1/members", headers=bearer(new["key"])).status_code == 200
+    assert listed(client, owner, old["id"])["state"] == "revoked"
+
+
+def test_a_creator_promoted_back_gets_their_keys_back_whole(
+    client: Client, owner: Person, admin: Person
+) -> None:
+    created = create(client, admin, scopes=["admin"]).json()
+    change_role(client, owner, admin, "member")
+
+    change_role(client, owner, admin, "admin")
+
+    assert client.get("/api/v1/members", headers=bearer(created["key"])).status_code == 200
+    assert listed(client, owner, created["id"])["state"] == "active"
+    actions = [entry["action"] for entry in audit_entries(client, owner.headers, action="api_key.")]
+    assert actions[:2] == ["api_key.restored", "api_key.capped"]  # newest first
+
+
+def test_a_role_that_still_allows_a_keys_scopes_changes_nothing_for_it(
+    client: Client, owner: Person, admin: Person
+) -> None:
+    created = create(client, admin, scopes=["read"]).json()
+
+    change_role(client, owner, admin, "member")
+
+    assert listed(client, owner, created["id"])["state"] == "active"
+    assert audit_entries(client, owner.headers, action="api_key.capped") == []
+
+
+def test_a_key_made_by_a_key_acts_for_the_person_behind_it(
+    client: Client, owner: Person, admin: Person
+) -> None:
+    parent = bearer(create(client, admin, scopes=["admin"]).json()["key"])
+    child = client.post(
+        "/api/v1/api-keys", json={"name": "child", "scopes": ["read"]}, headers=parent
+    ).json()
+
+    remove(client, owner, admin)
+
+    assert child["created_by"] == str(admin.user_id)
+    assert_problem(
+        client.get("/api/v1/runs", headers=bearer(child["key"])), 401, "suspended_api_key"
+    )
+
+
+def test_a_creator_who_comes_back_gets_their_keys_back_under_their_new_role(
+    client: Client, owner: Person, people: People, mail_dir: Path
+) -> None:
+    ada = people.add(Role.ADMIN, email="ada@acme.example", password=PASSWORD)
+    created = create(client, ada, scopes=["admin"]).json()
+    remove(client, owner, ada)
+    client.post(
+        "/api/v1/invitations",
+        json={"email": ada.email, "role": "viewer"},
+        headers=owner.headers,
+    )
+
+    accepted = client.post(
+        "/api/v1/invitations/accept",
+        json={"token": invitation_token(mailbox(mail_dir)[-1]), "password": PASSWORD},
+    )
+
+    assert accepted.status_code == 200, accepted.text
+    assert client.get("/api/v1/runs", headers=bearer(created["key"])).status_code == 200
+    assert_problem(
+        client.get("/api/v1/members", headers=bearer(created["key"])),
+        403,
+        "creator_lacks_permission",
+    )
+    [entry] = audit_entries(client, owner.headers, action="api_key.capped")
+    assert (entry["before"]["creator_role"], entry["after"]["creator_role"]) == (None, "viewer")
+
+
+def test_the_orgs_own_keys_follow_no_one(
+    client: Client, owner: Person, admin: Person, org: IssuedKey
+) -> None:
+    remove(client, owner, admin)
+
+    assert listed(client, owner, str(org.key_id))["created_by"] is None
+    assert client.get("/api/v1/members", headers=bearer(org.key)).status_code == 200

@@ -12,6 +12,7 @@ import pytest
 from agentops_server import Settings
 from agentops_server.auth.permissions import Role
 from agentops_server.services.orgs import IssuedKey
+from tests.server.accounts import totp_code
 from tests.server.api import Client, assert_problem, audit_entries, bearer, client_with, moment
 from tests.server.conftest import PUBLIC_URL, make_org
 from tests.server.database import execute, scalar, state
@@ -25,8 +26,12 @@ def invite(client: Client, person: Person, email: str, role: str = "member", **m
     )
 
 
-def accept(client: Client, token: str, **more: Any) -> Any:
-    return client.post("/api/v1/invitations/accept", json={"token": token, **more})
+def accept(
+    client: Client, token: str, *, headers: dict[str, str] | None = None, **more: Any
+) -> Any:
+    return client.post(
+        "/api/v1/invitations/accept", json={"token": token, **more}, headers=headers or {}
+    )
 
 
 def last_token(mail_dir: Path) -> str:
@@ -216,21 +221,103 @@ def test_a_new_person_accepts_with_a_password_and_is_signed_in(
     assert added["after"]["role"] == "team_lead"
 
 
-def test_an_existing_user_joins_but_signs_in_as_usual(
-    client: Client, admin: Person, people: People, migrated_url: str, mail_dir: Path
+def test_an_existing_user_signed_in_as_themselves_joins_with_a_session_there(
+    client: Client, admin: Person, people: People, migrated_url: str, mail_dir: Path, org: IssuedKey
 ) -> None:
     elsewhere = People(migrated_url, make_org(migrated_url, "globex").org_id).add(
         Role.OWNER, email="nina@example.com", name="Nina"
     )
     invite(client, admin, "nina@example.com", "viewer")
 
-    response = accept(client, last_token(mail_dir))
+    response = accept(client, last_token(mail_dir), headers=elsewhere.headers)
 
     assert response.status_code == 200, response.text
-    assert response.json()["new_user"] is False
-    assert response.json()["tokens"] is None  # a second factor is never skipped
-    assert response.json()["user_id"] == str(elsewhere.user_id)
+    accepted = response.json()
+    assert accepted["new_user"] is False
+    assert accepted["user_id"] == str(elsewhere.user_id)
     assert people.role_of(elsewhere.user_id) == "viewer"
+    assert accepted["tokens"]["org_id"] == str(org.org_id)
+    joined = client.get("/api/v1/auth/me", headers=bearer(accepted["tokens"]["access_token"]))
+    assert joined.json()["org"]["role"] == "viewer"
+
+
+def test_whoever_holds_the_link_cannot_make_an_existing_account_join_without_signing_in(
+    client: Client, admin: Person, people: People, migrated_url: str, mail_dir: Path
+) -> None:
+    nina = People(migrated_url, make_org(migrated_url, "globex").org_id).add(
+        Role.OWNER, email="nina@example.com"
+    )
+    invite(client, admin, "nina@example.com", "viewer")
+    before = state(migrated_url)
+
+    anonymous = accept(client, last_token(mail_dir))
+    guessing = accept(client, last_token(mail_dir), password=PASSWORD)
+
+    assert_problem(anonymous, 401, "sign_in_required")
+    assert_problem(guessing, 401, "invalid_credentials")  # Nina has no password at all
+    assert state(migrated_url) == before
+    assert people.role_of(nina.user_id) is None
+
+
+def test_another_account_cannot_accept_an_invitation_for_an_existing_account(
+    client: Client, admin: Person, people: People, migrated_url: str, mail_dir: Path
+) -> None:
+    globex = People(migrated_url, make_org(migrated_url, "globex").org_id)
+    nina = globex.add(Role.OWNER, email="nina@example.com")
+    mallory = globex.add(Role.OWNER, email="mallory@example.com")
+    some_key = bearer(make_org(migrated_url, "initech").key)
+    invite(client, admin, "nina@example.com", "admin")
+    before = state(migrated_url)
+
+    as_mallory = accept(client, last_token(mail_dir), headers=mallory.headers)
+    with_a_key = accept(client, last_token(mail_dir), headers=some_key)
+    forged = accept(client, last_token(mail_dir), headers=bearer("not-a-token"))
+
+    assert_problem(as_mallory, 403, "wrong_account")
+    assert_problem(with_a_key, 401, "sign_in_required")
+    assert_problem(forged, 401, "invalid_token")
+    assert state(migrated_url) == before
+    assert people.role_of(nina.user_id) is None
+    assert people.role_of(mallory.user_id) is None
+
+
+def test_an_account_in_no_org_proves_itself_with_its_password_and_second_factor(
+    client: Client, owner: Person, people: People, migrated_url: str, mail_dir: Path
+) -> None:
+    nina = people.add(Role.MEMBER, email="nina@example.com", password=PASSWORD)
+    secret = client.post("/api/v1/auth/mfa/totp", headers=nina.headers).json()["secret"]
+    confirmed = client.post(
+        "/api/v1/auth/mfa/totp/confirm", json={"code": totp_code(secret)}, headers=nina.headers
+    )
+    assert confirmed.status_code == 200, confirmed.text
+    client.delete(f"/api/v1/members/{nina.user_id}", headers=owner.headers)
+    invite(client, owner, "nina@example.com", "admin")
+    token = last_token(mail_dir)
+
+    without_code = accept(client, token, password=PASSWORD)
+    wrong_code = accept(client, token, password=PASSWORD, code="000000")
+    proven = accept(client, token, password=PASSWORD, code=totp_code(secret, steps_ahead=1))
+
+    assert_problem(without_code, 400, "mfa_code_required")
+    assert_problem(wrong_code, 401, "invalid_mfa_code")
+    assert proven.status_code == 200, proven.text
+    assert proven.json()["user_id"] == str(nina.user_id)
+    assert proven.json()["tokens"]["access_token"]
+    assert people.role_of(nina.user_id) == "admin"
+
+
+def test_passwords_tried_on_an_invitation_are_limited_like_sign_ins(
+    settings: Settings, admin: Person, mail_dir: Path
+) -> None:
+    with client_with(settings, rate_limit_login="2/minute") as client:
+        invite(client, admin, "ines@example.com")
+        token = last_token(mail_dir)
+
+        tries = [accept(client, token, password=f"guess-{n}") for n in range(3)]
+
+    for response in tries[:2]:
+        assert_problem(response, 400, "weak_password")
+    assert_problem(tries[2], 429, "too_many_attempts")
 
 
 def test_a_new_person_needs_a_strong_password(
@@ -303,7 +390,7 @@ def test_an_accepted_invitation_can_be_neither_revoked_nor_resent(
         lambda token: token[:-1] + ("A" if token[-1] != "A" else "B"),  # another secret
         lambda token: "inv_" + uuid.uuid4().hex + token[36:],  # another org
         lambda token: token.rsplit("_", 1)[0],  # no secret
-        lambda token: "x" * 5000,
+        lambda token: "x" * 4000,
         lambda token: "",
     ],
 )
@@ -335,7 +422,7 @@ def test_an_invited_person_who_joined_meanwhile_is_told_so(
     token = last_token(mail_dir)
     nina = people.add(Role.VIEWER, email="nina@example.com")
 
-    assert_problem(accept(client, token), 409, "already_member")
+    assert_problem(accept(client, token, headers=nina.headers), 409, "already_member")
     assert client.get("/api/v1/agents", headers=nina.headers).status_code == 200
 
 

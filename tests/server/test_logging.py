@@ -1,6 +1,7 @@
 """Structured logs, read from a real ``agentops-hub serve`` process: every stderr line is one JSON
 object, each request has an id (echoed in ``X-Request-ID``) and one ``request`` line naming its
-org and key, and no secret (API key, secret query values) ever reaches the log.
+org and key, and no secret (API key, secret query values, a failed statement's parameters) ever
+reaches the log.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import json
 import re
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,10 +18,13 @@ from typing import Any
 import httpx
 import pytest
 
+from agentops_server import Settings
 from agentops_server.db.migrate import upgrade
 from agentops_server.services.orgs import IssuedKey
-from tests.server.api import bearer
+from tests.server.api import assert_problem, bearer, client_with
 from tests.server.conftest import make_org
+from tests.server.database import execute
+from tests.server.principals import PASSWORD
 from tests.server.servers import TIMEOUT, HubOutput, hub_process
 
 
@@ -107,6 +112,22 @@ def test_secrets_in_the_query_and_headers_never_reach_the_log(
     text = output.text()
     for secret in (org.key, "tok-in-query", "key-in-query"):
         assert secret not in text
+
+
+def test_a_failed_statement_is_logged_without_the_values_it_was_given(
+    settings: Settings, migrated_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    execute(migrated_url, "ALTER TABLE users RENAME TO users_elsewhere")  # the next query fails
+    canary = f"canary-{uuid.uuid4().hex}@example.com"
+
+    with client_with(settings) as client:
+        response = client.post("/api/v1/auth/login", json={"email": canary, "password": PASSWORD})
+
+    assert_problem(response, 500, "internal_error")
+    log = capsys.readouterr().err
+    assert "unexpected error" in log
+    assert "SQL parameters hidden" in log  # the statement is there, what was bound is not
+    assert canary not in log
 
 
 def test_a_request_id_that_is_not_sane_is_replaced(

@@ -215,6 +215,28 @@ def test_first_sign_in_makes_the_user_a_personal_org_and_a_session(
     assert runs.status_code == 200, runs.text
 
 
+def test_a_newcomer_gets_no_personal_org_when_sign_up_is_closed(
+    oauth_settings: Settings, settings: Settings
+) -> None:
+    with client_with(oauth_settings, signup_open=False) as closed:
+        refused = sign_in(closed)
+
+    assert_problem(refused, 403, "no_membership")
+    assert (count(settings.database_url, User), count(settings.database_url, Org)) == (0, 0)
+
+
+def test_a_member_signs_in_through_a_provider_when_sign_up_is_closed(
+    oauth_settings: Settings, settings: Settings
+) -> None:
+    org_id = make_org(settings.database_url, "Analytical Engines").org_id
+    People(settings.database_url, org_id).add(Role.MEMBER, email="ada@example.com")
+
+    with client_with(oauth_settings, signup_open=False) as closed:
+        body = signed_in(closed)
+
+    assert body["org_id"] == str(org_id)
+
+
 def test_signing_in_again_finds_the_same_user_and_org(hub: Client, settings: Settings) -> None:
     first = signed_in(hub)
     second = signed_in(hub)

@@ -1,23 +1,28 @@
 """Rate limits: the limiter on memory and on the real Redis at 127.0.0.1:6379, the org and caller
-limits through the app, and one limit held by two real hub processes sharing one Redis.
+limits through the app, failed authentications of every kind per client address, and one limit
+held by two real hub processes sharing one Redis.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import pytest
 
-from agentops_server import Settings
+from agentops_server import Settings, create_app
+from agentops_server.auth.tokens import encode_access_token
 from agentops_server.backends import RateLimiter, create_rate_limiter
 from agentops_server.services.orgs import IssuedKey
+from tests.server.accounts import AUTH, signup
 from tests.server.api import Client, assert_problem, bearer, client_with
 from tests.server.conftest import make_org
 from tests.server.principals import limited_key
-from tests.server.servers import hub_process
+from tests.server.servers import hub_process, serving
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -81,6 +86,18 @@ async def test_each_key_and_each_limit_counts_on_its_own(limiter: RateLimiter, k
     assert (await limiter.hit(f"{key}:other", "1/minute")).allowed
     assert (await limiter.hit(key, "1/hour")).allowed
     assert not (await limiter.hit(key, "1/minute")).allowed
+
+
+async def test_peeking_counts_nothing(limiter: RateLimiter, key: str) -> None:
+    await limiter.hit(key, "2/minute")
+
+    peeked = [await limiter.peek(key, "2/minute") for _ in range(3)]
+
+    assert [(result.allowed, result.remaining) for result in peeked] == [(True, 1)] * 3
+    await limiter.hit(key, "2/minute")
+    refused = await limiter.peek(key, "2/minute")
+    assert (refused.allowed, refused.remaining) == (False, 0)
+    assert 1 <= refused.retry_after <= 60
 
 
 async def test_limiters_on_one_redis_share_their_counts(key: str) -> None:
@@ -167,6 +184,144 @@ def test_health_ready_and_schema_are_never_limited(
             response = limited_app.get(path, headers=auth)
             assert response.status_code == 200, response.text
             assert "RateLimit-Limit" not in response.headers
+
+
+# Failed authentications, per client address
+
+
+def forged_key(client: Client, org: IssuedKey) -> Any:
+    return client.get("/api/v1/runs", headers=bearer(org.key[:-6] + "forged"))
+
+
+def forged_token(client: Client, org: IssuedKey) -> Any:
+    token = encode_access_token(
+        "not-the-hubs-secret",
+        user_id=uuid.uuid4(),
+        org_id=org.org_id,
+        session_id=uuid.uuid4(),
+        ttl=900,
+    )
+    return client.get("/api/v1/runs", headers=bearer(token))
+
+
+def forged_refresh_token(client: Client, org: IssuedKey) -> Any:
+    return client.post(f"{AUTH}/refresh", json={"refresh_token": f"rt_{uuid.uuid4().hex}_x"})
+
+
+def forged_invitation(client: Client, org: IssuedKey) -> Any:
+    token = f"inv_{org.org_id.hex}_{uuid.uuid4().hex}_guess"
+    return client.post("/api/v1/invitations/accept", json={"token": token, "password": "x"})
+
+
+def forged_reset_token(client: Client, org: IssuedKey) -> Any:
+    token = f"pr_{uuid.uuid4().hex}_{uuid.uuid4().hex}_guess"
+    return client.post(
+        f"{AUTH}/password/reset", json={"token": token, "new_password": "Tr0ub4dor&3-horse"}
+    )
+
+
+def forged_mfa_token(client: Client, org: IssuedKey) -> Any:
+    return client.post(f"{AUTH}/login/mfa", json={"mfa_token": "not-a-token", "code": "123456"})
+
+
+FORGERIES = {
+    "api-key": (forged_key, 401, "invalid_api_key"),
+    "access-token": (forged_token, 401, "invalid_token"),
+    "refresh-token": (forged_refresh_token, 401, "invalid_refresh_token"),
+    "invitation": (forged_invitation, 400, "invalid_invitation"),
+    "reset-token": (forged_reset_token, 400, "invalid_reset_token"),
+    "mfa-token": (forged_mfa_token, 401, "invalid_mfa_token"),
+}
+
+
+@pytest.mark.parametrize("kind", list(FORGERIES))
+def test_credentials_that_are_not_authentic_are_limited_per_address_with_429(
+    settings: Settings, org: IssuedKey, kind: str
+) -> None:
+    forge, status, code = FORGERIES[kind]
+    with client_with(settings, rate_limit_auth_failures="3/minute") as client:
+        refused = [forge(client, org) for _ in range(3)]
+        limited = forge(client, org)
+
+    for response in refused:
+        assert_problem(response, status, code)
+    assert_problem(limited, 429, "too_many_attempts")
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+
+
+def test_every_kind_of_failure_counts_against_one_budget_per_address(
+    settings: Settings, org: IssuedKey
+) -> None:
+    with client_with(settings, rate_limit_auth_failures="3/minute") as client:
+        for forge in (forged_key, forged_refresh_token, forged_invitation):
+            forge(client, org)
+
+        responses = [forge(client, org) for forge, _, _ in FORGERIES.values()]
+
+    for response in responses:
+        assert_problem(response, 429, "too_many_attempts")
+
+
+def test_an_address_out_of_failures_is_refused_before_its_credentials_are_checked(
+    settings: Settings, org: IssuedKey
+) -> None:
+    with client_with(settings, rate_limit_auth_failures="2/minute") as client:
+        for _ in range(2):
+            forged_key(client, org)
+
+        valid = client.get("/api/v1/runs", headers=bearer(org.key))
+
+    assert_problem(valid, 429, "too_many_attempts")
+
+
+def test_failures_from_other_addresses_never_lock_a_key_holder_out(
+    settings: Settings, org: IssuedKey
+) -> None:
+    app = create_app(
+        dataclasses.replace(
+            settings, rate_limit_auth_failures="3/minute", trusted_proxies="127.0.0.1"
+        )
+    )
+    attacker = {"X-Forwarded-For": "203.0.113.66"}
+    holder = {"X-Forwarded-For": "198.51.100.7"}
+    wrong = bearer(org.key[:-6] + "forged")
+
+    with serving(app) as url:
+        attempts = [
+            httpx.get(f"{url}/api/v1/runs", headers=wrong | attacker).status_code for _ in range(10)
+        ]
+        holders = [
+            httpx.get(f"{url}/api/v1/runs", headers=bearer(org.key) | holder).status_code
+            for _ in range(5)
+        ]
+
+    assert attempts == [401] * 3 + [429] * 7
+    assert holders == [200] * 5
+
+
+def test_valid_and_stale_credentials_never_count_as_failures(
+    settings: Settings, migrated_url: str, org: IssuedKey
+) -> None:
+    revoked = limited_key(migrated_url, org.org_id, scopes=["read"], revoked=True)
+    with client_with(settings, rate_limit_auth_failures="2/minute") as client:
+        ada = signup(client)
+        expired = encode_access_token(
+            settings.secret_key,
+            user_id=ada["user_id"],
+            org_id=ada["org_id"],
+            session_id=ada["session_id"],
+            ttl=-60,
+        )
+        answers = [
+            client.get("/api/v1/runs", headers=headers)
+            for headers in [bearer(revoked.key), bearer(expired), bearer(org.key)] * 3
+        ]
+
+    assert [response.status_code for response in answers] == [401, 401, 200] * 3
+    assert {response.json().get("code") for response in answers[:2]} == {
+        "revoked_api_key",
+        "token_expired",
+    }
 
 
 # Two hub processes

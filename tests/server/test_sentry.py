@@ -1,5 +1,6 @@
 """Sentry: with ``SENTRY_DSN`` set, an error in a route reaches a Sentry endpoint (a local HTTP
-server standing in for sentry.io) without the caller's credentials; without it, Sentry stays off.
+server standing in for sentry.io) without the caller's credentials, nor the values a failed
+statement was given; without it, Sentry stays off.
 
 Sentry's client is process-wide state, so the hub that reports runs in a process of its own.
 """
@@ -30,6 +31,8 @@ FAILING_HUB = """
 import sentry_sdk
 from litestar import get
 from litestar.testing import TestClient
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server import create_app
 
@@ -39,10 +42,18 @@ def boom() -> None:
     raise RuntimeError("boom from a route")
 
 
+@get("/failed-statement")
+async def failed_statement(db_session: AsyncSession) -> None:
+    await db_session.execute(
+        text("SELECT name FROM nowhere WHERE name = :name"), {"name": "bound-canary"}
+    )
+
+
 app = create_app()  # settings from the environment: SENTRY_DSN, AGENTOPS_DATABASE_URL
 app.register(boom)
+app.register(failed_statement)
 with TestClient(app) as client:
-    response = client.get("/boom?token=query-secret", headers={"Authorization": AUTHORIZATION})
+    response = client.get(PATH, headers={"Authorization": AUTHORIZATION})
     assert response.status_code == 500, response.text
 assert sentry_sdk.flush(timeout=20) is not False
 """
@@ -105,9 +116,44 @@ def test_an_error_in_a_route_reaches_sentry_without_the_callers_credentials(
     sentry_endpoint: SentryEndpoint, migrated_url: str
 ) -> None:
     key = make_org(migrated_url, "reported").key
+
+    run_failing_hub(sentry_endpoint, migrated_url, key, "/boom?token=query-secret")
+
+    event, envelope = sentry_endpoint.next_event()
+    [exception] = event["exception"]["values"]
+    assert (exception["type"], exception["value"]) == ("RuntimeError", "boom from a route")
+    assert event["request"]["url"].endswith("/boom")
+    assert event["request"]["headers"]["authorization"] == "[Filtered]"
+    assert "query-secret" not in event["request"].get("query_string", "")
+    assert key.encode() not in envelope
+    assert b"query-secret" not in envelope
+
+
+def test_a_failed_statement_reaches_sentry_without_the_values_it_was_given(
+    sentry_endpoint: SentryEndpoint, migrated_url: str
+) -> None:
+    key = make_org(migrated_url, "reported").key
+
+    run_failing_hub(sentry_endpoint, migrated_url, key, "/failed-statement")
+
+    event, envelope = sentry_endpoint.next_event()
+    reported = [exception["value"] for exception in event["exception"]["values"]]
+    assert any("nowhere" in value and "SQL parameters hidden" in value for value in reported)
+    assert b"bound-canary" not in envelope
+
+
+def test_without_a_dsn_sentry_stays_off() -> None:
+    configure_sentry(Settings(sentry_dsn=None))
+
+    assert not sentry_sdk.is_initialized()
+
+
+def run_failing_hub(endpoint: SentryEndpoint, database_url: str, key: str, path: str) -> None:
+    """Run a hub reporting to ``endpoint`` in a process of its own, and have ``key`` call
+    ``path`` on it (a route that fails)."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("AGENTOPS_")}
-    env |= {"SENTRY_DSN": sentry_endpoint.dsn, "AGENTOPS_DATABASE_URL": migrated_url}
-    program = f"AUTHORIZATION = {f'Bearer {key}'!r}\n{FAILING_HUB}"
+    env |= {"SENTRY_DSN": endpoint.dsn, "AGENTOPS_DATABASE_URL": database_url}
+    program = f"AUTHORIZATION = {f'Bearer {key}'!r}\nPATH = {path!r}\n{FAILING_HUB}"
 
     failing_hub = subprocess.run(
         [sys.executable, "-c", program],
@@ -119,17 +165,3 @@ def test_an_error_in_a_route_reaches_sentry_without_the_callers_credentials(
     )
 
     assert failing_hub.returncode == 0, failing_hub.stderr
-    event, envelope = sentry_endpoint.next_event()
-    [exception] = event["exception"]["values"]
-    assert (exception["type"], exception["value"]) == ("RuntimeError", "boom from a route")
-    assert event["request"]["url"].endswith("/boom")
-    assert event["request"]["headers"]["authorization"] == "[Filtered]"
-    assert "query-secret" not in event["request"].get("query_string", "")
-    assert key.encode() not in envelope
-    assert b"query-secret" not in envelope
-
-
-def test_without_a_dsn_sentry_stays_off() -> None:
-    configure_sentry(Settings(sentry_dsn=None))
-
-    assert not sentry_sdk.is_initialized()

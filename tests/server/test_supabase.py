@@ -11,6 +11,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +32,7 @@ from tests.server.api import Client, assert_problem, bearer, client_with
 from tests.server.conftest import make_org
 from tests.server.database import count, rows
 from tests.server.ingest_events import T0
+from tests.server.mail import invitation_token, mailbox
 from tests.server.oidc_provider import LocalIdentityProvider, es256_key
 from tests.server.principals import People
 from tests.server.reading import seeded
@@ -165,6 +167,27 @@ def test_a_newcomer_is_made_a_user_but_belongs_to_no_org(
     )
     (identity,) = rows(settings.database_url, select(OAuthIdentity.user_id))
     assert identity.user_id == user.User.id
+
+
+def test_a_newcomer_accepts_an_invitation_signed_in_with_their_supabase_token(
+    hub: Client, project: LocalIdentityProvider, settings: Settings, mail_dir: Path
+) -> None:
+    token = bearer(hs256(claims(project, email_verified=True)))
+    assert_problem(hub.get("/api/v1/runs", headers=token), 403, "no_membership")
+    org = make_org(settings.database_url, "Navy Labs")
+    hub.post(
+        "/api/v1/invitations",
+        json={"email": "grace@example.com", "role": "member"},
+        headers=bearer(org.key),
+    )
+    invitation = invitation_token(mailbox(mail_dir)[-1])
+
+    anonymous = hub.post("/api/v1/invitations/accept", json={"token": invitation})
+    accepted = hub.post("/api/v1/invitations/accept", json={"token": invitation}, headers=token)
+
+    assert_problem(anonymous, 401, "sign_in_required")
+    assert accepted.status_code == 200, accepted.text
+    assert hub.get("/api/v1/runs", headers=token).status_code == 200
 
 
 def test_the_org_header_chooses_among_the_users_orgs(

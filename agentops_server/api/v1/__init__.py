@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from litestar import Router
-from litestar.datastructures import State
+from litestar.datastructures import CacheControlHeader, State
 from litestar.di import Provide
 from litestar.types import ControllerRouterHandler
 
@@ -19,6 +19,7 @@ from agentops_server.api.v1.orgs import OrgController, OrgsController
 from agentops_server.api.v1.refusals import REFUSALS
 from agentops_server.api.v1.runs import RunController
 from agentops_server.api.v1.teams import TeamController
+from agentops_server.backends.rate_limit import DEPENDENCIES as RATE_LIMITS
 from agentops_server.settings import Settings
 
 __all__ = ["api_router"]
@@ -27,8 +28,12 @@ __all__ = ["api_router"]
 def api_router() -> Router:
     """Every ``/api/v1`` route (each guarded, or public: see ``agentops_server.auth.guards``).
 
-    Handlers may ask for ``settings: NamedDependency[Settings]``, and every service
+    Handlers may ask for ``settings: NamedDependency[Settings]``, ``throttle`` and
+    ``auth_failures`` (:mod:`agentops_server.backends.rate_limit`), and every service
     :class:`~agentops_server.services.refusals.Refused` raised here is a problem+json answer.
+    Every answer is ``Cache-Control: no-store``: many carry tokens or secrets shown once (sign-in,
+    refresh, second factor, new and rotated keys, recovery codes), and the others an org's data;
+    a route whose answer may be kept says so itself.
     """
     handlers: list[ControllerRouterHandler] = [
         RunController,
@@ -47,8 +52,9 @@ def api_router() -> Router:
     return Router(
         path="/api/v1",
         route_handlers=handlers,
-        dependencies={"settings": Provide(_settings, sync_to_thread=False)},
+        dependencies={"settings": Provide(_settings, sync_to_thread=False), **RATE_LIMITS},
         exception_handlers=REFUSALS,
+        cache_control=CacheControlHeader(no_store=True),
     )
 
 

@@ -3,14 +3,13 @@ rotate."""
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.api.v1.actors import actor_of
@@ -19,7 +18,8 @@ from agentops_server.auth.guards import requires
 from agentops_server.auth.permissions import Permission, Scope
 from agentops_server.auth.principal import Principal
 from agentops_server.services import api_keys
-from agentops_server.services.api_keys import ApiKeyList, CreatedApiKey
+from agentops_server.services.api_keys import ApiKeyList, CreatedApiKey, KeyState
+from agentops_server.values import Name, Text, Timestamp
 
 __all__ = ["ApiKeyController"]
 
@@ -29,9 +29,9 @@ _SCOPES = ", ".join(f"`{scope.value}`" for scope in Scope)
 class NewApiKey(msgspec.Struct, forbid_unknown_fields=True):
     """A key to make: its name, scopes, and optionally when it expires (one of the two)."""
 
-    name: str
-    scopes: list[str]
-    expires_at: dt.datetime | None = None
+    name: Name
+    scopes: list[Text]
+    expires_at: Timestamp | None = None
     expires_in_days: int | None = None
 
 
@@ -48,13 +48,32 @@ class ApiKeyController(Controller):
     tags = ("api keys",)
     request_max_body_size = JSON_BODY_LIMIT
 
-    @get("/", guards=[requires(Permission.API_KEYS_READ)], summary="The org's API keys")
+    @get(
+        "/",
+        guards=[requires(Permission.API_KEYS_READ)],
+        summary="The org's API keys",
+        description=(
+            "Every key, revoked ones too, newest first: name, prefix, scopes, times, and its "
+            "`state`: `active`, `capped` (its creator's role now withholds some of what its "
+            "scopes allow: `withheld` lists it), `suspended` (its creator left the org: it does "
+            "nothing; rotate it to make it yours, or revoke it), `expired` or `revoked`. Never "
+            "the secret or its hash."
+        ),
+    )
     async def list_keys(
-        self, request: Request[Principal, Principal, Any], db_session: NamedDependency[AsyncSession]
+        self,
+        request: Request[Principal, Principal, Any],
+        db_session: NamedDependency[AsyncSession],
+        key_state: Annotated[
+            KeyState | None,
+            QueryParameter(
+                name="state",
+                description="Only keys in this state (`suspended`: those of departed creators).",
+            ),
+        ] = None,
     ) -> ApiKeyList:
-        """Every key, revoked ones too, newest first: name, prefix, scopes, times; never the
-        secret or its hash."""
-        return await api_keys.list_keys(db_session, request.auth.org_id)
+        """The org's keys."""
+        return await api_keys.list_keys(db_session, request.auth.org_id, state=key_state)
 
     @post(
         "/",
@@ -108,7 +127,8 @@ class ApiKeyController(Controller):
         summary="Rotate an API key",
         description=(
             "Makes a new key with the old one's name, scopes and expiry (the answer shows it "
-            "once). The old key is revoked at once, or with `grace_seconds` (at most 7 days) "
+            "once), acting for the caller: so an owner or admin takes over a suspended key. "
+            "The old key is revoked at once, or with `grace_seconds` (at most 7 days) "
             "keeps working until then (its expiry is brought forward). Audited as "
             "`api_key.created` and `api_key.rotated`. Errors: 400 `invalid_grace`; 403 "
             "`scope_escalation`; 404 `api_key_not_found`; 410 `api_key_revoked`, "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from typing import Annotated, Any
 
@@ -16,6 +15,7 @@ from agentops_server.auth.permissions import Permission
 from agentops_server.auth.principal import Principal
 from agentops_server.services import audit
 from agentops_server.services.audit import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, AuditPage
+from agentops_server.values import Text, Timestamp
 
 __all__ = ["AuditController"]
 
@@ -44,7 +44,7 @@ class AuditController(Controller):
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
         action: Annotated[
-            str | None,
+            Text | None,
             QueryParameter(
                 description="An action (`member.role_changed`) or, ending in a dot, a prefix "
                 "(`member.`)."
@@ -54,25 +54,25 @@ class AuditController(Controller):
             uuid.UUID | None, QueryParameter(description="Only what this user or key did.")
         ] = None,
         target_type: Annotated[
-            str | None,
+            Text | None,
             QueryParameter(
                 description="`org`, `member`, `invitation`, `team`, `api_key`, `agent`…"
             ),
         ] = None,
         target_id: Annotated[
-            str | None,
-            QueryParameter(description="Only entries about this target.", max_length=128),
+            Text | None,
+            QueryParameter(description="Only entries about this target."),
         ] = None,
         since: Annotated[
-            dt.datetime | None, QueryParameter(description="ISO 8601; at or after (naive: UTC).")
+            Timestamp | None, QueryParameter(description="ISO 8601; at or after (naive: UTC).")
         ] = None,
         until: Annotated[
-            dt.datetime | None,
+            Timestamp | None,
             QueryParameter(description="ISO 8601; strictly before (naive: UTC)."),
         ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
         cursor: Annotated[
-            str | None, QueryParameter(description="`next_cursor` of the previous page.")
+            Text | None, QueryParameter(description="`next_cursor` of the previous page.")
         ] = None,
     ) -> AuditPage:
         """The org's audit entries matching the filters, newest first."""

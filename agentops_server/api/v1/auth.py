@@ -11,22 +11,20 @@ problem+json answer with a stable ``code``, and changes nothing.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, PathParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
-from litestar.types import Dependencies, ExceptionHandlersMap
+from litestar.types import ExceptionHandlersMap
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from agentops_server.api.v1.actors import actor_of, client_ip, client_of, request_id, user_id_of
@@ -37,7 +35,7 @@ from agentops_server.auth.permissions import Permission
 from agentops_server.auth.principal import Principal
 from agentops_server.auth.tokens import parse_opaque_token
 from agentops_server.backends.mailer import Mailer
-from agentops_server.backends.rate_limit import RateLimiter
+from agentops_server.backends.rate_limit import FailedAuthentications, Throttle
 from agentops_server.db.tenancy import TenantSession
 from agentops_server.errors import Problem
 from agentops_server.services import accounts, audit, mfa, sessions
@@ -52,6 +50,7 @@ from agentops_server.services.mfa import MfaError, TotpEnrolment
 from agentops_server.services.refusals import Refused
 from agentops_server.services.sessions import ActiveSession, SessionError, TokenPair
 from agentops_server.settings import Settings
+from agentops_server.values import Name, Text
 
 __all__ = ["AuthController"]
 
@@ -60,46 +59,39 @@ logger = logging.getLogger("agentops_server")
 MAX_BODY_BYTES = 64 * 1024
 """Every body here is a few short fields."""
 
-Email = Annotated[str, msgspec.Meta(max_length=320, description="An email address.")]
-Password = Annotated[str, msgspec.Meta(max_length=1024)]
-Name = Annotated[str, msgspec.Meta(max_length=200)]
-OrgRef = Annotated[str, msgspec.Meta(max_length=64, description="An org's id or slug.")]
-Token = Annotated[str, msgspec.Meta(max_length=1024)]
-Code = Annotated[str, msgspec.Meta(max_length=64)]
-
 
 class SignupForm(msgspec.Struct, forbid_unknown_fields=True):
     """A new org and its owner."""
 
-    email: Email
-    password: Password
-    org_name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    name: Name = ""
-    org_slug: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    email: Text
+    password: Text
+    org_name: Name
+    name: Name = Name("")
+    org_slug: Text | None = None
     """Defaults to one made from ``org_name``."""
 
 
 class LoginForm(msgspec.Struct, forbid_unknown_fields=True):
     """Email and password; ``org`` (id or slug) picks the org, by default the oldest one."""
 
-    email: Email
-    password: Password
-    org: OrgRef | None = None
+    email: Text
+    password: Text
+    org: Text | None = None
 
 
 class MfaLoginForm(msgspec.Struct, forbid_unknown_fields=True):
     """The ``mfa_token`` of the password step, and one code: a TOTP ``code`` or a
     ``recovery_code``."""
 
-    mfa_token: Token
-    code: Code | None = None
-    recovery_code: Code | None = None
+    mfa_token: Text
+    code: Text | None = None
+    recovery_code: Text | None = None
 
 
 class RefreshForm(msgspec.Struct, forbid_unknown_fields=True):
     """A refresh token, used once."""
 
-    refresh_token: Token
+    refresh_token: Text
 
 
 class LogoutForm(msgspec.Struct, forbid_unknown_fields=True):
@@ -117,39 +109,39 @@ class ProfileForm(msgspec.Struct, forbid_unknown_fields=True):
 class SwitchOrgForm(msgspec.Struct, forbid_unknown_fields=True):
     """The org to sign into (id or slug)."""
 
-    org: OrgRef
+    org: Text
 
 
 class PasswordChangeForm(msgspec.Struct, forbid_unknown_fields=True):
     """The current password and the new one."""
 
-    current_password: Password
-    new_password: Password
+    current_password: Text
+    new_password: Text
 
 
 class ForgotForm(msgspec.Struct, forbid_unknown_fields=True):
     """The email of the account to reset."""
 
-    email: Email
+    email: Text
 
 
 class ResetForm(msgspec.Struct, forbid_unknown_fields=True):
     """The emailed reset token and the new password."""
 
-    token: Token
-    new_password: Password
+    token: Text
+    new_password: Text
 
 
 class CodeForm(msgspec.Struct, forbid_unknown_fields=True):
     """A code from the authenticator app."""
 
-    code: Code
+    code: Text
 
 
 class PasswordForm(msgspec.Struct, forbid_unknown_fields=True):
     """The user's password, confirming a sensitive change."""
 
-    password: Password
+    password: Text
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -186,6 +178,7 @@ _STATUS = {
     "invalid_org_name": 400,
     "invalid_slug": 400,
     "email_taken": 409,
+    "signup_closed": 403,
     "slug_taken": 409,
     "invalid_credentials": 401,
     "no_membership": 403,
@@ -215,6 +208,7 @@ _REFRESH_STATUS = {"not_a_member": 401}
 _CONFIRM_STATUS = {"invalid_mfa_code": 400}
 """On ``/mfa/totp/confirm``, the caller is signed in and stays so: a wrong code is 400, not 401."""
 _THROTTLED = "too many attempts for this account or from this address; see Retry-After"
+_FAILURES = "too many credentials that were not authentic came from this address; see Retry-After"
 
 
 def _problems(status: dict[str, int] | None = None, **codes: str) -> dict[int, ResponseSpec]:
@@ -254,48 +248,6 @@ def _status_of(code: str, status: dict[str, int] | None) -> int:
     return (status or {}).get(code) or _STATUS.get(code, 400)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Throttle:
-    """Attempts at an action, limited per client address and per account."""
-
-    limiter: RateLimiter
-    settings: Settings
-    ip: str
-
-    async def count(self, action: str, account: str | None = None) -> None:
-        """Count an attempt at ``action`` from this address and, when known, on ``account``;
-        429 ``too_many_attempts`` past either limit."""
-        limits = [(f"auth:{action}:ip:{self.ip}", self.settings.rate_limit_login_ip)]
-        if account:
-            limits.append((_account_limit_key(action, account), self.settings.rate_limit_login))
-        for key, limit in limits:
-            result = await self.limiter.hit(key, limit)
-            if not result.allowed:
-                raise Problem(
-                    429,
-                    "too_many_attempts",
-                    f"Too many attempts; try again in {result.retry_after} s.",
-                    headers={**result.headers(), "Retry-After": str(result.retry_after)},
-                )
-
-    @contextlib.asynccontextmanager
-    async def attempt(self, action: str, account: str) -> AsyncIterator[None]:
-        """Count an attempt (as :meth:`count`); when the block succeeds, the account's count
-        starts over (the address's does not)."""
-        await self.count(action, account)
-        yield
-        await self.limiter.clear(
-            _account_limit_key(action, account), self.settings.rate_limit_login
-        )
-
-
-def _throttle(request: Request[Any, Any, State], settings: NamedDependency[Settings]) -> Throttle:
-    return Throttle(request.app.state.rate_limiter, settings, client_ip(request) or "unknown")
-
-
-_DEPENDENCIES: Dependencies = {"throttle": Provide(_throttle, sync_to_thread=False)}
-
-
 class AuthController(Controller):
     """Accounts and sessions."""
 
@@ -303,7 +255,6 @@ class AuthController(Controller):
     tags = ("auth",)
     request_max_body_size = MAX_BODY_BYTES
     exception_handlers = _refusals()
-    dependencies = _DEPENDENCIES
 
     # -- sign-up and sign-in (public) ----------------------------------------------------------
 
@@ -320,6 +271,7 @@ class AuthController(Controller):
             invalid_slug="org_slug is not lower-case letters, digits and inner hyphens",
             email_taken="an account with this email exists",
             slug_taken="an org with this slug exists; send another org_slug",
+            signup_closed="AGENTOPS_SIGNUP_OPEN is false: accounts come by invitation only",
             too_many_attempts=_THROTTLED,
         ),
     )
@@ -332,7 +284,15 @@ class AuthController(Controller):
         data: JSONBody[SignupForm],
     ) -> SignedUp:
         """Make an org and its first user (its owner), signed in. Records ``org.created`` and
-        ``member.added`` in the new org's audit log."""
+        ``member.added`` in the new org's audit log. A taken email answers 409 ``email_taken``
+        (docs/decisions/0016)."""
+        if not settings.signup_open:
+            raise Problem(
+                403,
+                "signup_closed",
+                "This hub makes accounts by invitation only: ask an admin of your org to invite "
+                "you.",
+            )
         await throttle.count("signup")
         return await accounts.signup(
             db_session,
@@ -396,16 +356,19 @@ class AuthController(Controller):
     )
     async def login_mfa(
         self,
+        *,
         request: Request[Any, Any, State],
         db_session: NamedDependency[AsyncSession],
         settings: NamedDependency[Settings],
         throttle: NamedDependency[Throttle],
+        auth_failures: NamedDependency[FailedAuthentications],
         data: JSONBody[MfaLoginForm],
     ) -> TokenPair:
         """Trade the ``mfa_token`` of ``POST /auth/login`` and one code for tokens."""
         if (data.code is None) == (data.recovery_code is None):
             raise Problem(400, "mfa_code_required", "Send exactly one of code and recovery_code.")
-        pending = accounts.read_mfa_token(settings, data.mfa_token)
+        async with auth_failures.guard():
+            pending = accounts.read_mfa_token(settings, data.mfa_token)
         async with throttle.attempt("mfa", pending.user_id.hex):
             return await accounts.finish_sign_in(
                 db_session,
@@ -429,6 +392,7 @@ class AuthController(Controller):
             session_revoked="the session was signed out or revoked",
             session_expired="the session is older than AGENTOPS_REFRESH_TOKEN_TTL",
             not_a_member="the user no longer belongs to the session's org",
+            too_many_attempts=_FAILURES,
         ),
         exception_handlers=_refusals(_REFRESH_STATUS),
     )
@@ -437,16 +401,18 @@ class AuthController(Controller):
         request: Request[Any, Any, State],
         db_session: NamedDependency[AsyncSession],
         settings: NamedDependency[Settings],
+        auth_failures: NamedDependency[FailedAuthentications],
         data: JSONBody[RefreshForm],
     ) -> TokenPair:
         """A new access token and refresh token; the one sent is used up. Sending a used one
         again revokes the whole session: refresh one request at a time."""
-        return await sessions.rotate_refresh_token(
-            db_session,
-            settings,
-            data.refresh_token,
-            actor=audit.Actor("system", None, client_ip(request), request_id(request)),
-        )
+        async with auth_failures.guard():
+            return await sessions.rotate_refresh_token(
+                db_session,
+                settings,
+                data.refresh_token,
+                actor=audit.Actor("system", None, client_ip(request), request_id(request)),
+            )
 
     # -- password reset (public) ----------------------------------------------------------------
 
@@ -497,14 +463,16 @@ class AuthController(Controller):
         request: Request[Any, Any, State],
         db_session: NamedDependency[AsyncSession],
         throttle: NamedDependency[Throttle],
+        auth_failures: NamedDependency[FailedAuthentications],
         data: JSONBody[ResetForm],
     ) -> PasswordChanged:
         """Set the password; every session of the user, in every org, ends."""
         parsed = parse_opaque_token(accounts.RESET_TOKEN_KIND, data.token)
         await throttle.count("reset", parsed.owner_id.hex if parsed else None)
-        ended = await accounts.reset_password(
-            db_session, data.token, data.new_password, client=client_of(request)
-        )
+        async with auth_failures.guard():
+            ended = await accounts.reset_password(
+                db_session, data.token, data.new_password, client=client_of(request)
+            )
         return PasswordChanged(ended)
 
     # -- the signed-in user ---------------------------------------------------------------------
@@ -796,10 +764,6 @@ def _session_of(principal: Principal) -> uuid.UUID:
 
 def _account_key(email: str) -> str:
     return email.strip().lower()[:320]
-
-
-def _account_limit_key(action: str, account: str) -> str:
-    return f"auth:{action}:account:{account}"
 
 
 async def _send_reset_link(

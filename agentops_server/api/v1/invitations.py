@@ -16,8 +16,11 @@ from agentops_server.api.v1.actors import actor_of, client_of
 from agentops_server.api.v1.openapi import ANYONE
 from agentops_server.api.v1.refusals import JSON_BODY_LIMIT
 from agentops_server.auth.guards import PUBLIC, requires
+from agentops_server.auth.middleware import bearer_token, person_of
 from agentops_server.auth.permissions import Permission
 from agentops_server.auth.principal import Principal
+from agentops_server.auth.tokens import parse_opaque_token
+from agentops_server.backends.rate_limit import FailedAuthentications, Throttle
 from agentops_server.services import invitations
 from agentops_server.services.invitations import (
     Acceptance,
@@ -124,32 +127,52 @@ class InvitationController(Controller):
         status_code=200,
         summary="Accept an invitation",
         description=(
-            "Public: the token from the email is the credential. Joins the org (and its team). "
-            "When the hub has no account for the invited email, `name` and `password` make one "
-            "and the answer signs the new user in (`tokens`); an existing user gets the "
-            "membership and signs in as usual (`tokens` is null). Errors: 400 "
-            "`invalid_invitation`, `password_required`, `weak_password`; 409 "
+            "Public: the token from the email is the credential. Joins the org (and its team) "
+            "and answers a session there (`tokens`). When the hub has no account for the "
+            "invited email, `name` and `password` make one. When it has one, only that account "
+            "may accept: with its access token (`Authorization: Bearer`, a session in any of "
+            "its orgs), or with its `password` and, if it has a second factor, a `code` or "
+            "`recovery_code`. Errors: 400 `invalid_invitation`, `password_required`, "
+            "`weak_password`, `mfa_code_required`; 401 `sign_in_required`, "
+            "`invalid_credentials`, `invalid_mfa_code`; 403 `wrong_account`; 409 "
             "`invitation_used`, `already_member`; 410 `invitation_expired`, "
-            "`invitation_revoked`."
+            "`invitation_revoked`; 429 `too_many_attempts` (passwords tried too often for this "
+            "invitation or from this address, or too many tokens that were not authentic)."
         ),
     )
     async def accept_invitation(
         self,
+        *,
         request: Request[Any, Any, State],
         db_session: NamedDependency[AsyncSession],
         settings: NamedDependency[Settings],
+        throttle: NamedDependency[Throttle],
+        auth_failures: NamedDependency[FailedAuthentications],
         data: JSONBody[Acceptance],
     ) -> AcceptedInvitation:
         """Accept the invitation the token names."""
         client = client_of(request)
-        return await invitations.accept_invitation(
-            db_session,
-            settings,
-            data,
-            ip=client.ip,
-            user_agent=client.user_agent,
-            request_id=client.request_id,
-        )
+        if data.password is not None:  # a password to set or to prove: limited like sign-in
+            parsed = parse_opaque_token(invitations.TOKEN_KIND, data.token)
+            await throttle.count("accept", parsed.row_id.hex if parsed else None)
+        async with auth_failures.guard():
+            return await invitations.accept_invitation(
+                db_session,
+                settings,
+                data,
+                signed_in_as=await _signed_in_as(request),
+                ip=client.ip,
+                user_agent=client.user_agent,
+                request_id=client.request_id,
+            )
+
+
+async def _signed_in_as(request: Request[Any, Any, State]) -> uuid.UUID | None:
+    """The person whose access token the request carries, if it carries a credential (401 if
+    the credential proves no one; None for an API key, which is no person)."""
+    if not request.headers.get("authorization"):
+        return None
+    return await person_of(request, bearer_token(request))
 
 
 def _outbox(request: Request[Any, Any, State]) -> Outbox:

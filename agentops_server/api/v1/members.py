@@ -18,6 +18,7 @@ from agentops_server.auth.permissions import Permission
 from agentops_server.auth.principal import Principal
 from agentops_server.services import members
 from agentops_server.services.members import Member, MemberList
+from agentops_server.values import Text
 
 __all__ = ["MemberController"]
 
@@ -31,7 +32,7 @@ _RULES = (
 class RoleChange(msgspec.Struct, forbid_unknown_fields=True):
     """The member's new role: owner, admin, team_lead, member or viewer."""
 
-    role: str
+    role: Text
 
 
 class MemberController(Controller):

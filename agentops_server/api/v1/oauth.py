@@ -40,6 +40,7 @@ from agentops_server.services.identities import sign_in_external
 from agentops_server.services.sessions import start_session
 from agentops_server.services.slugs import SLUG_PATTERN
 from agentops_server.settings import Settings
+from agentops_server.values import Text
 
 __all__ = ["OAuthController", "OAuthProviderInfo", "OAuthProviderList", "OAuthSignIn"]
 
@@ -118,13 +119,13 @@ class OAuthController(Controller):
         settings: NamedDependency[Settings],
         provider: FromPath[str],
         org: Annotated[
-            str | None,
+            Text | None,
             QueryParameter(
                 description="Sign into this org (its slug or id); you must be a member."
             ),
         ] = None,
         redirect_to: Annotated[
-            str | None,
+            Text | None,
             QueryParameter(description="A path on this hub to go to afterwards, such as /runs."),
         ] = None,
     ) -> Redirect:
@@ -163,10 +164,10 @@ class OAuthController(Controller):
         db_session: NamedDependency[AsyncSession],
         settings: NamedDependency[Settings],
         provider: FromPath[str],
-        oauth_state: Annotated[str | None, QueryParameter(name="state")] = None,
-        code: FromQuery[str | None] = None,
-        error: FromQuery[str | None] = None,
-        error_description: FromQuery[str | None] = None,
+        oauth_state: Annotated[Text | None, QueryParameter(name="state")] = None,
+        code: FromQuery[Text | None] = None,
+        error: FromQuery[Text | None] = None,
+        error_description: FromQuery[Text | None] = None,
     ) -> Response[OAuthSignIn]:
         """Where the provider sends the browser back: check the state, exchange the code, find
         or make the user, and answer with the hub's tokens."""
@@ -193,7 +194,13 @@ class OAuthController(Controller):
             )
         )
         client = client_of(request)
-        signed_in = await sign_in_external(db_session, identity, org_slug=state.org, client=client)
+        signed_in = await sign_in_external(
+            db_session,
+            identity,
+            org_slug=state.org,
+            client=client,
+            signup_open=settings.signup_open,
+        )
         pair = await start_session(
             db_session,
             settings,

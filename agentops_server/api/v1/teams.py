@@ -18,6 +18,7 @@ from agentops_server.auth.permissions import Permission
 from agentops_server.auth.principal import Principal
 from agentops_server.services import teams
 from agentops_server.services.teams import TeamDetail, TeamList
+from agentops_server.values import Name
 
 __all__ = ["TeamController"]
 
@@ -28,7 +29,7 @@ _ADMINS = "Owners and admins only: team leads get 403 `admin_required`."
 class TeamName(msgspec.Struct, forbid_unknown_fields=True):
     """A team's name: 1 to 200 characters, unique in the org."""
 
-    name: str
+    name: Name
 
 
 class TeamController(Controller):
