@@ -14,6 +14,9 @@ access_token_ttl          AGENTOPS_ACCESS_TOKEN_TTL          900 seconds
 refresh_token_ttl         AGENTOPS_REFRESH_TOKEN_TTL         30 days, in seconds
 rate_limit_org            AGENTOPS_RATE_LIMIT_ORG            ``6000/minute`` per org
 rate_limit_key            AGENTOPS_RATE_LIMIT_KEY            ``1200/minute`` per API key or user
+                                                             (requests other than ingest)
+rate_limit_ingest         AGENTOPS_RATE_LIMIT_INGEST         ``6000000/minute`` events ingested
+                                                             per API key (100,000/s)
 rate_limit_login          AGENTOPS_RATE_LIMIT_LOGIN          ``10/minute`` per account
 rate_limit_login_ip       AGENTOPS_RATE_LIMIT_LOGIN_IP       ``50/minute`` per client address
 rate_limit_auth_failures  AGENTOPS_RATE_LIMIT_AUTH_FAILURES  ``60/minute`` failed
@@ -75,6 +78,7 @@ class Settings:
     refresh_token_ttl: int = 30 * 24 * 3600
     rate_limit_org: str = "6000/minute"
     rate_limit_key: str = "1200/minute"
+    rate_limit_ingest: str = "6000000/minute"
     rate_limit_login: str = "10/minute"
     rate_limit_login_ip: str = "50/minute"
     rate_limit_auth_failures: str = "60/minute"

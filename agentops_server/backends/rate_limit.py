@@ -9,10 +9,13 @@ Redis one atomic Lua script per hit, so any number of hub processes share one co
     if not result.allowed:
         ...  # 429, Retry-After: result.retry_after
 
-Three uses of one :class:`RateLimiter` (``app.state.rate_limiter``), each its own class:
+Four uses of one :class:`RateLimiter` (``app.state.rate_limiter``), each its own class:
 
 - :class:`RateLimitMiddleware`: the org and caller limits of every authenticated request
-  (``rate_limit_org``, ``rate_limit_key``).
+  (``rate_limit_org``, ``rate_limit_key``) but ingest.
+- :class:`IngestQuota`: ingest counts events, not requests, per API key (``rate_limit_ingest``):
+  a request limit would cap a key at its request rate times its batch size, below what the hub
+  can store. Counted with a sliding window counter (two numbers per key whatever the count).
 - :class:`Throttle`: attempts at sign-in, second factor, password and reset actions, per client
   address and per account (``rate_limit_login_ip``, ``rate_limit_login``).
 - :class:`FailedAuthentications`: credentials that are not authentic (a forged, guessed or
@@ -20,7 +23,8 @@ Three uses of one :class:`RateLimiter` (``app.state.rate_limiter``), each its ow
   (``rate_limit_auth_failures``). Only failures count, and only from the address they came from,
   so a key's holder is never refused for what others sent from elsewhere.
 
-Routes get the last two injected (``throttle`` and ``auth_failures``, :data:`DEPENDENCIES`);
+Routes get the last three injected (``ingest_quota``, ``throttle`` and ``auth_failures``,
+:data:`DEPENDENCIES`);
 the authentication middleware builds its own with :func:`failed_authentications`. Litestar's
 own ``RateLimitConfig`` is not used: it counts per process, without an atomic increment
 (litestar-org/litestar#4700).
@@ -39,7 +43,7 @@ from typing import Any
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.datastructures import MutableScopeHeaders
@@ -56,6 +60,7 @@ __all__ = [
     "DEPENDENCIES",
     "NOT_AUTHENTIC",
     "FailedAuthentications",
+    "IngestQuota",
     "RateLimitMiddleware",
     "RateLimitResult",
     "RateLimiter",
@@ -71,8 +76,11 @@ _LIMIT_SETTINGS = (
     "rate_limit_login",
     "rate_limit_login_ip",
     "rate_limit_auth_failures",
+    "rate_limit_ingest",
 )
 """Every setting that holds a limit string."""
+_INGEST_PATH = "/api/v1/ingest/"
+"""Counted by :class:`IngestQuota` in events, not by the middleware in requests."""
 _OPERATIONS_PATH = re.compile(r"/(?:health|ready|schema)(?:/|$)")
 """Never limited: health checks and the API schema."""
 
@@ -107,14 +115,22 @@ class RateLimiter:
         self, storage: Storage, *, on_close: Callable[[], Awaitable[None]] | None = None
     ) -> None:
         self._strategy = MovingWindowRateLimiter(storage)
+        self._counter = SlidingWindowCounterRateLimiter(storage)
         self._on_close = on_close
 
-    async def hit(self, key: str, limit: str, cost: int = 1) -> RateLimitResult:
+    async def hit(
+        self, key: str, limit: str, cost: int = 1, *, approximate: bool = False
+    ) -> RateLimitResult:
         """Count ``cost`` hits on ``key`` against ``limit`` (a ``limits`` string such as
-        ``"10/minute"``); refused hits are not counted."""
+        ``"10/minute"``); refused hits are not counted.
+
+        The moving window is exact but keeps one entry per hit; ``approximate`` counts with a
+        sliding window counter instead (two numbers per key), for limits in the millions such
+        as events."""
         item = _parse_limit(limit)
-        allowed = await self._strategy.hit(item, key, cost=cost)
-        stats = await self._strategy.get_window_stats(item, key)
+        strategy = self._counter if approximate else self._strategy
+        allowed = await strategy.hit(item, key, cost=cost)
+        stats = await strategy.get_window_stats(item, key)
         reset_after = max(0.0, stats.reset_time - time.time())
         return RateLimitResult(
             allowed=allowed,
@@ -193,7 +209,7 @@ class RateLimitMiddleware(ASGIMiddleware):
         """Count the request, then answer 429 or pass it on with the headers added."""
         principal = scope.get("auth")
         org_id = getattr(principal, "org_id", None)
-        if org_id is None:
+        if org_id is None or scope["path"].startswith(_INGEST_PATH):
             await next_app(scope, receive, send)
             return
         state = scope["litestar_app"].state
@@ -300,6 +316,31 @@ class FailedAuthentications:
             raise
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class IngestQuota:
+    """Events a caller may ingest, per ``rate_limit_ingest`` (by default far above what a hub
+    stores, so it guards against a runaway client, never against a busy one)."""
+
+    limiter: RateLimiter
+    limit: str
+    caller: str
+
+    async def charge(self, events: int) -> None:
+        """Count ``events``; 429 ``rate_limited`` with ``Retry-After`` when they do not fit (and
+        then nothing is counted: the SDK keeps them and sends them again after the wait)."""
+        result = await self.limiter.hit(
+            f"ingest:{self.caller}", self.limit, max(1, events), approximate=True
+        )
+        if not result.allowed:
+            raise Problem(
+                429,
+                "rate_limited",
+                f"Too many events: the limit is {result.limit} per window for this key; "
+                f"retry in {result.retry_after} s.",
+                headers={**result.headers(), "Retry-After": str(result.retry_after)},
+            )
+
+
 def failed_authentications(connection: ASGIConnection[Any, Any, Any, Any]) -> FailedAuthentications:
     """The failed authentications of the address ``connection`` comes from."""
     state = connection.app.state
@@ -318,11 +359,20 @@ def _auth_failures(request: Request[Any, Any, Any]) -> FailedAuthentications:
     return failed_authentications(request)
 
 
+def _ingest_quota(request: Request[Any, Any, Any]) -> IngestQuota:
+    state = request.app.state
+    principal = request.auth
+    caller = getattr(principal, "key_id", None) or getattr(principal, "user_id", None)
+    return IngestQuota(state.rate_limiter, state.settings.rate_limit_ingest, str(caller))
+
+
 DEPENDENCIES: Dependencies = {
+    "ingest_quota": Provide(_ingest_quota, sync_to_thread=False),
     "throttle": Provide(_throttle, sync_to_thread=False),
     "auth_failures": Provide(_auth_failures, sync_to_thread=False),
 }
-"""``throttle`` and ``auth_failures`` for the routes (set on the ``/api/v1`` router)."""
+"""``ingest_quota``, ``throttle`` and ``auth_failures`` for the routes (set on the ``/api/v1``
+router)."""
 
 
 async def _answer_rate_limited(

@@ -31,7 +31,7 @@ import datetime as dt
 import functools
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio.to_thread
@@ -88,20 +88,43 @@ class IngestError(Exception):
         self.detail = detail
 
 
+Charge = Callable[[int], Awaitable[None]]
+"""Called with the number of events a request carries before any is stored; it raises to
+refuse them all (the caller's ingest quota)."""
+
+
 async def ingest_batch(
-    session: AsyncSession, org_id: uuid.UUID, body: bytes, *, max_events: int
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    body: bytes,
+    *,
+    max_events: int,
+    charge: Charge | None = None,
 ) -> IngestResult:
     """Store the valid events of the batch in ``body`` for ``org_id``; commit; report per event."""
     parse = functools.partial(_parse_batch, body, org_id, max_events)
-    return await _store(session, org_id, await anyio.to_thread.run_sync(parse))
+    return await _charge_and_store(session, org_id, await anyio.to_thread.run_sync(parse), charge)
 
 
 async def ingest_run(
-    session: AsyncSession, org_id: uuid.UUID, body: bytes, *, max_events: int
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    body: bytes,
+    *,
+    max_events: int,
+    charge: Charge | None = None,
 ) -> IngestResult:
     """Store the run upload in ``body`` for ``org_id`` (all or none); commit; report."""
     parse = functools.partial(_parse_run_upload, body, org_id, max_events)
-    return await _store(session, org_id, await anyio.to_thread.run_sync(parse))
+    return await _charge_and_store(session, org_id, await anyio.to_thread.run_sync(parse), charge)
+
+
+async def _charge_and_store(
+    session: AsyncSession, org_id: uuid.UUID, parsed: _Parsed, charge: Charge | None
+) -> IngestResult:
+    if charge is not None:
+        await charge(len(parsed.runs) + len(parsed.spans) + len(parsed.rejections))
+    return await _store(session, org_id, parsed)
 
 
 # -- parsing: runs on a worker thread, so a large batch does not stall the event loop -----------

@@ -21,6 +21,7 @@ from agentops_server.services.orgs import IssuedKey
 from tests.server.accounts import AUTH, signup
 from tests.server.api import Client, assert_problem, bearer, client_with
 from tests.server.conftest import make_org
+from tests.server.ingest_events import INGEST, batch, rows, run_event, span_event
 from tests.server.principals import limited_key
 from tests.server.servers import hub_process, serving
 
@@ -184,6 +185,54 @@ def test_health_ready_and_schema_are_never_limited(
             response = limited_app.get(path, headers=auth)
             assert response.status_code == 200, response.text
             assert "RateLimit-Limit" not in response.headers
+
+
+# Ingest: events, not requests
+
+
+def spans_batch(spans: int) -> dict[str, Any]:
+    run = run_event()
+    return batch(*[span_event(run) for _ in range(spans - 1)], run)
+
+
+def test_ingest_is_limited_in_events_per_key_and_a_refused_batch_stores_nothing(
+    settings: Settings, auth: dict[str, str], migrated_url: str, org: IssuedKey
+) -> None:
+    with client_with(settings, rate_limit_ingest="250/minute", rate_limit_key="1/minute") as client:
+        first = client.post(INGEST, json=spans_batch(100), headers=auth)
+        second = client.post(INGEST, json=spans_batch(100), headers=auth)
+        refused = client.post(INGEST, json=spans_batch(100), headers=auth)
+
+    assert [first.status_code, second.status_code] == [200, 200], "not limited per request"
+    assert_problem(refused, 429, "rate_limited")
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert refused.headers["RateLimit-Limit"] == "250"
+    assert len(rows(migrated_url, "spans", org.org_id)) == 2 * 99
+
+
+def test_ingest_does_not_use_up_the_keys_request_limit(
+    settings: Settings, auth: dict[str, str]
+) -> None:
+    with client_with(settings, rate_limit_key="2/minute") as client:
+        ingested = [client.post(INGEST, json=spans_batch(10), headers=auth) for _ in range(5)]
+        read = client.get("/api/v1/runs", headers=auth)
+
+    assert [response.status_code for response in ingested] == [200] * 5
+    assert read.status_code == 200
+
+
+async def test_the_event_counter_takes_costs_in_one_hit_on_memory_and_redis(
+    limiter: RateLimiter, key: str
+) -> None:
+    first = await limiter.hit(key, "1000/minute", 600, approximate=True)
+    refused = await limiter.hit(key, "1000/minute", 600, approximate=True)
+    fits = await limiter.hit(key, "1000/minute", 400, approximate=True)
+
+    assert first.allowed
+    assert not refused.allowed, "600 more do not fit in what 600 left"
+    assert refused.retry_after >= 1
+    assert fits.allowed
+    assert fits.remaining == 0
 
 
 # Failed authentications, per client address

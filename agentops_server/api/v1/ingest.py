@@ -25,6 +25,7 @@ from agentops_sdk.contract.schema import IngestResult
 from agentops_server.auth.guards import requires
 from agentops_server.auth.permissions import Permission
 from agentops_server.auth.principal import Principal
+from agentops_server.backends.rate_limit import IngestQuota
 from agentops_server.errors import Problem
 from agentops_server.services.ingest import IngestError, ingest_batch, ingest_run
 from agentops_server.settings import Settings
@@ -64,12 +65,17 @@ class IngestController(Controller):
         request: Request[Principal, Principal, State],
         db_session: NamedDependency[AsyncSession],
         settings: NamedDependency[Settings],
+        ingest_quota: NamedDependency[IngestQuota],
     ) -> Response[IngestResult]:
         """Store a batch of run and span events; one bad event does not stop the others."""
         body = await _json_body(request, settings.max_body_bytes)
         try:
             result = await ingest_batch(
-                db_session, request.auth.org_id, body, max_events=settings.max_batch_events
+                db_session,
+                request.auth.org_id,
+                body,
+                max_events=settings.max_batch_events,
+                charge=ingest_quota.charge,
             )
         except (IngestError, OperationalError) as exc:
             raise _problem(exc) from exc
@@ -89,12 +95,17 @@ class IngestController(Controller):
         request: Request[Principal, Principal, State],
         db_session: NamedDependency[AsyncSession],
         settings: NamedDependency[Settings],
+        ingest_quota: NamedDependency[IngestQuota],
     ) -> IngestResult:
         """Store one whole run with its spans, all or none."""
         body = await _json_body(request, settings.max_body_bytes)
         try:
             return await ingest_run(
-                db_session, request.auth.org_id, body, max_events=settings.max_batch_events
+                db_session,
+                request.auth.org_id,
+                body,
+                max_events=settings.max_batch_events,
+                charge=ingest_quota.charge,
             )
         except (IngestError, OperationalError) as exc:
             raise _problem(exc) from exc
