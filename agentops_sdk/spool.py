@@ -36,6 +36,8 @@ logger = logging.getLogger("agentops_sdk")
 _SUFFIX = ".json"
 _CLAIM = ".claimed-"
 _RESCAN_INTERVAL = 5.0
+_FULL_LOG_INTERVAL = 60.0
+"""A full spool says so at most this often (the worker counts each drop as spool_full)."""
 
 
 def spool_key(hub_url: str, api_key: str | None) -> str:
@@ -77,7 +79,7 @@ class Spool:
         self._scanned_version: int | None = None
         """The folder's modification time at the last scan."""
         self._scanned_at = 0.0
-        self._full_reported = False
+        self._full_logged_at: float | None = None
         self._scan()
 
     # -- writing ------------------------------------------------------------------------------
@@ -153,7 +155,6 @@ class Spool:
             path.unlink(missing_ok=True)
             with self._lock:
                 self._claimed_bytes -= size
-        self._full_reported = False
 
     def release(self, claim: Claim) -> None:
         """The claimed batches could not be delivered: put them back, oldest first again."""
@@ -195,12 +196,12 @@ class Spool:
             with self._lock:
                 if self._claimed_bytes + self._bytes + size <= self._max_bytes:
                     self._claimed_bytes += size
-                    self._full_reported = False
                     return True
             if attempt == 0:
                 self._scan()  # another process may have delivered some of it meanwhile
-        if not self._full_reported:
-            self._full_reported = True
+        now = time.monotonic()
+        if self._full_logged_at is None or now - self._full_logged_at >= _FULL_LOG_INTERVAL:
+            self._full_logged_at = now
             logger.warning(
                 "agentops: the spool at %s is full (%d bytes, spool_max_bytes); events that "
                 "cannot be sent now are dropped and counted as spool_full",

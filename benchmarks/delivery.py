@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import signal
@@ -41,26 +40,15 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ingest  # benchmarks/ingest.py: its database, hub and counting helpers are shared
+
 ROOT = Path(__file__).resolve().parents[1]
 RUN_SPANS = 1000
-
-
-def _ingest_module() -> ModuleType:
-    """benchmarks/ingest.py: its database, hub and counting helpers are shared."""
-    spec = importlib.util.spec_from_file_location("ingest_benchmark", ROOT / "benchmarks/ingest.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ingest = _ingest_module()
 
 
 def main() -> None:
