@@ -81,7 +81,11 @@ class EventBuffer:
             return False
         spilled: list[Queued] | None = None
         with self._lock:
-            if self._full(size):
+            # _full(size), inlined: this runs for every event an agent records.
+            if (
+                len(self._items) + self._out_events >= self._max_events
+                or self._bytes + self._out_bytes + size > self._max_bytes
+            ):
                 if self.overflow is not None:
                     spilled = self._make_room(size)
                 accepted = not self._full(size)
