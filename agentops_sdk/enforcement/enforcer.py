@@ -130,6 +130,11 @@ class Enforcer:
                 raise
         return outcome
 
+    def stop(self, call: CallInfo, stage: Stage, decision: Decision) -> None:
+        """Stop ``call`` while it runs (a stream that a kill reached): record ``decision``, a
+        deny by ``stage``, on its span and raise the stage's refusal."""
+        self._take(call, stage, decision, settles=False)
+
     def _govern(self, call: CallInfo, settled: Decision | None) -> Decision | Wait:
         """Run the stages ``call`` has not passed yet, until one makes it wait; ``settled`` is
         how the last wait ended (None: no wait, or the waiting stage failed open)."""
