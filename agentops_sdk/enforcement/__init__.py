@@ -34,13 +34,14 @@ from __future__ import annotations
 from agentops_sdk.contract.decisions import ALLOW, Decision
 from agentops_sdk.enforcement.call import CallInfo, CallResult
 from agentops_sdk.enforcement.enforcer import Enforcer
-from agentops_sdk.enforcement.link import EMPTY, HubLink, HubSource, Snapshot, Update
+from agentops_sdk.enforcement.link import EMPTY, Backoff, HubLink, HubSource, Snapshot, Update
 from agentops_sdk.enforcement.local import LocalHub
 from agentops_sdk.enforcement.stage import Stage, Wait
 
 __all__ = [
     "ALLOW",
     "EMPTY",
+    "Backoff",
     "CallInfo",
     "CallResult",
     "Decision",

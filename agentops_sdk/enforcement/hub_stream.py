@@ -210,7 +210,7 @@ class HubStream(HubSource):
         logger.log(
             logging.ERROR if _refused_key(exc) else logging.WARNING,
             "agentops: cannot hold the hub's event stream at %s (%s); polling for controls "
-            "every %.0f s until it is back",
+            "every %g s until it is back",
             self.stream_url,
             _describe(exc),
             self.poll_interval,

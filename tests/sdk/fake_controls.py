@@ -10,8 +10,9 @@
 :func:`control` and :func:`control_set` build what it serves. Knobs: ``stream_status`` and
 ``poll_status`` answer with an error instead, ``cut()`` ends every open stream (the client must
 reconnect), ``send()`` publishes any kind of event. What clients asked is kept: ``connections``
-(the ``Last-Event-ID`` of each stream opened) and ``polls`` (``If-None-Match`` and the status
-answered). :class:`~tests.sdk.fake_hub.FakeHub` serves it.
+(the ``Last-Event-ID`` of each stream opened), ``polls`` (``If-None-Match`` and the status
+answered) and ``refused`` (requests with another API key).
+:class:`~tests.sdk.fake_hub.FakeHub` serves it.
 """
 
 from __future__ import annotations
@@ -103,6 +104,8 @@ class ControlsFeed:
         self.connections: list[str | None] = []
         self.open_streams = 0
         self.polls: list[tuple[str | None, int]] = []
+        self.refused: list[str] = []
+        """The path of each request refused for its API key."""
         self._changed = threading.Condition()
         self._generation = 0
         self._closed = False
@@ -150,6 +153,9 @@ class ControlsFeed:
         path = urlsplit(handler.path).path
         expected = f"Bearer {self.api_key}"
         if self.api_key is not None and handler.headers.get("Authorization") != expected:
+            with self._changed:
+                self.refused.append(path)
+                self._changed.notify_all()
             _problem(handler, 401, "invalid_api_key")
         elif path == CONTROLS_PATH:
             self._poll(handler)
@@ -203,6 +209,7 @@ class ControlsFeed:
         handler.end_headers()
         with self._changed:
             self.open_streams += 1
+            self._changed.notify_all()
         try:
             while True:
                 for number, kind, data in pending:
