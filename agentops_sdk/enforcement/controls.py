@@ -32,10 +32,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, ClassVar, Final, Literal
+from time import monotonic_ns, time_ns
+from typing import TYPE_CHECKING, ClassVar, Final, Literal, Protocol
 
 from agentops_sdk.contract.decisions import Decision, StageName
 from agentops_sdk.contract.errors import AgentKilled, AgentPaused, EnforcementError
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
     from agentops_sdk.contract.controls import Control, ControlSet
     from agentops_sdk.enforcement.call import CallInfo
     from agentops_sdk.enforcement.link import HubLink, Snapshot
-    from agentops_sdk.spans import Run, Span
 
 __all__ = ["OFF", "TOPIC", "CompiledControls", "ControlsSource", "ControlsStatus", "KillSwitch"]
 
@@ -103,8 +102,8 @@ class KillSwitch(Stage):
         self.link = link
         self.max_staleness = max_staleness
         self.on_stale: OnStale = on_stale
-        self._started = time.monotonic()
-        self._state = _State(None, CompiledControls(None), self._started)
+        self._started = monotonic_ns()
+        self._state = _State(None, CompiledControls(None), self._started, self._stale_after())
         self._stale = False
         self._transition = threading.Lock()
 
@@ -116,8 +115,10 @@ class KillSwitch(Stage):
         state = self._state
         if state.snapshot is not snapshot:
             state = self._catch_up(snapshot)
-        entry = state.compiled.match(call.span) if state.compiled.any else None
-        if time.monotonic() - state.fresh_at > self.max_staleness:
+        now = monotonic_ns()  # one clock read, for expiry and staleness alike
+        compiled = state.compiled
+        entry = compiled.match(call.span, now) if compiled.any else None
+        if now > state.stale_at:
             stale = self._gone_stale(state)
             if stale is not None and (entry is None or entry.strictness < _STOP_RANK[stale]):
                 return _STALE[stale]
@@ -138,7 +139,7 @@ class KillSwitch(Stage):
             state = self._catch_up(snapshot)
         if not state.compiled.kills:
             return None
-        entry = state.compiled.match(call.span)
+        entry = state.compiled.match(call.span, monotonic_ns())
         return entry.decision if entry is not None and entry.killed else None
 
     def refusal(self, call: CallInfo, decision: Decision) -> EnforcementError:
@@ -163,8 +164,8 @@ class KillSwitch(Stage):
         """The copy's source, age, version, and whether it is stale."""
         snapshot = self.link.snapshot
         state = self._catch_up(snapshot) if self._state.snapshot is not snapshot else self._state
-        now = time.monotonic()
-        stale = now - state.fresh_at > self.max_staleness
+        now = monotonic_ns()
+        stale = now > state.stale_at
         if stale:
             self._gone_stale(state)
         elif self._stale:
@@ -174,12 +175,15 @@ class KillSwitch(Stage):
         return ControlsStatus(
             enabled=True,
             source=_SOURCES.get(snapshot.via, "stream") if heard else "none",
-            age=round(now - state.fresh_at, 3) if heard else None,
+            age=round((now - state.fresh_at) / 1e9, 3) if heard else None,
             version=None if controls is None else controls.version,
             stale=stale,
         )
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _stale_after(self) -> int:
+        return round(self.max_staleness * 1e9)
 
     def _catch_up(self, snapshot: Snapshot) -> _State:
         """The state for a new snapshot; compiles its control set if the set is new too."""
@@ -187,8 +191,9 @@ class KillSwitch(Stage):
         compiled = self._state.compiled
         if controls is not compiled.controls:
             compiled = CompiledControls(controls)
-        fresh_at = self._started if snapshot.received_at is None else snapshot.received_at
-        state = _State(snapshot, compiled, fresh_at)
+        received = snapshot.received_at
+        fresh_at = self._started if received is None else round(received * 1e9)
+        state = _State(snapshot, compiled, fresh_at, fresh_at + self._stale_after())
         self._state = state  # one store: readers see the old state or this one
         return state
 
@@ -204,7 +209,8 @@ class KillSwitch(Stage):
 
         def settled(snapshot: Snapshot) -> Decision | None:
             state = self._state if self._state.snapshot is snapshot else self._catch_up(snapshot)
-            now = state.compiled.match(call.span) if state.compiled.any else None
+            compiled = state.compiled
+            now = compiled.match(call.span, monotonic_ns()) if compiled.any else None
             if now is None:
                 return lifted
             return now.decision if now.killed else None
@@ -217,7 +223,7 @@ class KillSwitch(Stage):
     def _recheck_at(self, expires_ns: int) -> None:
         """Have the link's checks run again once ``expires_ns`` has passed (a pause that ends
         by itself lifts no snapshot)."""
-        delay = (expires_ns - time.time_ns()) / 1e9
+        delay = (expires_ns - time_ns()) / 1e9
         if delay <= 0:
             self.link.recheck()
             return
@@ -233,7 +239,7 @@ class KillSwitch(Stage):
                     self._stale = True
                     logger.warning(
                         "agentops: no news from the hub for %.0f s (max_staleness %.0f s); %s",
-                        time.monotonic() - state.fresh_at,
+                        (monotonic_ns() - state.fresh_at) / 1e9,
                         self.max_staleness,
                         _ON_STALE_EFFECT[self.on_stale],
                     )
@@ -267,6 +273,7 @@ class _Entry:
         self.strictness = strictness
         self.killed = control.state == "killed"
         self.expires_ns = None if control.expires_at is None else _ns(control.expires_at)
+        """When it expires, in ``time.time_ns()`` terms."""
         scope = control.scope
         self.decision = Decision(
             "deny",
@@ -287,51 +294,38 @@ class _Entry:
 
 
 class _View:
-    """The controls of a set that can apply to one agent in one environment, live at the time
-    it was built, until ``until_ns`` (when the first of them expires; None: never)."""
+    """The controls of a set that can apply to one agent in ``environment``, live when it was
+    built, until ``until`` (``time.monotonic_ns()`` when the first of them expires; None:
+    never)."""
 
-    __slots__ = ("by_run", "by_tag", "fixed", "until_ns")
+    __slots__ = ("by_run", "by_tag", "dynamic", "environment", "fixed", "last_run", "until")
 
     def __init__(
         self,
+        environment: str,
         fixed: _Entry | None,
         by_tag: dict[str, _Entry],
         by_run: dict[int, _Entry],
-        until_ns: int | None,
+        until: int | None,
     ) -> None:
+        self.environment = environment
         self.fixed = fixed
         """The strictest control that applies whatever the call's tags and run."""
         self.by_tag = by_tag
         """Controls on a tag the agent's profile lacks, stricter than ``fixed``, by tag."""
         self.by_run = by_run
         """Controls on one run, stricter than ``fixed``, by run id."""
-        self.until_ns = until_ns
-
-    def match(
-        self, tags: tuple[str, ...], more_tags: tuple[str, ...], run_id: int | None
-    ) -> _Entry | None:
-        best = self.fixed
-        by_tag = self.by_tag
-        if by_tag:
-            for tag in tags:
-                entry = by_tag.get(tag)
-                if entry is not None and (best is None or entry.rank > best.rank):
-                    best = entry
-            for tag in more_tags:
-                entry = by_tag.get(tag)
-                if entry is not None and (best is None or entry.rank > best.rank):
-                    best = entry
-        if self.by_run and run_id is not None:
-            entry = self.by_run.get(run_id)
-            if entry is not None and (best is None or entry.rank > best.rank):
-                best = entry
-        return best
+        self.dynamic = bool(by_tag or by_run)
+        """Whether the call's tags or run can change the answer (else it is ``fixed``)."""
+        self.until = until
+        self.last_run: tuple[object, _Entry | None] = (None, None)
+        """The run last matched, and the strictest control over it before its call's tags."""
 
 
 class CompiledControls:
     """A control set compiled for the question every call asks: which live control is the
-    strictest over it. Ranked once; a :class:`_View` per agent and environment is made on first
-    use and remade when a control in it expires.
+    strictest over it. Ranked once; a :class:`_View` per agent is made on first use and remade
+    when a control in it expires.
 
     :meth:`match` answers for a call's span, now; :meth:`effective` for any facts at any time,
     what :func:`~agentops_sdk.contract.controls.effective_control` answers.
@@ -345,15 +339,45 @@ class CompiledControls:
         self.any = bool(self.entries)
         """Whether any control of the set can ever apply (paused or killed, in any scope)."""
         self.kills = any(entry.killed for entry in self.entries)
-        self.views: dict[tuple[str, str], _View] = {}
+        self.views: dict[str, _View] = {}
+        """By agent name: a client's runs share one environment."""
 
-    def match(self, span: Span) -> _Entry | None:
-        """The strictest live control over the call of ``span``, now."""
-        run: Run = span.run
-        view = self.views.get((run.agent, run.environment))
-        if view is None or (view.until_ns is not None and time.time_ns() >= view.until_ns):
-            view = self.view(run.agent, run.environment, time.time_ns())
-        return view.match(span.tags, run.tags, run.id if view.by_run else None)
+    def match(
+        self, call: _CallLike, now: int, wall_clock: Callable[[], int] = time_ns
+    ) -> _Entry | None:
+        """The strictest control over ``call`` (a span) live at ``now`` (``monotonic_ns()``);
+        ``wall_clock`` tells the time the controls' expiry is written in."""
+        run = call.run
+        view = self.views.get(run.agent)
+        if (
+            view is None
+            or view.environment != run.environment
+            or (view.until is not None and now >= view.until)
+        ):
+            view = self._view(run.agent, run.environment, wall_clock(), now)
+        if not view.dynamic:
+            return view.fixed
+        # What the run decides (its tags, its id) is the same for each of its calls: kept for
+        # the run seen last, in one tuple that threads replace whole.
+        last_run, best = view.last_run
+        if last_run is not run:
+            best = view.fixed
+            for tag in run.tags:
+                entry = view.by_tag.get(tag)
+                if entry is not None and (best is None or entry.rank > best.rank):
+                    best = entry
+            if view.by_run:
+                entry = view.by_run.get(run.id)
+                if entry is not None and (best is None or entry.rank > best.rank):
+                    best = entry
+            view.last_run = (run, best)
+        by_tag = view.by_tag
+        if by_tag:
+            for tag in call.tags:
+                entry = by_tag.get(tag)
+                if entry is not None and (best is None or entry.rank > best.rank):
+                    best = entry
+        return best
 
     def effective(
         self,
@@ -364,37 +388,32 @@ class CompiledControls:
         run_id: int | None,
         now_ns: int,
     ) -> Control | None:
-        """The strictest control live at ``now_ns`` (nanoseconds since the epoch) over a call
-        with these facts (``run_id`` as ``Run.id`` holds it); None: nothing applies."""
+        """The strictest control live at ``now_ns`` (``time.time_ns()``) over a call with these
+        facts (``run_id`` as ``Run.id`` holds it); None: nothing applies."""
         if not self.any:
             return None
-        entry = self.view(agent, environment, now_ns).match(tags, (), run_id)
+        facts = _Facts(tags, _RunFacts(agent, environment, (), -1 if run_id is None else run_id))
+        entry = self.match(facts, now_ns, lambda: now_ns)  # the one clock is the wall's
         return None if entry is None else entry.control
 
-    def view(self, agent: str, environment: str, now_ns: int) -> _View:
-        """The view for ``agent`` in ``environment`` valid at ``now_ns``, built if need be."""
-        key = (agent, environment)
-        view = self.views.get(key)
-        if view is not None and (view.until_ns is None or now_ns < view.until_ns):
-            return view
-        view = self._build(agent, environment, now_ns)
+    def _view(self, agent: str, environment: str, wall: int, now: int) -> _View:
+        view = self._build(agent, environment, wall, now)
         if len(self.views) >= _MAX_VIEWS:
             self.views = {}  # swapped, not cleared: readers without a lock keep a whole dict
-        self.views[key] = view
+        self.views[agent] = view
         return view
 
-    def _build(self, agent: str, environment: str, now_ns: int) -> _View:
+    def _build(self, agent: str, environment: str, wall: int, now: int) -> _View:
+        """The view of ``agent`` in ``environment`` at ``wall`` (``time_ns``), which is ``now``
+        on the clock views expire by (``monotonic_ns``)."""
         assert self.controls is not None
         profile = self.controls.profile(agent)
         fixed: _Entry | None = None
         by_tag: dict[str, _Entry] = {}
         by_run: dict[int, _Entry] = {}
-        until_ns: int | None = None
         for entry in self.entries:
-            if entry.expires_ns is not None:
-                if now_ns >= entry.expires_ns:
-                    continue
-                until_ns = entry.expires_ns if until_ns is None else min(until_ns, entry.expires_ns)
+            if entry.expires_ns is not None and wall >= entry.expires_ns:
+                continue
             scope = entry.control.scope
             # With no tags and no run id, the contract's own rule says what applies whatever
             # the call: every scope but a tag the profile lacks and a run.
@@ -412,21 +431,69 @@ class CompiledControls:
             rank = fixed.rank
             by_tag = {tag: entry for tag, entry in by_tag.items() if entry.rank > rank}
             by_run = {run: entry for run, entry in by_run.items() if entry.rank > rank}
-        return _View(fixed, by_tag, by_run, until_ns)
+        # The view holds until one of its own controls expires (what a kept control hides
+        # matters only once that control is gone).
+        kept = [*by_tag.values(), *by_run.values()] + ([] if fixed is None else [fixed])
+        expires = min((e.expires_ns for e in kept if e.expires_ns is not None), default=None)
+        until = None if expires is None else now + expires - wall
+        return _View(environment, fixed, by_tag, by_run, until)
+
+
+class _RunLike(Protocol):
+    @property
+    def agent(self) -> str: ...
+    @property
+    def environment(self) -> str: ...
+    @property
+    def tags(self) -> tuple[str, ...]: ...
+    @property
+    def id(self) -> int: ...
+
+
+class _CallLike(Protocol):
+    """What matching reads of a call: a span has it all."""
+
+    @property
+    def tags(self) -> tuple[str, ...]: ...
+    @property
+    def run(self) -> _RunLike: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _RunFacts:
+    agent: str
+    environment: str
+    tags: tuple[str, ...]
+    id: int
+    """-1 for a call in no run: no run's id."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Facts:
+    """A call's facts without a span, for :meth:`CompiledControls.effective`."""
+
+    tags: tuple[str, ...]
+    run: _RunFacts
 
 
 class _State:
-    """What the stage derived from one snapshot of the hub link."""
+    """What the stage derived from one snapshot of the hub link (times in ``monotonic_ns``)."""
 
-    __slots__ = ("compiled", "fresh_at", "snapshot")
+    __slots__ = ("compiled", "fresh_at", "snapshot", "stale_at")
 
     def __init__(
-        self, snapshot: Snapshot | None, compiled: CompiledControls, fresh_at: float
+        self,
+        snapshot: Snapshot | None,
+        compiled: CompiledControls,
+        fresh_at: int,
+        stale_at: int,
     ) -> None:
         self.snapshot = snapshot
         self.compiled = compiled
         self.fresh_at = fresh_at
-        """``time.monotonic()`` when the hub last confirmed the copy (or the stage started)."""
+        """When the hub last confirmed the copy (or the stage started)."""
+        self.stale_at = stale_at
+        """When the copy goes stale (``max_staleness`` later)."""
 
 
 def _ranked(controls: ControlSet) -> tuple[_Entry, ...]:
