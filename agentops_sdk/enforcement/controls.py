@@ -2,14 +2,15 @@
 
 The hub sends an org's emergency controls as one
 :class:`~agentops_sdk.contract.controls.ControlSet` (topic ``controls`` of the hub link). The
-:class:`KillSwitch` stage compiles each new set once into a lookup per agent and environment:
-the controls whose scope matches whatever the call (org, environment, team, agent, and tags the
-registry gives the agent) ranked strictest first, plus two small maps for what only the call
-knows (the tags of its run and span, its run id). A call then costs an attribute read, a dict
-lookup and, when tag or run controls exist, one lookup per tag; a clock read checks whether a
-control in the lookup has expired since (the lookup is rebuilt when one has). The result is the
-same as :func:`~agentops_sdk.contract.controls.effective_control`: the strictest live control
-(killed > paused > active), the last set winning a tie.
+:class:`KillSwitch` stage compiles each new set once: its controls ranked, then, per agent on
+first use, the strictest control that applies whatever the call (org, environment, team, agent,
+and tags the registry gives the agent), plus two small maps for what only the call knows (the
+tags of its span and run, its run id; the run's part is kept per run). A call then costs an
+identity check, a dict lookup, one lookup per tag of the call when tag controls exist, a read
+of the monotonic clock (staleness) and, when one of the controls over it expires, of the wall
+clock (the lookup is rebuilt once it has).
+The result is the same as :func:`~agentops_sdk.contract.controls.effective_control`: the
+strictest live control (killed > paused > active), the last set winning a tie.
 
 - ``killed``: the call is refused with ``AgentKilled`` before it runs; a stream in flight stops
   at its next chunk (:meth:`KillSwitch.kill_of`, read by the integrations).
@@ -61,7 +62,7 @@ ControlsSource = Literal["stream", "poll", "disk", "none"]
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_VIEWS: Final = 1024
-"""Lookups kept per control set (one per agent name and environment seen): a bound, not a goal."""
+"""Lookups kept per control set (one per agent name seen): a bound, not a goal."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -103,7 +104,9 @@ class KillSwitch(Stage):
         self.max_staleness = max_staleness
         self.on_stale: OnStale = on_stale
         self._started = monotonic_ns()
-        self._state = _State(None, CompiledControls(None), self._started, self._stale_after())
+        self._state = _State(
+            None, CompiledControls(None), self._started, self._started + self._stale_after()
+        )
         self._stale = False
         self._transition = threading.Lock()
 
@@ -115,7 +118,7 @@ class KillSwitch(Stage):
         state = self._state
         if state.snapshot is not snapshot:
             state = self._catch_up(snapshot)
-        now = monotonic_ns()  # one clock read, for expiry and staleness alike
+        now = monotonic_ns()
         compiled = state.compiled
         entry = compiled.match(call.span, now) if compiled.any else None
         if now > state.stale_at:
@@ -139,7 +142,7 @@ class KillSwitch(Stage):
             state = self._catch_up(snapshot)
         if not state.compiled.kills:
             return None
-        entry = state.compiled.match(call.span, monotonic_ns())
+        entry = state.compiled.match(call.span)
         return entry.decision if entry is not None and entry.killed else None
 
     def refusal(self, call: CallInfo, decision: Decision) -> EnforcementError:
@@ -210,7 +213,7 @@ class KillSwitch(Stage):
         def settled(snapshot: Snapshot) -> Decision | None:
             state = self._state if self._state.snapshot is snapshot else self._catch_up(snapshot)
             compiled = state.compiled
-            now = compiled.match(call.span, monotonic_ns()) if compiled.any else None
+            now = compiled.match(call.span) if compiled.any else None
             if now is None:
                 return lifted
             return now.decision if now.killed else None
@@ -295,10 +298,18 @@ class _Entry:
 
 class _View:
     """The controls of a set that can apply to one agent in ``environment``, live when it was
-    built, until ``until`` (``time.monotonic_ns()`` when the first of them expires; None:
-    never)."""
+    built, until ``until`` (``time.time_ns()`` when the first of them expires; None: never)."""
 
-    __slots__ = ("by_run", "by_tag", "dynamic", "environment", "fixed", "last_run", "until")
+    __slots__ = (
+        "by_run",
+        "by_tag",
+        "check_at",
+        "dynamic",
+        "environment",
+        "fixed",
+        "last_run",
+        "until",
+    )
 
     def __init__(
         self,
@@ -318,6 +329,8 @@ class _View:
         self.dynamic = bool(by_tag or by_run)
         """Whether the call's tags or run can change the answer (else it is ``fixed``)."""
         self.until = until
+        self.check_at = 0 if until is None else monotonic_ns() + until - time_ns()
+        """When, by ``monotonic_ns()``, ``until`` comes: calls look at the wall clock from then."""
         self.last_run: tuple[object, _Entry | None] = (None, None)
         """The run last matched, and the strictest control over it before its call's tags."""
 
@@ -343,18 +356,22 @@ class CompiledControls:
         """By agent name: a client's runs share one environment."""
 
     def match(
-        self, call: _CallLike, now: int, wall_clock: Callable[[], int] = time_ns
+        self, call: _CallLike, now: int | None = None, clock: Callable[[], int] = time_ns
     ) -> _Entry | None:
-        """The strictest control over ``call`` (a span) live at ``now`` (``monotonic_ns()``);
-        ``wall_clock`` tells the time the controls' expiry is written in."""
+        """The strictest control over ``call`` (a span) live now by ``clock``, the wall clock
+        the hub writes expiries in. ``now``, the caller's ``monotonic_ns()``, spares reading
+        ``clock`` until a control in the lookup may have expired (None reads it when one can).
+        """
         run = call.run
         view = self.views.get(run.agent)
-        if (
-            view is None
-            or view.environment != run.environment
-            or (view.until is not None and now >= view.until)
-        ):
-            view = self._view(run.agent, run.environment, wall_clock(), now)
+        if view is None or view.environment != run.environment:
+            view = self._view(run.agent, run.environment, clock())
+        elif view.until is not None and (now is None or now >= view.check_at):
+            wall, until = clock(), view.until
+            if wall >= until:
+                view = self._view(run.agent, run.environment, wall)
+            elif now is not None:
+                view.check_at = now + until - wall  # the two clocks drifted apart: look again
         if not view.dynamic:
             return view.fixed
         # What the run decides (its tags, its id) is the same for each of its calls: kept for
@@ -393,26 +410,25 @@ class CompiledControls:
         if not self.any:
             return None
         facts = _Facts(tags, _RunFacts(agent, environment, (), -1 if run_id is None else run_id))
-        entry = self.match(facts, now_ns, lambda: now_ns)  # the one clock is the wall's
+        entry = self.match(facts, clock=lambda: now_ns)
         return None if entry is None else entry.control
 
-    def _view(self, agent: str, environment: str, wall: int, now: int) -> _View:
-        view = self._build(agent, environment, wall, now)
+    def _view(self, agent: str, environment: str, now: int) -> _View:
+        view = self._build(agent, environment, now)
         if len(self.views) >= _MAX_VIEWS:
             self.views = {}  # swapped, not cleared: readers without a lock keep a whole dict
         self.views[agent] = view
         return view
 
-    def _build(self, agent: str, environment: str, wall: int, now: int) -> _View:
-        """The view of ``agent`` in ``environment`` at ``wall`` (``time_ns``), which is ``now``
-        on the clock views expire by (``monotonic_ns``)."""
+    def _build(self, agent: str, environment: str, now: int) -> _View:
+        """The view of ``agent`` in ``environment`` at ``now`` (``time_ns``)."""
         assert self.controls is not None
         profile = self.controls.profile(agent)
         fixed: _Entry | None = None
         by_tag: dict[str, _Entry] = {}
         by_run: dict[int, _Entry] = {}
         for entry in self.entries:
-            if entry.expires_ns is not None and wall >= entry.expires_ns:
+            if entry.expires_ns is not None and now >= entry.expires_ns:
                 continue
             scope = entry.control.scope
             # With no tags and no run id, the contract's own rule says what applies whatever
@@ -434,8 +450,7 @@ class CompiledControls:
         # The view holds until one of its own controls expires (what a kept control hides
         # matters only once that control is gone).
         kept = [*by_tag.values(), *by_run.values()] + ([] if fixed is None else [fixed])
-        expires = min((e.expires_ns for e in kept if e.expires_ns is not None), default=None)
-        until = None if expires is None else now + expires - wall
+        until = min((e.expires_ns for e in kept if e.expires_ns is not None), default=None)
         return _View(environment, fixed, by_tag, by_run, until)
 
 
