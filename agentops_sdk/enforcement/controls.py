@@ -241,7 +241,7 @@ class KillSwitch(Stage):
                 if not self._stale:
                     self._stale = True
                     logger.warning(
-                        "agentops: no news from the hub for %.0f s (max_staleness %.0f s); %s",
+                        "agentops: no news from the hub for %.1f s (max_staleness %g s); %s",
                         (monotonic_ns() - state.fresh_at) / 1e9,
                         self.max_staleness,
                         _ON_STALE_EFFECT[self.on_stale],
