@@ -208,7 +208,9 @@ def propagation(arguments: argparse.Namespace) -> None:
             for path in ("/api/v1/controls",):
                 status = httpx.get(url + path, headers={"Authorization": f"Bearer {api_key}"})
                 if status.status_code != 200:
-                    raise SystemExit(f"the hub does not serve {path} yet (HTTP {status})")
+                    raise SystemExit(
+                        f"the hub does not serve {path} yet (HTTP {status.status_code})"
+                    )
 
             def control(command: str) -> float:
                 started = time.time()
@@ -280,9 +282,11 @@ def client_process(url: str, api_key: str, clients: int, commands: Any, results:
             for _ in range(clients)
         ]
         for client in made:
-            _wait_for_controls(client.enforcer.link)
+            _wait_until(client.enforcer.link, lambda controls: controls is not None)
         results.put("ready")
         while commands.get() == "watch":
+            for client in made:  # the last kill was lifted: each client knows it first
+                _wait_until(client.enforcer.link, lambda controls: not _kills(controls))
             outcomes = [_watch_for_a_kill(client) for client in made]
             results.put("watching")
             seen = [outcome.result(120) for outcome in outcomes]
@@ -291,25 +295,25 @@ def client_process(url: str, api_key: str, clients: int, commands: Any, results:
             client.shutdown(1.0)
 
 
-def _wait_for_controls(link: HubLink) -> None:
-    if not link.wait_until(lambda: link.snapshot.get("controls") is not None, 60):
-        raise SystemExit("a client got no controls from the hub's stream in 60 s")
+def _kills(controls: ControlSet | None) -> bool:
+    return controls is not None and any(c.state == "killed" for c in controls.controls)
+
+
+def _wait_until(link: HubLink, holds: Callable[[ControlSet | None], bool]) -> None:
+    if not link.wait_until(lambda: holds(link.snapshot.get("controls")), 60):
+        raise SystemExit("a client did not hear the hub's controls within 60 s")
 
 
 def _watch_for_a_kill(client: Client) -> Future[tuple[float, int]]:
     """On a thread: wait for ``client``'s link to bring a kill (the snapshot is published and
-    waiters notified at once), note when, check that its guard now refuses, then try 1,000
-    calls; the future gets the moment and how many calls were let through (must be 0)."""
+    waiters notified at once), note when, then try 1,000 calls through its guard; the future
+    gets the moment and how many of the calls were let through (must be 0)."""
     probe = CallSpec(kind="tool", name="probe")
     link = client.enforcer.link
     outcome: Future[tuple[float, int]] = Future()
 
-    def refuses() -> bool:
-        controls = link.snapshot.get("controls")
-        return controls is not None and any(c.state == "killed" for c in controls.controls)
-
     def watch() -> None:
-        link.wait_until(refuses, 120)
+        link.wait_until(lambda: _kills(link.snapshot.get("controls")), 120)
         moment = time.time()
         allowed = 0
         for _ in range(1_000):
