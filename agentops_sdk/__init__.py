@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from agentops_sdk.config import Options
     from agentops_sdk.context import bind_context, current_span
     from agentops_sdk.decorators import agent, llm, run, span, step, tool
+    from agentops_sdk.enforcement.controls import ControlsStatus
     from agentops_sdk.errors import (
         AgentKilled,
         AgentOpsError,
@@ -55,6 +56,7 @@ __all__ = [
     "BudgetExceeded",
     "Client",
     "ConfigurationError",
+    "ControlsStatus",
     "EnforcementError",
     "FlushResult",
     "Options",
@@ -64,6 +66,7 @@ __all__ = [
     "__version__",
     "agent",
     "bind_context",
+    "controls_status",
     "current_span",
     "flush",
     "get_client",
@@ -81,6 +84,7 @@ _HOMES = {
     "agentops_sdk.client": ("Client", "get_client", "init"),
     "agentops_sdk.config": ("Options",),
     "agentops_sdk.context": ("bind_context", "current_span"),
+    "agentops_sdk.enforcement.controls": ("ControlsStatus",),
     "agentops_sdk.decorators": ("agent", "llm", "run", "span", "step", "tool"),
     "agentops_sdk.errors": (
         "AgentKilled",
@@ -139,3 +143,19 @@ def stats() -> Stats:
 
         return Counters().snapshot(queued=0)
     return client.stats()
+
+
+def controls_status() -> ControlsStatus:
+    """The SDK's copy of the hub's emergency controls: where it was last confirmed (``stream``,
+    ``poll``, ``disk`` or ``none``), how many seconds ago, its version, and whether it is stale
+    (older than ``max_staleness``, so ``on_stale`` applies).
+
+        status = agentops.controls_status()
+        if status.stale:
+            log.warning("controls %ss old, from %s", status.age, status.source)
+    """
+    from agentops_sdk.client import get_client
+    from agentops_sdk.enforcement.controls import OFF
+
+    client = get_client()
+    return OFF if client is None or client.controls is None else client.controls.status()

@@ -24,7 +24,7 @@ from agentops_sdk.buffer import EventBuffer
 from agentops_sdk.capture import freeze, freeze_arguments
 from agentops_sdk.config import Options
 from agentops_sdk.context import CURRENT
-from agentops_sdk.enforcement import CallInfo, Enforcer, HubLink
+from agentops_sdk.enforcement import CallInfo, Enforcer, HubLink, Update
 from agentops_sdk.exporters import Exporter, build_exporter
 from agentops_sdk.guards import GuardChain
 from agentops_sdk.spans import Run, Span, SpanKind
@@ -34,6 +34,7 @@ from agentops_sdk.worker import Worker
 
 if TYPE_CHECKING:
     from agentops_sdk.enforcement import HubSource
+    from agentops_sdk.enforcement.controls import KillSwitch
     from agentops_sdk.otel import OtelBridge
 
 __all__ = ["CallSpec", "Client", "arguments_of", "current", "get_client", "init"]
@@ -94,6 +95,8 @@ class Client:
         """The user's guards, the enforcer's last stage; see :mod:`agentops_sdk.guards`."""
         self.enforcer = Enforcer(self.guards, HubLink(_hub_source(options, hub_source)))
         """What every call passes before it runs; see :mod:`agentops_sdk.enforcement`."""
+        self.controls = _kill_switch(options, self.enforcer)
+        """The stage obeying the hub's pause and kill; None when this client does not."""
         self.exporter = exporter or build_exporter(options)
         self._capture = options.capture
         self._max_chars = options.max_capture_chars
@@ -464,12 +467,41 @@ def _shutdown_at_process_exit(client: Client) -> None:
 
 
 def _hub_source(options: Options, given: HubSource | None) -> HubSource | None:
-    """Where the hub link reads the hub's state: nowhere without a hub URL.
+    """Where the hub link reads the hub's state: nowhere without a hub URL; the source given
+    (a test's ``LocalHub``); else the hub's own stream, when there is an API key to open it."""
+    if not options.hub_url:
+        return None
+    if given is not None or not options.api_key:
+        return given
+    from agentops_sdk.enforcement.hub_stream import HubStream
+    from agentops_sdk.enforcement.saved import SavedControls
 
-    The hub's own stream (and ETag polling) comes with emergency controls; until then only a
-    source given to the client is read.
-    """
-    return given if options.hub_url else None
+    return HubStream(
+        options.hub_url,
+        options.api_key,
+        poll_interval=options.controls_poll_interval,
+        saved=SavedControls(options.spool_dir, options.hub_url, options.api_key),
+        request_timeout=options.export_timeout,
+    )
+
+
+def _kill_switch(options: Options, enforcer: Enforcer) -> KillSwitch | None:
+    """The controls stage, installed, for a client with a hub URL and an API key (unless
+    ``controls`` is off); it starts from the controls saved by the last process, if any."""
+    if not (options.controls and options.hub_url and options.api_key):
+        return None
+    from agentops_sdk.enforcement.controls import TOPIC, KillSwitch
+    from agentops_sdk.enforcement.saved import SavedControls
+
+    stage = KillSwitch(
+        enforcer.link, max_staleness=options.max_staleness, on_stale=options.on_stale
+    )
+    saved = SavedControls(options.spool_dir, options.hub_url, options.api_key).load()
+    if saved is not None:
+        controls, age = saved
+        enforcer.link.restore(Update(TOPIC, controls, controls.etag, via="disk"), age)
+    enforcer.install(stage)
+    return stage
 
 
 def arguments_of(kwargs: Mapping[str, Any] | None, given_input: Any) -> Mapping[str, Any]:

@@ -33,6 +33,10 @@ otel                    AGENTOPS_OTEL                   None: on if a tracer pro
 tags                    AGENTOPS_TAGS (comma-separated) ()
 integrations            AGENTOPS_INTEGRATIONS (same)    None: every installed integration
 disabled_integrations   AGENTOPS_DISABLED_INTEGRATIONS  ()
+controls                AGENTOPS_CONTROLS               True: obey the hub's pause and kill
+controls_poll_interval  AGENTOPS_CONTROLS_POLL_INTERVAL 10.0 s, while the stream is down
+max_staleness           AGENTOPS_MAX_STALENESS          60.0 s without news from the hub
+on_stale                AGENTOPS_ON_STALE               ``"continue"`` (or ``pause``, ``stop``)
 before_send             (code only)                     None
 ======================  ==============================  =====================================
 """
@@ -51,7 +55,15 @@ from agentops_sdk.errors import ConfigurationError
 if TYPE_CHECKING:
     from agentops_sdk.exporters import Exporter
 
-__all__ = ["ENVIRONMENTS", "BeforeSend", "Environment", "ExporterName", "Options", "Overflow"]
+__all__ = [
+    "ENVIRONMENTS",
+    "BeforeSend",
+    "Environment",
+    "ExporterName",
+    "OnStale",
+    "Options",
+    "Overflow",
+]
 
 Environment = Literal["prod", "staging", "test", "dev"]
 ENVIRONMENTS: tuple[str, ...] = get_args(Environment)
@@ -60,6 +72,11 @@ Overflow = Literal["spill", "drop"]
 """What a full in-memory queue does with the oldest events: ``spill`` them to the spool (the
 agent's thread encodes and writes them, so nothing is lost while the spool has room), or ``drop``
 the newest and count it (the agent never pays more than a counter)."""
+
+OnStale = Literal["continue", "pause", "stop"]
+"""What calls do while the SDK's copy of the hub's controls is older than ``max_staleness``:
+``continue`` as the last controls say, ``pause`` (refused with ``AgentPaused``) or ``stop``
+(refused with ``AgentKilled``) until the hub is heard again."""
 
 BeforeSend = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 """Called with each event (a wire dict) before it is exported, on the SDK's worker thread.
@@ -99,6 +116,10 @@ class Options:
     tags: tuple[str, ...] = ()
     integrations: tuple[str, ...] | None = None
     disabled_integrations: tuple[str, ...] = ()
+    controls: bool = True
+    controls_poll_interval: float = 10.0
+    max_staleness: float = 60.0
+    on_stale: OnStale = "continue"
     before_send: BeforeSend | None = None
 
     def __post_init__(self) -> None:
@@ -159,8 +180,10 @@ _POSITIVE = (
     "export_timeout",
     "max_backoff",
     "spool_max_bytes",
+    "controls_poll_interval",
+    "max_staleness",
 )
-_BOOLS = {"enabled", "capture", "spool", "otel"}
+_BOOLS = {"enabled", "capture", "spool", "otel", "controls"}
 _INTS = {
     "max_capture_chars",
     "max_queue_events",
@@ -169,7 +192,14 @@ _INTS = {
     "batch_max_bytes",
     "spool_max_bytes",
 }
-_FLOATS = {"flush_interval", "shutdown_timeout", "export_timeout", "max_backoff"}
+_FLOATS = {
+    "flush_interval",
+    "shutdown_timeout",
+    "export_timeout",
+    "max_backoff",
+    "controls_poll_interval",
+    "max_staleness",
+}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -203,6 +233,8 @@ def _problem(name: str, value: Any) -> str | None:
         return f"must be one of {', '.join(ENVIRONMENTS)}, got {value!r}"
     if name == "overflow" and value not in get_args(Overflow):
         return f"must be one of {', '.join(get_args(Overflow))}, got {value!r}"
+    if name == "on_stale" and value not in get_args(OnStale):
+        return f"must be one of {', '.join(get_args(OnStale))}, got {value!r}"
     if name == "exporter" and isinstance(value, str) and value not in get_args(ExporterName):
         return f"must be one of {', '.join(get_args(ExporterName))} or an Exporter, got {value!r}"
     if name == "hub_url" and value and not value.startswith(("http://", "https://")):

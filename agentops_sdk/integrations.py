@@ -48,6 +48,7 @@ from typing import Any, ClassVar
 from agentops_sdk import client as _client
 from agentops_sdk.client import CallSpec, arguments_of
 from agentops_sdk.context import CURRENT
+from agentops_sdk.enforcement.failures import FailureLog
 from agentops_sdk.spans import Span, SpanKind
 
 __all__ = [
@@ -70,6 +71,7 @@ ENTRY_POINT_GROUP = "agentops_sdk.integrations"
 
 _lock = threading.Lock()
 _enabled: dict[str, Integration] = {}
+_failures = FailureLog()
 
 
 class Integration(abc.ABC):
@@ -368,6 +370,24 @@ class ExternalCall:
     def done(self) -> bool:
         """True once :meth:`end` or :meth:`fail` has run."""
         return self._done
+
+    def stop_if_killed(self) -> None:
+        """Raise ``AgentKilled`` if a kill now applies to this call, with the decision recorded
+        on its span: a stream calls it between chunks, so that a kill cancels it in flight
+        (the caller then ends the call with the error, as ``blocked``). Costs an attribute read
+        or two while no kill is in force. A failure of the check itself is logged, never
+        raised: the call was allowed to start."""
+        controls = self._client.controls
+        call = self.span.call
+        if controls is None or call is None or self._done:
+            return
+        try:
+            decision = controls.kill_of(call)
+        except Exception:
+            _failures.failed(controls, "agentops: could not check %s for a kill", self.span.name)
+            return
+        if decision is not None:
+            self._client.enforcer.stop(call, controls, decision)
 
     def end(self, output: Any = None) -> None:
         """The call succeeded with ``output`` (recorded subject to capture settings)."""

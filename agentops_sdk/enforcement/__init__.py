@@ -22,8 +22,10 @@ either way the crash is logged, once a minute at most.
 
 Stages read the hub's state from the client's :class:`HubLink`, whose daemon thread swaps in
 immutable :class:`Snapshot` objects: no lock and no I/O on the call path. The thread reads a
-:class:`HubSource` (:class:`LocalHub` is the in-process double for tests) and runs only when the
-client has a hub URL and an installed stage reads from it.
+:class:`HubSource` (the hub's event stream, with ETag polling behind it:
+:mod:`agentops_sdk.enforcement.hub_stream`; :class:`LocalHub` is the in-process double for
+tests) and runs only when the client has a hub URL and an installed stage reads from it. The
+first stage, the hub's emergency controls, is :mod:`agentops_sdk.enforcement.controls`.
 
 With no stage installed and no guard added the enforcer is not consulted at all, so a call
 costs what it did before the spine existed.
@@ -34,13 +36,14 @@ from __future__ import annotations
 from agentops_sdk.contract.decisions import ALLOW, Decision
 from agentops_sdk.enforcement.call import CallInfo, CallResult
 from agentops_sdk.enforcement.enforcer import Enforcer
-from agentops_sdk.enforcement.link import EMPTY, HubLink, HubSource, Snapshot, Update
+from agentops_sdk.enforcement.link import EMPTY, Backoff, HubLink, HubSource, Snapshot, Update
 from agentops_sdk.enforcement.local import LocalHub
 from agentops_sdk.enforcement.stage import Stage, Wait
 
 __all__ = [
     "ALLOW",
     "EMPTY",
+    "Backoff",
     "CallInfo",
     "CallResult",
     "Decision",

@@ -44,6 +44,8 @@ class Enforcer:
         self.stages: tuple[Stage, ...] = ()
         """The installed stages before the user's guards, in order; replaced, never changed."""
         self.active = False
+        self._after = False
+        """Whether a stage of ``stages`` has an after hook."""
         self._installed: dict[StageName, Stage] = {}
         self._lock = threading.Lock()
         self._failures = FailureLog()
@@ -93,6 +95,7 @@ class Enforcer:
 
     def _refresh_locked(self) -> None:
         self.stages = tuple(self._installed[name] for name in STAGES if name in self._installed)
+        self._after = any(stage.has_after for stage in self.stages)
         self.active = bool(self.stages) or self.guards.active
 
     # -- before a call ------------------------------------------------------------------------
@@ -130,15 +133,21 @@ class Enforcer:
                 raise
         return outcome
 
+    def stop(self, call: CallInfo, stage: Stage, decision: Decision) -> None:
+        """Stop ``call`` while it runs (a stream that a kill reached): record ``decision``, a
+        deny by ``stage``, on its span and raise the stage's refusal."""
+        self._take(call, stage, decision, settles=False)
+
     def _govern(self, call: CallInfo, settled: Decision | None) -> Decision | Wait:
         """Run the stages ``call`` has not passed yet, until one makes it wait; ``settled`` is
         how the last wait ended (None: no wait, or the waiting stage failed open)."""
         stages = call.stages
+        reached = call.reached
         if settled is not None:
-            self._take(call, stages[call.reached - 1], settled, settles=True)
-        while call.reached < len(stages):
-            stage = stages[call.reached]
-            call.reached += 1
+            self._take(call, stages[reached - 1], settled, settles=True)
+        while reached < len(stages):
+            stage = stages[reached]
+            reached = call.reached = reached + 1
             try:
                 verdict = stage.before(call)
             except EnforcementError as exc:
@@ -147,9 +156,9 @@ class Enforcer:
             except Exception:
                 self._crashed(call, stage)  # raises, for a stage that fails closed
                 continue
-            if isinstance(verdict, Wait):
-                return verdict
-            if verdict is not None:
+            if verdict is not None:  # None, no objection, is the common case
+                if isinstance(verdict, Wait):
+                    return verdict
                 self._take(call, stage, verdict, settles=False)
         if call.approval is not None:
             # Asked for, and no approval stage settled it (none is installed, or it let the
@@ -244,8 +253,11 @@ class Enforcer:
     def after(self, call: CallInfo, error: BaseException | None) -> None:
         """``call`` has ended (with ``error``, if it raised): run the ``after`` hooks of the
         stages it passed. A hook that fails is logged; it cannot change what happened."""
+        stages = call.stages
+        if stages is self.stages and not self._after:
+            return  # the common case: no installed stage has an after hook
         result = None
-        for stage in call.stages[: call.reached]:
+        for stage in stages[: call.reached]:
             if not stage.has_after:
                 continue
             if result is None:

@@ -27,7 +27,7 @@ from typing import Any
 from agentops_sdk.contract.decisions import Decision
 from agentops_sdk.enforcement.failures import FailureLog
 
-__all__ = ["EMPTY", "HubLink", "HubSource", "Snapshot", "Update"]
+__all__ = ["EMPTY", "Backoff", "HubLink", "HubSource", "Snapshot", "Update"]
 
 _NOTHING: Mapping[str, Any] = MappingProxyType({})
 
@@ -41,6 +41,9 @@ class Update:
     """Immutable (tuples, frozen models, read-only mappings): every reader shares it."""
     etag: str | None = None
     """The hub's version of the value, to resume from (``If-None-Match``, ``Last-Event-ID``)."""
+    via: str | None = None
+    """How it came: ``stream`` (pushed), ``poll`` (fetched), ``disk`` (saved by an earlier
+    process). An update repeating the value it holds says the hub confirmed it (a heartbeat)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -53,6 +56,8 @@ class Snapshot:
     """0 before anything arrived; one more with each update."""
     received_at: float | None = None
     """``time.monotonic()`` of the last update (how stale the state is)."""
+    via: str | None = None
+    """How the last update came (``Update.via``)."""
 
     def get(self, topic: str, default: Any = None) -> Any:
         """The latest value of ``topic``, or ``default`` if none came yet."""
@@ -68,6 +73,7 @@ class Snapshot:
             etags=etags,
             version=self.version + 1,
             received_at=time.monotonic(),
+            via=update.via,
         )
 
 
@@ -93,6 +99,30 @@ class HubSource(abc.ABC):
 
     def after_fork(self) -> None:  # noqa: B027 - most sources hold nothing a child must drop
         """In a forked child, before the link starts again: drop the parent's connections."""
+
+    def interrupt(self) -> None:  # noqa: B027 - a source that never blocks long needs nothing
+        """Called from another thread once ``stop`` is set: make a read that blocks (a stream
+        waiting for its next event) return now, so the link stops at once."""
+
+
+class Backoff:
+    """Delays between tries of something that keeps failing: exponential, with full jitter (a
+    hub restart must not bring every agent back in the same instant)."""
+
+    def __init__(self, first: float, cap: float) -> None:
+        self.first = first
+        self.cap = cap
+        self._delay = first
+
+    def next(self) -> float:
+        """How long to wait before the next try; each call doubles the bound, up to ``cap``."""
+        delay = random.uniform(0, self._delay)
+        self._delay = min(self._delay * 2, self.cap)
+        return delay
+
+    def reset(self) -> None:
+        """It worked: the next failure waits a short while again."""
+        self._delay = self.first
 
 
 class HubLink:
@@ -155,6 +185,20 @@ class HubLink:
             self._settle()
         return future
 
+    def restore(self, update: Update, age: float) -> None:
+        """Start from a state saved earlier (``update``, learnt ``age`` seconds ago), before
+        the thread runs: a restarted agent obeys what it last heard until the hub speaks."""
+        with self._changed:
+            snapshot = self.snapshot.with_update(update)
+            self.snapshot = dataclasses.replace(snapshot, received_at=time.monotonic() - age)
+            self._settle()
+
+    def recheck(self) -> None:
+        """Run the :meth:`watch` checks again now, with no update: for checks that depend on
+        the clock (a pause that expires while calls wait for it to be lifted)."""
+        with self._changed:
+            self._settle()
+
     def wait_until(self, condition: Callable[[], bool], timeout: float) -> bool:
         """Block until ``condition()`` holds (checked after each change); False after
         ``timeout`` seconds. For tests and diagnostics: stages never wait like this."""
@@ -166,6 +210,8 @@ class HubLink:
         with self._lock:
             self._stop.set()
             thread, self._thread = self._thread, None
+        if thread is not None and self.source is not None:
+            self.source.interrupt()
         with self._changed:
             watchers, self._watchers = self._watchers, []
         for _, future in watchers:
@@ -194,6 +240,8 @@ class HubLink:
 
     def _restart_locked(self) -> None:
         self._stop.set()
+        if self._thread is not None and self.source is not None:
+            self.source.interrupt()  # before the new thread reads from it
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run, args=(self._stop,), name="agentops-hub-link", daemon=True
@@ -203,22 +251,20 @@ class HubLink:
     def _run(self, stop: threading.Event) -> None:
         source = self.source
         assert source is not None
-        delay = self.retry_delay
+        backoff = Backoff(self.retry_delay, self.max_retry_delay)
         while not stop.is_set():
             try:
                 for update in source.updates(self._topics, self.snapshot, stop):
                     if stop.is_set():
                         return
                     self._publish(update)
-                    delay = self.retry_delay
+                    backoff.reset()
             except Exception:
                 self._failures.failed(
                     self, "agentops: the hub link lost the hub; trying again, last state kept"
                 )
-            # Full jitter: a hub restart must not bring every agent back in the same instant.
-            if stop.wait(random.uniform(0, delay)):
+            if stop.wait(backoff.next()):
                 return
-            delay = min(delay * 2, self.max_retry_delay)
 
     def _publish(self, update: Update) -> None:
         with self._changed:

@@ -67,7 +67,7 @@ class LocalHub(HubSource):
                     self._failures_left -= 1
                     raise ConnectionError("the local hub went away")
                 news = [
-                    Update(topic, value, etag)
+                    Update(topic, value, etag, via="stream")
                     for topic, (value, etag) in self._values.items()
                     if topic in topics and seen.get(topic) != etag
                 ]

@@ -56,10 +56,12 @@ class Stage:
     fails_closed: ClassVar[bool] = True
     topics: ClassVar[frozenset[str]] = frozenset()
 
-    @property
-    def has_after(self) -> bool:
-        """Whether ``after`` does anything (calls skip it otherwise)."""
-        return type(self).after is not Stage.after
+    has_after: ClassVar[bool] = False
+    """Whether ``after`` does anything (calls skip it otherwise); set for each subclass."""
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.has_after = cls.after is not Stage.after  # once per class, not once per call
 
     def before(self, call: CallInfo) -> Decision | Wait | None:
         """Decide about ``call`` before it runs; None has no objection."""

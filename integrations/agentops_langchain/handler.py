@@ -18,12 +18,13 @@ retriever          ``step`` with a ``retriever`` attribute and the documents as 
 
 Each run passes the enforcer when it starts, so a refused tool or model call raises the stage's
 ``EnforcementError`` out of LangChain before the tool body or the model runs (the handler sets
-``raise_error``; any failure of its own is logged, never raised). The handler is synchronous and
-runs inline in async runs too, which keeps the tree in order. A stage that must wait (an
-approval) blocks a sync run; in an async run the handler only opens the span, and the enforcer
-is awaited right after LangChain's async dispatch of the start event (:class:`AsyncDispatch`,
-installed with the automatic handler), still before the tool or model runs, so the event loop
-keeps serving other tasks meanwhile.
+``raise_error``; any failure of its own is logged, never raised). A streamed model call is
+checked at each new token, so a kill stops it in flight with ``AgentKilled``. The handler is
+synchronous and runs inline in async runs too, which keeps the tree in order. A stage that
+must wait (an approval) blocks a sync run; in an async run the handler only opens the span, and
+the enforcer is awaited right after LangChain's async dispatch of the start event
+(:class:`AsyncDispatch`, installed with the automatic handler), still before the tool or model
+runs, so the event loop keeps serving other tasks meanwhile.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from langchain_core.agents import AgentAction, AgentFinish
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.callbacks import manager as callback_manager
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import LLMResult
+from langchain_core.outputs import ChatGenerationChunk, GenerationChunk, LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
 from agentops_sdk.context import CURRENT
@@ -186,6 +187,22 @@ class AgentOpsCallbackHandler(BaseCallbackHandler):
             logger.exception("agentops: could not read the LangChain model response")
             output = None
         call.end(output)
+
+    def on_llm_new_token(
+        self,
+        token: str | list[str | dict[str, Any]],
+        *,
+        chunk: GenerationChunk | ChatGenerationChunk | None = None,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """A streamed model call got a token: a kill that reached the agent since stops it here
+        (``AgentKilled`` out of the stream; LangChain then reports the error, ending the span)."""
+        call = self._calls.get(run_id)
+        if call is not None:
+            call.stop_if_killed()
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Record the model's error (LangChain re-raises it unchanged)."""

@@ -6,6 +6,11 @@ is wrapped to show each chunk to a :class:`~agentops_openai._record.StreamState`
 Whichever comes first ends the span, and the others then do nothing: exhaustion, an error while
 reading, ``close()`` (also through ``with``), the wrapped iterator being closed (a ``break``
 followed by garbage collection), or the stream being collected unread (``weakref.finalize``).
+
+A kill that reaches the agent while it reads a stream stops it: before each chunk is handed
+over, the call is checked (``ExternalCall.stop_if_killed``); a kill closes the provider's
+response and raises ``AgentKilled`` to the reader, and the span ends ``blocked`` with the kill's
+decision.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 from openai import AsyncStream, Stream
 
 from agentops_openai._record import StreamState, record_failure
+from agentops_sdk.errors import AgentKilled
 from agentops_sdk.integrations import ExternalCall
 
 __all__ = ["RecordedAsyncStream", "RecordedStream", "record_async_stream", "record_stream"]
@@ -120,8 +126,16 @@ def _attach(recording: StreamRecording, stream: Any, recorded: type[Any]) -> Non
 
 
 def _observed(recording: StreamRecording, chunks: Iterator[Any]) -> Iterator[Any]:
+    call = recording.call
     try:
         for chunk in chunks:
+            try:
+                call.stop_if_killed()
+            except AgentKilled:
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()  # the provider's stream then closes its response
+                raise
             if recording.observe(chunk):
                 yield chunk
     except GeneratorExit:
@@ -134,8 +148,16 @@ def _observed(recording: StreamRecording, chunks: Iterator[Any]) -> Iterator[Any
 
 
 async def _aobserved(recording: StreamRecording, chunks: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    call = recording.call
     try:
         async for chunk in chunks:
+            try:
+                call.stop_if_killed()
+            except AgentKilled:
+                aclose = getattr(chunks, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+                raise
             if recording.observe(chunk):
                 yield chunk
     except GeneratorExit:

@@ -85,6 +85,9 @@ def start_agent(spool_dir: Path) -> Iterator[Callable[..., Agent]]:
             "AGENTOPS_SPOOL_DIR": str(spool_dir),
             "AGENTOPS_ENVIRONMENT": "test",
             "AGENTOPS_MAX_BACKOFF": "1",
+            # Delivery alone: the controls link's requests would pass the proxy too, and be
+            # counted and refused with the batches.
+            "AGENTOPS_CONTROLS": "false",
         }
         environment |= {f"AGENTOPS_{name.upper()}": str(value) for name, value in options.items()}
         process = subprocess.Popen(

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, TypedDict
 
 import pytest
@@ -31,10 +32,12 @@ from langgraph.prebuilt import ToolNode
 
 import agentops_sdk as agentops
 from agentops_sdk import integrations
+from agentops_sdk.enforcement import LocalHub
 from agentops_sdk.exporters.memory import MemoryExporter
 from agentops_sdk.guards import CallInfo
 from agentops_sdk.schema import SpanEvent
-from agentops_sdk.testing import CapturedEvents
+from agentops_sdk.testing import CapturedEvents, capture_events
+from tests.sdk.fake_controls import control, control_set
 
 pytestmark = pytest.mark.extras
 
@@ -321,6 +324,55 @@ def test_a_streamed_answer_is_one_llm_span_with_the_whole_text(
     assert len(chunks) > 1
     (span,) = agentops_events.spans
     assert (span.kind, span.status, span.output) == ("llm", "ok", "hello there")
+
+
+@pytest.fixture
+def governed(tmp_path: Path) -> Iterator[tuple[CapturedEvents, LocalHub]]:
+    """A client obeying the controls a ``LocalHub`` publishes (the hub's stream, played)."""
+    hub = LocalHub()
+    with capture_events(
+        hub_url="http://hub.invalid", api_key="ak_test", hub_source=hub, spool_dir=tmp_path
+    ) as events:
+        yield events, hub
+
+
+def kill_everything(events: CapturedEvents, hub: LocalHub) -> str:
+    controls = control_set(control("killed", reason="runaway spend"))
+    hub.publish("controls", controls)
+    link = events.client.enforcer.link
+    assert link.wait_until(lambda: link.snapshot.get("controls") is controls, 5)
+    return str(controls.controls[0].id)
+
+
+def test_a_kill_stops_a_streamed_answer_at_its_next_token(
+    langchain: None, governed: tuple[CapturedEvents, LocalHub]
+) -> None:
+    events, hub = governed
+    stream = chat_model(answer("one two three four")).stream("hi")
+    assert next(stream).content == "one"
+
+    kill = kill_everything(events, hub)
+
+    with pytest.raises(agentops.AgentKilled, match="runaway spend"):
+        next(stream)
+    (span,) = events.spans
+    assert (span.kind, span.status) == ("llm", "blocked")
+    assert [(d.stage, d.rule) for d in span.decisions] == [("controls", kill)]
+
+
+async def test_a_kill_stops_an_async_streamed_answer_at_its_next_token(
+    langchain: None, governed: tuple[CapturedEvents, LocalHub]
+) -> None:
+    events, hub = governed
+    stream = chat_model(answer("one two three four")).astream("hi")
+    assert (await stream.__anext__()).content == "one"
+
+    kill_everything(events, hub)
+
+    with pytest.raises(agentops.AgentKilled):
+        await stream.__anext__()
+    (span,) = events.spans
+    assert span.status == "blocked"
 
 
 async def test_async_runs_keep_their_parents(

@@ -24,9 +24,12 @@ from openai.resources.responses import AsyncResponses, Responses
 
 import agentops_sdk as agentops
 from agentops_sdk import integrations
+from agentops_sdk.contract.controls import Control
+from agentops_sdk.enforcement import LocalHub
 from agentops_sdk.guards import CallInfo
 from agentops_sdk.schema import SpanEvent
 from agentops_sdk.testing import CapturedEvents, capture_events
+from tests.sdk.fake_controls import control, control_set
 
 pytestmark = pytest.mark.extras
 
@@ -871,6 +874,87 @@ async def test_an_async_response_stream_is_recorded(
         kinds = [event.type async for event in events]
     assert kinds[-1] == "response.completed"
     assert usage(only_span(agentops_events)) == ("o3-mini-2025-01-31", 81, 1035)
+
+
+# -- a kill stops a stream in flight -----------------------------------------------------------
+
+
+@pytest.fixture
+def governed(tmp_path: Path) -> Iterator[tuple[CapturedEvents, LocalHub]]:
+    """A client obeying the controls a ``LocalHub`` publishes (the hub's stream, played)."""
+    hub = LocalHub()
+    with capture_events(
+        hub_url="http://hub.invalid", api_key="ak_test", hub_source=hub, spool_dir=tmp_path
+    ) as events:
+        yield events, hub
+
+
+def kill_everything(events: CapturedEvents, hub: LocalHub) -> Control:
+    kill = control("killed", reason="runaway spend")
+    controls = control_set(kill)
+    hub.publish("controls", controls)
+    link = events.client.enforcer.link
+    assert link.wait_until(lambda: link.snapshot.get("controls") is controls, 5)
+    return kill
+
+
+def assert_killed_in_flight(events: CapturedEvents, kill: Control) -> None:
+    span = only_span(events)
+    assert span.status == "blocked"
+    assert span.error is not None
+    assert span.error.type == "agentops_sdk.errors.AgentKilled"
+    (decision,) = span.decisions
+    assert (decision.outcome, decision.stage, decision.rule) == ("deny", "controls", str(kill.id))
+
+
+def test_a_kill_stops_a_stream_being_read_and_closes_its_response(
+    enabled: None, api: FakeOpenAI, governed: tuple[CapturedEvents, LocalHub]
+) -> None:
+    events, hub = governed
+    stream = api.client().chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
+    read = [next(stream), next(stream)]  # the role, then "Sunny"
+    assert read[1].choices[0].delta.content == "Sunny"
+
+    kill = kill_everything(events, hub)
+
+    with pytest.raises(agentops.AgentKilled, match="runaway spend"):
+        next(stream)
+    assert stream.response.is_closed
+    assert_killed_in_flight(events, kill)
+
+
+async def test_a_kill_stops_an_async_stream_being_read(
+    enabled: None, api: FakeOpenAI, governed: tuple[CapturedEvents, LocalHub]
+) -> None:
+    events, hub = governed
+    stream = await api.async_client().chat.completions.create(
+        model="gpt-4o", messages=MESSAGES, stream=True
+    )
+    chunks = stream.__aiter__()
+    await chunks.__anext__()
+    await chunks.__anext__()
+
+    kill = kill_everything(events, hub)
+
+    with pytest.raises(agentops.AgentKilled):
+        await chunks.__anext__()
+    assert stream.response.is_closed
+    assert_killed_in_flight(events, kill)
+
+
+def test_a_stream_read_with_no_kill_in_force_is_untouched_by_the_controls(
+    enabled: None, api: FakeOpenAI, governed: tuple[CapturedEvents, LocalHub]
+) -> None:
+    events, hub = governed
+    hub.publish("controls", control_set(control("killed", "agent", "someone-else")))
+    link = events.client.enforcer.link
+    assert link.wait_until(lambda: link.snapshot.get("controls") is not None, 5)
+
+    stream = api.client().chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream)
+
+    assert text == "Sunny, 21°C."
+    assert only_span(events).status == "ok"
 
 
 async def test_an_async_api_error_is_recorded_and_re_raised(

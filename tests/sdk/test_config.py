@@ -42,6 +42,10 @@ ENVIRONMENT_VARIABLES = [
     ("AGENTOPS_TAGS", "team-a, eu,,beta ", "tags", ("team-a", "eu", "beta")),
     ("AGENTOPS_INTEGRATIONS", "openai, langchain", "integrations", ("openai", "langchain")),
     ("AGENTOPS_DISABLED_INTEGRATIONS", "langchain", "disabled_integrations", ("langchain",)),
+    ("AGENTOPS_CONTROLS", "false", "controls", False),
+    ("AGENTOPS_CONTROLS_POLL_INTERVAL", "2.5", "controls_poll_interval", 2.5),
+    ("AGENTOPS_MAX_STALENESS", "300", "max_staleness", 300.0),
+    ("AGENTOPS_ON_STALE", "pause", "on_stale", "pause"),
 ]
 
 
@@ -137,6 +141,10 @@ def test_from_env_reads_os_environ_when_given_no_mapping(monkeypatch: pytest.Mon
         ("AGENTOPS_ENVIRONMENT", "production"),
         ("AGENTOPS_EXPORTER", "kafka"),
         ("AGENTOPS_HUB_URL", "hub.example.com"),
+        ("AGENTOPS_CONTROLS", "sometimes"),
+        ("AGENTOPS_CONTROLS_POLL_INTERVAL", "0"),
+        ("AGENTOPS_MAX_STALENESS", "-60"),
+        ("AGENTOPS_ON_STALE", "panic"),
     ],
 )
 def test_invalid_variable_raises_configuration_error_naming_it(variable: str, raw: str) -> None:
@@ -166,6 +174,9 @@ def test_invalid_environment_name_is_refused(environment: str) -> None:
         ("hub_url", "localhost:8000"),
         ("exporter", "kafka"),
         ("before_send", "not callable"),
+        ("controls_poll_interval", 0.0),
+        ("max_staleness", float("nan")),
+        ("on_stale", "ignore"),
     ],
 )
 def test_invalid_explicit_option_raises_configuration_error_naming_it(

@@ -224,7 +224,8 @@ def test_refused_api_key_logs_one_error_with_the_hubs_reason_and_counts_each_bat
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     hub = start_hub(api_key="ak_the_right_one")
-    client = start_hub_sdk(hub.url, api_key="ak_revoked")
+    # The exporter's report alone: the controls link reports the key too (test_hub_stream.py).
+    client = start_hub_sdk(hub.url, api_key="ak_revoked", controls=False)
     caplog.set_level(logging.WARNING, logger="agentops_sdk")
 
     for query in ("a", "b", "c"):
