@@ -8,7 +8,19 @@ from typing import Any
 import pytest
 
 import agentops_sdk as agentops
+from agentops_sdk import integrations
 from agentops_sdk.client import Client
+
+
+@pytest.fixture(autouse=True)
+def _integrations_as_they_were() -> Iterator[None]:
+    """Disable after each test the integrations it enabled (an ``init()`` with the default
+    ``integrations=None`` enables every installed one): patched frameworks must not leak into
+    the next test a pytest-xdist worker runs."""
+    before = set(integrations.enabled())
+    yield
+    for name in set(integrations.enabled()) - before:
+        integrations.disable(name)
 
 
 @pytest.fixture
