@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentops_sdk import __version__
 from agentops_server.api.decoding import HubRequest, ValueKinds
+from agentops_server.api.headers import proxy_middleware, security_headers
 from agentops_server.api.v1 import api_router
 from agentops_server.auth.middleware import Authentication
 from agentops_server.auth.oauth import OAuthProviders
@@ -40,7 +41,6 @@ from agentops_server.observability import (
     configure_logging,
     configure_sentry,
 )
-from agentops_server.security import proxy_middleware, security_headers
 from agentops_server.settings import Settings
 
 __all__ = ["create_app"]

@@ -29,10 +29,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from agentops_server.app import create_app
-from agentops_server.auth.api_keys import SCOPES
 from agentops_server.db.engine import create_db_engine
 from agentops_server.db.migrate import upgrade
 from agentops_server.db.models import Org
+from agentops_server.security.api_keys import SCOPES
 from agentops_server.services.orgs import IssuedKey, create_org, issue_key
 from agentops_server.settings import Settings
 

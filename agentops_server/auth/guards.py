@@ -17,9 +17,9 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import Guard
 
-from agentops_server.auth.permissions import Permission
-from agentops_server.auth.principal import Principal
 from agentops_server.errors import Problem
+from agentops_server.security.permissions import Permission
+from agentops_server.security.principal import Principal
 
 __all__ = ["PUBLIC", "permission_of", "requires"]
 

@@ -3,7 +3,7 @@
 An API key (``ak_…``) authenticates as that key of its org, acting for its creator: capped by
 the creator's current role, and suspended (401 ``suspended_api_key``) once the creator has left
 the org (docs/decisions/0015). Anything else must be an access token the hub issued
-(:mod:`agentops_server.auth.tokens`) or, when Supabase Auth is configured, a Supabase access
+(:mod:`agentops_server.security.tokens`) or, when Supabase Auth is configured, a Supabase access
 token (:mod:`agentops_server.auth.supabase`). The org is known from the
 credential before the first query, so every lookup already runs as that tenant; the tenant then
 stays set for the rest of the request (:mod:`agentops_server.db.tenancy`). Routes whose ``opt``
@@ -28,10 +28,6 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from agentops_server.auth import supabase
-from agentops_server.auth.api_keys import matches, parse_key
-from agentops_server.auth.permissions import Role
-from agentops_server.auth.principal import Principal
-from agentops_server.auth.tokens import InvalidToken, decode_access_token
 from agentops_server.backends.rate_limit import failed_authentications
 from agentops_server.db.models import ApiKey, Membership, TeamMember, UserSession
 from agentops_server.db.tenancy import (
@@ -43,6 +39,10 @@ from agentops_server.db.tenancy import (
     tenant,
 )
 from agentops_server.errors import Problem
+from agentops_server.security.api_keys import matches, parse_key
+from agentops_server.security.permissions import Role
+from agentops_server.security.principal import Principal
+from agentops_server.security.tokens import InvalidToken, decode_access_token
 from agentops_server.settings import Settings
 
 __all__ = [

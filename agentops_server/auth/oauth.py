@@ -55,7 +55,7 @@ from joserfc.jwt import JWTClaimsRegistry
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from agentops_server.auth.jwks import JwksCache, JwksUnavailable, UnknownSigningKey
-from agentops_server.auth.tokens import InvalidToken, decode_token, encode_token
+from agentops_server.security.tokens import InvalidToken, decode_token, encode_token
 from agentops_server.services.identities import ExternalIdentity
 from agentops_server.settings import Settings
 

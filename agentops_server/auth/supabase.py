@@ -35,10 +35,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from agentops_server.api.v1.refusals import problem_of
 from agentops_server.auth.jwks import JwksCache, JwksUnavailable, UnknownSigningKey
-from agentops_server.auth.principal import Principal
-from agentops_server.auth.tokens import ISSUER
 from agentops_server.db.tenancy import TenantSession
 from agentops_server.errors import Problem
+from agentops_server.security.principal import Principal
+from agentops_server.security.tokens import ISSUER
 from agentops_server.services.identities import (
     ExternalIdentity,
     member_for_identity,

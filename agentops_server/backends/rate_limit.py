@@ -402,7 +402,7 @@ def _too_many_attempts(result: RateLimitResult) -> Problem:
 
 
 def _address(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
-    """The client's address (a trusted proxy's client's, see ``agentops_server.security``)."""
+    """The client's address (a trusted proxy's client's, see ``agentops_server.api.headers``)."""
     return connection.client.host if connection.client else "unknown"
 
 

@@ -186,7 +186,7 @@ class OrgLogo(Base):
 
 
 class Membership(Base):
-    """A user's place in an org, with one role (see ``agentops_server.auth.permissions``)."""
+    """A user's place in an org, with one role (see ``agentops_server.security.permissions``)."""
 
     __tablename__ = "memberships"
 

@@ -22,14 +22,17 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentops_server.auth.passwords import (
+from agentops_server.backends.mailer import Email, Mailer
+from agentops_server.db.models import PasswordReset, User
+from agentops_server.db.tenancy import tenant
+from agentops_server.security.passwords import (
     WeakPassword,
     check_strength,
     hash_password,
     needs_rehash,
     verify_password,
 )
-from agentops_server.auth.tokens import (
+from agentops_server.security.tokens import (
     InvalidToken,
     decode_token,
     encode_token,
@@ -38,9 +41,6 @@ from agentops_server.auth.tokens import (
     parse_opaque_token,
     secret_matches,
 )
-from agentops_server.backends.mailer import Email, Mailer
-from agentops_server.db.models import PasswordReset, User
-from agentops_server.db.tenancy import tenant
 from agentops_server.services import audit, mfa, org_profile, sessions
 from agentops_server.services.claims import claim
 from agentops_server.services.org_profile import OrgMembership, SlugTaken

@@ -1,6 +1,6 @@
 """API keys of an org: create (the secret shown once), list, revoke, rotate.
 
-A key is stored only as a hash (:mod:`agentops_server.auth.api_keys`); lists show its prefix.
+A key is stored only as a hash (:mod:`agentops_server.security.api_keys`); lists show its prefix.
 Nobody grants a key more than they may do themselves: the permissions of the scopes asked for
 must all be the caller's own (``scope_escalation``), which matters most when a key creates or
 rotates keys. Rotating makes a new key with the old one's name, scopes and expiry, and ends the
@@ -28,10 +28,10 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentops_server.auth.api_keys import SCOPES
-from agentops_server.auth.permissions import SCOPE_PERMISSIONS, Role, Scope, withheld_from_key
-from agentops_server.auth.principal import Principal
 from agentops_server.db.models import ApiKey, Membership
+from agentops_server.security.api_keys import SCOPES
+from agentops_server.security.permissions import SCOPE_PERMISSIONS, Role, Scope, withheld_from_key
+from agentops_server.security.principal import Principal
 from agentops_server.services import audit
 from agentops_server.services.audit import Actor
 from agentops_server.services.claims import claim

@@ -25,9 +25,9 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentops_server.auth.permissions import Role
 from agentops_server.db.models import OAuthIdentity, TeamMember, User
 from agentops_server.db.tenancy import tenant
+from agentops_server.security.permissions import Role
 from agentops_server.services.accounts import Client, choose_org, memberships_of
 from agentops_server.services.org_profile import OrgMembership, SlugTaken, create_org_with_owner
 from agentops_server.services.refusals import Forbidden, Invalid

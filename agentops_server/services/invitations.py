@@ -32,18 +32,18 @@ import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentops_server.auth.passwords import WeakPassword, verify_password
-from agentops_server.auth.permissions import Role
-from agentops_server.auth.principal import Principal
-from agentops_server.auth.tokens import (
+from agentops_server.backends.mailer import Email, Mailer
+from agentops_server.db.models import Invitation, Membership, Org, TeamMember, User
+from agentops_server.db.tenancy import tenant
+from agentops_server.security.passwords import WeakPassword, verify_password
+from agentops_server.security.permissions import Role
+from agentops_server.security.principal import Principal
+from agentops_server.security.tokens import (
     hash_secret,
     new_opaque_token,
     parse_opaque_token,
     secret_matches,
 )
-from agentops_server.backends.mailer import Email, Mailer
-from agentops_server.db.models import Invitation, Membership, Org, TeamMember, User
-from agentops_server.db.tenancy import tenant
 from agentops_server.services import audit, mfa
 from agentops_server.services.api_keys import follow_creator
 from agentops_server.services.audit import Actor

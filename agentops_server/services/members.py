@@ -3,7 +3,7 @@
 Two rules guard every change (``docs/permissions.md``):
 
 - **No escalation.** The caller must be allowed to give the new role *and* to change someone of
-  the current role (:func:`~agentops_server.auth.permissions.can_assign`): an admin can neither
+  the current role (:func:`~agentops_server.security.permissions.can_assign`): an admin can neither
   make an owner nor demote or remove one (``role_escalation``). An API key acts as an admin.
 - **An org always keeps an owner.** The last owner can be neither demoted nor removed, nor leave
   (``last_owner``). The check cannot be raced: on PostgreSQL the change first locks every owner
@@ -27,9 +27,9 @@ from sqlalchemy import CursorResult, Delete, Update, delete, exists, select, upd
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from agentops_server.auth.permissions import Role, can_assign
-from agentops_server.auth.principal import Principal
 from agentops_server.db.models import Membership, Team, TeamMember, User
+from agentops_server.security.permissions import Role, can_assign
+from agentops_server.security.principal import Principal
 from agentops_server.services import audit
 from agentops_server.services.api_keys import follow_creator
 from agentops_server.services.audit import Actor

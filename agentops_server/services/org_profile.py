@@ -33,10 +33,10 @@ from sqlalchemy import delete, exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentops_server.auth.permissions import Permission, Role
-from agentops_server.auth.principal import Principal
 from agentops_server.db.models import Base, Membership, Org, OrgLogo, User
 from agentops_server.db.tenancy import tenant
+from agentops_server.security.permissions import Permission, Role
+from agentops_server.security.principal import Principal
 from agentops_server.services import audit
 from agentops_server.services.audit import Actor
 from agentops_server.services.refusals import (

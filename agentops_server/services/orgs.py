@@ -11,11 +11,11 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from agentops_server.auth.api_keys import SCOPES, hash_key, new_key
-from agentops_server.auth.passwords import check_strength, hash_password_blocking
-from agentops_server.auth.permissions import Role
 from agentops_server.db.models import ApiKey, Membership, Org, User
 from agentops_server.db.tenancy import tenant
+from agentops_server.security.api_keys import SCOPES, hash_key, new_key
+from agentops_server.security.passwords import check_strength, hash_password_blocking
+from agentops_server.security.permissions import Role
 from agentops_server.services.slugs import slugify
 from agentops_server.services.users import EmailTaken, normalize_email
 

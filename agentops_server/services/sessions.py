@@ -26,15 +26,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from sqlalchemy import ColumnElement, CursorResult, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentops_server.auth.tokens import (
+from agentops_server.db.models import Membership, RefreshToken, UserSession
+from agentops_server.db.tenancy import tenant
+from agentops_server.security.tokens import (
     encode_access_token,
     hash_secret,
     new_opaque_token,
     parse_opaque_token,
     secret_matches,
 )
-from agentops_server.db.models import Membership, RefreshToken, UserSession
-from agentops_server.db.tenancy import tenant
 from agentops_server.services import audit
 from agentops_server.services.claims import claim
 from agentops_server.services.refusals import Refused, Unauthenticated

@@ -21,9 +21,9 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentops_server.auth.permissions import Role
-from agentops_server.auth.principal import Principal
 from agentops_server.db.models import Agent, Invitation, Membership, Team, TeamMember, User
+from agentops_server.security.permissions import Role
+from agentops_server.security.principal import Principal
 from agentops_server.services import audit
 from agentops_server.services.audit import Actor
 from agentops_server.services.org_profile import clean_name

@@ -8,8 +8,8 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentops_server.auth.passwords import check_strength, hash_password
 from agentops_server.db.models import User
+from agentops_server.security.passwords import check_strength, hash_password
 
 __all__ = ["EmailTaken", "InvalidEmail", "create_user", "find_user_by_email", "normalize_email"]
 
@@ -42,7 +42,7 @@ async def create_user(
     """Add a user (not committed). ``password`` None makes an external-login-only user.
 
     Raises :class:`InvalidEmail`, :class:`EmailTaken` or
-    :class:`~agentops_server.auth.passwords.WeakPassword`.
+    :class:`~agentops_server.security.passwords.WeakPassword`.
     """
     address = normalize_email(email)
     if password is not None:

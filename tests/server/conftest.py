@@ -24,9 +24,9 @@ from litestar.testing import TestClient
 from sqlalchemy.orm import Session
 
 from agentops_server import Settings, create_app
-from agentops_server.auth.permissions import Role
 from agentops_server.db.engine import create_db_engine
 from agentops_server.db.migrate import upgrade
+from agentops_server.security.permissions import Role
 from agentops_server.services.orgs import IssuedKey, create_org
 from tests.server.api import bearer
 from tests.server.oidc_provider import LocalIdentityProvider, running_provider

@@ -21,10 +21,10 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agentops_server.auth.passwords import hash_password_blocking
-from agentops_server.auth.permissions import Role
-from agentops_server.auth.tokens import encode_access_token
 from agentops_server.db.models import Membership, Team, TeamMember, User, UserSession
+from agentops_server.security.passwords import hash_password_blocking
+from agentops_server.security.permissions import Role
+from agentops_server.security.tokens import encode_access_token
 from agentops_server.services.orgs import IssuedKey, issue_key, revoke_key
 from agentops_server.services.users import normalize_email
 from tests.server.api import bearer

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from agentops_server.auth.permissions import SCOPE_PERMISSIONS, Permission, Role, Scope
-from agentops_server.auth.principal import Principal
+from agentops_server.security.permissions import SCOPE_PERMISSIONS, Permission, Role, Scope
+from agentops_server.security.principal import Principal
 from agentops_server.services.api_keys import check_grantable
 from agentops_server.services.orgs import IssuedKey
 from agentops_server.services.refusals import Forbidden

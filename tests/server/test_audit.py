@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import DBAPIError
 
-from agentops_server.auth.permissions import Role
+from agentops_server.security.permissions import Role
 from agentops_server.services.orgs import IssuedKey
 from tests.server.api import Client, assert_problem, audit_entries, bearer
 from tests.server.conftest import make_org

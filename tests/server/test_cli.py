@@ -14,11 +14,11 @@ from click.testing import CliRunner
 from litestar.testing import TestClient
 
 from agentops_server import Settings, create_app
-from agentops_server.auth.api_keys import parse_key
 from agentops_server.cli import main
 from agentops_server.db.engine import create_db_engine
 from agentops_server.db.migrate import is_current
 from agentops_server.demo import demo_key
+from agentops_server.security.api_keys import parse_key
 
 
 def test_db_upgrade_brings_an_empty_database_to_the_newest_migration(database_url: str) -> None:

@@ -10,8 +10,8 @@ import pytest
 from litestar import Litestar
 from sqlalchemy import event, text
 
-from agentops_server.auth.permissions import Role, Scope
 from agentops_server.db.engine import create_db_engine
+from agentops_server.security.permissions import Role, Scope
 from agentops_server.services.orgs import IssuedKey
 from tests.server.api import Client, assert_problem, audit_entries, bearer
 from tests.server.conftest import make_org

@@ -26,8 +26,6 @@ from agentops_server.auth.oauth import (
     OAuthProviders,
     OidcProvider,
 )
-from agentops_server.auth.permissions import Role
-from agentops_server.auth.tokens import encode_token
 from agentops_server.db.models import (
     AuditEvent,
     Membership,
@@ -36,6 +34,8 @@ from agentops_server.db.models import (
     User,
     UserSession,
 )
+from agentops_server.security.permissions import Role
+from agentops_server.security.tokens import encode_token
 from tests.server.api import Client, assert_problem, bearer, client_with
 from tests.server.conftest import make_org
 from tests.server.database import count, rows

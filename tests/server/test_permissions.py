@@ -13,7 +13,7 @@ import pytest
 from litestar import Litestar
 
 from agentops_server.auth.guards import permission_of
-from agentops_server.auth.permissions import (
+from agentops_server.security.permissions import (
     ROLE_PERMISSIONS,
     SCOPE_PERMISSIONS,
     Permission,

@@ -7,7 +7,7 @@ from typing import Any
 
 from litestar import Request
 
-from agentops_server.auth.principal import Principal
+from agentops_server.security.principal import Principal
 from agentops_server.services.accounts import Client
 from agentops_server.services.audit import Actor
 

@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agentops_server.api.v1.actors import actor_of
 from agentops_server.api.v1.refusals import JSON_BODY_LIMIT
 from agentops_server.auth.guards import requires
-from agentops_server.auth.permissions import Permission
-from agentops_server.auth.principal import Principal
 from agentops_server.errors import Problem
+from agentops_server.security.permissions import Permission
+from agentops_server.security.principal import Principal
 from agentops_server.services import agents, teams
 from agentops_server.services.agents import AgentList, AgentSummary
 from agentops_server.services.teams import AgentTeam

@@ -31,13 +31,13 @@ from agentops_server.api.v1.actors import actor_of, client_ip, client_of, reques
 from agentops_server.api.v1.openapi import ANYONE, ProblemBody
 from agentops_server.api.v1.refusals import problem_of
 from agentops_server.auth.guards import PUBLIC, requires
-from agentops_server.auth.permissions import Permission
-from agentops_server.auth.principal import Principal
-from agentops_server.auth.tokens import parse_opaque_token
 from agentops_server.backends.mailer import Mailer
 from agentops_server.backends.rate_limit import FailedAuthentications, Throttle
 from agentops_server.db.tenancy import TenantSession
 from agentops_server.errors import Problem
+from agentops_server.security.permissions import Permission
+from agentops_server.security.principal import Principal
+from agentops_server.security.tokens import parse_opaque_token
 from agentops_server.services import accounts, audit, mfa, sessions
 from agentops_server.services.accounts import (
     AccountError,

@@ -23,10 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_sdk.contract.schema import IngestResult
 from agentops_server.auth.guards import requires
-from agentops_server.auth.permissions import Permission
-from agentops_server.auth.principal import Principal
 from agentops_server.backends.rate_limit import IngestQuota
 from agentops_server.errors import Problem
+from agentops_server.security.permissions import Permission
+from agentops_server.security.principal import Principal
 from agentops_server.services.ingest import IngestError, ingest_batch, ingest_run
 from agentops_server.settings import Settings
 

@@ -17,10 +17,10 @@ from agentops_server.api.v1.openapi import ANYONE
 from agentops_server.api.v1.refusals import JSON_BODY_LIMIT
 from agentops_server.auth.guards import PUBLIC, requires
 from agentops_server.auth.middleware import bearer_token, person_of
-from agentops_server.auth.permissions import Permission
-from agentops_server.auth.principal import Principal
-from agentops_server.auth.tokens import parse_opaque_token
 from agentops_server.backends.rate_limit import FailedAuthentications, Throttle
+from agentops_server.security.permissions import Permission
+from agentops_server.security.principal import Principal
+from agentops_server.security.tokens import parse_opaque_token
 from agentops_server.services import invitations
 from agentops_server.services.invitations import (
     Acceptance,

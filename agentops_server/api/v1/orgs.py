@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agentops_server.api.v1.actors import actor_of, user_id_of
 from agentops_server.api.v1.refusals import JSON_BODY_LIMIT, problem_of
 from agentops_server.auth.guards import requires
-from agentops_server.auth.permissions import Permission
-from agentops_server.auth.principal import Principal
+from agentops_server.security.permissions import Permission
+from agentops_server.security.principal import Principal
 from agentops_server.services import org_profile
 from agentops_server.services.org_profile import (
     LOGO_MAX_BYTES,

@@ -11,9 +11,9 @@ from litestar.params import PathParameter, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.auth.guards import requires
-from agentops_server.auth.permissions import Permission
-from agentops_server.auth.principal import Principal
 from agentops_server.errors import Problem
+from agentops_server.security.permissions import Permission
+from agentops_server.security.principal import Principal
 from agentops_server.services import runs
 from agentops_server.services.runs import (
     DEFAULT_PAGE_SIZE,

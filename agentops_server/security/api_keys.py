@@ -13,8 +13,8 @@ import dataclasses
 import secrets
 import uuid
 
-from agentops_server.auth.permissions import Scope
-from agentops_server.auth.tokens import hash_secret, secret_matches
+from agentops_server.security.permissions import Scope
+from agentops_server.security.tokens import hash_secret, secret_matches
 
 __all__ = ["SCOPES", "KeyParts", "hash_key", "matches", "new_key", "parse_key"]
 

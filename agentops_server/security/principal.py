@@ -11,7 +11,7 @@ import dataclasses
 import uuid
 from typing import Literal
 
-from agentops_server.auth.permissions import (
+from agentops_server.security.permissions import (
     ROLE_PERMISSIONS,
     Permission,
     Role,
