@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Sequence
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.backends.mailer import Email, Mailer
@@ -52,13 +51,13 @@ from agentops_server.services.refusals import (
     Unauthenticated,
 )
 from agentops_server.services.users import (
-    EmailTaken,
     InvalidEmail,
-    create_user,
     find_user_by_email,
+    new_user,
     normalize_email,
 )
 from agentops_server.settings import Settings
+from agentops_server.values import clean_name
 
 __all__ = [
     "MFA_TOKEN_TTL",
@@ -194,17 +193,13 @@ async def signup(
     except WeakPassword as exc:
         raise Invalid("weak_password", f"The password is too weak: {exc}") from exc
     try:
-        org_name = org_profile.clean_name(org_name, what="org")
+        org_name = clean_name(org_name, what="org")
     except Invalid as exc:  # sign-up has two names: say which one
         raise Invalid("invalid_org_name", exc.detail) from exc
     slug = org_profile.org_slug(org_name, org_slug)
     org_id = uuid.uuid4()
     with tenant(org_id=org_id):
-        try:
-            user = await create_user(session, email=address, password=password, name=name)
-        except (EmailTaken, IntegrityError) as exc:
-            await session.rollback()
-            raise Conflict("email_taken", f"An account with {address} already exists.") from exc
+        user = await new_user(session, email=address, password=password, name=name)
         try:
             org = await org_profile.create_org_with_owner(
                 session,

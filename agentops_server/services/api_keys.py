@@ -29,15 +29,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.db.models import ApiKey, Membership
-from agentops_server.security.api_keys import SCOPES
+from agentops_server.security.api_keys import SCOPES, hash_key, new_key
 from agentops_server.security.permissions import SCOPE_PERMISSIONS, Role, Scope, withheld_from_key
 from agentops_server.security.principal import Principal
 from agentops_server.services import audit
 from agentops_server.services.audit import Actor
 from agentops_server.services.claims import claim
-from agentops_server.services.org_profile import clean_name
-from agentops_server.services.orgs import new_key_row
 from agentops_server.services.refusals import Forbidden, Gone, Invalid, NotFound
+from agentops_server.values import clean_name
 
 __all__ = [
     "MAX_EXPIRY_DAYS",
@@ -45,11 +44,14 @@ __all__ = [
     "ApiKeyList",
     "ApiKeyView",
     "CreatedApiKey",
+    "IssuedKey",
     "KeyState",
     "check_grantable",
     "create_key",
     "follow_creator",
+    "issue_org_key",
     "list_keys",
+    "new_key_row",
     "revoke_key",
     "rotate_key",
 ]
@@ -86,6 +88,18 @@ class CreatedApiKey(ApiKeyView):
     """A key just made: ``key`` is the secret, shown this once and stored only as a hash."""
 
     key: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """A key of the org itself as issued (the CLI's, the demo's): ``key`` is shown once and
+    never stored."""
+
+    org_id: uuid.UUID
+    key_id: uuid.UUID
+    key: str
+    prefix: str
+    scopes: tuple[str, ...]
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -133,7 +147,8 @@ async def create_key(
     now = dt.datetime.now(dt.UTC)
     created = await _add_key(
         session,
-        principal,
+        principal.org_id,
+        principal.person_id,
         actor,
         now,
         name=clean_name(name, what="key"),
@@ -196,7 +211,8 @@ async def rotate_key(
     check_grantable(principal, old.scopes)
     new = await _add_key(
         session,
-        principal,
+        principal.org_id,
+        principal.person_id,
         actor,
         now,
         name=old.name,
@@ -285,9 +301,56 @@ def check_grantable(principal: Principal, scopes: Iterable[str]) -> None:
         )
 
 
+async def issue_org_key(
+    session: AsyncSession, org_id: uuid.UUID, actor: Actor, *, name: str, scopes: Iterable[str]
+) -> IssuedKey:
+    """Add a key of the org itself (no creator: it follows nobody), audited ``api_key.created``
+    (not committed); the key as issued."""
+    created = await _add_key(
+        session,
+        org_id,
+        None,
+        actor,
+        dt.datetime.now(dt.UTC),
+        name=clean_name(name, what="key"),
+        scopes=_scopes(scopes),
+        expires_at=None,
+    )
+    return IssuedKey(org_id, created.id, created.key, created.prefix, tuple(created.scopes))
+
+
+def new_key_row(
+    org_id: uuid.UUID,
+    *,
+    name: str,
+    scopes: Iterable[str],
+    created_by: uuid.UUID | None = None,
+    expires_at: dt.datetime | None = None,
+) -> tuple[ApiKey, IssuedKey]:
+    """A new key's row (to add to a session) and the key as issued; ``ValueError`` for an
+    unknown scope."""
+    wanted = tuple(sorted(set(scopes)))
+    unknown = set(wanted) - SCOPES
+    if unknown:
+        raise ValueError(f"unknown scope(s): {', '.join(sorted(unknown))}")
+    key, parts = new_key(org_id)
+    row = ApiKey(
+        org_id=org_id,
+        id=uuid.uuid4(),
+        prefix=parts.prefix,
+        hash=hash_key(key),
+        name=name,
+        scopes=list(wanted),
+        created_by=created_by,
+        expires_at=expires_at,
+    )
+    return row, IssuedKey(org_id, row.id, key, parts.prefix, wanted)
+
+
 async def _add_key(
     session: AsyncSession,
-    principal: Principal,
+    org_id: uuid.UUID,
+    created_by: uuid.UUID | None,
     actor: Actor,
     now: dt.datetime,
     *,
@@ -296,20 +359,16 @@ async def _add_key(
     expires_at: dt.datetime | None,
     **noted: str,
 ) -> CreatedApiKey:
-    """Add a key made by ``principal`` and audit ``api_key.created`` (with ``noted`` besides
-    its state); not committed."""
+    """Add a key of ``org_id`` acting for ``created_by`` and audit ``api_key.created`` (with
+    ``noted`` besides its state); not committed."""
     row, issued = new_key_row(
-        principal.org_id,
-        name=name,
-        scopes=scopes,
-        created_by=principal.person_id,
-        expires_at=expires_at,
+        org_id, name=name, scopes=scopes, created_by=created_by, expires_at=expires_at
     )
     row.created_at = now
     session.add(row)
     await audit.record(
         session,
-        principal.org_id,
+        org_id,
         actor,
         "api_key.created",
         target_type="api_key",

@@ -8,8 +8,10 @@
   their first bytes (never by what the client claims; no SVG: it can carry script), at most
   :data:`LOGO_MAX_BYTES`, kept in the database so every hub process can serve them.
 - **More orgs.** A signed-in person creates another org and becomes its owner. Every org is
-  made by :func:`create_org_with_owner` (sign-up and a first external sign-in too): the org, its
-  owner's membership, and the ``org.created`` and ``member.added`` audit entries.
+  made here, audited: by :func:`create_org_with_owner` (sign-up and a first external sign-in
+  too: the org, its owner's membership, the ``org.created`` and ``member.added`` audit
+  entries), or by :func:`bootstrap_org` (the CLI and the demo: the org, optionally its owner,
+  and a key of the org with every scope, audited ``api_key.created`` too).
 - **Deleting** the org removes every row it has, its audit log included: an org's log lives and
   dies with it (the hub's own log keeps one ``org deleted`` line).
 
@@ -35,10 +37,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.db.models import Base, Membership, Org, OrgLogo, User
 from agentops_server.db.tenancy import tenant
+from agentops_server.security.api_keys import SCOPES
 from agentops_server.security.permissions import Permission, Role
 from agentops_server.security.principal import Principal
 from agentops_server.services import audit
-from agentops_server.services.audit import Actor
+from agentops_server.services.api_keys import IssuedKey, issue_org_key
+from agentops_server.services.audit import SYSTEM, Actor
 from agentops_server.services.refusals import (
     Conflict,
     Forbidden,
@@ -48,7 +52,8 @@ from agentops_server.services.refusals import (
     Unsupported,
 )
 from agentops_server.services.slugs import SLUG_PATTERN, slugify
-from agentops_server.values import Name, Text
+from agentops_server.services.users import new_user
+from agentops_server.values import Name, Text, clean_name
 
 __all__ = [
     "LOGO_MAX_BYTES",
@@ -63,7 +68,7 @@ __all__ = [
     "OrgProfile",
     "SlugTaken",
     "check_slug",
-    "clean_name",
+    "bootstrap_org",
     "create_org",
     "create_org_with_owner",
     "delete_logo",
@@ -157,6 +162,7 @@ class SlugTaken(Conflict):
 
     def __init__(self, slug: str) -> None:
         super().__init__("slug_taken", f"Another org already has the slug {slug!r}.")
+        self.slug = slug
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -181,15 +187,6 @@ def check_slug(value: str) -> str:
 def org_slug(name: str, wanted: str | None) -> str:
     """The slug of a new org: ``wanted``, checked (``invalid_slug``), or one made from ``name``."""
     return slugify(name) if wanted is None else check_slug(wanted)
-
-
-def clean_name(value: str, *, what: str) -> str:
-    """``value`` as a :class:`~agentops_server.values.Name` (stripped), which an org, a team or
-    a key (``what``) must have: ``invalid_name`` if it is blank or is no name."""
-    name = Name(value)
-    if not name:
-        raise Invalid("invalid_name", f"A {what} name has 1 to {Name.max_length} characters.")
-    return name
 
 
 async def get_profile(session: AsyncSession, org_id: uuid.UUID) -> OrgProfile:
@@ -384,9 +381,63 @@ async def create_org_with_owner(
     another org has is refused as :class:`SlugTaken`, after rolling the transaction back.
     """
     now = dt.datetime.now(dt.UTC)  # explicit: SQLite's CURRENT_TIMESTAMP has whole seconds
+    await _add_org(session, org_id, name=name, slug=slug, actor=actor, now=now)
+    await _add_owner(
+        session, org_id, owner_id=owner_id, owner_email=owner_email, actor=actor, now=now
+    )
+    await session.flush()
+    return OrgMembership(id=org_id, name=name, slug=slug, role=Role.OWNER, joined_at=now)
+
+
+async def bootstrap_org(
+    session: AsyncSession,
+    name: str,
+    *,
+    owner_email: str | None = None,
+    owner_password: str = "",
+    actor: Actor = SYSTEM,
+) -> IssuedKey:
+    """Create the org ``name`` (its slug made from the name) with one API key of the org
+    carrying every scope, and optionally its owner, a new user with ``owner_email`` and
+    ``owner_password``; audited in the new org (``org.created``, ``member.added``,
+    ``api_key.created``); commit. The key as issued (its secret shown once).
+
+    What ``agentops-hub bootstrap`` and the demo do. Refusals: ``invalid_name``,
+    ``slug_taken`` (:class:`SlugTaken`), ``invalid_email``, ``weak_password``, ``email_taken``.
+    """
+    name = clean_name(name, what="org")
+    slug = slugify(name)
+    org_id = uuid.uuid4()
+    now = dt.datetime.now(dt.UTC)
+    with tenant(org_id=org_id):
+        await _add_org(session, org_id, name=name, slug=slug, actor=actor, now=now)
+        if owner_email is not None:
+            owner = await new_user(session, email=owner_email, password=owner_password)
+            await _add_owner(
+                session,
+                org_id,
+                owner_id=owner.id,
+                owner_email=owner.email,
+                actor=actor,
+                now=now,
+            )
+        issued = await issue_org_key(session, org_id, actor, name="bootstrap", scopes=SCOPES)
+        await session.commit()
+    return issued
+
+
+async def _add_org(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    *,
+    name: str,
+    slug: str,
+    actor: Actor,
+    now: dt.datetime,
+) -> None:
+    """Add the org, audited ``org.created``; :class:`SlugTaken` when another org has ``slug``."""
     session.add(Org(id=org_id, name=name, slug=slug, created_at=now))
     await _flush_unless_slug_taken(session, slug)  # other orgs are invisible: the index says
-    session.add(Membership(org_id=org_id, user_id=owner_id, role=Role.OWNER.value, created_at=now))
     await audit.record(
         session,
         org_id,
@@ -396,6 +447,19 @@ async def create_org_with_owner(
         target_id=org_id,
         after={"name": name, "slug": slug},
     )
+
+
+async def _add_owner(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    *,
+    owner_id: uuid.UUID,
+    owner_email: str,
+    actor: Actor,
+    now: dt.datetime,
+) -> None:
+    """Make ``owner_id`` an owner of the org, audited ``member.added``."""
+    session.add(Membership(org_id=org_id, user_id=owner_id, role=Role.OWNER.value, created_at=now))
     await audit.record(
         session,
         org_id,
@@ -405,8 +469,6 @@ async def create_org_with_owner(
         target_id=owner_id,
         after={"email": owner_email, "role": Role.OWNER.value},
     )
-    await session.flush()
-    return OrgMembership(id=org_id, name=name, slug=slug, role=Role.OWNER, joined_at=now)
 
 
 async def delete_org(session: AsyncSession, principal: Principal, confirm: str | None) -> None:

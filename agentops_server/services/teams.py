@@ -26,8 +26,8 @@ from agentops_server.security.permissions import Role
 from agentops_server.security.principal import Principal
 from agentops_server.services import audit
 from agentops_server.services.audit import Actor
-from agentops_server.services.org_profile import clean_name
 from agentops_server.services.refusals import Conflict, Forbidden, NotFound
+from agentops_server.values import clean_name
 
 __all__ = [
     "AgentTeam",

@@ -6,12 +6,21 @@ import uuid
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.db.models import User
-from agentops_server.security.passwords import check_strength, hash_password
+from agentops_server.security.passwords import WeakPassword, check_strength, hash_password
+from agentops_server.services.refusals import Conflict, Invalid
 
-__all__ = ["EmailTaken", "InvalidEmail", "create_user", "find_user_by_email", "normalize_email"]
+__all__ = [
+    "EmailTaken",
+    "InvalidEmail",
+    "create_user",
+    "find_user_by_email",
+    "new_user",
+    "normalize_email",
+]
 
 
 class InvalidEmail(ValueError):
@@ -59,3 +68,20 @@ async def create_user(
     session.add(user)
     await session.flush()
     return user
+
+
+async def new_user(
+    session: AsyncSession, *, email: str, password: str | None, name: str = ""
+) -> User:
+    """:func:`create_user`, refusing as the API does: ``invalid_email``, ``weak_password``,
+    ``email_taken`` (after rolling the transaction back)."""
+    try:
+        return await create_user(session, email=email, password=password, name=name)
+    except InvalidEmail as exc:
+        raise Invalid("invalid_email", f"This is not an email address: {exc}") from exc
+    except WeakPassword as exc:
+        raise Invalid("weak_password", f"The password is too weak: {exc}") from exc
+    except (EmailTaken, IntegrityError) as exc:
+        await session.rollback()
+        address = normalize_email(email)
+        raise Conflict("email_taken", f"An account with {address} already exists.") from exc

@@ -13,8 +13,7 @@ import pytest
 
 from agentops_server.security.permissions import SCOPE_PERMISSIONS, Permission, Role, Scope
 from agentops_server.security.principal import Principal
-from agentops_server.services.api_keys import check_grantable
-from agentops_server.services.orgs import IssuedKey
+from agentops_server.services.api_keys import IssuedKey, check_grantable
 from agentops_server.services.refusals import Forbidden
 from tests.server.api import Client, assert_problem, audit_entries, bearer, moment
 from tests.server.conftest import make_org

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agentops_server.services.orgs import IssuedKey
+from agentops_server.services.api_keys import IssuedKey
 from agentops_server.services.runs import MAX_TREE_DEPTH, SpanNode, span_tree
 from tests.server.api import Client, assert_problem, bearer
 from tests.server.conftest import make_org
