@@ -116,8 +116,8 @@ def bootstrap(
     owner, who can then sign in (``POST /api/v1/auth/login``)."""
     from agentops_server.db.engine import run_in_session
     from agentops_server.db.migrate import upgrade
-    from agentops_server.services.org_profile import SlugTaken, bootstrap_org
-    from agentops_server.services.refusals import Refused
+    from agentops_server.refusals import Refused
+    from agentops_server.services.identity.orgs import SlugTaken, bootstrap_org
 
     if owner_email is not None and owner_password is None:
         owner_password = click.prompt("Owner's password", hide_input=True, confirmation_prompt=True)

@@ -36,9 +36,9 @@ from agentops_server.db.migrate import upgrade
 from agentops_server.db.models import Org
 from agentops_server.db.tenancy import tenant
 from agentops_server.security.api_keys import SCOPES
-from agentops_server.services.api_keys import IssuedKey, issue_org_key
 from agentops_server.services.audit import SYSTEM
-from agentops_server.services.org_profile import bootstrap_org
+from agentops_server.services.identity.api_keys import IssuedKey, issue_org_key
+from agentops_server.services.identity.orgs import bootstrap_org
 from agentops_server.settings import Settings
 
 __all__ = ["DemoFailed", "DemoOptions", "demo_key", "run_demo"]

@@ -37,7 +37,7 @@ from typing import Any, ClassVar, Self
 import msgspec
 
 from agentops_server.db.types import to_utc
-from agentops_server.services.refusals import Invalid
+from agentops_server.refusals import Invalid
 
 __all__ = [
     "MAX_JSON_DEPTH",

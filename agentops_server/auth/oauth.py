@@ -56,7 +56,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from agentops_server.auth.jwks import JwksCache, JwksUnavailable, UnknownSigningKey
 from agentops_server.security.tokens import InvalidToken, decode_token, encode_token
-from agentops_server.services.identities import ExternalIdentity
+from agentops_server.services.identity.external import ExternalIdentity
 from agentops_server.settings import Settings
 
 __all__ = [
@@ -337,7 +337,7 @@ def _digest(binding: str) -> str:
 
 class Provider(abc.ABC):
     """One configured provider: builds its authorization URL and turns a code into an
-    :class:`~agentops_server.services.identities.ExternalIdentity`."""
+    :class:`~agentops_server.services.identity.external.ExternalIdentity`."""
 
     kind: str
 

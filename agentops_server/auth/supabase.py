@@ -11,13 +11,15 @@ as a Supabase access token (the JWT ``supabase.auth.getSession()`` hands the bro
   not anonymous (``is_anonymous``).
 
 The token's ``sub`` is the Supabase user id: identity ``("supabase", sub)`` maps it to a hub user,
-made from the ``email`` claim on first sight (see :mod:`agentops_server.services.identities`). An
-existing hub user with that email is linked only when the token vouches for the address: Supabase
-puts no confirmation flag in its access tokens and ``user_metadata`` is writable by the user, so
-the hub trusts a top-level ``email_verified`` claim (added by a custom access token hook from
+made from the ``email`` claim on first sight (see
+:mod:`agentops_server.services.identity.external`). An existing hub user with that email is linked
+only when the token vouches for the address: Supabase puts no confirmation flag in its access
+tokens and ``user_metadata`` is writable by the user, so the hub trusts a top-level
+``email_verified`` claim (added by a custom access token hook from
 ``auth.users.email_confirmed_at``) or ``app_metadata.email_verified`` (set by the project's admin
 API). The request acts in the org named by ``X-AgentOps-Org`` (id or slug), else the user's only
 org.
+
 """
 
 from __future__ import annotations
@@ -33,18 +35,18 @@ from joserfc.jwt import JWTClaimsRegistry
 from litestar.connection import ASGIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from agentops_server.api.v1.refusals import problem_of
+from agentops_server.api.problems import problem_of
 from agentops_server.auth.jwks import JwksCache, JwksUnavailable, UnknownSigningKey
 from agentops_server.db.tenancy import TenantSession
 from agentops_server.errors import Problem
+from agentops_server.refusals import Refused
 from agentops_server.security.principal import Principal
 from agentops_server.security.tokens import ISSUER
-from agentops_server.services.identities import (
+from agentops_server.services.identity.external import (
     ExternalIdentity,
     member_for_identity,
     user_for_identity,
 )
-from agentops_server.services.refusals import Refused
 from agentops_server.settings import Settings
 
 __all__ = ["ORG_HEADER", "PROVIDER", "SupabaseAuth", "accepts", "authenticate"]

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from agentops_server.db.types import to_utc
-from agentops_server.services.refusals import Invalid
+from agentops_server.refusals import Invalid
 from agentops_server.values import Timestamp
 
 __all__ = ["InvalidCursor", "decode_cursor", "encode_cursor", "newest_first"]

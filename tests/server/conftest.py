@@ -27,8 +27,8 @@ from agentops_server.db.migrate import upgrade
 from agentops_server.db.models import Org
 from agentops_server.security.api_keys import SCOPES
 from agentops_server.security.permissions import Role
-from agentops_server.services.api_keys import IssuedKey, new_key_row
-from agentops_server.services.slugs import slugify
+from agentops_server.services.identity.api_keys import IssuedKey, new_key_row
+from agentops_server.slugs import slugify
 from tests.server.api import bearer
 from tests.server.database import direct_session
 from tests.server.oidc_provider import LocalIdentityProvider, running_provider

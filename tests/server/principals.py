@@ -25,8 +25,8 @@ from agentops_server.db.models import Membership, Team, TeamMember, User, UserSe
 from agentops_server.security.passwords import hash_password_blocking
 from agentops_server.security.permissions import Role
 from agentops_server.security.tokens import encode_access_token
-from agentops_server.services.api_keys import IssuedKey, new_key_row
-from agentops_server.services.users import normalize_email
+from agentops_server.services.identity.api_keys import IssuedKey, new_key_row
+from agentops_server.services.identity.users import normalize_email
 from tests.server.api import bearer
 from tests.server.database import db_id, direct_session, scalar
 

@@ -30,7 +30,7 @@ from schemathesis.schemas import APIOperation
 from agentops_server import Settings, create_app
 from agentops_server.auth.guards import permission_of
 from agentops_server.security.permissions import SCOPE_PERMISSIONS, Permission, Role, Scope
-from agentops_server.services.api_keys import IssuedKey
+from agentops_server.services.identity.api_keys import IssuedKey
 from tests.server.api import bearer
 from tests.server.principals import People
 from tests.server.routes import endpoints

@@ -11,7 +11,7 @@ import pytest
 
 from agentops_server import Settings
 from agentops_server.security.permissions import Role
-from agentops_server.services.api_keys import IssuedKey
+from agentops_server.services.identity.api_keys import IssuedKey
 from tests.server.accounts import totp_code
 from tests.server.api import Client, assert_problem, audit_entries, bearer, client_with, moment
 from tests.server.conftest import PUBLIC_URL, make_org

@@ -12,7 +12,7 @@ from sqlalchemy import event, text
 
 from agentops_server.db.engine import create_db_engine
 from agentops_server.security.permissions import Role, Scope
-from agentops_server.services.api_keys import IssuedKey
+from agentops_server.services.identity.api_keys import IssuedKey
 from tests.server.api import Client, assert_problem, audit_entries, bearer
 from tests.server.conftest import make_org
 from tests.server.database import db_id, scalar, state

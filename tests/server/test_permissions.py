@@ -20,7 +20,7 @@ from agentops_server.security.permissions import (
     Role,
     Scope,
 )
-from agentops_server.services.api_keys import IssuedKey
+from agentops_server.services.identity.api_keys import IssuedKey
 from tests.server.api import Client, bearer
 from tests.server.principals import People, limited_key
 from tests.server.routes import endpoints

@@ -17,7 +17,7 @@ import pytest
 from agentops_server import Settings, create_app
 from agentops_server.backends import RateLimiter, create_rate_limiter
 from agentops_server.security.tokens import encode_access_token
-from agentops_server.services.api_keys import IssuedKey
+from agentops_server.services.identity.api_keys import IssuedKey
 from tests.server.accounts import AUTH, signup
 from tests.server.api import Client, assert_problem, bearer, client_with
 from tests.server.conftest import make_org

@@ -21,7 +21,7 @@ import pytest
 
 from agentops_server.security.permissions import Role
 from agentops_server.security.tokens import encode_access_token, encode_token
-from agentops_server.services.api_keys import IssuedKey
+from agentops_server.services.identity.api_keys import IssuedKey
 from tests.server.accounts import (
     AUTH,
     SignedUp,

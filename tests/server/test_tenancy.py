@@ -24,8 +24,8 @@ from agentops_server.db.engine import create_async_db_engine, create_db_engine, 
 from agentops_server.db.migrate import upgrade
 from agentops_server.db.rls import APP_ROLE
 from agentops_server.db.tenancy import CrossTenantWrite, TenantSession, tenant
-from agentops_server.services.api_keys import IssuedKey
-from agentops_server.services.org_profile import bootstrap_org
+from agentops_server.services.identity.api_keys import IssuedKey
+from agentops_server.services.identity.orgs import bootstrap_org
 from tests.server.api import Client, bearer, client_with
 from tests.server.conftest import PG_DSN, make_org, postgresql_schema
 from tests.server.ingest_events import INGEST, batch, run_event, span_event

@@ -7,18 +7,18 @@ from litestar.datastructures import CacheControlHeader, State
 from litestar.di import Provide
 from litestar.types import ControllerRouterHandler
 
-from agentops_server.api.v1.agents import AgentController
-from agentops_server.api.v1.api_keys import ApiKeyController
+from agentops_server.api.problems import REFUSALS
 from agentops_server.api.v1.audit import AuditController
-from agentops_server.api.v1.auth import AuthController
-from agentops_server.api.v1.ingest import IngestController
-from agentops_server.api.v1.invitations import InvitationController
-from agentops_server.api.v1.members import MemberController
-from agentops_server.api.v1.oauth import OAuthController
-from agentops_server.api.v1.orgs import OrgController, OrgsController
-from agentops_server.api.v1.refusals import REFUSALS
-from agentops_server.api.v1.runs import RunController
-from agentops_server.api.v1.teams import TeamController
+from agentops_server.api.v1.identity.api_keys import ApiKeyController
+from agentops_server.api.v1.identity.auth import AuthController
+from agentops_server.api.v1.identity.invitations import InvitationController
+from agentops_server.api.v1.identity.members import MemberController
+from agentops_server.api.v1.identity.oauth import OAuthController
+from agentops_server.api.v1.identity.orgs import OrgController, OrgsController
+from agentops_server.api.v1.identity.teams import TeamController
+from agentops_server.api.v1.telemetry.agents import AgentController
+from agentops_server.api.v1.telemetry.ingest import IngestController
+from agentops_server.api.v1.telemetry.runs import RunController
 from agentops_server.backends.rate_limit import DEPENDENCIES as RATE_LIMITS
 from agentops_server.settings import Settings
 
@@ -30,7 +30,7 @@ def api_router() -> Router:
 
     Handlers may ask for ``settings: NamedDependency[Settings]``, ``throttle`` and
     ``auth_failures`` (:mod:`agentops_server.backends.rate_limit`), and every service
-    :class:`~agentops_server.services.refusals.Refused` raised here is a problem+json answer.
+    :class:`~agentops_server.refusals.Refused` raised here is a problem+json answer.
     Every answer is ``Cache-Control: no-store``: many carry tokens or secrets shown once (sign-in,
     refresh, second factor, new and rotated keys, recovery codes), and the others an org's data;
     a route whose answer may be kept says so itself.

@@ -12,15 +12,16 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agentops_server.api.problems import JSON_BODY_LIMIT
 from agentops_server.api.v1.actors import actor_of
-from agentops_server.api.v1.refusals import JSON_BODY_LIMIT
 from agentops_server.auth.guards import requires
 from agentops_server.errors import Problem
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
-from agentops_server.services import agents, teams
-from agentops_server.services.agents import AgentList, AgentSummary
-from agentops_server.services.teams import AgentTeam
+from agentops_server.services.identity import teams
+from agentops_server.services.identity.teams import AgentTeam
+from agentops_server.services.telemetry import agents
+from agentops_server.services.telemetry.agents import AgentList, AgentSummary
 
 __all__ = ["AgentController"]
 

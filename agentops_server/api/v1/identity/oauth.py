@@ -36,10 +36,10 @@ from agentops_server.auth.oauth import (
     safe_redirect_path,
 )
 from agentops_server.errors import Problem
-from agentops_server.services.identities import sign_in_external
-from agentops_server.services.sessions import start_session
-from agentops_server.services.slugs import SLUG_PATTERN
+from agentops_server.services.identity.external import sign_in_external
+from agentops_server.services.identity.sessions import start_session
 from agentops_server.settings import Settings
+from agentops_server.slugs import SLUG_PATTERN
 from agentops_server.values import Text
 
 __all__ = ["OAuthController", "OAuthProviderInfo", "OAuthProviderList", "OAuthSignIn"]

@@ -22,11 +22,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.db.models import Agent, Invitation, Membership, Team, TeamMember, User
+from agentops_server.refusals import Conflict, Forbidden, NotFound
 from agentops_server.security.permissions import Role
 from agentops_server.security.principal import Principal
 from agentops_server.services import audit
 from agentops_server.services.audit import Actor
-from agentops_server.services.refusals import Conflict, Forbidden, NotFound
 from agentops_server.values import clean_name
 
 __all__ = [

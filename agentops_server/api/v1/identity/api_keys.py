@@ -12,13 +12,13 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agentops_server.api.problems import JSON_BODY_LIMIT
 from agentops_server.api.v1.actors import actor_of
-from agentops_server.api.v1.refusals import JSON_BODY_LIMIT
 from agentops_server.auth.guards import requires
 from agentops_server.security.permissions import Permission, Scope
 from agentops_server.security.principal import Principal
-from agentops_server.services import api_keys
-from agentops_server.services.api_keys import ApiKeyList, CreatedApiKey, KeyState
+from agentops_server.services.identity import api_keys
+from agentops_server.services.identity.api_keys import ApiKeyList, CreatedApiKey, KeyState
 from agentops_server.values import Name, Text, Timestamp
 
 __all__ = ["ApiKeyController"]

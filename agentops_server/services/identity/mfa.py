@@ -35,11 +35,11 @@ from sqlalchemy import CursorResult, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.db.models import MfaFactor, RecoveryCode, User
+from agentops_server.refusals import Conflict, Forbidden, Refused, Unauthenticated
 from agentops_server.security.passwords import verify_password
 from agentops_server.security.tokens import hash_secret
 from agentops_server.services import audit
-from agentops_server.services.claims import claim
-from agentops_server.services.refusals import Conflict, Forbidden, Refused, Unauthenticated
+from agentops_server.services.row_claims import claim
 from agentops_server.settings import Settings
 
 __all__ = [

@@ -1,7 +1,7 @@
 """What a service raises when it refuses a request: a stable ``code`` and a clear ``detail``.
 
 The class says what kind of refusal it is; the API layer turns each kind into its HTTP status
-(:mod:`agentops_server.api.v1.refusals`), so services never speak HTTP::
+(:mod:`agentops_server.api.problems`), so services never speak HTTP::
 
     raise Conflict("last_owner", "The org's last owner can be neither demoted nor removed.")
 

@@ -27,7 +27,7 @@ from agentops_server.backends.rate_limit import IngestQuota
 from agentops_server.errors import Problem
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
-from agentops_server.services.ingest import IngestError, ingest_batch, ingest_run
+from agentops_server.services.telemetry.ingest import IngestError, ingest_batch, ingest_run
 from agentops_server.settings import Settings
 
 __all__ = ["IngestController"]

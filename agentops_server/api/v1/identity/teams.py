@@ -11,13 +11,13 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agentops_server.api.problems import JSON_BODY_LIMIT
 from agentops_server.api.v1.actors import actor_of
-from agentops_server.api.v1.refusals import JSON_BODY_LIMIT
 from agentops_server.auth.guards import requires
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
-from agentops_server.services import teams
-from agentops_server.services.teams import TeamDetail, TeamList
+from agentops_server.services.identity import teams
+from agentops_server.services.identity.teams import TeamDetail, TeamList
 from agentops_server.values import Name
 
 __all__ = ["TeamController"]

@@ -14,8 +14,8 @@ from agentops_server.auth.guards import requires
 from agentops_server.errors import Problem
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
-from agentops_server.services import runs
-from agentops_server.services.runs import (
+from agentops_server.services.telemetry import runs
+from agentops_server.services.telemetry.runs import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
     Environment,

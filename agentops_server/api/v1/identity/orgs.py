@@ -13,13 +13,13 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, MultipartBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agentops_server.api.problems import JSON_BODY_LIMIT, problem_of
 from agentops_server.api.v1.actors import actor_of, user_id_of
-from agentops_server.api.v1.refusals import JSON_BODY_LIMIT, problem_of
 from agentops_server.auth.guards import requires
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
-from agentops_server.services import org_profile
-from agentops_server.services.org_profile import (
+from agentops_server.services.identity import orgs
+from agentops_server.services.identity.orgs import (
     LOGO_MAX_BYTES,
     NewOrg,
     OrgChanges,
@@ -59,7 +59,7 @@ class OrgController(Controller):
         self, request: Request[Principal, Principal, Any], db_session: NamedDependency[AsyncSession]
     ) -> OrgProfile:
         """Name, slug, plan, region, logo and creation time of the caller's org."""
-        return await org_profile.get_profile(db_session, request.auth.org_id)
+        return await orgs.get_profile(db_session, request.auth.org_id)
 
     @patch(
         "/",
@@ -68,8 +68,8 @@ class OrgController(Controller):
         description=(
             "Only the fields sent change. `name`, `slug` and `logo_url` (an https URL, or null; "
             "setting one drops an uploaded logo) need `settings:write`; changing `plan` (one of "
-            f"{', '.join(org_profile.PLANS)}) or `region` (one of "
-            f"{', '.join(org_profile.REGIONS)}) needs an owner. Errors: 400 `invalid_name`, "
+            f"{', '.join(orgs.PLANS)}) or `region` (one of "
+            f"{', '.join(orgs.REGIONS)}) needs an owner. Errors: 400 `invalid_name`, "
             "`invalid_slug`, `invalid_logo_url`, `invalid_plan`, `invalid_region`, "
             "`validation_error`; 403 `owner_required`; 409 `slug_taken`."
         ),
@@ -81,7 +81,7 @@ class OrgController(Controller):
         data: JSONBody[OrgChanges],
     ) -> OrgProfile:
         """Apply the changes sent; audited as ``org.updated``."""
-        return await org_profile.update_profile(db_session, request.auth, actor_of(request), data)
+        return await orgs.update_profile(db_session, request.auth, actor_of(request), data)
 
     @delete(
         "/",
@@ -100,7 +100,7 @@ class OrgController(Controller):
         data: JSONBody[OrgDeletion | None] = None,
     ) -> None:
         """Delete the caller's org."""
-        await org_profile.delete_org(db_session, request.auth, data.confirm if data else None)
+        await orgs.delete_org(db_session, request.auth, data.confirm if data else None)
 
     @put(
         "/logo",
@@ -124,9 +124,7 @@ class OrgController(Controller):
         """Keep the uploaded image as the org's logo; audited as ``org.logo_uploaded``."""
         content = await data.file.read(LOGO_MAX_BYTES + 1)
         await data.file.close()
-        return await org_profile.set_logo(
-            db_session, request.auth.org_id, actor_of(request), content
-        )
+        return await orgs.set_logo(db_session, request.auth.org_id, actor_of(request), content)
 
     @get(
         "/logo",
@@ -139,7 +137,7 @@ class OrgController(Controller):
         self, request: Request[Principal, Principal, Any], db_session: NamedDependency[AsyncSession]
     ) -> Response[bytes]:
         """The uploaded logo's bytes."""
-        logo = await org_profile.get_logo(db_session, request.auth.org_id)
+        logo = await orgs.get_logo(db_session, request.auth.org_id)
         return Response(
             logo.data,
             media_type=logo.content_type,
@@ -157,7 +155,7 @@ class OrgController(Controller):
         self, request: Request[Principal, Principal, Any], db_session: NamedDependency[AsyncSession]
     ) -> None:
         """Remove the logo; audited as ``org.logo_removed``."""
-        await org_profile.delete_logo(db_session, request.auth.org_id, actor_of(request))
+        await orgs.delete_logo(db_session, request.auth.org_id, actor_of(request))
 
 
 class OrgsController(Controller):
@@ -173,7 +171,7 @@ class OrgsController(Controller):
         self, request: Request[Principal, Principal, Any], db_session: NamedDependency[AsyncSession]
     ) -> OrgList:
         """Every org the signed-in person belongs to, with their role in it."""
-        return await org_profile.list_orgs(db_session, user_id_of(request.auth))
+        return await orgs.list_orgs(db_session, user_id_of(request.auth))
 
     @post(
         "/",
@@ -192,11 +190,9 @@ class OrgsController(Controller):
         data: JSONBody[NewOrg],
     ) -> OrgProfile:
         """Create an org owned by the caller; audited in it as ``org.created``."""
-        return await org_profile.create_org(
-            db_session, user_id_of(request.auth), actor_of(request), data
-        )
+        return await orgs.create_org(db_session, user_id_of(request.auth), actor_of(request), data)
 
 
 def _logo_too_large(request: Request[Any, Any, Any]) -> Response[Any]:
     """The body was cut off at its limit: the logo in it is too large."""
-    return problem_of(org_profile.logo_too_large()).to_response(request)
+    return problem_of(orgs.logo_too_large()).to_response(request)

@@ -29,13 +29,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.db.models import ApiKey, Membership
+from agentops_server.refusals import Forbidden, Gone, Invalid, NotFound
 from agentops_server.security.api_keys import SCOPES, hash_key, new_key
 from agentops_server.security.permissions import SCOPE_PERMISSIONS, Role, Scope, withheld_from_key
 from agentops_server.security.principal import Principal
 from agentops_server.services import audit
 from agentops_server.services.audit import Actor
-from agentops_server.services.claims import claim
-from agentops_server.services.refusals import Forbidden, Gone, Invalid, NotFound
+from agentops_server.services.row_claims import claim
 from agentops_server.values import clean_name
 
 __all__ = [

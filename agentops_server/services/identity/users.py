@@ -10,8 +10,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.db.models import User
+from agentops_server.refusals import Conflict, Invalid
 from agentops_server.security.passwords import WeakPassword, check_strength, hash_password
-from agentops_server.services.refusals import Conflict, Invalid
 
 __all__ = [
     "EmailTaken",

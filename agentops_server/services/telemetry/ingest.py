@@ -67,7 +67,7 @@ from agentops_sdk.contract.schema import (
 )
 from agentops_server.db.models import Agent, Base, Run, Span
 from agentops_server.db.types import to_utc
-from agentops_server.services.refusals import Invalid
+from agentops_server.refusals import Invalid
 from agentops_server.values import decode_json
 
 __all__ = ["IngestError", "ingest_batch", "ingest_run"]

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agentops_server.backends.mailer import Email, Mailer
 from agentops_server.db.models import PasswordReset, User
 from agentops_server.db.tenancy import tenant
+from agentops_server.refusals import Conflict, Forbidden, Invalid, Refused, Unauthenticated
 from agentops_server.security.passwords import (
     WeakPassword,
     check_strength,
@@ -40,22 +41,16 @@ from agentops_server.security.tokens import (
     parse_opaque_token,
     secret_matches,
 )
-from agentops_server.services import audit, mfa, org_profile, sessions
-from agentops_server.services.claims import claim
-from agentops_server.services.org_profile import OrgMembership, SlugTaken
-from agentops_server.services.refusals import (
-    Conflict,
-    Forbidden,
-    Invalid,
-    Refused,
-    Unauthenticated,
-)
-from agentops_server.services.users import (
+from agentops_server.services import audit
+from agentops_server.services.identity import mfa, orgs, sessions
+from agentops_server.services.identity.orgs import OrgMembership, SlugTaken
+from agentops_server.services.identity.users import (
     InvalidEmail,
     find_user_by_email,
     new_user,
     normalize_email,
 )
+from agentops_server.services.row_claims import claim
 from agentops_server.settings import Settings
 from agentops_server.values import clean_name
 
@@ -95,7 +90,7 @@ _MFA_PURPOSE = "mfa"
 
 AccountError = Refused
 """What a refused account action raises: a kind of
-:class:`~agentops_server.services.refusals.Refused` with a stable ``code`` (``invalid_email``,
+:class:`~agentops_server.refusals.Refused` with a stable ``code`` (``invalid_email``,
 ``weak_password``, ``email_taken``, ``slug_taken``, ``invalid_credentials``, ``not_a_member``,
 ``invalid_reset_token``…) and a ``detail`` saying what to do. The name stays for the callers
 that catch it."""
@@ -196,12 +191,12 @@ async def signup(
         org_name = clean_name(org_name, what="org")
     except Invalid as exc:  # sign-up has two names: say which one
         raise Invalid("invalid_org_name", exc.detail) from exc
-    slug = org_profile.org_slug(org_name, org_slug)
+    slug = orgs.org_slug(org_name, org_slug)
     org_id = uuid.uuid4()
     with tenant(org_id=org_id):
         user = await new_user(session, email=address, password=password, name=name)
         try:
-            org = await org_profile.create_org_with_owner(
+            org = await orgs.create_org_with_owner(
                 session,
                 org_id=org_id,
                 name=org_name,
@@ -317,7 +312,7 @@ async def memberships_of(session: AsyncSession, user_id: uuid.UUID) -> list[OrgM
     """Every org of ``user_id``, oldest membership first. Runs as the user (it sees their
     memberships in every org) and commits that read."""
     with tenant(user_id=user_id):
-        found = await org_profile.orgs_of(session, user_id)
+        found = await orgs.orgs_of(session, user_id)
         await session.commit()
     return found
 
@@ -343,7 +338,7 @@ async def account(
     """The user, their role in ``org_id`` (this session's) and all their orgs. Runs as the
     request's tenant: the user sees their own memberships in every org."""
     user = await get_user(session, user_id)
-    memberships = await org_profile.orgs_of(session, user_id)
+    memberships = await orgs.orgs_of(session, user_id)
     current = next(membership for membership in memberships if membership.id == org_id)
     return AccountView(
         user=_profile(user, await mfa.enabled_kinds(session, user_id)),

@@ -35,6 +35,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agentops_server.backends.mailer import Email, Mailer
 from agentops_server.db.models import Invitation, Membership, Org, TeamMember, User
 from agentops_server.db.tenancy import tenant
+from agentops_server.refusals import (
+    Conflict,
+    Forbidden,
+    Gone,
+    Invalid,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+)
 from agentops_server.security.passwords import WeakPassword, verify_password
 from agentops_server.security.permissions import Role
 from agentops_server.security.principal import Principal
@@ -44,29 +53,21 @@ from agentops_server.security.tokens import (
     parse_opaque_token,
     secret_matches,
 )
-from agentops_server.services import audit, mfa
-from agentops_server.services.api_keys import follow_creator
+from agentops_server.services import audit
 from agentops_server.services.audit import Actor
-from agentops_server.services.claims import claim
-from agentops_server.services.members import check_assignable, parse_role
-from agentops_server.services.refusals import (
-    Conflict,
-    Forbidden,
-    Gone,
-    Invalid,
-    NotFound,
-    Unauthenticated,
-    Unavailable,
-)
-from agentops_server.services.sessions import TokenPair, start_session
-from agentops_server.services.teams import team_exists
-from agentops_server.services.users import (
+from agentops_server.services.identity import mfa
+from agentops_server.services.identity.api_keys import follow_creator
+from agentops_server.services.identity.members import check_assignable, parse_role
+from agentops_server.services.identity.sessions import TokenPair, start_session
+from agentops_server.services.identity.teams import team_exists
+from agentops_server.services.identity.users import (
     EmailTaken,
     InvalidEmail,
     create_user,
     find_user_by_email,
     normalize_email,
 )
+from agentops_server.services.row_claims import claim
 from agentops_server.settings import Settings
 from agentops_server.values import Name, Text
 

@@ -27,12 +27,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.db.models import OAuthIdentity, TeamMember, User
 from agentops_server.db.tenancy import tenant
+from agentops_server.refusals import Forbidden, Invalid
 from agentops_server.security.permissions import Role
-from agentops_server.services.accounts import Client, choose_org, memberships_of
-from agentops_server.services.org_profile import OrgMembership, SlugTaken, create_org_with_owner
-from agentops_server.services.refusals import Forbidden, Invalid
-from agentops_server.services.slugs import slugify
-from agentops_server.services.users import EmailTaken, InvalidEmail, create_user, normalize_email
+from agentops_server.services.identity.accounts import Client, choose_org, memberships_of
+from agentops_server.services.identity.orgs import OrgMembership, SlugTaken, create_org_with_owner
+from agentops_server.services.identity.users import (
+    EmailTaken,
+    InvalidEmail,
+    create_user,
+    normalize_email,
+)
+from agentops_server.slugs import slugify
 
 __all__ = [
     "ExternalIdentity",
@@ -95,7 +100,7 @@ async def sign_in_external(
     nothing.
 
     The provider must vouch for the email address. Refused
-    (:mod:`~agentops_server.services.refusals`) as ``email_required``, ``email_not_verified``,
+    (:mod:`~agentops_server.refusals`) as ``email_required``, ``email_not_verified``,
     ``not_a_member`` or, sign-up being closed, ``no_membership``.
     """
     if not identity.email_verified:  # accounts are made and linked by address: it must be theirs

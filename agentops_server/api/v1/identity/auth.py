@@ -27,28 +27,29 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 from litestar.types import ExceptionHandlersMap
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from agentops_server.api.problems import problem_of
 from agentops_server.api.v1.actors import actor_of, client_ip, client_of, request_id, user_id_of
 from agentops_server.api.v1.openapi import ANYONE, ProblemBody
-from agentops_server.api.v1.refusals import problem_of
 from agentops_server.auth.guards import PUBLIC, requires
 from agentops_server.backends.mailer import Mailer
 from agentops_server.backends.rate_limit import FailedAuthentications, Throttle
 from agentops_server.db.tenancy import TenantSession
 from agentops_server.errors import Problem
+from agentops_server.refusals import Refused
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
 from agentops_server.security.tokens import parse_opaque_token
-from agentops_server.services import accounts, audit, mfa, sessions
-from agentops_server.services.accounts import (
+from agentops_server.services import audit
+from agentops_server.services.identity import accounts, mfa, sessions
+from agentops_server.services.identity.accounts import (
     AccountError,
     AccountView,
     MfaChallenge,
     SignedUp,
     UserProfile,
 )
-from agentops_server.services.mfa import MfaError, TotpEnrolment
-from agentops_server.services.refusals import Refused
-from agentops_server.services.sessions import ActiveSession, SessionError, TokenPair
+from agentops_server.services.identity.mfa import MfaError, TotpEnrolment
+from agentops_server.services.identity.sessions import ActiveSession, SessionError, TokenPair
 from agentops_server.settings import Settings
 from agentops_server.values import Name, Text
 

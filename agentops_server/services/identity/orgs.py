@@ -37,22 +37,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.db.models import Base, Membership, Org, OrgLogo, User
 from agentops_server.db.tenancy import tenant
+from agentops_server.refusals import Conflict, Forbidden, Invalid, NotFound, TooLarge, Unsupported
 from agentops_server.security.api_keys import SCOPES
 from agentops_server.security.permissions import Permission, Role
 from agentops_server.security.principal import Principal
 from agentops_server.services import audit
-from agentops_server.services.api_keys import IssuedKey, issue_org_key
 from agentops_server.services.audit import SYSTEM, Actor
-from agentops_server.services.refusals import (
-    Conflict,
-    Forbidden,
-    Invalid,
-    NotFound,
-    TooLarge,
-    Unsupported,
-)
-from agentops_server.services.slugs import SLUG_PATTERN, slugify
-from agentops_server.services.users import new_user
+from agentops_server.services.identity.api_keys import IssuedKey, issue_org_key
+from agentops_server.services.identity.users import new_user
+from agentops_server.slugs import SLUG_PATTERN, slugify
 from agentops_server.values import Name, Text, clean_name
 
 __all__ = [

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.db.models import Membership, RefreshToken, UserSession
 from agentops_server.db.tenancy import tenant
+from agentops_server.refusals import Refused, Unauthenticated
 from agentops_server.security.tokens import (
     encode_access_token,
     hash_secret,
@@ -36,8 +37,7 @@ from agentops_server.security.tokens import (
     secret_matches,
 )
 from agentops_server.services import audit
-from agentops_server.services.claims import claim
-from agentops_server.services.refusals import Refused, Unauthenticated
+from agentops_server.services.row_claims import claim
 from agentops_server.settings import Settings
 
 __all__ = [

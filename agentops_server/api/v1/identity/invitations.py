@@ -12,17 +12,17 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agentops_server.api.problems import JSON_BODY_LIMIT
 from agentops_server.api.v1.actors import actor_of, client_of
 from agentops_server.api.v1.openapi import ANYONE
-from agentops_server.api.v1.refusals import JSON_BODY_LIMIT
 from agentops_server.auth.guards import PUBLIC, requires
 from agentops_server.auth.middleware import bearer_token, person_of
 from agentops_server.backends.rate_limit import FailedAuthentications, Throttle
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
 from agentops_server.security.tokens import parse_opaque_token
-from agentops_server.services import invitations
-from agentops_server.services.invitations import (
+from agentops_server.services.identity import invitations
+from agentops_server.services.identity.invitations import (
     Acceptance,
     AcceptedInvitation,
     InvitationList,

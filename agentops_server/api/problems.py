@@ -1,7 +1,7 @@
 """Service refusals as problem+json answers: one status per kind of refusal.
 
 The ``/api/v1`` router sets ``exception_handlers = REFUSALS``, so a service's
-:class:`~agentops_server.services.refusals.Refused` raised by any of its routes becomes a
+:class:`~agentops_server.refusals.Refused` raised by any of its routes becomes a
 :class:`~agentops_server.errors.Problem` with the same code and detail.
 """
 
@@ -13,7 +13,7 @@ from litestar import Request, Response
 from litestar.types import ExceptionHandlersMap
 
 from agentops_server.errors import Problem
-from agentops_server.services.refusals import (
+from agentops_server.refusals import (
     Conflict,
     Forbidden,
     Gone,

@@ -28,13 +28,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from agentops_server.db.models import Membership, Team, TeamMember, User
+from agentops_server.refusals import Conflict, Forbidden, Invalid, NotFound
 from agentops_server.security.permissions import Role, can_assign
 from agentops_server.security.principal import Principal
 from agentops_server.services import audit
-from agentops_server.services.api_keys import follow_creator
 from agentops_server.services.audit import Actor
-from agentops_server.services.refusals import Conflict, Forbidden, Invalid, NotFound
-from agentops_server.services.sessions import revoke_user_sessions
+from agentops_server.services.identity.api_keys import follow_creator
+from agentops_server.services.identity.sessions import revoke_user_sessions
 
 __all__ = [
     "Member",
