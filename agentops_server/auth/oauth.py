@@ -166,7 +166,7 @@ _CONFIG: TypeAdapter[OidcConfig | GitHubConfig] = TypeAdapter(
 
 
 class OAuthProviders:
-    """The configured providers, by name (``app.state.oauth``)."""
+    """The configured providers, by name (injected as ``oauth_providers``)."""
 
     def __init__(self, providers: Mapping[str, Provider]) -> None:
         self._providers = dict(providers)

@@ -3,13 +3,12 @@
 - :mod:`~agentops_server.backends.rate_limit`: rate limits, in the process or on Redis.
 - :mod:`~agentops_server.backends.mailer`: email to the log, to ``.eml`` files, or over SMTP.
 
-``create_app`` builds one of each from the settings and keeps it in ``app.state``.
+``create_app`` builds one of each from the settings and injects it where it is needed.
 """
 
 from agentops_server.backends.mailer import Email, Mailer, create_mailer
 from agentops_server.backends.rate_limit import (
     RateLimiter,
-    RateLimitMiddleware,
     RateLimitResult,
     create_rate_limiter,
 )
@@ -17,7 +16,6 @@ from agentops_server.backends.rate_limit import (
 __all__ = [
     "Email",
     "Mailer",
-    "RateLimitMiddleware",
     "RateLimitResult",
     "RateLimiter",
     "create_mailer",

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agentops_server.backends.mailer import Email, Mailer
 from agentops_server.db.models import PasswordReset, User
 from agentops_server.db.tenancy import tenant
-from agentops_server.refusals import Conflict, Forbidden, Invalid, Refused, Unauthenticated
+from agentops_server.refusals import Conflict, Forbidden, Invalid, Unauthenticated
 from agentops_server.security.passwords import (
     WeakPassword,
     check_strength,
@@ -58,7 +58,6 @@ __all__ = [
     "MFA_TOKEN_TTL",
     "RESET_TOKEN_KIND",
     "RESET_TOKEN_TTL",
-    "AccountError",
     "AccountView",
     "Client",
     "MfaChallenge",
@@ -86,14 +85,6 @@ MFA_TOKEN_TTL = 300
 RESET_TOKEN_KIND = "pr"
 RESET_TOKEN_TTL = dt.timedelta(hours=1)
 _MFA_PURPOSE = "mfa"
-
-
-AccountError = Refused
-"""What a refused account action raises: a kind of
-:class:`~agentops_server.refusals.Refused` with a stable ``code`` (``invalid_email``,
-``weak_password``, ``email_taken``, ``slug_taken``, ``invalid_credentials``, ``not_a_member``,
-``invalid_reset_token``…) and a ``detail`` saying what to do. The name stays for the callers
-that catch it."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from sqlalchemy import CursorResult, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.db.models import MfaFactor, RecoveryCode, User
-from agentops_server.refusals import Conflict, Forbidden, Refused, Unauthenticated
+from agentops_server.refusals import Conflict, Forbidden, Invalid, Unauthenticated
 from agentops_server.security.passwords import verify_password
 from agentops_server.security.tokens import hash_secret
 from agentops_server.services import audit
@@ -47,7 +47,6 @@ __all__ = [
     "ISSUER",
     "RECOVERY_CODE_COUNT",
     "FactorKind",
-    "MfaError",
     "TotpEnrolment",
     "confirm_totp",
     "disable_totp",
@@ -62,13 +61,6 @@ ISSUER = "AgentOps Hub"
 """The issuer authenticator apps show next to the account."""
 RECOVERY_CODE_COUNT = 10
 TOTP = "totp"
-
-
-MfaError = Refused
-"""What a refused second-factor action raises: :class:`Conflict` (``mfa_already_enabled``,
-``mfa_not_enabled``, ``mfa_enrolment_not_started``), :class:`Unauthenticated`
-(``invalid_mfa_code``, ``mfa_code_reused``) or :class:`Forbidden` (``invalid_password``). The
-name stays for the callers that catch it."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -171,7 +163,9 @@ async def confirm_totp(
         )
     step = _step_of(settings, factor, code)
     if step is None:
-        raise _wrong_code()
+        # The caller is signed in and stays so: a wrong first code is a bad request, not a
+        # failed authentication.
+        raise Invalid("invalid_mfa_code", _WRONG_CODE)
     factor.confirmed_at = dt.datetime.now(dt.UTC)
     factor.last_used_step = step
     codes = await _replace_recovery_codes(session, user_id)
@@ -299,8 +293,11 @@ async def _replace_recovery_codes(session: AsyncSession, user_id: uuid.UUID) -> 
     return codes
 
 
+_WRONG_CODE = "The code is wrong; check the authenticator app."
+
+
 def _wrong_code() -> Unauthenticated:
-    return Unauthenticated("invalid_mfa_code", "The code is wrong; check the authenticator app.")
+    return Unauthenticated("invalid_mfa_code", _WRONG_CODE)
 
 
 def _not_enabled() -> Conflict:

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.db.models import Membership, RefreshToken, UserSession
 from agentops_server.db.tenancy import tenant
-from agentops_server.refusals import Refused, Unauthenticated
+from agentops_server.refusals import Unauthenticated
 from agentops_server.security.tokens import (
     encode_access_token,
     hash_secret,
@@ -43,7 +43,6 @@ from agentops_server.settings import Settings
 __all__ = [
     "REFRESH_TOKEN_KIND",
     "ActiveSession",
-    "SessionError",
     "TokenPair",
     "issue_tokens",
     "list_sessions",
@@ -55,12 +54,6 @@ __all__ = [
 ]
 
 REFRESH_TOKEN_KIND = "rt"
-
-
-SessionError = Refused
-"""What refusing a refresh token raises, as :class:`Unauthenticated`: ``invalid_refresh_token``,
-``refresh_token_reused``, ``session_revoked``, ``session_expired`` or ``not_a_member``. The
-name stays for the callers that catch it."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

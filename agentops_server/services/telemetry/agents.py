@@ -14,12 +14,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.db.models import Agent, Run
+from agentops_server.refusals import NotFound
 
-__all__ = ["AgentList", "AgentNotFound", "AgentSummary", "get_agent", "list_agents"]
-
-
-class AgentNotFound(LookupError):
-    """The org has no agent with this id."""
+__all__ = ["AgentList", "AgentSummary", "get_agent", "list_agents"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,10 +55,10 @@ async def list_agents(session: AsyncSession, org_id: uuid.UUID) -> AgentList:
 
 
 async def get_agent(session: AsyncSession, org_id: uuid.UUID, agent_id: uuid.UUID) -> AgentSummary:
-    """The org's agent ``agent_id``; :class:`AgentNotFound` if it has none."""
+    """The org's agent ``agent_id``; ``agent_not_found`` if it has none."""
     agent = await session.get(Agent, (org_id, agent_id))
     if agent is None:
-        raise AgentNotFound(f"no agent {agent_id}")
+        raise NotFound("agent_not_found", f"This org has no agent {str(agent_id)!r}.")
     run_count = await session.scalar(
         select(func.count()).select_from(Run).where(Run.org_id == org_id, Run.agent == agent.name)
     )

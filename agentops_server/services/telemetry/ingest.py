@@ -9,7 +9,12 @@ Two entry points take a request body (JSON bytes, already decompressed) and an o
   stored all or none.
 
 A problem with the request as a whole (not JSON, not an object, an unknown schema version, too
-many events) raises :class:`IngestError` and stores nothing.
+many events) raises :class:`~agentops_server.refusals.Invalid` (``malformed_json``,
+``validation_error``, ``unsupported_schema_version``, ``json_too_deep``) or
+:class:`~agentops_server.refusals.TooLarge` (``too_many_events``) and stores nothing; a database
+that cannot take the events (unreachable, locked, a deadlock) raises
+:class:`~agentops_server.refusals.Unavailable` (``database_unavailable``, ``Retry-After: 1``):
+nothing was committed, and a retry can succeed.
 
 Merging (see docs/decisions/0005-ingest-upserts.md): every run and span id is stored once per
 org. When an id arrives again, the newer state wins: a final state replaces ``running``, a final
@@ -29,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import logging
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -53,6 +59,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_sdk.contract.schema import (
@@ -67,25 +74,14 @@ from agentops_sdk.contract.schema import (
 )
 from agentops_server.db.models import Agent, Base, Run, Span
 from agentops_server.db.types import to_utc
-from agentops_server.refusals import Invalid
+from agentops_server.refusals import Invalid, TooLarge, Unavailable
 from agentops_server.values import decode_json
 
-__all__ = ["IngestError", "ingest_batch", "ingest_run"]
+__all__ = ["ingest_batch", "ingest_run"]
+
+logger = logging.getLogger("agentops_server")
 
 Row = dict[str, Any]
-
-
-class IngestError(Exception):
-    """The request as a whole cannot be ingested; nothing was stored.
-
-    ``code`` is stable: ``malformed_json``, ``validation_error``, ``unsupported_schema_version``
-    or ``too_many_events``.
-    """
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
 
 
 Charge = Callable[[int], Awaitable[None]]
@@ -147,13 +143,13 @@ def _parse_batch(body: bytes, org_id: uuid.UUID, max_events: int) -> _Parsed:
     document = _document(body)
     events = document.get("events")
     if not isinstance(events, list):
-        raise IngestError("validation_error", "events: a list of run and span events is required")
+        raise Invalid("validation_error", "events: a list of run and span events is required")
     try:
         Batch.model_validate({**document, "events": []})  # the envelope; events one by one below
     except ValidationError as exc:
-        raise IngestError("validation_error", _describe(exc)) from exc
+        raise Invalid("validation_error", _describe(exc)) from exc
     if len(events) > max_events:
-        raise IngestError(
+        raise TooLarge(
             "too_many_events", f"{len(events)} events in one batch; the most is {max_events}"
         )
     # PostgreSQL cannot store NUL characters in text or JSONB; they are rare enough to look
@@ -169,7 +165,7 @@ def _parse_run_upload(body: bytes, org_id: uuid.UUID, max_events: int) -> _Parse
     document = _document(body)
     spans = document.get("spans")
     if isinstance(spans, list) and len(spans) + 1 > max_events:
-        raise IngestError(
+        raise TooLarge(
             "too_many_events", f"{len(spans) + 1} events in one upload; the most is {max_events}"
         )
     try:
@@ -179,14 +175,12 @@ def _parse_run_upload(body: bytes, org_id: uuid.UUID, max_events: int) -> _Parse
             spans=[_span_row(span, org_id) for span in upload.spans],
         )
     except ValidationError as exc:
-        raise IngestError("validation_error", _describe(exc)) from exc
+        raise Invalid("validation_error", _describe(exc)) from exc
     except _UNSTORABLE as exc:
-        raise IngestError("validation_error", str(exc)) from exc
+        raise Invalid("validation_error", str(exc)) from exc
     stray = next((i for i, span in enumerate(upload.spans) if span.run_id != upload.run.id), None)
     if stray is not None:
-        raise IngestError(
-            "validation_error", f"spans.{stray}.run_id: not the id of the uploaded run"
-        )
+        raise Invalid("validation_error", f"spans.{stray}.run_id: not the id of the uploaded run")
     return parsed
 
 
@@ -195,14 +189,12 @@ def _document(body: bytes) -> dict[str, Any]:
     try:
         document = decode_json(body)
     except msgspec.DecodeError as exc:
-        raise IngestError("malformed_json", f"The body is not valid JSON: {exc}") from exc
-    except Invalid as exc:
-        raise IngestError(exc.code, exc.detail) from exc
+        raise Invalid("malformed_json", f"The body is not valid JSON: {exc}") from exc
     if not isinstance(document, dict):
-        raise IngestError("validation_error", "The body must be a JSON object.")
+        raise Invalid("validation_error", "The body must be a JSON object.")
     version = document.get("schema_version", SCHEMA_VERSION)
     if not _supported(version):
-        raise IngestError(
+        raise Invalid(
             "unsupported_schema_version",
             f"schema_version {version!r} is not supported; this hub reads {SCHEMA_VERSION}",
         )
@@ -359,11 +351,19 @@ async def _store(session: AsyncSession, org_id: uuid.UUID, parsed: _Parsed) -> I
     spans, span_steps = _fold(parsed.spans)
     accepted = 0
     if runs or spans:
-        changed_runs = await _upsert_newest(session, _table(Run), runs)
-        changed_spans = await _upsert_newest(session, _table(Span), spans)
-        # Last: every batch of an agent updates its row, so its lock is held for the least time.
-        await _register_agents(session, org_id, runs)
-        await session.commit()
+        try:
+            changed_runs = await _upsert_newest(session, _table(Run), runs)
+            changed_spans = await _upsert_newest(session, _table(Span), spans)
+            # Last: every batch of an agent updates its row, so its lock is held the least time.
+            await _register_agents(session, org_id, runs)
+            await session.commit()
+        except OperationalError as exc:
+            logger.warning("ingest: the database refused a write: %s", exc)
+            raise Unavailable(
+                "database_unavailable",
+                "The database could not take the events; retry.",
+                headers={"Retry-After": "1"},
+            ) from exc
         accepted = sum(run_steps[key] for key in changed_runs)
         accepted += sum(span_steps[key] for key in changed_spans)
     valid = len(parsed.runs) + len(parsed.spans)

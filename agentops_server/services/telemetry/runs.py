@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.db.models import Run, Span
 from agentops_server.db.types import to_utc
+from agentops_server.refusals import NotFound
 from agentops_server.services.pagination import InvalidCursor, newest_first
 
 __all__ = [
@@ -30,7 +31,6 @@ __all__ = [
     "InvalidCursor",
     "RunDetail",
     "RunFilter",
-    "RunNotFound",
     "RunPage",
     "RunStatus",
     "RunSummary",
@@ -46,10 +46,6 @@ MAX_TREE_DEPTH = 128
 
 RunStatus = Literal["running", "ok", "error", "blocked", "cancelled"]
 Environment = Literal["prod", "staging", "test", "dev"]
-
-
-class RunNotFound(LookupError):
-    """The org has no run with this id."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -164,11 +160,14 @@ async def list_runs(
     return RunPage(items=[_summary(row) for row in page], next_cursor=next_cursor)
 
 
-async def get_run(session: AsyncSession, org_id: uuid.UUID, run_id: uuid.UUID) -> RunDetail:
-    """The org's run ``run_id`` with its span tree; :class:`RunNotFound` if it has none."""
-    run = await session.get(Run, (org_id, run_id))
+async def get_run(session: AsyncSession, org_id: uuid.UUID, run_id: str) -> RunDetail:
+    """The org's run ``run_id`` (a UUID) with its span tree; ``run_not_found`` if it has none."""
+    try:
+        run = await session.get(Run, (org_id, uuid.UUID(run_id)))
+    except ValueError:
+        run = None  # an id that is no UUID names no run
     if run is None:
-        raise RunNotFound(f"no run {run_id}")
+        raise NotFound("run_not_found", f"This org has no run {run_id!r}.")
     spans = await session.scalars(
         select(Span)
         .where(Span.org_id == org_id, Span.run_id == run_id)

@@ -21,35 +21,38 @@ from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, PathParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
-from litestar.types import ExceptionHandlersMap
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from agentops_server.api.problems import problem_of
+from agentops_server.api.problems import problems
 from agentops_server.api.v1.actors import actor_of, client_ip, client_of, request_id, user_id_of
-from agentops_server.api.v1.openapi import ANYONE, ProblemBody
+from agentops_server.api.v1.openapi import ANYONE
 from agentops_server.auth.guards import PUBLIC, requires
 from agentops_server.backends.mailer import Mailer
 from agentops_server.backends.rate_limit import FailedAuthentications, Throttle
-from agentops_server.db.tenancy import TenantSession
-from agentops_server.errors import Problem
-from agentops_server.refusals import Refused
+from agentops_server.db.engine import open_session
+from agentops_server.refusals import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    RateLimited,
+    Unauthenticated,
+)
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
 from agentops_server.security.tokens import parse_opaque_token
 from agentops_server.services import audit
 from agentops_server.services.identity import accounts, mfa, sessions
 from agentops_server.services.identity.accounts import (
-    AccountError,
     AccountView,
     MfaChallenge,
     SignedUp,
     UserProfile,
 )
-from agentops_server.services.identity.mfa import MfaError, TotpEnrolment
-from agentops_server.services.identity.sessions import ActiveSession, SessionError, TokenPair
+from agentops_server.services.identity.mfa import TotpEnrolment
+from agentops_server.services.identity.sessions import ActiveSession, TokenPair
 from agentops_server.settings import Settings
 from agentops_server.values import Name, Text
 
@@ -173,80 +176,8 @@ class Accepted:
     detail: str
 
 
-_STATUS = {
-    "invalid_email": 400,
-    "weak_password": 400,
-    "invalid_org_name": 400,
-    "invalid_slug": 400,
-    "email_taken": 409,
-    "signup_closed": 403,
-    "slug_taken": 409,
-    "invalid_credentials": 401,
-    "no_membership": 403,
-    "not_a_member": 403,
-    "invalid_mfa_token": 401,
-    "mfa_token_expired": 401,
-    "invalid_mfa_code": 401,
-    "mfa_code_reused": 401,
-    "invalid_refresh_token": 401,
-    "refresh_token_reused": 401,
-    "session_revoked": 401,
-    "session_expired": 401,
-    "session_not_found": 404,
-    "invalid_password": 403,
-    "invalid_reset_token": 400,
-    "reset_token_used": 400,
-    "reset_token_expired": 400,
-    "mfa_already_enabled": 409,
-    "mfa_not_enabled": 409,
-    "mfa_enrolment_not_started": 409,
-    "too_many_attempts": 429,
-}
-"""HTTP status of each refusal code of these routes (any other: 400)."""
-
-_REFRESH_STATUS = {"not_a_member": 401}
-"""On ``/refresh``, a user who left the session's org holds no credential any more: 401."""
-_CONFIRM_STATUS = {"invalid_mfa_code": 400}
-"""On ``/mfa/totp/confirm``, the caller is signed in and stays so: a wrong code is 400, not 401."""
 _THROTTLED = "too many attempts for this account or from this address; see Retry-After"
 _FAILURES = "too many credentials that were not authentic came from this address; see Retry-After"
-
-
-def _problems(status: dict[str, int] | None = None, **codes: str) -> dict[int, ResponseSpec]:
-    """OpenAPI entries for the refusals a route may answer, ``code="when"``; ``status``
-    overrides the status of a code on this route."""
-    by_status: dict[int, list[str]] = {}
-    for code, when in codes.items():
-        by_status.setdefault(_status_of(code, status), []).append(f"`{code}`: {when}")
-    return {
-        answer: ResponseSpec(
-            ProblemBody,
-            description="; ".join(lines),
-            media_type="application/problem+json",
-            generate_examples=False,
-        )
-        for answer, lines in by_status.items()
-    }
-
-
-def _refusals(status: dict[str, int] | None = None) -> ExceptionHandlersMap:
-    """``exception_handlers`` answering the account services' refusals with the status of their
-    code in ``_STATUS``; ``status`` overrides it on a route (as it does for :func:`_problems`).
-    A refusal with a code these routes do not list gets the status of its kind."""
-
-    def answer(
-        request: Request[Any, Any, Any], exc: AccountError | MfaError | SessionError
-    ) -> Response[Any]:
-        if exc.code not in _STATUS and isinstance(exc, Refused):
-            return problem_of(exc).to_response(request)
-        problem = Problem(_status_of(exc.code, status), exc.code, exc.detail)
-        return problem.to_response(request)
-
-    return dict.fromkeys((AccountError, MfaError, SessionError), answer)
-
-
-def _status_of(code: str, status: dict[str, int] | None) -> int:
-    return (status or {}).get(code) or _STATUS.get(code, 400)
 
 
 class AuthController(Controller):
@@ -255,7 +186,6 @@ class AuthController(Controller):
     path = "/auth"
     tags = ("auth",)
     request_max_body_size = MAX_BODY_BYTES
-    exception_handlers = _refusals()
 
     # -- sign-up and sign-in (public) ----------------------------------------------------------
 
@@ -265,15 +195,20 @@ class AuthController(Controller):
         security=ANYONE,
         status_code=201,
         summary="Sign up: a new org, its owner and a session",
-        responses=_problems(
-            invalid_email="the email is not an address",
-            weak_password="the password is too short, repetitive or easy; the detail says why",
-            invalid_org_name="the org name is blank",
-            invalid_slug="org_slug is not lower-case letters, digits and inner hyphens",
-            email_taken="an account with this email exists",
-            slug_taken="an org with this slug exists; send another org_slug",
-            signup_closed="AGENTOPS_SIGNUP_OPEN is false: accounts come by invitation only",
-            too_many_attempts=_THROTTLED,
+        responses=problems(
+            Invalid("invalid_email", "the email is not an address"),
+            Invalid(
+                "weak_password",
+                "the password is too short, repetitive or easy; the detail says why",
+            ),
+            Invalid("invalid_org_name", "the org name is blank"),
+            Invalid("invalid_slug", "org_slug is not lower-case letters, digits and inner hyphens"),
+            Conflict("email_taken", "an account with this email exists"),
+            Conflict("slug_taken", "an org with this slug exists; send another org_slug"),
+            Forbidden(
+                "signup_closed", "AGENTOPS_SIGNUP_OPEN is false: accounts come by invitation only"
+            ),
+            RateLimited("too_many_attempts", _THROTTLED),
         ),
     )
     async def signup(
@@ -288,8 +223,7 @@ class AuthController(Controller):
         ``member.added`` in the new org's audit log. A taken email answers 409 ``email_taken``
         (docs/decisions/0016)."""
         if not settings.signup_open:
-            raise Problem(
-                403,
+            raise Forbidden(
                 "signup_closed",
                 "This hub makes accounts by invitation only: ask an admin of your org to invite "
                 "you.",
@@ -312,11 +246,14 @@ class AuthController(Controller):
         security=ANYONE,
         status_code=200,
         summary="Sign in with email and password",
-        responses=_problems(
-            invalid_credentials="the email or password is wrong (the same for an unknown email)",
-            no_membership="the user belongs to no org",
-            not_a_member="the user is not a member of the org asked for",
-            too_many_attempts=_THROTTLED,
+        responses=problems(
+            Unauthenticated(
+                "invalid_credentials",
+                "the email or password is wrong (the same for an unknown email)",
+            ),
+            Forbidden("no_membership", "the user belongs to no org"),
+            Forbidden("not_a_member", "the user is not a member of the org asked for"),
+            RateLimited("too_many_attempts", _THROTTLED),
         ),
     )
     async def login(
@@ -346,13 +283,19 @@ class AuthController(Controller):
         security=ANYONE,
         status_code=200,
         summary="Finish signing in with a second-factor code",
-        responses=_problems(
-            mfa_code_required="send exactly one of code and recovery_code",
-            invalid_mfa_token="the mfa_token is malformed, tampered with or for something else",
-            mfa_token_expired="more than five minutes since the password step",
-            invalid_mfa_code="the code or recovery code is wrong (or the recovery code is used)",
-            mfa_code_reused="this code was already used; wait for the next one",
-            too_many_attempts=_THROTTLED,
+        responses=problems(
+            Invalid("mfa_code_required", "send exactly one of code and recovery_code"),
+            Unauthenticated(
+                "invalid_mfa_token",
+                "the mfa_token is malformed, tampered with or for something else",
+            ),
+            Unauthenticated("mfa_token_expired", "more than five minutes since the password step"),
+            Unauthenticated(
+                "invalid_mfa_code",
+                "the code or recovery code is wrong (or the recovery code is used)",
+            ),
+            Unauthenticated("mfa_code_reused", "this code was already used; wait for the next one"),
+            RateLimited("too_many_attempts", _THROTTLED),
         ),
     )
     async def login_mfa(
@@ -367,7 +310,7 @@ class AuthController(Controller):
     ) -> TokenPair:
         """Trade the ``mfa_token`` of ``POST /auth/login`` and one code for tokens."""
         if (data.code is None) == (data.recovery_code is None):
-            raise Problem(400, "mfa_code_required", "Send exactly one of code and recovery_code.")
+            raise Invalid("mfa_code_required", "Send exactly one of code and recovery_code.")
         async with auth_failures.guard():
             pending = accounts.read_mfa_token(settings, data.mfa_token)
         async with throttle.attempt("mfa", pending.user_id.hex):
@@ -386,16 +329,18 @@ class AuthController(Controller):
         security=ANYONE,
         status_code=200,
         summary="Trade a refresh token for a new pair",
-        responses=_problems(
-            _REFRESH_STATUS,
-            invalid_refresh_token="not a refresh token of this hub",
-            refresh_token_reused="the token was already used: its session is now revoked",
-            session_revoked="the session was signed out or revoked",
-            session_expired="the session is older than AGENTOPS_REFRESH_TOKEN_TTL",
-            not_a_member="the user no longer belongs to the session's org",
-            too_many_attempts=_FAILURES,
+        responses=problems(
+            Unauthenticated("invalid_refresh_token", "not a refresh token of this hub"),
+            Unauthenticated(
+                "refresh_token_reused", "the token was already used: its session is now revoked"
+            ),
+            Unauthenticated("session_revoked", "the session was signed out or revoked"),
+            Unauthenticated(
+                "session_expired", "the session is older than AGENTOPS_REFRESH_TOKEN_TTL"
+            ),
+            Unauthenticated("not_a_member", "the user no longer belongs to the session's org"),
+            RateLimited("too_many_attempts", _FAILURES),
         ),
-        exception_handlers=_refusals(_REFRESH_STATUS),
     )
     async def refresh(
         self,
@@ -423,26 +368,24 @@ class AuthController(Controller):
         security=ANYONE,
         status_code=HTTP_202_ACCEPTED,
         summary="Ask for a password-reset email",
-        responses=_problems(too_many_attempts=_THROTTLED),
+        responses=problems(RateLimited("too_many_attempts", _THROTTLED)),
     )
     async def forgot_password(
         self,
-        request: Request[Any, Any, State],
         settings: NamedDependency[Settings],
+        engine: NamedDependency[AsyncEngine],
+        mailer: NamedDependency[Mailer],
         throttle: NamedDependency[Throttle],
         data: JSONBody[ForgotForm],
     ) -> Response[Accepted]:
         """Always 202, whether or not an account has this email (the answer reveals nothing).
         When one does, it gets a link with a single-use token valid for one hour."""
         await throttle.count("reset-request", _account_key(data.email))
-        state = request.app.state
         return Response(
             Accepted("If an account has this email, a reset link is on its way."),
             status_code=HTTP_202_ACCEPTED,
             # After the answer, so its timing does not tell whether the account exists.
-            background=BackgroundTask(
-                _send_reset_link, state.engine, settings, state.mailer, data.email
-            ),
+            background=BackgroundTask(_send_reset_link, engine, settings, mailer, data.email),
         )
 
     @post(
@@ -451,12 +394,12 @@ class AuthController(Controller):
         security=ANYONE,
         status_code=200,
         summary="Set a new password with an emailed token",
-        responses=_problems(
-            invalid_reset_token="not a reset token of this hub",
-            reset_token_used="the token was used, or a newer reset replaced it",
-            reset_token_expired="the token is more than an hour old",
-            weak_password="the new password is too weak; the detail says why",
-            too_many_attempts=_THROTTLED,
+        responses=problems(
+            Invalid("invalid_reset_token", "not a reset token of this hub"),
+            Invalid("reset_token_used", "the token was used, or a newer reset replaced it"),
+            Invalid("reset_token_expired", "the token is more than an hour old"),
+            Invalid("weak_password", "the new password is too weak; the detail says why"),
+            RateLimited("too_many_attempts", _THROTTLED),
         ),
     )
     async def reset_password(
@@ -483,7 +426,9 @@ class AuthController(Controller):
         guards=[requires(Permission.ACCOUNT)],
         status_code=204,
         summary="Sign out",
-        responses=_problems(no_session="the credential is not a hub session (a Supabase token)"),
+        responses=problems(
+            Invalid("no_session", "the credential is not a hub session (a Supabase token)")
+        ),
     )
     async def logout(
         self,
@@ -531,7 +476,7 @@ class AuthController(Controller):
         guards=[requires(Permission.ACCOUNT)],
         status_code=200,
         summary="Sign into another of my orgs",
-        responses=_problems(not_a_member="the user does not belong to that org"),
+        responses=problems(Forbidden("not_a_member", "the user does not belong to that org")),
     )
     async def switch_org(
         self,
@@ -566,8 +511,8 @@ class AuthController(Controller):
         "/sessions/{session_id:uuid}",
         guards=[requires(Permission.ACCOUNT)],
         summary="End one of my sessions",
-        responses=_problems(
-            session_not_found="no live session of yours in this org has it",
+        responses=problems(
+            NotFound("session_not_found", "no live session of yours in this org has it"),
         ),
     )
     async def revoke_session(
@@ -586,8 +531,8 @@ class AuthController(Controller):
             user_id=user_id_of(principal),
         )
         if not ended:
-            raise Problem(
-                404, "session_not_found", f"You have no live session {session_id} in this org."
+            raise NotFound(
+                "session_not_found", f"You have no live session {session_id} in this org."
             )
         await audit.record(
             db_session,
@@ -605,10 +550,10 @@ class AuthController(Controller):
         guards=[requires(Permission.ACCOUNT)],
         status_code=200,
         summary="Change my password",
-        responses=_problems(
-            invalid_password="the current password is wrong",
-            weak_password="the new password is too weak; the detail says why",
-            too_many_attempts=_THROTTLED,
+        responses=problems(
+            Forbidden("invalid_password", "the current password is wrong"),
+            Invalid("weak_password", "the new password is too weak; the detail says why"),
+            RateLimited("too_many_attempts", _THROTTLED),
         ),
     )
     async def change_password(
@@ -641,7 +586,7 @@ class AuthController(Controller):
         guards=[requires(Permission.ACCOUNT)],
         status_code=201,
         summary="Start enrolling an authenticator app",
-        responses=_problems(mfa_already_enabled="two-factor is on; disable it first"),
+        responses=problems(Conflict("mfa_already_enabled", "two-factor is on; disable it first")),
     )
     async def start_totp(
         self,
@@ -659,13 +604,13 @@ class AuthController(Controller):
         guards=[requires(Permission.ACCOUNT)],
         status_code=200,
         summary="Confirm the authenticator app with a first code",
-        responses=_problems(
-            _CONFIRM_STATUS,
-            invalid_mfa_code="the code is wrong",
-            mfa_enrolment_not_started="no pending enrolment: POST /auth/mfa/totp first",
-            mfa_already_enabled="two-factor is already on",
+        responses=problems(
+            Invalid("invalid_mfa_code", "the code is wrong"),
+            Conflict(
+                "mfa_enrolment_not_started", "no pending enrolment: POST /auth/mfa/totp first"
+            ),
+            Conflict("mfa_already_enabled", "two-factor is already on"),
         ),
-        exception_handlers=_refusals(_CONFIRM_STATUS),
     )
     async def confirm_totp(
         self,
@@ -691,10 +636,10 @@ class AuthController(Controller):
         "/mfa/totp",
         guards=[requires(Permission.ACCOUNT)],
         summary="Turn the authenticator app off",
-        responses=_problems(
-            invalid_password="the password is wrong",
-            mfa_not_enabled="two-factor is not on",
-            too_many_attempts=_THROTTLED,
+        responses=problems(
+            Forbidden("invalid_password", "the password is wrong"),
+            Conflict("mfa_not_enabled", "two-factor is not on"),
+            RateLimited("too_many_attempts", _THROTTLED),
         ),
     )
     async def disable_totp(
@@ -722,10 +667,10 @@ class AuthController(Controller):
         guards=[requires(Permission.ACCOUNT)],
         status_code=200,
         summary="Replace my recovery codes",
-        responses=_problems(
-            invalid_password="the password is wrong",
-            mfa_not_enabled="two-factor is not on",
-            too_many_attempts=_THROTTLED,
+        responses=problems(
+            Forbidden("invalid_password", "the password is wrong"),
+            Conflict("mfa_not_enabled", "two-factor is not on"),
+            RateLimited("too_many_attempts", _THROTTLED),
         ),
     )
     async def regenerate_recovery_codes(
@@ -754,8 +699,7 @@ class AuthController(Controller):
 
 def _session_of(principal: Principal) -> uuid.UUID:
     if principal.session_id is None:
-        raise Problem(
-            400,
+        raise Invalid(
             "no_session",
             "This credential is not a hub session (an external identity's token): "
             "sign out with the identity provider.",
@@ -772,9 +716,7 @@ async def _send_reset_link(
 ) -> None:
     """Runs after the answer was sent: a failure can only be logged."""
     try:
-        async with AsyncSession(
-            engine, sync_session_class=TenantSession, expire_on_commit=False
-        ) as session:
+        async with open_session(engine) as session:
             await accounts.request_password_reset(session, settings, mailer, email)
     except Exception:
         logger.exception("password reset: the email could not be sent")

@@ -8,7 +8,7 @@ from typing import Any
 
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import State
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,7 +16,8 @@ from agentops_server.api.problems import JSON_BODY_LIMIT
 from agentops_server.api.v1.actors import actor_of, client_of
 from agentops_server.api.v1.openapi import ANYONE
 from agentops_server.auth.guards import PUBLIC, requires
-from agentops_server.auth.middleware import bearer_token, person_of
+from agentops_server.auth.middleware import Authenticator, bearer_token
+from agentops_server.backends.mailer import Mailer
 from agentops_server.backends.rate_limit import FailedAuthentications, Throttle
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
@@ -40,12 +41,17 @@ _ROLE_RULE = (
 )
 
 
+def _outbox(mailer: NamedDependency[Mailer], settings: NamedDependency[Settings]) -> Outbox:
+    return Outbox(mailer, settings.public_url)
+
+
 class InvitationController(Controller):
     """Invitations to the caller's org, and accepting one."""
 
     path = "/invitations"
     tags = ("invitations",)
     request_max_body_size = JSON_BODY_LIMIT
+    dependencies = {"outbox": Provide(_outbox, sync_to_thread=False)}  # noqa: RUF012
 
     @get("/", guards=[requires(Permission.MEMBERS_READ)], summary="Pending invitations")
     async def list_invitations(
@@ -70,11 +76,12 @@ class InvitationController(Controller):
         self,
         request: Request[Principal, Principal, State],
         db_session: NamedDependency[AsyncSession],
+        outbox: NamedDependency[Outbox],
         data: JSONBody[NewInvitation],
     ) -> InvitationView:
         """Invite ``email`` with ``role`` (and into ``team_id``)."""
         return await invitations.create_invitation(
-            db_session, request.auth, actor_of(request), data, _outbox(request)
+            db_session, request.auth, actor_of(request), data, outbox
         )
 
     @delete(
@@ -113,11 +120,12 @@ class InvitationController(Controller):
         self,
         request: Request[Principal, Principal, State],
         db_session: NamedDependency[AsyncSession],
+        outbox: NamedDependency[Outbox],
         invitation_id: FromPath[uuid.UUID],
     ) -> InvitationView:
         """Send the invitation again with a fresh token."""
         return await invitations.resend_invitation(
-            db_session, request.auth, actor_of(request), invitation_id, _outbox(request)
+            db_session, request.auth, actor_of(request), invitation_id, outbox
         )
 
     @post(
@@ -148,6 +156,7 @@ class InvitationController(Controller):
         settings: NamedDependency[Settings],
         throttle: NamedDependency[Throttle],
         auth_failures: NamedDependency[FailedAuthentications],
+        authenticator: NamedDependency[Authenticator],
         data: JSONBody[Acceptance],
     ) -> AcceptedInvitation:
         """Accept the invitation the token names."""
@@ -160,21 +169,18 @@ class InvitationController(Controller):
                 db_session,
                 settings,
                 data,
-                signed_in_as=await _signed_in_as(request),
+                signed_in_as=await _signed_in_as(request, authenticator),
                 ip=client.ip,
                 user_agent=client.user_agent,
                 request_id=client.request_id,
             )
 
 
-async def _signed_in_as(request: Request[Any, Any, State]) -> uuid.UUID | None:
+async def _signed_in_as(
+    request: Request[Any, Any, State], authenticator: Authenticator
+) -> uuid.UUID | None:
     """The person whose access token the request carries, if it carries a credential (401 if
     the credential proves no one; None for an API key, which is no person)."""
     if not request.headers.get("authorization"):
         return None
-    return await person_of(request, bearer_token(request))
-
-
-def _outbox(request: Request[Any, Any, State]) -> Outbox:
-    settings: Settings = request.app.state.settings
-    return Outbox(request.app.state.mailer, settings.public_url)
+    return await authenticator.person_of(request, bearer_token(request))

@@ -35,7 +35,7 @@ from agentops_server.auth.oauth import (
     read_state,
     safe_redirect_path,
 )
-from agentops_server.errors import Problem
+from agentops_server.refusals import Forbidden, Invalid, NotFound, Unauthenticated, UpstreamFailed
 from agentops_server.services.identity.external import sign_in_external
 from agentops_server.services.identity.sessions import start_session
 from agentops_server.settings import Settings
@@ -90,9 +90,11 @@ class OAuthController(Controller):
     tags = ("auth",)
 
     @get("/providers", opt=PUBLIC, security=ANYONE)
-    async def list_providers(self, request: Request[Any, Any, Any]) -> OAuthProviderList:
+    async def list_providers(
+        self, request: Request[Any, Any, Any], oauth_providers: NamedDependency[OAuthProviders]
+    ) -> OAuthProviderList:
         """The providers configured in ``AGENTOPS_OAUTH_PROVIDERS``."""
-        providers: OAuthProviders = request.app.state.oauth
+        providers = oauth_providers
         return OAuthProviderList(
             [
                 OAuthProviderInfo(
@@ -116,6 +118,7 @@ class OAuthController(Controller):
         self,
         *,
         request: Request[Any, Any, Any],
+        oauth_providers: NamedDependency[OAuthProviders],
         settings: NamedDependency[Settings],
         provider: FromPath[str],
         org: Annotated[
@@ -131,14 +134,14 @@ class OAuthController(Controller):
     ) -> Redirect:
         """Send the browser to ``provider`` to sign in (a 302 and a short-lived cookie binding
         the sign-in to this browser)."""
-        chosen = _provider(request, provider)
+        chosen = _provider(oauth_providers, provider)
         if org is not None and not _is_slug(org):
-            raise Problem(400, "validation_error", f"{org!r} is not an org slug or id.")
+            raise Invalid("validation_error", f"{org!r} is not an org slug or id.")
         if redirect_to is not None:
             try:
                 safe_redirect_path(redirect_to)
             except ValueError as exc:
-                raise Problem(400, "invalid_redirect", str(exc)) from exc
+                raise Invalid("invalid_redirect", str(exc)) from exc
         start = await _call_provider(
             begin_sign_in(
                 chosen,
@@ -161,6 +164,7 @@ class OAuthController(Controller):
         self,
         *,
         request: Request[Any, Any, Any],
+        oauth_providers: NamedDependency[OAuthProviders],
         db_session: NamedDependency[AsyncSession],
         settings: NamedDependency[Settings],
         provider: FromPath[str],
@@ -171,20 +175,19 @@ class OAuthController(Controller):
     ) -> Response[OAuthSignIn]:
         """Where the provider sends the browser back: check the state, exchange the code, find
         or make the user, and answer with the hub's tokens."""
-        chosen = _provider(request, provider)
+        chosen = _provider(oauth_providers, provider)
         try:
             state = read_state(settings, provider, oauth_state, request.cookies.get(BINDING_COOKIE))
         except InvalidOAuthState as exc:
-            raise Problem(400, "invalid_oauth_state", str(exc)) from exc
+            raise Invalid("invalid_oauth_state", str(exc)) from exc
         if error is not None:
-            raise Problem(
-                403,
+            raise Forbidden(
                 "oauth_denied",
                 f"{chosen.label} did not sign you in: {error_description or error}.",
                 provider_error=error,
             )
         if not code:
-            raise Problem(400, "validation_error", "The callback carries no code.")
+            raise Invalid("validation_error", "The callback carries no code.")
         identity = await _call_provider(
             chosen.identity(
                 code=code,
@@ -228,11 +231,10 @@ class OAuthController(Controller):
         return response
 
 
-def _provider(request: Request[Any, Any, Any], name: str) -> Provider:
-    providers: OAuthProviders = request.app.state.oauth
+def _provider(providers: OAuthProviders, name: str) -> Provider:
     found = providers.get(name)
     if found is None:
-        raise Problem(404, "unknown_provider", f"No sign-in provider is called {name!r}.")
+        raise NotFound("unknown_provider", f"No sign-in provider is called {name!r}.")
     return found
 
 
@@ -241,9 +243,9 @@ async def _call_provider(call: Awaitable[T]) -> T:
     try:
         return await call
     except ProviderError as exc:
-        raise Problem(502, "oauth_provider_error", str(exc), provider_error=exc.error) from exc
+        raise UpstreamFailed("oauth_provider_error", str(exc), provider_error=exc.error) from exc
     except InvalidIdToken as exc:
-        raise Problem(401, "invalid_id_token", str(exc)) from exc
+        raise Unauthenticated("invalid_id_token", str(exc)) from exc
 
 
 def _callback_url(request: Request[Any, Any, Any], settings: Settings, provider: str) -> str:

@@ -13,7 +13,7 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, MultipartBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentops_server.api.problems import JSON_BODY_LIMIT, problem_of
+from agentops_server.api.problems import JSON_BODY_LIMIT, problem_answer
 from agentops_server.api.v1.actors import actor_of, user_id_of
 from agentops_server.auth.guards import requires
 from agentops_server.security.permissions import Permission
@@ -195,4 +195,4 @@ class OrgsController(Controller):
 
 def _logo_too_large(request: Request[Any, Any, Any]) -> Response[Any]:
     """The body was cut off at its limit: the logo in it is too large."""
-    return problem_of(orgs.logo_too_large()).to_response(request)
+    return problem_answer(orgs.logo_too_large(), request)

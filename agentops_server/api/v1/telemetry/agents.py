@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agentops_server.api.problems import JSON_BODY_LIMIT
 from agentops_server.api.v1.actors import actor_of
 from agentops_server.auth.guards import requires
-from agentops_server.errors import Problem
+from agentops_server.refusals import NotFound
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
 from agentops_server.services.identity import teams
@@ -56,10 +56,7 @@ class AgentController(Controller):
         agent_id: AgentId,
     ) -> AgentSummary:
         """One agent of the org."""
-        try:
-            return await agents.get_agent(db_session, request.auth.org_id, _uuid_of(agent_id))
-        except agents.AgentNotFound as exc:
-            raise _agent_not_found(agent_id) from exc
+        return await agents.get_agent(db_session, request.auth.org_id, _uuid_of(agent_id))
 
     @patch(
         "/{agent_id:str}",
@@ -92,5 +89,5 @@ def _uuid_of(agent_id: str) -> uuid.UUID:
         raise _agent_not_found(agent_id) from None
 
 
-def _agent_not_found(agent_id: str) -> Problem:
-    return Problem(404, "agent_not_found", f"This org has no agent {agent_id!r}.")
+def _agent_not_found(agent_id: str) -> NotFound:
+    return NotFound("agent_not_found", f"This org has no agent {agent_id!r}.")

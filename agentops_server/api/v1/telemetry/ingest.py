@@ -9,7 +9,6 @@ after the commit, and take ``Content-Encoding: gzip``.
 
 from __future__ import annotations
 
-import logging
 import zlib
 from typing import Any
 
@@ -18,24 +17,31 @@ from litestar import Controller, Request, Response, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_sdk.contract.schema import IngestResult
+from agentops_server.api.problems import problems
 from agentops_server.auth.guards import requires
 from agentops_server.backends.rate_limit import IngestQuota
-from agentops_server.errors import Problem
+from agentops_server.refusals import Invalid, TooLarge, Unavailable, Unsupported
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
-from agentops_server.services.telemetry.ingest import IngestError, ingest_batch, ingest_run
+from agentops_server.services.telemetry.ingest import ingest_batch, ingest_run
 from agentops_server.settings import Settings
 
 __all__ = ["IngestController"]
 
-logger = logging.getLogger("agentops_server")
-
-_STATUS = {"too_many_events": 413}
-"""HTTP status of each ``IngestError`` code; the others are 400."""
+_REFUSALS = problems(
+    Invalid("malformed_json", "the body is not JSON"),
+    Invalid("malformed_gzip", "the gzip body is not valid gzip, or truncated"),
+    Invalid("unsupported_schema_version", "the body's schema_version is not one this hub reads"),
+    Invalid("json_too_deep", "the body nests arrays and objects too deep"),
+    TooLarge("too_many_events", "more events than AGENTOPS_MAX_BATCH_EVENTS in one request"),
+    TooLarge("payload_too_large", "the body, or what it inflates to, is over the limit"),
+    Unsupported("unsupported_content_encoding", "a Content-Encoding other than gzip"),
+    Unavailable("database_unavailable", "the database could not take the events; retry"),
+)
+"""What the ingest routes refuse, beside what every route may."""
 
 
 class IngestController(Controller):
@@ -57,7 +63,8 @@ class IngestController(Controller):
         responses={
             207: ResponseSpec(
                 IngestResult, description="Some events were rejected; the others are stored."
-            )
+            ),
+            **_REFUSALS,
         },
     )
     async def batch(
@@ -69,16 +76,13 @@ class IngestController(Controller):
     ) -> Response[IngestResult]:
         """Store a batch of run and span events; one bad event does not stop the others."""
         body = await _json_body(request, settings.max_body_bytes)
-        try:
-            result = await ingest_batch(
-                db_session,
-                request.auth.org_id,
-                body,
-                max_events=settings.max_batch_events,
-                charge=ingest_quota.charge,
-            )
-        except (IngestError, OperationalError) as exc:
-            raise _problem(exc) from exc
+        result = await ingest_batch(
+            db_session,
+            request.auth.org_id,
+            body,
+            max_events=settings.max_batch_events,
+            charge=ingest_quota.charge,
+        )
         return Response(result, status_code=207 if result.rejected else 200)
 
     @post(
@@ -89,6 +93,7 @@ class IngestController(Controller):
             "Body: an `agentops_sdk.schema.RunUpload` as JSON, optionally `Content-Encoding: "
             "gzip`. Stored all or none. Requires the `ingest` scope."
         ),
+        responses=_REFUSALS,
     )
     async def run(
         self,
@@ -99,16 +104,13 @@ class IngestController(Controller):
     ) -> IngestResult:
         """Store one whole run with its spans, all or none."""
         body = await _json_body(request, settings.max_body_bytes)
-        try:
-            return await ingest_run(
-                db_session,
-                request.auth.org_id,
-                body,
-                max_events=settings.max_batch_events,
-                charge=ingest_quota.charge,
-            )
-        except (IngestError, OperationalError) as exc:
-            raise _problem(exc) from exc
+        return await ingest_run(
+            db_session,
+            request.auth.org_id,
+            body,
+            max_events=settings.max_batch_events,
+            charge=ingest_quota.charge,
+        )
 
 
 async def _json_body(request: Request[Any, Any, Any], limit: int) -> bytes:
@@ -118,8 +120,8 @@ async def _json_body(request: Request[Any, Any, Any], limit: int) -> bytes:
     if encoding in {"", "identity"}:
         return body
     if encoding not in {"gzip", "x-gzip"}:
-        raise Problem(
-            415, "unsupported_content_encoding", f"Content-Encoding {encoding!r}: send gzip."
+        raise Unsupported(
+            "unsupported_content_encoding", f"Content-Encoding {encoding!r}: send gzip."
         )
     return await anyio.to_thread.run_sync(_gunzip, body, limit)  # off the event loop
 
@@ -137,25 +139,10 @@ def _gunzip(body: bytes, limit: int) -> bytes:
         try:
             inflated += member.decompress(rest, limit + 1 - len(inflated))
         except zlib.error as exc:
-            raise Problem(400, "malformed_gzip", f"The body is not valid gzip: {exc}") from exc
+            raise Invalid("malformed_gzip", f"The body is not valid gzip: {exc}") from exc
         if len(inflated) > limit:
-            raise Problem(
-                413, "payload_too_large", f"The body inflates to more than {limit} bytes."
-            )
+            raise TooLarge("payload_too_large", f"The body inflates to more than {limit} bytes.")
         if not member.eof:
-            raise Problem(400, "malformed_gzip", "The gzip body is truncated.")
+            raise Invalid("malformed_gzip", "The gzip body is truncated.")
         rest = member.unused_data
     return bytes(inflated)
-
-
-def _problem(exc: IngestError | OperationalError) -> Problem:
-    if isinstance(exc, IngestError):
-        return Problem(_STATUS.get(exc.code, 400), exc.code, exc.detail)
-    # Unreachable, locked or a deadlock: nothing was committed, and a retry can succeed.
-    logger.warning("ingest: the database refused a write: %s", exc)
-    return Problem(
-        503,
-        "database_unavailable",
-        "The database could not take the events; retry.",
-        headers={"Retry-After": "1"},
-    )

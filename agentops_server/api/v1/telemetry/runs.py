@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any
 
 from litestar import Controller, Request, get
@@ -11,7 +10,6 @@ from litestar.params import PathParameter, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.auth.guards import requires
-from agentops_server.errors import Problem
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
 from agentops_server.services.telemetry import runs
@@ -69,12 +67,9 @@ class RunController(Controller):
             started_after=started_after,
             started_before=started_before,
         )
-        try:
-            return await runs.list_runs(
-                db_session, request.auth.org_id, where, limit=limit, cursor=cursor
-            )
-        except runs.InvalidCursor as exc:
-            raise Problem(400, "validation_error", str(exc)) from exc
+        return await runs.list_runs(
+            db_session, request.auth.org_id, where, limit=limit, cursor=cursor
+        )
 
     @get("/{run_id:str}")
     async def get_run(
@@ -84,7 +79,4 @@ class RunController(Controller):
         run_id: Annotated[str, PathParameter(description="The run's id (a UUID).")],
     ) -> RunDetail:
         """One run of the org, with its spans as a tree."""
-        try:
-            return await runs.get_run(db_session, request.auth.org_id, uuid.UUID(run_id))
-        except (ValueError, runs.RunNotFound) as exc:
-            raise Problem(404, "run_not_found", f"This org has no run {run_id!r}.") from exc
+        return await runs.get_run(db_session, request.auth.org_id, run_id)
