@@ -170,7 +170,7 @@ async def get_run(session: AsyncSession, org_id: uuid.UUID, run_id: str) -> RunD
         raise NotFound("run_not_found", f"This org has no run {run_id!r}.")
     spans = await session.scalars(
         select(Span)
-        .where(Span.org_id == org_id, Span.run_id == run_id)
+        .where(Span.org_id == org_id, Span.run_id == run.id)
         .order_by(Span.started_at, Span.id)
     )
     return RunDetail(
