@@ -41,10 +41,12 @@ from agentops_server.refusals import (
 )
 
 __all__ = [
+    "AUTH_FAILURES",
     "JSON_BODY_LIMIT",
     "MEDIA_TYPE",
     "Problem",
     "ProblemBody",
+    "THROTTLED",
     "declare_problems",
     "problem_answer",
     "problem_details_plugin",
@@ -58,6 +60,17 @@ MEDIA_TYPE = "application/problem+json"
 JSON_BODY_LIMIT = 64 * 1024
 """The largest JSON body the org, member, team and key routes take: beyond, 413
 ``payload_too_large`` before anything is parsed."""
+
+THROTTLED = RateLimited(
+    "too_many_attempts", "too many attempts for this account or from this address; see Retry-After"
+)
+"""The declaration of a route that :class:`~agentops_server.backends.rate_limit.Throttle` limits."""
+AUTH_FAILURES = RateLimited(
+    "too_many_attempts",
+    "too many credentials that were not authentic came from this address; see Retry-After",
+)
+"""The declaration of a route that counts
+:class:`~agentops_server.backends.rate_limit.FailedAuthentications`."""
 
 _CODES = {
     400: "bad_request",

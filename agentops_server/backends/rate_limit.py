@@ -60,6 +60,7 @@ __all__ = [
     "RateLimitResult",
     "RateLimiter",
     "Throttle",
+    "account_key",
     "create_rate_limiter",
     "failed_authentications",
 ]
@@ -337,6 +338,11 @@ def _too_many_attempts(result: RateLimitResult) -> RateLimited:
 def _address(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     """The client's address (a trusted proxy's client's, see ``agentops_server.api.headers``)."""
     return connection.client.host if connection.client else "unknown"
+
+
+def account_key(email: str) -> str:
+    """The account an email names, as :class:`Throttle` counts it (any case, no space)."""
+    return email.strip().lower()[:320]
 
 
 def _account_limit_key(action: str, account: str) -> str:

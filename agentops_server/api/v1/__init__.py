@@ -8,11 +8,15 @@ from litestar.types import ControllerRouterHandler
 
 from agentops_server.api.v1.audit import AuditController
 from agentops_server.api.v1.identity.api_keys import ApiKeyController
-from agentops_server.api.v1.identity.auth import AuthController
 from agentops_server.api.v1.identity.invitations import InvitationController
+from agentops_server.api.v1.identity.me import AccountController
 from agentops_server.api.v1.identity.members import MemberController
 from agentops_server.api.v1.identity.oauth import OAuthController
 from agentops_server.api.v1.identity.orgs import OrgController, OrgsController
+from agentops_server.api.v1.identity.passwords import PasswordController
+from agentops_server.api.v1.identity.second_factor import SecondFactorController
+from agentops_server.api.v1.identity.sessions import SessionController
+from agentops_server.api.v1.identity.sign_in import SignInController
 from agentops_server.api.v1.identity.teams import TeamController
 from agentops_server.api.v1.telemetry.agents import AgentController
 from agentops_server.api.v1.telemetry.ingest import IngestController
@@ -40,7 +44,11 @@ def api_router() -> Router:
         AgentController,
         IngestController,
         OAuthController,
-        AuthController,
+        SignInController,
+        SessionController,
+        PasswordController,
+        SecondFactorController,
+        AccountController,
         OrgController,
         OrgsController,
         MemberController,

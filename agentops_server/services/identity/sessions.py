@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.db.models import Membership, RefreshToken, UserSession
 from agentops_server.db.tenancy import tenant
-from agentops_server.refusals import Unauthenticated
+from agentops_server.refusals import NotFound, Unauthenticated
 from agentops_server.security.tokens import (
     encode_access_token,
     hash_secret,
@@ -44,12 +44,14 @@ __all__ = [
     "REFRESH_TOKEN_KIND",
     "ActiveSession",
     "TokenPair",
+    "end_own_session",
     "issue_tokens",
     "list_sessions",
     "revoke_everywhere",
     "revoke_session",
     "revoke_user_sessions",
     "rotate_refresh_token",
+    "sign_out",
     "start_session",
 ]
 
@@ -251,6 +253,43 @@ async def revoke_session(
     if user_id is not None:
         where.append(UserSession.user_id == user_id)
     return await _revoke(session, where, reason) == 1
+
+
+async def sign_out(
+    session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID, session_id: uuid.UUID
+) -> None:
+    """End the user's session ``session_id`` (signing out); commit."""
+    await revoke_session(session, org_id, session_id, reason="logout", user_id=user_id)
+    await session.commit()
+
+
+async def end_own_session(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    user_id: uuid.UUID,
+    session_id: uuid.UUID,
+    *,
+    actor: audit.Actor,
+) -> None:
+    """End one of the user's live sessions in the org, audited ``session.revoked``; commit.
+
+    Refusals: ``session_not_found`` (no live session of theirs has the id).
+    """
+    ended = await revoke_session(
+        session, org_id, session_id, reason="revoked_by_user", user_id=user_id
+    )
+    if not ended:
+        raise NotFound("session_not_found", f"You have no live session {session_id} in this org.")
+    await audit.record(
+        session,
+        org_id,
+        actor,
+        "session.revoked",
+        target_type="session",
+        target_id=session_id,
+        after={"reason": "revoked_by_user"},
+    )
+    await session.commit()
 
 
 async def revoke_user_sessions(
