@@ -33,6 +33,7 @@ from agentops_server.auth.middleware import Authentication, Authenticator
 from agentops_server.auth.oauth import OAuthProviders
 from agentops_server.auth.supabase import SupabaseAuth
 from agentops_server.backends import create_mailer, create_rate_limiter
+from agentops_server.backends.derived_work import DerivedWork, InProcessRunner
 from agentops_server.db.engine import create_async_db_engine
 from agentops_server.db.migrate import is_current
 from agentops_server.db.tenancy import TenantSession
@@ -87,8 +88,17 @@ class SchemaIndex(OpenAPIRenderPlugin):
         ).encode()
 
 
-def create_app(settings: Settings | None = None, **litestar_options: Any) -> Litestar:
-    """Build the hub's ASGI app from ``settings`` (default: from the environment)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    derived_work: DerivedWork | None = None,
+    **litestar_options: Any,
+) -> Litestar:
+    """Build the hub's ASGI app from ``settings`` (default: from the environment).
+
+    ``derived_work`` takes the notices of committed changes (default: an
+    :class:`~agentops_server.backends.derived_work.InProcessRunner`, started and stopped with
+    the app)."""
     settings = settings or Settings.from_env()
     configure_logging(settings)
     configure_sentry(settings)  # before Litestar(): its integration hooks into the constructor
@@ -96,6 +106,7 @@ def create_app(settings: Settings | None = None, **litestar_options: Any) -> Lit
     engine = create_async_db_engine(
         settings.database_url, pool_size=settings.db_pool_size, tenant_isolation=True
     )
+    derived_work = derived_work or InProcessRunner()
     authenticator = Authenticator(
         engine, settings, rate_limiter, SupabaseAuth.from_settings(settings)
     )
@@ -106,6 +117,7 @@ def create_app(settings: Settings | None = None, **litestar_options: Any) -> Lit
         "mailer": create_mailer(settings),
         "oauth_providers": OAuthProviders.from_settings(settings),  # validated now, used later
         "authenticator": authenticator,
+        "derived_work": derived_work,
     }
     database = SQLAlchemyAsyncConfig(
         engine_instance=engine,
@@ -125,7 +137,8 @@ def create_app(settings: Settings | None = None, **litestar_options: Any) -> Lit
         ],
         before_send=[security_headers(settings)],
         logging_config=None,  # configure_logging() set logging up; Litestar must not redo it
-        on_shutdown=[rate_limiter.close],
+        on_startup=[derived_work.start],
+        on_shutdown=[derived_work.close, rate_limiter.close],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="AgentOps Hub",

@@ -2,10 +2,13 @@
 
 - :mod:`~agentops_server.backends.rate_limit`: rate limits, in the process or on Redis.
 - :mod:`~agentops_server.backends.mailer`: email to the log, to ``.eml`` files, or over SMTP.
+- :mod:`~agentops_server.backends.derived_work`: work derived from committed changes, run off
+  the request path in the process (a queue on Redis next).
 
 ``create_app`` builds one of each from the settings and injects it where it is needed.
 """
 
+from agentops_server.backends.derived_work import DerivedWork, InProcessRunner
 from agentops_server.backends.mailer import Email, Mailer, create_mailer
 from agentops_server.backends.rate_limit import (
     RateLimiter,
@@ -14,6 +17,8 @@ from agentops_server.backends.rate_limit import (
 )
 
 __all__ = [
+    "DerivedWork",
+    "InProcessRunner",
     "Email",
     "Mailer",
     "RateLimitResult",

@@ -16,6 +16,10 @@ that cannot take the events (unreachable, locked, a deadlock) raises
 :class:`~agentops_server.refusals.Unavailable` (``database_unavailable``, ``Retry-After: 1``):
 nothing was committed, and a retry can succeed.
 
+After a commit that changed stored rows, ingest hands the :data:`EVENTS_COMMITTED` notice to
+derived work (:mod:`agentops_server.backends.derived_work`), which prices, rolls up and alerts
+off the request path.
+
 Merging (see docs/decisions/0005-ingest-upserts.md): every run and span id is stored once per
 org. When an id arrives again, the newer state wins: a final state replaces ``running``, a final
 state with a later ``ended_at`` replaces an earlier one, and nothing else changes the row. So a
@@ -23,8 +27,7 @@ late start never regresses a finished run, and a retried batch changes nothing. 
 applies the rule in the upsert itself (``ON CONFLICT ... DO UPDATE ... WHERE``), so concurrent
 requests cannot interleave a read and a write.
 
-Writes: one statement per table per request (PostgreSQL: ``INSERT ... SELECT FROM
-jsonb_to_recordset(:rows)``, one round trip whatever the batch size; SQLite: multi-row inserts),
+Writes: one statement per table per request (:func:`~agentops_server.db.upsert.upsert_newest`),
 rows sorted by key so that concurrent requests lock rows in the same order, then one commit. The
 result is returned only after the commit: acknowledged means committed.
 """
@@ -37,28 +40,17 @@ import functools
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio.to_thread
 import msgspec
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy import (
-    JSON,
-    ColumnClause,
-    ColumnElement,
     Table,
-    Text,
-    and_,
-    bindparam,
     case,
-    cast,
-    func,
     or_,
-    select,
 )
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -72,17 +64,23 @@ from agentops_sdk.contract.schema import (
     RunUpload,
     SpanEvent,
 )
+from agentops_server.backends.derived_work import DerivedWork
 from agentops_server.db.models import Agent, Base, Run, Span
 from agentops_server.db.types import to_utc
+from agentops_server.db.upsert import Row, dialect_insert, upsert_newest
 from agentops_server.refusals import Invalid, TooLarge, Unavailable
 from agentops_server.values import decode_json
 
-__all__ = ["ingest_batch", "ingest_run"]
+__all__ = ["EVENTS_COMMITTED", "ingest_batch", "ingest_run"]
 
 logger = logging.getLogger("agentops_server")
 
-Row = dict[str, Any]
 
+EVENTS_COMMITTED = "telemetry.events_committed"
+"""The notice ingest hands to derived work after each commit that changed stored rows, with
+the payload ``{"org_id", "run_ids", "span_ids", "committed_at"}``: the runs and spans whose
+stored state changed (ids as text), and when the commit was (ISO 8601, UTC). Pricing, rollups,
+budgets, alerts and live updates take their work from it."""
 
 Charge = Callable[[int], Awaitable[None]]
 """Called with the number of events a request carries before any is stored; it raises to
@@ -96,10 +94,12 @@ async def ingest_batch(
     *,
     max_events: int,
     charge: Charge | None = None,
+    derived: DerivedWork | None = None,
 ) -> IngestResult:
     """Store the valid events of the batch in ``body`` for ``org_id``; commit; report per event."""
     parse = functools.partial(_parse_batch, body, org_id, max_events)
-    return await _charge_and_store(session, org_id, await anyio.to_thread.run_sync(parse), charge)
+    parsed = await anyio.to_thread.run_sync(parse)
+    return await _charge_and_store(session, org_id, parsed, charge, derived)
 
 
 async def ingest_run(
@@ -109,18 +109,24 @@ async def ingest_run(
     *,
     max_events: int,
     charge: Charge | None = None,
+    derived: DerivedWork | None = None,
 ) -> IngestResult:
     """Store the run upload in ``body`` for ``org_id`` (all or none); commit; report."""
     parse = functools.partial(_parse_run_upload, body, org_id, max_events)
-    return await _charge_and_store(session, org_id, await anyio.to_thread.run_sync(parse), charge)
+    parsed = await anyio.to_thread.run_sync(parse)
+    return await _charge_and_store(session, org_id, parsed, charge, derived)
 
 
 async def _charge_and_store(
-    session: AsyncSession, org_id: uuid.UUID, parsed: _Parsed, charge: Charge | None
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    parsed: _Parsed,
+    charge: Charge | None,
+    derived: DerivedWork | None,
 ) -> IngestResult:
     if charge is not None:
         await charge(len(parsed.runs) + len(parsed.spans) + len(parsed.rejections))
-    return await _store(session, org_id, parsed)
+    return await _store(session, org_id, parsed, derived)
 
 
 # -- parsing: runs on a worker thread, so a large batch does not stall the event loop -----------
@@ -346,14 +352,16 @@ def _describe(exc: ValidationError, *, tagged: bool = False, limit: int = 3) -> 
 # -- storing --------------------------------------------------------------------------------------
 
 
-async def _store(session: AsyncSession, org_id: uuid.UUID, parsed: _Parsed) -> IngestResult:
+async def _store(
+    session: AsyncSession, org_id: uuid.UUID, parsed: _Parsed, derived: DerivedWork | None
+) -> IngestResult:
     runs, run_steps = _fold(parsed.runs)
     spans, span_steps = _fold(parsed.spans)
     accepted = 0
     if runs or spans:
         try:
-            changed_runs = await _upsert_newest(session, _table(Run), runs)
-            changed_spans = await _upsert_newest(session, _table(Span), spans)
+            changed_runs = await upsert_newest(session, _table(Run), runs)
+            changed_spans = await upsert_newest(session, _table(Span), spans)
             # Last: every batch of an agent updates its row, so its lock is held the least time.
             await _register_agents(session, org_id, runs)
             await session.commit()
@@ -366,6 +374,8 @@ async def _store(session: AsyncSession, org_id: uuid.UUID, parsed: _Parsed) -> I
             ) from exc
         accepted = sum(run_steps[key] for key in changed_runs)
         accepted += sum(span_steps[key] for key in changed_spans)
+        if derived is not None and (changed_runs or changed_spans):
+            await _hand_over(derived, org_id, changed_runs, changed_spans)
     valid = len(parsed.runs) + len(parsed.spans)
     return IngestResult(
         accepted=accepted,
@@ -373,6 +383,23 @@ async def _store(session: AsyncSession, org_id: uuid.UUID, parsed: _Parsed) -> I
         rejected=len(parsed.rejections),
         errors=parsed.rejections,
     )
+
+
+async def _hand_over(
+    derived: DerivedWork, org_id: uuid.UUID, runs: set[uuid.UUID], spans: set[uuid.UUID]
+) -> None:
+    """Tell derived work what the commit changed; the events are committed whatever happens
+    to the notice, so a failure to hand it over is logged, never answered."""
+    payload = {
+        "org_id": str(org_id),
+        "run_ids": sorted(str(run_id) for run_id in runs),
+        "span_ids": sorted(str(span_id) for span_id in spans),
+        "committed_at": dt.datetime.now(dt.UTC).isoformat(),
+    }
+    try:
+        await derived.enqueue(EVENTS_COMMITTED, payload)
+    except Exception:
+        logger.exception("ingest: the events-committed notice was not handed over")
 
 
 def _fold(rows: list[Row]) -> tuple[list[Row], Counter[uuid.UUID]]:
@@ -392,7 +419,8 @@ def _fold(rows: list[Row]) -> tuple[list[Row], Counter[uuid.UUID]]:
 
 
 def _supersedes(new: Row, old: Row) -> bool:
-    """The merge rule, for events of one batch; :func:`_newer` is the same rule in SQL."""
+    """The merge rule, for events of one batch; :func:`~agentops_server.db.upsert.upsert_newest`
+    applies the same rule in SQL."""
     if new["status"] == "running":
         return False
     if old["status"] == "running":
@@ -401,84 +429,10 @@ def _supersedes(new: Row, old: Row) -> bool:
     return new_end is not None and old_end is not None and new_end > old_end
 
 
-def _newer(table: Table, excluded: Any) -> ColumnElement[bool]:
-    """The merge rule in SQL: the incoming row (``excluded``) supersedes the stored one."""
-    return and_(
-        excluded.status != "running",
-        # A NULL end time on either side compares as NULL: not newer.
-        or_(table.c.status == "running", excluded.ended_at > table.c.ended_at),
-    )
-
-
-async def _upsert_newest(session: AsyncSession, table: Table, rows: list[Row]) -> set[uuid.UUID]:
-    """Insert ``rows``, or update the stored ones they supersede; the ids that changed.
-
-    JSON columns arrive as the JSON text made while parsing (``None`` is SQL NULL).
-    """
-    if not rows:
-        return set()
-    names = list(rows[0])
-    columns = [table.c[name] for name in names]
-    if session.get_bind().dialect.name == "postgresql":
-        statement = _newest_wins(table, _recordset_insert(table, columns, rows), names)
-        result = await session.execute(statement)
-    else:
-        values = {
-            column.name: bindparam(column.name, type_=Text() if _is_json(column) else column.type)
-            for column in columns
-        }
-        statement = _newest_wins(table, sqlite.insert(table).values(values), names)
-        result = await session.execute(statement, rows)
-    return set(result.scalars())
-
-
-def _recordset_insert(table: Table, columns: Sequence[Any], rows: list[Row]) -> postgresql.Insert:
-    """``INSERT INTO table SELECT * FROM jsonb_to_recordset(all rows as one JSON parameter)``.
-
-    One statement and one parameter whatever the number of rows: the rows are encoded in C
-    (msgspec) and decoded in C (PostgreSQL), with no per-value escaping in Python.
-    """
-    json_columns = {column.name for column in columns if _is_json(column)}
-    document = msgspec.json.encode(
-        [
-            {
-                name: msgspec.Raw(value) if name in json_columns and value is not None else value
-                for name, value in row.items()
-            }
-            for row in rows
-        ]
-    )
-    source = (
-        func.jsonb_to_recordset(cast(bindparam("rows", document.decode(), type_=Text), JSONB))
-        .table_valued(
-            *[ColumnClause(c.name, JSONB if c.name in json_columns else c.type) for c in columns]
-        )
-        .render_derived(with_types=True)
-    )
-    picked = select(*[source.c[column.name] for column in columns])
-    return postgresql.insert(table).from_select([column.name for column in columns], picked)
-
-
-def _newest_wins(
-    table: Table, insert: postgresql.Insert | sqlite.Insert, names: Sequence[str]
-) -> Any:
-    """``insert`` that updates a stored row only with a newer one, returning the changed ids."""
-    excluded = insert.excluded
-    return insert.on_conflict_do_update(
-        index_elements=[table.c.org_id, table.c.id],
-        set_={name: excluded[name] for name in names if name not in ("org_id", "id")},
-        where=_newer(table, excluded),
-    ).returning(table.c.id)
-
-
 def _table(model: type[Base]) -> Table:
     table = model.__table__
     assert isinstance(table, Table)
     return table
-
-
-def _is_json(column: Any) -> bool:
-    return isinstance(column.type, JSON)
 
 
 async def _register_agents(session: AsyncSession, org_id: uuid.UUID, runs: list[Row]) -> None:
@@ -504,10 +458,7 @@ async def _register_agents(session: AsyncSession, org_id: uuid.UUID, runs: list[
         }
         for name, (first, last) in sorted(seen.items())
     ]
-    insert: Callable[[Table], Any] = (
-        postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    )
-    statement = insert(table)
+    statement = dialect_insert(session, table)
     excluded = statement.excluded
     earlier = excluded.first_seen_at < table.c.first_seen_at
     later = excluded.last_seen_at > table.c.last_seen_at

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agentops_sdk.contract.schema import IngestResult
 from agentops_server.api.problems import problems
 from agentops_server.auth.guards import requires
+from agentops_server.backends.derived_work import DerivedWork
 from agentops_server.backends.rate_limit import IngestQuota
 from agentops_server.refusals import Invalid, TooLarge, Unavailable, Unsupported
 from agentops_server.security.permissions import Permission
@@ -73,6 +74,7 @@ class IngestController(Controller):
         db_session: NamedDependency[AsyncSession],
         settings: NamedDependency[Settings],
         ingest_quota: NamedDependency[IngestQuota],
+        derived_work: NamedDependency[DerivedWork],
     ) -> Response[IngestResult]:
         """Store a batch of run and span events; one bad event does not stop the others."""
         body = await _json_body(request, settings.max_body_bytes)
@@ -82,6 +84,7 @@ class IngestController(Controller):
             body,
             max_events=settings.max_batch_events,
             charge=ingest_quota.charge,
+            derived=derived_work,
         )
         return Response(result, status_code=207 if result.rejected else 200)
 
@@ -101,6 +104,7 @@ class IngestController(Controller):
         db_session: NamedDependency[AsyncSession],
         settings: NamedDependency[Settings],
         ingest_quota: NamedDependency[IngestQuota],
+        derived_work: NamedDependency[DerivedWork],
     ) -> IngestResult:
         """Store one whole run with its spans, all or none."""
         body = await _json_body(request, settings.max_body_bytes)
@@ -110,6 +114,7 @@ class IngestController(Controller):
             body,
             max_events=settings.max_batch_events,
             charge=ingest_quota.charge,
+            derived=derived_work,
         )
 
 
