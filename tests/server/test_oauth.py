@@ -20,12 +20,8 @@ from joserfc.jwk import RSAKey
 from sqlalchemy import select
 
 from agentops_server import Settings, create_app
-from agentops_server.auth.oauth import (
-    GitHubProvider,
-    OAuthConfigError,
-    OAuthProviders,
-    OidcProvider,
-)
+from agentops_server.auth.oauth import OAuthConfigError, OAuthProviders
+from agentops_server.auth.oauth_providers import GitHubProvider, OidcProvider
 from agentops_server.db.models import (
     AuditEvent,
     Membership,

@@ -3,10 +3,8 @@
 - **Profile.** Name and slug are settings (``settings:write``); the plan and the region belong
   to owners (``owners:manage``, else ``owner_required``), and take values from :data:`PLANS`
   and :data:`REGIONS`. Slugs are unique across the hub (``slug_taken``).
-- **Logo.** Either an external ``https`` URL or an uploaded image, one at a time: uploading
-  clears the URL, setting a URL drops the upload. Uploads are PNG, JPEG, WebP or GIF, told by
-  their first bytes (never by what the client claims; no SVG: it can carry script), at most
-  :data:`LOGO_MAX_BYTES`, kept in the database so every hub process can serve them.
+- **Logo.** Either an external ``https`` URL (here) or an uploaded image
+  (:mod:`~agentops_server.services.identity.org_logos`), one at a time.
 - **More orgs.** A signed-in person creates another org and becomes its owner. Every org is
   made here, audited: by :func:`create_org_with_owner` (sign-up and a first external sign-in
   too: the org, its owner's membership, the ``org.created`` and ``member.added`` audit
@@ -22,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import re
 import unicodedata
 import uuid
@@ -37,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.db.models import Base, Membership, Org, OrgLogo, User
 from agentops_server.db.tenancy import tenant
-from agentops_server.refusals import Conflict, Forbidden, Invalid, NotFound, TooLarge, Unsupported
+from agentops_server.refusals import Conflict, Forbidden, Invalid, NotFound
 from agentops_server.security.api_keys import SCOPES
 from agentops_server.security.permissions import Permission, Role
 from agentops_server.security.principal import Principal
@@ -49,11 +46,9 @@ from agentops_server.slugs import SLUG_PATTERN, slugify
 from agentops_server.values import Name, Text, clean_name
 
 __all__ = [
-    "LOGO_MAX_BYTES",
     "LOGO_URL_MAX_LENGTH",
     "PLANS",
     "REGIONS",
-    "Logo",
     "NewOrg",
     "OrgChanges",
     "OrgList",
@@ -64,16 +59,12 @@ __all__ = [
     "bootstrap_org",
     "create_org",
     "create_org_with_owner",
-    "delete_logo",
     "delete_org",
-    "get_logo",
     "get_profile",
     "list_orgs",
-    "logo_too_large",
-    "logo_type",
     "org_slug",
+    "org_row",
     "orgs_of",
-    "set_logo",
     "update_profile",
 ]
 
@@ -81,17 +72,8 @@ logger = structlog.stdlib.get_logger("agentops_server.orgs")
 
 PLANS = ("free", "team", "business", "enterprise")
 REGIONS = ("default", "us", "eu", "ap")
-LOGO_MAX_BYTES = 256 * 1024
 LOGO_URL_MAX_LENGTH = 2048
 
-_LOGO_SIGNATURES: tuple[tuple[str, dict[int, bytes]], ...] = (
-    ("image/png", {0: b"\x89PNG\r\n\x1a\n"}),
-    ("image/jpeg", {0: b"\xff\xd8\xff"}),
-    ("image/gif", {0: b"GIF87a"}),
-    ("image/gif", {0: b"GIF89a"}),
-    ("image/webp", {0: b"RIFF", 8: b"WEBP"}),
-)
-"""(content type, {offset: magic bytes}): the four image formats every browser shows."""
 
 _DELETED_WITH_THE_ORG = frozenset({"orgs", "audit_log"})
 """Tables the org-wide delete does not empty itself: the org row last, and the append-only
@@ -158,15 +140,6 @@ class SlugTaken(Conflict):
         self.slug = slug
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Logo:
-    """An uploaded logo: its bytes and their content type."""
-
-    content_type: str
-    data: bytes
-    updated_at: dt.datetime
-
-
 def check_slug(value: str) -> str:
     """``value`` if it is a valid slug; ``invalid_slug`` otherwise."""
     if not re.fullmatch(SLUG_PATTERN, value):
@@ -184,7 +157,7 @@ def org_slug(name: str, wanted: str | None) -> str:
 
 async def get_profile(session: AsyncSession, org_id: uuid.UUID) -> OrgProfile:
     """The org's profile."""
-    org = await _org(session, org_id)
+    org = await org_row(session, org_id)
     uploaded = await session.scalar(select(exists().where(OrgLogo.org_id == org_id)))
     return _profile(org, bool(uploaded))
 
@@ -197,7 +170,7 @@ async def update_profile(
     Refusals: ``invalid_name``, ``invalid_slug``, ``invalid_logo_url``, ``owner_required``,
     ``invalid_plan``, ``invalid_region``, ``slug_taken``.
     """
-    org = await _org(session, principal.org_id)
+    org = await org_row(session, principal.org_id)
     wanted: dict[str, Any] = {}
     if not isinstance(changes.name, msgspec.UnsetType):
         wanted["name"] = clean_name(changes.name, what="org")
@@ -237,75 +210,6 @@ async def update_profile(
     await _flush_unless_slug_taken(session, changed.get("slug"))
     await session.commit()
     return await get_profile(session, org.id)
-
-
-async def set_logo(
-    session: AsyncSession, org_id: uuid.UUID, actor: Actor, data: bytes
-) -> OrgProfile:
-    """Keep ``data`` as the org's logo (and drop its logo URL); audit; commit.
-
-    Refusals: ``logo_too_large``, ``unsupported_logo_type``.
-    """
-    if len(data) > LOGO_MAX_BYTES:
-        raise logo_too_large()
-    content_type = logo_type(data)
-    if content_type is None:
-        raise Unsupported(
-            "unsupported_logo_type", "Upload the logo as a PNG, JPEG, WebP or GIF image."
-        )
-    org = await _org(session, org_id)
-    now = dt.datetime.now(dt.UTC)
-    logo = await session.get(OrgLogo, org_id)
-    before = {"logo_url": org.logo_url, "logo": _logo_state(logo) if logo else None}
-    if logo is None:
-        logo = OrgLogo(org_id=org_id, content_type=content_type, data=data, updated_at=now)
-        session.add(logo)
-    else:
-        logo.content_type, logo.data, logo.updated_at = content_type, data, now
-    org.logo_url, org.updated_at = None, now
-    await audit.record(
-        session,
-        org_id,
-        actor,
-        "org.logo_uploaded",
-        target_type="org",
-        target_id=org_id,
-        before=before,
-        after={"logo_url": None, "logo": _logo_state(logo)},
-    )
-    await session.commit()
-    return await get_profile(session, org_id)
-
-
-async def get_logo(session: AsyncSession, org_id: uuid.UUID) -> Logo:
-    """The org's uploaded logo; ``logo_not_found`` if it has none."""
-    logo = await session.get(OrgLogo, org_id)
-    if logo is None:
-        raise NotFound("logo_not_found", "This org has no uploaded logo.")
-    return Logo(content_type=logo.content_type, data=logo.data, updated_at=logo.updated_at)
-
-
-async def delete_logo(session: AsyncSession, org_id: uuid.UUID, actor: Actor) -> None:
-    """Remove the org's logo, uploaded or URL; audit; commit. Without a logo, nothing changes."""
-    org = await _org(session, org_id)
-    logo = await session.get(OrgLogo, org_id)
-    if logo is None and org.logo_url is None:
-        return
-    before = {"logo_url": org.logo_url, "logo": _logo_state(logo) if logo else None}
-    if logo is not None:
-        await session.delete(logo)
-    org.logo_url, org.updated_at = None, dt.datetime.now(dt.UTC)
-    await audit.record(
-        session,
-        org_id,
-        actor,
-        "org.logo_removed",
-        target_type="org",
-        target_id=org_id,
-        before=before,
-        after={"logo_url": None, "logo": None},
-    )
-    await session.commit()
 
 
 async def orgs_of(session: AsyncSession, user_id: uuid.UUID) -> list[OrgMembership]:
@@ -470,7 +374,7 @@ async def delete_org(session: AsyncSession, principal: Principal, confirm: str |
     ``confirm`` must be the org's slug (``confirmation_required`` otherwise): deleting an org
     cannot be undone.
     """
-    org = await _org(session, principal.org_id)
+    org = await org_row(session, principal.org_id)
     if confirm != org.slug:
         raise Invalid(
             "confirmation_required",
@@ -484,23 +388,6 @@ async def delete_org(session: AsyncSession, principal: Principal, confirm: str |
     )
     await session.commit()
     logger.info("org deleted", org_id=str(org.id), slug=org.slug, by=str(principal.actor_id))
-
-
-def logo_too_large() -> TooLarge:
-    """The refusal of a logo over :data:`LOGO_MAX_BYTES`."""
-    return TooLarge(
-        "logo_too_large",
-        f"A logo is at most {LOGO_MAX_BYTES // 1024} KiB.",
-        max_bytes=LOGO_MAX_BYTES,
-    )
-
-
-def logo_type(data: bytes) -> str | None:
-    """The content type of ``data`` by its magic bytes, if it is an image the hub takes."""
-    for content_type, magic in _LOGO_SIGNATURES:
-        if all(data[at : at + len(part)] == part for at, part in magic.items()):
-            return content_type
-    return None
 
 
 def _logo_url(value: str) -> str:
@@ -523,7 +410,8 @@ def _logo_url(value: str) -> str:
     return url
 
 
-async def _org(session: AsyncSession, org_id: uuid.UUID) -> Org:
+async def org_row(session: AsyncSession, org_id: uuid.UUID) -> Org:
+    """The org's row; ``org_not_found`` if it no longer exists."""
     org = await session.get(Org, org_id)
     if org is None:  # the caller's org: gone only if it was deleted during the request
         raise NotFound("org_not_found", "This org no longer exists.")
@@ -547,15 +435,6 @@ async def _flush_unless_slug_taken(session: AsyncSession, slug: str | None) -> N
         if slug is None or "slug" not in str(exc.orig):
             raise
         raise SlugTaken(slug) from None
-
-
-def _logo_state(logo: OrgLogo) -> dict[str, Any]:
-    """What the audit log keeps of an uploaded logo: its type, size and digest."""
-    return {
-        "content_type": logo.content_type,
-        "bytes": len(logo.data),
-        "sha256": hashlib.sha256(logo.data).hexdigest(),
-    }
 
 
 def _profile(org: Org, uploaded: bool) -> OrgProfile:

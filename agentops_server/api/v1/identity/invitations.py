@@ -22,10 +22,9 @@ from agentops_server.backends.rate_limit import FailedAuthentications, Throttle
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
 from agentops_server.security.tokens import parse_opaque_token
-from agentops_server.services.identity import invitations
+from agentops_server.services.identity import invitation_acceptance, invitations
+from agentops_server.services.identity.invitation_acceptance import Acceptance, AcceptedInvitation
 from agentops_server.services.identity.invitations import (
-    Acceptance,
-    AcceptedInvitation,
     InvitationList,
     InvitationView,
     NewInvitation,
@@ -165,7 +164,7 @@ class InvitationController(Controller):
             parsed = parse_opaque_token(invitations.TOKEN_KIND, data.token)
             await throttle.count("accept", parsed.row_id.hex if parsed else None)
         async with auth_failures.guard():
-            return await invitations.accept_invitation(
+            return await invitation_acceptance.accept_invitation(
                 db_session,
                 settings,
                 data,

@@ -26,15 +26,13 @@ from agentops_server.auth.guards import PUBLIC
 from agentops_server.auth.oauth import (
     BINDING_COOKIE,
     STATE_TTL,
-    InvalidIdToken,
     InvalidOAuthState,
     OAuthProviders,
-    Provider,
-    ProviderError,
     begin_sign_in,
     read_state,
     safe_redirect_path,
 )
+from agentops_server.auth.oauth_providers import InvalidIdToken, Provider, ProviderError
 from agentops_server.refusals import Forbidden, Invalid, NotFound, Unauthenticated, UpstreamFailed
 from agentops_server.services.identity.external import sign_in_external
 from agentops_server.services.identity.sessions import start_session

@@ -18,9 +18,9 @@ from agentops_server.api.v1.actors import actor_of, user_id_of
 from agentops_server.auth.guards import requires
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
-from agentops_server.services.identity import orgs
+from agentops_server.services.identity import org_logos, orgs
+from agentops_server.services.identity.org_logos import LOGO_MAX_BYTES
 from agentops_server.services.identity.orgs import (
-    LOGO_MAX_BYTES,
     NewOrg,
     OrgChanges,
     OrgList,
@@ -124,7 +124,7 @@ class OrgController(Controller):
         """Keep the uploaded image as the org's logo; audited as ``org.logo_uploaded``."""
         content = await data.file.read(LOGO_MAX_BYTES + 1)
         await data.file.close()
-        return await orgs.set_logo(db_session, request.auth.org_id, actor_of(request), content)
+        return await org_logos.set_logo(db_session, request.auth.org_id, actor_of(request), content)
 
     @get(
         "/logo",
@@ -137,7 +137,7 @@ class OrgController(Controller):
         self, request: Request[Principal, Principal, Any], db_session: NamedDependency[AsyncSession]
     ) -> Response[bytes]:
         """The uploaded logo's bytes."""
-        logo = await orgs.get_logo(db_session, request.auth.org_id)
+        logo = await org_logos.get_logo(db_session, request.auth.org_id)
         return Response(
             logo.data,
             media_type=logo.content_type,
@@ -155,7 +155,7 @@ class OrgController(Controller):
         self, request: Request[Principal, Principal, Any], db_session: NamedDependency[AsyncSession]
     ) -> None:
         """Remove the logo; audited as ``org.logo_removed``."""
-        await orgs.delete_logo(db_session, request.auth.org_id, actor_of(request))
+        await org_logos.delete_logo(db_session, request.auth.org_id, actor_of(request))
 
 
 class OrgsController(Controller):
@@ -195,4 +195,4 @@ class OrgsController(Controller):
 
 def _logo_too_large(request: Request[Any, Any, Any]) -> Response[Any]:
     """The body was cut off at its limit: the logo in it is too large."""
-    return problem_answer(orgs.logo_too_large(), request)
+    return problem_answer(org_logos.logo_too_large(), request)

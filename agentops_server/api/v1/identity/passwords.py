@@ -33,7 +33,7 @@ from agentops_server.refusals import (
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
 from agentops_server.security.tokens import parse_opaque_token
-from agentops_server.services.identity import accounts
+from agentops_server.services.identity import password_changes
 from agentops_server.settings import Settings
 from agentops_server.values import Text
 
@@ -132,10 +132,10 @@ class PasswordController(Controller):
         data: JSONBody[ResetForm],
     ) -> PasswordChanged:
         """Set the password; every session of the user, in every org, ends."""
-        parsed = parse_opaque_token(accounts.RESET_TOKEN_KIND, data.token)
+        parsed = parse_opaque_token(password_changes.RESET_TOKEN_KIND, data.token)
         await throttle.count("reset", parsed.owner_id.hex if parsed else None)
         async with auth_failures.guard():
-            ended = await accounts.reset_password(
+            ended = await password_changes.reset_password(
                 db_session, data.token, data.new_password, client=client_of(request)
             )
         return PasswordChanged(ended)
@@ -163,7 +163,7 @@ class PasswordController(Controller):
         principal = request.auth
         user_id = user_id_of(principal)
         async with throttle.attempt("password", user_id.hex):
-            ended = await accounts.change_password(
+            ended = await password_changes.change_password(
                 db_session,
                 user_id=user_id,
                 org_id=principal.org_id,
@@ -181,6 +181,6 @@ async def _send_reset_link(
     """Runs after the answer was sent: a failure can only be logged."""
     try:
         async with open_session(engine) as session:
-            await accounts.request_password_reset(session, settings, mailer, email)
+            await password_changes.request_password_reset(session, settings, mailer, email)
     except Exception:
         logger.exception("password reset: the email could not be sent")
