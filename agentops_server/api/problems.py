@@ -38,6 +38,7 @@ from agentops_server.refusals import (
     Refused,
     TooLarge,
     Unauthenticated,
+    Unavailable,
 )
 
 __all__ = [
@@ -184,6 +185,10 @@ def _common(handler: HTTPRouteHandler, path: str) -> list[Refused]:
             Forbidden("permission_denied", "the caller's role or key does not allow this"),
             RateLimited("rate_limited", "the caller or its org is over its request limit"),
             RateLimited("too_many_attempts", "too many credentials that were not authentic"),
+            Unavailable(
+                "identity_provider_unavailable",
+                "a Supabase token, and Supabase's signing keys cannot be fetched now",
+            ),
         ]
     if re.search(r"\{", path):
         common.append(NotFound("not_found", "the path names nothing of this org"))

@@ -12,9 +12,10 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentops_server.api.problems import JSON_BODY_LIMIT
+from agentops_server.api.problems import JSON_BODY_LIMIT, problems
 from agentops_server.api.v1.actors import actor_of
 from agentops_server.auth.guards import requires
+from agentops_server.refusals import Forbidden, Gone
 from agentops_server.security.permissions import Permission, Scope
 from agentops_server.security.principal import Principal
 from agentops_server.services.identity import api_keys
@@ -85,6 +86,9 @@ class ApiKeyController(Controller):
             "`api_key.created`. Errors: 400 `invalid_name`, `unknown_scope`, `no_scopes`, "
             "`invalid_expiry`, `conflicting_expiry`; 403 `scope_escalation`."
         ),
+        responses=problems(
+            Forbidden("scope_escalation", "a scope allowing more than the caller may do")
+        ),
     )
     async def create_key(
         self,
@@ -133,6 +137,11 @@ class ApiKeyController(Controller):
             "`api_key.created` and `api_key.rotated`. Errors: 400 `invalid_grace`; 403 "
             "`scope_escalation`; 404 `api_key_not_found`; 410 `api_key_revoked`, "
             "`api_key_expired`."
+        ),
+        responses=problems(
+            Forbidden("scope_escalation", "a scope allowing more than the caller may do"),
+            Gone("api_key_revoked", "the key is revoked"),
+            Gone("api_key_expired", "the key has expired"),
         ),
     )
     async def rotate_key(

@@ -12,13 +12,22 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentops_server.api.problems import JSON_BODY_LIMIT
+from agentops_server.api.problems import JSON_BODY_LIMIT, THROTTLED, problems
 from agentops_server.api.v1.actors import actor_of, client_of
 from agentops_server.api.v1.openapi import ANYONE
 from agentops_server.auth.guards import PUBLIC, requires
 from agentops_server.auth.middleware import Authenticator, bearer_token
 from agentops_server.backends.mailer import Mailer
 from agentops_server.backends.rate_limit import FailedAuthentications, Throttle
+from agentops_server.refusals import (
+    Conflict,
+    Forbidden,
+    Gone,
+    Invalid,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+)
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
 from agentops_server.security.tokens import parse_opaque_token
@@ -70,6 +79,12 @@ class InvitationController(Controller):
             f"`invalid_role`; {_ROLE_RULE}; 404 `team_not_found`; 409 `already_member`; "
             "503 `mail_unavailable` (nothing changed)."
         ),
+        responses=problems(
+            Forbidden("role_escalation", "a role above the caller's"),
+            NotFound("team_not_found", "the team is not the org's"),
+            Conflict("already_member", "the address is a member already"),
+            Unavailable("mail_unavailable", "the mail server refused; nothing changed"),
+        ),
     )
     async def create_invitation(
         self,
@@ -92,6 +107,10 @@ class InvitationController(Controller):
             f"Audited as `invitation.revoked`. Errors: 404 `invitation_not_found`; "
             f"409 `invitation_used`; {_ROLE_RULE}."
         ),
+        responses=problems(
+            Forbidden("role_escalation", "a role above the caller's"),
+            Conflict("invitation_used", "already accepted"),
+        ),
     )
     async def revoke_invitation(
         self,
@@ -113,6 +132,12 @@ class InvitationController(Controller):
             "Emails a new link with a new 7-day expiry; the old link stops working. Audited as "
             "`invitation.resent`. Errors: 404 `invitation_not_found`; 409 `invitation_used`; "
             f"410 `invitation_revoked`; {_ROLE_RULE}; 503 `mail_unavailable`."
+        ),
+        responses=problems(
+            Forbidden("role_escalation", "a role above the caller's"),
+            Conflict("invitation_used", "already accepted"),
+            Gone("invitation_revoked", "the invitation was revoked"),
+            Unavailable("mail_unavailable", "the mail server refused; nothing changed"),
         ),
     )
     async def resend_invitation(
@@ -145,6 +170,18 @@ class InvitationController(Controller):
             "`invitation_used`, `already_member`; 410 `invitation_expired`, "
             "`invitation_revoked`; 429 `too_many_attempts` (passwords tried too often for this "
             "invitation or from this address, or too many tokens that were not authentic)."
+        ),
+        responses=problems(
+            Invalid("invalid_invitation", "the token names no invitation"),
+            Unauthenticated("sign_in_required", "the address has an account: prove it"),
+            Unauthenticated("invalid_credentials", "the password is wrong"),
+            Unauthenticated("invalid_mfa_code", "the code is wrong"),
+            Forbidden("wrong_account", "signed in as another account"),
+            Conflict("invitation_used", "already accepted"),
+            Conflict("already_member", "a member already"),
+            Gone("invitation_expired", "past its 7 days"),
+            Gone("invitation_revoked", "the invitation was revoked"),
+            THROTTLED,
         ),
     )
     async def accept_invitation(

@@ -11,9 +11,10 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentops_server.api.problems import JSON_BODY_LIMIT
+from agentops_server.api.problems import JSON_BODY_LIMIT, problems
 from agentops_server.api.v1.actors import actor_of
 from agentops_server.auth.guards import requires
+from agentops_server.refusals import Conflict, Forbidden
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
 from agentops_server.services.identity import members
@@ -64,6 +65,11 @@ class MemberController(Controller):
         guards=[requires(Permission.MEMBERS_WRITE)],
         summary="Change a member's role",
         description=f"Audited as `member.role_changed`. Errors: 400 `invalid_role`; {_RULES}",
+        responses=problems(
+            Forbidden("role_escalation", "a role above the caller's"),
+            Conflict("last_owner", "the org's last owner"),
+            Conflict("member_changed", "the role changed meanwhile; retry"),
+        ),
     )
     async def change_role(
         self,
@@ -85,6 +91,11 @@ class MemberController(Controller):
             "Removes the member from the org and its teams and ends their sessions in it "
             f"(their account stays). Audited as `member.removed`. Errors: {_RULES}"
         ),
+        responses=problems(
+            Forbidden("role_escalation", "a member above the caller's role"),
+            Conflict("last_owner", "the org's last owner"),
+            Conflict("member_changed", "the role changed meanwhile; retry"),
+        ),
     )
     async def remove_member(
         self,
@@ -102,6 +113,10 @@ class MemberController(Controller):
         description=(
             "The signed-in person leaves the org; their sessions in it end. Audited as "
             "`member.left`. 409 `last_owner` for the org's last owner."
+        ),
+        responses=problems(
+            Conflict("last_owner", "the org's last owner cannot leave"),
+            Conflict("member_changed", "the role changed meanwhile; retry"),
         ),
     )
     async def leave(

@@ -20,6 +20,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Redirect
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agentops_server.api.problems import problems
 from agentops_server.api.v1.actors import client_of
 from agentops_server.api.v1.openapi import ANYONE
 from agentops_server.auth.guards import PUBLIC
@@ -111,6 +112,10 @@ class OAuthController(Controller):
         security=ANYONE,
         name="oauth_authorize",
         status_code=302,
+        responses=problems(
+            Invalid("invalid_redirect", "redirect_to is not a path on this hub"),
+            UpstreamFailed("oauth_provider_error", "the provider's discovery failed"),
+        ),
     )
     async def authorize(
         self,
@@ -157,7 +162,19 @@ class OAuthController(Controller):
             ],
         )
 
-    @get("/{provider:str}/callback", opt=PUBLIC, security=ANYONE, name=_CALLBACK)
+    @get(
+        "/{provider:str}/callback",
+        opt=PUBLIC,
+        security=ANYONE,
+        name=_CALLBACK,
+        responses=problems(
+            Invalid("invalid_oauth_state", "the state is forged, expired or for another browser"),
+            Unauthenticated("invalid_id_token", "the provider's ID token does not verify"),
+            Forbidden("oauth_denied", "the provider did not sign the user in"),
+            Forbidden("signup_closed", "no account, and sign-up is closed"),
+            UpstreamFailed("oauth_provider_error", "the provider answered with an error"),
+        ),
+    )
     async def callback(
         self,
         *,

@@ -13,9 +13,10 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, MultipartBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentops_server.api.problems import JSON_BODY_LIMIT, problem_answer
+from agentops_server.api.problems import JSON_BODY_LIMIT, problem_answer, problems
 from agentops_server.api.v1.actors import actor_of, user_id_of
 from agentops_server.auth.guards import requires
+from agentops_server.refusals import Conflict, Forbidden, Invalid, NotFound, TooLarge, Unsupported
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
 from agentops_server.services.identity import org_logos, orgs
@@ -73,6 +74,10 @@ class OrgController(Controller):
             "`invalid_slug`, `invalid_logo_url`, `invalid_plan`, `invalid_region`, "
             "`validation_error`; 403 `owner_required`; 409 `slug_taken`."
         ),
+        responses=problems(
+            Forbidden("owner_required", "the plan and the region are the owners'"),
+            Conflict("slug_taken", "another org has the slug"),
+        ),
     )
     async def update_org(
         self,
@@ -92,6 +97,7 @@ class OrgController(Controller):
             "otherwise). Every row of the org goes, its members' memberships and sessions, its "
             "API keys and its audit log included; the user accounts stay. Cannot be undone."
         ),
+        responses=problems(Invalid("confirmation_required", "confirm is not the org's slug")),
     )
     async def delete_org(
         self,
@@ -114,6 +120,10 @@ class OrgController(Controller):
         ),
         request_max_body_size=LOGO_MAX_BYTES + _MULTIPART_OVERHEAD,
         exception_handlers={413: lambda request, _: _logo_too_large(request)},
+        responses=problems(
+            TooLarge("logo_too_large", "over 256 KiB"),
+            Unsupported("unsupported_logo_type", "not a PNG, JPEG, WebP or GIF image"),
+        ),
     )
     async def upload_logo(
         self,
@@ -132,6 +142,7 @@ class OrgController(Controller):
         summary="The org's uploaded logo",
         description="The image, with its content type. 404 `logo_not_found` without an upload.",
         media_type="image/*",
+        responses=problems(NotFound("logo_not_found", "the org has no uploaded logo")),
     )
     async def get_logo(
         self, request: Request[Principal, Principal, Any], db_session: NamedDependency[AsyncSession]
@@ -182,6 +193,7 @@ class OrgsController(Controller):
             "/api/v1/auth/switch-org`). Errors: 400 `invalid_name`, `invalid_slug`; 409 "
             "`slug_taken`."
         ),
+        responses=problems(Conflict("slug_taken", "another org has the slug")),
     )
     async def create_org(
         self,

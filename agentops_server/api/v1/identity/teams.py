@@ -11,9 +11,10 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentops_server.api.problems import JSON_BODY_LIMIT
+from agentops_server.api.problems import JSON_BODY_LIMIT, problems
 from agentops_server.api.v1.actors import actor_of
 from agentops_server.auth.guards import requires
+from agentops_server.refusals import Conflict, Forbidden
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
 from agentops_server.services.identity import teams
@@ -54,6 +55,10 @@ class TeamController(Controller):
             f"{_ADMINS} Audited as `team.created`. Errors: 400 `invalid_name`; "
             "409 `team_name_taken`."
         ),
+        responses=problems(
+            Forbidden("admin_required", "a team lead makes no teams"),
+            Conflict("team_name_taken", "another team of the org has the name"),
+        ),
     )
     async def create_team(
         self,
@@ -82,6 +87,10 @@ class TeamController(Controller):
             f"{_LEADS} Audited as `team.renamed`. Errors: 400 `invalid_name`; 404 "
             "`team_not_found`; 409 `team_name_taken`."
         ),
+        responses=problems(
+            Forbidden("not_your_team", "below admin, only one's own teams"),
+            Conflict("team_name_taken", "another team of the org has the name"),
+        ),
     )
     async def rename_team(
         self,
@@ -103,6 +112,7 @@ class TeamController(Controller):
             f"{_ADMINS} Its members stay in the org; its agents and pending invitations belong "
             "to no team any more. Audited as `team.deleted`. 404 `team_not_found`."
         ),
+        responses=problems(Forbidden("admin_required", "a team lead deletes no teams")),
     )
     async def delete_team(
         self,
@@ -121,6 +131,7 @@ class TeamController(Controller):
             f"{_LEADS} Already in the team: nothing changes. Audited as `team.member_added`. "
             "Errors: 404 `team_not_found`, `member_not_found`."
         ),
+        responses=problems(Forbidden("not_your_team", "below admin, only one's own teams")),
     )
     async def add_member(
         self,
@@ -142,6 +153,7 @@ class TeamController(Controller):
             f"{_LEADS} They stay in the org; not in the team: nothing changes. Audited as "
             "`team.member_removed`. 404 `team_not_found`."
         ),
+        responses=problems(Forbidden("not_your_team", "below admin, only one's own teams")),
     )
     async def remove_member(
         self,

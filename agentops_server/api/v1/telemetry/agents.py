@@ -12,10 +12,10 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentops_server.api.problems import JSON_BODY_LIMIT
+from agentops_server.api.problems import JSON_BODY_LIMIT, problems
 from agentops_server.api.v1.actors import actor_of
 from agentops_server.auth.guards import requires
-from agentops_server.refusals import NotFound
+from agentops_server.refusals import Forbidden, NotFound
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
 from agentops_server.services.identity import teams
@@ -67,6 +67,7 @@ class AgentController(Controller):
             "their own teams and no team (403 `not_your_team`). Audited as "
             "`agent.team_changed`. Errors: 404 `agent_not_found`, `team_not_found`."
         ),
+        responses=problems(Forbidden("not_your_team", "below admin, only between one's own teams")),
     )
     async def change_team(
         self,
