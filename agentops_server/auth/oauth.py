@@ -50,6 +50,7 @@ from agentops_server.auth.oauth_providers import (
     OidcProvider,
     Provider,
 )
+from agentops_server.refusals import Invalid
 from agentops_server.security.tokens import InvalidToken, decode_token, encode_token
 from agentops_server.settings import Settings
 
@@ -86,9 +87,12 @@ class OAuthConfigError(ValueError):
     """``AGENTOPS_OAUTH_PROVIDERS`` is not valid; ``str()`` names the provider and field."""
 
 
-class InvalidOAuthState(Exception):
+class InvalidOAuthState(Invalid):
     """The callback's state is missing, forged, expired, for another provider or another
-    browser."""
+    browser (``invalid_oauth_state``)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("invalid_oauth_state", detail)
 
 
 # --- configuration ----------------------------------------------------------------------------
@@ -240,8 +244,8 @@ def read_state(
 
 
 def safe_redirect_path(value: str) -> str:
-    """``value`` if it is a path on this hub (``/runs?x=1``); ValueError otherwise (no other
-    origin, no ``//host`` or ``/\\host`` tricks, no control characters)."""
+    """``value`` if it is a path on this hub (``/runs?x=1``); ``invalid_redirect`` otherwise (no
+    other origin, no ``//host`` or ``/\\host`` tricks, no control characters)."""
     parts = urlsplit(value)
     if (
         not value.startswith("/")
@@ -251,7 +255,7 @@ def safe_redirect_path(value: str) -> str:
         or any(ord(char) < 0x20 or char == "\\" for char in value)
         or len(value) > 2048
     ):
-        raise ValueError("redirect_to must be a path on this hub, such as /runs.")
+        raise Invalid("invalid_redirect", "redirect_to must be a path on this hub, such as /runs.")
     return value
 
 

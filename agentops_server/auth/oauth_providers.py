@@ -27,6 +27,7 @@ from joserfc.jwt import JWTClaimsRegistry
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agentops_server.auth.jwks import JwksCache, JwksUnavailable, UnknownSigningKey
+from agentops_server.refusals import Unauthenticated, UpstreamFailed
 from agentops_server.services.identity.external import ExternalIdentity
 
 __all__ = [
@@ -55,17 +56,21 @@ _CLOCK_SKEW = 60  # seconds of leeway on exp/iat, for clocks that disagree a lit
 _HTTP_ERRORS = (httpx2.HTTPError, httpx.HTTPError)  # authlib's client runs on either
 
 
-class ProviderError(Exception):
-    """The provider failed: unreachable, an error answer, or an answer that makes no sense."""
+class ProviderError(UpstreamFailed):
+    """The provider failed: unreachable, an error answer, or an answer that makes no sense
+    (``oauth_provider_error``, with the provider's own ``error`` code when it gave one)."""
 
     def __init__(self, detail: str, *, error: str | None = None) -> None:
-        super().__init__(detail)
+        super().__init__("oauth_provider_error", detail, provider_error=error)
         self.error = error
 
 
-class InvalidIdToken(Exception):
+class InvalidIdToken(Unauthenticated):
     """The provider's ID token does not prove who signed in (signature, issuer, audience,
-    expiry or nonce)."""
+    expiry or nonce): ``invalid_id_token``."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("invalid_id_token", detail)
 
 
 class _ProviderConfig(BaseModel):

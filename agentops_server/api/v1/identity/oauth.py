@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import uuid
-from collections.abc import Awaitable
 from typing import Annotated, Any, TypeVar
 
 from litestar import Controller, Request, Response, get
@@ -27,13 +26,12 @@ from agentops_server.auth.guards import PUBLIC
 from agentops_server.auth.oauth import (
     BINDING_COOKIE,
     STATE_TTL,
-    InvalidOAuthState,
     OAuthProviders,
     begin_sign_in,
     read_state,
     safe_redirect_path,
 )
-from agentops_server.auth.oauth_providers import InvalidIdToken, Provider, ProviderError
+from agentops_server.auth.oauth_providers import Provider
 from agentops_server.refusals import Forbidden, Invalid, NotFound, Unauthenticated, UpstreamFailed
 from agentops_server.services.identity.external import sign_in_external
 from agentops_server.services.identity.sessions import start_session
@@ -141,18 +139,13 @@ class OAuthController(Controller):
         if org is not None and not _is_slug(org):
             raise Invalid("validation_error", f"{org!r} is not an org slug or id.")
         if redirect_to is not None:
-            try:
-                safe_redirect_path(redirect_to)
-            except ValueError as exc:
-                raise Invalid("invalid_redirect", str(exc)) from exc
-        start = await _call_provider(
-            begin_sign_in(
-                chosen,
-                settings,
-                redirect_uri=_callback_url(request, settings, provider),
-                org=org,
-                redirect_to=redirect_to,
-            )
+            safe_redirect_path(redirect_to)
+        start = await begin_sign_in(
+            chosen,
+            settings,
+            redirect_uri=_callback_url(request, settings, provider),
+            org=org,
+            redirect_to=redirect_to,
         )
         return Redirect(
             start.url,
@@ -191,10 +184,7 @@ class OAuthController(Controller):
         """Where the provider sends the browser back: check the state, exchange the code, find
         or make the user, and answer with the hub's tokens."""
         chosen = _provider(oauth_providers, provider)
-        try:
-            state = read_state(settings, provider, oauth_state, request.cookies.get(BINDING_COOKIE))
-        except InvalidOAuthState as exc:
-            raise Invalid("invalid_oauth_state", str(exc)) from exc
+        state = read_state(settings, provider, oauth_state, request.cookies.get(BINDING_COOKIE))
         if error is not None:
             raise Forbidden(
                 "oauth_denied",
@@ -203,13 +193,11 @@ class OAuthController(Controller):
             )
         if not code:
             raise Invalid("validation_error", "The callback carries no code.")
-        identity = await _call_provider(
-            chosen.identity(
-                code=code,
-                redirect_uri=_callback_url(request, settings, provider),
-                code_verifier=state.code_verifier,
-                nonce=state.nonce,
-            )
+        identity = await chosen.identity(
+            code=code,
+            redirect_uri=_callback_url(request, settings, provider),
+            code_verifier=state.code_verifier,
+            nonce=state.nonce,
         )
         client = client_of(request)
         signed_in = await sign_in_external(
@@ -251,16 +239,6 @@ def _provider(providers: OAuthProviders, name: str) -> Provider:
     if found is None:
         raise NotFound("unknown_provider", f"No sign-in provider is called {name!r}.")
     return found
-
-
-async def _call_provider(call: Awaitable[T]) -> T:
-    """``await call``, answering for the provider's failures."""
-    try:
-        return await call
-    except ProviderError as exc:
-        raise UpstreamFailed("oauth_provider_error", str(exc), provider_error=exc.error) from exc
-    except InvalidIdToken as exc:
-        raise Unauthenticated("invalid_id_token", str(exc)) from exc
 
 
 def _callback_url(request: Request[Any, Any, Any], settings: Settings, provider: str) -> str:
