@@ -15,7 +15,7 @@ from advanced_alchemy.extensions.litestar import (
 )
 from litestar import Litestar, get
 from litestar.connection import Request
-from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import OpenAPIRenderPlugin
@@ -25,22 +25,25 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentops_sdk import __version__
 from agentops_server.api.decoding import HubRequest, ValueKinds
+from agentops_server.api.headers import proxy_middleware, security_headers
+from agentops_server.api.problems import declare_problems, problem_details_plugin
+from agentops_server.api.rate_limits import RateLimitMiddleware
 from agentops_server.api.v1 import api_router
-from agentops_server.auth.middleware import Authentication
+from agentops_server.auth.middleware import Authentication, Authenticator
 from agentops_server.auth.oauth import OAuthProviders
 from agentops_server.auth.supabase import SupabaseAuth
-from agentops_server.backends import RateLimitMiddleware, create_mailer, create_rate_limiter
+from agentops_server.backends import create_mailer, create_rate_limiter
+from agentops_server.backends.derived_work import DerivedWork, InProcessRunner
 from agentops_server.db.engine import create_async_db_engine
 from agentops_server.db.migrate import is_current
 from agentops_server.db.tenancy import TenantSession
-from agentops_server.errors import Problem, problem_details_plugin
 from agentops_server.observability import (
     PrincipalLogContextMiddleware,
     RequestLoggingMiddleware,
     configure_logging,
     configure_sentry,
 )
-from agentops_server.security import proxy_middleware, security_headers
+from agentops_server.refusals import Unavailable
 from agentops_server.settings import Settings
 
 __all__ = ["create_app"]
@@ -55,17 +58,16 @@ def health() -> dict[str, str]:
 
 
 @get("/ready", tags=["operations"])
-async def ready(state: State) -> dict[str, str]:
+async def ready(engine: NamedDependency[AsyncEngine]) -> dict[str, str]:
     """Readiness: the database answers and its schema is at the newest migration."""
-    engine: AsyncEngine = state.engine
     try:
         async with engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
             current = await connection.run_sync(is_current)
     except Exception as exc:
-        raise Problem(503, "database_unavailable", f"The database is unreachable: {exc}") from exc
+        raise Unavailable("database_unavailable", f"The database is unreachable: {exc}") from exc
     if not current:
-        raise Problem(503, "migrations_pending", "Run `agentops-hub db upgrade`.")
+        raise Unavailable("migrations_pending", "Run `agentops-hub db upgrade`.")
     return {"status": "ready"}
 
 
@@ -86,8 +88,17 @@ class SchemaIndex(OpenAPIRenderPlugin):
         ).encode()
 
 
-def create_app(settings: Settings | None = None, **litestar_options: Any) -> Litestar:
-    """Build the hub's ASGI app from ``settings`` (default: from the environment)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    derived_work: DerivedWork | None = None,
+    **litestar_options: Any,
+) -> Litestar:
+    """Build the hub's ASGI app from ``settings`` (default: from the environment).
+
+    ``derived_work`` takes the notices of committed changes (default: an
+    :class:`~agentops_server.backends.derived_work.InProcessRunner`, started and stopped with
+    the app)."""
     settings = settings or Settings.from_env()
     configure_logging(settings)
     configure_sentry(settings)  # before Litestar(): its integration hooks into the constructor
@@ -95,25 +106,39 @@ def create_app(settings: Settings | None = None, **litestar_options: Any) -> Lit
     engine = create_async_db_engine(
         settings.database_url, pool_size=settings.db_pool_size, tenant_isolation=True
     )
+    derived_work = derived_work or InProcessRunner()
+    authenticator = Authenticator(
+        engine, settings, rate_limiter, SupabaseAuth.from_settings(settings)
+    )
+    infrastructure = {
+        "settings": settings,
+        "engine": engine,
+        "rate_limiter": rate_limiter,
+        "mailer": create_mailer(settings),
+        "oauth_providers": OAuthProviders.from_settings(settings),  # validated now, used later
+        "authenticator": authenticator,
+        "derived_work": derived_work,
+    }
     database = SQLAlchemyAsyncConfig(
         engine_instance=engine,
         session_dependency_key="db_session",
         session_config=AsyncSessionConfig(expire_on_commit=False, sync_session_class=TenantSession),
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[health, ready, api_router()],
         plugins=[SQLAlchemyPlugin(config=database), problem_details_plugin(), ValueKinds()],
         request_class=HubRequest,
         middleware=[
             *proxy_middleware(settings),
             RequestLoggingMiddleware(),
-            DefineMiddleware(Authentication, exclude=PUBLIC_PATHS),
+            DefineMiddleware(Authentication, authenticator=authenticator, exclude=PUBLIC_PATHS),
             PrincipalLogContextMiddleware(),
-            RateLimitMiddleware(),
+            RateLimitMiddleware(rate_limiter, settings),
         ],
         before_send=[security_headers(settings)],
         logging_config=None,  # configure_logging() set logging up; Litestar must not redo it
-        on_shutdown=[rate_limiter.close],
+        on_startup=[derived_work.start],
+        on_shutdown=[derived_work.close, rate_limiter.close],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="AgentOps Hub",
@@ -131,15 +156,14 @@ def create_app(settings: Settings | None = None, **litestar_options: Any) -> Lit
             ),
             security=[{"bearer": []}],
         ),
-        state=State(
-            {
-                "settings": settings,
-                "engine": engine,
-                "rate_limiter": rate_limiter,
-                "mailer": create_mailer(settings),
-                "oauth": OAuthProviders.from_settings(settings),  # validated now, fetched later
-                "supabase": SupabaseAuth.from_settings(settings),
-            }
-        ),
+        dependencies={name: _provide(value) for name, value in infrastructure.items()},
         **litestar_options,
     )
+    declare_problems(app)
+    return app
+
+
+def _provide(value: Any) -> Provide:
+    """A dependency that is always ``value``: the app's infrastructure reaches handlers by
+    injection, built once here."""
+    return Provide(lambda: value, use_cache=True, sync_to_thread=False)

@@ -114,25 +114,27 @@ def bootstrap(
 ) -> None:
     """Create an org and its first API key (printed once, never stored), and optionally its
     owner, who can then sign in (``POST /api/v1/auth/login``)."""
-    from sqlalchemy.orm import Session
-
-    from agentops_server.db.engine import create_db_engine
+    from agentops_server.db.engine import run_in_session
     from agentops_server.db.migrate import upgrade
-    from agentops_server.services.orgs import create_org
+    from agentops_server.refusals import Refused
+    from agentops_server.services.identity.orgs import SlugTaken, bootstrap_org
 
     if owner_email is not None and owner_password is None:
         owner_password = click.prompt("Owner's password", hide_input=True, confirmation_prompt=True)
     upgrade(database_url)
-    engine = create_db_engine(database_url, tenant_isolation=True)
     try:
-        with Session(engine) as session:
-            issued = create_org(
+        issued = run_in_session(
+            database_url,
+            lambda session: bootstrap_org(
                 session, org_name, owner_email=owner_email, owner_password=owner_password or ""
-            )
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
-    finally:
-        engine.dispose()
+            ),
+        )
+    except SlugTaken as exc:
+        raise click.ClickException(
+            f"an org named {org_name!r} (slug {exc.slug!r}) already exists"
+        ) from exc
+    except Refused as exc:
+        raise click.ClickException(exc.detail) from exc
     if as_json:
         click.echo(json.dumps({"org_id": str(issued.org_id), "api_key": issued.key}))
         return

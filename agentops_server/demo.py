@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,14 +27,18 @@ import httpx
 import uvicorn
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from agentops_server.app import create_app
-from agentops_server.auth.api_keys import SCOPES
-from agentops_server.db.engine import create_db_engine
+from agentops_server.db.engine import create_db_engine, run_in_session
 from agentops_server.db.migrate import upgrade
 from agentops_server.db.models import Org
-from agentops_server.services.orgs import IssuedKey, create_org, issue_key
+from agentops_server.db.tenancy import tenant
+from agentops_server.security.api_keys import SCOPES
+from agentops_server.services.audit import SYSTEM
+from agentops_server.services.identity.api_keys import IssuedKey, issue_org_key
+from agentops_server.services.identity.orgs import bootstrap_org
 from agentops_server.settings import Settings
 
 __all__ = ["DemoFailed", "DemoOptions", "demo_key", "run_demo"]
@@ -113,17 +118,22 @@ def demo_key(database_url: str, org_name: str) -> IssuedKey:
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     upgrade(database_url)
-    engine = create_db_engine(database_url)
+    engine = create_db_engine(database_url)  # the org is looked up by name, across orgs
     try:
         with Session(engine) as session:
             org_id = session.scalar(select(Org.id).where(Org.name == org_name))
-            if org_id is None:
-                return create_org(session, org_name)
-            issued = issue_key(session, org_id, name="demo", scopes=SCOPES)
-            session.commit()
-            return issued
     finally:
         engine.dispose()
+    if org_id is None:
+        return run_in_session(database_url, lambda session: bootstrap_org(session, org_name))
+    return run_in_session(database_url, lambda session: _new_key(session, org_id))
+
+
+async def _new_key(session: AsyncSession, org_id: uuid.UUID) -> IssuedKey:
+    with tenant(org_id=org_id):
+        issued = await issue_org_key(session, org_id, SYSTEM, name="demo", scopes=SCOPES)
+        await session.commit()
+    return issued
 
 
 def _find_example(given: Path | None) -> Path:

@@ -36,6 +36,7 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
 from agentops_sdk import __version__
+from agentops_server.refusals import Refused
 from agentops_server.settings import Settings
 
 if TYPE_CHECKING:
@@ -162,6 +163,9 @@ class RequestLoggingMiddleware(ASGIMiddleware):
             if isinstance(exc, HTTPException):
                 status = exc.status_code
                 exc.headers = {**(exc.headers or {}), REQUEST_ID_HEADER: request_id}
+            elif isinstance(exc, Refused):
+                status = exc.status
+                exc.headers[REQUEST_ID_HEADER] = request_id
             raise
         finally:
             _access_log.info(

@@ -37,13 +37,14 @@ from typing import Any, ClassVar, Self
 import msgspec
 
 from agentops_server.db.types import to_utc
-from agentops_server.services.refusals import Invalid
+from agentops_server.refusals import Invalid
 
 __all__ = [
     "MAX_JSON_DEPTH",
     "Name",
     "Text",
     "Timestamp",
+    "clean_name",
     "decode_json",
 ]
 
@@ -185,3 +186,12 @@ def _too_deep() -> Invalid:
     return Invalid(
         "json_too_deep", f"The body nests more than {MAX_JSON_DEPTH} levels of arrays and objects."
     )
+
+
+def clean_name(value: str, *, what: str) -> str:
+    """``value`` as a :class:`Name` (stripped), which an org, a team or
+    a key (``what``) must have: ``invalid_name`` if it is blank or is no name."""
+    name = Name(value)
+    if not name:
+        raise Invalid("invalid_name", f"A {what} name has 1 to {Name.max_length} characters.")
+    return name

@@ -4,7 +4,7 @@ depth limit.
 :class:`ValueKinds` (a Litestar plugin) teaches Litestar the kinds of
 :mod:`agentops_server.values`: it decodes every ``Text``, ``Name`` and ``Timestamp`` of a body
 or a query through the kind's check (a refusal is a ``400`` with the kind's code, answered by
-:data:`~agentops_server.api.v1.refusals.REFUSALS`) and describes each in the OpenAPI schema.
+:data:`~agentops_server.api.problems.REFUSALS`) and describes each in the OpenAPI schema.
 :class:`HubRequest` decodes JSON bodies with :func:`~agentops_server.values.decode_json`.
 """
 

@@ -1,1 +1,2 @@
-"""Who is calling: API keys, the authentication middleware, scope guards."""
+"""Who is calling, over HTTP: the authentication middleware, the permission guards, OAuth/OIDC
+sign-in and Supabase tokens (the pure security code they use is :mod:`agentops_server.security`)."""

@@ -17,9 +17,9 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import Guard
 
-from agentops_server.auth.permissions import Permission
-from agentops_server.auth.principal import Principal
-from agentops_server.errors import Problem
+from agentops_server.refusals import Forbidden, Unauthenticated
+from agentops_server.security.permissions import Permission
+from agentops_server.security.principal import Principal
 
 __all__ = ["PUBLIC", "permission_of", "requires"]
 
@@ -35,26 +35,23 @@ def requires(permission: Permission) -> Guard:
     def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         principal = connection.scope.get("auth")
         if not isinstance(principal, Principal):
-            raise Problem(401, "unauthenticated", "Sign in or send an API key.")
+            raise Unauthenticated("unauthenticated", "Sign in or send an API key.")
         if principal.can(permission):
             return
         if permission in principal.withheld:
-            raise Problem(
-                403,
+            raise Forbidden(
                 "creator_lacks_permission",
                 f"This API key's creator may no longer do {permission.value!r}, so neither may "
                 "the key: an owner or admin can rotate it to make it theirs.",
                 permission=permission.value,
             )
         if principal.kind == "api_key":
-            raise Problem(
-                403,
+            raise Forbidden(
                 "insufficient_scope",
                 f"This API key's scopes do not allow {permission.value!r}.",
                 permission=permission.value,
             )
-        raise Problem(
-            403,
+        raise Forbidden(
             "permission_denied",
             f"Your role ({principal.role}) does not allow {permission.value!r}.",
             permission=permission.value,

@@ -3,7 +3,7 @@
 An API key (``ak_…``) authenticates as that key of its org, acting for its creator: capped by
 the creator's current role, and suspended (401 ``suspended_api_key``) once the creator has left
 the org (docs/decisions/0015). Anything else must be an access token the hub issued
-(:mod:`agentops_server.auth.tokens`) or, when Supabase Auth is configured, a Supabase access
+(:mod:`agentops_server.security.tokens`) or, when Supabase Auth is configured, a Supabase access
 token (:mod:`agentops_server.auth.supabase`). The org is known from the
 credential before the first query, so every lookup already runs as that tenant; the tenant then
 stays set for the rest of the request (:mod:`agentops_server.db.tenancy`). Routes whose ``opt``
@@ -17,48 +17,99 @@ A credential that is not authentic counts against its client address
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from typing import Any
 
 from litestar.connection import ASGIConnection
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
-from litestar.types import Receive, Scope, Send
+from litestar.types import ASGIApp, Receive, Scope, Send
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from agentops_server.auth import supabase
-from agentops_server.auth.api_keys import matches, parse_key
-from agentops_server.auth.permissions import Role
-from agentops_server.auth.principal import Principal
-from agentops_server.auth.tokens import InvalidToken, decode_access_token
-from agentops_server.backends.rate_limit import failed_authentications
+from agentops_server.auth.supabase import SupabaseAuth
+from agentops_server.backends.rate_limit import (
+    FailedAuthentications,
+    RateLimiter,
+    failed_authentications,
+)
+from agentops_server.db.engine import open_session
 from agentops_server.db.models import ApiKey, Membership, TeamMember, UserSession
 from agentops_server.db.tenancy import (
     NOBODY,
     Tenant,
-    TenantSession,
     reset_tenant,
     set_tenant,
     tenant,
 )
-from agentops_server.errors import Problem
+from agentops_server.refusals import Unauthenticated
+from agentops_server.security.api_keys import matches, parse_key
+from agentops_server.security.permissions import Role
+from agentops_server.security.principal import Principal
+from agentops_server.security.tokens import InvalidToken, decode_access_token
 from agentops_server.settings import Settings
 
-__all__ = [
-    "LAST_USED_RESOLUTION",
-    "Authentication",
-    "authenticate",
-    "bearer_token",
-    "person_of",
-]
+__all__ = ["LAST_USED_RESOLUTION", "Authentication", "Authenticator", "bearer_token"]
 
 LAST_USED_RESOLUTION = dt.timedelta(seconds=60)
 """``api_keys.last_used_at`` is written at most once a minute per key, not once per request."""
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Authenticator:
+    """Proves who a credential is, with the hub's database, settings, rate limiter and Supabase
+    backend (built once by the app, injected as ``authenticator``)."""
+
+    engine: AsyncEngine
+    settings: Settings
+    rate_limiter: RateLimiter
+    supabase: SupabaseAuth | None = None
+
+    async def authenticate(
+        self, connection: ASGIConnection[Any, Any, Any, Any], credential: str
+    ) -> Principal:
+        """The caller ``credential`` (an API key or an access token) proves; 401 when it proves
+        none."""
+        if credential.startswith("ak_"):
+            return await _api_key_principal(self.engine, credential)
+        return await _user_principal(self, connection, credential)
+
+    async def person_of(
+        self, connection: ASGIConnection[Any, Any, Any, Any], credential: str
+    ) -> uuid.UUID | None:
+        """The person ``credential`` proves, in whichever org: a hub session's user, or a
+        Supabase token's user even before they belong to an org. None for an API key (it is no
+        person, but must be genuine); 401 when it proves nothing."""
+        if not credential.startswith("ak_") and self.supabase_accepts(credential):
+            return await supabase.person_of(self.supabase_backend(), self.engine, credential)
+        return (await self.authenticate(connection, credential)).user_id
+
+    def supabase_accepts(self, token: str) -> bool:
+        """Whether ``token`` is to be checked as a Supabase access token."""
+        return self.supabase is not None and supabase.accepts(self.settings, token)
+
+    def supabase_backend(self) -> SupabaseAuth:
+        """The Supabase backend, once :meth:`supabase_accepts` said a token is for it."""
+        assert self.supabase is not None, "supabase_accepts() said so"
+        return self.supabase
+
+    def failed_authentications(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> FailedAuthentications:
+        """The failed authentications of the address ``connection`` comes from."""
+        return failed_authentications(self.rate_limiter, self.settings, connection)
+
+
 class Authentication(AbstractAuthenticationMiddleware):
     """Resolve the caller to a :class:`Principal` and make its org the request's tenant."""
+
+    def __init__(
+        self, app: ASGIApp, *, authenticator: Authenticator, exclude: str | list[str] | None = None
+    ) -> None:
+        super().__init__(app, exclude=exclude)
+        self.authenticator = authenticator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         token = set_tenant(NOBODY)  # public routes act as nobody; never as a stale tenant
@@ -71,40 +122,17 @@ class Authentication(AbstractAuthenticationMiddleware):
         self, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> AuthenticationResult:
         credential = bearer_token(connection)
-        async with failed_authentications(connection).guard():
-            principal = await authenticate(connection, credential)
+        async with self.authenticator.failed_authentications(connection).guard():
+            principal = await self.authenticator.authenticate(connection, credential)
         set_tenant(Tenant(principal.org_id, principal.user_id))
         return AuthenticationResult(user=principal, auth=principal)
-
-
-async def authenticate(
-    connection: ASGIConnection[Any, Any, Any, Any], credential: str
-) -> Principal:
-    """The caller ``credential`` (an API key or an access token) proves; 401 when it proves
-    none."""
-    if credential.startswith("ak_"):
-        return await _api_key_principal(connection, credential)
-    return await _user_principal(connection, credential)
-
-
-async def person_of(
-    connection: ASGIConnection[Any, Any, Any, Any], credential: str
-) -> uuid.UUID | None:
-    """The person ``credential`` proves, in whichever org: a hub session's user, or a Supabase
-    token's user even before they belong to an org. None for an API key (it is no person, but
-    must be genuine); 401 when it proves nothing."""
-    settings: Settings = connection.app.state.settings
-    if not credential.startswith("ak_") and supabase.accepts(settings, credential):
-        return await supabase.person_of(connection, credential)
-    return (await authenticate(connection, credential)).user_id
 
 
 def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     """The credential in ``Authorization: Bearer …``; 401 ``unauthenticated`` without one."""
     scheme, _, credential = connection.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not credential.strip():
-        raise Problem(
-            401,
+        raise Unauthenticated(
             "unauthenticated",
             "Send an API key or an access token: Authorization: Bearer <credential>.",
             headers={"WWW-Authenticate": "Bearer"},
@@ -112,13 +140,13 @@ def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     return credential.strip()
 
 
-async def _api_key_principal(connection: ASGIConnection[Any, Any, Any, Any], key: str) -> Principal:
+async def _api_key_principal(engine: AsyncEngine, key: str) -> Principal:
     parts = parse_key(key)
     if parts is None:
-        raise Problem(401, "invalid_api_key", "The API key is malformed.")
+        raise Unauthenticated("invalid_api_key", "The API key is malformed.")
     now = dt.datetime.now(dt.UTC)
     with tenant(org_id=parts.org_id):
-        async with _session(connection) as session, session.begin():
+        async with open_session(engine) as session, session.begin():
             found = (
                 await session.execute(
                     select(ApiKey, Membership.role)
@@ -131,15 +159,14 @@ async def _api_key_principal(connection: ASGIConnection[Any, Any, Any, Any], key
                 )
             ).first()
             if found is None or not matches(key, found[0].hash):
-                raise Problem(401, "invalid_api_key", "The API key is not valid.")
+                raise Unauthenticated("invalid_api_key", "The API key is not valid.")
             row, creator_role = found
             if row.revoked_at is not None:
-                raise Problem(401, "revoked_api_key", "The API key has been revoked.")
+                raise Unauthenticated("revoked_api_key", "The API key has been revoked.")
             if row.expires_at is not None and row.expires_at <= now:
-                raise Problem(401, "expired_api_key", "The API key has expired.")
+                raise Unauthenticated("expired_api_key", "The API key has expired.")
             if row.created_by is not None and creator_role is None:
-                raise Problem(
-                    401,
+                raise Unauthenticated(
                     "suspended_api_key",
                     "The API key's creator is no longer a member of this org, so the key does "
                     "nothing: an owner or admin can rotate it to make it theirs, or revoke it.",
@@ -170,17 +197,20 @@ async def _touch(session: AsyncSession, row: ApiKey, now: dt.datetime) -> None:
     )
 
 
-async def _user_principal(connection: ASGIConnection[Any, Any, Any, Any], token: str) -> Principal:
-    settings: Settings = connection.app.state.settings
+async def _user_principal(
+    authenticator: Authenticator, connection: ASGIConnection[Any, Any, Any, Any], token: str
+) -> Principal:
     try:
-        claims = decode_access_token(settings.secret_key, token)
+        claims = decode_access_token(authenticator.settings.secret_key, token)
     except InvalidToken as exc:
-        if supabase.accepts(settings, token):
-            return await supabase.authenticate(connection, token)
-        raise Problem(401, exc.code, exc.detail, headers={"WWW-Authenticate": "Bearer"}) from exc
+        if authenticator.supabase_accepts(token):
+            return await supabase.authenticate(
+                authenticator.supabase_backend(), authenticator.engine, connection, token
+            )
+        raise Unauthenticated(exc.code, exc.detail, headers={"WWW-Authenticate": "Bearer"}) from exc
     now = dt.datetime.now(dt.UTC)
     with tenant(org_id=claims.org_id, user_id=claims.user_id):
-        async with _session(connection) as session:
+        async with open_session(authenticator.engine) as session:
             found = (
                 await session.execute(
                     select(Membership.role, UserSession.revoked_at, UserSession.expires_at)
@@ -197,10 +227,10 @@ async def _user_principal(connection: ASGIConnection[Any, Any, Any, Any], token:
                 )
             ).first()
             if found is None:
-                raise Problem(401, "not_a_member", "You are no longer a member of this org.")
+                raise Unauthenticated("not_a_member", "You are no longer a member of this org.")
             role, revoked_at, expires_at = found
             if revoked_at is not None or expires_at <= now:
-                raise Problem(401, "session_revoked", "This session has ended; sign in again.")
+                raise Unauthenticated("session_revoked", "This session has ended; sign in again.")
             teams = await session.scalars(
                 select(TeamMember.team_id).where(
                     TeamMember.org_id == claims.org_id, TeamMember.user_id == claims.user_id
@@ -214,8 +244,3 @@ async def _user_principal(connection: ASGIConnection[Any, Any, Any, Any], token:
         session_id=claims.session_id,
         team_ids=team_ids,
     )
-
-
-def _session(connection: ASGIConnection[Any, Any, Any, Any]) -> AsyncSession:
-    engine: AsyncEngine = connection.app.state.engine
-    return AsyncSession(engine, sync_session_class=TenantSession, expire_on_commit=False)

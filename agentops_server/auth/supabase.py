@@ -11,13 +11,15 @@ as a Supabase access token (the JWT ``supabase.auth.getSession()`` hands the bro
   not anonymous (``is_anonymous``).
 
 The token's ``sub`` is the Supabase user id: identity ``("supabase", sub)`` maps it to a hub user,
-made from the ``email`` claim on first sight (see :mod:`agentops_server.services.identities`). An
-existing hub user with that email is linked only when the token vouches for the address: Supabase
-puts no confirmation flag in its access tokens and ``user_metadata`` is writable by the user, so
-the hub trusts a top-level ``email_verified`` claim (added by a custom access token hook from
+made from the ``email`` claim on first sight (see
+:mod:`agentops_server.services.identity.external`). An existing hub user with that email is linked
+only when the token vouches for the address: Supabase puts no confirmation flag in its access
+tokens and ``user_metadata`` is writable by the user, so the hub trusts a top-level
+``email_verified`` claim (added by a custom access token hook from
 ``auth.users.email_confirmed_at``) or ``app_metadata.email_verified`` (set by the project's admin
 API). The request acts in the org named by ``X-AgentOps-Org`` (id or slug), else the user's only
 org.
+
 """
 
 from __future__ import annotations
@@ -31,20 +33,18 @@ from joserfc.errors import ClaimError, ExpiredTokenError, JoseError
 from joserfc.jwk import Key, OctKey
 from joserfc.jwt import JWTClaimsRegistry
 from litestar.connection import ASGIConnection
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agentops_server.api.v1.refusals import problem_of
 from agentops_server.auth.jwks import JwksCache, JwksUnavailable, UnknownSigningKey
-from agentops_server.auth.principal import Principal
-from agentops_server.auth.tokens import ISSUER
-from agentops_server.db.tenancy import TenantSession
-from agentops_server.errors import Problem
-from agentops_server.services.identities import (
+from agentops_server.db.engine import open_session
+from agentops_server.refusals import Forbidden, Unauthenticated, Unavailable
+from agentops_server.security.principal import Principal
+from agentops_server.security.tokens import ISSUER
+from agentops_server.services.identity.external import (
     ExternalIdentity,
     member_for_identity,
     user_for_identity,
 )
-from agentops_server.services.refusals import Refused
 from agentops_server.settings import Settings
 
 __all__ = ["ORG_HEADER", "PROVIDER", "SupabaseAuth", "accepts", "authenticate"]
@@ -60,12 +60,12 @@ _CLOCK_SKEW = 30  # seconds
 
 
 class SupabaseAuth:
-    """Verifies one Supabase project's access tokens (``app.state.supabase``).
+    """Verifies one Supabase project's access tokens (the app builds one from its settings).
 
     Example::
 
         backend = SupabaseAuth.from_settings(settings)
-        claims = await backend.verify(token)  # a Problem when the token is not acceptable
+        claims = await backend.verify(token)  # a refusal when the token is not acceptable
     """
 
     def __init__(self, url: str, *, jwt_secret: str | None, audience: str) -> None:
@@ -94,7 +94,7 @@ class SupabaseAuth:
 
     async def verify(self, token: str) -> dict[str, Any]:
         """The claims of a valid Supabase access token of a signed-in, non-anonymous user;
-        a 401 (403 for anonymous users) :class:`~agentops_server.errors.Problem` otherwise."""
+        ``Unauthenticated`` (``Forbidden`` for anonymous users) otherwise."""
         try:
             header = jws.extract_compact(token.encode()).headers()
         except (JoseError, ValueError) as exc:
@@ -131,8 +131,7 @@ class SupabaseAuth:
                 "wrong_role", "Only a signed-in user's token is accepted (role 'authenticated')."
             )
         if claims.get("is_anonymous") is True:
-            raise Problem(
-                403,
+            raise Forbidden(
                 "anonymous_not_allowed",
                 "Anonymous Supabase users cannot use the hub: sign in with an account.",
             )
@@ -150,8 +149,7 @@ class SupabaseAuth:
         except UnknownSigningKey as exc:
             raise _unauthorized("unknown_signing_key", str(exc)) from exc
         except JwksUnavailable as exc:
-            raise Problem(
-                503,
+            raise Unavailable(
                 "identity_provider_unavailable",
                 "Supabase's signing keys cannot be fetched right now; try again shortly.",
             ) from exc
@@ -169,39 +167,26 @@ def accepts(settings: Settings, token: str) -> bool:
     return not isinstance(claims, dict) or claims.get("iss") != ISSUER
 
 
-async def authenticate(connection: ASGIConnection[Any, Any, Any, Any], token: str) -> Principal:
+async def authenticate(
+    backend: SupabaseAuth,
+    engine: AsyncEngine,
+    connection: ASGIConnection[Any, Any, Any, Any],
+    token: str,
+) -> Principal:
     """The member a request with a Supabase access token acts as."""
-    identity = await _verified_identity(connection, token)
-    async with _session(connection) as session:
-        try:
-            member = await member_for_identity(
-                session, identity, org=connection.headers.get(ORG_HEADER) or None
-            )
-        except Refused as refusal:
-            raise problem_of(refusal) from refusal
+    identity = _identity(await backend.verify(token))
+    async with open_session(engine) as session:
+        member = await member_for_identity(
+            session, identity, org=connection.headers.get(ORG_HEADER) or None
+        )
     return Principal.member(member.org_id, member.user_id, member.role, team_ids=member.team_ids)
 
 
-async def person_of(connection: ASGIConnection[Any, Any, Any, Any], token: str) -> uuid.UUID:
+async def person_of(backend: SupabaseAuth, engine: AsyncEngine, token: str) -> uuid.UUID:
     """The user a Supabase access token proves, whether or not they belong to an org yet."""
-    identity = await _verified_identity(connection, token)
-    async with _session(connection) as session:
-        try:
-            return await user_for_identity(session, identity)
-        except Refused as refusal:
-            raise problem_of(refusal) from refusal
-
-
-async def _verified_identity(
-    connection: ASGIConnection[Any, Any, Any, Any], token: str
-) -> ExternalIdentity:
-    backend: SupabaseAuth = connection.app.state.supabase
-    return _identity(await backend.verify(token))
-
-
-def _session(connection: ASGIConnection[Any, Any, Any, Any]) -> AsyncSession:
-    engine: AsyncEngine = connection.app.state.engine
-    return AsyncSession(engine, sync_session_class=TenantSession, expire_on_commit=False)
+    identity = _identity(await backend.verify(token))
+    async with open_session(engine) as session:
+        return await user_for_identity(session, identity)
 
 
 def _identity(claims: dict[str, Any]) -> ExternalIdentity:
@@ -219,5 +204,5 @@ def _identity(claims: dict[str, Any]) -> ExternalIdentity:
     )
 
 
-def _unauthorized(code: str, detail: str) -> Problem:
-    return Problem(401, code, detail, headers={"WWW-Authenticate": "Bearer"})
+def _unauthorized(code: str, detail: str) -> Unauthenticated:
+    return Unauthenticated(code, detail, headers={"WWW-Authenticate": "Bearer"})

@@ -2,22 +2,25 @@
 
 - :mod:`~agentops_server.backends.rate_limit`: rate limits, in the process or on Redis.
 - :mod:`~agentops_server.backends.mailer`: email to the log, to ``.eml`` files, or over SMTP.
+- :mod:`~agentops_server.backends.derived_work`: work derived from committed changes, run off
+  the request path in the process (a queue on Redis next).
 
-``create_app`` builds one of each from the settings and keeps it in ``app.state``.
+``create_app`` builds one of each from the settings and injects it where it is needed.
 """
 
+from agentops_server.backends.derived_work import DerivedWork, InProcessRunner
 from agentops_server.backends.mailer import Email, Mailer, create_mailer
 from agentops_server.backends.rate_limit import (
     RateLimiter,
-    RateLimitMiddleware,
     RateLimitResult,
     create_rate_limiter,
 )
 
 __all__ = [
+    "DerivedWork",
+    "InProcessRunner",
     "Email",
     "Mailer",
-    "RateLimitMiddleware",
     "RateLimitResult",
     "RateLimiter",
     "create_mailer",

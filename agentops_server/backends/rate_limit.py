@@ -9,10 +9,10 @@ Redis one atomic Lua script per hit, so any number of hub processes share one co
     if not result.allowed:
         ...  # 429, Retry-After: result.retry_after
 
-Four uses of one :class:`RateLimiter` (``app.state.rate_limiter``), each its own class:
+Four uses of one :class:`RateLimiter` (the app's ``rate_limiter`` dependency), each its own class:
 
-- :class:`RateLimitMiddleware`: the org and caller limits of every authenticated request
-  (``rate_limit_org``, ``rate_limit_key``) but ingest.
+- :class:`~agentops_server.api.rate_limits.RateLimitMiddleware`: the org and caller limits of
+  every authenticated request (``rate_limit_org``, ``rate_limit_key``) but ingest.
 - :class:`IngestQuota`: ingest counts events, not requests, per API key (``rate_limit_ingest``):
   a request limit would cap a key at its request rate times its batch size, below what the hub
   can store. Counted with a sliding window counter (two numbers per key whatever the count).
@@ -36,7 +36,6 @@ import contextlib
 import dataclasses
 import functools
 import math
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -46,14 +45,11 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 from litestar import Request
 from litestar.connection import ASGIConnection
-from litestar.datastructures import MutableScopeHeaders
-from litestar.di import Provide
-from litestar.enums import ScopeType
-from litestar.middleware import ASGIMiddleware
-from litestar.types import ASGIApp, Dependencies, Message, Receive, Scope, Send
+from litestar.di import NamedDependency, Provide
+from litestar.types import Dependencies
 from redis.asyncio import ConnectionPool
 
-from agentops_server.errors import Problem
+from agentops_server.refusals import RateLimited
 from agentops_server.settings import Settings
 
 __all__ = [
@@ -61,10 +57,10 @@ __all__ = [
     "NOT_AUTHENTIC",
     "FailedAuthentications",
     "IngestQuota",
-    "RateLimitMiddleware",
     "RateLimitResult",
     "RateLimiter",
     "Throttle",
+    "account_key",
     "create_rate_limiter",
     "failed_authentications",
 ]
@@ -79,10 +75,6 @@ _LIMIT_SETTINGS = (
     "rate_limit_ingest",
 )
 """Every setting that holds a limit string."""
-_INGEST_PATH = "/api/v1/ingest/"
-"""Counted by :class:`IngestQuota` in events, not by the middleware in requests."""
-_OPERATIONS_PATH = re.compile(r"/(?:health|ready|schema)(?:/|$)")
-"""Never limited: health checks and the API schema."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -191,53 +183,6 @@ def create_rate_limiter(settings: Settings) -> RateLimiter:
     return RateLimiter(storage, on_close=pool.aclose)
 
 
-class RateLimitMiddleware(ASGIMiddleware):
-    """Counts each authenticated request against its org and its caller (API key or user).
-
-    Runs after authentication; requests without ``scope["auth"]`` pass untouched. Every answer
-    carries ``RateLimit-*`` headers for the tighter of the two limits; an exhausted limit is a
-    ``429 rate_limited`` problem with ``Retry-After``. Limits come from ``settings.rate_limit_org``
-    and ``settings.rate_limit_key``; the limiter is ``app.state.rate_limiter``.
-    """
-
-    scopes = (ScopeType.HTTP,)
-
-    def __init__(self) -> None:
-        self.should_bypass_for_scope = _is_operations_path
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        """Count the request, then answer 429 or pass it on with the headers added."""
-        principal = scope.get("auth")
-        org_id = getattr(principal, "org_id", None)
-        if org_id is None or scope["path"].startswith(_INGEST_PATH):
-            await next_app(scope, receive, send)
-            return
-        state = scope["litestar_app"].state
-        limiter: RateLimiter = state.rate_limiter
-        settings: Settings = state.settings
-        caller = getattr(principal, "key_id", None) or getattr(principal, "user_id", None)
-        results: list[RateLimitResult] = []
-        # The caller first: a caller over its own limit must not use up its org's.
-        if caller is not None:
-            results.append(await limiter.hit(f"caller:{caller}", settings.rate_limit_key))
-        if all(result.allowed for result in results):
-            results.append(await limiter.hit(f"org:{org_id}", settings.rate_limit_org))
-        tightest = min(results, key=lambda result: (result.allowed, result.remaining))
-        headers = tightest.headers()
-        if not tightest.allowed:
-            await _answer_rate_limited(scope, receive, send, tightest, headers)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                response_headers = MutableScopeHeaders.from_message(message)
-                for name, value in headers.items():
-                    response_headers[name] = value
-            await send(message)
-
-        await next_app(scope, receive, send_with_headers)
-
-
 NOT_AUTHENTIC = frozenset(
     {
         "invalid_api_key",
@@ -332,8 +277,7 @@ class IngestQuota:
             f"ingest:{self.caller}", self.limit, max(1, events), approximate=True
         )
         if not result.allowed:
-            raise Problem(
-                429,
+            raise RateLimited(
                 "rate_limited",
                 f"Too many events: the limit is {result.limit} per window for this key; "
                 f"retry in {result.retry_after} s.",
@@ -341,29 +285,37 @@ class IngestQuota:
             )
 
 
-def failed_authentications(connection: ASGIConnection[Any, Any, Any, Any]) -> FailedAuthentications:
+def failed_authentications(
+    limiter: RateLimiter, settings: Settings, connection: ASGIConnection[Any, Any, Any, Any]
+) -> FailedAuthentications:
     """The failed authentications of the address ``connection`` comes from."""
-    state = connection.app.state
-    settings: Settings = state.settings
-    return FailedAuthentications(
-        state.rate_limiter, settings.rate_limit_auth_failures, _address(connection)
-    )
+    return FailedAuthentications(limiter, settings.rate_limit_auth_failures, _address(connection))
 
 
-def _throttle(request: Request[Any, Any, Any]) -> Throttle:
-    state = request.app.state
-    return Throttle(state.rate_limiter, state.settings, _address(request))
+def _throttle(
+    request: Request[Any, Any, Any],
+    rate_limiter: NamedDependency[RateLimiter],
+    settings: NamedDependency[Settings],
+) -> Throttle:
+    return Throttle(rate_limiter, settings, _address(request))
 
 
-def _auth_failures(request: Request[Any, Any, Any]) -> FailedAuthentications:
-    return failed_authentications(request)
+def _auth_failures(
+    request: Request[Any, Any, Any],
+    rate_limiter: NamedDependency[RateLimiter],
+    settings: NamedDependency[Settings],
+) -> FailedAuthentications:
+    return failed_authentications(rate_limiter, settings, request)
 
 
-def _ingest_quota(request: Request[Any, Any, Any]) -> IngestQuota:
-    state = request.app.state
+def _ingest_quota(
+    request: Request[Any, Any, Any],
+    rate_limiter: NamedDependency[RateLimiter],
+    settings: NamedDependency[Settings],
+) -> IngestQuota:
     principal = request.auth
     caller = getattr(principal, "key_id", None) or getattr(principal, "user_id", None)
-    return IngestQuota(state.rate_limiter, state.settings.rate_limit_ingest, str(caller))
+    return IngestQuota(rate_limiter, settings.rate_limit_ingest, str(caller))
 
 
 DEPENDENCIES: Dependencies = {
@@ -372,29 +324,11 @@ DEPENDENCIES: Dependencies = {
     "auth_failures": Provide(_auth_failures, sync_to_thread=False),
 }
 """``ingest_quota``, ``throttle`` and ``auth_failures`` for the routes (set on the ``/api/v1``
-router)."""
+router), made from the app's ``rate_limiter`` and ``settings`` dependencies."""
 
 
-async def _answer_rate_limited(
-    scope: Scope, receive: Receive, send: Send, result: RateLimitResult, headers: dict[str, str]
-) -> None:
-    # Answered here rather than raised: an exception raised in a middleware skips the send
-    # wrappers of the middlewares around it (request id, access log).
-    problem = Problem(
-        429,
-        "rate_limited",
-        f"Too many requests: the limit is {result.limit} per window; "
-        f"retry in {result.retry_after} s.",
-        headers={**headers, "Retry-After": str(result.retry_after)},
-    )
-    request: Request[Any, Any, Any] = Request(scope, receive, send)
-    response = problem.to_response(request).to_asgi_response(app=None, request=request)
-    await response(scope, receive, send)
-
-
-def _too_many_attempts(result: RateLimitResult) -> Problem:
-    return Problem(
-        429,
+def _too_many_attempts(result: RateLimitResult) -> RateLimited:
+    return RateLimited(
         "too_many_attempts",
         f"Too many attempts; try again in {result.retry_after} s.",
         headers={**result.headers(), "Retry-After": str(result.retry_after)},
@@ -402,16 +336,17 @@ def _too_many_attempts(result: RateLimitResult) -> Problem:
 
 
 def _address(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
-    """The client's address (a trusted proxy's client's, see ``agentops_server.security``)."""
+    """The client's address (a trusted proxy's client's, see ``agentops_server.api.headers``)."""
     return connection.client.host if connection.client else "unknown"
+
+
+def account_key(email: str) -> str:
+    """The account an email names, as :class:`Throttle` counts it (any case, no space)."""
+    return email.strip().lower()[:320]
 
 
 def _account_limit_key(action: str, account: str) -> str:
     return f"auth:{action}:account:{account}"
-
-
-def _is_operations_path(scope: Scope) -> bool:
-    return _OPERATIONS_PATH.match(scope["path"]) is not None
 
 
 @functools.lru_cache(maxsize=64)

@@ -13,16 +13,27 @@ than fail.
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from agentops_server.db.rls import APP_ROLE
-from agentops_server.db.tenancy import install_row_level_security
+from agentops_server.db.tenancy import TenantSession, install_row_level_security
 
-__all__ = ["async_url", "create_async_db_engine", "create_db_engine", "sync_url"]
+__all__ = [
+    "async_url",
+    "create_async_db_engine",
+    "create_db_engine",
+    "open_session",
+    "run_in_session",
+    "sync_url",
+]
+
+T = TypeVar("T")
 
 
 def sync_url(url: str) -> str:
@@ -65,6 +76,29 @@ def create_async_db_engine(
     if tenant_isolation:
         install_row_level_security(engine.sync_engine, APP_ROLE)
     return engine
+
+
+def open_session(engine: AsyncEngine) -> AsyncSession:
+    """A session on ``engine`` that keeps to its tenant (:mod:`agentops_server.db.tenancy`), as
+    the app's request sessions do: for work outside a request (authentication, background
+    tasks, the CLI)."""
+    return AsyncSession(engine, sync_session_class=TenantSession, expire_on_commit=False)
+
+
+def run_in_session(url: str, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run ``work`` in a session of the database at ``url``, isolated by tenant as the app's
+    are, from code with no event loop (the CLI, the demo): so they call the services the API
+    calls."""
+
+    async def run() -> T:
+        engine = create_async_db_engine(url, tenant_isolation=True)
+        try:
+            async with open_session(engine) as session:
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

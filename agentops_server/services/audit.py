@@ -20,11 +20,11 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentops_server.auth.principal import Principal
 from agentops_server.db.models import AuditEvent
 from agentops_server.db.types import to_utc
+from agentops_server.refusals import Invalid
+from agentops_server.security.principal import Principal
 from agentops_server.services.pagination import InvalidCursor, newest_first
-from agentops_server.services.refusals import Invalid
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from agentops_server.db.types import to_utc
-from agentops_server.services.refusals import Invalid
+from agentops_server.refusals import Invalid
 from agentops_server.values import Timestamp
 
 __all__ = ["InvalidCursor", "decode_cursor", "encode_cursor", "newest_first"]
@@ -27,8 +27,11 @@ __all__ = ["InvalidCursor", "decode_cursor", "encode_cursor", "newest_first"]
 _Row = TypeVar("_Row")
 
 
-class InvalidCursor(ValueError):
-    """A page cursor this hub did not make."""
+class InvalidCursor(Invalid):
+    """A page cursor this hub did not make (``validation_error``)."""
+
+    def __init__(self, cursor: str) -> None:
+        super().__init__("validation_error", f"not a cursor from this hub: {cursor!r}")
 
 
 async def newest_first(
@@ -74,4 +77,4 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
         moment, row_id = raw.split("|")
         return Timestamp.parse(moment), uuid.UUID(hex=row_id)
     except (binascii.Error, UnicodeDecodeError, ValueError, Invalid) as exc:
-        raise InvalidCursor(f"not a cursor from this hub: {cursor!r}") from exc
+        raise InvalidCursor(cursor) from exc

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from agentops_server.services.orgs import IssuedKey
+from agentops_server.services.identity.api_keys import IssuedKey
 from tests.e2e.proxy import Proxy
 from tests.sdk.fake_hub import free_port
 from tests.server.database import scalar

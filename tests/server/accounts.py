@@ -15,7 +15,7 @@ from typing import Any, TypedDict
 
 import pyotp
 
-from agentops_server.auth.permissions import Role
+from agentops_server.security.permissions import Role
 from tests.server.api import Client, bearer
 from tests.server.principals import PASSWORD, People
 

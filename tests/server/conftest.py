@@ -21,14 +21,16 @@ import pytest
 from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
 from litestar import Litestar
 from litestar.testing import TestClient
-from sqlalchemy.orm import Session
 
 from agentops_server import Settings, create_app
-from agentops_server.auth.permissions import Role
-from agentops_server.db.engine import create_db_engine
 from agentops_server.db.migrate import upgrade
-from agentops_server.services.orgs import IssuedKey, create_org
+from agentops_server.db.models import Org
+from agentops_server.security.api_keys import SCOPES
+from agentops_server.security.permissions import Role
+from agentops_server.services.identity.api_keys import IssuedKey, new_key_row
+from agentops_server.slugs import slugify
 from tests.server.api import bearer
+from tests.server.database import direct_session
 from tests.server.oidc_provider import LocalIdentityProvider, running_provider
 from tests.server.principals import SECRET_KEY, People, Person
 from tests.server.servers import serving
@@ -106,13 +108,16 @@ def hub_url(app: Litestar) -> Iterator[str]:
 
 
 def make_org(database_url: str, name: str) -> IssuedKey:
-    """Create an org with a key carrying every scope, as ``agentops-hub bootstrap`` does."""
-    engine = create_db_engine(database_url)
-    try:
-        with Session(engine) as session:
-            return create_org(session, name)
-    finally:
-        engine.dispose()
+    """An org with a key of its own carrying every scope, made straight in the database (so its
+    audit log starts empty); ``agentops-hub bootstrap`` makes one the audited way."""
+    org_id = uuid.uuid4()
+    key, issued = new_key_row(org_id, name="bootstrap", scopes=SCOPES)
+    with direct_session(database_url) as session:
+        session.add(Org(id=org_id, name=name, slug=slugify(name)))
+        session.flush()
+        session.add(key)
+        session.commit()
+    return issued
 
 
 @pytest.fixture

@@ -21,12 +21,12 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agentops_server.auth.passwords import hash_password_blocking
-from agentops_server.auth.permissions import Role
-from agentops_server.auth.tokens import encode_access_token
 from agentops_server.db.models import Membership, Team, TeamMember, User, UserSession
-from agentops_server.services.orgs import IssuedKey, issue_key, revoke_key
-from agentops_server.services.users import normalize_email
+from agentops_server.security.passwords import hash_password_blocking
+from agentops_server.security.permissions import Role
+from agentops_server.security.tokens import encode_access_token
+from agentops_server.services.identity.api_keys import IssuedKey, new_key_row
+from agentops_server.services.identity.users import normalize_email
 from tests.server.api import bearer
 from tests.server.database import db_id, direct_session, scalar
 
@@ -143,10 +143,11 @@ def limited_key(
     database_url: str, org_id: uuid.UUID, *, scopes: Iterable[str], revoked: bool = False
 ) -> IssuedKey:
     """A new API key of ``org_id`` carrying only ``scopes`` (``revoked`` already, if asked)."""
+    row, issued = new_key_row(org_id, name="limited", scopes=scopes)
+    if revoked:
+        row.revoked_at = dt.datetime.now(dt.UTC)
     with direct_session(database_url) as session:
-        issued = issue_key(session, org_id, name="limited", scopes=scopes)
-        if revoked:
-            revoke_key(session, org_id, issued.key_id)
+        session.add(row)
         session.commit()
     return issued
 

@@ -16,8 +16,8 @@ import pytest
 from argon2 import PasswordHasher
 
 from agentops_server import Settings
-from agentops_server.auth.passwords import needs_rehash
-from agentops_server.auth.permissions import Role
+from agentops_server.security.passwords import needs_rehash
+from agentops_server.security.permissions import Role
 from tests.server.accounts import AUTH, login, me, signup, signup_in_two_orgs, unique_email
 from tests.server.api import Client, assert_problem, bearer, client_with, moment
 from tests.server.database import execute, rows

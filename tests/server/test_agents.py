@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from agentops_server.services.orgs import IssuedKey
+from agentops_server.services.identity.api_keys import IssuedKey
 from tests.server.api import Client, assert_problem, bearer
 from tests.server.conftest import make_org
 from tests.server.ingest_events import T0

@@ -11,11 +11,10 @@ from typing import Any
 
 import pytest
 
-from agentops_server.auth.permissions import SCOPE_PERMISSIONS, Permission, Role, Scope
-from agentops_server.auth.principal import Principal
-from agentops_server.services.api_keys import check_grantable
-from agentops_server.services.orgs import IssuedKey
-from agentops_server.services.refusals import Forbidden
+from agentops_server.refusals import Forbidden
+from agentops_server.security.permissions import SCOPE_PERMISSIONS, Permission, Role, Scope
+from agentops_server.security.principal import Principal
+from agentops_server.services.identity.api_keys import IssuedKey, check_grantable
 from tests.server.api import Client, assert_problem, audit_entries, bearer, moment
 from tests.server.conftest import make_org
 from tests.server.database import db_id, execute, state

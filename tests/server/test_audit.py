@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import DBAPIError
 
-from agentops_server.auth.permissions import Role
-from agentops_server.services.orgs import IssuedKey
+from agentops_server.security.permissions import Role
+from agentops_server.services.identity.api_keys import IssuedKey
 from tests.server.api import Client, assert_problem, audit_entries, bearer
 from tests.server.conftest import make_org
 from tests.server.database import db_id, execute, scalar

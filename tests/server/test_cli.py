@@ -14,11 +14,12 @@ from click.testing import CliRunner
 from litestar.testing import TestClient
 
 from agentops_server import Settings, create_app
-from agentops_server.auth.api_keys import parse_key
 from agentops_server.cli import main
 from agentops_server.db.engine import create_db_engine
 from agentops_server.db.migrate import is_current
 from agentops_server.demo import demo_key
+from agentops_server.security.api_keys import parse_key
+from tests.server.database import db_id, rows
 
 
 def test_db_upgrade_brings_an_empty_database_to_the_newest_migration(database_url: str) -> None:
@@ -54,6 +55,29 @@ def test_bootstrap_json_prints_the_org_and_a_key_that_works(database_url: str) -
         )
     assert response.status_code == 200, response.text
     assert response.json() == {"items": [], "next_cursor": None}
+
+
+def test_bootstrap_with_an_owner_records_the_org_the_owner_and_the_key_in_the_audit_log(
+    database_url: str,
+) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["bootstrap", "--org", "acme", "--json", "--owner", "olga@acme.example"],
+        env={"AGENTOPS_OWNER_PASSWORD": "Tr0ub4dor&3-horse", "AGENTOPS_DATABASE_URL": database_url},
+    )
+
+    assert result.exit_code == 0, result.output
+    org_id = uuid.UUID(json.loads(result.stdout)["org_id"])
+    logged = rows(
+        database_url,
+        "SELECT action, actor_type FROM audit_log WHERE org_id = :org ORDER BY action",
+        org=db_id(database_url, org_id),
+    )
+    assert [tuple(row) for row in logged] == [
+        ("api_key.created", "system"),
+        ("member.added", "system"),
+        ("org.created", "system"),
+    ]
 
 
 def test_bootstrap_twice_with_the_same_org_name_fails_clearly(database_url: str) -> None:

@@ -1,6 +1,7 @@
 """Property-based: every route's query parameters and JSON bodies, generated from the hub's own
 OpenAPI schema by schemathesis, sent to a served hub on SQLite and on PostgreSQL. No answer is
-a 5xx, and every error is problem+json.
+a 5xx, every error is problem+json, and every answer's status and content type are declared
+for its route in the schema.
 
 Each operation gets cases that fit its schema and cases that break it (schemathesis' positive
 and negative modes); in some, one query parameter or body field is swapped for a hostile value
@@ -24,13 +25,15 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from litestar import Litestar
+from schemathesis.core.failures import FailureGroup
 from schemathesis.generation import GenerationMode
 from schemathesis.schemas import APIOperation
+from schemathesis.specs.openapi.checks import content_type_conformance, status_code_conformance
 
 from agentops_server import Settings, create_app
 from agentops_server.auth.guards import permission_of
-from agentops_server.auth.permissions import SCOPE_PERMISSIONS, Permission, Role, Scope
-from agentops_server.services.orgs import IssuedKey
+from agentops_server.security.permissions import SCOPE_PERMISSIONS, Permission, Role, Scope
+from agentops_server.services.identity.api_keys import IssuedKey
 from tests.server.api import bearer
 from tests.server.principals import People
 from tests.server.routes import endpoints
@@ -103,7 +106,7 @@ def hub(settings: Settings, org: IssuedKey, people: People) -> Iterator[FuzzedHu
         yield FuzzedHub(url, schema, app, org, people)
 
 
-def test_no_route_answers_a_5xx_and_every_error_is_a_problem(hub: FuzzedHub) -> None:
+def test_no_5xx_every_answer_declared_every_error_a_problem(hub: FuzzedHub) -> None:
     permissions = {
         (method.lower(), path): permission_of(handler)
         for method, path, handler in endpoints(hub.app, filled=False)
@@ -149,7 +152,7 @@ def fuzz(operation: APIOperation, url: str, headers: dict[str, str]) -> list[str
     def send(case: Any, data: st.DataObject) -> None:
         make_hostile(case, data)
         response = case.call(base_url=url, headers=headers)
-        if problem := judged(response):
+        if problem := judged(response) or undeclared(case, response):
             failures.append(
                 f"{operation.method.upper()} {operation.path}: {problem}; "
                 f"query={str(case.query)[:300]} body={str(case.body)[:300]}"
@@ -165,6 +168,21 @@ def make_hostile(case: Any, data: st.DataObject) -> None:
         case.query[data.draw(st.sampled_from(sorted(case.query)))] = data.draw(HOSTILE_TEXT)
     if isinstance(case.body, dict) and case.body and data.draw(st.booleans()):
         case.body[data.draw(st.sampled_from(sorted(case.body)))] = data.draw(HOSTILE)
+
+
+def undeclared(case: Any, response: Any) -> str | None:
+    """What of ``response`` the schema does not declare for its route (its status code or its
+    content type), if the hub answered it."""
+    if "x-content-type-options" not in {name.lower() for name in response.headers}:
+        return None  # answered by the HTTP server before the hub (see judged)
+    try:
+        case.validate_response(response, checks=[status_code_conformance, content_type_conformance])
+    except FailureGroup as failures:
+        return "undeclared: " + "; ".join(
+            f"{failure.title}: {failure.message}".replace("\n", " ")[:200]
+            for failure in failures.exceptions
+        )
+    return None
 
 
 def judged(response: Any) -> str | None:

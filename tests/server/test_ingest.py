@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from agentops_server import Settings
-from agentops_server.services.orgs import IssuedKey
+from agentops_server.services.identity.api_keys import IssuedKey
 from tests.server.api import Client, assert_problem, bearer, client_with
 from tests.server.conftest import make_org
 from tests.server.ingest_events import (

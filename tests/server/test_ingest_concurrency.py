@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from agentops_server.services.orgs import IssuedKey
+from agentops_server.services.identity.api_keys import IssuedKey
 from tests.server.ingest_events import (
     INGEST,
     batch,

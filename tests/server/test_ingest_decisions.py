@@ -8,7 +8,7 @@ import agentops_sdk as agentops
 from agentops_sdk.client import Client
 from agentops_sdk.contract.decisions import DECISION_EVENT, Decision
 from agentops_sdk.enforcement import CallInfo, Stage
-from agentops_server.services.orgs import IssuedKey
+from agentops_server.services.identity.api_keys import IssuedKey
 from tests.server.ingest_events import rows
 
 

@@ -11,7 +11,7 @@ import signal
 
 import httpx
 
-from agentops_server.services.orgs import IssuedKey
+from agentops_server.services.identity.api_keys import IssuedKey
 from tests.server.api import bearer
 from tests.server.ingest_events import INGEST, batch, rows, run_event, span_event, started
 from tests.server.servers import hub_process

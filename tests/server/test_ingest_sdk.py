@@ -14,7 +14,7 @@ import pytest
 
 import agentops_sdk as agentops
 from agentops_sdk.client import Client
-from agentops_server.services.orgs import IssuedKey
+from agentops_server.services.identity.api_keys import IssuedKey
 from tests.server.ingest_events import rows
 
 EVENTS_PER_RESEARCH = 5

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from agentops_server import Settings, create_app
-from agentops_server.services.orgs import IssuedKey
+from agentops_server.services.identity.api_keys import IssuedKey
 from tests.server.accounts import AUTH, unique_email
 from tests.server.api import Client, assert_problem
 from tests.server.database import state

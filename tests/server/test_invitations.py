@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from agentops_server import Settings
-from agentops_server.auth.permissions import Role
-from agentops_server.services.orgs import IssuedKey
+from agentops_server.security.permissions import Role
+from agentops_server.services.identity.api_keys import IssuedKey
 from tests.server.accounts import totp_code
 from tests.server.api import Client, assert_problem, audit_entries, bearer, client_with, moment
 from tests.server.conftest import PUBLIC_URL, make_org

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from litestar import Litestar
 
 from agentops_server.auth.guards import permission_of
-from agentops_server.auth.permissions import Role, Scope
 from agentops_server.db import models
-from agentops_server.services.orgs import IssuedKey
+from agentops_server.security.permissions import Role, Scope
+from agentops_server.services.identity.api_keys import IssuedKey
 from tests.server.api import Client, bearer
 from tests.server.conftest import make_org
 from tests.server.database import db_id, direct_session, rows

@@ -20,7 +20,7 @@ import pytest
 
 from agentops_server import Settings
 from agentops_server.db.migrate import upgrade
-from agentops_server.services.orgs import IssuedKey
+from agentops_server.services.identity.api_keys import IssuedKey
 from tests.server.api import assert_problem, bearer, client_with
 from tests.server.conftest import make_org
 from tests.server.database import execute

@@ -7,12 +7,14 @@ import threading
 from typing import Any
 
 import pytest
+from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar
 from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agentops_server.auth.permissions import Role, Scope
 from agentops_server.db.engine import create_db_engine
-from agentops_server.services.orgs import IssuedKey
+from agentops_server.security.permissions import Role, Scope
+from agentops_server.services.identity.api_keys import IssuedKey
 from tests.server.api import Client, assert_problem, audit_entries, bearer
 from tests.server.conftest import make_org
 from tests.server.database import db_id, scalar, state
@@ -260,6 +262,12 @@ def test_with_two_owners_one_steps_down_and_then_the_other_is_the_last(
     assert people.role_of(owner.user_id) == "owner"
 
 
+def app_engine(app: Litestar) -> AsyncEngine:
+    """The database engine ``app`` serves requests with."""
+    engine: AsyncEngine = app.plugins.get(SQLAlchemyPlugin).config[0].get_engine()
+    return engine
+
+
 def test_demoting_an_owner_while_another_owners_demotion_is_in_flight_keeps_an_owner(
     app: Litestar, client: Client, people: People, owner: Person, migrated_url: str, org: IssuedKey
 ) -> None:
@@ -274,7 +282,7 @@ def test_demoting_an_owner_while_another_owners_demotion_is_in_flight_keeps_an_o
             reached.set()  # the API's change is at the database, waiting for the open one
 
     engine = create_db_engine(migrated_url)
-    event.listen(app.state.engine.sync_engine, "before_cursor_execute", watch)
+    event.listen(app_engine(app).sync_engine, "before_cursor_execute", watch)
     answer: list[Any] = []
     try:
         with engine.connect() as held:
@@ -301,7 +309,7 @@ def test_demoting_an_owner_while_another_owners_demotion_is_in_flight_keeps_an_o
             held.commit()
         racer.join(timeout=40)
     finally:
-        event.remove(app.state.engine.sync_engine, "before_cursor_execute", watch)
+        event.remove(app_engine(app).sync_engine, "before_cursor_execute", watch)
         engine.dispose()
 
     assert not racer.is_alive()

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 
 from agentops_server import Settings
-from agentops_server.auth.tokens import encode_token
+from agentops_server.security.tokens import encode_token
 from tests.server.accounts import AUTH, SignedUp, login, me, signup, totp_code
 from tests.server.api import Client, assert_problem, bearer, client_with
 from tests.server.database import rows

@@ -20,14 +20,8 @@ from joserfc.jwk import RSAKey
 from sqlalchemy import select
 
 from agentops_server import Settings, create_app
-from agentops_server.auth.oauth import (
-    GitHubProvider,
-    OAuthConfigError,
-    OAuthProviders,
-    OidcProvider,
-)
-from agentops_server.auth.permissions import Role
-from agentops_server.auth.tokens import encode_token
+from agentops_server.auth.oauth import OAuthConfigError, OAuthProviders
+from agentops_server.auth.oauth_providers import GitHubProvider, OidcProvider
 from agentops_server.db.models import (
     AuditEvent,
     Membership,
@@ -36,6 +30,8 @@ from agentops_server.db.models import (
     User,
     UserSession,
 )
+from agentops_server.security.permissions import Role
+from agentops_server.security.tokens import encode_token
 from tests.server.api import Client, assert_problem, bearer, client_with
 from tests.server.conftest import make_org
 from tests.server.database import count, rows

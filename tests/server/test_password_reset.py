@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from agentops_server import Settings
-from agentops_server.auth.permissions import Role
+from agentops_server.security.permissions import Role
 from tests.server.accounts import AUTH, login, me, signup, signup_in_two_orgs
 from tests.server.api import Client, assert_problem, bearer, client_with
 from tests.server.conftest import PUBLIC_URL

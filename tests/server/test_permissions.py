@@ -13,14 +13,14 @@ import pytest
 from litestar import Litestar
 
 from agentops_server.auth.guards import permission_of
-from agentops_server.auth.permissions import (
+from agentops_server.security.permissions import (
     ROLE_PERMISSIONS,
     SCOPE_PERMISSIONS,
     Permission,
     Role,
     Scope,
 )
-from agentops_server.services.orgs import IssuedKey
+from agentops_server.services.identity.api_keys import IssuedKey
 from tests.server.api import Client, bearer
 from tests.server.principals import People, limited_key
 from tests.server.routes import endpoints

@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from agentops_server import Settings, create_app
-from agentops_server.auth.tokens import encode_access_token
 from agentops_server.backends import RateLimiter, create_rate_limiter
-from agentops_server.services.orgs import IssuedKey
+from agentops_server.security.tokens import encode_access_token
+from agentops_server.services.identity.api_keys import IssuedKey
 from tests.server.accounts import AUTH, signup
 from tests.server.api import Client, assert_problem, bearer, client_with
 from tests.server.conftest import make_org

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from agentops_server.services.orgs import IssuedKey
-from agentops_server.services.runs import MAX_TREE_DEPTH, SpanNode, span_tree
+from agentops_server.services.identity.api_keys import IssuedKey
+from agentops_server.services.telemetry.runs import MAX_TREE_DEPTH, SpanNode, span_tree
 from tests.server.api import Client, assert_problem, bearer
 from tests.server.conftest import make_org
 from tests.server.ingest_events import T0

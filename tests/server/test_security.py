@@ -17,10 +17,10 @@ import pytest
 from litestar.testing import TestClient
 
 from agentops_server import Settings, create_app
-from agentops_server.auth.permissions import Role
+from agentops_server.api.headers import API_CSP, HTML_CSP
 from agentops_server.db.migrate import upgrade
-from agentops_server.security import API_CSP, HTML_CSP
-from agentops_server.services.orgs import IssuedKey
+from agentops_server.security.permissions import Role
+from agentops_server.services.identity.api_keys import IssuedKey
 from tests.server.accounts import AUTH, signup, totp_code, unique_email
 from tests.server.api import Client, assert_problem, bearer, client_with
 from tests.server.conftest import PUBLIC_URL, make_org, postgresql_schema

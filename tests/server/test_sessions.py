@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from agentops_server.auth.permissions import Role
-from agentops_server.auth.tokens import encode_access_token, encode_token
-from agentops_server.services.orgs import IssuedKey
+from agentops_server.security.permissions import Role
+from agentops_server.security.tokens import encode_access_token, encode_token
+from agentops_server.services.identity.api_keys import IssuedKey
 from tests.server.accounts import (
     AUTH,
     SignedUp,

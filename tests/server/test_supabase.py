@@ -21,13 +21,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server import Settings, create_app
-from agentops_server.auth.permissions import Role
-from agentops_server.auth.tokens import encode_token
 from agentops_server.db.engine import create_async_db_engine
 from agentops_server.db.models import OAuthIdentity, User
 from agentops_server.db.tenancy import TenantSession
-from agentops_server.services.identities import ExternalIdentity, member_for_identity
-from agentops_server.services.refusals import Forbidden
+from agentops_server.refusals import Forbidden
+from agentops_server.security.permissions import Role
+from agentops_server.security.tokens import encode_token
+from agentops_server.services.identity.external import ExternalIdentity, member_for_identity
 from tests.server.api import Client, assert_problem, bearer, client_with
 from tests.server.conftest import make_org
 from tests.server.database import count, rows

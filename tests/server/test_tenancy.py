@@ -17,15 +17,15 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from agentops_server import Settings
 from agentops_server.db import models
-from agentops_server.db.engine import create_async_db_engine, create_db_engine
+from agentops_server.db.engine import create_async_db_engine, create_db_engine, run_in_session
 from agentops_server.db.migrate import upgrade
 from agentops_server.db.rls import APP_ROLE
 from agentops_server.db.tenancy import CrossTenantWrite, TenantSession, tenant
-from agentops_server.services.orgs import IssuedKey, create_org
+from agentops_server.services.identity.api_keys import IssuedKey
+from agentops_server.services.identity.orgs import bootstrap_org
 from tests.server.api import Client, bearer, client_with
 from tests.server.conftest import PG_DSN, make_org, postgresql_schema
 from tests.server.ingest_events import INGEST, batch, run_event, span_event
@@ -272,14 +272,8 @@ def owner_schema_url() -> Iterator[str]:
 
 def test_isolation_holds_when_the_hub_connects_as_the_tables_owner(owner_schema_url: str) -> None:
     upgrade(owner_schema_url)
-    engine = create_db_engine(owner_schema_url, tenant_isolation=True)
-    try:
-        with Session(engine) as session:
-            acme = create_org(session, "acme")
-        with Session(engine) as session:
-            globex = create_org(session, "globex")
-    finally:
-        engine.dispose()
+    acme = run_in_session(owner_schema_url, lambda session: bootstrap_org(session, "acme"))
+    globex = run_in_session(owner_schema_url, lambda session: bootstrap_org(session, "globex"))
 
     owner_as_itself = create_db_engine(owner_schema_url)  # no role switch: FORCE must still bind
     try:

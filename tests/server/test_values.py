@@ -9,7 +9,7 @@ import re
 import msgspec
 import pytest
 
-from agentops_server.services.refusals import Invalid
+from agentops_server.refusals import Invalid
 from agentops_server.values import MAX_JSON_DEPTH, Name, Text, Timestamp, decode_json
 
 

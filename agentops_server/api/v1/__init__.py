@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 from litestar import Router
-from litestar.datastructures import CacheControlHeader, State
-from litestar.di import Provide
+from litestar.datastructures import CacheControlHeader
 from litestar.types import ControllerRouterHandler
 
-from agentops_server.api.v1.agents import AgentController
-from agentops_server.api.v1.api_keys import ApiKeyController
 from agentops_server.api.v1.audit import AuditController
-from agentops_server.api.v1.auth import AuthController
-from agentops_server.api.v1.ingest import IngestController
-from agentops_server.api.v1.invitations import InvitationController
-from agentops_server.api.v1.members import MemberController
-from agentops_server.api.v1.oauth import OAuthController
-from agentops_server.api.v1.orgs import OrgController, OrgsController
-from agentops_server.api.v1.refusals import REFUSALS
-from agentops_server.api.v1.runs import RunController
-from agentops_server.api.v1.teams import TeamController
+from agentops_server.api.v1.identity.api_keys import ApiKeyController
+from agentops_server.api.v1.identity.invitations import InvitationController
+from agentops_server.api.v1.identity.me import AccountController
+from agentops_server.api.v1.identity.members import MemberController
+from agentops_server.api.v1.identity.oauth import OAuthController
+from agentops_server.api.v1.identity.orgs import OrgController, OrgsController
+from agentops_server.api.v1.identity.passwords import PasswordController
+from agentops_server.api.v1.identity.second_factor import SecondFactorController
+from agentops_server.api.v1.identity.sessions import SessionController
+from agentops_server.api.v1.identity.sign_in import SignInController
+from agentops_server.api.v1.identity.teams import TeamController
+from agentops_server.api.v1.telemetry.agents import AgentController
+from agentops_server.api.v1.telemetry.ingest import IngestController
+from agentops_server.api.v1.telemetry.runs import RunController
 from agentops_server.backends.rate_limit import DEPENDENCIES as RATE_LIMITS
-from agentops_server.settings import Settings
 
 __all__ = ["api_router"]
 
@@ -28,9 +29,12 @@ __all__ = ["api_router"]
 def api_router() -> Router:
     """Every ``/api/v1`` route (each guarded, or public: see ``agentops_server.auth.guards``).
 
-    Handlers may ask for ``settings: NamedDependency[Settings]``, ``throttle`` and
-    ``auth_failures`` (:mod:`agentops_server.backends.rate_limit`), and every service
-    :class:`~agentops_server.services.refusals.Refused` raised here is a problem+json answer.
+    Handlers may ask for the app's infrastructure (``settings``, ``engine``, ``mailer``,
+    ``rate_limiter``, ``authenticator``, ``oauth_providers``: see
+    :func:`agentops_server.app.create_app`) and for ``throttle``, ``auth_failures`` and
+    ``ingest_quota`` (:mod:`agentops_server.backends.rate_limit`); every
+    :class:`~agentops_server.refusals.Refused` raised here is a problem+json answer
+    (:mod:`agentops_server.api.problems`).
     Every answer is ``Cache-Control: no-store``: many carry tokens or secrets shown once (sign-in,
     refresh, second factor, new and rotated keys, recovery codes), and the others an org's data;
     a route whose answer may be kept says so itself.
@@ -40,7 +44,11 @@ def api_router() -> Router:
         AgentController,
         IngestController,
         OAuthController,
-        AuthController,
+        SignInController,
+        SessionController,
+        PasswordController,
+        SecondFactorController,
+        AccountController,
         OrgController,
         OrgsController,
         MemberController,
@@ -52,12 +60,6 @@ def api_router() -> Router:
     return Router(
         path="/api/v1",
         route_handlers=handlers,
-        dependencies={"settings": Provide(_settings, sync_to_thread=False), **RATE_LIMITS},
-        exception_handlers=REFUSALS,
+        dependencies=RATE_LIMITS,
         cache_control=CacheControlHeader(no_store=True),
     )
-
-
-def _settings(state: State) -> Settings:
-    settings: Settings = state.settings
-    return settings

@@ -7,9 +7,9 @@ from typing import Any
 
 from litestar import Request
 
-from agentops_server.auth.principal import Principal
-from agentops_server.services.accounts import Client
+from agentops_server.security.principal import Principal
 from agentops_server.services.audit import Actor
+from agentops_server.services.identity.accounts import Client
 
 __all__ = ["actor_of", "client_ip", "client_of", "request_id", "user_id_of"]
 

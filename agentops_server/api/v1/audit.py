@@ -11,8 +11,8 @@ from litestar.params import QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.auth.guards import requires
-from agentops_server.auth.permissions import Permission
-from agentops_server.auth.principal import Principal
+from agentops_server.security.permissions import Permission
+from agentops_server.security.principal import Principal
 from agentops_server.services import audit
 from agentops_server.services.audit import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, AuditPage
 from agentops_server.values import Text, Timestamp

@@ -15,7 +15,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 from agentops_server.db.rls import create_app_role, grant_identity_table, isolate_table
-from agentops_server.services.slugs import slugify
+from agentops_server.slugs import slugify
 
 revision = "0002"
 down_revision = "0001"

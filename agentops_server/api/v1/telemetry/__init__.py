@@ -1,0 +1,1 @@
+"""The telemetry routes: ingest, runs, agents."""

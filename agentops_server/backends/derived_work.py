@@ -1,0 +1,171 @@
+"""Derived work: what follows a committed change, done off the request path.
+
+After ingest commits, and after any later domain change, the hub hands a notice (a task name and
+a JSON-able payload) to :class:`DerivedWork`; the tasks registered for that name (pricing,
+rollups, budget checks, alerts, live updates) run later, elsewhere, with retries. The request
+never waits for them and never fails because of them: an acknowledged event is committed
+whatever becomes of the work derived from it.
+
+The interface is two calls, so a queue on Redis (SAQ, run by ``agentops-hub worker`` processes)
+can take the place of the embedded runner without a caller changing::
+
+    derived.register("telemetry.events_committed", price_spans)
+    await derived.enqueue("telemetry.events_committed", {"org_id": ..., "run_ids": [...]})
+
+:class:`InProcessRunner` is the embedded default: a bounded queue in the hub process, drained by
+a few worker tasks between the app's start and shutdown. A notice that finds the queue full is
+dropped and counted (``dropped``), never waited for; a task that fails is retried with
+exponential backoff, and after its last attempt is logged and kept among the last failures
+(``failures``). What the runner holds is lost when the process stops: recording what must still
+be derived, so that a restarted worker catches up, belongs to the durable queue that replaces it.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import collections
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+__all__ = ["DerivedWork", "Failure", "InProcessRunner", "Task"]
+
+logger = logging.getLogger("agentops_server.derived_work")
+
+Task = Callable[[Mapping[str, Any]], Awaitable[None]]
+"""A task function: it gets the payload of the notice it was registered for."""
+
+
+class DerivedWork(abc.ABC):
+    """Where committed changes hand off the work derived from them."""
+
+    @abc.abstractmethod
+    def register(self, task_name: str, task: Task) -> None:
+        """Run ``task`` for every notice named ``task_name`` (several tasks may share a name)."""
+
+    @abc.abstractmethod
+    async def enqueue(self, task_name: str, payload: Mapping[str, Any]) -> None:
+        """Hand a notice over; it returns at once and never raises for the work itself."""
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Begin running tasks (the app's start)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop, finishing what is queued within the backend's deadline (the app's shutdown)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Failure:
+    """A task that failed its last attempt."""
+
+    task_name: str
+    payload: Mapping[str, Any]
+    error: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Job:
+    task_name: str
+    task: Task
+    payload: Mapping[str, Any]
+
+
+class InProcessRunner(DerivedWork):
+    """:class:`DerivedWork` in the hub process: a bounded queue and ``workers`` tasks.
+
+    ``attempts`` tries per task, ``backoff`` seconds before the first retry (doubling after),
+    at most ``max_pending`` notices waiting, ``drain_timeout`` seconds to finish at shutdown.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_pending: int = 10_000,
+        workers: int = 2,
+        attempts: int = 3,
+        backoff: float = 0.5,
+        drain_timeout: float = 10.0,
+        keep_failures: int = 100,
+    ) -> None:
+        self._tasks: dict[str, list[Task]] = collections.defaultdict(list)
+        self._max_pending = max_pending
+        self._queue: asyncio.Queue[_Job] | None = None  # made in start(), on the app's loop
+        self._workers = workers
+        self._attempts = attempts
+        self._backoff = backoff
+        self._drain_timeout = drain_timeout
+        self._running: list[asyncio.Task[None]] = []
+        self.dropped = 0
+        """Jobs refused because the queue was full."""
+        self.failures: collections.deque[Failure] = collections.deque(maxlen=keep_failures)
+        """The most recent tasks that failed their last attempt."""
+
+    def register(self, task_name: str, task: Task) -> None:
+        """Run ``task`` for every notice named ``task_name``."""
+        self._tasks[task_name].append(task)
+
+    async def enqueue(self, task_name: str, payload: Mapping[str, Any]) -> None:
+        """Queue one job per task registered for ``task_name`` (none: nothing to do); a job
+        that finds the queue full, or the runner not started, is dropped and counted."""
+        for task in self._tasks.get(task_name, ()):
+            try:
+                if self._queue is None:
+                    raise asyncio.QueueFull
+                self._queue.put_nowait(_Job(task_name, task, payload))
+            except asyncio.QueueFull:
+                self.dropped += 1
+                logger.warning("derived work: the queue is full; %s dropped", task_name)
+
+    async def start(self) -> None:
+        """Start the worker tasks on the running event loop."""
+        self._queue = asyncio.Queue(maxsize=self._max_pending)
+        self._running = [
+            asyncio.create_task(self._work(), name=f"agentops-derived-{n}")
+            for n in range(self._workers)
+        ]
+
+    async def close(self) -> None:
+        """Finish the queued jobs within ``drain_timeout``, then stop the workers."""
+        if self._queue is not None:
+            try:
+                await asyncio.wait_for(self._queue.join(), self._drain_timeout)
+            except TimeoutError:
+                logger.warning("derived work: %d jobs left at shutdown", self._queue.qsize())
+        for worker in self._running:
+            worker.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+        self._running, self._queue = [], None
+
+    async def idle(self) -> None:
+        """Wait until every queued job is done (or has failed its last attempt)."""
+        if self._queue is not None:
+            await self._queue.join()
+
+    async def _work(self) -> None:
+        queue = self._queue
+        assert queue is not None, "start() made it"
+        while True:
+            job = await queue.get()
+            try:
+                await self._run(job)
+            finally:
+                queue.task_done()
+
+    async def _run(self, job: _Job) -> None:
+        delay = self._backoff
+        for attempt in range(1, self._attempts + 1):
+            try:
+                await job.task(job.payload)
+            except Exception as exc:
+                if attempt == self._attempts:
+                    logger.exception("derived work: %s failed for good", job.task_name)
+                    self.failures.append(Failure(job.task_name, job.payload, repr(exc)))
+                    return
+                await asyncio.sleep(delay)
+                delay *= 2
+            else:
+                return

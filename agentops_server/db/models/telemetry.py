@@ -1,0 +1,101 @@
+"""What agents report: agents, runs and spans."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Uuid,
+    func,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from agentops_server.db.models.base import Base, Moment, Money
+
+__all__ = ["Agent", "Run", "Span"]
+
+
+class Agent(Base):
+    """An agent, registered the first time one of its runs arrives."""
+
+    __tablename__ = "agents"
+
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orgs.id"), primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(256))
+    team_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    first_seen_at: Mapped[dt.datetime] = mapped_column(Moment)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(Moment)
+
+    __table_args__ = (Index(None, "org_id", "name", unique=True),)
+
+
+class Run(Base):
+    """One execution of an agent, as last reported by the SDK."""
+
+    __tablename__ = "runs"
+
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orgs.id"), primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    agent: Mapped[str] = mapped_column(String(256))
+    name: Mapped[str] = mapped_column(String(256))
+    environment: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[dt.datetime] = mapped_column(Moment)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(Moment)
+    tags: Mapped[list[Any]] = mapped_column(default=list)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    input: Mapped[Any | None] = mapped_column()
+    output: Mapped[Any | None] = mapped_column()
+    error: Mapped[dict[str, Any] | None] = mapped_column()
+    span_count: Mapped[int] = mapped_column(Integer, default=0)
+    error_count: Mapped[int] = mapped_column(Integer, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost: Mapped[Decimal | None] = mapped_column(Money)
+    received_at: Mapped[dt.datetime] = mapped_column(Moment, server_default=func.now())
+
+    __table_args__ = (
+        Index(None, "org_id", "started_at", "id"),
+        Index(None, "org_id", "agent", "started_at"),
+        Index(None, "org_id", "status", "started_at"),
+        Index(None, "org_id", "environment", "started_at"),
+    )
+
+
+class Span(Base):
+    """One agent, tool, step or LLM call inside a run."""
+
+    __tablename__ = "spans"
+
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orgs.id"), primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    # No foreign key to runs: a span may arrive before its run.
+    run_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(256))
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[dt.datetime] = mapped_column(Moment)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(Moment)
+    tags: Mapped[list[Any]] = mapped_column(default=list)
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    input: Mapped[Any | None] = mapped_column()
+    output: Mapped[Any | None] = mapped_column()
+    error: Mapped[dict[str, Any] | None] = mapped_column()
+    events: Mapped[list[Any]] = mapped_column(default=list)
+    model: Mapped[str | None] = mapped_column(String(256))
+    provider: Mapped[str | None] = mapped_column(String(256))
+    input_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    output_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    cost: Mapped[Decimal | None] = mapped_column(Money)
+
+    __table_args__ = (Index(None, "org_id", "run_id", "started_at"),)
