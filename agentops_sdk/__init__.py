@@ -43,6 +43,7 @@ if TYPE_CHECKING:
         BudgetExceeded,
         ConfigurationError,
         EnforcementError,
+        PolicyError,
         PolicyViolation,
     )
     from agentops_sdk.spans import Span
@@ -58,6 +59,7 @@ __all__ = [
     "EnforcementError",
     "FlushResult",
     "Options",
+    "PolicyError",
     "PolicyViolation",
     "Span",
     "Stats",
@@ -90,6 +92,7 @@ _HOMES = {
         "BudgetExceeded",
         "ConfigurationError",
         "EnforcementError",
+        "PolicyError",
         "PolicyViolation",
     ),
     "agentops_sdk.spans": ("Span",),
