@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from time import time_ns
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +95,8 @@ class Client:
         """The user's guards, the enforcer's last stage; see :mod:`agentops_sdk.guards`."""
         self.enforcer = Enforcer(self.guards, HubLink(_hub_source(options, hub_source)))
         """What every call passes before it runs; see :mod:`agentops_sdk.enforcement`."""
+        if options.policy_file is not None:
+            _install_policy(self.enforcer, options.policy_file)
         self.exporter = exporter or build_exporter(options)
         self._capture = options.capture
         self._max_chars = options.max_capture_chars
@@ -472,12 +475,26 @@ def _hub_source(options: Options, given: HubSource | None) -> HubSource | None:
     return given if options.hub_url else None
 
 
+def _install_policy(enforcer: Enforcer, path: Path) -> None:
+    """Enforce the policy file at ``path`` (``PolicyError`` if it cannot be read or is invalid).
+
+    Loaded only when a file is given: the policy modules need pydantic, which the SDK's own
+    import does not load."""
+    from agentops_sdk.contract.policy import load_policy
+    from agentops_sdk.contract.policy_engine import compile_policy
+    from agentops_sdk.enforcement.policy import PolicyStage
+
+    enforcer.install(PolicyStage(enforcer.link, compile_policy(load_policy(path))))
+
+
 def arguments_of(kwargs: Mapping[str, Any] | None, given_input: Any) -> Mapping[str, Any]:
-    """A call's keyword arguments for the stages: a block's or framework call's input is its
-    one argument, ``input``."""
+    """A call's keyword arguments for the stages; a block's or framework call's input, when it
+    has no arguments of its own, is its one argument, ``input``."""
+    if kwargs:
+        return kwargs
     if given_input is not None:
         return {"input": given_input}
-    return {} if kwargs is None else kwargs
+    return {}
 
 
 def _usage_from_result(span: Span, result: Any) -> None:

@@ -33,6 +33,7 @@ otel                    AGENTOPS_OTEL                   None: on if a tracer pro
 tags                    AGENTOPS_TAGS (comma-separated) ()
 integrations            AGENTOPS_INTEGRATIONS (same)    None: every installed integration
 disabled_integrations   AGENTOPS_DISABLED_INTEGRATIONS  ()
+policy_file             AGENTOPS_POLICY_FILE            None: no local policy (docs/policies.md)
 before_send             (code only)                     None
 ======================  ==============================  =====================================
 """
@@ -99,6 +100,8 @@ class Options:
     tags: tuple[str, ...] = ()
     integrations: tuple[str, ...] | None = None
     disabled_integrations: tuple[str, ...] = ()
+    policy_file: Path | None = None
+    """A policy set (JSON, or YAML with PyYAML) enforced with no hub; read at ``init()``."""
     before_send: BeforeSend | None = None
 
     def __post_init__(self) -> None:
@@ -131,8 +134,8 @@ class Options:
         for name in _LISTS:
             if values.get(name) is not None:
                 values[name] = tuple(values[name])
-        for name in ("jsonl_path", "spool_dir"):
-            if name in values:
+        for name in ("jsonl_path", "spool_dir", "policy_file"):
+            if values.get(name) is not None:
                 values[name] = Path(values[name]).expanduser()
         return cls(**values)
 

@@ -173,10 +173,13 @@ class CompiledPolicy:
         """Compiled rules in the order they are tried: strictest outcome first."""
         self.counts = any(rule.counts for rule in rules)
         """Whether some rule limits calls per run or per minute (the caller must count)."""
-        self.uses_rates = any(
-            rule.source.limit is not None and rule.source.limit.calls_per_minute is not None
+        self.rate_rules = frozenset(
+            rule.id
             for rule in rules
+            if rule.source.limit is not None and rule.source.limit.calls_per_minute is not None
         )
+        """Ids of the rules that limit calls per minute (the caller keeps their windows)."""
+        self.uses_rates = bool(self.rate_rules)
         self.uses_run_totals = any(rule.run_totals for rule in rules)
         self.needs_pricing = tuple(rule.id for rule in rules if rule.priced)
         """Ids of rules with cost limits: they fire only on calls with a known cost."""

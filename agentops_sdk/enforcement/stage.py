@@ -68,6 +68,9 @@ class Stage:
     def after(self, call: CallInfo, result: CallResult) -> None:
         """``call``, which passed ``before``, has ended as ``result`` says."""
 
+    def after_fork(self) -> None:
+        """In a forked child: replace any lock a parent's thread may have held at the fork."""
+
     def refusal(self, call: CallInfo, decision: Decision) -> EnforcementError:
         """The error that stops ``call``, which this stage denied with ``decision``."""
         message = decision.reason or f"{call.name} was refused by the {self.name} stage"

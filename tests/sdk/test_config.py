@@ -42,6 +42,7 @@ ENVIRONMENT_VARIABLES = [
     ("AGENTOPS_TAGS", "team-a, eu,,beta ", "tags", ("team-a", "eu", "beta")),
     ("AGENTOPS_INTEGRATIONS", "openai, langchain", "integrations", ("openai", "langchain")),
     ("AGENTOPS_DISABLED_INTEGRATIONS", "langchain", "disabled_integrations", ("langchain",)),
+    ("AGENTOPS_POLICY_FILE", "~/policy.yaml", "policy_file", Path.home() / "policy.yaml"),
 ]
 
 
