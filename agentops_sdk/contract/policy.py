@@ -136,7 +136,8 @@ class Match(_Document):
     """Names (or globs) the call's name must not match: ``kind: tool`` with ``not_name`` is
     an allow list of tools."""
     model: Names = ()
-    """Models of LLM calls (or globs): a call whose model is unknown matches none."""
+    """Models of LLM calls (or globs): a call whose model is unknown matches none. A rule that
+    names models (or ``not_model``) is about LLM calls only."""
     not_model: Names = ()
     """Models (or globs) an LLM call's model must not match (an unknown model matches none of
     them, so an allow list of models refuses it)."""

@@ -296,7 +296,9 @@ class _CompiledRule:
         self.would_be: Outcome | None = rule.outcome if self.outcome != rule.outcome else None
         self.rank = _RANK[self.outcome]
         match = rule.match
-        self.kinds = frozenset(match.kind) if match.kind else None
+        kinds = match.kind or (("llm",) if match.model or match.not_model else ())
+        self.kinds = frozenset(kinds) if kinds else None
+        """The kinds of call it is about (a rule about models is about LLM calls); None: all."""
         self.exact_names = (
             frozenset(match.name)
             if match.name and not any(is_glob(name) for name in match.name)
