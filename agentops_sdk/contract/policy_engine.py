@@ -325,15 +325,17 @@ class _CompiledRule:
 
     def fire(self, call: Call) -> Decision | None:
         """The rule's decision on ``call`` (which it applies to), or None: within its limits."""
-        details: dict[str, Any] = {"policy_version": self.version}
+        exceeded = None
         if self.limits is not None:
             for check in self.limits:
                 exceeded = check(call)
                 if exceeded is not None:
-                    details.update(exceeded)
                     break
             else:
                 return None
+        details: dict[str, Any] = {"policy_version": self.version}
+        if exceeded is not None:
+            details.update(exceeded)
         if self.would_be is not None:
             details["would_be"] = self.would_be
         if self.outcome == "require_approval" or self.would_be == "require_approval":
@@ -424,10 +426,11 @@ def _scope_test(scope: Scope) -> Callable[[str, str, str | None, tuple[str, ...]
 
 
 def _key_maker(scoped: bool, uses_team: bool, uses_tags: bool) -> Callable[[Call], tuple[Any, ...]]:
-    """What the candidate cache is keyed by: only the facts some rule's scope looks at."""
+    """What the candidate cache is keyed by: only the facts some rule's scope looks at (the
+    team and the tags cost a look-up in the hub's registry)."""
     if not scoped:
         return lambda call: (call.kind, call.name, call.model)
-    if uses_tags:
+    if uses_team and uses_tags:
         return lambda call: (
             call.kind,
             call.name,
@@ -435,6 +438,15 @@ def _key_maker(scoped: bool, uses_team: bool, uses_tags: bool) -> Callable[[Call
             call.agent,
             call.environment,
             call.team,
+            call.tags,
+        )
+    if uses_tags:
+        return lambda call: (
+            call.kind,
+            call.name,
+            call.model,
+            call.agent,
+            call.environment,
             call.tags,
         )
     if uses_team:
