@@ -25,6 +25,9 @@ immutable :class:`Snapshot` objects: no lock and no I/O on the call path. The th
 :class:`HubSource` (:class:`LocalHub` is the in-process double for tests) and runs only when the
 client has a hub URL and an installed stage reads from it.
 
+The policy stage (:mod:`agentops_sdk.enforcement.policy`, installed by ``init(policy_file=...)``)
+is imported only when used: it needs pydantic, which ``import agentops_sdk`` does not load.
+
 With no stage installed and no guard added the enforcer is not consulted at all, so a call
 costs what it did before the spine existed.
 """
