@@ -771,13 +771,13 @@ def test_a_pattern_re2_would_refuse_is_refused(pattern: str, reason: str) -> Non
     assert reason in (patterns.regex_problem(pattern) or "")
 
 
-@pytest.fixture(params=["re", "re2"])
+@pytest.fixture(params=["re", pytest.param("re2", marks=pytest.mark.extras)])
 def regex_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Long texts with google-re2 (when installed) and without it."""
+    """Long texts with google-re2 (an extra: the policy extra, and dev) and without it."""
     if request.param == "re":
         monkeypatch.setattr(patterns, "_re2_module", lambda: None)
-    elif not patterns.re2_available():
-        pytest.skip("google-re2 is not installed")  # the sdk_minimal session
+    else:
+        assert patterns.re2_available(), "google-re2 is in the policy and dev extras"
     return str(request.param)
 
 
