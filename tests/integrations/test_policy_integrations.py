@@ -18,6 +18,7 @@ from agentops_sdk import integrations
 from agentops_sdk.contract.decisions import DECISION_EVENT
 from agentops_sdk.testing import CapturedEvents, capture_events
 from tests.integrations.test_openai import MESSAGES, FakeOpenAI
+from tests.sdk.test_policy import EXAMPLE_YAML
 
 pytestmark = pytest.mark.extras
 
@@ -153,6 +154,18 @@ def test_a_warning_on_a_model_is_recorded_and_the_request_sent(
     assert len(api.requests) == 1
     decision = decision_of(governed)
     assert (decision["outcome"], decision["rule"]) == ("warn", "watch-o3")
+
+
+def test_the_issues_example_file_denies_gpt4_with_no_request_sent(openai_enabled: None) -> None:
+    api = FakeOpenAI()
+    with capture_events(policy_file=EXAMPLE_YAML):
+        client = api.client()
+        with pytest.raises(agentops.PolicyViolation) as raised:
+            client.chat.completions.create(model="gpt-4", messages=MESSAGES)
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+
+    assert raised.value.rule == "no-gpt4"
+    assert [request["model"] for request in api.requests] == ["gpt-4o"]
 
 
 # -- LangChain --------------------------------------------------------------------------------

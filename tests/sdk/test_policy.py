@@ -299,29 +299,12 @@ def test_a_yaml_policy_without_pyyaml_says_what_to_install(
         pass
 
 
-@pytest.mark.extras
-def test_the_issues_example_in_yaml_means_what_it_says(tmp_path: Path) -> None:
-    path = tmp_path / "policy.yaml"
-    path.write_text(
-        "version: 1\n"
-        "rules:\n"
-        "  - id: no-deletes\n"
-        '    match: {kind: tool, name: "delete_*"}\n'
-        "    outcome: deny\n"
-        "    message: Deleting is not allowed for agents.\n"
-        "  - id: external-mail\n"
-        "    match: {kind: tool, name: send_email}\n"
-        "    when: {argument: to, not_regex: '@example\\.com$'}\n"
-        "    outcome: require_approval\n"
-        "  - id: search-budget\n"
-        "    match: {kind: tool, name: search}\n"
-        "    limit: {calls_per_run: 3}\n"
-        "    outcome: deny\n"
-        "  - id: no-gpt4\n"
-        "    match: {kind: llm, model: gpt-4}\n"
-        "    outcome: deny\n"
-    )
+EXAMPLE_YAML = Path(__file__).with_name("example_policy.yaml")
+"""The issue's example policy, as written there."""
 
+
+@pytest.mark.extras
+def test_the_issues_example_in_yaml_means_what_it_says() -> None:
     @agentops.agent
     def assistant() -> list[str]:
         outcomes = []
@@ -338,7 +321,7 @@ def test_the_issues_example_in_yaml_means_what_it_says(tmp_path: Path) -> None:
                 outcomes.append(f"{type(exc).__name__} {exc.rule}")
         return outcomes
 
-    with capture_events(policy_file=path):
+    with capture_events(policy_file=EXAMPLE_YAML):
         outcomes = assistant()
 
     assert outcomes == [
