@@ -715,9 +715,9 @@ def test_a_policy_says_which_facts_it_needs() -> None:
             {
                 "version": 1,
                 "rules": [
-              {"id": "a", "scope": {"team": "core"}, "outcome": "warn"},
-              {"id": "b", "limit": {"calls_per_minute": 5}, "outcome": "deny"},
-              {"id": "c", "limit": {"cost_per_run": 5}, "outcome": "deny"},
+                    {"id": "a", "scope": {"team": "core"}, "outcome": "warn"},
+                    {"id": "b", "limit": {"calls_per_minute": 5}, "outcome": "deny"},
+                    {"id": "c", "limit": {"cost_per_run": 5}, "outcome": "deny"},
                 ],
             }
         )
