@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import subprocess
 import sys
+import textwrap
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -542,3 +545,68 @@ def test_a_tag_scope_sees_the_calls_tags_and_the_registrys(tmp_path: Path) -> No
         with pytest.raises(agentops.PolicyViolation):
             lookup()
         assert search("untagged") == ["untagged"]
+
+
+# -- fork -------------------------------------------------------------------------------------
+
+FORK = """
+    import json, os, sys
+    import agentops_sdk as agentops
+    from agentops_sdk.testing import capture_events
+
+    agentops.init(exporter="memory", spool=False)  # installs the fork hook
+
+    @agentops.tool
+    def search(query):
+        return query
+
+    with capture_events(policy_file=sys.argv[1]) as events, agentops.run("r"):
+        search("a")
+        [stage] = [s for s in events.client.enforcer.stages if s.name == "policy"]
+        tally = agentops.current_span().run.state["policy"]
+        # As another thread of the parent might hold them at the very moment of the fork:
+        tally.lock.acquire()
+        stage._lock.acquire()
+        pid = os.fork()
+        if pid == 0:
+            outcomes = []
+            for query in "bcd":
+                try:
+                    search(query)
+                    outcomes.append("ran")
+                except agentops.PolicyViolation:
+                    outcomes.append("denied")
+            print(json.dumps({"child": outcomes}), flush=True)
+            os._exit(0)
+        tally.lock.release()
+        stage._lock.release()
+        _, status = os.waitpid(pid, 0)
+        print(json.dumps({"status": status}), flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_counts_on_with_fresh_locks(tmp_path: Path) -> None:
+    document = {
+        "version": 1,
+        "rules": [
+            {"id": "budget", "match": {"name": "search"},
+             "limit": {"calls_per_run": 3, "calls_per_minute": 100}, "outcome": "deny"}
+        ],
+    }  # fmt: skip
+    script = tmp_path / "fork.py"
+    script.write_text(textwrap.dedent(FORK))
+    done = subprocess.run(
+        [sys.executable, str(script), str(write_policy(tmp_path, document))],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    said: dict[str, Any] = {}
+    for line in done.stdout.splitlines():
+        said |= json.loads(line)
+    # The child inherited the run's one search: two more run, the fourth is refused.
+    assert said == {"child": ["ran", "ran", "denied"], "status": 0}
