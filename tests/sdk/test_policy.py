@@ -550,7 +550,7 @@ def test_a_tag_scope_sees_the_calls_tags_and_the_registrys(tmp_path: Path) -> No
 # -- fork -------------------------------------------------------------------------------------
 
 FORK = """
-    import json, os, sys
+    import json, os, signal, sys
     import agentops_sdk as agentops
     from agentops_sdk.testing import capture_events
 
@@ -569,6 +569,7 @@ FORK = """
         stage._lock.acquire()
         pid = os.fork()
         if pid == 0:
+            signal.alarm(30)  # a child stuck on an inherited lock must not outlive the test
             outcomes = []
             for query in "bcd":
                 try:
