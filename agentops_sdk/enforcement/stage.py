@@ -49,6 +49,8 @@ class Stage:
       ``EnforcementUnavailable`` (a kill switch that cannot answer must not wave calls through);
       False lets it go ahead. Either way the crash is logged, once a minute at most.
     - ``topics``: what the stage reads from the hub; installing it starts the hub link.
+    - ``after_fork()``: in a forked child, replace any lock the stage holds (a parent's thread
+      may have held it at the fork).
     """
 
     name: ClassVar[StageName]
