@@ -52,7 +52,17 @@ _jsonl_notice_given = False
 class CallSpec:
     """What a decorator knows about the function it wraps, worked out once at decoration."""
 
-    __slots__ = ("capture", "kind", "metadata", "model", "name", "param_names", "provider", "tags")
+    __slots__ = (
+        "capture",
+        "defaults",
+        "kind",
+        "metadata",
+        "model",
+        "name",
+        "param_names",
+        "provider",
+        "tags",
+    )
 
     def __init__(
         self,
@@ -62,6 +72,7 @@ class CallSpec:
         tags: tuple[str, ...] = (),
         capture: bool | None = None,
         param_names: tuple[str, ...] = (),
+        defaults: Mapping[str, Any] | None = None,
         model: str | None = None,
         provider: str | None = None,
         metadata: Mapping[str, Any] | None = None,
@@ -71,6 +82,8 @@ class CallSpec:
         self.tags = tags
         self.capture = capture
         self.param_names = param_names
+        self.defaults = defaults or {}
+        """Parameters' default values: the stages see them for arguments a call leaves out."""
         self.model = model
         self.provider = provider
         self.metadata = dict(metadata) if metadata else None
@@ -198,7 +211,7 @@ class Client:
     ) -> None:
         """Pass the call of an opened span through the enforcer; on a refusal (or anything else
         raised while waiting) the span is closed with it and it propagates."""
-        call = span.call = CallInfo(span, args, kwargs, spec.param_names)
+        call = span.call = CallInfo(span, args, kwargs, spec.param_names, spec.defaults)
         try:
             self.enforcer.before(call)
         except BaseException as exc:
@@ -209,7 +222,7 @@ class Client:
         self, span: Span, spec: CallSpec, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> None:
         """Async twin of :meth:`enforce`."""
-        call = span.call = CallInfo(span, args, kwargs, spec.param_names)
+        call = span.call = CallInfo(span, args, kwargs, spec.param_names, spec.defaults)
         try:
             await self.enforcer.abefore(call)
         except BaseException as exc:

@@ -441,6 +441,28 @@ def test_llm_calls_per_run_and_max_tokens_stop_a_runaway_loop(tmp_path: Path) ->
     assert ran == ["ask p0", "ask p1", "ask p2"]
 
 
+def test_a_parameter_the_caller_leaves_out_counts_with_its_default(tmp_path: Path) -> None:
+    document = {
+        "version": 1,
+        "rules": [
+            {"id": "big-refund", "when": {"argument": "amount", "gt": 100}, "outcome": "deny"}
+        ],
+    }
+
+    @agentops.tool
+    def refund(order: str, amount: float = 500.0, *, currency: str = "EUR") -> str:
+        ran.append(f"refund {order} {amount} {currency}")
+        return "refunded"
+
+    with capture_events(policy_file=write_policy(tmp_path, document)):
+        with pytest.raises(agentops.PolicyViolation):
+            refund("o1")
+        assert refund("o2", 10.0) == "refunded"
+        assert refund("o3", amount=20.0, currency="USD") == "refunded"
+
+    assert ran == ["refund o2 10.0 EUR", "refund o3 20.0 USD"]
+
+
 def test_a_steps_limit_counts_the_runs_steps(tmp_path: Path) -> None:
     document = {
         "version": 1,
