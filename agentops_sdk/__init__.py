@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         BudgetExceeded,
         ConfigurationError,
         EnforcementError,
+        PolicyError,
         PolicyViolation,
     )
     from agentops_sdk.spans import Span
@@ -60,6 +61,7 @@ __all__ = [
     "EnforcementError",
     "FlushResult",
     "Options",
+    "PolicyError",
     "PolicyViolation",
     "Span",
     "Stats",
@@ -94,6 +96,7 @@ _HOMES = {
         "BudgetExceeded",
         "ConfigurationError",
         "EnforcementError",
+        "PolicyError",
         "PolicyViolation",
     ),
     "agentops_sdk.spans": ("Span",),

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from time import time_ns
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +53,17 @@ _jsonl_notice_given = False
 class CallSpec:
     """What a decorator knows about the function it wraps, worked out once at decoration."""
 
-    __slots__ = ("capture", "kind", "metadata", "model", "name", "param_names", "provider", "tags")
+    __slots__ = (
+        "capture",
+        "defaults",
+        "kind",
+        "metadata",
+        "model",
+        "name",
+        "param_names",
+        "provider",
+        "tags",
+    )
 
     def __init__(
         self,
@@ -62,6 +73,7 @@ class CallSpec:
         tags: tuple[str, ...] = (),
         capture: bool | None = None,
         param_names: tuple[str, ...] = (),
+        defaults: Mapping[str, Any] | None = None,
         model: str | None = None,
         provider: str | None = None,
         metadata: Mapping[str, Any] | None = None,
@@ -71,6 +83,8 @@ class CallSpec:
         self.tags = tags
         self.capture = capture
         self.param_names = param_names
+        self.defaults = defaults or {}
+        """Parameters' default values: the stages see them for arguments a call leaves out."""
         self.model = model
         self.provider = provider
         self.metadata = dict(metadata) if metadata else None
@@ -97,6 +111,8 @@ class Client:
         """What every call passes before it runs; see :mod:`agentops_sdk.enforcement`."""
         self.controls = _kill_switch(options, self.enforcer)
         """The stage obeying the hub's pause and kill; None when this client does not."""
+        if options.policy_file is not None:
+            _install_policy(self.enforcer, options.policy_file)
         self.exporter = exporter or build_exporter(options)
         self._capture = options.capture
         self._max_chars = options.max_capture_chars
@@ -198,7 +214,7 @@ class Client:
     ) -> None:
         """Pass the call of an opened span through the enforcer; on a refusal (or anything else
         raised while waiting) the span is closed with it and it propagates."""
-        call = span.call = CallInfo(span, args, kwargs, spec.param_names)
+        call = span.call = CallInfo(span, args, kwargs, spec.param_names, spec.defaults)
         try:
             self.enforcer.before(call)
         except BaseException as exc:
@@ -209,7 +225,7 @@ class Client:
         self, span: Span, spec: CallSpec, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> None:
         """Async twin of :meth:`enforce`."""
-        call = span.call = CallInfo(span, args, kwargs, spec.param_names)
+        call = span.call = CallInfo(span, args, kwargs, spec.param_names, spec.defaults)
         try:
             await self.enforcer.abefore(call)
         except BaseException as exc:
@@ -504,12 +520,26 @@ def _kill_switch(options: Options, enforcer: Enforcer) -> KillSwitch | None:
     return stage
 
 
+def _install_policy(enforcer: Enforcer, path: Path) -> None:
+    """Enforce the policy file at ``path`` (``PolicyError`` if it cannot be read or is invalid).
+
+    Loaded only when a file is given: the policy modules need pydantic, which the SDK's own
+    import does not load."""
+    from agentops_sdk.contract.policy import load_policy
+    from agentops_sdk.contract.policy_engine import compile_policy
+    from agentops_sdk.enforcement.policy import PolicyStage
+
+    enforcer.install(PolicyStage(enforcer.link, compile_policy(load_policy(path))))
+
+
 def arguments_of(kwargs: Mapping[str, Any] | None, given_input: Any) -> Mapping[str, Any]:
-    """A call's keyword arguments for the stages: a block's or framework call's input is its
-    one argument, ``input``."""
+    """A call's keyword arguments for the stages; a block's or framework call's input, when it
+    has no arguments of its own, is its one argument, ``input``."""
+    if kwargs:
+        return kwargs
     if given_input is not None:
         return {"input": given_input}
-    return {} if kwargs is None else kwargs
+    return {}
 
 
 def _usage_from_result(span: Span, result: Any) -> None:

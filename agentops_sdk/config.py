@@ -37,6 +37,7 @@ controls                AGENTOPS_CONTROLS               True: obey the hub's pau
 controls_poll_interval  AGENTOPS_CONTROLS_POLL_INTERVAL 10.0 s, while the stream is down
 max_staleness           AGENTOPS_MAX_STALENESS          60.0 s without news from the hub
 on_stale                AGENTOPS_ON_STALE               ``"continue"`` (or ``pause``, ``stop``)
+policy_file             AGENTOPS_POLICY_FILE            None: no local policy (docs/policies.md)
 before_send             (code only)                     None
 ======================  ==============================  =====================================
 """
@@ -120,6 +121,8 @@ class Options:
     controls_poll_interval: float = 10.0
     max_staleness: float = 60.0
     on_stale: OnStale = "continue"
+    policy_file: Path | None = None
+    """A policy set (JSON, or YAML with PyYAML) enforced with no hub; read at ``init()``."""
     before_send: BeforeSend | None = None
 
     def __post_init__(self) -> None:
@@ -152,8 +155,8 @@ class Options:
         for name in _LISTS:
             if values.get(name) is not None:
                 values[name] = tuple(values[name])
-        for name in ("jsonl_path", "spool_dir"):
-            if name in values:
+        for name in ("jsonl_path", "spool_dir", "policy_file"):
+            if values.get(name) is not None:
                 values[name] = Path(values[name]).expanduser()
         return cls(**values)
 

@@ -259,6 +259,7 @@ def _wrap(fn: Any, kind: SpanKind, settings: dict[str, Any]) -> Any:
         tags=tuple(settings.get("tags") or ()),
         capture=settings.get("capture"),
         param_names=_parameter_names(fn),
+        defaults=_parameter_defaults(fn),
         model=settings.get("model"),
         provider=settings.get("provider"),
         metadata=settings.get("metadata"),
@@ -290,6 +291,15 @@ def _parameter_names(fn: Callable[..., Any]) -> tuple[str, ...]:
     if positional and positional[0] in ("self", "cls"):
         positional[0] = ""  # marks the slot to skip; see _capture_arguments
     return tuple(positional)
+
+
+def _parameter_defaults(fn: Callable[..., Any]) -> dict[str, Any]:
+    """The default value of each parameter that has one (what a call that leaves it out gets)."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
 
 
 def _enter(span: Span | None) -> Any:

@@ -14,6 +14,8 @@ from agentops_sdk.contract.errors import (
     ConfigurationError,
     EnforcementError,
     EnforcementUnavailable,
+    PolicyError,
+    PolicyProblem,
     PolicyViolation,
 )
 
@@ -26,5 +28,7 @@ __all__ = [
     "ConfigurationError",
     "EnforcementError",
     "EnforcementUnavailable",
+    "PolicyError",
+    "PolicyProblem",
     "PolicyViolation",
 ]

@@ -17,7 +17,7 @@ enforcer before the call runs (a refused call raises the stage's ``EnforcementEr
 framework call must not be made), exactly like a decorated function::
 
     call = ExternalCall.start("llm", "chat gpt-4o", model="gpt-4o", provider="openai",
-                              input=messages)
+                              input=messages, arguments=request_parameters)
     if call is None:                       # the SDK is off: just call through
         return original(*args, **kwargs)
     try:
@@ -41,7 +41,7 @@ import importlib.util
 import logging
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import ModuleType
 from typing import Any, ClassVar
 
@@ -261,14 +261,20 @@ class ExternalCall:
     so a stream can end it on exhaustion, ``close()`` or garbage collection alike.
     """
 
-    __slots__ = ("_client", "_done", "_input", "_lock", "_spec", "span")
+    __slots__ = ("_arguments", "_client", "_done", "_input", "_lock", "_spec", "span")
 
     def __init__(
-        self, client: _client.Client, span: Span, spec: CallSpec, input: Any = None
+        self,
+        client: _client.Client,
+        span: Span,
+        spec: CallSpec,
+        input: Any = None,
+        arguments: Mapping[str, Any] | None = None,
     ) -> None:
         self._client = client
         self._spec = spec
         self._input = input
+        self._arguments = arguments
         self._done = False
         self._lock = threading.Lock()
         self.span = span
@@ -283,8 +289,13 @@ class ExternalCall:
         model: str | None = None,
         provider: str | None = None,
         tags: Iterable[str] = (),
+        arguments: Mapping[str, Any] | None = None,
     ) -> ExternalCall | None:
         """Open the call's span and pass the enforcer; None when the SDK is off.
+
+        ``input`` is what the span records; ``arguments``, what the stages see as the call's
+        arguments (an LLM request's parameters: model, max tokens, messages...; a tool's named
+        arguments). Without them the stages see ``{"input": input}``.
 
         Raises the refusing stage's ``EnforcementError`` when the call must not happen (the span
         is then recorded as ``blocked``). A stage that must wait blocks this thread.
@@ -293,7 +304,7 @@ class ExternalCall:
         if client is None:
             return None
         spec = CallSpec(kind=kind, name=name, tags=tuple(tags), model=model, provider=provider)
-        span = client.start(spec, given_input=input)
+        span = client.start(spec, (), arguments, input)
         return None if span is None else cls(client, span, spec)
 
     @classmethod
@@ -306,13 +317,14 @@ class ExternalCall:
         model: str | None = None,
         provider: str | None = None,
         tags: Iterable[str] = (),
+        arguments: Mapping[str, Any] | None = None,
     ) -> ExternalCall | None:
         """Async twin of :meth:`start`: a stage that must wait (an approval) is awaited."""
         client = _client.current
         if client is None:
             return None
         spec = CallSpec(kind=kind, name=name, tags=tuple(tags), model=model, provider=provider)
-        span = await client.astart(spec, given_input=input)
+        span = await client.astart(spec, (), arguments, given_input=input)
         return None if span is None else cls(client, span, spec)
 
     @classmethod
@@ -325,6 +337,7 @@ class ExternalCall:
         model: str | None = None,
         provider: str | None = None,
         tags: Iterable[str] = (),
+        arguments: Mapping[str, Any] | None = None,
     ) -> ExternalCall | None:
         """Open the call's span without passing the enforcer yet: :meth:`aenforce` does, later.
 
@@ -335,8 +348,8 @@ class ExternalCall:
         if client is None:
             return None
         spec = CallSpec(kind=kind, name=name, tags=tuple(tags), model=model, provider=provider)
-        span = client.start(spec, given_input=input, enforce=False)
-        return None if span is None else cls(client, span, spec, input)
+        span = client.start(spec, (), arguments, input, False)
+        return None if span is None else cls(client, span, spec, input, arguments)
 
     async def aenforce(self) -> None:
         """Pass the enforcer, awaiting any wait, for a call made with :meth:`open`.
@@ -347,7 +360,9 @@ class ExternalCall:
         if not client.enforcer.active:
             return
         try:
-            await client.aenforce(self.span, self._spec, (), arguments_of(None, self._input))
+            await client.aenforce(
+                self.span, self._spec, (), arguments_of(self._arguments, self._input)
+            )
         except BaseException:
             self._claim()  # the client ended the span with the refusal
             raise

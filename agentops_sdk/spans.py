@@ -51,6 +51,7 @@ class Run:
         "size",
         "span_count",
         "start_ns",
+        "state",
         "status",
         "tags",
     )
@@ -85,6 +86,9 @@ class Run:
         self.input_tokens = 0
         self.output_tokens = 0
         self.size = 512
+        self.state: dict[str, Any] | None = None
+        """What enforcement stages keep per run (the policy's call counts): each stage keys its
+        entry by its own name."""
 
     @property
     def id(self) -> int:

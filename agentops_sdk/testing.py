@@ -87,7 +87,8 @@ def capture_events(
     """Record into memory for the duration of the block, then restore the previous client.
 
     ``options`` are any of :class:`agentops_sdk.Options` (e.g. ``capture=False``,
-    ``before_send=...``); the environment is ignored so tests do not depend on it.
+    ``before_send=...``, ``policy_file="policy.yaml"`` to run your agent under a policy); the
+    environment is ignored so tests do not depend on it.
     ``hub_source`` stands in for the hub's side of the hub link (a
     :class:`~agentops_sdk.enforcement.LocalHub`; read only when ``hub_url`` is set too).
     """

@@ -10,10 +10,13 @@ variants alike. Background work (our worker, OpenTelemetry's BatchSpanProcessor,
 exporter) runs as it would in production; exporters discard what they get.
 
 Compared: AgentOps disabled (before ``init()``), AgentOps with capture on and off (inside a run),
-an OpenTelemetry SDK span (BatchSpanProcessor, no-op exporter), and Langfuse's ``@observe``
-with capture off and on (if installed). Also how long importing takes, in fresh interpreters
-(best of 5): ``import agentops_sdk`` alone (it loads its names on first use) and with the names
-an agent uses, against ``import langfuse`` with its ``observe``.
+AgentOps with capture on and the 100-rule policy set of ``benchmarks/policy.py`` loaded from a
+policy file (the tool is allowed: three run-wide limits apply to it, and the set's per-run
+counters are kept under the run's lock), an OpenTelemetry SDK span (BatchSpanProcessor, no-op
+exporter), and Langfuse's ``@observe`` with capture off and on (if installed). Also how long
+importing takes, in fresh interpreters (best of 5): ``import agentops_sdk`` alone (it loads its
+names on first use) and with the names an agent uses, against ``import langfuse`` with its
+``observe``.
 
 Then one ``chat.completions.create`` of the real ``openai`` client over a mocked transport
 (``httpx.MockTransport`` answering a recorded-shape completion): uninstrumented, with the AgentOps
@@ -30,12 +33,16 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from time import perf_counter_ns
 from typing import Any
+
+from policy import policy_document  # benchmarks/policy.py, beside this script
 
 import agentops_sdk as agentops
 from agentops_sdk import integrations
@@ -82,10 +89,26 @@ def agentops_variants() -> list[Variant]:
         agentops.shutdown()
         return nullcontext()
 
+    policy_file = Path(tempfile.mkdtemp()) / "policy.json"
+    policy_file.write_text(json.dumps(policy_document()))
+    # Named so that no rule is about it by name: it passes the set's run-wide limits.
+    governed = agentops.tool(name="lookup")(search)
+
+    def with_policy() -> AbstractContextManager[Any]:
+        agentops.init(
+            exporter=DiscardExporter(),
+            otel=False,
+            spool=False,
+            integrations=[],
+            policy_file=policy_file,
+        )
+        return agentops.run("benchmark")
+
     return [
         ("agentops disabled", decorated, disabled),
         ("agentops capture off", decorated, configured(False)),
         ("agentops capture on", decorated, configured(True)),
+        ("agentops capture on, 100 rules", governed, with_policy),
     ]
 
 

@@ -6,11 +6,17 @@
 - :mod:`agentops_sdk.contract.decisions`: what an enforcement stage decides about a call.
 - :mod:`agentops_sdk.contract.controls`: emergency controls (pause, kill) and how a call's
   effective state follows from them.
+- :mod:`agentops_sdk.contract.policy`: policy sets, the documents of rules an org enforces.
+- :mod:`agentops_sdk.contract.policy_engine`: the pure engine that compiles a policy set and
+  decides about calls with it; :mod:`agentops_sdk.contract.patterns`, the globs and regexes it
+  compiles (regexes that cannot hang the agent), and :mod:`agentops_sdk.contract.arguments`,
+  the conditions on arguments.
 
-The pure policy engine joins them next. Nothing here imports the SDK's runtime (client,
-decorators, buffer, worker, spool, exporters), starts a thread or registers a process hook, so
-the hub imports it in every one of its processes. Only ``schema`` needs pydantic; the other
-modules but ``controls`` use the standard library alone, so the SDK's hot path uses them too.
+Nothing here imports the SDK's runtime (client, decorators, buffer, worker, spool, exporters),
+starts a thread or registers a process hook, so the hub imports it in every one of its
+processes. ``schema``, ``controls`` and the policy modules need pydantic; ``ids``, ``errors``,
+``decisions`` and ``patterns`` use the standard library alone, so the SDK's hot path uses them
+too.
 """
 
 from __future__ import annotations

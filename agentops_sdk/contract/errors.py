@@ -8,6 +8,7 @@ options.
 
     AgentOpsError
     ├── ConfigurationError        bad option or environment variable given to init()
+    │   └── PolicyError           a policy set that cannot be read or is invalid
     └── EnforcementError          a stage of the enforcer stopped a call before it ran
         ├── PolicyViolation       a policy rule denies the call
         ├── BudgetExceeded        the call would spend past a hard budget
@@ -28,6 +29,7 @@ The public path of these classes is ``agentops_sdk.errors`` (and ``agentops_sdk`
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -42,6 +44,8 @@ __all__ = [
     "ConfigurationError",
     "EnforcementError",
     "EnforcementUnavailable",
+    "PolicyError",
+    "PolicyProblem",
     "PolicyViolation",
 ]
 
@@ -52,6 +56,31 @@ class AgentOpsError(Exception):
 
 class ConfigurationError(AgentOpsError, ValueError):
     """An option passed to ``init()``, or read from the environment, is invalid."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PolicyProblem:
+    """One thing wrong with a policy set: where, and what."""
+
+    rule: str | None
+    """The id of the rule it is in; None for the set itself (or a rule without a valid id)."""
+    field: str
+    """Where in the document, as a JSON pointer: ``/rules/1/when/not_regex``."""
+    message: str
+
+    def __str__(self) -> str:
+        where = self.field if self.rule is None else f"rule {self.rule!r}, {self.field}"
+        return f"{where}: {self.message}"
+
+
+class PolicyError(ConfigurationError):
+    """A policy set cannot be read (no such file, not JSON or YAML, YAML without PyYAML) or is
+    invalid; ``problems`` lists what is wrong, each with its rule id and field."""
+
+    def __init__(self, message: str, problems: tuple[PolicyProblem, ...] = ()) -> None:
+        self.problems = problems
+        details = "".join(f"\n  {problem}" for problem in problems)
+        super().__init__(f"{message}{':' if problems else ''}{details}")
 
 
 class EnforcementError(AgentOpsError):
@@ -114,6 +143,7 @@ class EnforcementUnavailable(EnforcementError):
 for _error in (
     AgentOpsError,
     ConfigurationError,
+    PolicyError,
     EnforcementError,
     PolicyViolation,
     BudgetExceeded,

@@ -27,6 +27,9 @@ immutable :class:`Snapshot` objects: no lock and no I/O on the call path. The th
 tests) and runs only when the client has a hub URL and an installed stage reads from it. The
 first stage, the hub's emergency controls, is :mod:`agentops_sdk.enforcement.controls`.
 
+The policy stage (:mod:`agentops_sdk.enforcement.policy`, installed by ``init(policy_file=...)``)
+is imported only when used: it needs pydantic, which ``import agentops_sdk`` does not load.
+
 With no stage installed and no guard added the enforcer is not consulted at all, so a call
 costs what it did before the spine existed.
 """

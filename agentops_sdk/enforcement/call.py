@@ -23,6 +23,7 @@ class CallInfo:
 
     __slots__ = (
         "_arguments",
+        "_defaults",
         "_param_names",
         "_state",
         "approval",
@@ -40,11 +41,13 @@ class CallInfo:
         args: tuple[Any, ...],
         kwargs: Mapping[str, Any],
         param_names: tuple[str, ...] = (),
+        defaults: Mapping[str, Any] | None = None,
     ) -> None:
         self.span = span
         self.args = args
         self.kwargs = kwargs
         self._param_names = param_names
+        self._defaults = defaults
         self._arguments: dict[str, Any] | None = None
         self._state: dict[str, Any] | None = None
         self.stages: tuple[Stage, ...] = ()
@@ -88,13 +91,15 @@ class CallInfo:
 
     @property
     def arguments(self) -> dict[str, Any]:
-        """The call's arguments by parameter name (positional ones named from the signature)."""
+        """The call's arguments by parameter name (positional ones named from the signature),
+        with the default value of each parameter the call left out."""
         if self._arguments is None:
-            named = {
-                name: value
+            named = dict(self._defaults) if self._defaults else {}
+            named.update(
+                (name, value)
                 for name, value in zip(self._param_names, self.args, strict=False)
                 if name  # "" stands for self/cls
-            }
+            )
             extra = self.args[len(self._param_names) :]
             if extra:
                 named["*args"] = extra

@@ -84,9 +84,12 @@ class Enforcer:
         self.link.close()
 
     def after_fork(self) -> None:
-        """In a forked child: fresh locks, and the hub link starts over with its own thread."""
+        """In a forked child: fresh locks (the stages' too), and the hub link starts over with
+        its own thread."""
         self._lock = threading.Lock()
         self._failures = FailureLog()
+        for stage in self.stages:
+            stage.after_fork()
         self.link.after_fork()
 
     def _refresh(self) -> None:
@@ -163,11 +166,13 @@ class Enforcer:
         if call.approval is not None:
             # Asked for, and no approval stage settled it (none is installed, or it let the
             # request pass unasked): never run such a call.
+            unasked = any(stage.name == "approval" for stage in stages)
             decision = Decision(
                 "deny",
                 stage="approval",
                 rule=call.approval.rule,
-                reason=f"{call.name} needs an approval, and none was given",
+                reason=f"{call.name} needs an approval, and none was given"
+                + ("" if unasked else " (no approval stage is installed: approvals need a hub)"),
             )
             self._record(call, decision)
             raise ApprovalDenied(decision.reason or "", rule=decision.rule, decision=decision)

@@ -49,6 +49,8 @@ class Stage:
       ``EnforcementUnavailable`` (a kill switch that cannot answer must not wave calls through);
       False lets it go ahead. Either way the crash is logged, once a minute at most.
     - ``topics``: what the stage reads from the hub; installing it starts the hub link.
+    - ``after_fork()``: in a forked child, replace any lock the stage holds (a parent's thread
+      may have held it at the fork).
     """
 
     name: ClassVar[StageName]
@@ -69,6 +71,9 @@ class Stage:
 
     def after(self, call: CallInfo, result: CallResult) -> None:
         """``call``, which passed ``before``, has ended as ``result`` says."""
+
+    def after_fork(self) -> None:
+        """In a forked child: replace any lock a parent's thread may have held at the fork."""
 
     def refusal(self, call: CallInfo, decision: Decision) -> EnforcementError:
         """The error that stops ``call``, which this stage denied with ``decision``."""

@@ -225,7 +225,12 @@ class AgentOpsCallbackHandler(BaseCallbackHandler):
         """Open a ``tool`` span; a guard refusing the call stops it before the tool runs."""
         name = _run_name(serialized, kwargs, "tool")
         self._start(
-            "tool", name, run_id, parent_run_id, input=input_str if inputs is None else inputs
+            "tool",
+            name,
+            run_id,
+            parent_run_id,
+            input=input_str if inputs is None else inputs,
+            arguments=inputs if isinstance(inputs, Mapping) else None,
         )
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
@@ -289,14 +294,16 @@ class AgentOpsCallbackHandler(BaseCallbackHandler):
             None,
         )
         provider = metadata.get("ls_provider")
+        input = prompts[0] if len(prompts) == 1 else prompts
         call = self._start(
             "llm",
             _run_name(serialized, kwargs, "llm"),
             run_id,
             parent_run_id,
-            input=prompts[0] if len(prompts) == 1 else prompts,
+            input=input,
             model=model,
             provider=provider if isinstance(provider, str) else None,
+            arguments={**params, "messages": input},
         )
         if call is not None:
             # The model may call a provider client we also instrument (ChatOpenAI -> openai):
@@ -313,8 +320,10 @@ class AgentOpsCallbackHandler(BaseCallbackHandler):
         input: Any,
         model: str | None = None,
         provider: str | None = None,
+        arguments: Mapping[str, Any] | None = None,
     ) -> ExternalCall | None:
-        """Open the run's span under its LangChain parent's and run the guards."""
+        """Open the run's span under its LangChain parent's and run the guards (which see
+        ``arguments``, else ``{"input": input}``)."""
         if not self._recording:
             return None
         parent = None if parent_run_id is None else self._calls.get(parent_run_id)
@@ -322,10 +331,12 @@ class AgentOpsCallbackHandler(BaseCallbackHandler):
         token = None if parent is None else CURRENT.set(parent.span)
         deferred = _deferred.get()
         try:
-            if deferred is None:
-                call = ExternalCall.start(kind, name, input=input, model=model, provider=provider)
-            else:  # an async run: AsyncDispatch awaits the enforcer once this callback returns
-                call = ExternalCall.open(kind, name, input=input, model=model, provider=provider)
+            start = ExternalCall.start if deferred is None else ExternalCall.open
+            # ``open``: an async run, where AsyncDispatch awaits the enforcer once this
+            # callback returns.
+            call = start(
+                kind, name, input=input, model=model, provider=provider, arguments=arguments
+            )
         except EnforcementError:
             raise
         except Exception:

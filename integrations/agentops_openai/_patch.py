@@ -92,11 +92,17 @@ def _sync_wrapper(patch: Patch, api: Api) -> Callable[..., Any]:
 
     @functools.wraps(original)
     def create(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not patch.active or get_client() is None or model_call_claimed():
+        client = get_client()
+        if not patch.active or client is None or model_call_claimed():
             return original(self, *args, **kwargs)
         request = Request(api, kwargs)
         call = ExternalCall.start(
-            "llm", request.name, input=request.input, model=request.model, provider="openai"
+            "llm",
+            request.name,
+            input=request.input,
+            model=request.model,
+            provider="openai",
+            arguments=request.parameters() if client.enforcer.active else None,
         )
         if call is None:
             return original(self, *args, **kwargs)
@@ -117,11 +123,17 @@ def _async_wrapper(patch: Patch, api: Api) -> Callable[..., Any]:
 
     @functools.wraps(original)
     async def create(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not patch.active or get_client() is None or model_call_claimed():
+        client = get_client()
+        if not patch.active or client is None or model_call_claimed():
             return await original(self, *args, **kwargs)
         request = Request(api, kwargs)
         call = await ExternalCall.astart(
-            "llm", request.name, input=request.input, model=request.model, provider="openai"
+            "llm",
+            request.name,
+            input=request.input,
+            model=request.model,
+            provider="openai",
+            arguments=request.parameters() if client.enforcer.active else None,
         )
         if call is None:
             return await original(self, *args, **kwargs)

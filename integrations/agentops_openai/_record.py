@@ -60,6 +60,13 @@ class Request:
         self.kwargs = kwargs
         """What the original method is called with (``stream_options`` may be added)."""
 
+    def parameters(self) -> dict[str, Any]:
+        """The parameters given (model, messages, max_tokens...): the call's arguments, as the
+        enforcer's stages see them."""
+        return {
+            name: value for name, value in self.kwargs.items() if not isinstance(value, _ABSENT)
+        }
+
     def describe(self, span: Span) -> None:
         """Record the request's parameters as span attributes."""
         try:

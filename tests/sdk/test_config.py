@@ -46,6 +46,7 @@ ENVIRONMENT_VARIABLES = [
     ("AGENTOPS_CONTROLS_POLL_INTERVAL", "2.5", "controls_poll_interval", 2.5),
     ("AGENTOPS_MAX_STALENESS", "300", "max_staleness", 300.0),
     ("AGENTOPS_ON_STALE", "pause", "on_stale", "pause"),
+    ("AGENTOPS_POLICY_FILE", "~/policy.yaml", "policy_file", Path.home() / "policy.yaml"),
 ]
 
 

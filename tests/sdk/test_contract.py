@@ -1,4 +1,5 @@
-"""The contract (wire schema, ids, errors, decisions) imports alone: the hub loads no SDK runtime.
+"""The contract (wire schema, ids, errors, decisions, the policy engine) imports alone: the hub
+loads no SDK runtime.
 
 Each import runs in a fresh interpreter, where ``os.register_at_fork`` is wrapped to note every
 hook the SDK registers (and still register it), so what an import does to a process is seen whole.
@@ -17,9 +18,13 @@ import agentops_sdk
 
 CONTRACT = {
     "agentops_sdk.contract",
+    "agentops_sdk.contract.arguments",
     "agentops_sdk.contract.decisions",
     "agentops_sdk.contract.errors",
     "agentops_sdk.contract.ids",
+    "agentops_sdk.contract.patterns",
+    "agentops_sdk.contract.policy",
+    "agentops_sdk.contract.policy_engine",
     "agentops_sdk.contract.schema",
 }
 RUNTIME = {
@@ -81,6 +86,7 @@ def probe(code: str) -> dict[str, Any]:
         "agentops_sdk.contract.schema",
         "agentops_sdk.contract.errors",
         "agentops_sdk.errors",
+        "agentops_sdk.contract.policy_engine",
     ],
 )
 def test_importing_the_contract_loads_no_sdk_runtime_and_registers_no_fork_hook(

@@ -1,0 +1,313 @@
+"""The policy stage: every guarded call is checked against the org's policy set before it runs.
+
+It runs after controls, in the enforcer's fixed order. The set in force is the hub's, once the
+hub link's snapshot holds one (topic ``policies``, a
+:class:`~agentops_sdk.contract.policy_engine.CompiledPolicy`), else the local file given as
+``init(policy_file=...)`` or ``AGENTOPS_POLICY_FILE``, which needs no hub at all (and is what
+an agent's own unit tests load)::
+
+    agentops.init(policy_file="policy.yaml")
+
+    @agentops.tool
+    def delete_user(user_id: str) -> None: ...
+
+    delete_user("u1")          # raises agentops.PolicyViolation("Deleting is not allowed...")
+
+What a decision leads to:
+
+- ``deny`` raises :class:`~agentops_sdk.errors.PolicyViolation` with the rule's message before
+  the call runs (integrations make sure the tool or the request never happens);
+- ``warn`` (and any rule in shadow mode) is recorded and blocks nothing;
+- ``require_approval`` is handed to the approval stage. Until the hub's approvals exist no such
+  stage is installed, so the enforcer refuses the call with
+  :class:`~agentops_sdk.errors.ApprovalDenied`; an approval stage of your own
+  (``client.enforcer.install(stage)``, a :class:`~agentops_sdk.enforcement.Stage` named
+  ``approval``) can settle it instead. The decision carries what an approval request needs:
+  the rule, ``approval.expires_in`` and ``approval.on_expiry``, and ``arguments_sha256``, the
+  hash of the call's arguments in canonical JSON
+  (:func:`~agentops_sdk.contract.policy_engine.canonical_arguments`).
+
+Every decision but a plain allow is recorded on the call's span with the rule, the policy
+set's version and how long the evaluation took (``latency_us``).
+
+The stage counts what the engine's limits need, in memory: calls of each kind per run, calls
+per rule per run (on the run), and calls per rule per agent in the last minute (on the stage).
+A call is counted when the policy lets it pass (a later stage may still refuse it). A set with
+per-run or per-minute call limits is evaluated and counted under the run's lock, so two
+threads of one run never both take the last allowed call.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from agentops_sdk.contract.controls import AgentProfile, ControlSet
+from agentops_sdk.contract.errors import PolicyViolation
+from agentops_sdk.contract.policy_engine import CompiledPolicy, Evaluation, RunMeasure
+from agentops_sdk.enforcement.stage import Stage
+
+if TYPE_CHECKING:
+    from agentops_sdk.contract.decisions import Decision
+    from agentops_sdk.enforcement.call import CallInfo
+    from agentops_sdk.enforcement.link import HubLink
+    from agentops_sdk.spans import Run
+
+__all__ = ["TOPIC", "PolicyStage"]
+
+logger = logging.getLogger("agentops_sdk")
+
+TOPIC: Final = "policies"
+"""The hub link topic whose value is the hub's compiled policy set."""
+
+_MAX_TOKENS_ARGUMENTS: Final = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+"""Where an LLM call says how many output tokens it asks for (OpenAI's chat and responses)."""
+_KIND_MEASURES: Final[dict[str, RunMeasure]] = {
+    "llm": "llm_calls",
+    "tool": "tool_calls",
+    "step": "steps",
+}
+_WINDOW: Final = 60.0
+"""Seconds a per-minute rate looks back."""
+_MAX_WINDOW_CALLS: Final = 10_000
+"""Calls remembered per agent and rule for rates (past any sane per-minute limit)."""
+
+
+class PolicyStage(Stage):
+    """Checks each call against the policy set in force (the hub's, else ``local``)."""
+
+    name = "policy"
+    error = PolicyViolation
+    topics = frozenset({TOPIC})
+
+    def __init__(self, link: HubLink, local: CompiledPolicy | None = None) -> None:
+        self.link = link
+        self.local = local
+        """The set from the local policy file, in force until the hub sends one."""
+        self._lock = threading.Lock()
+        self._rates: dict[tuple[str, str], collections.deque[float]] = {}
+        self._profiles: tuple[object, Mapping[str, AgentProfile]] = (None, {})
+        self._noticed: CompiledPolicy | None = None
+        self._generation = 0
+
+    @property
+    def policy(self) -> CompiledPolicy | None:
+        """The set in force now."""
+        hub = self.link.snapshot.values.get(TOPIC)
+        return self.local if hub is None else hub
+
+    def before(self, call: CallInfo) -> Decision | None:
+        """The policy's decision on ``call``; None when no rule fired."""
+        policy = self.policy
+        if policy is None:
+            return None
+        if policy is not self._noticed:
+            self._notice(policy)
+        tally = self._tally(call.span.run)
+        facts = _Facts(call, self, tally)
+        started = time.perf_counter_ns()
+        if policy.counts:
+            with tally.lock:
+                evaluation = self._evaluate(policy, facts)
+                self._count(policy, facts, tally, evaluation)
+        else:
+            evaluation = policy.evaluate(facts)
+            self._count(policy, facts, tally, evaluation)
+        decision = evaluation.decision
+        if decision is None or decision.outcome == "allow":
+            return decision
+        latency_us = round((time.perf_counter_ns() - started) / 1000, 1)
+        return dataclasses.replace(decision, details={**decision.details, "latency_us": latency_us})
+
+    def after_fork(self) -> None:
+        """In a forked child: fresh locks (a parent's thread may have held one at the fork)."""
+        self._lock = threading.Lock()
+        self._generation += 1
+
+    # -- counters -------------------------------------------------------------------------------
+
+    def _evaluate(self, policy: CompiledPolicy, facts: _Facts) -> Evaluation:
+        if not policy.uses_rates:
+            return policy.evaluate(facts)
+        with self._lock:
+            evaluation = policy.evaluate(facts)
+            if evaluation.counted and _goes_ahead(evaluation):
+                now = time.monotonic()
+                for rule in evaluation.counted:
+                    if rule in policy.rate_rules:
+                        self._window(facts.agent, rule).append(now)
+            return evaluation
+
+    def _count(
+        self, policy: CompiledPolicy, facts: _Facts, tally: _RunTally, evaluation: Evaluation
+    ) -> None:
+        if not _goes_ahead(evaluation):
+            return
+        measure = _KIND_MEASURES.get(facts.kind)
+        counts = tally.counts
+        if policy.counts:  # the caller holds the run's lock
+            if measure is not None:
+                counts[measure] = counts.get(measure, 0) + 1
+            for rule in evaluation.counted:
+                counts[rule] = counts.get(rule, 0) + 1
+        elif measure is not None:
+            with tally.lock:
+                counts[measure] = counts.get(measure, 0) + 1
+
+    def _tally(self, run: Run) -> _RunTally:
+        """The run's counters (made on its first call, given fresh locks after a fork)."""
+        state = run.state
+        tally = None if state is None else state.get(self.name)
+        if tally is None or tally.generation != self._generation:
+            with self._lock:
+                state = run.state
+                if state is None:
+                    state = run.state = {}
+                tally = state.get(self.name)
+                if tally is None:
+                    tally = state[self.name] = _RunTally(self._generation)
+                elif tally.generation != self._generation:
+                    tally.lock = threading.Lock()
+                    tally.generation = self._generation
+        return tally
+
+    def _window(self, agent: str, rule: str) -> collections.deque[float]:
+        """The times of an agent's recent calls under ``rule`` (caller holds ``_lock``)."""
+        window = self._rates.get((agent, rule))
+        if window is None:
+            window = self._rates[agent, rule] = collections.deque(maxlen=_MAX_WINDOW_CALLS)
+        horizon = time.monotonic() - _WINDOW
+        while window and window[0] <= horizon:
+            window.popleft()
+        return window
+
+    # -- what the hub knows of agents -----------------------------------------------------------
+
+    def profile(self, agent: str) -> AgentProfile | None:
+        """The hub registry's profile of ``agent`` (its team and tags), if the hub sent one
+        with its controls."""
+        controls = self.link.snapshot.values.get("controls")
+        if not isinstance(controls, ControlSet):
+            return None
+        cached, profiles = self._profiles
+        if cached is not controls:
+            profiles = {profile.name: profile for profile in controls.agents}
+            self._profiles = (controls, profiles)
+        return profiles.get(agent)
+
+    def _notice(self, policy: CompiledPolicy) -> None:
+        self._noticed = policy
+        if policy.needs_pricing:
+            logger.warning(
+                "agentops: policy rules %s limit cost, and this SDK does not price calls yet: "
+                "they fire only when a call's cost is known (limit tokens_per_run and "
+                "max_tokens meanwhile)",
+                ", ".join(policy.needs_pricing),
+            )
+
+
+def _goes_ahead(evaluation: Evaluation) -> bool:
+    decision = evaluation.decision
+    return decision is None or decision.outcome != "deny"
+
+
+class _RunTally:
+    """One run's counters: calls of each kind, and calls per counting rule."""
+
+    __slots__ = ("counts", "generation", "lock")
+
+    def __init__(self, generation: int) -> None:
+        self.lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+        self.generation = generation
+
+
+class _Facts:
+    """A call as the policy engine sees it (:class:`~agentops_sdk.contract.policy_engine.Call`),
+    read from the enforcer's :class:`CallInfo` only as far as the rules look."""
+
+    __slots__ = ("_call", "_profile", "_stage", "_tally")
+
+    _UNREAD: Final = object()
+
+    def __init__(self, call: CallInfo, stage: PolicyStage, tally: _RunTally) -> None:
+        self._call = call
+        self._stage = stage
+        self._tally = tally
+        self._profile: Any = _Facts._UNREAD
+
+    @property
+    def kind(self) -> str:
+        return self._call.span.kind
+
+    @property
+    def name(self) -> str:
+        return self._call.span.name
+
+    @property
+    def agent(self) -> str:
+        return self._call.span.run.agent
+
+    @property
+    def environment(self) -> str:
+        return self._call.span.run.environment
+
+    @property
+    def team(self) -> str | None:
+        profile = self._registered()
+        return None if profile is None else profile.team
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        tags = self._call.tags
+        profile = self._registered()
+        if profile is not None and profile.tags:
+            tags = tuple(dict.fromkeys(tags + profile.tags))
+        return tags
+
+    @property
+    def model(self) -> str | None:
+        return self._call.span.model
+
+    @property
+    def arguments(self) -> Mapping[str, Any]:
+        return self._call.arguments
+
+    @property
+    def max_tokens(self) -> int | None:
+        arguments = self._call.arguments
+        for name in _MAX_TOKENS_ARGUMENTS:
+            value = arguments.get(name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        return None
+
+    @property
+    def cost(self) -> float | None:
+        return None  # calls are priced in the SDK once budgets land
+
+    def run_total(self, measure: RunMeasure) -> float | None:
+        run = self._call.span.run
+        if measure == "duration":
+            return (time.time_ns() - run.start_ns) / 1e9
+        if measure == "tokens":
+            return run.input_tokens + run.output_tokens
+        if measure == "cost":
+            return None
+        return self._tally.counts.get(measure, 0)
+
+    def rule_calls(self, rule: str) -> int:
+        return self._tally.counts.get(rule, 0)
+
+    def rule_rate(self, rule: str) -> int:
+        return len(self._stage._window(self.agent, rule))
+
+    def _registered(self) -> AgentProfile | None:
+        if self._profile is _Facts._UNREAD:
+            self._profile = self._stage.profile(self.agent)
+        return self._profile  # type: ignore[no-any-return]
