@@ -192,7 +192,9 @@ class Notifier:
                 logger.exception("notifications: a listener failed")
 
     async def _mail(self, org_id: uuid.UUID, ids: list[uuid.UUID]) -> None:
-        """Mail each of the notifications ``ids`` not mailed yet, marking it mailed."""
+        """Mail each of the notifications ``ids`` not mailed yet. Each is claimed (its
+        ``emailed_at`` set) before it is sent, so two runs never both mail it; a send that fails
+        gives the claim back and raises, for the queue to retry."""
         async with open_session(self._engine) as session:
             unsent = await session.execute(
                 select(Notification, User.email)
@@ -204,14 +206,21 @@ class Notifier:
                 )
             )
             for notification, address in unsent.all():
-                await self._mailer.send(_email(address, notification, self._settings))
-                await claim(
+                claimed = await claim(
                     session,
                     notification,
                     Notification.emailed_at.is_(None),
                     emailed_at=dt.datetime.now(dt.UTC),
                 )
                 await session.commit()
+                if not claimed:
+                    continue  # another run mails it
+                try:
+                    await self._mailer.send(_email(address, notification, self._settings))
+                except Exception:
+                    notification.emailed_at = None
+                    await session.commit()
+                    raise
 
     async def _fan_out(
         self, session: AsyncSession, announcement: Announcement
