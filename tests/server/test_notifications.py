@@ -18,12 +18,14 @@ from agentops_server.security.permissions import Role
 from agentops_server.services.identity.api_keys import IssuedKey
 from agentops_server.services.notifications.announcements import CONTROL_CHANGED, Notifier
 from agentops_server.services.notifications.inbox import NotificationView
+from tests.sdk.fake_hub import free_port
 from tests.server.api import Client, assert_problem
 from tests.server.conftest import make_org
 from tests.server.database import direct_session
 from tests.server.derived import control_notice, hub_with
 from tests.server.mail import Inbox, mailbox, serving_smtp
 from tests.server.principals import People, Person
+from tests.server.webhook_receiver import receiving
 
 
 def notifications(client: Client, person: Person, **params: Any) -> list[dict[str, Any]]:
@@ -224,3 +226,42 @@ async def test_listeners_hear_each_notification_made_and_a_failing_one_harms_not
     assert (org_id, user_id, view.kind) == (org.org_id, owner.user_id, "control.changed")
     assert len(mailbox(tmp_path)) == 1
     assert list(runner.failures) == []
+
+
+def test_a_mail_outage_delays_only_the_mail_which_a_later_run_sends(
+    settings: Settings, people: People, org: IssuedKey
+) -> None:
+    owner = people.add(Role.OWNER, email="olga@acme.example")
+    notice = control_notice(org.org_id)
+    inbox = Inbox()
+    closed = f"smtp://127.0.0.1:{free_port()}"  # nothing listens there
+
+    with (
+        receiving([200]) as receiver,
+        hub_with(settings, mail_url=closed, webhooks_allow_private=True) as hub,
+    ):
+        hook = hub.client.post(
+            "/api/v1/webhooks",
+            json={"url": receiver.url, "events": ["control.changed"]},
+            headers=owner.headers,
+        )
+        assert hook.status_code == 201, hook.text
+        hub.enqueue(CONTROL_CHANGED, notice)
+        hub.settle()
+        told = notifications(hub.client, owner)
+        failed = [failure.task_name for failure in hub.runner.failures]
+    delivered = receiver.wait_for(1)
+    with (
+        serving_smtp(inbox) as port,
+        hub_with(settings, mail_url=f"smtp://127.0.0.1:{port}") as hub,
+    ):
+        hub.enqueue(CONTROL_CHANGED, notice)
+        hub.settle()
+        again = notifications(hub.client, owner)
+
+    assert len(told) == 1
+    assert len(delivered) == 1
+    assert failed == [CONTROL_CHANGED]
+    assert again == told
+    assert inbox.next_message().rcpt_tos == ["olga@acme.example"]
+    assert inbox.received.empty()

@@ -5,7 +5,8 @@ team's agents) into
 
 1. a notification for each member who should know: the org's owners and admins, and the team
    leads of the teams the change touches (when the change names a team, or an agent of a team);
-2. an email to each of them, through the hub's mailer (once per notification: ``emailed_at``);
+2. an email to each of them, through the hub's mailer (once per notification: ``emailed_at``),
+   sent last, so a mail outage delays nothing but the mail;
 3. a delivery to each enabled webhook of the org subscribed to the event, sent by the
    :data:`~agentops_server.services.notifications.delivery.DELIVER_WEBHOOK` task;
 
@@ -144,12 +145,12 @@ class Notifier:
                 await session.commit()
             for notification in made:
                 await self._tell_listeners(announcement.org_id, notification)
-            await self._mail(announcement.org_id, ids)
             async with open_session(self._engine) as session:
                 notices = await self._fan_out(session, announcement)
                 await session.commit()
-        for notice in notices:
-            await self._derived_work.enqueue(DELIVER_WEBHOOK, notice)
+            for notice in notices:
+                await self._derived_work.enqueue(DELIVER_WEBHOOK, notice)
+            await self._mail(announcement.org_id, ids)  # last: a mail outage delays only mail
 
     async def _notify(
         self, session: AsyncSession, announcement: Announcement
