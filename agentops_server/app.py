@@ -44,6 +44,7 @@ from agentops_server.observability import (
     configure_sentry,
 )
 from agentops_server.refusals import Unavailable
+from agentops_server.services.notifications.announcements import Notifier
 from agentops_server.settings import Settings
 
 __all__ = ["create_app"]
@@ -107,6 +108,9 @@ def create_app(
         settings.database_url, pool_size=settings.db_pool_size, tenant_isolation=True
     )
     derived_work = derived_work or InProcessRunner()
+    mailer = create_mailer(settings)
+    notifier = Notifier(engine, settings, mailer, derived_work)
+    notifier.register()
     authenticator = Authenticator(
         engine, settings, rate_limiter, SupabaseAuth.from_settings(settings)
     )
@@ -114,7 +118,7 @@ def create_app(
         "settings": settings,
         "engine": engine,
         "rate_limiter": rate_limiter,
-        "mailer": create_mailer(settings),
+        "mailer": mailer,
         "oauth_providers": OAuthProviders.from_settings(settings),  # validated now, used later
         "authenticator": authenticator,
         "derived_work": derived_work,

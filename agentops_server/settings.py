@@ -31,6 +31,13 @@ signup_open               AGENTOPS_SIGNUP_OPEN               ``true`` (``false``
 mail_url                  AGENTOPS_MAIL_URL                  ``console`` (or ``file:///dir``,
                                                              ``smtp://user:pass@host:port``)
 mail_from                 AGENTOPS_MAIL_FROM                 ``AgentOps Hub <hub@localhost>``
+webhooks_allow_private    AGENTOPS_WEBHOOKS_ALLOW_PRIVATE    ``false`` (``true``: webhooks may
+                                                             reach private, loopback and
+                                                             link-local addresses)
+webhooks_attempts         AGENTOPS_WEBHOOKS_ATTEMPTS         5 tries per delivery
+webhooks_backoff          AGENTOPS_WEBHOOKS_BACKOFF          2 seconds before the first retry,
+                                                             doubling after (capped at 5 min)
+webhooks_timeout          AGENTOPS_WEBHOOKS_TIMEOUT          10 seconds per delivery attempt
 oauth_providers           AGENTOPS_OAUTH_PROVIDERS           None (JSON, see docs/identity.md)
 supabase_url              AGENTOPS_SUPABASE_URL              None (Supabase Auth disabled)
 supabase_jwt_secret       AGENTOPS_SUPABASE_JWT_SECRET       None (verify with JWKS instead)
@@ -87,6 +94,10 @@ class Settings:
     signup_open: bool = True
     mail_url: str = dataclasses.field(default="console", repr=False)
     mail_from: str = "AgentOps Hub <hub@localhost>"
+    webhooks_allow_private: bool = False
+    webhooks_attempts: int = 5
+    webhooks_backoff: int = 2
+    webhooks_timeout: int = 10
     oauth_providers: str | None = dataclasses.field(default=None, repr=False)
     supabase_url: str | None = None
     supabase_jwt_secret: str | None = dataclasses.field(default=None, repr=False)
@@ -109,9 +120,13 @@ class Settings:
             "db_pool_size",
             "access_token_ttl",
             "refresh_token_ttl",
+            "webhooks_attempts",
+            "webhooks_timeout",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.webhooks_backoff < 0:
+            raise ValueError(f"webhooks_backoff must be 0 or more, got {self.webhooks_backoff!r}")
         if self.hsts_max_age < 0:
             raise ValueError(f"hsts_max_age must be 0 or more, got {self.hsts_max_age!r}")
         for proxy in self.trusted_proxy_networks:

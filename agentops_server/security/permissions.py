@@ -10,7 +10,7 @@ role          may
 ============  =========================================================================
 owner         everything, including deleting the org and managing owners
 admin         everything but managing owners and the org's plan
-team_lead     read all but the audit log and keys; write agents, budgets and policies,
+team_lead     read all but the audit log, keys and webhooks; write agents, budgets and policies,
               decide approvals, pause or stop agents, within the teams they belong to
 member        read everything but the audit log and API keys; write agents
 viewer        read agents, runs, policies, budgets, approvals and controls
@@ -60,6 +60,8 @@ class Permission(enum.StrEnum):
     SETTINGS_READ = "settings:read"
     SETTINGS_WRITE = "settings:write"
     AUDIT_READ = "audit:read"
+    WEBHOOKS_READ = "webhooks:read"
+    WEBHOOKS_WRITE = "webhooks:write"
     OWNERS_MANAGE = "owners:manage"
     """Make, demote or remove an owner; change the plan or region; delete the org."""
     ACCOUNT = "account:self"

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from litestar import Litestar
+from sqlalchemy.orm import Session
 
 from agentops_server.auth.guards import permission_of
 from agentops_server.db import models
@@ -37,8 +38,7 @@ class Victim:
         self.org_id = key.org_id
         people = People(database_url, key.org_id)
         emails = [f"victim-{role.value}@globex.example" for role in Role]
-        for role, email in zip(Role, emails, strict=True):
-            people.add(role, email=email)
+        members = [people.add(role, email=email) for role, email in zip(Role, emails, strict=True)]
         limited_key(database_url, key.org_id, scopes=["read"])
         run = run_event(agent="globex-secret-agent", name="globex-secret-run")
         response = client.post(
@@ -60,6 +60,8 @@ class Victim:
                     expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(days=1),
                 )
             )
+            session.flush()
+            _add_notifications(session, key.org_id, members[0].user_id)
             session.commit()
         self.ids = sorted({value for row in self.rows() for value in row if _is_uuid(value)})
         self.user_ids = [
@@ -112,6 +114,46 @@ class Intruder:
             shown = [s for s in shown if not (s in kept and any(s in e for e in self.sent))]
         self.sent.append(sent)
         return response, shown
+
+
+def _add_notifications(session: Session, org_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    """A notification of the victim's owner, a webhook of the victim's and one delivery."""
+    now = dt.datetime.now(dt.UTC)
+    webhook = models.Webhook(
+        org_id=org_id,
+        id=uuid.uuid4(),
+        url="https://globex-secret.example/hook",
+        events=["control.changed"],
+        secret="sealed-globex-secret",
+        enabled=True,
+    )
+    session.add_all(
+        [
+            models.Notification(
+                org_id=org_id,
+                id=uuid.uuid4(),
+                user_id=user_id,
+                kind="control.changed",
+                title="globex-secret control",
+                body="globex-secret body",
+                data={},
+                created_at=now,
+            ),
+            webhook,
+        ]
+    )
+    session.flush()
+    session.add(
+        models.WebhookDelivery(
+            org_id=org_id,
+            id=uuid.uuid4(),
+            webhook_id=webhook.id,
+            event="control.changed",
+            payload={"data": "globex-secret payload"},
+            status="delivered",
+            attempts=1,
+        )
+    )
 
 
 def org_rows(database_url: str, org_id: uuid.UUID) -> list[tuple[str, ...]]:

@@ -18,6 +18,8 @@ from agentops_server.api.v1.identity.second_factor import SecondFactorController
 from agentops_server.api.v1.identity.sessions import SessionController
 from agentops_server.api.v1.identity.sign_in import SignInController
 from agentops_server.api.v1.identity.teams import TeamController
+from agentops_server.api.v1.notifications.inbox import NotificationController
+from agentops_server.api.v1.notifications.webhooks import WebhookController
 from agentops_server.api.v1.telemetry.agents import AgentController
 from agentops_server.api.v1.telemetry.ingest import IngestController
 from agentops_server.api.v1.telemetry.runs import RunController
@@ -56,6 +58,8 @@ def api_router() -> Router:
         TeamController,
         ApiKeyController,
         AuditController,
+        NotificationController,
+        WebhookController,
     ]
     return Router(
         path="/api/v1",

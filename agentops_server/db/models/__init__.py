@@ -26,6 +26,7 @@ from agentops_server.db.models.identity import (
     User,
     UserSession,
 )
+from agentops_server.db.models.notifications import Notification, Webhook, WebhookDelivery
 from agentops_server.db.models.telemetry import Agent, Run, Span
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "Invitation",
     "Membership",
     "MfaFactor",
+    "Notification",
     "OAuthIdentity",
     "Org",
     "OrgLogo",
@@ -50,6 +52,8 @@ __all__ = [
     "TeamMember",
     "User",
     "UserSession",
+    "Webhook",
+    "WebhookDelivery",
 ]
 
 TENANT_TABLES = frozenset(

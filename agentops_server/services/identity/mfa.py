@@ -19,7 +19,6 @@ signing in needs a code (:func:`verify_second_factor`).
 from __future__ import annotations
 
 import abc
-import base64
 import dataclasses
 import datetime as dt
 import secrets
@@ -28,8 +27,6 @@ from typing import ClassVar
 
 import pyotp
 from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pyotp.exceptions import OTPVerificationError
 from sqlalchemy import CursorResult, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -37,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agentops_server.db.models import MfaFactor, RecoveryCode, User
 from agentops_server.refusals import Conflict, Forbidden, Invalid, Unauthenticated
 from agentops_server.security.passwords import verify_password
+from agentops_server.security.sealing import sealing_key
 from agentops_server.security.tokens import hash_secret
 from agentops_server.services import audit
 from agentops_server.services.row_claims import claim
@@ -328,7 +326,4 @@ def _step_of(
 
 
 def _cipher(settings: Settings) -> Fernet:
-    key = HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=None, info=b"agentops-hub:mfa-secrets"
-    ).derive(settings.secret_key.encode())
-    return Fernet(base64.urlsafe_b64encode(key))
+    return sealing_key(settings.secret_key, "mfa-secrets")

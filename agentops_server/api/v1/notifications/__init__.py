@@ -1,0 +1,1 @@
+"""The notification routes: a member's notifications, the org's webhooks."""
