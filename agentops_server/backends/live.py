@@ -161,6 +161,11 @@ class LiveUpdates:
         """The kinds registered, sorted."""
         return tuple(sorted(self._topics))
 
+    @property
+    def backlogs(self) -> list[int]:
+        """The events waiting to be sent, for each open stream (each at most the backlog)."""
+        return [subscriber.qsize for subscriber in self._streams]
+
     async def refresh(self, org_id: uuid.UUID, kind: str) -> None:
         """Load the org's ``kind`` snapshot and publish it to every stream of the org, on every
         hub process, unless this process already published that version or a newer one.

@@ -127,9 +127,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 SCOPE_PERMISSIONS: dict[Scope, frozenset[Permission]] = {
     Scope.INGEST: frozenset({P.INGEST, P.STREAM}),
     Scope.READ: _READ_ALL,
-    Scope.CONTROLS_READ: frozenset(
-        {P.CONTROLS_READ, P.POLICIES_READ, P.BUDGETS_READ, P.STREAM}
-    ),
+    Scope.CONTROLS_READ: frozenset({P.CONTROLS_READ, P.POLICIES_READ, P.BUDGETS_READ, P.STREAM}),
     Scope.APPROVALS_WRITE: frozenset({P.APPROVALS_REQUEST, P.APPROVALS_READ}),
     Scope.ADMIN: frozenset(Permission) - {P.OWNERS_MANAGE, P.ACCOUNT},
 }

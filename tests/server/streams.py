@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import httpx_sse
 from litestar import Litestar
+from litestar.di import Provide
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -71,7 +72,9 @@ def database_topic(kind: str = "probe") -> StreamTopic:
 
 def make_versions_table(database_url: str) -> None:
     with direct_session(database_url) as session:
-        session.execute(text(f"CREATE TABLE {VERSIONS_TABLE} (org_id TEXT PRIMARY KEY, version INT)"))
+        session.execute(
+            text(f"CREATE TABLE {VERSIONS_TABLE} (org_id TEXT PRIMARY KEY, version INT)")
+        )
         if session.bind is not None and session.bind.dialect.name == "postgresql":
             session.execute(text(f"GRANT SELECT ON {VERSIONS_TABLE} TO agentops_app"))
         session.commit()
@@ -79,7 +82,9 @@ def make_versions_table(database_url: str) -> None:
 
 def live_of(app: Litestar) -> LiveUpdates:
     """The app's live updates (its ``live`` dependency)."""
-    live = app.dependencies["live"].dependency()
+    provide = app.dependencies["live"]
+    assert isinstance(provide, Provide)
+    live = provide.dependency()
     assert isinstance(live, LiveUpdates)
     return live
 
@@ -128,7 +133,9 @@ class Listener:
 
     def _read(self, headers: dict[str, str]) -> None:
         try:
-            with httpx_sse.connect_sse(self._client, "GET", "/api/v1/stream", headers=headers) as es:
+            with httpx_sse.connect_sse(
+                self._client, "GET", "/api/v1/stream", headers=headers
+            ) as es:
                 with self._changed:
                     self.status = es.response.status_code
                     self._changed.notify_all()

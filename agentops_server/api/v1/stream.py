@@ -52,9 +52,7 @@ class StreamController(Controller):
         live: NamedDependency[LiveUpdates],
         last_event_id: Annotated[
             Text | None,
-            HeaderParameter(
-                name="Last-Event-ID", description="The id of the last event received."
-            ),
+            HeaderParameter(name="Last-Event-ID", description="The id of the last event received."),
         ] = None,
     ) -> ServerSentEvent:
         """Stream the caller's org's live updates."""
