@@ -112,6 +112,7 @@ class LiveUpdates:
         max_age: float = 600.0,
         backlog: int = 32,
         watch_interval: float = 0.25,
+        on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.heartbeat = heartbeat
         self.max_age = max_age
@@ -130,20 +131,22 @@ class LiveUpdates:
         self._watched: Counter[uuid.UUID] = Counter()
         self._streams: set[_Backlog] = set()
         self._watch: asyncio.Task[None] | None = None
+        self._on_close = on_close
 
     @classmethod
     def from_settings(cls, settings: Settings, engine: AsyncEngine) -> LiveUpdates:
         """Live updates on Redis pub/sub when ``settings.redis_url`` is set, else in-process."""
-        backend: ChannelsBackend = (
-            MemoryChannelsBackend()
-            if settings.redis_url is None
-            else RedisChannelsPubSubBackend(
-                redis=Redis.from_url(settings.redis_url), key_prefix=REDIS_PREFIX
-            )
-        )
+        if settings.redis_url is None:
+            backend: ChannelsBackend = MemoryChannelsBackend()
+            on_close = None
+        else:
+            redis = Redis.from_url(settings.redis_url)
+            backend = RedisChannelsPubSubBackend(redis=redis, key_prefix=REDIS_PREFIX)
+            on_close = redis.aclose
         return cls(
             engine,
             backend,
+            on_close=on_close,
             heartbeat=settings.stream_heartbeat,
             max_age=settings.stream_max_age,
             backlog=settings.stream_backlog,
@@ -226,6 +229,8 @@ class LiveUpdates:
             self._watch = None
         for subscriber in list(self._streams):
             subscriber.end()
+        if self._on_close is not None:  # after the channels plugin stopped (Litestar's order)
+            await self._on_close()
 
     # -- inside -------------------------------------------------------------------------------
 
