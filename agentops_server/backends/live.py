@@ -264,22 +264,32 @@ class LiveUpdates:
             await self.channels.unsubscribe(subscriber, _channel(org_id))
 
     async def _watch_versions(self) -> None:
-        """Refresh every watched org whose version of a topic moved since it was published."""
+        """Refresh every watched org whose version of a topic moved since it was published;
+        a failing database is logged once until the versions can be read again."""
+        failing = False
         while True:
             await asyncio.sleep(self.watch_interval)
-            for org_id in list(self._watched):
-                try:
-                    async with _acting_as(self._engine, org_id) as session:
-                        moved = [
-                            kind
-                            for kind, topic in self._topics.items()
-                            if await topic.version(session, org_id)
-                            > self._published.get((org_id, kind), -1)
-                        ]
-                    for kind in moved:
-                        await self.refresh(org_id, kind)
-                except Exception:
-                    logger.exception("live updates: cannot read the versions of org %s", org_id)
+            try:
+                for org_id in list(self._watched):
+                    await self._refresh_moved(org_id)
+            except Exception:
+                if not failing:
+                    logger.exception("live updates: cannot read the versions of streamed orgs")
+                failing = True
+            else:
+                if failing:
+                    logger.info("live updates: the versions of streamed orgs can be read again")
+                failing = False
+
+    async def _refresh_moved(self, org_id: uuid.UUID) -> None:
+        async with _acting_as(self._engine, org_id) as session:
+            moved = [
+                kind
+                for kind, topic in self._topics.items()
+                if await topic.version(session, org_id) > self._published.get((org_id, kind), -1)
+            ]
+        for kind in moved:
+            await self.refresh(org_id, kind)
 
 
 class _Backlog(Subscriber):
