@@ -173,11 +173,14 @@ class LiveUpdates:
         """Load the org's ``kind`` snapshot and publish it to every stream of the org, on every
         hub process, unless this process already published that version or a newer one.
 
-        Call it after the commit of a change (``controls_changed(org_id)``)."""
+        Call it after the commit of a change (``controls_changed(org_id)``). It never raises
+        for the database or the channel: the change is committed, and the version watch of each
+        process streaming to the org brings it within an interval."""
         topic = self._topics[kind]
-        async with _acting_as(self._engine, org_id) as session:
-            version, data = await topic.snapshot(session, org_id)
-        self._publish(org_id, kind, version, data)
+        try:
+            await self._load_and_publish(org_id, topic)
+        except Exception:
+            logger.exception("live updates: cannot publish %s of org %s", kind, org_id)
 
     async def events(
         self, org_id: uuid.UUID, last_event_id: str | None = None
@@ -234,6 +237,11 @@ class LiveUpdates:
 
     # -- inside -------------------------------------------------------------------------------
 
+    async def _load_and_publish(self, org_id: uuid.UUID, topic: StreamTopic) -> None:
+        async with _acting_as(self._engine, org_id) as session:
+            version, data = await topic.snapshot(session, org_id)
+        self._publish(org_id, topic.kind, version, data)
+
     def _publish(self, org_id: uuid.UUID, kind: str, version: int, data: str) -> None:
         key = (org_id, kind)
         if self._published.get(key, -1) >= version:
@@ -289,7 +297,7 @@ class LiveUpdates:
                 if await topic.version(session, org_id) > self._published.get((org_id, kind), -1)
             ]
         for kind in moved:
-            await self.refresh(org_id, kind)
+            await self._load_and_publish(org_id, self._topics[kind])
 
 
 class _Backlog(Subscriber):

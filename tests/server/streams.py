@@ -35,6 +35,8 @@ class MemoryTopic:
         self.render = render or (lambda org, version: json.dumps({"org": str(org), "v": version}))
         self.loop: asyncio.AbstractEventLoop | None = None
         """The hub's event loop, once a snapshot was loaded on it."""
+        self.broken = False
+        """While true, loading a snapshot fails (as with the database down)."""
 
     @property
     def topic(self) -> StreamTopic:
@@ -46,6 +48,8 @@ class MemoryTopic:
 
     async def _snapshot(self, _session: AsyncSession, org_id: uuid.UUID) -> tuple[int, str]:
         self.loop = asyncio.get_running_loop()
+        if self.broken:
+            raise ConnectionError("the database is down")
         version = self.versions.setdefault(org_id, 1)
         return version, self.render(org_id, version)
 

@@ -167,6 +167,20 @@ def test_a_client_that_falls_behind_is_sent_resync_and_dropped(
     assert kinds.count("probe") < 61
 
 
+@SQLITE_ONLY
+def test_a_refresh_that_fails_never_raises_and_the_watch_brings_the_change_later(
+    hub: tuple[str, Litestar], org: IssuedKey, probe: MemoryTopic
+) -> None:
+    url, app = hub
+    with listening(url, org.key) as stream:
+        stream.wait_for(last_of("probe"), "snapshot")
+        probe.broken = True
+        probe.bump(org.org_id)
+        on_hub_loop(probe, live_of(app).refresh(org.org_id, "probe"))  # returns, logged
+        probe.broken = False
+        assert stream.wait_for(lambda es: [e for e in es if e.id == "probe:2"], "version 2")
+
+
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_the_version_watch_brings_a_change_made_outside_the_hub(
     settings: Settings, org: IssuedKey, migrated_url: str
