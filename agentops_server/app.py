@@ -6,6 +6,7 @@ apps as they like and production runs as many processes as it needs.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from advanced_alchemy.extensions.litestar import (
@@ -34,6 +35,7 @@ from agentops_server.auth.oauth import OAuthProviders
 from agentops_server.auth.supabase import SupabaseAuth
 from agentops_server.backends import create_mailer, create_rate_limiter
 from agentops_server.backends.derived_work import DerivedWork, InProcessRunner
+from agentops_server.backends.live import LiveUpdates, StreamTopic
 from agentops_server.db.engine import create_async_db_engine
 from agentops_server.db.migrate import is_current
 from agentops_server.db.tenancy import TenantSession
@@ -50,6 +52,8 @@ from agentops_server.settings import Settings
 __all__ = ["create_app"]
 
 PUBLIC_PATHS = ["^/health$", "^/ready$", "^/schema"]
+STREAM_TOPICS: tuple[StreamTopic, ...] = ()
+"""The topics of every org's live stream (:mod:`agentops_server.backends.live`)."""
 
 
 @get("/health", sync_to_thread=False, tags=["operations"])
@@ -93,13 +97,15 @@ def create_app(
     settings: Settings | None = None,
     *,
     derived_work: DerivedWork | None = None,
+    stream_topics: Iterable[StreamTopic] = (),
     **litestar_options: Any,
 ) -> Litestar:
     """Build the hub's ASGI app from ``settings`` (default: from the environment).
 
     ``derived_work`` takes the notices of committed changes (default: an
     :class:`~agentops_server.backends.derived_work.InProcessRunner`, started and stopped with
-    the app)."""
+    the app); ``stream_topics`` are added to the org streams of ``GET /api/v1/stream``, after
+    :data:`STREAM_TOPICS`."""
     settings = settings or Settings.from_env()
     configure_logging(settings)
     configure_sentry(settings)  # before Litestar(): its integration hooks into the constructor
@@ -111,6 +117,9 @@ def create_app(
     mailer = create_mailer(settings)
     notifier = Notifier(engine, settings, mailer, derived_work)
     notifier.register()
+    live = LiveUpdates.from_settings(settings, engine)
+    for topic in (*STREAM_TOPICS, *stream_topics):
+        live.register(topic)
     authenticator = Authenticator(
         engine, settings, rate_limiter, SupabaseAuth.from_settings(settings)
     )
@@ -122,6 +131,7 @@ def create_app(
         "oauth_providers": OAuthProviders.from_settings(settings),  # validated now, used later
         "authenticator": authenticator,
         "derived_work": derived_work,
+        "live": live,
     }
     database = SQLAlchemyAsyncConfig(
         engine_instance=engine,
@@ -130,7 +140,12 @@ def create_app(
     )
     app = Litestar(
         route_handlers=[health, ready, api_router()],
-        plugins=[SQLAlchemyPlugin(config=database), problem_details_plugin(), ValueKinds()],
+        plugins=[
+            SQLAlchemyPlugin(config=database),
+            problem_details_plugin(),
+            ValueKinds(),
+            live.channels,
+        ],
         request_class=HubRequest,
         middleware=[
             *proxy_middleware(settings),
@@ -141,8 +156,8 @@ def create_app(
         ],
         before_send=[security_headers(settings)],
         logging_config=None,  # configure_logging() set logging up; Litestar must not redo it
-        on_startup=[derived_work.start],
-        on_shutdown=[derived_work.close, rate_limiter.close],
+        on_startup=[derived_work.start, live.start],
+        on_shutdown=[live.close, derived_work.close, rate_limiter.close],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="AgentOps Hub",

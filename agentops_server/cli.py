@@ -76,6 +76,9 @@ def serve(database_url: str, host: str, port: int, workers: int, migrate: bool) 
         # The app believes X-Forwarded-* itself, from AGENTOPS_TRUSTED_PROXIES only; uvicorn's
         # own default would believe them from 127.0.0.1.
         proxy_headers=False,
+        # Streams (GET /api/v1/stream) never end by themselves: at shutdown they are cut after
+        # this many seconds, and their SDKs resume on another hub process.
+        timeout_graceful_shutdown=10,
     )
 
 

@@ -42,6 +42,14 @@ oauth_providers           AGENTOPS_OAUTH_PROVIDERS           None (JSON, see doc
 supabase_url              AGENTOPS_SUPABASE_URL              None (Supabase Auth disabled)
 supabase_jwt_secret       AGENTOPS_SUPABASE_JWT_SECRET       None (verify with JWKS instead)
 supabase_audience         AGENTOPS_SUPABASE_AUDIENCE         ``authenticated``
+stream_heartbeat          AGENTOPS_STREAM_HEARTBEAT          15 seconds of quiet before a
+                                                             stream's heartbeat
+stream_max_age            AGENTOPS_STREAM_MAX_AGE            600 seconds: a stream then ends
+                                                             (the SDK resumes it at once)
+stream_backlog            AGENTOPS_STREAM_BACKLOG            32 events unsent to one stream
+                                                             before it is dropped (``resync``)
+stream_watch_interval     AGENTOPS_STREAM_WATCH_INTERVAL     0.25 seconds between two reads of
+                                                             the versions of streamed orgs
 log_format                AGENTOPS_LOG_FORMAT                ``json`` (or ``console``)
 log_level                 AGENTOPS_LOG_LEVEL                 ``INFO``
 sentry_dsn                SENTRY_DSN                         None (Sentry disabled)
@@ -102,6 +110,10 @@ class Settings:
     supabase_url: str | None = None
     supabase_jwt_secret: str | None = dataclasses.field(default=None, repr=False)
     supabase_audience: str = "authenticated"
+    stream_heartbeat: float = 15.0
+    stream_max_age: float = 600.0
+    stream_backlog: int = 32
+    stream_watch_interval: float = 0.25
     log_format: str = "json"
     log_level: str = "INFO"
     sentry_dsn: str | None = None
@@ -122,6 +134,10 @@ class Settings:
             "refresh_token_ttl",
             "webhooks_attempts",
             "webhooks_timeout",
+            "stream_heartbeat",
+            "stream_max_age",
+            "stream_backlog",
+            "stream_watch_interval",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
@@ -173,6 +189,8 @@ _FALSE = frozenset({"0", "false", "no", "off"})
 def _parse(name: str, kind: str, raw: str) -> Any:
     if kind == "int":
         return int(raw)
+    if kind == "float":
+        return float(raw)
     if kind == "bool":
         if raw.lower() not in _TRUE | _FALSE:
             raise ValueError(f"{name} must be true or false, got {raw!r}")

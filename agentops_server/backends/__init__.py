@@ -4,6 +4,8 @@
 - :mod:`~agentops_server.backends.mailer`: email to the log, to ``.eml`` files, or over SMTP.
 - :mod:`~agentops_server.backends.derived_work`: work derived from committed changes, run off
   the request path in the process (a queue on Redis next).
+- :mod:`~agentops_server.backends.live`: the org streams of live updates, fanned out in the
+  process or over Redis pub/sub, with a version watch for changes made elsewhere.
 
 ``create_app`` builds one of each from the settings and injects it where it is needed.
 """

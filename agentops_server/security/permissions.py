@@ -51,6 +51,8 @@ class Permission(enum.StrEnum):
     APPROVALS_DECIDE = "approvals:decide"
     CONTROLS_READ = "controls:read"
     CONTROLS_WRITE = "controls:write"
+    STREAM = "stream:read"
+    """Hold the org's live stream (``GET /api/v1/stream``): what the SDK and pages are pushed."""
     MEMBERS_READ = "members:read"
     MEMBERS_WRITE = "members:write"
     TEAMS_READ = "teams:read"
@@ -102,6 +104,7 @@ _READ_ALL = frozenset(
         P.BUDGETS_READ,
         P.APPROVALS_READ,
         P.CONTROLS_READ,
+        P.STREAM,
     }
 )
 _MEMBER_READ = _READ_ALL | {P.TEAMS_READ, P.SETTINGS_READ, P.MEMBERS_READ, P.ACCOUNT}
@@ -124,9 +127,9 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 """What each role may do. Team leads' writes are limited to their teams by the services."""
 
 SCOPE_PERMISSIONS: dict[Scope, frozenset[Permission]] = {
-    Scope.INGEST: frozenset({P.INGEST}),
+    Scope.INGEST: frozenset({P.INGEST, P.STREAM}),
     Scope.READ: _READ_ALL,
-    Scope.CONTROLS_READ: frozenset({P.CONTROLS_READ, P.POLICIES_READ, P.BUDGETS_READ}),
+    Scope.CONTROLS_READ: frozenset({P.CONTROLS_READ, P.POLICIES_READ, P.BUDGETS_READ, P.STREAM}),
     Scope.APPROVALS_WRITE: frozenset({P.APPROVALS_REQUEST, P.APPROVALS_READ}),
     Scope.ADMIN: frozenset(Permission) - {P.OWNERS_MANAGE, P.ACCOUNT},
 }

@@ -85,6 +85,7 @@ def settings(migrated_url: str, mail_dir: Path) -> Settings:
         secret_key=SECRET_KEY,
         mail_url=f"file://{mail_dir}",
         public_url=PUBLIC_URL,
+        stream_max_age=0.05,  # GET /api/v1/stream ends, so that calling every route returns
     )
 
 

@@ -20,6 +20,7 @@ from agentops_server.api.v1.identity.sign_in import SignInController
 from agentops_server.api.v1.identity.teams import TeamController
 from agentops_server.api.v1.notifications.inbox import NotificationController
 from agentops_server.api.v1.notifications.webhooks import WebhookController
+from agentops_server.api.v1.stream import StreamController
 from agentops_server.api.v1.telemetry.agents import AgentController
 from agentops_server.api.v1.telemetry.ingest import IngestController
 from agentops_server.api.v1.telemetry.runs import RunController
@@ -32,7 +33,7 @@ def api_router() -> Router:
     """Every ``/api/v1`` route (each guarded, or public: see ``agentops_server.auth.guards``).
 
     Handlers may ask for the app's infrastructure (``settings``, ``engine``, ``mailer``,
-    ``rate_limiter``, ``authenticator``, ``oauth_providers``: see
+    ``rate_limiter``, ``authenticator``, ``oauth_providers``, ``live``: see
     :func:`agentops_server.app.create_app`) and for ``throttle``, ``auth_failures`` and
     ``ingest_quota`` (:mod:`agentops_server.backends.rate_limit`); every
     :class:`~agentops_server.refusals.Refused` raised here is a problem+json answer
@@ -60,6 +61,7 @@ def api_router() -> Router:
         AuditController,
         NotificationController,
         WebhookController,
+        StreamController,
     ]
     return Router(
         path="/api/v1",
