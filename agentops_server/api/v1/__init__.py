@@ -7,6 +7,7 @@ from litestar.datastructures import CacheControlHeader
 from litestar.types import ControllerRouterHandler
 
 from agentops_server.api.v1.audit import AuditController
+from agentops_server.api.v1.governance.agents import AgentController
 from agentops_server.api.v1.identity.api_keys import ApiKeyController
 from agentops_server.api.v1.identity.invitations import InvitationController
 from agentops_server.api.v1.identity.me import AccountController
@@ -18,7 +19,6 @@ from agentops_server.api.v1.identity.second_factor import SecondFactorController
 from agentops_server.api.v1.identity.sessions import SessionController
 from agentops_server.api.v1.identity.sign_in import SignInController
 from agentops_server.api.v1.identity.teams import TeamController
-from agentops_server.api.v1.telemetry.agents import AgentController
 from agentops_server.api.v1.telemetry.ingest import IngestController
 from agentops_server.api.v1.telemetry.runs import RunController
 from agentops_server.backends.rate_limit import DEPENDENCIES as RATE_LIMITS

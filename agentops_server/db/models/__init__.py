@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from agentops_server.db.models.audit import AuditEvent
 from agentops_server.db.models.base import Base
+from agentops_server.db.models.governance import Agent
 from agentops_server.db.models.identity import (
     ApiKey,
     Invitation,
@@ -26,7 +27,7 @@ from agentops_server.db.models.identity import (
     User,
     UserSession,
 )
-from agentops_server.db.models.telemetry import Agent, Run, Span
+from agentops_server.db.models.telemetry import Run, Span
 
 __all__ = [
     "TENANT_TABLES",

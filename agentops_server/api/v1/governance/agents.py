@@ -18,10 +18,10 @@ from agentops_server.auth.guards import requires
 from agentops_server.refusals import Forbidden, NotFound
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
+from agentops_server.services.governance import agents
+from agentops_server.services.governance.agents import AgentList, AgentSummary
 from agentops_server.services.identity import teams
 from agentops_server.services.identity.teams import AgentTeam
-from agentops_server.services.telemetry import agents
-from agentops_server.services.telemetry.agents import AgentList, AgentSummary
 
 __all__ = ["AgentController"]
 
