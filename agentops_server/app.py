@@ -6,6 +6,7 @@ apps as they like and production runs as many processes as it needs.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from advanced_alchemy.extensions.litestar import (
@@ -44,6 +45,7 @@ from agentops_server.observability import (
     configure_sentry,
 )
 from agentops_server.refusals import Unavailable
+from agentops_server.services.governance.controls import ControlsChanged
 from agentops_server.settings import Settings
 
 __all__ = ["create_app"]
@@ -92,13 +94,16 @@ def create_app(
     settings: Settings | None = None,
     *,
     derived_work: DerivedWork | None = None,
+    controls_changed: ControlsChanged | None = None,
     **litestar_options: Any,
 ) -> Litestar:
     """Build the hub's ASGI app from ``settings`` (default: from the environment).
 
     ``derived_work`` takes the notices of committed changes (default: an
     :class:`~agentops_server.backends.derived_work.InProcessRunner`, started and stopped with
-    the app)."""
+    the app); ``controls_changed`` is told an org's id after each committed change of its
+    controls or agent profiles, to push them to its SDKs (default: nothing is pushed; SDKs
+    poll)."""
     settings = settings or Settings.from_env()
     configure_logging(settings)
     configure_sentry(settings)  # before Litestar(): its integration hooks into the constructor
@@ -118,6 +123,7 @@ def create_app(
         "oauth_providers": OAuthProviders.from_settings(settings),  # validated now, used later
         "authenticator": authenticator,
         "derived_work": derived_work,
+        "controls_changed": controls_changed or _push_nothing,
     }
     database = SQLAlchemyAsyncConfig(
         engine_instance=engine,
@@ -161,6 +167,10 @@ def create_app(
     )
     declare_problems(app)
     return app
+
+
+async def _push_nothing(org_id: uuid.UUID) -> None:
+    """The default ``controls_changed``: SDKs learn of changes at their next poll."""
 
 
 def _provide(value: Any) -> Provide:

@@ -8,6 +8,7 @@ from litestar.types import ControllerRouterHandler
 
 from agentops_server.api.v1.audit import AuditController
 from agentops_server.api.v1.governance.agents import AgentController
+from agentops_server.api.v1.governance.controls import ControlController
 from agentops_server.api.v1.identity.api_keys import ApiKeyController
 from agentops_server.api.v1.identity.invitations import InvitationController
 from agentops_server.api.v1.identity.me import AccountController
@@ -30,7 +31,8 @@ def api_router() -> Router:
     """Every ``/api/v1`` route (each guarded, or public: see ``agentops_server.auth.guards``).
 
     Handlers may ask for the app's infrastructure (``settings``, ``engine``, ``mailer``,
-    ``rate_limiter``, ``authenticator``, ``oauth_providers``: see
+    ``rate_limiter``, ``authenticator``, ``oauth_providers``, ``derived_work``,
+    ``controls_changed``: see
     :func:`agentops_server.app.create_app`) and for ``throttle``, ``auth_failures`` and
     ``ingest_quota`` (:mod:`agentops_server.backends.rate_limit`); every
     :class:`~agentops_server.refusals.Refused` raised here is a problem+json answer
@@ -42,6 +44,7 @@ def api_router() -> Router:
     handlers: list[ControllerRouterHandler] = [
         RunController,
         AgentController,
+        ControlController,
         IngestController,
         OAuthController,
         SignInController,

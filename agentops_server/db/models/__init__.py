@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from agentops_server.db.models.audit import AuditEvent
 from agentops_server.db.models.base import Base
-from agentops_server.db.models.governance import Agent
+from agentops_server.db.models.governance import Agent, Control, ControlVersion
 from agentops_server.db.models.identity import (
     ApiKey,
     Invitation,
@@ -36,6 +36,8 @@ __all__ = [
     "ApiKey",
     "AuditEvent",
     "Base",
+    "Control",
+    "ControlVersion",
     "Invitation",
     "Membership",
     "MfaFactor",
