@@ -380,3 +380,22 @@ def set_control(
     assert response.status_code == 200, response.text
     control: dict[str, Any] = response.json()
     return control
+
+
+def test_renaming_a_team_reaches_the_profiles_sdks_match_team_controls_against(
+    client: Client, owner: Person, people: People, auth: dict[str, str]
+) -> None:
+    platform = people.team("platform")
+    register(client, owner.headers, "triage", team_id=str(platform))
+    before = client.get("/api/v1/controls", headers=auth).headers["etag"]
+
+    renamed = client.patch(
+        f"/api/v1/teams/{platform}", json={"name": "infra"}, headers=owner.headers
+    )
+
+    assert renamed.status_code == 200, renamed.text
+    served = client.get("/api/v1/controls", headers=auth)
+    assert served.headers["etag"] != before
+    profile = ControlSet.model_validate_json(served.content).profile("triage")
+    assert profile is not None
+    assert profile.team == "infra"

@@ -276,6 +276,27 @@ def test_bulk_by_filter_controls_every_agent_the_registry_filter_matches(
     assert status_of(client, owner.headers, "helpdesk") == "killed"
 
 
+def test_bulk_by_status_kills_the_agents_already_paused(client: Client, owner: Person) -> None:
+    register(client, owner.headers, "looping")
+    register(client, owner.headers, "fine")
+    set_control(client, owner.headers, "agent", "looping", "paused")
+
+    response = client.post(
+        "/api/v1/controls/bulk",
+        json={"filter": {"status": "paused"}, "state": "killed", "reason": "r"},
+        headers=owner.headers,
+    )
+
+    assert [c["scope"]["value"] for c in response.json()["items"]] == ["looping"]
+    assert (
+        status_of(client, owner.headers, "looping"),
+        status_of(client, owner.headers, "fine"),
+    ) == (
+        "killed",
+        "active",
+    )
+
+
 @pytest.mark.parametrize(
     ("body", "code"),
     [

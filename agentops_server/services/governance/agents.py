@@ -56,7 +56,6 @@ __all__ = [
     "NewAgent",
     "archive_agent",
     "create_agent",
-    "find_agents",
     "get_agent",
     "list_agents",
     "update_agent",
@@ -159,7 +158,7 @@ async def list_agents(
 ) -> AgentList:
     """The org's agents matching ``where``, ordered by name."""
     where = where or AgentFilter()
-    agents = await find_agents(session, org_id, where)
+    agents = await _find_agents(session, org_id, where)
     return AgentList(items=await _summaries(session, org_id, agents, where.status))
 
 
@@ -168,26 +167,6 @@ async def get_agent(session: AsyncSession, org_id: uuid.UUID, agent_id: uuid.UUI
     agent = await _agent(session, org_id, agent_id)
     [summary] = await _summaries(session, org_id, [agent], None)
     return summary
-
-
-async def find_agents(session: AsyncSession, org_id: uuid.UUID, where: AgentFilter) -> list[Agent]:
-    """The org's agent rows matching ``where`` but its status, by name."""
-    conditions: list[ColumnElement[bool]] = [Agent.org_id == org_id]
-    if where.team_id is not None:
-        conditions.append(Agent.team_id == where.team_id)
-    if where.last_seen_after is not None:
-        conditions.append(Agent.last_seen_at >= where.last_seen_after)
-    if where.last_seen_before is not None:
-        conditions.append(Agent.last_seen_at < where.last_seen_before)
-    archived = Agent.archived_at.is_not(None)
-    conditions.append(archived if where.status == "archived" else ~archived)
-    rows = await session.scalars(select(Agent).where(*conditions).order_by(Agent.name))
-    return [
-        agent
-        for agent in rows
-        if (where.tag is None or where.tag in agent.tags)
-        and (where.environment is None or _enabled(agent, where.environment))
-    ]
 
 
 async def create_agent(session: AsyncSession, operator: Operator, new: NewAgent) -> AgentSummary:
@@ -312,6 +291,26 @@ _PROFILE_FIELDS = frozenset({"team_id", "tags", "environments", "archived"})
 """What of an agent the SDKs read (in the control set's profiles)."""
 
 
+async def _find_agents(session: AsyncSession, org_id: uuid.UUID, where: AgentFilter) -> list[Agent]:
+    """The org's agent rows matching ``where`` but its status, by name."""
+    conditions: list[ColumnElement[bool]] = [Agent.org_id == org_id]
+    if where.team_id is not None:
+        conditions.append(Agent.team_id == where.team_id)
+    if where.last_seen_after is not None:
+        conditions.append(Agent.last_seen_at >= where.last_seen_after)
+    if where.last_seen_before is not None:
+        conditions.append(Agent.last_seen_at < where.last_seen_before)
+    archived = Agent.archived_at.is_not(None)
+    conditions.append(archived if where.status == "archived" else ~archived)
+    rows = await session.scalars(select(Agent).where(*conditions).order_by(Agent.name))
+    return [
+        agent
+        for agent in rows
+        if (where.tag is None or where.tag in agent.tags)
+        and (where.environment is None or _enabled(agent, where.environment))
+    ]
+
+
 async def _summaries(
     session: AsyncSession,
     org_id: uuid.UUID,
@@ -365,7 +364,7 @@ def _status(
         return "archived", None
     profile = profile_of(agent, teams)
     least: Control | None = None
-    for index, environment in enumerate(agent.environments or ENVIRONMENTS):
+    for environment in agent.environments or ENVIRONMENTS:
         control = effective_control(
             controls,
             agent=agent.name,
@@ -377,7 +376,7 @@ def _status(
         )
         if control is None:
             return "active", None
-        if index == 0 or strictness(control.state) < strictness(least.state):  # type: ignore[union-attr]
+        if least is None or strictness(control.state) < strictness(least.state):
             least = control
     assert least is not None
     ref = ControlRef(
@@ -401,7 +400,7 @@ async def _run_counts(
         .group_by(Run.agent, Run.environment)
     )
     counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
-    for name, environment, number in rows.tuples():
+    for name, environment, number in rows:
         counts[name][environment] = number
     return counts
 

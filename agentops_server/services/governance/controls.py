@@ -42,7 +42,7 @@ from agentops_server.db.models import Agent, Run, Team
 from agentops_server.db.models import Control as ControlRow
 from agentops_server.refusals import Conflict, Forbidden, Invalid, NotFound
 from agentops_server.services import audit
-from agentops_server.services.governance.agents import ENVIRONMENTS, AgentFilter, find_agents
+from agentops_server.services.governance.agents import ENVIRONMENTS, AgentFilter, list_agents
 from agentops_server.services.governance.control_sets import control_of, load_control_set
 from agentops_server.services.governance.operators import Operator
 from agentops_server.services.governance.versions import bump_control_version
@@ -176,8 +176,8 @@ async def set_bulk(
     reason = _reason(request.reason)
     expires_at = _expiry(request.expires_at, request.duration)
     if request.filter is not None:
-        agents = await find_agents(session, operator.org_id, request.filter)
-        names = [agent.name for agent in agents]
+        matched = await list_agents(session, operator.org_id, request.filter)
+        names = [agent.name for agent in matched.items]
     else:
         names = list(dict.fromkeys(request.agents or ()))
     scopes = [
