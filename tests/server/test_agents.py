@@ -382,11 +382,12 @@ def set_control(
     return control
 
 
-def test_renaming_a_team_reaches_the_profiles_sdks_match_team_controls_against(
+def test_renaming_a_team_reaches_the_profiles_and_moves_its_controls_along(
     client: Client, owner: Person, people: People, auth: dict[str, str]
 ) -> None:
     platform = people.team("platform")
     register(client, owner.headers, "triage", team_id=str(platform))
+    set_control(client, owner.headers, "team", "platform", "killed")
     before = client.get("/api/v1/controls", headers=auth).headers["etag"]
 
     renamed = client.patch(
@@ -399,3 +400,12 @@ def test_renaming_a_team_reaches_the_profiles_sdks_match_team_controls_against(
     profile = ControlSet.model_validate_json(served.content).profile("triage")
     assert profile is not None
     assert profile.team == "infra"
+    [control] = ControlSet.model_validate_json(served.content).controls
+    assert (control.scope.value, control.version) == ("infra", 2)
+    assert status_of(client, owner.headers, "triage") == "killed"
+
+
+def status_of(client: Client, headers: dict[str, str], name: str) -> str:
+    """The status ``GET /api/v1/agents`` gives the agent ``name``."""
+    listed = client.get("/api/v1/agents", headers=headers).json()["items"]
+    return str(next(agent["status"] for agent in listed if agent["name"] == name))

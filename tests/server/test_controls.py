@@ -27,7 +27,7 @@ from agentops_server.services.identity.api_keys import IssuedKey
 from tests.server.api import Client, assert_problem, audit_entries, bearer
 from tests.server.conftest import make_org
 from tests.server.principals import People, Person, limited_key
-from tests.server.test_agents import register, set_control
+from tests.server.test_agents import register, set_control, status_of
 
 
 def control_set(client: Client, headers: dict[str, str]) -> ControlSet:
@@ -37,11 +37,6 @@ def control_set(client: Client, headers: dict[str, str]) -> ControlSet:
     served = ControlSet.model_validate_json(response.content)
     assert response.headers["etag"] == served.etag
     return served
-
-
-def status_of(client: Client, headers: dict[str, str], name: str) -> str:
-    listed = client.get("/api/v1/agents", headers=headers).json()["items"]
-    return next(agent["status"] for agent in listed if agent["name"] == name)
 
 
 class Hooks:

@@ -19,6 +19,8 @@ relies on the hubs watching the version).
 Bulk: one control per agent, for a list of agent names or every agent a registry filter
 matches, in one transaction (``set_bulk``).
 
+A team scope names the team: renaming it moves its controls along (:func:`follow_team_rename`).
+
 Team leads act within their teams: on their teams, their agents and their agents' runs; the
 org, environments and tags are the whole org's, so owners' and admins' (``not_your_team``).
 """
@@ -32,7 +34,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -58,6 +60,7 @@ __all__ = [
     "ScopeRequest",
     "change_control",
     "clear_control",
+    "follow_team_rename",
     "load_control_set",
     "notice",
     "set_bulk",
@@ -265,6 +268,24 @@ async def clear_control(
     await bump_control_version(session, operator.org_id)
     await _commit(session)
     await _notify(derived, notice(operator, [control], "clear", reason))
+
+
+async def follow_team_rename(
+    session: AsyncSession, org_id: uuid.UUID, old_name: str, new_name: str
+) -> None:
+    """Keep the controls on a team on it when it is renamed (team scopes name teams), and bump
+    the control version (the agents' profiles name it too); in the rename's transaction."""
+    await session.execute(
+        update(ControlRow)
+        .where(
+            ControlRow.org_id == org_id,
+            ControlRow.scope_kind == "team",
+            ControlRow.scope_value == old_name,
+        )
+        .values(scope_value=new_name, version=ControlRow.version + 1)
+        .execution_options(synchronize_session=False)
+    )
+    await bump_control_version(session, org_id)
 
 
 def notice(

@@ -8,7 +8,8 @@ org's structure, an admin's decision. (Agents join teams through the registry:
 
 Team names are unique in an org (``team_name_taken``). Each change is audited in the
 transaction that makes it; renaming or deleting a team changes the agent profiles SDKs match
-team controls against, so it bumps the org's control version too.
+team controls against, so it bumps the org's control version too (and a rename moves the
+team's controls along).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from agentops_server.security.permissions import Role
 from agentops_server.security.principal import Principal
 from agentops_server.services import audit
 from agentops_server.services.audit import Actor
+from agentops_server.services.governance.controls import follow_team_rename
 from agentops_server.services.governance.versions import bump_control_version
 from agentops_server.values import clean_name
 
@@ -184,7 +186,7 @@ async def rename_team(
             before={"name": before},
             after={"name": team.name},
         )
-        await bump_control_version(session, principal.org_id)
+        await follow_team_rename(session, principal.org_id, before, team.name)
         await _commit_unless_name_taken(session)
     return await get_team(session, principal.org_id, team_id)
 
