@@ -6,6 +6,7 @@ apps as they like and production runs as many processes as it needs.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -46,13 +47,15 @@ from agentops_server.observability import (
     configure_sentry,
 )
 from agentops_server.refusals import Unavailable
+from agentops_server.services.governance.control_sets import CONTROLS, CONTROLS_TOPIC
+from agentops_server.services.governance.controls import ControlsChanged
 from agentops_server.services.notifications.announcements import Notifier
 from agentops_server.settings import Settings
 
 __all__ = ["create_app"]
 
 PUBLIC_PATHS = ["^/health$", "^/ready$", "^/schema"]
-STREAM_TOPICS: tuple[StreamTopic, ...] = ()
+STREAM_TOPICS: tuple[StreamTopic, ...] = (CONTROLS_TOPIC,)
 """The topics of every org's live stream (:mod:`agentops_server.backends.live`)."""
 
 
@@ -98,6 +101,7 @@ def create_app(
     *,
     derived_work: DerivedWork | None = None,
     stream_topics: Iterable[StreamTopic] = (),
+    controls_changed: ControlsChanged | None = None,
     **litestar_options: Any,
 ) -> Litestar:
     """Build the hub's ASGI app from ``settings`` (default: from the environment).
@@ -105,7 +109,9 @@ def create_app(
     ``derived_work`` takes the notices of committed changes (default: an
     :class:`~agentops_server.backends.derived_work.InProcessRunner`, started and stopped with
     the app); ``stream_topics`` are added to the org streams of ``GET /api/v1/stream``, after
-    :data:`STREAM_TOPICS`."""
+    :data:`STREAM_TOPICS`; ``controls_changed`` is told an org's id after each committed change
+    of its controls or agent profiles (default: the ``controls`` topic of its stream is
+    refreshed, so its SDKs get the change at once)."""
     settings = settings or Settings.from_env()
     configure_logging(settings)
     configure_sentry(settings)  # before Litestar(): its integration hooks into the constructor
@@ -132,6 +138,7 @@ def create_app(
         "authenticator": authenticator,
         "derived_work": derived_work,
         "live": live,
+        "controls_changed": controls_changed or functools.partial(live.refresh, kind=CONTROLS),
     }
     database = SQLAlchemyAsyncConfig(
         engine_instance=engine,

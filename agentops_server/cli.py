@@ -4,6 +4,8 @@
     agentops-hub bootstrap --org acme       # the first org and API key (printed once)
     agentops-hub serve --port 8000          # the hub, on uvicorn
     agentops-hub demo                       # a local hub with the quickstart agent's run in it
+    agentops-hub controls kill --org acme --reason "incident 42"   # stop every agent of acme
+    agentops-hub controls list --org acme
 
 Settings come from ``AGENTOPS_*`` variables (see ``agentops_server.settings``); ``--database-url``
 overrides ``AGENTOPS_DATABASE_URL``.
@@ -15,7 +17,10 @@ import json
 import os
 import secrets
 import sys
+import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -180,6 +185,138 @@ def demo(
         run_demo(options, click.echo)
     except DemoFailed as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+@main.group()
+def controls() -> None:
+    """Pause, kill and resume an org's agents straight on the database: it works with the web
+    app down. Without a scope option the whole org is the scope. Each change is audited, bumps
+    the org's control version (the hubs watching it push it to SDKs) and acts as ``cli``."""
+
+
+def _control_command(state: str, verb: str) -> Callable[..., None]:
+    """The ``controls <verb>`` command, setting ``state`` at the scope given."""
+
+    @database_option
+    @click.option("--org", "org_slug", required=True, help="The org's slug (as bootstrap made it).")
+    @click.option("--agent", help="One agent, by name.")
+    @click.option("--team", help="One team, by name.")
+    @click.option("--tag", help="Agents and runs with this tag.")
+    @click.option("--environment", type=click.Choice(["prod", "staging", "test", "dev"]))
+    @click.option("--run", "run_id", help="One run, by id.")
+    @click.option("--reason", required=True, help="Why (kept in the control and the audit log).")
+    @click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Seconds.")
+    @click.option(
+        "--pause-timeout",
+        type=click.FloatRange(0, 3600),
+        default=0.0,
+        show_default=True,
+        help="Seconds a paused call waits for a resume.",
+    )
+    def command(
+        *,
+        database_url: str,
+        org_slug: str,
+        reason: str,
+        duration: float | None,
+        pause_timeout: float,
+        **scopes: str | None,
+    ) -> None:
+        from agentops_server.services.governance import controls as service
+        from agentops_server.values import Text
+
+        given = [(kind, value) for kind, value in scopes.items() if value is not None]
+        if len(given) > 1:
+            raise click.UsageError(
+                "give at most one of --agent, --team, --tag, --environment, --run"
+            )
+        kind, value = given[0] if given else ("org", None)
+        kind = "run" if kind == "run_id" else kind
+
+        def set_it(session: Any, operator: Any) -> Any:
+            request = service.ControlRequest(
+                scope=service.ScopeRequest(kind=kind, value=None if value is None else Text(value)),  # type: ignore[arg-type]
+                state=state,  # type: ignore[arg-type]
+                reason=Text(reason),
+                duration=duration,
+                pause_timeout=pause_timeout,
+            )
+            return service.set_control(session, operator, request)
+
+        control = _as_org(database_url, org_slug, set_it)
+        where = control.scope.kind + (f" {control.scope.value}" if control.scope.value else "")
+        until = f" until {control.expires_at.isoformat()}" if control.expires_at else ""
+        click.echo(f"{verb}: {where}{until} (control {control.id}, version {control.version})")
+
+    command.__doc__ = f"Set {state} at a scope of the org (default: the whole org)."
+    return command
+
+
+for _state, _verb in (("killed", "kill"), ("paused", "pause"), ("active", "resume")):
+    controls.command(_verb)(_control_command(_state, _verb))
+
+
+@controls.command("list")
+@database_option
+@click.option("--org", "org_slug", required=True, help="The org's slug (as bootstrap made it).")
+@click.option("--json", "as_json", is_flag=True, help="Print the control set as SDKs read it.")
+def list_controls(database_url: str, org_slug: str, as_json: bool) -> None:
+    """The org's controls and its control version."""
+    from agentops_server.services.governance.controls import load_control_set
+
+    found = _as_org(
+        database_url, org_slug, lambda session, operator: load_control_set(session, operator.org_id)
+    )
+    if as_json:
+        click.echo(found.model_dump_json(indent=2))
+        return
+    click.echo(f"version {found.version}")
+    for control in found.controls:
+        where = control.scope.kind + (f" {control.scope.value}" if control.scope.value else "")
+        until = f" until {control.expires_at.isoformat()}" if control.expires_at else ""
+        click.echo(
+            f"{control.id}  {control.state:<7} {where}{until}  by {control.actor}: {control.reason}"
+        )
+
+
+def _as_org(database_url: str, org_slug: str, work: Callable[[Any, Any], Any]) -> Any:
+    """Run ``work(session, operator)`` for the org ``org_slug`` as the CLI, in a session isolated
+    to that org; a refusal is the command's error."""
+    from agentops_server.db.engine import run_in_session
+    from agentops_server.db.tenancy import tenant
+    from agentops_server.refusals import Refused
+    from agentops_server.services.governance.operators import Operator
+
+    org_id = _org_id(database_url, org_slug)
+
+    async def as_org(session: Any) -> Any:
+        with tenant(org_id=org_id):
+            return await work(session, Operator.cli(org_id))
+
+    try:
+        return run_in_session(database_url, as_org)
+    except Refused as exc:
+        raise click.ClickException(exc.detail) from exc
+
+
+def _org_id(database_url: str, org_slug: str) -> uuid.UUID:
+    """The id of the org with ``org_slug``, read as the database's own user (an org's rows are
+    out of sight until one acts for it)."""
+    from sqlalchemy import select
+
+    from agentops_server.db.engine import create_db_engine
+    from agentops_server.db.models import Org
+
+    engine = create_db_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            table = Org.__table__
+            found = connection.execute(select(table.c.id).where(table.c.slug == org_slug)).scalar()
+    finally:
+        engine.dispose()
+    if found is None:
+        raise click.ClickException(f"no org has the slug {org_slug!r}")
+    return uuid.UUID(str(found))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import uuid
 from click.testing import CliRunner
 from litestar.testing import TestClient
 
+from agentops_sdk.contract.controls import ControlSet
 from agentops_server import Settings, create_app
 from agentops_server.cli import main
 from agentops_server.db.engine import create_db_engine
@@ -128,3 +129,61 @@ def test_the_cli_runs_as_python_dash_m_agentops_server() -> None:
     assert "Usage: agentops-hub" in finished.stdout
     for command in ("serve", "db", "bootstrap", "demo"):
         assert command in finished.stdout
+
+
+def test_controls_kill_list_and_resume_work_straight_on_the_database_audited_as_the_cli(
+    database_url: str,
+) -> None:
+    runner = CliRunner(env={"AGENTOPS_DATABASE_URL": database_url})
+    made = runner.invoke(main, ["bootstrap", "--org", "acme", "--json"])
+    key = json.loads(made.stdout)["api_key"]
+    org = ["--org", "acme"]
+
+    killed = runner.invoke(main, ["controls", "kill", *org, "--agent", "triage", "--reason", "x"])
+    paused = runner.invoke(
+        main,
+        ["controls", "pause", *org, "--environment", "prod", "--duration", "60", "--reason", "y"],
+    )
+    listed = runner.invoke(main, ["controls", "list", *org, "--json"])
+    resumed = runner.invoke(
+        main, ["controls", "resume", *org, "--agent", "triage", "--reason", "z"]
+    )
+    after = runner.invoke(main, ["controls", "list", *org])
+
+    for result in (killed, paused, listed, resumed, after):
+        assert result.exit_code == 0, result.output
+    assert killed.output.startswith("kill: agent triage (control ")
+    served = ControlSet.model_validate_json(listed.stdout)
+    assert served.version == 2
+    assert [(c.scope.kind, c.scope.value, c.state, c.actor) for c in served.controls] == [
+        ("agent", "triage", "killed", "cli"),
+        ("environment", "prod", "paused", "cli"),
+    ]
+    assert served.controls[1].expires_at is not None
+    assert after.output.splitlines()[0] == "version 3"
+    assert "active  agent triage  by cli: z" in after.output
+    with TestClient(create_app(Settings(database_url=database_url))) as client:
+        response = client.get("/api/v1/controls", headers={"Authorization": f"Bearer {key}"})
+    assert response.headers["etag"] == f'"{served.org_id}-3"'
+    logged = rows(
+        database_url,
+        "SELECT action, actor_type FROM audit_log WHERE org_id = :org AND action LIKE 'control%'",
+        org=db_id(database_url, served.org_id),
+    )
+    assert sorted(tuple(row) for row in logged) == [("control.set", "system")] * 3
+
+
+def test_controls_refuse_an_unknown_org_and_two_scopes(database_url: str) -> None:
+    runner = CliRunner(env={"AGENTOPS_DATABASE_URL": database_url})
+    runner.invoke(main, ["bootstrap", "--org", "acme"])
+
+    unknown = runner.invoke(main, ["controls", "kill", "--org", "nope", "--reason", "x"])
+    both = runner.invoke(
+        main, ["controls", "kill", "--org", "acme", "--agent", "a", "--tag", "b", "--reason", "x"]
+    )
+    blank = runner.invoke(main, ["controls", "kill", "--org", "acme", "--reason", " "])
+
+    assert (unknown.exit_code, both.exit_code, blank.exit_code) == (1, 2, 1)
+    assert "no org has the slug 'nope'" in unknown.output
+    assert "at most one of" in both.output
+    assert "Say why" in blank.output

@@ -62,6 +62,21 @@ class Victim:
             )
             session.flush()
             _add_notifications(session, key.org_id, members[0].user_id)
+            now = dt.datetime.now(dt.UTC)
+            session.add(
+                models.Control(
+                    org_id=key.org_id,
+                    scope_kind="agent",
+                    scope_value="globex-secret-agent",
+                    state="killed",
+                    reason="globex-secret-incident",
+                    actor=emails[0],
+                    version=1,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            session.add(models.ControlVersion(org_id=key.org_id, version=1))
             session.commit()
         self.ids = sorted({value for row in self.rows() for value in row if _is_uuid(value)})
         self.user_ids = [
@@ -201,6 +216,14 @@ def bodies(victim: Victim) -> st.SearchStrategy[dict[str, Any]]:
             "name": st.just("renamed by an intruder"),
             "scopes": st.lists(st.sampled_from([scope.value for scope in Scope]), max_size=2),
             "slug": st.just("globex"),
+            "scope": st.sampled_from(
+                [{"kind": "agent", "value": "globex-secret-agent"}, {"kind": "org"}]
+            ),
+            "state": st.sampled_from(["active", "paused", "killed"]),
+            "reason": st.just("an intruder's reason"),
+            "agents": st.just(["globex-secret-agent"]),
+            "filter": st.just({}),
+            "tags": st.just(["globex-secret-tag"]),
         },
     )
 

@@ -268,8 +268,9 @@ def test_an_admin_gives_an_agent_to_a_team_and_it_is_audited(
     )
 
     assert response.status_code == 200, response.text
-    assert response.json() == {"id": agent, "name": "triage", "team_id": str(research)}
-    [entry] = audit_entries(client, admin.headers, action="agent.team_changed")
+    assert (response.json()["id"], response.json()["team_id"]) == (agent, str(research))
+    assert response.json()["team"] == "research"
+    [entry] = audit_entries(client, admin.headers, action="agent.updated")
     assert (entry["before"], entry["after"]) == ({"team_id": None}, {"team_id": str(research)})
 
 

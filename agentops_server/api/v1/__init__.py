@@ -7,6 +7,8 @@ from litestar.datastructures import CacheControlHeader
 from litestar.types import ControllerRouterHandler
 
 from agentops_server.api.v1.audit import AuditController
+from agentops_server.api.v1.governance.agents import AgentController
+from agentops_server.api.v1.governance.controls import ControlController
 from agentops_server.api.v1.identity.api_keys import ApiKeyController
 from agentops_server.api.v1.identity.invitations import InvitationController
 from agentops_server.api.v1.identity.me import AccountController
@@ -21,7 +23,6 @@ from agentops_server.api.v1.identity.teams import TeamController
 from agentops_server.api.v1.notifications.inbox import NotificationController
 from agentops_server.api.v1.notifications.webhooks import WebhookController
 from agentops_server.api.v1.stream import StreamController
-from agentops_server.api.v1.telemetry.agents import AgentController
 from agentops_server.api.v1.telemetry.ingest import IngestController
 from agentops_server.api.v1.telemetry.runs import RunController
 from agentops_server.backends.rate_limit import DEPENDENCIES as RATE_LIMITS
@@ -33,7 +34,8 @@ def api_router() -> Router:
     """Every ``/api/v1`` route (each guarded, or public: see ``agentops_server.auth.guards``).
 
     Handlers may ask for the app's infrastructure (``settings``, ``engine``, ``mailer``,
-    ``rate_limiter``, ``authenticator``, ``oauth_providers``, ``live``: see
+    ``rate_limiter``, ``authenticator``, ``oauth_providers``, ``derived_work``, ``live``,
+    ``controls_changed``: see
     :func:`agentops_server.app.create_app`) and for ``throttle``, ``auth_failures`` and
     ``ingest_quota`` (:mod:`agentops_server.backends.rate_limit`); every
     :class:`~agentops_server.refusals.Refused` raised here is a problem+json answer
@@ -45,6 +47,7 @@ def api_router() -> Router:
     handlers: list[ControllerRouterHandler] = [
         RunController,
         AgentController,
+        ControlController,
         IngestController,
         OAuthController,
         SignInController,

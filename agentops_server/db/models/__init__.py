@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from agentops_server.db.models.audit import AuditEvent
 from agentops_server.db.models.base import Base
+from agentops_server.db.models.governance import Agent, Control, ControlVersion
 from agentops_server.db.models.identity import (
     ApiKey,
     Invitation,
@@ -27,7 +28,7 @@ from agentops_server.db.models.identity import (
     UserSession,
 )
 from agentops_server.db.models.notifications import Notification, Webhook, WebhookDelivery
-from agentops_server.db.models.telemetry import Agent, Run, Span
+from agentops_server.db.models.telemetry import Run, Span
 
 __all__ = [
     "TENANT_TABLES",
@@ -36,6 +37,8 @@ __all__ = [
     "ApiKey",
     "AuditEvent",
     "Base",
+    "Control",
+    "ControlVersion",
     "Invitation",
     "Membership",
     "MfaFactor",

@@ -1,4 +1,4 @@
-"""What agents report: agents, runs and spans."""
+"""What agents report: runs and spans."""
 
 from __future__ import annotations
 
@@ -20,22 +20,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from agentops_server.db.models.base import Base, Moment, Money
 
-__all__ = ["Agent", "Run", "Span"]
-
-
-class Agent(Base):
-    """An agent, registered the first time one of its runs arrives."""
-
-    __tablename__ = "agents"
-
-    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orgs.id"), primary_key=True)
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    name: Mapped[str] = mapped_column(String(256))
-    team_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
-    first_seen_at: Mapped[dt.datetime] = mapped_column(Moment)
-    last_seen_at: Mapped[dt.datetime] = mapped_column(Moment)
-
-    __table_args__ = (Index(None, "org_id", "name", unique=True),)
+__all__ = ["Run", "Span"]
 
 
 class Run(Base):

@@ -3,11 +3,13 @@
 Owners, admins and admin keys manage every team. Team leads act within their teams: they rename
 the teams they belong to and add or remove their members, but cannot touch another team
 (``not_your_team``), nor create or delete teams (``admin_required``): which teams exist is the
-org's structure, an admin's decision. The same holds for moving agents between teams: below
-admin, a person moves an agent only between their own teams and "no team" (``not_your_team``).
+org's structure, an admin's decision. (Agents join teams through the registry:
+:mod:`agentops_server.services.governance.agents`.)
 
 Team names are unique in an org (``team_name_taken``). Each change is audited in the
-transaction that makes it.
+transaction that makes it; renaming or deleting a team changes the agent profiles SDKs match
+team controls against, so it bumps the org's control version too (and a rename moves the
+team's controls along).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
-from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -27,16 +28,16 @@ from agentops_server.security.permissions import Role
 from agentops_server.security.principal import Principal
 from agentops_server.services import audit
 from agentops_server.services.audit import Actor
+from agentops_server.services.governance.controls import follow_team_rename
+from agentops_server.services.governance.versions import bump_control_version
 from agentops_server.values import clean_name
 
 __all__ = [
-    "AgentTeam",
     "TeamDetail",
     "TeamList",
     "TeamPerson",
     "TeamSummary",
     "add_team_member",
-    "assign_agent",
     "create_team",
     "delete_team",
     "get_team",
@@ -82,15 +83,6 @@ class TeamDetail:
     name: str
     created_at: dt.datetime
     members: list[TeamPerson]
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class AgentTeam:
-    """An agent and the team it belongs to (None: the whole org's)."""
-
-    id: uuid.UUID
-    name: str
-    team_id: uuid.UUID | None
 
 
 async def list_teams(session: AsyncSession, org_id: uuid.UUID) -> TeamList:
@@ -194,6 +186,7 @@ async def rename_team(
             before={"name": before},
             after={"name": team.name},
         )
+        await follow_team_rename(session, principal.org_id, before, team.name)
         await _commit_unless_name_taken(session)
     return await get_team(session, principal.org_id, team_id)
 
@@ -233,6 +226,7 @@ async def delete_team(
         target_id=team_id,
         before={"name": before.name, "members": [str(m.user_id) for m in before.members]},
     )
+    await bump_control_version(session, org_id)
     await session.commit()
 
 
@@ -301,44 +295,6 @@ async def remove_team_member(
     await session.commit()
 
 
-async def assign_agent(
-    session: AsyncSession,
-    principal: Principal,
-    actor: Actor,
-    agent_id: uuid.UUID,
-    team_id: uuid.UUID | None,
-) -> AgentTeam:
-    """Give the agent to ``team_id`` (None: to no team); audit; commit.
-
-    Refusals: ``agent_not_found``, ``team_not_found``, ``not_your_team``.
-    """
-    agent = await session.get(Agent, (principal.org_id, agent_id))
-    if agent is None:
-        raise NotFound("agent_not_found", "This org has no such agent.")
-    if team_id is not None:
-        await _team(session, principal.org_id, team_id)
-    if _within_teams(principal) and not {agent.team_id, team_id} <= {None, *principal.team_ids}:
-        raise Forbidden(
-            "not_your_team",
-            "You may move agents only between your own teams and no team.",
-        )
-    if agent.team_id != team_id:
-        before = agent.team_id
-        agent.team_id = team_id
-        await audit.record(
-            session,
-            principal.org_id,
-            actor,
-            "agent.team_changed",
-            target_type="agent",
-            target_id=agent.id,
-            before={"team_id": _text(before)},
-            after={"team_id": _text(team_id)},
-        )
-        await session.commit()
-    return AgentTeam(id=agent.id, name=agent.name, team_id=agent.team_id)
-
-
 def _within_teams(principal: Principal) -> bool:
     """Whether ``principal`` acts only within their teams: people ranking below admin."""
     return principal.role is not None and principal.role.rank > Role.ADMIN.rank
@@ -385,7 +341,3 @@ async def _commit_unless_name_taken(session: AsyncSession) -> None:
 
 def _name_taken() -> Conflict:
     return Conflict("team_name_taken", "Another team of this org has this name.")
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)

@@ -1,1 +1,1 @@
-"""What agents report: ingesting runs and spans, reading them back, the agents seen."""
+"""What agents report: ingesting runs and spans, reading them back."""

@@ -436,7 +436,8 @@ def _table(model: type[Base]) -> Table:
 
 
 async def _register_agents(session: AsyncSession, org_id: uuid.UUID, runs: list[Row]) -> None:
-    """Add agents seen for the first time; widen ``first_seen_at``/``last_seen_at`` of others."""
+    """Add agents seen for the first time; widen ``first_seen_at``/``last_seen_at`` of others
+    (registry fields are left as they are)."""
     seen: dict[str, tuple[dt.datetime, dt.datetime]] = {}
     for run in runs:
         first = run["started_at"]
@@ -460,8 +461,9 @@ async def _register_agents(session: AsyncSession, org_id: uuid.UUID, runs: list[
     ]
     statement = dialect_insert(session, table)
     excluded = statement.excluded
-    earlier = excluded.first_seen_at < table.c.first_seen_at
-    later = excluded.last_seen_at > table.c.last_seen_at
+    # An agent made through the registry has no times until its first run arrives.
+    earlier = or_(table.c.first_seen_at.is_(None), excluded.first_seen_at < table.c.first_seen_at)
+    later = or_(table.c.last_seen_at.is_(None), excluded.last_seen_at > table.c.last_seen_at)
     statement = statement.on_conflict_do_update(
         index_elements=[table.c.org_id, table.c.name],
         set_={

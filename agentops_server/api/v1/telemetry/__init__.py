@@ -1,1 +1,1 @@
-"""The telemetry routes: ingest, runs, agents."""
+"""The telemetry routes: ingest, runs."""

@@ -1,0 +1,1 @@
+"""Governing agents: the agent registry and emergency controls."""
