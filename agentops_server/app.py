@@ -100,7 +100,7 @@ def create_app(
     settings: Settings | None = None,
     *,
     derived_work: DerivedWork | None = None,
-    stream_topics: Iterable[StreamTopic] = (),
+    stream_topics: Iterable[StreamTopic] | None = None,
     controls_changed: ControlsChanged | None = None,
     **litestar_options: Any,
 ) -> Litestar:
@@ -108,8 +108,8 @@ def create_app(
 
     ``derived_work`` takes the notices of committed changes (default: an
     :class:`~agentops_server.backends.derived_work.InProcessRunner`, started and stopped with
-    the app); ``stream_topics`` are added to the org streams of ``GET /api/v1/stream``, after
-    :data:`STREAM_TOPICS`; ``controls_changed`` is told an org's id after each committed change
+    the app); ``stream_topics`` are the topics of the org streams of ``GET /api/v1/stream`` (default:
+    :data:`STREAM_TOPICS`); ``controls_changed`` is told an org's id after each committed change
     of its controls or agent profiles (default: the ``controls`` topic of its stream is
     refreshed, so its SDKs get the change at once)."""
     settings = settings or Settings.from_env()
@@ -124,7 +124,7 @@ def create_app(
     notifier = Notifier(engine, settings, mailer, derived_work)
     notifier.register()
     live = LiveUpdates.from_settings(settings, engine)
-    for topic in (*STREAM_TOPICS, *stream_topics):
+    for topic in STREAM_TOPICS if stream_topics is None else stream_topics:
         live.register(topic)
     authenticator = Authenticator(
         engine, settings, rate_limiter, SupabaseAuth.from_settings(settings)

@@ -227,8 +227,9 @@ class LiveUpdates:
         """Stop the watch and end every open stream (the app's shutdown)."""
         if self._watch is not None:
             self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+            if self._watch.get_loop() is asyncio.get_running_loop():  # an app may be started
+                with contextlib.suppress(asyncio.CancelledError):  # and stopped on two loops
+                    await self._watch  # (a test client each): the other loop is gone
             self._watch = None
         for subscriber in list(self._streams):
             subscriber.end()

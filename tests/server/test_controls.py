@@ -111,6 +111,7 @@ def test_the_sdks_hub_reader_takes_the_hubs_controls_and_confirms_them_by_etag(
     set_control(client, owner.headers, "org", None, "paused", pause_timeout=5)
     key = limited_key(migrated_url, org.org_id, scopes=["ingest"]).key
     reader = HubStream(hub_url, key, poll_interval=0.05, retry_delay=30)
+    reader.stream_url = f"{hub_url}/api/v1/no-stream"  # refused (404): the reader polls
     updates: queue.Queue[Update] = queue.Queue()
     stop = threading.Event()
 
@@ -167,6 +168,7 @@ def test_one_call_stops_every_agent_of_the_org_audited_notified_and_pushed(
         "scope": {"kind": "org", "value": None},
         "reason": "test",
         "actor": owner.email,
+        "changed_at": notice["changed_at"],
     }
     assert hooks.pushed == [org.org_id]
 
