@@ -32,8 +32,8 @@ from agentops_server.api.v1 import api_router
 from agentops_server.auth.middleware import Authentication, Authenticator
 from agentops_server.auth.oauth import OAuthProviders
 from agentops_server.auth.supabase import SupabaseAuth
-from agentops_server.backends import create_mailer, create_rate_limiter
-from agentops_server.backends.derived_work import DerivedWork, InProcessRunner
+from agentops_server.backends import create_derived_work, create_mailer, create_rate_limiter
+from agentops_server.backends.derived_work import DerivedWork
 from agentops_server.db.engine import create_async_db_engine
 from agentops_server.db.migrate import is_current
 from agentops_server.db.tenancy import TenantSession
@@ -44,6 +44,7 @@ from agentops_server.observability import (
     configure_sentry,
 )
 from agentops_server.refusals import Unavailable
+from agentops_server.services.tasks import TaskContext, register_tasks
 from agentops_server.settings import Settings
 
 __all__ = ["create_app"]
@@ -96,9 +97,9 @@ def create_app(
 ) -> Litestar:
     """Build the hub's ASGI app from ``settings`` (default: from the environment).
 
-    ``derived_work`` takes the notices of committed changes (default: an
-    :class:`~agentops_server.backends.derived_work.InProcessRunner`, started and stopped with
-    the app)."""
+    ``derived_work`` takes the notices of committed changes (default: the queue on Redis when
+    ``redis_url`` is set, else an in-process runner, started and stopped with the app); every
+    domain's tasks are registered on it, as the workers register them."""
     settings = settings or Settings.from_env()
     configure_logging(settings)
     configure_sentry(settings)  # before Litestar(): its integration hooks into the constructor
@@ -106,7 +107,9 @@ def create_app(
     engine = create_async_db_engine(
         settings.database_url, pool_size=settings.db_pool_size, tenant_isolation=True
     )
-    derived_work = derived_work or InProcessRunner()
+    mailer = create_mailer(settings)
+    derived_work = derived_work or create_derived_work(settings)
+    register_tasks(derived_work, TaskContext(engine, settings, mailer))
     authenticator = Authenticator(
         engine, settings, rate_limiter, SupabaseAuth.from_settings(settings)
     )
@@ -114,7 +117,7 @@ def create_app(
         "settings": settings,
         "engine": engine,
         "rate_limiter": rate_limiter,
-        "mailer": create_mailer(settings),
+        "mailer": mailer,
         "oauth_providers": OAuthProviders.from_settings(settings),  # validated now, used later
         "authenticator": authenticator,
         "derived_work": derived_work,
