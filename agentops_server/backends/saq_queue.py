@@ -112,8 +112,11 @@ class SaqQueue(DerivedWork):
         """Nothing to start in the hub: the workers run the jobs."""
 
     async def close(self) -> None:
-        """Close the connections to Redis and the database."""
-        await self.queue.disconnect()
+        """Close the connections to Redis and the database (a Redis that is down has none)."""
+        try:
+            await self.queue.disconnect()
+        except (RedisError, OSError) as exc:
+            logger.warning("derived work: closing the queue: %s", exc)
         await self.outbox.close()
 
     async def work(
