@@ -188,7 +188,8 @@ def test_a_task_failing_its_last_attempt_is_listed_and_retried_from_the_cli(
         assert "broken on purpose" in first["error"]
         assert first["failed_at"]
         text = cli("jobs", "failed", "--database-url", migrated_url)
-        assert first["id"] in text and "broken on purpose" in text
+        assert first["id"] in text
+        assert "broken on purpose" in text
 
         broken.unlink()  # the cause fixed: retry one by id, then the rest
         retry = ("--database-url", migrated_url, "--redis-url", REDIS_URL, "--queue", queue_name)
