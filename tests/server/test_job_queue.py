@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from litestar.testing import TestClient
+from sqlalchemy.exc import ProgrammingError
 
 from agentops_server import Settings, create_app
 from agentops_server.backends import (
@@ -30,14 +31,18 @@ from agentops_server.backends import (
     create_derived_work,
 )
 from agentops_server.cli import main
+from agentops_server.db.migrate import upgrade
 from agentops_server.db.models import PendingWork
 from agentops_server.services.identity.api_keys import IssuedKey
 from agentops_server.services.tasks import TaskContext
 from tests.server import derived_tasks
 from tests.server.api import bearer
+from tests.server.conftest import make_org, postgresql_schema
 from tests.server.database import count
 from tests.server.ingest_events import INGEST, batch, run_event, span_event
+from tests.server.principals import SECRET_KEY
 from tests.server.test_derived_work import wait_for
+from tests.server.test_tenancy import as_tenant
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ROOT = Path(__file__).parents[2]
@@ -237,6 +242,22 @@ def test_ingest_with_the_queue_down_is_acknowledged_and_the_work_runs_once_it_is
     assert set(notices) == {before["id"], during["id"]}
     assert notices[before["id"]]["org_id"] == str(org.org_id)
     assert len(notices[before["id"]]["span_ids"]) == 2
+
+
+def test_the_apps_role_records_work_but_cannot_read_the_outbox(
+    queue_name: str, dead_redis_url: str
+) -> None:
+    with postgresql_schema() as url:  # roles are PostgreSQL's: SQLite has none
+        upgrade(url)
+        org = make_org(url, "acme")
+        settings = Settings(database_url=url, secret_key=SECRET_KEY)
+        queue = make_queue(dead_redis_url, url, queue_name)
+        with TestClient(create_app(settings, derived_work=queue)) as client:
+            response = client.post(INGEST, json=batch(run_event()), headers=bearer(org.key))
+        assert response.status_code == 200, response.text  # written as the app's role
+        assert count(url, PendingWork) == 1
+        with pytest.raises(ProgrammingError, match="permission denied"):
+            as_tenant(url, org.org_id, ["SELECT count(*) FROM derived_work"])
 
 
 def test_a_worker_needs_a_redis_url(migrated_url: str) -> None:
