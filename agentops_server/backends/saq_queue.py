@@ -25,7 +25,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from saq import Job, Worker
+from saq import Job, Status, Worker
 from saq.queue.redis import RedisQueue
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -144,6 +144,7 @@ class SaqQueue(DerivedWork):
             concurrency=concurrency,
             startup=startup,
             shutdown=shutdown,
+            after_process=self._after,
             shutdown_grace_period_s=shutdown_grace,
         )
         await worker.start()
@@ -177,20 +178,23 @@ class SaqQueue(DerivedWork):
 
     async def _run(
         self,
-        context: Mapping[str, Any],
+        _context: Mapping[str, Any],
         *,
         item_id: str,
         notice: str,
         task: str,
         payload: Mapping[str, Any],
     ) -> None:
-        try:
-            run = self._tasks.get(notice, {}).get(task)
-            if run is None:
-                raise LookupError(f"no task {task} is registered for {notice} in this worker")
-            await run(payload)
-        except Exception as exc:
-            if not context["job"].retryable:
-                await self.outbox.failed(uuid.UUID(item_id), repr(exc))
-            raise
+        run = self._tasks.get(notice, {}).get(task)
+        if run is None:
+            raise LookupError(f"no task {task} is registered for {notice} in this worker")
+        await run(payload)
         await self.outbox.done(uuid.UUID(item_id))
+
+    async def _after(self, context: Mapping[str, Any]) -> None:
+        """After SAQ has settled a job: one that failed its last attempt becomes a dead letter
+        only now, once no job of its key is left in the queue, so a retry is never a no-op."""
+        job: Job = context["job"]
+        if job.status == Status.FAILED and job.function == JOB_FUNCTION and job.kwargs:
+            error = repr(context.get("exception") or job.error)
+            await self.outbox.failed(uuid.UUID(job.kwargs["item_id"]), error)
