@@ -34,8 +34,8 @@ from agentops_server.api.v1 import api_router
 from agentops_server.auth.middleware import Authentication, Authenticator
 from agentops_server.auth.oauth import OAuthProviders
 from agentops_server.auth.supabase import SupabaseAuth
-from agentops_server.backends import create_mailer, create_rate_limiter
-from agentops_server.backends.derived_work import DerivedWork, InProcessRunner
+from agentops_server.backends import create_derived_work, create_mailer, create_rate_limiter
+from agentops_server.backends.derived_work import DerivedWork
 from agentops_server.backends.live import LiveUpdates, StreamTopic
 from agentops_server.db.engine import create_async_db_engine
 from agentops_server.db.migrate import is_current
@@ -49,7 +49,7 @@ from agentops_server.observability import (
 from agentops_server.refusals import Unavailable
 from agentops_server.services.governance.control_sets import CONTROLS, CONTROLS_TOPIC
 from agentops_server.services.governance.controls import ControlsChanged
-from agentops_server.services.notifications.announcements import Notifier
+from agentops_server.services.tasks import TaskContext, register_tasks
 from agentops_server.settings import Settings
 
 __all__ = ["create_app"]
@@ -106,12 +106,13 @@ def create_app(
 ) -> Litestar:
     """Build the hub's ASGI app from ``settings`` (default: from the environment).
 
-    ``derived_work`` takes the notices of committed changes (default: an
-    :class:`~agentops_server.backends.derived_work.InProcessRunner`, started and stopped with
-    the app); ``stream_topics`` are the topics of the org streams of ``GET /api/v1/stream`` (default:
-    :data:`STREAM_TOPICS`); ``controls_changed`` is told an org's id after each committed change
-    of its controls or agent profiles (default: the ``controls`` topic of its stream is
-    refreshed, so its SDKs get the change at once)."""
+    ``derived_work`` takes the notices of committed changes (default: the queue on Redis when
+    ``redis_url`` is set, else an in-process runner, started and stopped with the app); every
+    domain's tasks are registered on it, as the workers register them. ``stream_topics`` are the
+    topics of the org streams of ``GET /api/v1/stream`` (default: :data:`STREAM_TOPICS`);
+    ``controls_changed`` is told an org's id after each committed change of its controls or
+    agent profiles (default: the ``controls`` topic of its stream is refreshed, so its SDKs get
+    the change at once)."""
     settings = settings or Settings.from_env()
     configure_logging(settings)
     configure_sentry(settings)  # before Litestar(): its integration hooks into the constructor
@@ -119,10 +120,9 @@ def create_app(
     engine = create_async_db_engine(
         settings.database_url, pool_size=settings.db_pool_size, tenant_isolation=True
     )
-    derived_work = derived_work or InProcessRunner()
     mailer = create_mailer(settings)
-    notifier = Notifier(engine, settings, mailer, derived_work)
-    notifier.register()
+    derived_work = derived_work or create_derived_work(settings)
+    register_tasks(derived_work, TaskContext(engine, settings, mailer))
     live = LiveUpdates.from_settings(settings, engine)
     for topic in STREAM_TOPICS if stream_topics is None else stream_topics:
         live.register(topic)

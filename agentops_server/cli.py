@@ -6,6 +6,9 @@
     agentops-hub demo                       # a local hub with the quickstart agent's run in it
     agentops-hub controls kill --org acme --reason "incident 42"   # stop every agent of acme
     agentops-hub controls list --org acme
+    agentops-hub worker                     # run derived work from the queue on Redis
+    agentops-hub jobs failed                # derived work that failed its last attempt
+    agentops-hub jobs retry ID|--all        # ... handed over again
 
 Settings come from ``AGENTOPS_*`` variables (see ``agentops_server.settings``); ``--database-url``
 overrides ``AGENTOPS_DATABASE_URL``.
@@ -13,6 +16,8 @@ overrides ``AGENTOPS_DATABASE_URL``.
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import json
 import os
 import secrets
@@ -85,6 +90,170 @@ def serve(database_url: str, host: str, port: int, workers: int, migrate: bool) 
         # this many seconds, and their SDKs resume on another hub process.
         timeout_graceful_shutdown=10,
     )
+
+
+redis_option = click.option(
+    "--redis-url", envvar="AGENTOPS_REDIS_URL", help="The queue's Redis (AGENTOPS_REDIS_URL)."
+)
+queue_option = click.option(
+    "--queue",
+    "queue_name",
+    envvar="AGENTOPS_QUEUE_NAME",
+    default="agentops",
+    show_default=True,
+    help="The queue's name on Redis.",
+)
+
+
+@main.command()
+@database_option
+@redis_option
+@queue_option
+@click.option("--concurrency", default=10, show_default=True, help="Jobs run at once.")
+@click.option(
+    "--sweep-interval",
+    default=60.0,
+    show_default=True,
+    help="Seconds between sweeps of the outbox for work the queue never got.",
+)
+@click.option(
+    "--grace", default=60.0, show_default=True, help="A sweep hands over work older than this."
+)
+@click.option(
+    "--shutdown-grace",
+    default=10,
+    show_default=True,
+    help="Seconds running jobs get to finish at SIGTERM.",
+)
+@click.option(
+    "--tasks",
+    "extra_tasks",
+    multiple=True,
+    metavar="MODULE:FUNCTION",
+    help="Also register the tasks of this registrar (plugins); repeatable.",
+)
+def worker(
+    *,
+    database_url: str,
+    redis_url: str | None,
+    queue_name: str,
+    concurrency: int,
+    sweep_interval: float,
+    grace: float,
+    shutdown_grace: int,
+    extra_tasks: tuple[str, ...],
+) -> None:
+    """Run derived work from the queue on Redis until SIGTERM; run as many as needed, anywhere
+    the database and Redis are reachable."""
+    from agentops_server.backends import SaqQueue, create_derived_work, create_mailer
+    from agentops_server.db.engine import create_async_db_engine
+    from agentops_server.observability import configure_logging
+    from agentops_server.services.tasks import TaskContext, register_tasks
+
+    if not redis_url:
+        raise click.UsageError("a worker needs the queue: set --redis-url or AGENTOPS_REDIS_URL")
+    settings = Settings.from_env(
+        database_url=database_url, redis_url=redis_url, queue_name=queue_name
+    )
+    configure_logging(settings)
+    registrars = [_load(spec) for spec in extra_tasks]
+
+    async def work() -> None:
+        queue = create_derived_work(settings)
+        assert isinstance(queue, SaqQueue), "redis_url is set"
+        engine = create_async_db_engine(settings.database_url, tenant_isolation=True)
+        context = TaskContext(engine, settings, create_mailer(settings))
+        register_tasks(queue, context, extra=registrars)
+        try:
+            await queue.work(
+                concurrency=concurrency,
+                sweep_interval=sweep_interval,
+                grace=grace,
+                shutdown_grace=shutdown_grace,
+            )
+        finally:
+            await queue.close()
+            await engine.dispose()
+
+    asyncio.run(work())
+
+
+@main.group()
+def jobs() -> None:
+    """Derived work that failed its last attempt (the dead letters of the queue on Redis)."""
+
+
+@jobs.command("failed")
+@database_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
+def jobs_failed(database_url: str, as_json: bool) -> None:
+    """List the tasks that failed their last attempt: task, payload, error, when."""
+    from agentops_server.backends import Outbox
+
+    async def read() -> list[dict[str, str]]:
+        outbox = Outbox(database_url)
+        try:
+            return [
+                {
+                    "id": str(letter.item.id),
+                    "notice": letter.item.notice,
+                    "task": letter.item.task,
+                    "payload": json.dumps(letter.item.payload, sort_keys=True),
+                    "error": letter.error,
+                    "failed_at": letter.failed_at.isoformat(),
+                }
+                for letter in await outbox.dead_letters()
+            ]
+        finally:
+            await outbox.close()
+
+    for letter in asyncio.run(read()):
+        if as_json:
+            click.echo(json.dumps({**letter, "payload": json.loads(letter["payload"])}))
+        else:
+            click.echo("  ".join(letter[key] for key in ("id", "failed_at", "task", "payload")))
+            click.echo(f"    {letter['error']}")
+
+
+@jobs.command("retry")
+@database_option
+@redis_option
+@queue_option
+@click.argument("ids", nargs=-1, type=click.UUID)
+@click.option("--all", "every", is_flag=True, help="Retry every failed job.")
+def jobs_retry(
+    database_url: str, redis_url: str | None, queue_name: str, ids: tuple[Any, ...], every: bool
+) -> None:
+    """Hand failed jobs over again (by id, or --all); with no queue reachable, the workers'
+    next sweep hands them over."""
+    from agentops_server.backends import Outbox, SaqQueue
+
+    if bool(ids) == every:
+        raise click.UsageError("give the ids of failed jobs, or --all")
+
+    async def retry() -> tuple[int, int]:
+        outbox = Outbox(database_url)
+        revived = await outbox.revive(None if every else list(ids))
+        if not redis_url:
+            await outbox.close()
+            return len(revived), 0
+        queue = SaqQueue(redis_url, outbox, name=queue_name)
+        try:
+            return len(revived), await queue.hand_over(revived)
+        finally:
+            await queue.close()
+
+    revived, handed = asyncio.run(retry())
+    click.echo(f"{revived} jobs pending again, {handed} handed to the queue")
+
+
+def _load(spec: str) -> Any:
+    """The object ``module:name`` names."""
+    module, _, name = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise click.BadParameter(f"{spec}: {exc}", param_hint="--tasks") from exc
 
 
 @main.group()

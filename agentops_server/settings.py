@@ -5,6 +5,8 @@ setting                   environment variable               default
 ========================  =================================  ===================================
 database_url              AGENTOPS_DATABASE_URL              ``sqlite:///agentops.db``
 redis_url                 AGENTOPS_REDIS_URL                 None (in-process backends)
+queue_name                AGENTOPS_QUEUE_NAME                ``agentops`` (the derived-work
+                                                             queue on Redis)
 secret_key                AGENTOPS_SECRET_KEY                random per process (set it!)
 public_url                AGENTOPS_PUBLIC_URL                ``http://localhost:8000``
 max_body_bytes            AGENTOPS_MAX_BODY_BYTES            16 MiB, after gzip decompression
@@ -80,6 +82,7 @@ class Settings:
 
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
+    queue_name: str = "agentops"
     # Fields that hold secrets stay out of repr(): a settings object printed in a traceback or a
     # log line must not show them.
     secret_key: str = dataclasses.field(

@@ -12,12 +12,21 @@ can take the place of the embedded runner without a caller changing::
     derived.register("telemetry.events_committed", price_spans)
     await derived.enqueue("telemetry.events_committed", {"org_id": ..., "run_ids": [...]})
 
+A change that must never lose its derived work records the notice in its own transaction and
+hands it over once committed (the queue on Redis keeps that record in an outbox table, see
+:mod:`agentops_server.backends.outbox`; the embedded runner keeps none)::
+
+    notice = await derived.record(session, "telemetry.events_committed", payload)
+    await session.commit()
+    await derived.dispatch(notice)
+
 :class:`InProcessRunner` is the embedded default: a bounded queue in the hub process, drained by
 a few worker tasks between the app's start and shutdown. A notice that finds the queue full is
 dropped and counted (``dropped``), never waited for; a task that fails is retried with
 exponential backoff, and after its last attempt is logged and kept among the last failures
-(``failures``). What the runner holds is lost when the process stops: recording what must still
-be derived, so that a restarted worker catches up, belongs to the durable queue that replaces it.
+(``failures``). What the runner holds, its failures included, is lost when the process
+stops: only the queue on Redis (:mod:`agentops_server.backends.saq_queue`) records what must
+still be derived, so that a restarted worker catches up.
 """
 
 from __future__ import annotations
@@ -30,12 +39,27 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-__all__ = ["DerivedWork", "Failure", "InProcessRunner", "Task"]
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agentops_server.backends.outbox import WorkItem
+
+__all__ = ["DerivedWork", "Failure", "InProcessRunner", "Notice", "Task"]
 
 logger = logging.getLogger("agentops_server.derived_work")
 
 Task = Callable[[Mapping[str, Any]], Awaitable[None]]
 """A task function: it gets the payload of the notice it was registered for."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Notice:
+    """A notice recorded in the transaction of a change, to :meth:`~DerivedWork.dispatch`
+    once the change is committed; ``work`` is the durable record written for it (none for a
+    backend that keeps no record)."""
+
+    task_name: str
+    payload: Mapping[str, Any]
+    work: tuple[WorkItem, ...] = ()
 
 
 class DerivedWork(abc.ABC):
@@ -56,6 +80,19 @@ class DerivedWork(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Stop, finishing what is queued within the backend's deadline (the app's shutdown)."""
+
+    async def record(
+        self, session: AsyncSession, task_name: str, payload: Mapping[str, Any]
+    ) -> Notice:
+        """Record in ``session``'s transaction that the change owes the notice ``task_name``;
+        :meth:`dispatch` it after the commit. A backend with a durable record writes it here,
+        so the change and its derived work commit together; the default records nothing."""
+        return Notice(task_name, payload)
+
+    async def dispatch(self, notice: Notice) -> None:
+        """Hand over a notice :meth:`record` made, once its change is committed; like
+        :meth:`enqueue`, it returns at once."""
+        await self.enqueue(notice.task_name, notice.payload)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

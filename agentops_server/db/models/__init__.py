@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from agentops_server.db.models.audit import AuditEvent
 from agentops_server.db.models.base import Base
+from agentops_server.db.models.derived_work import PendingWork
 from agentops_server.db.models.governance import Agent, Control, ControlVersion
 from agentops_server.db.models.identity import (
     ApiKey,
@@ -47,6 +48,7 @@ __all__ = [
     "Org",
     "OrgLogo",
     "PasswordReset",
+    "PendingWork",
     "RecoveryCode",
     "RefreshToken",
     "Run",

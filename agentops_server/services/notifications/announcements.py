@@ -120,9 +120,8 @@ class Notifier:
     def register(self) -> None:
         """Register the notification tasks on the derived-work queue (the app's start)."""
         self._derived_work.register(CONTROL_CHANGED, self.control_changed)
-        self._derived_work.register(
-            DELIVER_WEBHOOK, WebhookSender(self._engine, self._settings, self._derived_work)
-        )
+        sender = WebhookSender(self._engine, self._settings, self._derived_work)
+        self._derived_work.register(DELIVER_WEBHOOK, sender.__call__)
 
     def listen(self, listener: NotificationListener) -> None:
         """Call ``listener`` for every notification made from now on (a listener that raises

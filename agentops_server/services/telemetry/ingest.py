@@ -16,9 +16,11 @@ that cannot take the events (unreachable, locked, a deadlock) raises
 :class:`~agentops_server.refusals.Unavailable` (``database_unavailable``, ``Retry-After: 1``):
 nothing was committed, and a retry can succeed.
 
-After a commit that changed stored rows, ingest hands the :data:`EVENTS_COMMITTED` notice to
-derived work (:mod:`agentops_server.backends.derived_work`), which prices, rolls up and alerts
-off the request path.
+A request that changed stored rows records the :data:`EVENTS_COMMITTED` notice in its
+transaction (one per request, whatever the number of events) and hands it to derived work
+(:mod:`agentops_server.backends.derived_work`) after the commit; derived work prices, rolls up
+and alerts off the request path. With the queue on Redis the record is an outbox row, so a queue
+that is down delays the work and never loses it.
 
 Merging (see docs/decisions/0005-ingest-upserts.md): every run and span id is stored once per
 org. When an id arrives again, the newer state wins: a final state replaces ``running``, a final
@@ -64,7 +66,7 @@ from agentops_sdk.contract.schema import (
     RunUpload,
     SpanEvent,
 )
-from agentops_server.backends.derived_work import DerivedWork
+from agentops_server.backends.derived_work import DerivedWork, Notice
 from agentops_server.db.models import Agent, Base, Run, Span
 from agentops_server.db.types import to_utc
 from agentops_server.db.upsert import Row, dialect_insert, upsert_newest
@@ -364,6 +366,12 @@ async def _store(
             changed_spans = await upsert_newest(session, _table(Span), spans)
             # Last: every batch of an agent updates its row, so its lock is held the least time.
             await _register_agents(session, org_id, runs)
+            notice = None
+            if derived is not None and (changed_runs or changed_spans):
+                # In the same transaction: the change and what it owes commit together.
+                notice = await derived.record(
+                    session, EVENTS_COMMITTED, _notice(org_id, changed_runs, changed_spans)
+                )
             await session.commit()
         except OperationalError as exc:
             logger.warning("ingest: the database refused a write: %s", exc)
@@ -374,8 +382,8 @@ async def _store(
             ) from exc
         accepted = sum(run_steps[key] for key in changed_runs)
         accepted += sum(span_steps[key] for key in changed_spans)
-        if derived is not None and (changed_runs or changed_spans):
-            await _hand_over(derived, org_id, changed_runs, changed_spans)
+        if derived is not None and notice is not None:  # the notice only if derived: for mypy
+            await _hand_over(derived, notice)
     valid = len(parsed.runs) + len(parsed.spans)
     return IngestResult(
         accepted=accepted,
@@ -385,19 +393,21 @@ async def _store(
     )
 
 
-async def _hand_over(
-    derived: DerivedWork, org_id: uuid.UUID, runs: set[uuid.UUID], spans: set[uuid.UUID]
-) -> None:
-    """Tell derived work what the commit changed; the events are committed whatever happens
-    to the notice, so a failure to hand it over is logged, never answered."""
-    payload = {
+def _notice(org_id: uuid.UUID, runs: set[uuid.UUID], spans: set[uuid.UUID]) -> dict[str, Any]:
+    """The payload of :data:`EVENTS_COMMITTED` for what a commit changed."""
+    return {
         "org_id": str(org_id),
         "run_ids": sorted(str(run_id) for run_id in runs),
         "span_ids": sorted(str(span_id) for span_id in spans),
         "committed_at": dt.datetime.now(dt.UTC).isoformat(),
     }
+
+
+async def _hand_over(derived: DerivedWork, notice: Notice) -> None:
+    """Hand the committed notice to derived work; the events are committed whatever happens to
+    it (a durable backend recorded it with them), so a failure is logged, never answered."""
     try:
-        await derived.enqueue(EVENTS_COMMITTED, payload)
+        await derived.dispatch(notice)
     except Exception:
         logger.exception("ingest: the events-committed notice was not handed over")
 

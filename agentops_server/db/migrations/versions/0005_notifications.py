@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql
 from agentops_server.db.rls import isolate_table
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

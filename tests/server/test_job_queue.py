@@ -1,0 +1,287 @@
+"""Derived work on Redis: SAQ jobs run by real ``agentops-hub worker`` processes, retried with
+backoff, dead letters listed and retried from the CLI, and an outbox written with each change so
+that a queue that was down when ingest committed loses nothing. Every test has its own queue
+name on the real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from litestar.testing import TestClient
+from sqlalchemy.exc import ProgrammingError
+
+from agentops_server import Settings, create_app
+from agentops_server.backends import (
+    InProcessRunner,
+    Outbox,
+    SaqQueue,
+    create_derived_work,
+)
+from agentops_server.cli import main
+from agentops_server.db.migrate import upgrade
+from agentops_server.db.models import PendingWork
+from agentops_server.services.identity.api_keys import IssuedKey
+from agentops_server.services.tasks import TaskContext
+from tests.server import derived_tasks
+from tests.server.api import bearer
+from tests.server.conftest import make_org, postgresql_schema
+from tests.server.database import count
+from tests.server.ingest_events import INGEST, batch, run_event, span_event
+from tests.server.principals import SECRET_KEY
+from tests.server.test_derived_work import wait_for
+from tests.server.test_tenancy import as_tenant
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+ROOT = Path(__file__).parents[2]
+
+
+@pytest.fixture
+def queue_name() -> str:
+    """A queue of this test's own on the shared Redis."""
+    return f"test-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def dead_redis_url() -> str:
+    """A Redis URL where nothing listens: a port just freed."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def make_queue(redis_url: str, database_url: str, name: str, *, attempts: int = 3) -> SaqQueue:
+    """The hub's side of the queue, with the test tasks registered."""
+    queue = SaqQueue(redis_url, Outbox(database_url), name=name, attempts=attempts, backoff=0.05)
+    derived_tasks.register(queue, TaskContext.__new__(TaskContext))  # the tasks use no context
+    return queue
+
+
+def enqueue(
+    database_url: str, name: str, notice: str, *payloads: dict[str, Any], attempts: int = 3
+) -> None:
+    """Enqueue one notice per payload from a hub's side of the queue, as the hub does."""
+
+    async def hand_over() -> None:
+        queue = make_queue(REDIS_URL, database_url, name, attempts=attempts)
+        try:
+            for payload in payloads:
+                await queue.enqueue(notice, payload)
+        finally:
+            await queue.close()
+
+    asyncio.run(hand_over())
+
+
+@contextmanager
+def worker_process(
+    database_url: str, queue_name: str, tmp_path: Path, *, grace: float = 60
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real ``agentops-hub worker`` with the test tasks; stopped with SIGTERM, which it must
+    obey cleanly (exit status 0) within the deadline. Its sweep hands over work older than
+    ``grace`` seconds (by default none a test made: a job may then run once only)."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        derived_tasks.DERIVED_LOG: str(tmp_path / "derived.log"),
+        "AGENTOPS_LOG_FORMAT": "console",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "agentops_server",
+        "worker",
+        "--database-url",
+        database_url,
+        "--redis-url",
+        REDIS_URL,
+        "--queue",
+        queue_name,
+        "--sweep-interval",
+        "0.2",
+        "--grace",
+        str(grace),
+        "--shutdown-grace",
+        "1",
+        "--tasks",
+        "tests.server.derived_tasks:register",
+    ]
+    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            status = process.wait(timeout=20)
+        finally:
+            process.kill()
+            log.close()
+        assert status == 0, (tmp_path / "worker.log").read_text()
+
+
+def cli(*args: str) -> str:
+    """Run ``agentops-hub ARGS`` (the real command, in this process); its output."""
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def dead_letters(database_url: str) -> list[dict[str, Any]]:
+    """``agentops-hub jobs failed --json``, parsed."""
+    output = cli("jobs", "failed", "--json", "--database-url", database_url)
+    return [json.loads(line) for line in output.splitlines()]
+
+
+def until(condition: Callable[[], bool]) -> None:
+    """Wait for ``condition`` with a deadline generous enough for a loaded machine."""
+    wait_for(condition, timeout=30)
+
+
+def test_a_task_enqueued_in_the_hub_runs_in_a_worker_process(
+    migrated_url: str, queue_name: str, tmp_path: Path
+) -> None:
+    trace = tmp_path / "touched"
+    enqueue(migrated_url, queue_name, "test.touch", {"path": str(trace)})
+    assert count(migrated_url, PendingWork) == 1  # recorded until it has run
+
+    with worker_process(migrated_url, queue_name, tmp_path):
+        until(lambda: derived_tasks.lines(trace) == ["ran"])
+        until(lambda: count(migrated_url, PendingWork) == 0)
+
+
+def test_a_failing_task_is_retried_with_backoff_until_it_succeeds(
+    migrated_url: str, queue_name: str, tmp_path: Path
+) -> None:
+    trace = tmp_path / "attempts"
+    payload = {"path": str(trace), "failures": 2}
+    enqueue(migrated_url, queue_name, "test.flaky", payload, attempts=5)
+
+    with worker_process(migrated_url, queue_name, tmp_path):
+        until(lambda: count(migrated_url, PendingWork) == 0)
+    assert derived_tasks.lines(trace) == ["attempt"] * 3
+    assert dead_letters(migrated_url) == []
+
+
+def test_a_task_failing_its_last_attempt_is_listed_and_retried_from_the_cli(
+    migrated_url: str, queue_name: str, tmp_path: Path
+) -> None:
+    broken, trace = tmp_path / "broken", tmp_path / "ran"
+    broken.touch()
+    payload = {"path": str(trace), "broken": str(broken)}
+    other = {**payload, "path": str(tmp_path / "other")}
+    enqueue(migrated_url, queue_name, "test.fragile", payload, other, attempts=2)
+
+    with worker_process(migrated_url, queue_name, tmp_path):
+        until(lambda: len(dead_letters(migrated_url)) == 2)
+        letters = {letter["payload"]["path"]: letter for letter in dead_letters(migrated_url)}
+        first, second = letters[str(trace)], letters[other["path"]]
+        assert first["task"].endswith("register.<locals>.fragile")
+        assert (first["notice"], first["payload"]) == ("test.fragile", payload)
+        assert "broken on purpose" in first["error"]
+        assert first["failed_at"]
+        text = cli("jobs", "failed", "--database-url", migrated_url)
+        assert first["id"] in text
+        assert "broken on purpose" in text
+
+        broken.unlink()  # the cause fixed: retry one by id, then the rest
+        retry = ("--database-url", migrated_url, "--redis-url", REDIS_URL, "--queue", queue_name)
+        assert "1 jobs pending again, 1 handed" in cli("jobs", "retry", first["id"], *retry)
+        until(lambda: derived_tasks.lines(trace) == ["ran"])
+        assert [letter["id"] for letter in dead_letters(migrated_url)] == [second["id"]]
+        assert "1 jobs pending again, 1 handed" in cli("jobs", "retry", "--all", *retry)
+        until(lambda: derived_tasks.lines(tmp_path / "other") == ["ran"])
+        until(lambda: count(migrated_url, PendingWork) == 0)
+    assert dead_letters(migrated_url) == []
+
+
+def test_ingest_with_the_queue_down_is_acknowledged_and_the_work_runs_once_it_is_back(
+    settings: Settings,
+    org: IssuedKey,
+    queue_name: str,
+    dead_redis_url: str,
+    tmp_path: Path,
+) -> None:
+    url = settings.database_url
+    log = tmp_path / "derived.log"
+    before, during = run_event(), run_event()
+    queue = make_queue(dead_redis_url, url, queue_name)  # the hub's Redis is down throughout
+    with TestClient(create_app(settings, derived_work=queue)) as client:
+        response = client.post(
+            INGEST,
+            json=batch(before, span_event(before), span_event(before)),
+            headers=bearer(org.key),
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["accepted"] == 3
+        assert count(url, PendingWork) == 1  # one per acknowledged request, not one per event
+
+        # A worker on the live Redis: its first sweep catches up, later sweeps keep up.
+        with worker_process(url, queue_name, tmp_path, grace=0.2):
+            until(lambda: len(derived_tasks.lines(log)) == 1)
+            response = client.post(INGEST, json=batch(during), headers=bearer(org.key))
+            assert response.status_code == 200, response.text
+            until(lambda: len(derived_tasks.lines(log)) >= 2)
+            until(lambda: count(url, PendingWork) == 0)
+
+    seen = [json.loads(line) for line in derived_tasks.lines(log)]
+    notices = {notice["run_ids"][0]: notice for notice in seen}
+    assert set(notices) == {before["id"], during["id"]}
+    assert notices[before["id"]]["org_id"] == str(org.org_id)
+    assert len(notices[before["id"]]["span_ids"]) == 2
+
+
+def test_the_apps_role_records_work_but_cannot_read_the_outbox(
+    queue_name: str, dead_redis_url: str
+) -> None:
+    with postgresql_schema() as url:  # roles are PostgreSQL's: SQLite has none
+        upgrade(url)
+        org = make_org(url, "acme")
+        settings = Settings(database_url=url, secret_key=SECRET_KEY)
+        queue = make_queue(dead_redis_url, url, queue_name)
+        with TestClient(create_app(settings, derived_work=queue)) as client:
+            response = client.post(INGEST, json=batch(run_event()), headers=bearer(org.key))
+        assert response.status_code == 200, response.text  # written as the app's role
+        assert count(url, PendingWork) == 1
+        with pytest.raises(ProgrammingError, match="permission denied"):
+            as_tenant(url, org.org_id, ["SELECT count(*) FROM derived_work"])
+
+
+def test_a_worker_needs_a_redis_url(migrated_url: str) -> None:
+    result = CliRunner(env={"AGENTOPS_REDIS_URL": ""}).invoke(
+        main, ["worker", "--database-url", migrated_url]
+    )
+    assert result.exit_code == 2
+    assert "--redis-url" in result.output
+
+
+def test_the_queue_on_redis_is_chosen_when_redis_is_set_else_the_in_process_runner() -> None:
+    assert isinstance(create_derived_work(Settings()), InProcessRunner)
+    assert isinstance(create_derived_work(Settings(redis_url=REDIS_URL)), SaqQueue)
+
+
+def test_the_in_process_default_runs_ingest_work_with_no_redis_and_keeps_no_record(
+    settings: Settings, org: IssuedKey, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "derived.log"
+    monkeypatch.setenv(derived_tasks.DERIVED_LOG, str(log))
+    runner = InProcessRunner()
+    derived_tasks.register(runner, TaskContext.__new__(TaskContext))
+    with TestClient(create_app(settings, derived_work=runner)) as client:
+        response = client.post(INGEST, json=batch(run_event()), headers=bearer(org.key))
+        until(lambda: len(derived_tasks.lines(log)) == 1)
+    assert response.status_code == 200
+    assert count(settings.database_url, PendingWork) == 0
