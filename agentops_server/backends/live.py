@@ -10,12 +10,13 @@ cheaply. :class:`LiveUpdates` does the rest::
     async for event in live.events(org_id, last_event_id):   # GET /api/v1/stream
         ...
 
-Fan-out goes through Litestar's channels (one channel per org): in the process by default, on
-Redis pub/sub when ``settings.redis_url`` is set, so a refresh in one hub process reaches the
-streams held by every other. A *version watch* covers what no process announced (the CLI writing
-straight to the database, another process with no Redis): every ``stream_watch_interval``
-seconds each process reads the versions of the orgs it holds streams for, and refreshes those
-that moved.
+A refresh reaches the streams of its own process at once, and, through Litestar's channels on
+Redis pub/sub when ``settings.redis_url`` is set (one channel per org), the streams held by
+every other. A *version watch* covers what no process announced (the CLI writing straight to the
+database, another process with no Redis, or with Redis down): every ``stream_watch_interval``
+seconds each process reads the versions of the orgs it holds streams for, and hands those that
+moved to its own streams. So Redis only makes a change faster to reach other processes; no
+change waits for it.
 
 Events carry a *cursor* as their id: the version of every topic the client now holds, as
 ``controls:7`` (topics sorted, comma-separated). Reconnecting with it as ``Last-Event-ID``
@@ -130,6 +131,8 @@ class LiveUpdates:
         self._published: dict[tuple[uuid.UUID, str], int] = {}
         self._watched: Counter[uuid.UUID] = Counter()
         self._streams: set[_Backlog] = set()
+        self._local: dict[uuid.UUID, set[_Backlog]] = {}
+        self._shared = not isinstance(backend, MemoryChannelsBackend)
         self._watch: asyncio.Task[None] | None = None
         self._on_close = on_close
 
@@ -214,6 +217,7 @@ class LiveUpdates:
                         yield LiveEvent(HEARTBEAT, format_cursor(held), "{}")
                     continue
                 kind, version, data = _decode(message)
+                self._remember(org_id, kind, version)  # from another process: no reload here
                 if kind in self._topics and version > held.get(kind, -1):
                     held[kind] = version
                     yield LiveEvent(kind, format_cursor(held), data)
@@ -238,18 +242,30 @@ class LiveUpdates:
 
     # -- inside -------------------------------------------------------------------------------
 
-    async def _load_and_publish(self, org_id: uuid.UUID, topic: StreamTopic) -> None:
+    async def _load_and_publish(
+        self, org_id: uuid.UUID, topic: StreamTopic, *, to_others: bool = True
+    ) -> None:
         async with _acting_as(self._engine, org_id) as session:
             version, data = await topic.snapshot(session, org_id)
-        self._publish(org_id, topic.kind, version, data)
+        self._publish(org_id, topic.kind, version, data, to_others=to_others)
 
-    def _publish(self, org_id: uuid.UUID, kind: str, version: int, data: str) -> None:
+    def _publish(
+        self, org_id: uuid.UUID, kind: str, version: int, data: str, *, to_others: bool
+    ) -> None:
+        """Hand the event to this process's streams of the org at once, and, when the backend
+        is shared (Redis) and ``to_others``, to every other process's: this process's own
+        streams never wait on Redis, so a Redis outage leaves each process's version watch to
+        carry changes (a duplicate from the channel is skipped by version)."""
         key = (org_id, kind)
         if self._published.get(key, -1) >= version:
             return
         if org_id in self._watched:  # remembered only while this process streams to the org
             self._published[key] = version
-        self.channels.publish(f"{kind} {version}\n{data}".encode(), _channel(org_id))
+        message = f"{kind} {version}\n{data}".encode()
+        for subscriber in self._local.get(org_id, ()):
+            subscriber.put_nowait(message)
+        if self._shared and to_others:
+            self.channels.publish(message, _channel(org_id))
 
     def _remember(self, org_id: uuid.UUID, kind: str, version: int) -> None:
         key = (org_id, kind)
@@ -261,10 +277,15 @@ class LiveUpdates:
         assert isinstance(subscriber, _Backlog)
         self._watched[org_id] += 1
         self._streams.add(subscriber)
+        self._local.setdefault(org_id, set()).add(subscriber)
         try:
             yield subscriber
         finally:
             self._streams.discard(subscriber)
+            local = self._local.get(org_id, set())
+            local.discard(subscriber)
+            if not local:
+                self._local.pop(org_id, None)
             self._watched[org_id] -= 1
             if not self._watched[org_id]:
                 del self._watched[org_id]
@@ -297,8 +318,8 @@ class LiveUpdates:
                 for kind, topic in self._topics.items()
                 if await topic.version(session, org_id) > self._published.get((org_id, kind), -1)
             ]
-        for kind in moved:
-            await self._load_and_publish(org_id, self._topics[kind])
+        for kind in moved:  # every process watches for itself: no need to tell the others
+            await self._load_and_publish(org_id, self._topics[kind], to_others=False)
 
 
 class _Backlog(Subscriber):

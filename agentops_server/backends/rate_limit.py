@@ -35,19 +35,23 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
+from limits.util import WindowStats
 from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency, Provide
 from litestar.types import Dependencies
 from redis.asyncio import ConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agentops_server.refusals import RateLimited
 from agentops_server.settings import Settings
@@ -65,7 +69,12 @@ __all__ = [
     "failed_authentications",
 ]
 
+logger = logging.getLogger("agentops_server.rate_limit")
+T = TypeVar("T")
+
 _REDIS_KEY_PREFIX = "agentops:ratelimit"
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+"""What a shared store that cannot be reached raises."""
 _LIMIT_SETTINGS = (
     "rate_limit_org",
     "rate_limit_key",
@@ -104,10 +113,15 @@ class RateLimiter:
     """Counts hits against named limits; built by :func:`create_rate_limiter`."""
 
     def __init__(
-        self, storage: Storage, *, on_close: Callable[[], Awaitable[None]] | None = None
+        self,
+        storage: Storage,
+        *,
+        fallback: Storage | None = None,
+        on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        self._strategy = MovingWindowRateLimiter(storage)
-        self._counter = SlidingWindowCounterRateLimiter(storage)
+        self._primary = _Counting(storage)
+        self._fallback = None if fallback is None else _Counting(fallback)
+        self._degraded = False
         self._on_close = on_close
 
     async def hit(
@@ -120,9 +134,13 @@ class RateLimiter:
         sliding window counter instead (two numbers per key), for limits in the millions such
         as events."""
         item = _parse_limit(limit)
-        strategy = self._counter if approximate else self._strategy
-        allowed = await strategy.hit(item, key, cost=cost)
-        stats = await strategy.get_window_stats(item, key)
+
+        async def count(counting: _Counting) -> tuple[bool, WindowStats]:
+            strategy = counting.counter if approximate else counting.window
+            allowed = await strategy.hit(item, key, cost=cost)
+            return allowed, await strategy.get_window_stats(item, key)
+
+        allowed, stats = await self._counting(count)
         reset_after = max(0.0, stats.reset_time - time.time())
         return RateLimitResult(
             allowed=allowed,
@@ -136,7 +154,7 @@ class RateLimiter:
         """The state of ``limit`` on ``key`` now, counting nothing: ``allowed`` says whether one
         more hit would pass."""
         item = _parse_limit(limit)
-        stats = await self._strategy.get_window_stats(item, key)
+        stats = await self._counting(lambda counting: counting.window.get_window_stats(item, key))
         reset_after = max(0.0, stats.reset_time - time.time())
         allowed = stats.remaining > 0
         return RateLimitResult(
@@ -149,12 +167,42 @@ class RateLimiter:
 
     async def clear(self, key: str, limit: str) -> None:
         """Forget every hit on ``key`` against ``limit``."""
-        await self._strategy.clear(_parse_limit(limit), key)
+        await self._counting(lambda counting: counting.window.clear(_parse_limit(limit), key))
 
     async def close(self) -> None:
         """Release the storage's connections."""
         if self._on_close is not None:
             await self._on_close()
+
+    async def _counting(self, count: Callable[[_Counting], Awaitable[T]]) -> T:
+        """``count`` on the shared storage; while it cannot be reached (Redis down), on the
+        fallback in the process, so that limits still hold per process and the hub goes on
+        answering (ingest, controls) instead of failing every request. Logged once each way."""
+        try:
+            result = await count(self._primary)
+        except _UNREACHABLE:
+            if self._fallback is None:
+                raise
+            if not self._degraded:
+                logger.exception(
+                    "rate limits: the shared store is unreachable; counting in the process"
+                )
+                self._degraded = True
+            return await count(self._fallback)
+        if self._degraded:
+            logger.warning("rate limits: the shared store answers again")
+            self._degraded = False
+        return result
+
+
+class _Counting:
+    """The two ways of counting, on one storage."""
+
+    __slots__ = ("counter", "window")
+
+    def __init__(self, storage: Storage) -> None:
+        self.window = MovingWindowRateLimiter(storage)
+        self.counter = SlidingWindowCounterRateLimiter(storage)
 
 
 def create_rate_limiter(settings: Settings) -> RateLimiter:
@@ -180,7 +228,7 @@ def create_rate_limiter(settings: Settings) -> RateLimiter:
         key_prefix=_REDIS_KEY_PREFIX,
         connection_pool=pool,  # type: ignore[arg-type]  # documented; limits' hint is narrower
     )
-    return RateLimiter(storage, on_close=pool.aclose)
+    return RateLimiter(storage, fallback=MemoryStorage(), on_close=pool.aclose)
 
 
 NOT_AUTHENTIC = frozenset(

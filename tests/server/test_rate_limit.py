@@ -18,6 +18,7 @@ from agentops_server import Settings, create_app
 from agentops_server.backends import RateLimiter, create_rate_limiter
 from agentops_server.security.tokens import encode_access_token
 from agentops_server.services.identity.api_keys import IssuedKey
+from tests.sdk.fake_hub import free_port
 from tests.server.accounts import AUTH, signup
 from tests.server.api import Client, assert_problem, bearer, client_with
 from tests.server.conftest import make_org
@@ -58,6 +59,18 @@ async def test_hits_up_to_the_limit_pass_and_the_next_is_refused(
     refused = results[3]
     assert 1 <= refused.retry_after <= 60
     assert 0 < refused.reset_after <= 60
+
+
+async def test_with_redis_unreachable_limits_still_hold_counted_in_the_process(key: str) -> None:
+    limiter = create_rate_limiter(Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    try:
+        results = [await limiter.hit(key, "2/minute") for _ in range(3)]
+        events = await limiter.hit(key, "5/minute", cost=5, approximate=True)
+    finally:
+        await limiter.close()
+
+    assert [result.allowed for result in results] == [True, True, False]
+    assert events.allowed
 
 
 async def test_a_hit_can_cost_several_and_a_refused_hit_costs_nothing(
