@@ -18,17 +18,17 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agentops_server.services.identity.api_keys import IssuedKey
+from tests.e2e.hubs import hub
 from tests.e2e.proxy import Proxy
 from tests.sdk.fake_hub import free_port
 from tests.server.database import scalar
-from tests.server.servers import HubProcess, hub_process, wait_until
+from tests.server.servers import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 90.0
@@ -126,16 +126,6 @@ def spooled_events(spool_dir: Path) -> int:
 
 def spool_bytes(spool_dir: Path) -> int:
     return sum(path.stat().st_size for path in spool_dir.glob("*/*.json"))
-
-
-@contextmanager
-def hub(database_url: str, port: int = 0, **settings: str) -> Iterator[HubProcess]:
-    """A hub process on ``database_url`` with ``AGENTOPS_<SETTING>`` variables."""
-    environment = {f"AGENTOPS_{name.upper()}": value for name, value in settings.items()}
-    with hub_process(
-        "--database-url", database_url, "--no-migrate", environment=environment, port=port
-    ) as process:
-        yield process
 
 
 def assert_delivered_exactly(report: dict[str, Any], database_url: str, runs: int) -> None:
