@@ -44,6 +44,7 @@ from agentops_server.observability import (
     configure_sentry,
 )
 from agentops_server.refusals import Unavailable
+from agentops_server.services.governance.policies import no_push
 from agentops_server.services.notifications.announcements import Notifier
 from agentops_server.settings import Settings
 
@@ -122,6 +123,7 @@ def create_app(
         "oauth_providers": OAuthProviders.from_settings(settings),  # validated now, used later
         "authenticator": authenticator,
         "derived_work": derived_work,
+        "policies_changed": no_push,  # the stream's refresh of `policies`, once wired
     }
     database = SQLAlchemyAsyncConfig(
         engine_instance=engine,

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Final
 from agentops_sdk.contract.controls import AgentProfile, ControlSet
 from agentops_sdk.contract.errors import PolicyViolation
 from agentops_sdk.contract.policy_engine import CompiledPolicy, Evaluation, RunMeasure
+from agentops_sdk.contract.policy_tests import max_tokens_of
 from agentops_sdk.enforcement.stage import Stage
 
 if TYPE_CHECKING:
@@ -65,8 +66,6 @@ logger = logging.getLogger("agentops_sdk")
 TOPIC: Final = "policies"
 """The hub link topic whose value is the hub's compiled policy set."""
 
-_MAX_TOKENS_ARGUMENTS: Final = ("max_tokens", "max_completion_tokens", "max_output_tokens")
-"""Where an LLM call says how many output tokens it asks for (OpenAI's chat and responses)."""
 _KIND_MEASURES: Final[dict[str, RunMeasure]] = {
     "llm": "llm_calls",
     "tool": "tool_calls",
@@ -280,12 +279,7 @@ class _Facts:
 
     @property
     def max_tokens(self) -> int | None:
-        arguments = self._call.arguments
-        for name in _MAX_TOKENS_ARGUMENTS:
-            value = arguments.get(name)
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-        return None
+        return max_tokens_of(self._call.arguments)
 
     @property
     def cost(self) -> float | None:

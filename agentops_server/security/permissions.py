@@ -124,7 +124,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 """What each role may do. Team leads' writes are limited to their teams by the services."""
 
 SCOPE_PERMISSIONS: dict[Scope, frozenset[Permission]] = {
-    Scope.INGEST: frozenset({P.INGEST}),
+    Scope.INGEST: frozenset({P.INGEST, P.POLICIES_READ}),  # an SDK reads its policies
     Scope.READ: _READ_ALL,
     Scope.CONTROLS_READ: frozenset({P.CONTROLS_READ, P.POLICIES_READ, P.BUDGETS_READ}),
     Scope.APPROVALS_WRITE: frozenset({P.APPROVALS_REQUEST, P.APPROVALS_READ}),

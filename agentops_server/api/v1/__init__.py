@@ -7,6 +7,7 @@ from litestar.datastructures import CacheControlHeader
 from litestar.types import ControllerRouterHandler
 
 from agentops_server.api.v1.audit import AuditController
+from agentops_server.api.v1.governance.policies import PolicyController
 from agentops_server.api.v1.identity.api_keys import ApiKeyController
 from agentops_server.api.v1.identity.invitations import InvitationController
 from agentops_server.api.v1.identity.me import AccountController
@@ -60,6 +61,7 @@ def api_router() -> Router:
         AuditController,
         NotificationController,
         WebhookController,
+        PolicyController,
     ]
     return Router(
         path="/api/v1",

@@ -27,6 +27,7 @@ from agentops_server.db.models.identity import (
     UserSession,
 )
 from agentops_server.db.models.notifications import Notification, Webhook, WebhookDelivery
+from agentops_server.db.models.policies import PolicyState, PolicyVersion
 from agentops_server.db.models.telemetry import Agent, Run, Span
 
 __all__ = [
@@ -44,6 +45,8 @@ __all__ = [
     "Org",
     "OrgLogo",
     "PasswordReset",
+    "PolicyState",
+    "PolicyVersion",
     "RecoveryCode",
     "RefreshToken",
     "Run",
