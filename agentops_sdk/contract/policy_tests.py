@@ -29,36 +29,23 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, V
 
 from agentops_sdk.contract.decisions import Outcome
 from agentops_sdk.contract.errors import PolicyError, PolicyProblem
+from agentops_sdk.contract.llm_requests import max_tokens_of
 from agentops_sdk.contract.policy import CallKind, RuleId
 from agentops_sdk.contract.policy_engine import CallFacts, CompiledPolicy, RunMeasure
 
 __all__ = [
     "MAX_TESTS",
-    "MAX_TOKENS_ARGUMENTS",
     "Expectation",
     "GivenCall",
     "PolicyTest",
     "TestFailure",
-    "max_tokens_of",
     "parse_policy_tests",
     "run_policy_tests",
 ]
 
 MAX_TESTS: Final = 1000
-MAX_TOKENS_ARGUMENTS: Final = ("max_tokens", "max_completion_tokens", "max_output_tokens")
-"""Where an LLM call's arguments say how many output tokens it asks for (OpenAI's chat and
-responses APIs)."""
 
 Name = Annotated[str, Field(min_length=1, max_length=256)]
-
-
-def max_tokens_of(arguments: Mapping[str, Any]) -> int | None:
-    """The output tokens an LLM call with these arguments asks for; None: it sets no maximum."""
-    for name in MAX_TOKENS_ARGUMENTS:
-        value = arguments.get(name)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return None
 
 
 class _Table(BaseModel):

@@ -47,19 +47,20 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from agentops_sdk.contract.controls import AgentProfile, ControlSet
 from agentops_sdk.contract.errors import PolicyViolation
-from agentops_sdk.contract.policy_engine import CompiledPolicy, Evaluation, RunMeasure
-from agentops_sdk.contract.policy_tests import max_tokens_of
+from agentops_sdk.contract.llm_requests import max_tokens_of
 from agentops_sdk.enforcement.stage import Stage
 
 if TYPE_CHECKING:
+    from agentops_sdk.contract.controls import AgentProfile, ControlSet
     from agentops_sdk.contract.decisions import Decision
+    from agentops_sdk.contract.policy import EffectivePolicy
+    from agentops_sdk.contract.policy_engine import CompiledPolicy, Evaluation, RunMeasure
     from agentops_sdk.enforcement.call import CallInfo
     from agentops_sdk.enforcement.link import HubLink
     from agentops_sdk.spans import Run
 
-__all__ = ["TOPIC", "PolicyStage"]
+__all__ = ["TOPIC", "PolicyStage", "hub_policy"]
 
 logger = logging.getLogger("agentops_sdk")
 
@@ -190,8 +191,8 @@ class PolicyStage(Stage):
     def profile(self, agent: str) -> AgentProfile | None:
         """The hub registry's profile of ``agent`` (its team and tags), if the hub sent one
         with its controls."""
-        controls = self.link.snapshot.values.get("controls")
-        if not isinstance(controls, ControlSet):
+        controls: ControlSet | None = self.link.snapshot.values.get("controls")
+        if controls is None:
             return None
         cached, profiles = self._profiles
         if cached is not controls:
@@ -208,6 +209,16 @@ class PolicyStage(Stage):
                 "max_tokens meanwhile)",
                 ", ".join(policy.needs_pricing),
             )
+
+
+def hub_policy(effective: EffectivePolicy) -> CompiledPolicy | None:
+    """What the ``policies`` topic holds for the hub's effective set: the set compiled, or None
+    when the org has no active set (the local policy file, if any, applies)."""
+    if effective.policy is None:
+        return None
+    from agentops_sdk.contract.policy_engine import compile_policy
+
+    return compile_policy(effective.policy)
 
 
 def _goes_ahead(evaluation: Evaluation) -> bool:

@@ -29,9 +29,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_sdk.contract.decisions import Decision
+from agentops_sdk.contract.llm_requests import max_tokens_of
 from agentops_sdk.contract.policy import CALL_KINDS
 from agentops_sdk.contract.policy_engine import CallFacts, CompiledPolicy, compile_policy
-from agentops_sdk.contract.policy_tests import max_tokens_of
 from agentops_server.db.models import Agent, PolicyState, PolicyVersion, Run, Span, Team
 from agentops_server.refusals import Invalid, NotFound
 from agentops_server.services.governance.policy_checks import validated_document
