@@ -6,10 +6,21 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agentops_sdk import PolicyViolation, tool
 from agentops_sdk.contract.policy import EffectivePolicy, parse_policy
+from agentops_sdk.enforcement.hub_stream import HubStream
+from agentops_sdk.testing import capture_events
+from agentops_server.db.engine import run_in_session
+from agentops_server.db.tenancy import tenant
 from agentops_server.security.permissions import Role
+from agentops_server.services.governance.policies import policies_snapshot, policies_version
 from agentops_server.services.identity.api_keys import IssuedKey
 from tests.server.api import Client, bearer
 from tests.server.database import scalar
@@ -450,3 +461,61 @@ def test_a_dry_run_needs_exactly_one_candidate(client: Client, auth: dict[str, s
     assert (neither.status_code, neither.json()["code"]) == (400, "invalid_dry_run")
     assert (invalid.status_code, invalid.json()["code"]) == (400, "invalid_policy")
     assert invalid.json()["errors"][0]["field"] == "/rules/0/outcome"
+
+
+# -- what the stream and the SDKs read ----------------------------------------------------------
+
+
+def test_the_streams_snapshot_and_version_are_the_effective_set_and_its_revision(
+    client: Client, auth: dict[str, str], migrated_url: str, org: IssuedKey
+) -> None:
+    def read() -> tuple[int, tuple[int, str]]:
+        async def work(session: AsyncSession) -> tuple[int, tuple[int, str]]:
+            version = await policies_version(session, org.org_id)
+            return version, await policies_snapshot(session, org.org_id)
+
+        with tenant(org.org_id):
+            return run_in_session(migrated_url, work)
+
+    before, (before_snapshot, empty) = read()
+    assert (before, before_snapshot) == (0, 0)
+    assert EffectivePolicy.model_validate_json(empty).model_dump() == {
+        "org_id": org.org_id,
+        "version": 0,
+        "policy": None,
+        "activated_at": None,
+    }
+    save(client, auth, NO_DELETES, EXTERNAL_MAIL, activate=True)
+
+    version, (snapshot_version, data) = read()
+
+    assert version == snapshot_version == 1
+    assert data == client.get(EFFECTIVE, headers=auth).text
+
+
+def test_a_real_sdk_polls_the_hubs_effective_set_with_its_ingest_key_and_enforces_it(
+    hub_url: str, migrated_url: str, org: IssuedKey, tmp_path: Path
+) -> None:
+    ingest_key = limited_key(migrated_url, org.org_id, scopes=["ingest"]).key
+    with httpx.Client(base_url=hub_url, headers=bearer(org.key)) as admin:
+        version = admin.post(VERSIONS, json={"document": {"rules": [NO_DELETES]}})
+        assert version.status_code == 201, version.text
+        activated = admin.post(f"{VERSIONS}/{version.json()['id']}/activate")
+        assert activated.status_code == 200, activated.text
+    source = HubStream(hub_url, ingest_key, poll_interval=0.2, retry_delay=0.05)
+
+    with capture_events(
+        hub_source=source, hub_url=hub_url, api_key=ingest_key, spool_dir=tmp_path
+    ) as events:
+        link = events.client.enforcer.link
+        assert link.wait_until(lambda: link.snapshot.get("policies") is not None, 10.0)
+
+        with pytest.raises(PolicyViolation) as refused:
+            delete_user("u1")
+        assert refused.value.rule == "no-deletes"
+        assert link.snapshot.etags["policies"] == f'"{org.org_id}-policies-1"'
+
+
+@tool
+def delete_user(user_id: str) -> str:
+    return f"deleted {user_id}"
