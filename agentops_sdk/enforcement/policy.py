@@ -2,9 +2,9 @@
 
 It runs after controls, in the enforcer's fixed order. The set in force is the hub's, once the
 hub link's snapshot holds one (topic ``policies``, a
-:class:`~agentops_sdk.contract.policy_engine.CompiledPolicy`), else the local file given as
-``init(policy_file=...)`` or ``AGENTOPS_POLICY_FILE``, which needs no hub at all (and is what
-an agent's own unit tests load)::
+:class:`~agentops_sdk.contract.policy_engine.CompiledPolicy`; None while the org has no active
+set), else the local file given as ``init(policy_file=...)`` or ``AGENTOPS_POLICY_FILE``, which
+needs no hub at all (and is what an agent's own unit tests load)::
 
     agentops.init(policy_file="policy.yaml")
 

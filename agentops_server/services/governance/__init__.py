@@ -1,1 +1,10 @@
-"""Governing agents: the org's policies (versions, table tests, dry runs, what SDKs enforce)."""
+"""Governing agents: the org's policies.
+
+- :mod:`.policies`: immutable versions, activation, rollback, the effective set (and the
+  stream topic's snapshot and version);
+- :mod:`.policy_checks`: validation by the SDK's models, table tests, a team lead's reach;
+- :mod:`.policy_diff`: what changed between two documents, rule by rule;
+- :mod:`.policy_dry_run`: a candidate replayed against the org's recorded calls.
+
+See docs/policies.md.
+"""

@@ -303,10 +303,12 @@ async def rollback_to(
 ) -> VersionDetail:
     """Roll back to an earlier version: its document and tests saved again as the next
     version (``rolled_back_from`` says which), activated at once; audit ``policy.rolled_back``;
-    commit. Its tests run again (they passed when it was saved, against the same document).
-    Refusals: ``policy_version_not_found``, ``not_your_team``."""
+    commit. Its tests run again (they passed when it was saved, against the same document, so
+    they fail only if the engine changed meaning meanwhile). Refusals:
+    ``policy_version_not_found``, ``policy_tests_failed``, ``not_your_team``."""
     org_id = principal.org_id
     target = await _version(session, org_id, version_id)
+    checked_tests(validated_document(target.document), target.tests)
     await check_reach(session, principal, await _active_document(session, org_id), target.document)
     row = await _new_version(
         session,

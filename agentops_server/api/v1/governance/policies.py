@@ -261,7 +261,7 @@ class PolicyController(Controller):
             "Saves the version's document and tests again as the next version and activates "
             "it. Pushed to the SDKs. Audited as `policy.rolled_back` with the diff."
         ),
-        responses=problems(VERSION_NOT_FOUND, NOT_YOUR_TEAM),
+        responses=problems(VERSION_NOT_FOUND, SAVE_REFUSALS[2], NOT_YOUR_TEAM),
     )
     async def rollback(
         self,
