@@ -44,7 +44,7 @@ from agentops_server.observability import (
     configure_sentry,
 )
 from agentops_server.refusals import Unavailable
-from agentops_server.services.governance.policies import no_push
+from agentops_server.services.governance.policies import PoliciesChanged, no_push
 from agentops_server.services.notifications.announcements import Notifier
 from agentops_server.settings import Settings
 
@@ -94,13 +94,15 @@ def create_app(
     settings: Settings | None = None,
     *,
     derived_work: DerivedWork | None = None,
+    policies_changed: PoliciesChanged = no_push,
     **litestar_options: Any,
 ) -> Litestar:
     """Build the hub's ASGI app from ``settings`` (default: from the environment).
 
     ``derived_work`` takes the notices of committed changes (default: an
     :class:`~agentops_server.backends.derived_work.InProcessRunner`, started and stopped with
-    the app)."""
+    the app); ``policies_changed`` is told an org's id after each commit that changed its active
+    policy set (default: nobody)."""
     settings = settings or Settings.from_env()
     configure_logging(settings)
     configure_sentry(settings)  # before Litestar(): its integration hooks into the constructor
@@ -123,7 +125,7 @@ def create_app(
         "oauth_providers": OAuthProviders.from_settings(settings),  # validated now, used later
         "authenticator": authenticator,
         "derived_work": derived_work,
-        "policies_changed": no_push,  # the stream's refresh of `policies`, once wired
+        "policies_changed": policies_changed,
     }
     database = SQLAlchemyAsyncConfig(
         engine_instance=engine,

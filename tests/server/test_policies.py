@@ -11,19 +11,21 @@ from typing import Any
 
 import httpx
 import pytest
+from litestar.testing import TestClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_sdk import PolicyViolation, tool
 from agentops_sdk.contract.policy import EffectivePolicy, parse_policy
 from agentops_sdk.enforcement.hub_stream import HubStream
 from agentops_sdk.testing import capture_events
+from agentops_server import Settings, create_app
 from agentops_server.db.engine import run_in_session
 from agentops_server.db.tenancy import tenant
 from agentops_server.security.permissions import Role
 from agentops_server.services.governance.policies import policies_snapshot, policies_version
 from agentops_server.services.identity.api_keys import IssuedKey
 from tests.server.api import Client, bearer
-from tests.server.database import scalar
+from tests.server.database import db_id, scalar
 from tests.server.ingest_events import INGEST, T0, batch, run_event, span_event
 from tests.server.principals import People, limited_key
 
@@ -491,6 +493,31 @@ def test_the_streams_snapshot_and_version_are_the_effective_set_and_its_revision
 
     assert version == snapshot_version == 1
     assert data == client.get(EFFECTIVE, headers=auth).text
+
+
+def test_each_change_of_the_active_set_is_announced_after_its_commit(
+    settings: Settings, migrated_url: str, org: IssuedKey
+) -> None:
+    announced: list[tuple[uuid.UUID, int]] = []
+
+    async def policies_changed(org_id: uuid.UUID) -> None:
+        revision = scalar(  # read past the request's session: committed already
+            migrated_url,
+            "SELECT revision FROM policy_states WHERE org_id = :org",
+            org=db_id(migrated_url, org_id),
+        )
+        announced.append((org_id, revision))
+
+    auth = bearer(org.key)
+    with TestClient(create_app(settings, policies_changed=policies_changed)) as client:
+        first = save(client, auth, NO_DELETES)
+        assert announced == []  # saved, not activated: nothing the SDKs enforce changed
+        save(client, auth, NO_DELETES, NO_GPT4, activate=True)
+        client.post(f"{VERSIONS}/{first['id']}/activate", headers=auth)
+        client.post(f"{VERSIONS}/{first['id']}/rollback", json={}, headers=auth)
+        client.delete(f"{POLICIES}/active", headers=auth)
+
+    assert announced == [(org.org_id, revision) for revision in (1, 2, 3, 4)]
 
 
 def test_a_real_sdk_polls_the_hubs_effective_set_with_its_ingest_key_and_enforces_it(
