@@ -524,18 +524,21 @@ def test_a_real_sdk_polls_the_hubs_effective_set_with_its_ingest_key_and_enforce
     hub_url: str, migrated_url: str, org: IssuedKey, tmp_path: Path
 ) -> None:
     ingest_key = limited_key(migrated_url, org.org_id, scopes=["ingest"]).key
-    with httpx.Client(base_url=hub_url, headers=bearer(org.key)) as admin:
+    # Generous timeouts: a loaded machine may be slow; nothing here waits for them to pass.
+    with httpx.Client(base_url=hub_url, headers=bearer(org.key), timeout=60.0) as admin:
         version = admin.post(VERSIONS, json={"document": {"rules": [NO_DELETES]}})
         assert version.status_code == 201, version.text
         activated = admin.post(f"{VERSIONS}/{version.json()['id']}/activate")
         assert activated.status_code == 200, activated.text
-    source = HubStream(hub_url, ingest_key, poll_interval=0.2, retry_delay=0.05)
+    source = HubStream(
+        hub_url, ingest_key, poll_interval=0.2, retry_delay=0.05, request_timeout=60.0
+    )
 
     with capture_events(
         hub_source=source, hub_url=hub_url, api_key=ingest_key, spool_dir=tmp_path
     ) as events:
         link = events.client.enforcer.link
-        assert link.wait_until(lambda: link.snapshot.get("policies") is not None, 10.0)
+        assert link.wait_until(lambda: link.snapshot.get("policies") is not None, 60.0)
 
         with pytest.raises(PolicyViolation) as refused:
             delete_user("u1")
