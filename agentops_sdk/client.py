@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from time import time_ns
 from typing import TYPE_CHECKING, Any
 
@@ -109,10 +108,9 @@ class Client:
         """The user's guards, the enforcer's last stage; see :mod:`agentops_sdk.guards`."""
         self.enforcer = Enforcer(self.guards, HubLink(_hub_source(options, hub_source)))
         """What every call passes before it runs; see :mod:`agentops_sdk.enforcement`."""
+        _install_policy(options, self.enforcer)  # before controls: their saved age wins
         self.controls = _kill_switch(options, self.enforcer)
         """The stage obeying the hub's pause and kill; None when this client does not."""
-        if options.policy_file is not None:
-            _install_policy(self.enforcer, options.policy_file)
         self.exporter = exporter or build_exporter(options)
         self._capture = options.capture
         self._max_chars = options.max_capture_chars
@@ -490,13 +488,14 @@ def _hub_source(options: Options, given: HubSource | None) -> HubSource | None:
     if given is not None or not options.api_key:
         return given
     from agentops_sdk.enforcement.hub_stream import HubStream
-    from agentops_sdk.enforcement.saved import SavedControls
+    from agentops_sdk.enforcement.saved import SavedControls, SavedPolicies
 
     return HubStream(
         options.hub_url,
         options.api_key,
         poll_interval=options.controls_poll_interval,
         saved=SavedControls(options.spool_dir, options.hub_url, options.api_key),
+        saved_policies=SavedPolicies(options.spool_dir, options.hub_url, options.api_key),
         request_timeout=options.export_timeout,
     )
 
@@ -520,16 +519,35 @@ def _kill_switch(options: Options, enforcer: Enforcer) -> KillSwitch | None:
     return stage
 
 
-def _install_policy(enforcer: Enforcer, path: Path) -> None:
-    """Enforce the policy file at ``path`` (``PolicyError`` if it cannot be read or is invalid).
+def _install_policy(options: Options, enforcer: Enforcer) -> None:
+    """The policy stage, installed for a client with a local policy file, or a hub URL and an
+    API key (unless ``controls`` is off: then the hub governs nothing): the hub's set, starting
+    from the one the last process saved, if any; the file's set applies whenever the hub has
+    none. ``PolicyError`` if the file cannot be read or is
+    invalid.
 
-    Loaded only when a file is given: the policy modules need pydantic, which the SDK's own
-    import does not load."""
-    from agentops_sdk.contract.policy import load_policy
-    from agentops_sdk.contract.policy_engine import compile_policy
-    from agentops_sdk.enforcement.policy import PolicyStage
+    The policy engine is loaded only when a file is given (or a saved set exists): it needs
+    pydantic, which the SDK's own import does not load."""
+    hub_url = options.hub_url if options.api_key and options.controls else None
+    if options.policy_file is None and not hub_url:
+        return
+    from agentops_sdk.enforcement.policy import TOPIC, PolicyStage, hub_policy
 
-    enforcer.install(PolicyStage(enforcer.link, compile_policy(load_policy(path))))
+    local = None
+    if options.policy_file is not None:
+        from agentops_sdk.contract.policy import load_policy
+        from agentops_sdk.contract.policy_engine import compile_policy
+
+        local = compile_policy(load_policy(options.policy_file))
+    if hub_url:
+        from agentops_sdk.enforcement.saved import SavedPolicies
+
+        saved = SavedPolicies(options.spool_dir, hub_url, options.api_key).load()
+        if saved is not None:
+            effective, age = saved
+            update = Update(TOPIC, hub_policy(effective), effective.etag, via="disk")
+            enforcer.link.restore(update, age)
+    enforcer.install(PolicyStage(enforcer.link, local))
 
 
 def arguments_of(kwargs: Mapping[str, Any] | None, given_input: Any) -> Mapping[str, Any]:

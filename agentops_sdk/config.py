@@ -33,7 +33,7 @@ otel                    AGENTOPS_OTEL                   None: on if a tracer pro
 tags                    AGENTOPS_TAGS (comma-separated) ()
 integrations            AGENTOPS_INTEGRATIONS (same)    None: every installed integration
 disabled_integrations   AGENTOPS_DISABLED_INTEGRATIONS  ()
-controls                AGENTOPS_CONTROLS               True: obey the hub's pause and kill
+controls                AGENTOPS_CONTROLS               True: hub pause, kill and policies
 controls_poll_interval  AGENTOPS_CONTROLS_POLL_INTERVAL 10.0 s, while the stream is down
 max_staleness           AGENTOPS_MAX_STALENESS          60.0 s without news from the hub
 on_stale                AGENTOPS_ON_STALE               ``"continue"`` (or ``pause``, ``stop``)

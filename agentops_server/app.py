@@ -49,13 +49,18 @@ from agentops_server.observability import (
 from agentops_server.refusals import Unavailable
 from agentops_server.services.governance.control_sets import CONTROLS, CONTROLS_TOPIC
 from agentops_server.services.governance.controls import ControlsChanged
+from agentops_server.services.governance.policies import (
+    POLICIES,
+    POLICIES_TOPIC,
+    PoliciesChanged,
+)
 from agentops_server.services.tasks import TaskContext, register_tasks
 from agentops_server.settings import Settings
 
 __all__ = ["create_app"]
 
 PUBLIC_PATHS = ["^/health$", "^/ready$", "^/schema"]
-STREAM_TOPICS: tuple[StreamTopic, ...] = (CONTROLS_TOPIC,)
+STREAM_TOPICS: tuple[StreamTopic, ...] = (CONTROLS_TOPIC, POLICIES_TOPIC)
 """The topics of every org's live stream (:mod:`agentops_server.backends.live`)."""
 
 
@@ -102,6 +107,7 @@ def create_app(
     derived_work: DerivedWork | None = None,
     stream_topics: Iterable[StreamTopic] | None = None,
     controls_changed: ControlsChanged | None = None,
+    policies_changed: PoliciesChanged | None = None,
     **litestar_options: Any,
 ) -> Litestar:
     """Build the hub's ASGI app from ``settings`` (default: from the environment).
@@ -112,7 +118,8 @@ def create_app(
     topics of the org streams of ``GET /api/v1/stream`` (default: :data:`STREAM_TOPICS`);
     ``controls_changed`` is told an org's id after each committed change of its controls or
     agent profiles (default: the ``controls`` topic of its stream is refreshed, so its SDKs get
-    the change at once)."""
+    the change at once).; ``policies_changed``, after each
+    commit that changed its active policy set (default: its ``policies`` topic is refreshed)."""
     settings = settings or Settings.from_env()
     configure_logging(settings)
     configure_sentry(settings)  # before Litestar(): its integration hooks into the constructor
@@ -139,6 +146,7 @@ def create_app(
         "derived_work": derived_work,
         "live": live,
         "controls_changed": controls_changed or functools.partial(live.refresh, kind=CONTROLS),
+        "policies_changed": policies_changed or functools.partial(live.refresh, kind=POLICIES),
     }
     database = SQLAlchemyAsyncConfig(
         engine_instance=engine,

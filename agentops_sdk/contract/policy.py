@@ -38,8 +38,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, get_args
+from uuid import UUID
 
 from pydantic import (
     BaseModel,
@@ -66,6 +68,7 @@ __all__ = [
     "ArgumentTest",
     "CallKind",
     "Condition",
+    "EffectivePolicy",
     "Limit",
     "Match",
     "PolicySet",
@@ -378,6 +381,30 @@ class PolicySet(_Document):
                 raise ValueError(f"rule id {rule.id!r} is used twice")
             seen.add(rule.id)
         return rules
+
+
+class EffectivePolicy(_Document):
+    """What an org's SDKs enforce, as the hub serves it (``GET /api/v1/policies/effective``,
+    with :attr:`etag`) and pushes it (a ``policies`` event on ``GET /api/v1/stream``)."""
+
+    org_id: UUID
+    version: Annotated[int, Field(ge=0)]
+    """The org's policy revision: bumped whenever its active set changes (activated, rolled
+    back, deactivated), so it grows even when an older set comes back."""
+    policy: PolicySet | None = None
+    """The active set (its ``version`` is the hub's version number); None: the org has no
+    active set, and an SDK enforces its local policy file, if it has one."""
+    activated_at: datetime | None = None
+
+    @property
+    def etag(self) -> str:
+        """The ETag the hub serves this with (and an SDK's ``If-None-Match``)."""
+        return f'"{self.org_id}-policies-{self.version}"'
+
+    def to_json(self) -> str:
+        """The JSON the hub sends: each rule as written (``in``, not ``in_``; no defaults
+        spelled out, which would turn ``equals: null`` into a test)."""
+        return self.model_dump_json(by_alias=True, exclude_unset=True)
 
 
 def parse_policy(document: Any) -> PolicySet:

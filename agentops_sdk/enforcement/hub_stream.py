@@ -6,9 +6,12 @@ link's thread. Each event has a kind, an id and JSON data:
 - ``controls``: the org's whole ``ControlSet``, which becomes the ``controls`` topic (and is
   saved to disk, :mod:`agentops_sdk.enforcement.saved`). The hub sends one first on every
   connection, so a fresh client needs no separate fetch.
-- ``heartbeat`` (every 15 s at least): the hub is there and nothing changed; the copy is
-  confirmed (an update repeating it), which is what keeps it from going stale.
-- ``resync``: the hub dropped events meant for this client; the set is fetched again.
+- ``policies`` (read when a policy stage is installed): the org's ``EffectivePolicy``; its set,
+  compiled here on the link's thread, becomes the ``policies`` topic (None when the org has no
+  active set: the local policy file applies), and is saved to disk beside the controls.
+- ``heartbeat`` (every 15 s at least): the hub is there and nothing changed; the controls are
+  confirmed (an update repeating them), which is what keeps them from going stale.
+- ``resync``: the hub dropped events meant for this client; everything is fetched again.
 - any other kind (added by later issues) is skipped.
 
 The last event id goes back as ``Last-Event-ID`` when the stream is reopened, so the hub resumes
@@ -16,9 +19,10 @@ where it broke. A stream silent for ``silence`` seconds (two heartbeats missed) 
 
 When the stream cannot be held, it is reopened after a backoff with full jitter (``retry_delay``,
 1 s, doubling up to ``max_retry_delay``, 30 s) and meanwhile ``GET /api/v1/controls`` is polled
-with ``If-None-Match`` every ``poll_interval`` seconds (at once the first time): 304 confirms the
-copy, 200 brings a new set. Losing and regaining the stream, and polls failing and working
-again, are logged once each.
+with ``If-None-Match`` every ``poll_interval`` seconds (at once the first time), and
+``GET /api/v1/policies/effective`` likewise when policies are read: 304 confirms the copy, 200
+brings a new one. Losing and regaining the stream, and polls of each failing and working again,
+are logged once each.
 
 httpx, httpx-sse and pydantic are imported on the link's thread, at the first connection: neither
 ``import agentops_sdk`` nor ``init()`` pays for them.
@@ -27,15 +31,16 @@ httpx, httpx-sse and pydantic are imported on the link's thread, at the first co
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Final
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Final
 
 from agentops_sdk._version import __version__
-from agentops_sdk.enforcement.controls import TOPIC
+from agentops_sdk.enforcement import controls, policy
 from agentops_sdk.enforcement.failures import FailureLog
 from agentops_sdk.enforcement.link import Backoff, HubSource, Snapshot, Update
 from agentops_sdk.exporters import SDK_NAME
@@ -45,18 +50,36 @@ if TYPE_CHECKING:
     import httpx_sse
 
     from agentops_sdk.contract.controls import ControlSet
-    from agentops_sdk.enforcement.saved import SavedControls
+    from agentops_sdk.contract.policy import EffectivePolicy
+    from agentops_sdk.enforcement.saved import SavedControls, SavedCopy, SavedPolicies
 
-__all__ = ["CONTROLS_PATH", "STREAM_PATH", "HubStream"]
+__all__ = ["CONTROLS_PATH", "POLICIES_PATH", "STREAM_PATH", "HubStream"]
 
 logger = logging.getLogger("agentops_sdk")
 
 STREAM_PATH: Final = "/api/v1/stream"
 CONTROLS_PATH: Final = "/api/v1/controls"
+POLICIES_PATH: Final = "/api/v1/policies/effective"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Feed:
+    """One topic the hub serves: where to poll it, how to read what comes, what the link holds
+    of it, and where it is saved."""
+
+    topic: str
+    """Also the kind of its events on the stream."""
+    url: str
+    read: Callable[[str | bytes], Any]
+    """The wire model from JSON (raises ``ValueError``); it has an ``etag``."""
+    held: Callable[[Any], Any]
+    """What the link's topic holds for a wire value."""
+    saved: SavedCopy[Any] | None
 
 
 class HubStream(HubSource):
-    """Reads the hub's controls for the hub link: pushed on its stream, polled when it fails."""
+    """Reads the hub's controls (and policies) for the hub link: pushed on its stream, polled
+    when it fails."""
 
     def __init__(
         self,
@@ -65,6 +88,7 @@ class HubStream(HubSource):
         *,
         poll_interval: float = 10.0,
         saved: SavedControls | None = None,
+        saved_policies: SavedPolicies | None = None,
         request_timeout: float = 10.0,
         retry_delay: float = 1.0,
         max_retry_delay: float = 30.0,
@@ -73,8 +97,10 @@ class HubStream(HubSource):
         base = hub_url.rstrip("/")
         self.stream_url = base + STREAM_PATH
         self.controls_url = base + CONTROLS_PATH
+        self.policies_url = base + POLICIES_PATH
         self.poll_interval = poll_interval
         self.saved = saved
+        self.saved_policies = saved_policies
         self.request_timeout = request_timeout
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay
@@ -82,7 +108,7 @@ class HubStream(HubSource):
         self._api_key = api_key
         self._last_event_id: str | None = None
         self._stream_down = False
-        self._poll_down = False
+        self._poll_down: set[str] = set()
         self._failures = FailureLog()
         self._lock = threading.Lock()
         self._reading: set[socket.socket] = set()
@@ -90,10 +116,11 @@ class HubStream(HubSource):
     def updates(
         self, topics: frozenset[str], known: Snapshot, stop: threading.Event
     ) -> Iterator[Update]:
-        """The hub's controls as they change (and each time it confirms them), until ``stop``."""
+        """The hub's controls (and policies, if among ``topics``) as they change, and each time
+        it confirms the controls, until ``stop``."""
         import httpx
 
-        held = _Held(known)
+        held = {feed.topic: _Held(feed, known) for feed in self._feeds(topics)}
         backoff = Backoff(self.retry_delay, self.max_retry_delay)
         headers = {
             "Authorization": f"Bearer {self._api_key}",
@@ -120,9 +147,7 @@ class HubStream(HubSource):
                     reconnect_at = time.monotonic() + backoff.next()
                 if time.monotonic() >= poll_at:
                     poll_at = time.monotonic() + self.poll_interval
-                    polled = self._poll_reporting(client, held)
-                    if polled is not None:
-                        yield polled
+                    yield from self._poll_all(client, held)
                 if stop.wait(max(0.0, min(reconnect_at, poll_at) - time.monotonic())):
                     return
         finally:
@@ -142,9 +167,26 @@ class HubStream(HubSource):
         self._reading = set()
         self._failures = FailureLog()
 
+    def _feeds(self, topics: frozenset[str]) -> list[_Feed]:
+        """The controls, and the policies when a stage reads them."""
+        feeds = [_Feed(controls.TOPIC, self.controls_url, _read_controls, _same, self.saved)]
+        if policy.TOPIC in topics:
+            feeds.append(
+                _Feed(
+                    policy.TOPIC,
+                    self.policies_url,
+                    _read_policies,
+                    policy.hub_policy,
+                    self.saved_policies,
+                )
+            )
+        return feeds
+
     # -- the stream ---------------------------------------------------------------------------
 
-    def _listen(self, client: httpx.Client, held: _Held, stop: threading.Event) -> Iterator[Update]:
+    def _listen(
+        self, client: httpx.Client, held: dict[str, _Held], stop: threading.Event
+    ) -> Iterator[Update]:
         """The updates the stream brings until it ends or breaks (raises), or ``stop``."""
         import httpx
         import httpx_sse
@@ -173,35 +215,34 @@ class HubStream(HubSource):
                         return
                     if event.id:
                         self._last_event_id = event.id
-                    update = self._on_event(event, client, held)
-                    if update is not None:
-                        yield update
+                    yield from self._on_event(event, client, held)
             finally:
                 if sock is not None:
                     with self._lock:
                         self._reading.discard(sock)
 
     def _on_event(
-        self, event: httpx_sse.ServerSentEvent, client: httpx.Client, held: _Held
-    ) -> Update | None:
+        self, event: httpx_sse.ServerSentEvent, client: httpx.Client, held: dict[str, _Held]
+    ) -> Iterator[Update]:
         kind = event.event
-        if kind == "controls":
-            from agentops_sdk.contract.controls import ControlSet
-
+        topic = held.get(kind)
+        if topic is not None:
             try:
-                controls = ControlSet.model_validate_json(event.data)
+                value = topic.feed.read(event.data)
             except ValueError:
                 self._failures.failed(
-                    self, "agentops: the hub sent controls this SDK cannot read; keeping the last"
+                    self, f"agentops: the hub sent {kind} this SDK cannot read; keeping the last"
                 )
-                return None
-            return held.take(controls, "stream", self.saved)
-        if kind == "heartbeat":
-            return held.confirm("stream", self.saved)
-        if kind == "resync":
+                return
+            yield topic.take(value, "stream")
+        elif kind == "heartbeat":
+            for topic in held.values():
+                confirmed = topic.confirm("stream")
+                if confirmed is not None and topic.feed.topic == controls.TOPIC:
+                    yield confirmed  # what keeps the controls from going stale
+        elif kind == "resync":
             self._last_event_id = None  # what we missed is gone: start over when reopening
-            return self._poll_reporting(client, held)
-        return None
+            yield from self._poll_all(client, held)
 
     def _stream_failed(self, exc: Exception) -> None:
         if self._stream_down:
@@ -218,70 +259,95 @@ class HubStream(HubSource):
 
     # -- polling ------------------------------------------------------------------------------
 
+    def _poll_all(self, client: httpx.Client, held: dict[str, _Held]) -> Iterator[Update]:
+        """Fetch every topic once (what fails is logged and skipped)."""
+        for topic in held.values():
+            polled = self._poll_reporting(client, topic)
+            if polled is not None:
+                yield polled
+
     def _poll_reporting(self, client: httpx.Client, held: _Held) -> Update | None:
-        """Fetch the controls once; a failure is logged (once until a poll works) and None."""
+        """Fetch one topic once; a failure is logged (once until a poll of it works) and None."""
         import httpx
 
+        feed = held.feed
         try:
             update = self._poll(client, held)
         except (httpx.HTTPError, _Refused, ValueError) as exc:
-            if not self._poll_down:
-                self._poll_down = True
+            if feed.topic not in self._poll_down:
+                self._poll_down.add(feed.topic)
                 logger.log(
                     logging.ERROR if _refused_key(exc) else logging.WARNING,
-                    "agentops: cannot fetch the hub's controls at %s (%s); the last ones "
-                    "known stay in force",
-                    self.controls_url,
+                    "agentops: cannot fetch the hub's %s at %s (%s); the last ones known stay "
+                    "in force",
+                    feed.topic,
+                    feed.url,
                     _describe(exc),
                 )
             return None
-        if self._poll_down:
-            self._poll_down = False
-            logger.info("agentops: the hub's controls can be fetched again")
+        if feed.topic in self._poll_down:
+            self._poll_down.discard(feed.topic)
+            logger.info("agentops: the hub's %s can be fetched again", feed.topic)
         return update
 
     def _poll(self, client: httpx.Client, held: _Held) -> Update | None:
         headers = {} if held.etag is None else {"If-None-Match": held.etag}
-        response = client.get(self.controls_url, headers=headers)
+        response = client.get(held.feed.url, headers=headers)
         if response.status_code == 304:
-            return held.confirm("poll", self.saved)
+            return held.confirm("poll")
         if response.status_code != 200:
             raise _Refused(response)
-        from agentops_sdk.contract.controls import ControlSet
-
-        return held.take(ControlSet.model_validate_json(response.content), "poll", self.saved)
+        return held.take(held.feed.read(response.content), "poll")
 
 
 class _Held:
-    """The set this source last passed on (or the link held when it started) and its ETag."""
+    """What this source last passed on of one topic (or the link held when it started), and
+    its ETag."""
 
-    __slots__ = ("etag", "value")
+    __slots__ = ("etag", "feed", "value")
 
-    def __init__(self, known: Snapshot) -> None:
-        value = known.get(TOPIC)
-        self.value: ControlSet | None = value
-        self.etag = known.etags.get(TOPIC) if value is not None else None
+    def __init__(self, feed: _Feed, known: Snapshot) -> None:
+        self.feed = feed
+        held = feed.topic in known.values
+        self.value: Any = known.get(feed.topic)
+        self.etag = known.etags.get(feed.topic) if held else None
 
-    def take(self, controls: ControlSet, via: str, saved: SavedControls | None) -> Update:
-        """A set came: the update for it. The held set is passed on again when this one has its
-        ETag (the same version), so that stages keep what they compiled from it."""
-        if controls.etag == self.etag and self.value is not None:
-            controls = self.value
+    def take(self, wire: Any, via: str) -> Update:
+        """A value came: the update for it. The held value is passed on again when this one has
+        its ETag (the same version), so that stages keep what they compiled from it."""
+        saved = self.feed.saved
+        if wire.etag == self.etag:
             if saved is not None:
                 saved.touch()
         else:
-            self.value, self.etag = controls, controls.etag
+            self.value, self.etag = self.feed.held(wire), wire.etag
             if saved is not None:
-                saved.save(controls)
-        return Update(TOPIC, controls, controls.etag, via=via)
+                saved.save(wire)
+        return Update(self.feed.topic, self.value, self.etag, via=via)
 
-    def confirm(self, via: str, saved: SavedControls | None) -> Update | None:
-        """The hub confirmed the held set: an update repeating it (None if none is held)."""
-        if self.value is None:
+    def confirm(self, via: str) -> Update | None:
+        """The hub confirmed the held value: an update repeating it (None if none is held)."""
+        if self.etag is None:
             return None
-        if saved is not None:
-            saved.touch()
-        return Update(TOPIC, self.value, self.etag, via=via)
+        if self.feed.saved is not None:
+            self.feed.saved.touch()
+        return Update(self.feed.topic, self.value, self.etag, via=via)
+
+
+def _read_controls(data: str | bytes) -> ControlSet:
+    from agentops_sdk.contract.controls import ControlSet
+
+    return ControlSet.model_validate_json(data)
+
+
+def _read_policies(data: str | bytes) -> EffectivePolicy:
+    from agentops_sdk.contract.policy import EffectivePolicy
+
+    return EffectivePolicy.model_validate_json(data)
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 class _Refused(Exception):

@@ -2,9 +2,9 @@
 
 It runs after controls, in the enforcer's fixed order. The set in force is the hub's, once the
 hub link's snapshot holds one (topic ``policies``, a
-:class:`~agentops_sdk.contract.policy_engine.CompiledPolicy`), else the local file given as
-``init(policy_file=...)`` or ``AGENTOPS_POLICY_FILE``, which needs no hub at all (and is what
-an agent's own unit tests load)::
+:class:`~agentops_sdk.contract.policy_engine.CompiledPolicy`; None while the org has no active
+set), else the local file given as ``init(policy_file=...)`` or ``AGENTOPS_POLICY_FILE``, which
+needs no hub at all (and is what an agent's own unit tests load)::
 
     agentops.init(policy_file="policy.yaml")
 
@@ -47,26 +47,26 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from agentops_sdk.contract.controls import AgentProfile, ControlSet
 from agentops_sdk.contract.errors import PolicyViolation
-from agentops_sdk.contract.policy_engine import CompiledPolicy, Evaluation, RunMeasure
+from agentops_sdk.contract.llm_requests import max_tokens_of
 from agentops_sdk.enforcement.stage import Stage
 
 if TYPE_CHECKING:
+    from agentops_sdk.contract.controls import AgentProfile, ControlSet
     from agentops_sdk.contract.decisions import Decision
+    from agentops_sdk.contract.policy import EffectivePolicy
+    from agentops_sdk.contract.policy_engine import CompiledPolicy, Evaluation, RunMeasure
     from agentops_sdk.enforcement.call import CallInfo
     from agentops_sdk.enforcement.link import HubLink
     from agentops_sdk.spans import Run
 
-__all__ = ["TOPIC", "PolicyStage"]
+__all__ = ["TOPIC", "PolicyStage", "hub_policy"]
 
 logger = logging.getLogger("agentops_sdk")
 
 TOPIC: Final = "policies"
 """The hub link topic whose value is the hub's compiled policy set."""
 
-_MAX_TOKENS_ARGUMENTS: Final = ("max_tokens", "max_completion_tokens", "max_output_tokens")
-"""Where an LLM call says how many output tokens it asks for (OpenAI's chat and responses)."""
 _KIND_MEASURES: Final[dict[str, RunMeasure]] = {
     "llm": "llm_calls",
     "tool": "tool_calls",
@@ -191,8 +191,8 @@ class PolicyStage(Stage):
     def profile(self, agent: str) -> AgentProfile | None:
         """The hub registry's profile of ``agent`` (its team and tags), if the hub sent one
         with its controls."""
-        controls = self.link.snapshot.values.get("controls")
-        if not isinstance(controls, ControlSet):
+        controls: ControlSet | None = self.link.snapshot.values.get("controls")
+        if controls is None:
             return None
         cached, profiles = self._profiles
         if cached is not controls:
@@ -209,6 +209,16 @@ class PolicyStage(Stage):
                 "max_tokens meanwhile)",
                 ", ".join(policy.needs_pricing),
             )
+
+
+def hub_policy(effective: EffectivePolicy) -> CompiledPolicy | None:
+    """What the ``policies`` topic holds for the hub's effective set: the set compiled, or None
+    when the org has no active set (the local policy file, if any, applies)."""
+    if effective.policy is None:
+        return None
+    from agentops_sdk.contract.policy_engine import compile_policy
+
+    return compile_policy(effective.policy)
 
 
 def _goes_ahead(evaluation: Evaluation) -> bool:
@@ -280,12 +290,7 @@ class _Facts:
 
     @property
     def max_tokens(self) -> int | None:
-        arguments = self._call.arguments
-        for name in _MAX_TOKENS_ARGUMENTS:
-            value = arguments.get(name)
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-        return None
+        return max_tokens_of(self._call.arguments)
 
     @property
     def cost(self) -> float | None:

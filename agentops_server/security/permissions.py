@@ -127,7 +127,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 """What each role may do. Team leads' writes are limited to their teams by the services."""
 
 SCOPE_PERMISSIONS: dict[Scope, frozenset[Permission]] = {
-    Scope.INGEST: frozenset({P.INGEST, P.CONTROLS_READ, P.STREAM}),  # an SDK reads its controls
+    # An SDK reads its controls and policies, and holds the org's stream, with its ingest key.
+    Scope.INGEST: frozenset({P.INGEST, P.CONTROLS_READ, P.POLICIES_READ, P.STREAM}),
     Scope.READ: _READ_ALL,
     Scope.CONTROLS_READ: frozenset({P.CONTROLS_READ, P.POLICIES_READ, P.BUDGETS_READ, P.STREAM}),
     Scope.APPROVALS_WRITE: frozenset({P.APPROVALS_REQUEST, P.APPROVALS_READ}),

@@ -1,7 +1,9 @@
-"""The hub's two control endpoints, played over real HTTP for the SDK's hub link.
+"""The hub's control and policy endpoints, played over real HTTP for the SDK's hub link.
 
 - ``GET /api/v1/controls``: the org's ``ControlSet`` with its ``ETag``; 304 for a matching
   ``If-None-Match``.
+- ``GET /api/v1/policies/effective``: the org's ``EffectivePolicy`` likewise (no active set
+  until a test publishes one with :meth:`ControlsFeed.publish_policies`).
 - ``GET /api/v1/stream``: Server-Sent Events, each with a kind, an id and JSON data. A new
   connection gets the current ``controls`` event first, or, resuming with a ``Last-Event-ID``
   still in the backlog, every event after it; then each event as it is published, and a
@@ -11,7 +13,8 @@
 ``poll_status`` answer with an error instead, ``cut()`` ends every open stream (the client must
 reconnect), ``send()`` publishes any kind of event. What clients asked is kept: ``connections``
 (the ``Last-Event-ID`` of each stream opened), ``polls`` (``If-None-Match`` and the status
-answered) and ``refused`` (requests with another API key).
+answered; ``policy_polls`` for the policies) and ``refused`` (requests with another API key).
+A new connection also gets the current ``policies`` event once one was published.
 :class:`~tests.sdk.fake_hub.FakeHub` serves it.
 """
 
@@ -35,9 +38,11 @@ from agentops_sdk.contract.controls import (
     ControlState,
     ScopeKind,
 )
+from agentops_sdk.contract.policy import EffectivePolicy
 
 STREAM_PATH = "/api/v1/stream"
 CONTROLS_PATH = "/api/v1/controls"
+POLICIES_PATH = "/api/v1/policies/effective"
 ORG = uuid.UUID("0192f5a0-7c1e-7d3a-9b2e-5f0c1d2e3f40")
 """The org of the sets :func:`control_set` makes."""
 
@@ -99,11 +104,13 @@ class ControlsFeed:
         self.current = empty_set()
         self.events: list[tuple[int, str, str]] = [(1, "controls", self.current.model_dump_json())]
         """Every event published: id, kind, data."""
+        self.policies = EffectivePolicy(org_id=ORG, version=0)
         self.stream_status: int | None = None
         self.poll_status: int | None = None
         self.connections: list[str | None] = []
         self.open_streams = 0
         self.polls: list[tuple[str | None, int]] = []
+        self.policy_polls: list[tuple[str | None, int]] = []
         self.refused: list[str] = []
         """The path of each request refused for its API key."""
         self._changed = threading.Condition()
@@ -117,6 +124,12 @@ class ControlsFeed:
         with self._changed:
             self.current = controls
             self._append("controls", controls.model_dump_json())
+
+    def publish_policies(self, effective: EffectivePolicy) -> None:
+        """Make ``effective`` the org's effective policy set and push it to every open stream."""
+        with self._changed:
+            self.policies = effective
+            self._append("policies", effective.to_json())
 
     def send(self, kind: str, data: Any = None) -> None:
         """Push an event of any ``kind`` (``resync``, a kind from a later issue...)."""
@@ -158,27 +171,39 @@ class ControlsFeed:
                 self._changed.notify_all()
             _problem(handler, 401, "invalid_api_key")
         elif path == CONTROLS_PATH:
-            self._poll(handler)
+            with self._changed:
+                current = self.current
+            self._poll(handler, current.model_dump_json(), current.etag, self.polls)
+        elif path == POLICIES_PATH:
+            with self._changed:
+                effective = self.policies
+            self._poll(handler, effective.to_json(), effective.etag, self.policy_polls)
         elif path == STREAM_PATH:
             self._stream(handler)
         else:
             _problem(handler, 404, "not_found")
 
-    def _poll(self, handler: BaseHTTPRequestHandler) -> None:
+    def _poll(
+        self,
+        handler: BaseHTTPRequestHandler,
+        current: str,
+        etag: str,
+        polls: list[tuple[str | None, int]],
+    ) -> None:
         asked = handler.headers.get("If-None-Match")
         with self._changed:
-            current, status = self.current, self.poll_status
+            status = self.poll_status
         if status is None:
-            status = 304 if asked == current.etag else 200
+            status = 304 if asked == etag else 200
         with self._changed:
-            self.polls.append((asked, status))
+            polls.append((asked, status))
             self._changed.notify_all()
         if status >= 400:
             _problem(handler, status, "unavailable")
             return
-        body = b"" if status == 304 else current.model_dump_json().encode()
+        body = b"" if status == 304 else current.encode()
         handler.send_response(status)
-        handler.send_header("ETag", current.etag)
+        handler.send_header("ETag", etag)
         if body:
             handler.send_header("Content-Type", "application/json")
             handler.send_header("Content-Length", str(len(body)))
@@ -200,6 +225,8 @@ class ControlsFeed:
                 position = len(self.events)
                 latest = next(e for e in reversed(self.events) if e[1] == "controls")
                 pending = [(latest[0], "controls", self.current.model_dump_json())]
+                if any(kind == "policies" for _, kind, _ in self.events):
+                    pending.append((self.events[-1][0], "policies", self.policies.to_json()))
         if status is not None:
             _problem(handler, status, "unavailable")
             return

@@ -77,6 +77,7 @@ class Victim:
                 )
             )
             session.add(models.ControlVersion(org_id=key.org_id, version=1))
+            _add_policies(session, key.org_id)
             session.commit()
         self.ids = sorted({value for row in self.rows() for value in row if _is_uuid(value)})
         self.user_ids = [
@@ -168,6 +169,25 @@ def _add_notifications(session: Session, org_id: uuid.UUID, user_id: uuid.UUID) 
             status="delivered",
             attempts=1,
         )
+    )
+
+
+def _add_policies(session: Session, org_id: uuid.UUID) -> None:
+    """An active policy version of the victim's, with a secret rule and table test."""
+    version = models.PolicyVersion(
+        org_id=org_id,
+        id=uuid.uuid4(),
+        number=1,
+        document={"version": 1, "rules": [{"id": "globex-secret-rule", "outcome": "deny"}]},
+        tests=[
+            {"name": "globex-secret test", "given": {"kind": "tool", "name": "x"}, "expect": "deny"}
+        ],
+        author_type="system",
+    )
+    session.add(version)
+    session.flush()
+    session.add(
+        models.PolicyState(org_id=org_id, latest_number=1, active_id=version.id, revision=1)
     )
 
 

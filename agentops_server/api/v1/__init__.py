@@ -9,6 +9,7 @@ from litestar.types import ControllerRouterHandler
 from agentops_server.api.v1.audit import AuditController
 from agentops_server.api.v1.governance.agents import AgentController
 from agentops_server.api.v1.governance.controls import ControlController
+from agentops_server.api.v1.governance.policies import PolicyController
 from agentops_server.api.v1.identity.api_keys import ApiKeyController
 from agentops_server.api.v1.identity.invitations import InvitationController
 from agentops_server.api.v1.identity.me import AccountController
@@ -65,6 +66,7 @@ def api_router() -> Router:
         NotificationController,
         WebhookController,
         StreamController,
+        PolicyController,
     ]
     return Router(
         path="/api/v1",

@@ -29,6 +29,7 @@ from agentops_server.db.models.identity import (
     UserSession,
 )
 from agentops_server.db.models.notifications import Notification, Webhook, WebhookDelivery
+from agentops_server.db.models.policies import PolicyState, PolicyVersion
 from agentops_server.db.models.telemetry import Run, Span
 
 __all__ = [
@@ -49,6 +50,8 @@ __all__ = [
     "OrgLogo",
     "PasswordReset",
     "PendingWork",
+    "PolicyState",
+    "PolicyVersion",
     "RecoveryCode",
     "RefreshToken",
     "Run",

@@ -1,1 +1,1 @@
-"""The governance routes: the agent registry, controls."""
+"""The governance routes: the agent registry, controls, policies."""
