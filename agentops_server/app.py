@@ -54,13 +54,14 @@ from agentops_server.services.governance.policies import (
     POLICIES_TOPIC,
     PoliciesChanged,
 )
+from agentops_server.services.notifications.inbox import NOTIFICATIONS_TOPIC
 from agentops_server.services.tasks import TaskContext, register_tasks
 from agentops_server.settings import Settings
 
 __all__ = ["create_app"]
 
 PUBLIC_PATHS = ["^/health$", "^/ready$", "^/schema"]
-STREAM_TOPICS: tuple[StreamTopic, ...] = (CONTROLS_TOPIC, POLICIES_TOPIC)
+STREAM_TOPICS: tuple[StreamTopic, ...] = (CONTROLS_TOPIC, POLICIES_TOPIC, NOTIFICATIONS_TOPIC)
 """The topics of every org's live stream (:mod:`agentops_server.backends.live`)."""
 
 

@@ -392,6 +392,7 @@ def _control_command(state: str, verb: str) -> Callable[..., None]:
         **scopes: str | None,
     ) -> None:
         from agentops_server.services.governance import controls as service
+        from agentops_server.services.governance.operators import Operator
         from agentops_server.values import Text
 
         given = [(kind, value) for kind, value in scopes.items() if value is not None]
@@ -416,6 +417,8 @@ def _control_command(state: str, verb: str) -> Callable[..., None]:
         where = control.scope.kind + (f" {control.scope.value}" if control.scope.value else "")
         until = f" until {control.expires_at.isoformat()}" if control.expires_at else ""
         click.echo(f"{verb}: {where}{until} (control {control.id}, version {control.version})")
+        operator = Operator.cli(_org_id(database_url, org_slug))
+        _announce(database_url, service.notice(operator, [control], verb, reason))  # type: ignore[arg-type]
 
     command.__doc__ = f"Set {state} at a scope of the org (default: the whole org)."
     return command
@@ -446,6 +449,36 @@ def list_controls(database_url: str, org_slug: str, as_json: bool) -> None:
         click.echo(
             f"{control.id}  {control.state:<7} {where}{until}  by {control.actor}: {control.reason}"
         )
+
+
+def _announce(database_url: str, notice: dict[str, Any]) -> None:
+    """Hand the ``governance.control_changed`` notice of a change to the queue on Redis (it is
+    recorded in the outbox first, so a worker sends the notifications even if Redis is down
+    now). With no queue configured, nobody is notified: said on stderr."""
+    from agentops_server.backends import create_derived_work, create_mailer
+    from agentops_server.db.engine import create_async_db_engine
+    from agentops_server.services.governance.controls import CONTROL_CHANGED
+    from agentops_server.services.tasks import TaskContext, register_tasks
+
+    settings = Settings.from_env(database_url=database_url)
+    if settings.redis_url is None:
+        click.echo(
+            "No queue (AGENTOPS_REDIS_URL is not set): members are not notified of this change.",
+            err=True,
+        )
+        return
+
+    async def hand_over() -> None:
+        engine = create_async_db_engine(settings.database_url, tenant_isolation=True)
+        queue = create_derived_work(settings)
+        register_tasks(queue, TaskContext(engine, settings, create_mailer(settings)))
+        try:
+            await queue.enqueue(CONTROL_CHANGED, notice)
+        finally:
+            await queue.close()
+            await engine.dispose()
+
+    asyncio.run(hand_over())
 
 
 def _as_org(database_url: str, org_slug: str, work: Callable[[Any, Any], Any]) -> Any:

@@ -187,3 +187,35 @@ def test_controls_refuse_an_unknown_org_and_two_scopes(database_url: str) -> Non
     assert "no org has the slug 'nope'" in unknown.output
     assert "at most one of" in both.output
     assert "Say why" in blank.output
+
+
+def test_a_control_set_by_the_cli_is_handed_to_the_queue_to_notify_members(
+    database_url: str,
+) -> None:
+    queue = f"test-{uuid.uuid4()}"
+    runner = CliRunner(
+        env={
+            "AGENTOPS_DATABASE_URL": database_url,
+            "AGENTOPS_REDIS_URL": "redis://127.0.0.1:6379/0",
+            "AGENTOPS_QUEUE_NAME": queue,
+        }
+    )
+    assert runner.invoke(main, ["bootstrap", "--org", "acme"]).exit_code == 0
+
+    killed = runner.invoke(main, ["controls", "kill", "--org", "acme", "--reason", "incident 7"])
+
+    assert killed.exit_code == 0, killed.output
+    [(notice, payload)] = rows(database_url, "SELECT notice, payload FROM derived_work")
+    assert notice == "governance.control_changed"
+    sent = payload if isinstance(payload, dict) else json.loads(payload)
+    assert (sent["action"], sent["reason"], sent["actor"]) == ("kill", "incident 7", "cli")
+
+
+def test_without_a_queue_the_cli_says_that_nobody_is_notified(database_url: str) -> None:
+    runner = CliRunner(env={"AGENTOPS_DATABASE_URL": database_url})
+    assert runner.invoke(main, ["bootstrap", "--org", "acme"]).exit_code == 0
+
+    paused = runner.invoke(main, ["controls", "pause", "--org", "acme", "--reason", "drill"])
+
+    assert paused.exit_code == 0, paused.output
+    assert "members are not notified" in paused.stderr

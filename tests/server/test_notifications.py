@@ -4,12 +4,16 @@ and marks only their own."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 import uuid
 from pathlib import Path
 from typing import Any
 
-from agentops_server import Settings
+import httpx
+
+from agentops_server import Settings, create_app
 from agentops_server.backends.derived_work import InProcessRunner
 from agentops_server.backends.mailer import FileMailer
 from agentops_server.db.engine import create_async_db_engine
@@ -25,6 +29,8 @@ from tests.server.database import direct_session
 from tests.server.derived import control_notice, hub_with
 from tests.server.mail import Inbox, mailbox, serving_smtp
 from tests.server.principals import People, Person
+from tests.server.servers import serving
+from tests.server.streams import last_of, listening
 from tests.server.webhook_receiver import receiving
 
 
@@ -265,3 +271,28 @@ def test_a_mail_outage_delays_only_the_mail_which_a_later_run_sends(
     assert again == told
     assert inbox.next_message().rcpt_tos == ["olga@acme.example"]
     assert inbox.received.empty()
+
+
+def test_a_new_notification_nudges_the_orgs_stream_without_saying_what_it_is(
+    settings: Settings, people: People, org: IssuedKey
+) -> None:
+    owner = people.add(Role.OWNER)
+    app = create_app(dataclasses.replace(settings, stream_max_age=600.0))
+    with serving(app) as url, listening(url, org.key) as stream:
+        before = stream.wait_for(last_of("notifications"), "the notifications snapshot")
+        kill = {"scope": {"kind": "org"}, "state": "killed", "reason": "runaway spend"}
+        response = httpx.post(f"{url}/api/v1/controls", json=kill, headers=owner.headers)
+        assert response.status_code == 200, response.text
+        nudge = stream.wait_for(
+            lambda events: next(
+                (e for e in events if e.event == "notifications" and e.id != before.id), None
+            ),
+            "a nudge after the control's notification",
+        )
+        with httpx.Client(base_url=url, headers=owner.headers) as http:
+            count = http.get("/api/v1/notifications/unread-count").json()["unread"]
+
+    assert json.loads(before.data) == {"latest": 0}
+    assert json.loads(nudge.data)["latest"] > 0
+    assert "runaway" not in nudge.data, "the org's stream carries no member's notification"
+    assert count == 1

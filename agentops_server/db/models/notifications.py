@@ -47,6 +47,7 @@ class Notification(Base):
             ["org_id", "user_id"], ["memberships.org_id", "memberships.user_id"], ondelete="CASCADE"
         ),
         Index(None, "org_id", "user_id", "created_at", "id"),
+        Index(None, "org_id", "created_at"),  # the org's latest: its stream's version
     )
 
 

@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import uuid
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agentops_server.backends.live import StreamTopic
 from agentops_server.db.models import Notification
 from agentops_server.refusals import NotFound
 from agentops_server.services.pagination import newest_first
 
 __all__ = [
     "MAX_PAGE_SIZE",
+    "NOTIFICATIONS",
+    "NOTIFICATIONS_TOPIC",
     "NotificationPage",
     "NotificationView",
     "list_notifications",
@@ -145,3 +149,27 @@ def view_of(row: Notification) -> NotificationView:
         created_at=row.created_at,
         read_at=row.read_at,
     )
+
+
+async def notifications_version(session: AsyncSession, org_id: uuid.UUID) -> int:
+    """When the org's newest notification was made, in microseconds (0: none yet)."""
+    latest = await session.scalar(
+        select(func.max(Notification.created_at)).where(Notification.org_id == org_id)
+    )
+    return 0 if latest is None else int(latest.timestamp() * 1_000_000)
+
+
+async def notifications_snapshot(session: AsyncSession, org_id: uuid.UUID) -> tuple[int, str]:
+    """The stream's ``notifications`` event: a nudge that says only that the org's members
+    may have new notifications (the stream is the org's, a notification one member's: each
+    client fetches its own unread count and list)."""
+    version = await notifications_version(session, org_id)
+    return version, json.dumps({"latest": version})
+
+
+NOTIFICATIONS = "notifications"
+NOTIFICATIONS_TOPIC = StreamTopic(
+    NOTIFICATIONS, snapshot=notifications_snapshot, version=notifications_version
+)
+"""New notifications on the org's live stream: found by every hub process's version watch, so
+those a worker process made reach the streams within a watch interval."""

@@ -63,6 +63,11 @@ def upgrade() -> None:
             ["org_id", "user_id", "created_at", "id"],
             unique=False,
         )
+        batch_op.create_index(
+            batch_op.f("ix_notifications_org_id_created_at"),
+            ["org_id", "created_at"],
+            unique=False,
+        )
 
     op.create_table(
         "webhooks",
