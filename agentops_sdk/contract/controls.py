@@ -22,6 +22,10 @@ A ``paused`` control holds a new call for up to ``pause_timeout`` seconds waitin
 to be lifted, then refuses it with ``AgentPaused``; 0 refuses at once. ``killed`` refuses every
 new call with ``AgentKilled`` and cancels streaming LLM calls in flight.
 
+An agent whose registry profile lists the environments it is enabled for is killed in every
+other one (:meth:`ControlSet.environment_kill`): a run reported from such an environment is
+refused before its first call, as the strictest of controls.
+
 This module is pure (pydantic models and functions): no I/O, no SDK runtime.
 """
 
@@ -30,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Annotated, Final, Literal, get_args
-from uuid import UUID
+from uuid import UUID, uuid5
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -139,6 +143,10 @@ class AgentProfile(_Wire):
     """The environments the agent is enabled for; empty: every one."""
     archived: bool = False
 
+    def refuses(self, environment: str) -> bool:
+        """Whether the agent may not run in ``environment`` (it is enabled for others only)."""
+        return bool(self.environments) and environment not in self.environments
+
 
 class ControlSet(_Wire):
     """An org's controls and agent profiles, as the hub serves them to its SDKs."""
@@ -158,6 +166,24 @@ class ControlSet(_Wire):
     def profile(self, agent: str) -> AgentProfile | None:
         """The registry's profile of ``agent``, if the hub knows it."""
         return next((profile for profile in self.agents if profile.name == agent), None)
+
+    def environment_kill(self, agent: str, environment: str) -> Control | None:
+        """The control the registry itself sets on ``agent`` in ``environment`` when the agent
+        is not enabled for it: killed there, whatever else applies (None: it may run)."""
+        profile = self.profile(agent)
+        if profile is None or not profile.refuses(environment):
+            return None
+        return Control(
+            id=uuid5(self.org_id, f"environment:{agent}:{environment}"),
+            scope=ControlScope(kind="agent", value=agent),
+            state="killed",
+            reason=f"{agent} is not enabled for the {environment} environment "
+            f"(enabled: {', '.join(profile.environments)})",
+            actor="registry",
+            version=max(self.version, 1),
+            created_at=self.generated_at,
+            updated_at=self.generated_at,
+        )
 
 
 def strictness(state: ControlState) -> int:

@@ -133,23 +133,27 @@ class _Unfit(ValueError):
 def _search_degree(pattern: str) -> int:
     """The polynomial degree of a search's worst case: one per unbounded repeat, plus one for
     the start positions a search tries, unless the pattern is anchored at the start."""
-    from re import _constants as c  # type: ignore[attr-defined]
+    c = _sre_constants()
 
     items = list(_parse(pattern))
     anchored = bool(items) and items[0] == (c.AT, c.AT_BEGINNING)
     return max(1, _degree(items) + (0 if anchored else 1))
 
 
-def _parse(pattern: str) -> Any:
-    from re import _parser  # type: ignore[attr-defined]  # the parser ``re`` itself uses
+def _sre_constants() -> Any:
+    """``re``'s private opcode constants (private: typeshed may or may not describe them)."""
+    return importlib.import_module("re._constants")
 
-    return _parser.parse(pattern, re.ASCII)
+
+def _parse(pattern: str) -> Any:
+    parser: Any = importlib.import_module("re._parser")  # the parser ``re`` itself uses
+    return parser.parse(pattern, re.ASCII)
 
 
 def _degree(items: list[Any]) -> int:
     """How many unbounded repeats ``items`` holds; raises :class:`_Unfit` for what could
     backtrack exponentially or that RE2 would not accept."""
-    from re import _constants as c  # type: ignore[attr-defined]
+    c = _sre_constants()
 
     unbounded = 0
     for op, value in items:
@@ -187,7 +191,7 @@ def _degree(items: list[Any]) -> int:
 
 def _nests(items: list[Any]) -> bool:
     """Whether ``items`` hold a repeat of more than one copy, or alternatives."""
-    from re import _constants as c  # type: ignore[attr-defined]
+    c = _sre_constants()
 
     for op, value in items:
         if op in (c.MAX_REPEAT, c.MIN_REPEAT) and (value[1] > 1 or _nests(list(value[2]))):
@@ -200,7 +204,7 @@ def _nests(items: list[Any]) -> bool:
 def _narrow(items: list[Any]) -> bool:
     """Whether every repeat in ``items`` allows at most a few copies of something that does
     not nest again (what a repeated group may hold: ``(\\d{1,3}\\.){3}``)."""
-    from re import _constants as c  # type: ignore[attr-defined]
+    c = _sre_constants()
 
     for op, value in items:
         if op in (c.MAX_REPEAT, c.MIN_REPEAT):

@@ -349,9 +349,11 @@ class CompiledControls:
     def __init__(self, controls: ControlSet | None) -> None:
         self.controls = controls
         self.entries: tuple[_Entry, ...] = () if controls is None else _ranked(controls)
-        self.any = bool(self.entries)
-        """Whether any control of the set can ever apply (paused or killed, in any scope)."""
-        self.kills = any(entry.killed for entry in self.entries)
+        confined = controls is not None and any(profile.environments for profile in controls.agents)
+        self.any = bool(self.entries) or confined
+        """Whether any control of the set can ever apply (paused or killed, in any scope, or an
+        agent's registry profile that keeps it out of some environment)."""
+        self.kills = confined or any(entry.killed for entry in self.entries)
         self.views: dict[str, _View] = {}
         """By agent name: a client's runs share one environment."""
 
@@ -423,6 +425,9 @@ class CompiledControls:
     def _build(self, agent: str, environment: str, now: int) -> _View:
         """The view of ``agent`` in ``environment`` at ``now`` (``time_ns``)."""
         assert self.controls is not None
+        refused = self.controls.environment_kill(agent, environment)
+        if refused is not None:  # nothing outranks it: the agent may not run here at all
+            return _View(environment, _Entry(refused, len(self.entries), _KILLED), {}, {}, None)
         profile = self.controls.profile(agent)
         fixed: _Entry | None = None
         by_tag: dict[str, _Entry] = {}
@@ -509,6 +514,10 @@ class _State:
         """When the hub last confirmed the copy (or the stage started)."""
         self.stale_at = stale_at
         """When the copy goes stale (``max_staleness`` later)."""
+
+
+_KILLED: Final = 2
+"""The strictness of ``killed`` (``agentops_sdk.contract.controls.strictness``)."""
 
 
 def _ranked(controls: ControlSet) -> tuple[_Entry, ...]:

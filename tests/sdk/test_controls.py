@@ -589,3 +589,25 @@ def test_init_with_a_hub_and_key_obeys_controls_through_the_hubs_stream(tmp_path
     finally:
         agentops.shutdown()
     assert not client.enforcer.link.running
+
+
+# -- the registry's environments ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("environments", "refused"), [(("prod",), True), (("prod", "test"), False), ((), False)]
+)
+def test_an_agent_the_registry_keeps_out_of_this_environment_is_killed_here(
+    governed: CapturedEvents, hub: LocalHub, environments: tuple[str, ...], refused: bool
+) -> None:
+    profile = AgentProfile(name="researcher", environments=environments)
+    publish(governed, hub, control_set(agents=(profile,)))
+
+    if refused:
+        with pytest.raises(agentops.AgentKilled, match="not enabled for the test environment"):
+            deploy("eu-1")
+        assert ran == []
+        [decision] = decisions(governed, "deploy")
+        assert decision["details"]["actor"] == "registry"
+    else:
+        assert deploy("eu-1") == "deployed to eu-1"
