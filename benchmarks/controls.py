@@ -358,7 +358,8 @@ def client_process(
         while commands.get() == "watch":
             for client in made:  # the last kill was lifted: each client knows it first
                 _wait_until(client.enforcer.link, lambda controls: not _kills(controls))
-            outcomes = [_watch_for_a_kill(client) for client in made]
+            soak = threading.Barrier(len(made))
+            outcomes = [_watch_for_a_kill(client, soak) for client in made]
             results.put("watching")
             seen = [outcome.result(120) for outcome in outcomes]
             results.put(([moment for moment, _ in seen], sum(ran for _, ran in seen)))
@@ -400,38 +401,50 @@ def _guarded(client: Client, spec: CallSpec, body: Callable[[], object]) -> None
     client.end_span(span, spec, result)
 
 
-def _watch_for_a_kill(client: Client) -> Future[tuple[float, int]]:
-    """On a thread: wait until ``client``'s link brings a kill (the snapshot is published and
-    waiters notified at once), then call a tool until its guard refuses and note when; then
-    try 1,000 more calls. The future gets the moment and how many tool bodies ran after it."""
-    probe = CallSpec(kind="tool", name="probe")
-    link = client.enforcer.link
+def _watch_for_a_kill(client: Client, soak: threading.Barrier) -> Future[tuple[float, int]]:
+    """On a thread, :func:`_refusal_then_soak`; the future gets what it returns."""
     outcome: Future[tuple[float, int]] = Future()
-    ran = [0]
-
-    def body() -> None:
-        ran[0] += 1
 
     def watch() -> None:
-        link.wait_until(lambda: _kills(link.snapshot.get("controls")), 120)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                _guarded(client, probe, body)
-            except agentops.AgentKilled:
-                break
-        else:
-            outcome.set_exception(RuntimeError("a kill is held and the guard lets calls through"))
-            return
-        moment = time.time()
-        ran[0] = 0
-        for _ in range(1_000):
-            with suppress(agentops.AgentKilled):
-                _guarded(client, probe, body)
-        outcome.set_result((moment, ran[0]))
+        try:
+            outcome.set_result(_refusal_then_soak(client, soak))
+        except Exception as exc:
+            soak.abort()
+            outcome.set_exception(exc)
 
     threading.Thread(target=watch, daemon=True).start()
     return outcome
+
+
+def _refusal_then_soak(client: Client, soak: threading.Barrier) -> tuple[float, int]:
+    """Wait until ``client``'s link brings a kill (the snapshot is published and waiters
+    notified at once), then call a tool until its guard refuses: the moment. Once every client
+    of the process is there (``soak``: no client's calls hold up another's link), try 1,000
+    more calls: how many tool bodies ran (must be 0)."""
+    link = client.enforcer.link
+    probe = CallSpec(kind="tool", name="probe")
+    ran = 0
+
+    def body() -> None:
+        nonlocal ran
+        ran += 1
+
+    link.wait_until(lambda: _kills(link.snapshot.get("controls")), 120)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            _guarded(client, probe, body)
+        except agentops.AgentKilled:
+            break
+    else:
+        raise RuntimeError("a client holds a kill and its guard lets calls through")
+    moment = time.time()
+    soak.wait(120)
+    ran = 0
+    for _ in range(1_000):
+        with suppress(agentops.AgentKilled):
+            _guarded(client, probe, body)
+    return moment, ran
 
 
 def main() -> None:
