@@ -3,7 +3,7 @@
     pip install -e ".[server,bench]"
     python benchmarks/controls.py overhead [--calls 20000] [--rounds 7] [--controls 50]
     python benchmarks/controls.py propagation [--clients 100] [--processes 4] [--kills 5]
-                                              [--poll-interval 1]
+                                              [--poll-interval 1] [--poll-clients 100]
 
 - overhead: a decorated ``@tool`` inside a run, each call timed on its own, in interleaved
   rounds in one process (the method of benchmarks/sdk_overhead.py, whose helpers it uses):
@@ -22,8 +22,9 @@
   For each client, the time from the kill being set (the control's ``updated_at``, stamped by
   the process setting it just before its commit) to its guard refusing a call; after that,
   1,000 more calls are tried and no tool body may run. Then the same, set through the API, with
-  a second fleet whose stream is refused (polling every ``--poll-interval`` s). Target over the
-  stream: p50 <= 300 ms, p99 <= 1 s; polling: bounded by the interval.
+  a second fleet of ``--poll-clients`` whose stream is refused (polling every
+  ``--poll-interval`` s). Target over the stream: p50 <= 300 ms, p99 <= 1 s; polling: bounded
+  by the interval.
 """
 
 from __future__ import annotations
@@ -234,8 +235,11 @@ def propagation(arguments: argparse.Namespace) -> None:
                 for path in PATHS:
                     report(f"push, kill set by {path}", *fleet.kills(hubs, path, arguments.kills))
             if arguments.poll_interval:
-                with Fleet(urls, api_key, arguments, arguments.poll_interval) as fleet:
-                    name = f"poll every {arguments.poll_interval:g} s, by api"
+                polling = argparse.Namespace(
+                    **{**vars(arguments), "clients": arguments.poll_clients}
+                )
+                with Fleet(urls, api_key, polling, arguments.poll_interval) as fleet:
+                    name = f"{polling.clients} polling every {arguments.poll_interval:g} s, by api"
                     report(name, *fleet.kills(hubs, "api", arguments.kills))
     print("bodies run: tool bodies that ran in the 1,000 calls each client tried after its")
     print("guard first refused (must be 0)")
@@ -462,7 +466,12 @@ def main() -> None:
         "--poll-interval", type=float, default=1.0, help="the poll fallback's; 0: not measured"
     )
     reach.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    reach.add_argument(
+        "--poll-clients", type=int, help="in the polling fleet; --clients if not given"
+    )
     arguments = parser.parse_args()
+    if arguments.command == "propagation" and arguments.poll_clients is None:
+        arguments.poll_clients = arguments.clients
     {"overhead": overhead, "propagation": propagation}[arguments.command](arguments)
 
 
