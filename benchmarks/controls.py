@@ -3,6 +3,7 @@
     pip install -e ".[server,bench]"
     python benchmarks/controls.py overhead [--calls 20000] [--rounds 7] [--controls 50]
     python benchmarks/controls.py propagation [--clients 100] [--processes 4] [--kills 5]
+                                              [--poll-interval 1] [--poll-clients 100]
 
 - overhead: a decorated ``@tool`` inside a run, each call timed on its own, in interleaved
   rounds in one process (the method of benchmarks/sdk_overhead.py, whose helpers it uses):
@@ -12,16 +13,18 @@
   which applies to the call (other agents, teams, tags, runs and environments; lifted and
   expired ones), as a real agent holds them: restored from the saved copy at ``init()``. The
   figure that matters is the controls stage against the empty chain (target: at most 1 us).
-- propagation: the hub side. ``agentops-hub serve`` with 2 worker processes on PostgreSQL and
-  Redis, an org bootstrapped, ``--clients`` SDK clients (each a real ``Client`` with its own
-  stream connection, spread over ``--processes`` processes); then, ``--kills`` times, a kill of
-  the whole org is set with ``agentops-hub controls kill`` (the CLI the hub's issue 10 defines,
-  straight on the database, as in an emergency) and lifted again. For each client, the time
-  from the kill being set to its guard refusing a call; after a client sees it, 1,000 calls
-  are attempted and every one must be refused. Target: p50 <= 300 ms, p99 <= 1 s.
-  NEEDS THE HUB SIDE OF ISSUE 10 (its stream, its control version propagation and the
-  ``controls`` CLI): written against the endpoints and the CLI that issue specifies, it runs
-  once that lands; until then it stops, saying which endpoint is missing.
+- propagation: a fresh PostgreSQL database, 2 ``agentops-hub serve`` processes on Redis, an org
+  bootstrapped, ``--clients`` SDK clients (each a real ``Client`` with its own link thread and
+  stream connection, spread over ``--processes`` processes, taking turns between the 2 hubs).
+  Then ``--kills`` times per path, a kill of the whole org is set and lifted again: through
+  ``POST /api/v1/controls`` (on each hub in turn; the other hears it over Redis), and with
+  ``agentops-hub controls kill`` straight on the database (the hubs' version watch finds it).
+  For each client, the time from the kill being set (the control's ``updated_at``, stamped by
+  the process setting it just before its commit) to its guard refusing a call; after that,
+  1,000 more calls are tried and no tool body may run. Then the same, set through the API, with
+  a second fleet of ``--poll-clients`` whose stream is refused (polling every
+  ``--poll-interval`` s). Target over the stream: p50 <= 300 ms, p99 <= 1 s; polling: bounded
+  by the interval.
 """
 
 from __future__ import annotations
@@ -30,9 +33,9 @@ import argparse
 import importlib.util
 import json
 import logging
+import math
 import multiprocessing
 import os
-import statistics
 import subprocess
 import tempfile
 import threading
@@ -40,7 +43,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
@@ -61,6 +64,7 @@ from agentops_sdk.contract.controls import (
 )
 from agentops_sdk.contract.decisions import StageName
 from agentops_sdk.enforcement import HubLink, Stage
+from agentops_sdk.enforcement.hub_stream import HubStream
 from agentops_sdk.enforcement.saved import SavedControls
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,11 +191,25 @@ def overhead(arguments: argparse.Namespace) -> None:
 # -- propagation ---------------------------------------------------------------------------------
 
 
+PATHS = ("api", "cli")
+"""How a kill is set: ``POST /api/v1/controls`` on one of the hubs (which pushes it at once, to
+the other hub over Redis), or ``agentops-hub controls kill`` straight on the database (which the
+hubs' version watch finds)."""
+
+
 def propagation(arguments: argparse.Namespace) -> None:
     ingest = _benchmark("ingest")
-    redis_url = arguments.redis_url
     with ingest.fresh_database("postgresql") as database_url:
-        env = {**os.environ, "AGENTOPS_DATABASE_URL": database_url, "AGENTOPS_REDIS_URL": redis_url}
+        env = {
+            **os.environ,
+            "AGENTOPS_DATABASE_URL": database_url,
+            "AGENTOPS_REDIS_URL": arguments.redis_url,
+            "AGENTOPS_SECRET_KEY": uuid.uuid4().hex,
+            # 100 agents on one key polling every second are over the default limits (1,200
+            # requests a minute per key, 6,000 per org): the benchmark times the hub, not them.
+            "AGENTOPS_RATE_LIMIT_KEY": "1000000/minute",
+            "AGENTOPS_RATE_LIMIT_ORG": "1000000/minute",
+        }
         subprocess.run([*ingest.HUB, "db", "upgrade"], env=env, check=True, capture_output=True)
         bootstrap = subprocess.run(
             [*ingest.HUB, "bootstrap", "--org", "bench", "--json"],
@@ -201,85 +219,142 @@ def propagation(arguments: argparse.Namespace) -> None:
             text=True,
         )
         api_key = json.loads(bootstrap.stdout.strip().splitlines()[-1])["api_key"]
-        port = ingest.free_port()
-        with ingest.hub_process(env, port, 2):
-            url = f"http://127.0.0.1:{port}"
-            ingest.wait_until_up(url)
-            for path in ("/api/v1/controls",):
-                status = httpx.get(url + path, headers={"Authorization": f"Bearer {api_key}"})
-                if status.status_code != 200:
-                    raise SystemExit(
-                        f"the hub does not serve {path} yet (HTTP {status.status_code})"
-                    )
-
-            def control(command: str) -> float:
-                started = time.time()
-                subprocess.run(
-                    [*ingest.HUB, "controls", command, "--org", "bench", "--reason", "benchmark"],
-                    env=env,
-                    check=True,
-                    capture_output=True,
+        ports = [ingest.free_port(), ingest.free_port()]
+        with ingest.hub_process(env, ports[0], 1), ingest.hub_process(env, ports[1], 1):
+            urls = [f"http://127.0.0.1:{port}" for port in ports]
+            for url in urls:
+                ingest.wait_until_up(url)
+            hubs = Hubs(urls, api_key, [*ingest.HUB, "controls"], env)
+            print(
+                f"{arguments.clients} clients in {arguments.processes} processes, split over 2 "
+                f"hub processes (PostgreSQL, Redis); {arguments.kills} kills per path"
+            )
+            print(f"{'path':<28}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'max ms':>8}"
+                  f"{'samples':>9}{'bodies run':>12}")  # fmt: skip
+            with Fleet(urls, api_key, arguments, None) as fleet:
+                for path in PATHS:
+                    report(f"push, kill set by {path}", *fleet.kills(hubs, path, arguments.kills))
+            if arguments.poll_interval:
+                polling = argparse.Namespace(
+                    **{**vars(arguments), "clients": arguments.poll_clients}
                 )
-                return started
-
-            latencies, started_after = _clients(url, api_key, arguments, control)
-    latencies.sort()
-    print(
-        f"{arguments.clients} clients in {arguments.processes} processes, {arguments.kills} kills"
-    )
-    print(f"kill set -> guard refuses: p50 {statistics.median(latencies) * 1000:.0f} ms, "
-          f"p99 {latencies[int(len(latencies) * 0.99) - 1] * 1000:.0f} ms, "
-          f"max {latencies[-1] * 1000:.0f} ms")  # fmt: skip
-    print(f"calls started after a client saw the kill: {started_after} (must be 0)")
+                with Fleet(urls, api_key, polling, arguments.poll_interval) as fleet:
+                    name = f"{polling.clients} polling every {arguments.poll_interval:g} s, by api"
+                    report(name, *fleet.kills(hubs, "api", arguments.kills))
+    print("bodies run: tool bodies that ran in the 1,000 calls each client tried after its")
+    print("guard first refused (must be 0)")
 
 
-def _clients(
-    url: str, api_key: str, arguments: argparse.Namespace, control: Callable[[str], float]
-) -> tuple[list[float], int]:
-    """Start the client processes, set and lift kills, gather what each client saw."""
-    context = multiprocessing.get_context("spawn")
-    per_process = -(-arguments.clients // arguments.processes)
-    commands = [context.Queue() for _ in range(arguments.processes)]
-    results: Any = context.Queue()
-    processes = [
-        context.Process(
-            target=client_process, args=(url, api_key, per_process, commands[n], results)
-        )
-        for n in range(arguments.processes)
-    ]
-    for process in processes:
-        process.start()
-    for _ in processes:
-        results.get(timeout=120)  # "ready": every client of that process holds the stream
-    latencies: list[float] = []
-    started_after = 0
-    try:
-        for _ in range(arguments.kills):
-            for queue in commands:
-                queue.put("watch")
-            for _ in processes:
-                results.get(timeout=30)  # "watching"
-            set_at = control("kill")
-            for _ in processes:
-                seen, leaked = results.get(timeout=120)
-                latencies.extend(moment - set_at for moment in seen)
-                started_after += leaked
-            control("resume")
-    finally:
-        for queue in commands:
+def report(name: str, latencies: list[float], ran: int) -> None:
+    """One line of figures: latency percentiles (nearest rank) in ms, and bodies run."""
+    ordered = sorted(latencies)
+
+    def rank(q: float) -> float:
+        return ordered[max(0, math.ceil(q * len(ordered)) - 1)] * 1000
+
+    figures = "".join(f"{rank(q):>8.0f}" for q in (0.5, 0.95, 0.99, 1.0))
+    print(f"{name:<28}{figures}{len(ordered):>9}{ran:>12}")
+
+
+class Hubs:
+    """Sets and lifts a kill of the whole org, through the API (taking turns between the hubs)
+    or the CLI; says when it was set: the control's ``updated_at``, which the process setting it
+    stamps just before its commit."""
+
+    def __init__(self, urls: list[str], api_key: str, cli: list[str], env: dict[str, str]):
+        self.urls = urls
+        self.headers = {"Authorization": f"Bearer {api_key}"}
+        self.cli = cli
+        self.env = env
+        self.turn = 0
+
+    def set(self, path: str, state: ControlState) -> float:
+        """Set the org's state by ``path``; the moment it was set (epoch seconds)."""
+        if path == "cli":
+            verb = {"killed": "kill", "active": "resume"}[state]
+            command = [*self.cli, verb, "--org", "bench", "--reason", "benchmark"]
+            subprocess.run(command, env=self.env, check=True, capture_output=True)
+            return self._org_control().updated_at.timestamp()
+        self.turn += 1
+        body = {"scope": {"kind": "org", "value": None}, "state": state, "reason": "benchmark"}
+        url = self.urls[self.turn % len(self.urls)] + "/api/v1/controls"
+        answer = httpx.post(url, json=body, headers=self.headers, timeout=30)
+        answer.raise_for_status()
+        return Control.model_validate_json(answer.content).updated_at.timestamp()
+
+    def _org_control(self) -> Control:
+        answer = httpx.get(self.urls[0] + "/api/v1/controls", headers=self.headers, timeout=30)
+        answer.raise_for_status()
+        controls = ControlSet.model_validate_json(answer.content).controls
+        return next(c for c in controls if c.scope.kind == "org")
+
+
+class Fleet:
+    """``--clients`` SDK clients in ``--processes`` processes, each client on one of the hubs
+    (in turn) with its own link thread and connection; on the stream, or polling every
+    ``poll_interval`` seconds when given (their stream is refused)."""
+
+    def __init__(
+        self, urls: list[str], api_key: str, arguments: argparse.Namespace, poll: float | None
+    ):
+        context = multiprocessing.get_context("spawn")
+        per_process = -(-arguments.clients // arguments.processes)
+        self.commands = [context.Queue() for _ in range(arguments.processes)]
+        self.results: Any = context.Queue()
+        self.processes = [
+            context.Process(
+                target=client_process,
+                args=(urls, api_key, poll, n * per_process, per_process, queue, self.results),
+            )
+            for n, queue in enumerate(self.commands)
+        ]
+
+    def __enter__(self) -> Fleet:
+        for process in self.processes:
+            process.start()
+        for _ in self.processes:
+            self.results.get(timeout=180)  # "ready": every client of that process holds controls
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for queue in self.commands:
             queue.put("stop")
-        for process in processes:
+        for process in self.processes:
             process.join(30)
-    return latencies, started_after
+
+    def kills(self, hubs: Hubs, path: str, kills: int) -> tuple[list[float], int]:
+        """``kills`` times: kill by ``path``, gather each client's time to refuse, lift it."""
+        latencies: list[float] = []
+        ran = 0
+        for _ in range(kills):
+            for queue in self.commands:
+                queue.put("watch")
+            for _ in self.processes:
+                self.results.get(timeout=60)  # "watching": every client sees no kill
+            set_at = hubs.set(path, "killed")
+            for _ in self.processes:
+                refused_at, bodies = self.results.get(timeout=120)
+                latencies.extend(moment - set_at for moment in refused_at)
+                ran += bodies
+            hubs.set(path, "active")
+        return latencies, ran
 
 
-def client_process(url: str, api_key: str, clients: int, commands: Any, results: Any) -> None:
-    """``clients`` SDK clients in one process, each with its own link thread and connection."""
-    logging.getLogger("agentops_sdk").setLevel(logging.ERROR)
+def client_process(
+    urls: list[str],
+    api_key: str,
+    poll: float | None,
+    first: int,
+    clients: int,
+    commands: Any,
+    results: Any,
+) -> None:
+    """``clients`` SDK clients in one process (numbered from ``first``, for their hubs)."""
+    logging.getLogger("agentops_sdk").setLevel(logging.ERROR)  # a refused stream warns
     with tempfile.TemporaryDirectory() as folder:
         made = [
-            Client(Options(hub_url=url, api_key=api_key, exporter="none", spool_dir=Path(folder)))
-            for _ in range(clients)
+            _client(urls[n % len(urls)], api_key, poll, Path(folder) / str(n))
+            for n in range(first, first + clients)
         ]
         for client in made:
             _wait_until(client.enforcer.link, lambda controls: controls is not None)
@@ -287,12 +362,23 @@ def client_process(url: str, api_key: str, clients: int, commands: Any, results:
         while commands.get() == "watch":
             for client in made:  # the last kill was lifted: each client knows it first
                 _wait_until(client.enforcer.link, lambda controls: not _kills(controls))
-            outcomes = [_watch_for_a_kill(client) for client in made]
+            soak = threading.Barrier(len(made))
+            outcomes = [_watch_for_a_kill(client, soak) for client in made]
             results.put("watching")
             seen = [outcome.result(120) for outcome in outcomes]
-            results.put(([moment for moment, _ in seen], sum(leaked for _, leaked in seen)))
+            results.put(([moment for moment, _ in seen], sum(ran for _, ran in seen)))
         for client in made:
             client.shutdown(1.0)
+
+
+def _client(url: str, api_key: str, poll: float | None, folder: Path) -> Client:
+    """A client of the hub at ``url``; polling every ``poll`` s if given: its stream refused."""
+    options = Options(hub_url=url, api_key=api_key, exporter="none", spool_dir=folder)
+    if poll is None:
+        return Client(options)
+    source = HubStream(url, api_key, poll_interval=poll, saved=SavedControls(folder, url, api_key))
+    source.stream_url = url + "/api/v1/no-stream"  # 404: the client falls back to polling
+    return Client(options, hub_source=source)
 
 
 def _kills(controls: ControlSet | None) -> bool:
@@ -304,30 +390,65 @@ def _wait_until(link: HubLink, holds: Callable[[ControlSet | None], bool]) -> No
         raise SystemExit("a client did not hear the hub's controls within 60 s")
 
 
-def _watch_for_a_kill(client: Client) -> Future[tuple[float, int]]:
-    """On a thread: wait for ``client``'s link to bring a kill (the snapshot is published and
-    waiters notified at once), note when, then try 1,000 calls through its guard; the future
-    gets the moment and how many of the calls were let through (must be 0)."""
-    probe = CallSpec(kind="tool", name="probe")
-    link = client.enforcer.link
+def _guarded(client: Client, spec: CallSpec, body: Callable[[], object]) -> None:
+    """Call ``body`` as a decorated tool of ``client`` does (the decorator uses the process's
+    one client; these are many): its guard first, then the body in the span."""
+    span = client.start(spec)
+    if span is None:
+        body()
+        return
+    try:
+        result = body()
+    except BaseException as exc:
+        client.fail_span(span, exc)
+        raise
+    client.end_span(span, spec, result)
+
+
+def _watch_for_a_kill(client: Client, soak: threading.Barrier) -> Future[tuple[float, int]]:
+    """On a thread, :func:`_refusal_then_soak`; the future gets what it returns."""
     outcome: Future[tuple[float, int]] = Future()
 
     def watch() -> None:
-        link.wait_until(lambda: _kills(link.snapshot.get("controls")), 120)
-        moment = time.time()
-        allowed = 0
-        for _ in range(1_000):
-            try:
-                span = client.start(probe)
-            except agentops.AgentKilled:
-                continue
-            allowed += 1
-            if span is not None:
-                client.end_span(span, probe)
-        outcome.set_result((moment, allowed))
+        try:
+            outcome.set_result(_refusal_then_soak(client, soak))
+        except Exception as exc:
+            soak.abort()
+            outcome.set_exception(exc)
 
     threading.Thread(target=watch, daemon=True).start()
     return outcome
+
+
+def _refusal_then_soak(client: Client, soak: threading.Barrier) -> tuple[float, int]:
+    """Wait until ``client``'s link brings a kill (the snapshot is published and waiters
+    notified at once), then call a tool until its guard refuses: the moment. Once every client
+    of the process is there (``soak``: no client's calls hold up another's link), try 1,000
+    more calls: how many tool bodies ran (must be 0)."""
+    link = client.enforcer.link
+    probe = CallSpec(kind="tool", name="probe")
+    ran = 0
+
+    def body() -> None:
+        nonlocal ran
+        ran += 1
+
+    link.wait_until(lambda: _kills(link.snapshot.get("controls")), 120)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            _guarded(client, probe, body)
+        except agentops.AgentKilled:
+            break
+    else:
+        raise RuntimeError("a client holds a kill and its guard lets calls through")
+    moment = time.time()
+    soak.wait(120)
+    ran = 0
+    for _ in range(1_000):
+        with suppress(agentops.AgentKilled):
+            _guarded(client, probe, body)
+    return moment, ran
 
 
 def main() -> None:
@@ -340,9 +461,17 @@ def main() -> None:
     reach = commands.add_parser("propagation", help="kill to refusal, 100 clients, 2 hubs")
     reach.add_argument("--clients", type=int, default=100)
     reach.add_argument("--processes", type=int, default=4)
-    reach.add_argument("--kills", type=int, default=5)
+    reach.add_argument("--kills", type=int, default=5, help="per path, and polling")
+    reach.add_argument(
+        "--poll-interval", type=float, default=1.0, help="the poll fallback's; 0: not measured"
+    )
     reach.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    reach.add_argument(
+        "--poll-clients", type=int, help="in the polling fleet; --clients if not given"
+    )
     arguments = parser.parse_args()
+    if arguments.command == "propagation" and arguments.poll_clients is None:
+        arguments.poll_clients = arguments.clients
     {"overhead": overhead, "propagation": propagation}[arguments.command](arguments)
 
 
