@@ -268,7 +268,10 @@ def test_shutdown_after_an_outage_reports_what_was_sent_and_what_the_spool_still
 
         result, stats = report["result"], report["stats"]
         assert not result["completed"], "3 s is too short to deliver 5,000 slowed events"
-        assert 0 < result["sent"] == stats["sent"] == proxy.acknowledged
+        assert 0 < result["sent"] == stats["sent"] <= proxy.acknowledged
+        # A request in flight at the deadline may be stored without its answer reaching the
+        # SDK: it is not counted as sent, stays in the spool, and is stored once when sent again.
+        assert proxy.acknowledged - result["sent"] <= 1000  # one merged request at most
         assert result["spool_pending"] == stats["spool_pending"] == spooled_events(spool_dir) > 0
         assert result["spool_bytes"] == spool_bytes(spool_dir)
         assert result["pending"] == 0
