@@ -26,7 +26,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from agentops_server.settings import Settings
 
-__all__ = ["API_CSP", "HTML_CSP", "proxy_middleware", "security_headers"]
+__all__ = ["API_CSP", "HTML_CSP", "etag_matches", "proxy_middleware", "security_headers"]
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 """The policy of every answer but HTML pages: it loads nothing and is never framed."""
@@ -70,3 +70,10 @@ def proxy_middleware(settings: Settings) -> list[DefineMiddleware]:
     # A plain ASGI middleware; uvicorn types it with its own ASGI protocol classes.
     middleware: Any = ProxyHeadersMiddleware
     return [DefineMiddleware(middleware, trusted_hosts=networks)]
+
+
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header (a list of ETags, weak or strong, or ``*``) holds
+    ``etag``: the route answers 304."""
+    candidates = {candidate.strip() for candidate in if_none_match.split(",")}
+    return "*" in candidates or etag in {c.removeprefix("W/") for c in candidates}

@@ -20,6 +20,7 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_sdk.contract.controls import Control, ControlSet
+from agentops_server.api.headers import etag_matches
 from agentops_server.api.problems import JSON_BODY_LIMIT, problems
 from agentops_server.api.v1.actors import actor_of
 from agentops_server.auth.guards import requires
@@ -90,7 +91,7 @@ class ControlController(Controller):
         asked = request.headers.get("if-none-match")
         if asked is not None:
             current = await current_etag(db_session, org_id)
-            if _matches(asked, current):
+            if etag_matches(asked, current):
                 return Response(content=None, status_code=304, headers={"ETag": current})
         found = await controls.load_control_set(db_session, org_id)
         return Response(content=found, headers={"ETag": found.etag})
@@ -203,13 +204,6 @@ class ControlController(Controller):
             db_session, operator, _uuid_of(control_id), reason, derived_work
         )
         await controls_changed(operator.org_id)
-
-
-def _matches(if_none_match: str, etag: str) -> bool:
-    """Whether an ``If-None-Match`` header (a list of ETags, weak or strong, or ``*``) holds
-    ``etag``."""
-    candidates = {candidate.strip() for candidate in if_none_match.split(",")}
-    return "*" in candidates or etag in {c.removeprefix("W/") for c in candidates}
 
 
 def _uuid_of(control_id: str) -> uuid.UUID:

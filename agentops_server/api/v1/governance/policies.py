@@ -21,6 +21,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_sdk.contract.policy import EffectivePolicy
+from agentops_server.api.headers import etag_matches
 from agentops_server.api.problems import problems
 from agentops_server.api.v1.actors import actor_of
 from agentops_server.auth.guards import requires
@@ -137,7 +138,7 @@ class PolicyController(Controller):
         if asked is not None:
             revision = await policies.policies_version(db_session, org_id)
             current = EffectivePolicy(org_id=org_id, version=revision).etag
-            if _matches(asked, current):
+            if etag_matches(asked, current):
                 return Response(content=None, status_code=304, headers={"ETag": current})
         found = await policies.effective_policy(db_session, org_id)
         # Serialised by the contract itself: each rule as written (``in``, no defaults).
@@ -332,10 +333,3 @@ class PolicyController(Controller):
             version_id=data.version_id,
             calls=data.calls,
         )
-
-
-def _matches(if_none_match: str, etag: str) -> bool:
-    """Whether an ``If-None-Match`` header (a list of ETags, weak or strong, or ``*``) holds
-    ``etag``."""
-    candidates = {candidate.strip() for candidate in if_none_match.split(",")}
-    return "*" in candidates or etag in {c.removeprefix("W/") for c in candidates}
