@@ -122,6 +122,20 @@ def _items(value: Any) -> bool:
     return isinstance(value, list | tuple)
 
 
+def _each(one: Test, *, absent: bool) -> Test:
+    """The test of an argument by ``one``: ``absent`` when the call lacks it, true for a list
+    when ``one`` holds for any of its items, else ``one`` of the value."""
+
+    def test(value: Any) -> bool:
+        if value is _ABSENT:
+            return absent
+        if _items(value):
+            return any(one(item) for item in value)
+        return one(value)
+
+    return test
+
+
 def _exists(expected: Any) -> Test:
     return lambda value: (value is not _ABSENT) is bool(expected)
 
@@ -141,28 +155,14 @@ def _in(members: Sequence[Any]) -> Test:
     def one(value: Any) -> bool:
         return any(_same(value, member) for member in members)
 
-    def test(value: Any) -> bool:
-        if value is _ABSENT:
-            return False
-        if _items(value):
-            return any(one(item) for item in value)
-        return one(value)
-
-    return test
+    return _each(one, absent=False)
 
 
 def _not_in(members: Sequence[Any]) -> Test:
     def one(value: Any) -> bool:
         return not any(_same(value, member) for member in members)
 
-    def test(value: Any) -> bool:
-        if value is _ABSENT:
-            return True
-        if _items(value):
-            return any(one(item) for item in value)
-        return one(value)
-
-    return test
+    return _each(one, absent=True)
 
 
 def _regex(pattern: str) -> Test:
@@ -172,14 +172,7 @@ def _regex(pattern: str) -> Test:
         found = _search(compiled, value)
         return True if found is None else found
 
-    def test(value: Any) -> bool:
-        if value is _ABSENT:
-            return False
-        if _items(value):
-            return any(one(item) for item in value)
-        return one(value)
-
-    return test
+    return _each(one, absent=False)
 
 
 def _not_regex(pattern: str) -> Test:
@@ -189,14 +182,7 @@ def _not_regex(pattern: str) -> Test:
         found = _search(compiled, value)
         return True if found is None else not found
 
-    def test(value: Any) -> bool:
-        if value is _ABSENT:
-            return True
-        if _items(value):
-            return any(one(item) for item in value)
-        return one(value)
-
-    return test
+    return _each(one, absent=True)
 
 
 def _search(compiled: Regex, value: Any) -> bool | None:
@@ -217,14 +203,7 @@ def _bound(compare: Callable[[Any, Any], bool]) -> Callable[[float], Test]:
             number = _number(value)
             return True if number is None else compare(number, limit)
 
-        def test(value: Any) -> bool:
-            if value is _ABSENT:
-                return False
-            if _items(value):
-                return any(one(item) for item in value)
-            return one(value)
-
-        return test
+        return _each(one, absent=False)
 
     return make
 
