@@ -318,7 +318,18 @@ class Approval(_Document):
     expires_in: Annotated[Seconds, Field(le=30 * 86400)] = DEFAULT_APPROVAL_EXPIRY
     """How long a human has to answer (``3600``, ``"1h"``; at most 30 days)."""
     on_expiry: Literal["deny", "allow"] = "deny"
-    """What an unanswered request comes to."""
+    """What an unanswered request comes to (a request whose arguments could not be frozen
+    comes to ``deny`` whatever this says: it never goes ahead unread)."""
+    on_reject: Literal["raise", "result"] = "raise"
+    """How a rejection reaches the agent: ``raise`` ``ApprovalDenied`` with the reviewer's
+    reason, or ``result``: the call does not run and returns the reason as its result, so the
+    model can adapt instead of the run crashing."""
+    escalate_after: Annotated[Seconds, Field(le=30 * 86400)] | None = None
+    """Escalate a request still pending after this long (``"15m"``): the org's admins and
+    owners are notified. None: no escalation."""
+    allow_self_approval: bool = False
+    """Whether the owner of the agent (its registry ``owner``) may approve its own agent's
+    request; by default someone else must."""
 
 
 class Rule(_Document):
