@@ -185,8 +185,19 @@ class Client:
             logger.exception("agentops: could not open a span for %s", spec.name)
             return None
         # Inline, not a call to open then enforce: this is the hottest path of the SDK.
-        if self.enforcer.active and enforce:
-            self.enforce(span, spec, args, arguments_of(kwargs, given_input))
+        if enforce and self.enforcer.active:
+            call = span.call = CallInfo(
+                span,
+                args,
+                kwargs or arguments_of(kwargs, given_input),
+                spec.param_names,
+                spec.defaults,
+            )
+            try:
+                self.enforcer.before(call)
+            except BaseException as exc:
+                self.fail_span(span, exc)
+                raise
         return span
 
     async def astart(
@@ -271,8 +282,10 @@ class Client:
             run.input_tokens += usage["input_tokens"]
             run.output_tokens += usage["output_tokens"]
         call = span.call
-        if call is not None:  # it passed the enforcer: its stages see how it went
-            self.enforcer.after(call, error)
+        if call is not None:  # it passed the enforcer: its stages may see how it went
+            enforcer = self.enforcer
+            if enforcer.has_after or call.stages is not enforcer.stages:
+                enforcer.after(call, error)
         if span.otel is not None:
             span.otel.end(span)
         self._buffer.put(span)

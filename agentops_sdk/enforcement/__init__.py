@@ -31,7 +31,9 @@ The policy stage (:mod:`agentops_sdk.enforcement.policy`, installed by ``init(po
 is imported only when used: it needs pydantic, which ``import agentops_sdk`` does not load.
 
 With no stage installed and no guard added the enforcer is not consulted at all, so a call
-costs what it did before the spine existed.
+costs what it did before the spine existed. A stage with nothing to decide (``Stage.engaged``
+False: the policy stage while no set is in force) is left out of the chain until the hub link
+update that engages it, so calls do not pay for it either.
 """
 
 from __future__ import annotations

@@ -307,6 +307,7 @@ class _View:
         "dynamic",
         "environment",
         "fixed",
+        "last_call",
         "last_run",
         "until",
     )
@@ -333,6 +334,9 @@ class _View:
         """When, by ``monotonic_ns()``, ``until`` comes: calls look at the wall clock from then."""
         self.last_run: tuple[object, _Entry | None] = (None, None)
         """The run last matched, and the strictest control over it before its call's tags."""
+        self.last_call: tuple[object, object, _Entry | None] = (None, None, None)
+        """The run and the tags (a decorator's own tuple) of the call last matched, and the
+        answer: the next call of the same function in the same run gets it at once."""
 
 
 class CompiledControls:
@@ -376,6 +380,10 @@ class CompiledControls:
                 view.check_at = now + until - wall  # the two clocks drifted apart: look again
         if not view.dynamic:
             return view.fixed
+        tags = call.tags
+        last_call = view.last_call
+        if last_call[0] is run and last_call[1] is tags:
+            return last_call[2]
         # What the run decides (its tags, its id) is the same for each of its calls: kept for
         # the run seen last, in one tuple that threads replace whole.
         last_run, best = view.last_run
@@ -392,10 +400,11 @@ class CompiledControls:
             view.last_run = (run, best)
         by_tag = view.by_tag
         if by_tag:
-            for tag in call.tags:
+            for tag in tags:
                 entry = by_tag.get(tag)
                 if entry is not None and (best is None or entry.rank > best.rank):
                     best = entry
+        view.last_call = (run, tags, best)
         return best
 
     def effective(

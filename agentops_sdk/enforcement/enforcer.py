@@ -23,7 +23,7 @@ from agentops_sdk.enforcement.failures import FailureLog
 from agentops_sdk.enforcement.stage import Stage, Wait
 
 if TYPE_CHECKING:
-    from agentops_sdk.enforcement.link import HubLink
+    from agentops_sdk.enforcement.link import HubLink, Snapshot
     from agentops_sdk.guards import GuardChain
 
 __all__ = ["Enforcer"]
@@ -44,12 +44,14 @@ class Enforcer:
         self.stages: tuple[Stage, ...] = ()
         """The installed stages before the user's guards, in order; replaced, never changed."""
         self.active = False
-        self._after = False
-        """Whether a stage of ``stages`` has an after hook."""
+        self.has_after = False
+        """Whether a stage of ``stages`` has an after hook (calls that passed exactly
+        ``stages`` skip :meth:`after` when none has)."""
         self._installed: dict[StageName, Stage] = {}
         self._lock = threading.Lock()
         self._failures = FailureLog()
         guards.on_change = self._refresh
+        link.on_update = self._engage
 
     # -- setting up ---------------------------------------------------------------------------
 
@@ -96,9 +98,23 @@ class Enforcer:
         with self._lock:
             self._refresh_locked()
 
+    def _engage(self, snapshot: Snapshot) -> None:
+        """The hub link published ``snapshot``: a stage it engages or idles joins or leaves."""
+        with self._lock:
+            if any(
+                stage.engaged(snapshot) != (stage in self.stages)
+                for stage in self._installed.values()
+            ):
+                self._refresh_locked()
+
     def _refresh_locked(self) -> None:
-        self.stages = tuple(self._installed[name] for name in STAGES if name in self._installed)
-        self._after = any(stage.has_after for stage in self.stages)
+        snapshot = self.link.snapshot
+        self.stages = tuple(
+            stage
+            for name in STAGES
+            if (stage := self._installed.get(name)) is not None and stage.engaged(snapshot)
+        )
+        self.has_after = any(stage.has_after for stage in self.stages)
         self.active = bool(self.stages) or self.guards.active
 
     # -- before a call ------------------------------------------------------------------------
@@ -148,21 +164,26 @@ class Enforcer:
         reached = call.reached
         if settled is not None:
             self._take(call, stages[reached - 1], settled, settles=True)
-        while reached < len(stages):
-            stage = stages[reached]
-            reached = call.reached = reached + 1
+        # ``call.reached`` is written only where something else reads it: this loop runs
+        # before every governed call.
+        for stage in stages[reached:] if reached else stages:
+            reached += 1
             try:
                 verdict = stage.before(call)
             except EnforcementError as exc:
+                call.reached = reached
                 self._record(call, exc.decision or _denial(stage.name, exc))
                 raise
             except Exception:
+                call.reached = reached
                 self._crashed(call, stage)  # raises, for a stage that fails closed
                 continue
             if verdict is not None:  # None, no objection, is the common case
+                call.reached = reached
                 if isinstance(verdict, Wait):
                     return verdict
                 self._take(call, stage, verdict, settles=False)
+        call.reached = reached
         if call.approval is not None:
             # Asked for, and no approval stage settled it (none is installed, or it let the
             # request pass unasked): never run such a call.
@@ -259,7 +280,7 @@ class Enforcer:
         """``call`` has ended (with ``error``, if it raised): run the ``after`` hooks of the
         stages it passed. A hook that fails is logged; it cannot change what happened."""
         stages = call.stages
-        if stages is self.stages and not self._after:
+        if stages is self.stages and not self.has_after:
             return  # the common case: no installed stage has an after hook
         result = None
         for stage in stages[: call.reached]:

@@ -145,6 +145,9 @@ class HubLink:
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay
         self._topics: frozenset[str] = frozenset()
+        self.on_update: Callable[[Snapshot], None] | None = None
+        """Told every new snapshot as soon as it is published (the enforcer, which leaves
+        idle stages out of the chain)."""
         self._reset()
 
     @property
@@ -191,6 +194,7 @@ class HubLink:
         with self._changed:
             snapshot = self.snapshot.with_update(update)
             self.snapshot = dataclasses.replace(snapshot, received_at=time.monotonic() - age)
+            self._updated()
             self._settle()
 
     def recheck(self) -> None:
@@ -270,7 +274,16 @@ class HubLink:
         with self._changed:
             # One store: a reader without the lock sees the old snapshot or the new one.
             self.snapshot = self.snapshot.with_update(update)
+            self._updated()
             self._settle()
+
+    def _updated(self) -> None:
+        listener = self.on_update
+        if listener is not None:
+            try:
+                listener(self.snapshot)
+            except Exception:
+                self._failures.failed(self, "agentops: a hub link listener failed")
 
     def _settle(self) -> None:
         """Give every watcher the current snapshot; keep those still undecided. Holds

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from agentops_sdk.contract.policy import EffectivePolicy
     from agentops_sdk.contract.policy_engine import CompiledPolicy, Evaluation, RunMeasure
     from agentops_sdk.enforcement.call import CallInfo
-    from agentops_sdk.enforcement.link import HubLink
+    from agentops_sdk.enforcement.link import HubLink, Snapshot
     from agentops_sdk.spans import Run
 
 __all__ = ["TOPIC", "PolicyStage", "hub_policy"]
@@ -100,6 +100,10 @@ class PolicyStage(Stage):
         """The set in force now."""
         hub = self.link.snapshot.values.get(TOPIC)
         return self.local if hub is None else hub
+
+    def engaged(self, snapshot: Snapshot) -> bool:
+        """Idle while no set is in force: neither a local file nor one from the hub."""
+        return self.local is not None or snapshot.values.get(TOPIC) is not None
 
     def before(self, call: CallInfo) -> Decision | None:
         """The policy's decision on ``call``; None when no rule fired."""

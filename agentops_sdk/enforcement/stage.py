@@ -11,6 +11,7 @@ from agentops_sdk.contract.errors import EnforcementError
 
 if TYPE_CHECKING:
     from agentops_sdk.enforcement.call import CallInfo, CallResult
+    from agentops_sdk.enforcement.link import Snapshot
 
 __all__ = ["TIMED_OUT", "Stage", "Wait"]
 
@@ -51,6 +52,9 @@ class Stage:
     - ``topics``: what the stage reads from the hub; installing it starts the hub link.
     - ``after_fork()``: in a forked child, replace any lock the stage holds (a parent's thread
       may have held it at the fork).
+    - ``engaged(snapshot)``: False while the stage has nothing to decide (a policy stage with no
+      policy set): the enforcer leaves an idle stage out of the chain, so calls do not pay for
+      it, and puts it back on the hub link update that engages it.
     """
 
     name: ClassVar[StageName]
@@ -71,6 +75,13 @@ class Stage:
 
     def after(self, call: CallInfo, result: CallResult) -> None:
         """``call``, which passed ``before``, has ended as ``result`` says."""
+
+    def engaged(self, snapshot: Snapshot) -> bool:
+        """Whether the stage has anything to decide while the hub link holds ``snapshot``.
+
+        Asked when the stage is installed and after every update of the link (on its thread,
+        before any call sees the new snapshot's effects): cheap, and it must not raise."""
+        return True
 
     def after_fork(self) -> None:
         """In a forked child: replace any lock a parent's thread may have held at the fork."""

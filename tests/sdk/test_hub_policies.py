@@ -98,20 +98,29 @@ def holds(events: CapturedEvents, version: int | None) -> bool:
     return link.wait_until(held, DEADLINE)
 
 
+def stage_names(events: CapturedEvents) -> list[str]:
+    """The stages a call passes now (an idle stage is left out of the chain)."""
+    return [stage.name for stage in events.client.enforcer.stages]
+
+
 def test_a_policies_event_on_the_stream_changes_what_the_stage_denies(
     hub: FakeHub, feed: ControlsFeed, connect: Callable[..., CapturedEvents]
 ) -> None:
     events = connect(hub.url)
     assert delete_user("u1") == "deleted"
+    # With no set in force the policy stage is idle: calls pass the controls stage alone.
+    assert stage_names(events) == ["controls"]
 
     feed.publish_policies(effective(1, NO_DELETES))
     assert holds(events, 1)
+    assert stage_names(events) == ["controls", "policy"]
     with pytest.raises(agentops.PolicyViolation) as refused:
         delete_user("u2")
     feed.publish_policies(effective(2))
     assert holds(events, None)
 
     assert delete_user("u3") == "deleted"
+    assert stage_names(events) == ["controls"]
     assert ran == ["delete u1", "delete u3"]
     assert refused.value.rule == "no-deletes"
     assert refused.value.decision is not None
