@@ -405,6 +405,28 @@ def test_renaming_a_team_reaches_the_profiles_and_moves_its_controls_along(
     assert status_of(client, owner.headers, "triage") == "killed"
 
 
+def test_deleting_a_team_clears_its_controls_so_a_new_team_of_that_name_inherits_none(
+    client: Client, owner: Person, people: People, auth: dict[str, str]
+) -> None:
+    platform = people.team("platform")
+    register(client, owner.headers, "triage", team_id=str(platform))
+    killed = set_control(client, owner.headers, "team", "platform", "killed")
+    kept = set_control(client, owner.headers, "agent", "triage", "paused")
+
+    deleted = client.delete(f"/api/v1/teams/{platform}", headers=owner.headers)
+
+    assert deleted.status_code == 204, deleted.text
+    served = ControlSet.model_validate_json(client.get("/api/v1/controls", headers=auth).content)
+    assert [str(control.id) for control in served.controls] == [kept["id"]]
+    again = people.team("platform")
+    register(client, owner.headers, "billing", team_id=str(again))
+    assert status_of(client, owner.headers, "billing") == "active"
+    audit = client.get("/api/v1/audit", params={"action": "control.cleared"}, headers=owner.headers)
+    assert audit.status_code == 200, audit.text
+    [entry] = [e for e in audit.json()["items"] if e["target_id"] == killed["id"]]
+    assert entry["after"] == {"reason": "team platform was deleted"}
+
+
 def status_of(client: Client, headers: dict[str, str], name: str) -> str:
     """The status ``GET /api/v1/agents`` gives the agent ``name``."""
     listed = client.get("/api/v1/agents", headers=headers).json()["items"]

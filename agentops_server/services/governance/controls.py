@@ -19,7 +19,9 @@ relies on the hubs watching the version).
 Bulk: one control per agent, for a list of agent names or every agent a registry filter
 matches, in one transaction (``set_bulk``).
 
-A team scope names the team: renaming it moves its controls along (:func:`follow_team_rename`).
+A team scope names the team: renaming it moves its controls along (:func:`follow_team_rename`),
+deleting it clears them (:func:`follow_team_deletion`), so a later team of the same name does
+not inherit them.
 
 Team leads act within their teams: on their teams, their agents and their agents' runs; the
 org, environments and tags are the whole org's, so owners' and admins' (``not_your_team``).
@@ -60,6 +62,7 @@ __all__ = [
     "ScopeRequest",
     "change_control",
     "clear_control",
+    "follow_team_deletion",
     "follow_team_rename",
     "load_control_set",
     "notice",
@@ -286,6 +289,36 @@ async def follow_team_rename(
         .execution_options(synchronize_session=False)
     )
     await bump_control_version(session, org_id)
+
+
+async def follow_team_deletion(
+    session: AsyncSession, org_id: uuid.UUID, actor: audit.Actor, name: str
+) -> int:
+    """Clear the controls on the team ``name``, being deleted (its agents belong to no team
+    any more, so none applies; a new team of that name must not inherit them): each audited
+    as ``control.cleared``; in the deletion's transaction. Returns how many were cleared."""
+    rows = (
+        await session.scalars(
+            select(ControlRow).where(
+                ControlRow.org_id == org_id,
+                ControlRow.scope_kind == "team",
+                ControlRow.scope_value == name,
+            )
+        )
+    ).all()
+    for row in rows:
+        await session.delete(row)
+        await audit.record(
+            session,
+            org_id,
+            actor,
+            "control.cleared",
+            target_type="control",
+            target_id=row.id,
+            before=_snapshot(row),
+            after={"reason": f"team {name} was deleted"},
+        )
+    return len(rows)
 
 
 def notice(

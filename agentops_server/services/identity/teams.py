@@ -28,7 +28,10 @@ from agentops_server.security.permissions import Role
 from agentops_server.security.principal import Principal
 from agentops_server.services import audit
 from agentops_server.services.audit import Actor
-from agentops_server.services.governance.controls import follow_team_rename
+from agentops_server.services.governance.controls import (
+    follow_team_deletion,
+    follow_team_rename,
+)
 from agentops_server.services.governance.versions import bump_control_version
 from agentops_server.values import clean_name
 
@@ -195,7 +198,7 @@ async def delete_team(
     session: AsyncSession, principal: Principal, actor: Actor, team_id: uuid.UUID
 ) -> None:
     """Delete a team: its members stay in the org, its agents and pending invitations belong to
-    no team any more; audit; commit.
+    no team any more, the controls on it are cleared; audit; commit.
 
     Refusals: ``admin_required`` (team leads), ``team_not_found``.
     """
@@ -226,6 +229,7 @@ async def delete_team(
         target_id=team_id,
         before={"name": before.name, "members": [str(m.user_id) for m in before.members]},
     )
+    await follow_team_deletion(session, org_id, actor, before.name)
     await bump_control_version(session, org_id)
     await session.commit()
 
