@@ -10,13 +10,16 @@ variants alike. Background work (our worker, OpenTelemetry's BatchSpanProcessor,
 exporter) runs as it would in production; exporters discard what they get.
 
 Compared: AgentOps disabled (before ``init()``), AgentOps with capture on and off (inside a run),
-AgentOps with capture on and the 100-rule policy set of ``benchmarks/policy.py`` loaded from a
-policy file (the tool is allowed: three run-wide limits apply to it, and the set's per-run
-counters are kept under the run's lock), an OpenTelemetry SDK span (BatchSpanProcessor, no-op
-exporter), and Langfuse's ``@observe`` with capture off and on (if installed). Also how long
-importing takes, in fresh interpreters (best of 5): ``import agentops_sdk`` alone (it loads its
-names on first use) and with the names an agent uses, against ``import langfuse`` with its
-``observe``.
+AgentOps with capture on, the controls stage and the policy stage both installed, as an agent
+of a hub holds them: a few controls on other agents, teams, tags, a run and an environment
+(``benchmarks/controls.py``; none applies to the call) and the 100-rule policy set of
+``benchmarks/policy.py`` as the hub's active set (the tool is allowed: three run-wide limits
+apply to it, and the set's per-run counters are kept under the run's lock), both restored at
+``init()`` from the saved copies, the hub out of reach; an OpenTelemetry SDK span
+(BatchSpanProcessor, no-op exporter), and Langfuse's ``@observe`` with capture off and on (if
+installed). Also how long importing takes, in fresh interpreters (best of 5): ``import
+agentops_sdk`` alone (it loads its names on first use) and with the names an agent uses, against
+``import langfuse`` with its ``observe``.
 
 Then one ``chat.completions.create`` of the real ``openai`` client over a mocked transport
 (``httpx.MockTransport`` answering a recorded-shape completion): uninstrumented, with the AgentOps
@@ -29,12 +32,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,11 +47,18 @@ from pathlib import Path
 from time import perf_counter_ns
 from typing import Any
 
-from policy import policy_document  # benchmarks/policy.py, beside this script
+from controls import HUB_URL, fifty_controls  # benchmarks/controls.py, beside this script
+from policy import policy_document  # benchmarks/policy.py
 
 import agentops_sdk as agentops
 from agentops_sdk import integrations
+from agentops_sdk.contract.policy import EffectivePolicy, parse_policy
+from agentops_sdk.enforcement.saved import SavedControls, SavedPolicies
 from agentops_sdk.exporters import ExportBatch, ExportOutcome
+
+CONTROLS = 10
+"""Controls the governed variant holds: one of each shape ``fifty_controls`` makes."""
+API_KEY = "ak_benchmark"
 
 
 def search(query: str, limit: int = 3) -> list[str]:
@@ -89,26 +101,40 @@ def agentops_variants() -> list[Variant]:
         agentops.shutdown()
         return nullcontext()
 
-    policy_file = Path(tempfile.mkdtemp()) / "policy.json"
-    policy_file.write_text(json.dumps(policy_document()))
+    # What an agent restarted while its hub is away holds: the hub's controls and active
+    # policy set, saved by the process before it. The link keeps trying the hub meanwhile.
+    spool_dir = Path(tempfile.mkdtemp())
+    SavedControls(spool_dir, HUB_URL, API_KEY).save(fifty_controls(CONTROLS))
+    active = EffectivePolicy(org_id=uuid.uuid4(), version=1, policy=parse_policy(policy_document()))
+    SavedPolicies(spool_dir, HUB_URL, API_KEY).save(active)
     # Named so that no rule is about it by name: it passes the set's run-wide limits.
     governed = agentops.tool(name="lookup")(search)
 
-    def with_policy() -> AbstractContextManager[Any]:
-        agentops.init(
+    def with_controls_and_policy() -> AbstractContextManager[Any]:
+        client = agentops.init(
             exporter=DiscardExporter(),
             otel=False,
             spool=False,
             integrations=[],
-            policy_file=policy_file,
+            hub_url=HUB_URL,
+            api_key=API_KEY,
+            spool_dir=spool_dir,
+            max_staleness=86_400.0,
         )
+        assert client is not None
+        assert client.controls is not None
+        assert client.enforcer.link.snapshot.values.get("policies") is not None
         return agentops.run("benchmark")
 
     return [
         ("agentops disabled", decorated, disabled),
         ("agentops capture off", decorated, configured(False)),
         ("agentops capture on", decorated, configured(True)),
-        ("agentops capture on, 100 rules", governed, with_policy),
+        (
+            f"agentops capture on, {CONTROLS} controls, 100 rules",
+            governed,
+            with_controls_and_policy,
+        ),
     ]
 
 
@@ -330,6 +356,7 @@ def main() -> None:
         "--openai-calls", type=int, default=2_000, help="chat completions per variant per round"
     )
     arguments = parser.parse_args()
+    logging.getLogger("agentops_sdk").setLevel(logging.ERROR)  # the governed variant's hub is away
 
     variants = agentops_variants() + opentelemetry_variant() + langfuse_variants()
     medians = measure(("bare function", search), variants, arguments.calls, arguments.rounds)
@@ -338,11 +365,11 @@ def main() -> None:
     reference_overhead = None if reference is None else reference - bare
 
     print(f"median per-call time of the bare function: {bare:.0f} ns")
-    print(f"{'variant':<32}{'overhead ns':>12}{'vs otel span':>14}")
+    print(f"{'variant':<44}{'overhead ns':>12}{'vs otel span':>14}")
     for name, median in medians.items():
         overhead = median - bare
         ratio = f"{overhead / reference_overhead:.2f}x" if reference_overhead else "-"
-        print(f"{name:<32}{overhead:>12.0f}{ratio:>14}")
+        print(f"{name:<44}{overhead:>12.0f}{ratio:>14}")
 
     chat = openai_chat()
     if chat is not None:

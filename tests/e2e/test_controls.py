@@ -12,12 +12,9 @@ saw, and one that never heard from the hub follows ``on_stale``.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,51 +23,11 @@ import httpx
 import pytest
 
 from agentops_server.services.identity.api_keys import IssuedKey
+from tests.e2e.agents import StartAgent, agent_starter
 from tests.e2e.hubs import hub
 from tests.sdk.fake_hub import free_port
 from tests.server.database import rows
 from tests.server.servers import HubProcess, wait_until
-
-ROOT = Path(__file__).resolve().parents[2]
-REACH = 30.0
-"""How long a change may take to reach the agent here (the target is about a second; the
-margin is for a loaded test machine)."""
-
-
-class Agent:
-    """An ``agent_controls`` process: one JSON command in, one JSON answer out."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        self.process = process
-
-    def ask(self, **command: Any) -> dict[str, Any]:
-        """Send ``command``; its answer."""
-        assert self.process.stdin is not None
-        assert self.process.stdout is not None
-        self.process.stdin.write(json.dumps(command) + "\n")
-        self.process.stdin.flush()
-        line = self.process.stdout.readline()
-        if not line:
-            assert self.process.stderr is not None
-            pytest.fail(f"the agent exited:\n{self.process.stderr.read()}")
-        answer: dict[str, Any] = json.loads(line)
-        return answer
-
-    def until(self, outcome: str, **command: Any) -> dict[str, Any]:
-        """Call until a call ends with ``outcome``; fails if none does within ``REACH``."""
-        answer = self.ask(until=outcome, within=REACH, **command)
-        assert answer["outcome"] == outcome, answer
-        return answer
-
-    def outcomes(self, calls: int, **command: Any) -> set[str]:
-        """The outcomes of ``calls`` calls."""
-        return set(self.ask(calls=calls, **command)["outcomes"])
-
-    def stop(self) -> None:
-        """End the process (it shuts the SDK down, delivering what it recorded)."""
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        assert self.process.wait(30) == 0
 
 
 @pytest.fixture
@@ -79,44 +36,11 @@ def spool_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def start_agent(spool_dir: Path) -> Iterator[Callable[..., Agent]]:
-    """``start_agent(hub_url, api_key, **options)``: an agent process with
+def start_agent(spool_dir: Path) -> Iterator[StartAgent]:
+    """``start_agent(hub_url, api_key, **options)``: an ``agent_controls`` process with
     ``AGENTOPS_<OPTION>`` variables from ``options``."""
-    started: list[subprocess.Popen[str]] = []
-
-    def start(hub_url: str, api_key: str, **options: Any) -> Agent:
-        environment = {
-            name: value for name, value in os.environ.items() if not name.startswith("AGENTOPS_")
-        }
-        environment |= {
-            "AGENTOPS_HUB_URL": hub_url,
-            "AGENTOPS_API_KEY": api_key,
-            "AGENTOPS_SPOOL_DIR": str(spool_dir),
-            "AGENTOPS_ENVIRONMENT": "test",
-            "AGENTOPS_CONTROLS_POLL_INTERVAL": "1",
-            "AGENTOPS_MAX_BACKOFF": "1",
-        }
-        environment |= {f"AGENTOPS_{name.upper()}": str(value) for name, value in options.items()}
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.e2e.agent_controls"],
-            cwd=ROOT,
-            env=environment,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        started.append(process)
-        agent = Agent(process)
-        assert process.stdout is not None
-        assert "ready" in json.loads(process.stdout.readline())
-        return agent
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    with agent_starter("tests.e2e.agent_controls", spool_dir) as start:
+        yield start
 
 
 class Controls:
@@ -158,7 +82,7 @@ def served(migrated_url: str, org: IssuedKey) -> Iterator[tuple[HubProcess, Cont
 
 def test_a_kill_through_the_api_refuses_the_next_call_before_the_tools_body_runs_and_each_later(
     served: tuple[HubProcess, Controls],
-    start_agent: Callable[..., Agent],
+    start_agent: StartAgent,
     org: IssuedKey,
     migrated_url: str,
 ) -> None:
@@ -183,7 +107,7 @@ def test_a_kill_through_the_api_refuses_the_next_call_before_the_tools_body_runs
 
 
 def test_a_pause_refuses_calls_until_it_is_resumed(
-    served: tuple[HubProcess, Controls], start_agent: Callable[..., Agent], org: IssuedKey
+    served: tuple[HubProcess, Controls], start_agent: StartAgent, org: IssuedKey
 ) -> None:
     process, controls = served
     agent = start_agent(process.url, org.key)
@@ -197,7 +121,7 @@ def test_a_pause_refuses_calls_until_it_is_resumed(
 
 
 def test_a_timed_pause_lifts_itself_when_it_expires(
-    served: tuple[HubProcess, Controls], start_agent: Callable[..., Agent], org: IssuedKey
+    served: tuple[HubProcess, Controls], start_agent: StartAgent, org: IssuedKey
 ) -> None:
     process, controls = served
     agent = start_agent(process.url, org.key)
@@ -211,7 +135,7 @@ def test_a_timed_pause_lifts_itself_when_it_expires(
 
 
 def test_controls_on_a_tag_a_team_and_an_environment_cover_exactly_their_calls(
-    served: tuple[HubProcess, Controls], start_agent: Callable[..., Agent], org: IssuedKey
+    served: tuple[HubProcess, Controls], start_agent: StartAgent, org: IssuedKey
 ) -> None:
     process, controls = served
     team = controls.post("/api/v1/teams", {"name": "ops"})
@@ -240,7 +164,7 @@ def test_controls_on_a_tag_a_team_and_an_environment_cover_exactly_their_calls(
 
 
 def test_a_run_level_kill_stops_that_run_and_no_other(
-    served: tuple[HubProcess, Controls], start_agent: Callable[..., Agent], org: IssuedKey
+    served: tuple[HubProcess, Controls], start_agent: StartAgent, org: IssuedKey
 ) -> None:
     process, controls = served
     agent = start_agent(process.url, org.key)
@@ -280,7 +204,7 @@ def test_a_change_through_one_hub_reaches_an_agent_on_another_over_redis_and_wit
     migrated_url: str,
     org: IssuedKey,
     redis_url: str,
-    start_agent: Callable[..., Agent],
+    start_agent: StartAgent,
 ) -> None:
     # Only the version watch could carry a change without Redis: slowed down here, the first
     # change must come over Redis.
@@ -305,7 +229,7 @@ def test_a_change_through_one_hub_reaches_an_agent_on_another_over_redis_and_wit
 
 
 def test_an_agent_restarted_with_the_hub_down_still_obeys_the_last_kill_it_saw(
-    start_agent: Callable[..., Agent], migrated_url: str, org: IssuedKey
+    start_agent: StartAgent, migrated_url: str, org: IssuedKey
 ) -> None:
     with hub(migrated_url) as process:
         agent = start_agent(process.url, org.key)
@@ -323,7 +247,7 @@ def test_an_agent_restarted_with_the_hub_down_still_obeys_the_last_kill_it_saw(
     ("on_stale", "outcome"), [("stop", "AgentKilled"), ("pause", "AgentPaused")]
 )
 def test_an_agent_that_hears_nothing_for_too_long_follows_on_stale(
-    start_agent: Callable[..., Agent], org: IssuedKey, on_stale: str, outcome: str
+    start_agent: StartAgent, org: IssuedKey, on_stale: str, outcome: str
 ) -> None:
     nowhere = f"http://127.0.0.1:{free_port()}"
     agent = start_agent(nowhere, org.key, max_staleness=1, on_stale=on_stale)
