@@ -111,6 +111,8 @@ class Client:
         _install_policy(options, self.enforcer)  # before controls: their saved age wins
         self.controls = _kill_switch(options, self.enforcer)
         """The stage obeying the hub's pause and kill; None when this client does not."""
+        if self.controls is not None and options.hub_wait:
+            _await_first_word(self.enforcer.link, options.hub_wait)
         self.exporter = exporter or build_exporter(options)
         self._capture = options.capture
         self._max_chars = options.max_capture_chars
@@ -530,6 +532,29 @@ def _kill_switch(options: Options, enforcer: Enforcer) -> KillSwitch | None:
         enforcer.link.restore(Update(TOPIC, controls, controls.etag, via="disk"), age)
     enforcer.install(stage)
     return stage
+
+
+def _await_first_word(link: HubLink, timeout: float) -> None:
+    """Unless an earlier process saved what it heard, wait up to ``timeout`` seconds for the
+    hub's state of every topic the link reads: an agent's first calls must not run ungoverned
+    merely because they came before the hub's answer. A restarted agent starts from its saved
+    copy and does not wait."""
+    topics = link.topics
+
+    def heard() -> bool:
+        return topics <= link.snapshot.values.keys()
+
+    if link.snapshot.via == "disk" or heard():
+        # Restored from what an earlier process heard (a topic it did not save was not worth
+        # keeping: no controls, no active set), or heard already.
+        return
+
+    if not link.wait_until(heard, timeout):
+        logger.warning(
+            "agentops: no answer from the hub in %.1f s; calls go ahead under the local policy "
+            "file, if any, until it answers (hub_wait)",
+            timeout,
+        )
 
 
 def _install_policy(options: Options, enforcer: Enforcer) -> None:

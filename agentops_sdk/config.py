@@ -37,6 +37,7 @@ controls                AGENTOPS_CONTROLS               True: hub pause, kill an
 controls_poll_interval  AGENTOPS_CONTROLS_POLL_INTERVAL 10.0 s, while the stream is down
 max_staleness           AGENTOPS_MAX_STALENESS          60.0 s without news from the hub
 on_stale                AGENTOPS_ON_STALE               ``"continue"`` (or ``pause``, ``stop``)
+hub_wait                AGENTOPS_HUB_WAIT               5.0 s for the hub's first word (0: none)
 policy_file             AGENTOPS_POLICY_FILE            None: no local policy (docs/policies.md)
 before_send             (code only)                     None
 ======================  ==============================  =====================================
@@ -121,6 +122,11 @@ class Options:
     controls_poll_interval: float = 10.0
     max_staleness: float = 60.0
     on_stale: OnStale = "continue"
+    hub_wait: float = 5.0
+    """How long ``init()`` waits for the hub's controls and policies before it returns, so that
+    the first calls are governed by them, unless an earlier process saved a copy (a restart
+    starts from it at once); 0 returns at once. Past it, a warning is logged and calls go ahead
+    under whatever has arrived (and the local policy file) until the hub answers."""
     policy_file: Path | None = None
     """A policy set (JSON, or YAML with PyYAML) enforced with no hub; read at ``init()``."""
     before_send: BeforeSend | None = None
@@ -202,6 +208,7 @@ _FLOATS = {
     "max_backoff",
     "controls_poll_interval",
     "max_staleness",
+    "hub_wait",
 }
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -242,6 +249,8 @@ def _problem(name: str, value: Any) -> str | None:
         return f"must be one of {', '.join(get_args(ExporterName))} or an Exporter, got {value!r}"
     if name == "hub_url" and value and not value.startswith(("http://", "https://")):
         return f"must be an http(s) URL, got {value!r}"
+    if name == "hub_wait" and not 0 <= value < math.inf:
+        return f"must be a number of seconds, 0 or more, got {value!r}"
     if name in _POSITIVE and not 0 < value < math.inf:  # NaN fails both comparisons
         return f"must be a positive number, got {value!r}"
     if name == "before_send" and value is not None and not callable(value):

@@ -22,7 +22,7 @@ import pytest
 from agentops_sdk import client as _client
 from agentops_sdk.config import Options
 from agentops_sdk.contract.schema import RunEvent, SpanEvent
-from agentops_sdk.enforcement import HubSource
+from agentops_sdk.enforcement import HubSource, LocalHub
 from agentops_sdk.exporters.memory import MemoryExporter
 
 __all__ = ["CapturedEvents", "agentops_events", "capture_events"]
@@ -90,10 +90,14 @@ def capture_events(
     ``before_send=...``, ``policy_file="policy.yaml"`` to run your agent under a policy); the
     environment is ignored so tests do not depend on it.
     ``hub_source`` stands in for the hub's side of the hub link (a
-    :class:`~agentops_sdk.enforcement.LocalHub`; read only when ``hub_url`` is set too).
+    :class:`~agentops_sdk.enforcement.LocalHub`; read only when ``hub_url`` is set too). A
+    ``LocalHub`` holds only what the test publishes, so the client does not wait for it at
+    start (``hub_wait=0``, unless given).
     """
     exporter = MemoryExporter()
     settings: dict[str, Any] = {"environment": "test", "spool": False, "flush_interval": 0.05}
+    if isinstance(hub_source, LocalHub):
+        settings["hub_wait"] = 0.0
     settings.update(options)
     client = _client.Client(Options(exporter=exporter, **settings), hub_source=hub_source)
     previous, _client.current = _client.current, client

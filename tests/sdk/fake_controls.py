@@ -14,7 +14,8 @@
 reconnect), ``send()`` publishes any kind of event. What clients asked is kept: ``connections``
 (the ``Last-Event-ID`` of each stream opened), ``polls`` (``If-None-Match`` and the status
 answered; ``policy_polls`` for the policies) and ``refused`` (requests with another API key).
-A new connection also gets the current ``policies`` event once one was published.
+A new connection also gets the current ``policies`` event (the org's effective set, version 0
+with no active set until one is published), as the hub sends every topic to a new stream.
 :class:`~tests.sdk.fake_hub.FakeHub` serves it.
 """
 
@@ -225,8 +226,7 @@ class ControlsFeed:
                 position = len(self.events)
                 latest = next(e for e in reversed(self.events) if e[1] == "controls")
                 pending = [(latest[0], "controls", self.current.model_dump_json())]
-                if any(kind == "policies" for _, kind, _ in self.events):
-                    pending.append((self.events[-1][0], "policies", self.policies.to_json()))
+                pending.append((self.events[-1][0], "policies", self.policies.to_json()))
         if status is not None:
             _problem(handler, status, "unavailable")
             return

@@ -46,6 +46,7 @@ ENVIRONMENT_VARIABLES = [
     ("AGENTOPS_CONTROLS_POLL_INTERVAL", "2.5", "controls_poll_interval", 2.5),
     ("AGENTOPS_MAX_STALENESS", "300", "max_staleness", 300.0),
     ("AGENTOPS_ON_STALE", "pause", "on_stale", "pause"),
+    ("AGENTOPS_HUB_WAIT", "0", "hub_wait", 0.0),
     ("AGENTOPS_POLICY_FILE", "~/policy.yaml", "policy_file", Path.home() / "policy.yaml"),
 ]
 
@@ -146,6 +147,7 @@ def test_from_env_reads_os_environ_when_given_no_mapping(monkeypatch: pytest.Mon
         ("AGENTOPS_CONTROLS_POLL_INTERVAL", "0"),
         ("AGENTOPS_MAX_STALENESS", "-60"),
         ("AGENTOPS_ON_STALE", "panic"),
+        ("AGENTOPS_HUB_WAIT", "-1"),
     ],
 )
 def test_invalid_variable_raises_configuration_error_naming_it(variable: str, raw: str) -> None:
@@ -178,6 +180,7 @@ def test_invalid_environment_name_is_refused(environment: str) -> None:
         ("controls_poll_interval", 0.0),
         ("max_staleness", float("nan")),
         ("on_stale", "ignore"),
+        ("hub_wait", float("nan")),
     ],
 )
 def test_invalid_explicit_option_raises_configuration_error_naming_it(

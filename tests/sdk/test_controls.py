@@ -427,6 +427,7 @@ def stale_client(hub: LocalHub, tmp_path: Path, on_stale: str) -> Any:
         spool_dir=tmp_path,
         max_staleness=1.0,
         on_stale=on_stale,
+        hub_wait=0,  # staleness counts from the start; init() must not wait it out
     )
 
 
@@ -580,6 +581,7 @@ def test_init_with_a_hub_and_key_obeys_controls_through_the_hubs_stream(tmp_path
         spool_dir=tmp_path,
         exporter="memory",
         integrations=[],
+        hub_wait=0,  # nothing answers there
     )
     try:
         assert client is not None

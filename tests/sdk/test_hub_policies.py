@@ -213,7 +213,33 @@ def test_a_saved_set_from_another_hub_is_not_loaded(
     SavedPolicies(spool_dir, hub.url, KEY).save(effective(1, NO_DELETES))
     down = f"http://127.0.0.1:{free_port()}"
 
-    events = connect(down)
+    events = connect(down, hub_wait=0)
 
     assert "policies" not in events.client.enforcer.link.snapshot.values
     assert delete_user("u1") == "deleted"
+
+
+def test_a_first_start_waits_for_the_hubs_policies_so_the_first_call_is_governed(
+    hub: FakeHub, feed: ControlsFeed, connect: Callable[..., CapturedEvents]
+) -> None:
+    feed.publish_policies(effective(5, NO_DELETES))
+
+    events = connect(hub.url)  # no copy saved by an earlier process: init() waits for the hub
+
+    assert events.client.enforcer.link.snapshot.via == "stream"
+    with pytest.raises(agentops.PolicyViolation):
+        delete_user("u1")
+    assert ran == []
+
+
+def test_a_first_start_with_the_hub_away_waits_hub_wait_then_warns_and_goes_on(
+    connect: Callable[..., CapturedEvents], caplog: pytest.LogCaptureFixture
+) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+
+    events = connect(nowhere, hub_wait=0.2)
+
+    assert "policies" not in events.client.enforcer.link.snapshot.values
+    [warning] = [r for r in caplog.records if "hub_wait" in r.getMessage()]
+    assert "no answer from the hub in 0.2 s" in warning.getMessage()
+    assert delete_user("u1") == "deleted"  # ungoverned until the hub answers, as warned

@@ -99,7 +99,8 @@ def test_events_spooled_at_exit_with_the_hub_down_are_delivered_by_the_next_proc
     start_hub: Callable[..., FakeHub], tmp_path: Path, spool_files: Callable[[], list[Path]]
 ) -> None:
     port = free_port()
-    settings = {"hub_url": f"http://127.0.0.1:{port}", "api_key": API_KEY}
+    # hub_wait 0: a first start would otherwise wait for the hub's controls (tested apart).
+    settings = {"hub_url": f"http://127.0.0.1:{port}", "api_key": API_KEY, "hub_wait": "0"}
 
     started = time.monotonic()
     first = run_script(tmp_path, RECORD_A_RUN, **settings)
