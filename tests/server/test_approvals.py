@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-from litestar.testing import TestClient
 
 from agentops_sdk.contract.approvals import ApprovalFeed, approval_key
 from agentops_sdk.contract.arguments import canonical_arguments
@@ -119,12 +118,14 @@ def test_asking_again_with_the_same_key_returns_the_request_already_held(
     other = ask(client, sdk, run_id="run-2")
 
     assert first["state"] == "pending"
-    assert again["id"] == first["id"] and again["span_id"] == first["span_id"]
+    assert again["id"] == first["id"]
+    assert again["span_id"] == first["span_id"]
     assert other["id"] != first["id"]
     expires = dt.datetime.fromisoformat(first["expires_at"])
     assert before + dt.timedelta(seconds=3599) <= expires <= before + dt.timedelta(seconds=3700)
     [entry, _] = audit_entries(client, owner.headers, action="approval.requested")[::-1]
-    assert entry["target_id"] == first["id"] and entry["after"]["state"] == "pending"
+    assert entry["target_id"] == first["id"]
+    assert entry["after"]["state"] == "pending"
 
 
 def test_a_key_not_made_from_the_run_name_and_hash_is_refused(
@@ -204,7 +205,8 @@ def test_a_reviewer_decides_once_with_a_comment_audited(
     assert client.get(f"{APPROVALS}/{asked['id']}", headers=sdk).json()["state"] == state
     assert_problem(again, 409, "approval_decided")
     [entry] = audit_entries(client, owner.headers, action="approval.decided")
-    assert entry["before"]["state"] == "pending" and entry["after"]["state"] == state
+    assert entry["before"]["state"] == "pending"
+    assert entry["after"]["state"] == state
     assert entry["actor_id"] == str(owner.user_id)
 
 
@@ -316,7 +318,8 @@ def test_a_request_past_its_time_reads_expired_and_can_no_longer_be_decided(
     assert (read["decided_by"], read["decided_at"]) == ("system", read["expires_at"])
     assert_problem(refused, 409, "approval_expired")
     [entry] = audit_entries(client, owner.headers, action="approval.expired")
-    assert entry["actor_type"] == "system" and entry["after"]["state"] == "expired"
+    assert entry["actor_type"] == "system"
+    assert entry["after"]["state"] == "expired"
 
 
 def test_expiry_comes_to_the_rules_outcome_but_unfrozen_arguments_always_to_deny(
