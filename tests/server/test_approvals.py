@@ -336,6 +336,12 @@ def test_expiry_comes_to_the_rules_outcome_but_unfrozen_arguments_always_to_deny
         )
 
     eventually(lambda: claim(allow).status_code == 200, "the expired-to-allow call is claimed")
+    eventually(
+        lambda: (
+            client.get(f"{APPROVALS}/{unfrozen['id']}", headers=sdk).json()["state"] == "expired"
+        ),
+        "the unfrozen request expires",
+    )
     assert unfrozen["on_expiry"] == "deny"
     problem = assert_problem(claim(unfrozen), 409, "approval_not_approved")
     assert problem["state"] == "expired"
