@@ -47,6 +47,8 @@ from agentops_server.observability import (
     configure_sentry,
 )
 from agentops_server.refusals import Unavailable
+from agentops_server.services.governance.approval_feed import APPROVALS, APPROVALS_TOPIC
+from agentops_server.services.governance.approvals import ApprovalsChanged
 from agentops_server.services.governance.control_sets import CONTROLS, CONTROLS_TOPIC
 from agentops_server.services.governance.controls import ControlsChanged
 from agentops_server.services.governance.policies import (
@@ -61,7 +63,12 @@ from agentops_server.settings import Settings
 __all__ = ["create_app"]
 
 PUBLIC_PATHS = ["^/health$", "^/ready$", "^/schema"]
-STREAM_TOPICS: tuple[StreamTopic, ...] = (CONTROLS_TOPIC, POLICIES_TOPIC, NOTIFICATIONS_TOPIC)
+STREAM_TOPICS: tuple[StreamTopic, ...] = (
+    CONTROLS_TOPIC,
+    POLICIES_TOPIC,
+    NOTIFICATIONS_TOPIC,
+    APPROVALS_TOPIC,
+)
 """The topics of every org's live stream (:mod:`agentops_server.backends.live`)."""
 
 
@@ -109,6 +116,7 @@ def create_app(
     stream_topics: Iterable[StreamTopic] | None = None,
     controls_changed: ControlsChanged | None = None,
     policies_changed: PoliciesChanged | None = None,
+    approvals_changed: ApprovalsChanged | None = None,
     **litestar_options: Any,
 ) -> Litestar:
     """Build the hub's ASGI app from ``settings`` (default: from the environment).
@@ -119,8 +127,10 @@ def create_app(
     topics of the org streams of ``GET /api/v1/stream`` (default: :data:`STREAM_TOPICS`);
     ``controls_changed`` is told an org's id after each committed change of its controls or
     agent profiles (default: the ``controls`` topic of its stream is refreshed, so its SDKs get
-    the change at once).; ``policies_changed``, after each
-    commit that changed its active policy set (default: its ``policies`` topic is refreshed)."""
+    the change at once); ``policies_changed``, after each commit that changed its active policy
+    set (default: its ``policies`` topic is refreshed); ``approvals_changed``, after each
+    committed decision of its approval requests (default: its ``approvals`` topic is
+    refreshed, so a waiting SDK hears the answer at once)."""
     settings = settings or Settings.from_env()
     configure_logging(settings)
     configure_sentry(settings)  # before Litestar(): its integration hooks into the constructor
@@ -148,6 +158,7 @@ def create_app(
         "live": live,
         "controls_changed": controls_changed or functools.partial(live.refresh, kind=CONTROLS),
         "policies_changed": policies_changed or functools.partial(live.refresh, kind=POLICIES),
+        "approvals_changed": approvals_changed or functools.partial(live.refresh, kind=APPROVALS),
     }
     database = SQLAlchemyAsyncConfig(
         engine_instance=engine,

@@ -15,6 +15,7 @@ Refused                 400  the base: catch it to catch every refusal
 ├── Gone                410  it existed but is over (a revoked or expired invitation)
 ├── TooLarge            413  over a size limit
 ├── Unsupported         415  a kind of content the hub does not take
+├── Unprocessable       422  well-formed, but what it asks for is refused (a policy denies it)
 ├── RateLimited         429  too many requests or attempts (``Retry-After`` says how long)
 ├── UpstreamFailed      502  a service outside the hub answered wrongly (an OAuth provider)
 └── Unavailable         503  a service the hub needs did not answer (nothing was changed)
@@ -39,6 +40,7 @@ __all__ = [
     "TooLarge",
     "Unauthenticated",
     "Unavailable",
+    "Unprocessable",
     "UpstreamFailed",
     "Unsupported",
 ]
@@ -107,6 +109,13 @@ class Unsupported(Refused):
     """The content is of a kind the hub does not take."""
 
     status = 415
+
+
+class Unprocessable(Refused):
+    """The request is well-formed, but what it asks for is refused on its merits (an
+    approval's edited arguments that the org's policy denies)."""
+
+    status = 422
 
 
 class RateLimited(Refused):

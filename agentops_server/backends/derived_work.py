@@ -20,6 +20,10 @@ hands it over once committed (the queue on Redis keeps that record in an outbox 
     await session.commit()
     await derived.dispatch(notice)
 
+A recorded notice may be due later (``record(..., not_before=when)``: an approval's escalation):
+the queue on Redis schedules its job for then (and its outbox row says when, so the sweep
+hands it over again with the same time); the embedded runner holds it in a timer.
+
 :class:`InProcessRunner` is the embedded default: a bounded queue in the hub process, drained by
 a few worker tasks between the app's start and shutdown. A notice that finds the queue full is
 dropped and counted (``dropped``), never waited for; a task that fails is retried with
@@ -35,6 +39,7 @@ import abc
 import asyncio
 import collections
 import dataclasses
+import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -60,6 +65,8 @@ class Notice:
     task_name: str
     payload: Mapping[str, Any]
     work: tuple[WorkItem, ...] = ()
+    not_before: dt.datetime | None = None
+    """When the notice is due (None: at once)."""
 
 
 class DerivedWork(abc.ABC):
@@ -82,12 +89,18 @@ class DerivedWork(abc.ABC):
         """Stop, finishing what is queued within the backend's deadline (the app's shutdown)."""
 
     async def record(
-        self, session: AsyncSession, task_name: str, payload: Mapping[str, Any]
+        self,
+        session: AsyncSession,
+        task_name: str,
+        payload: Mapping[str, Any],
+        *,
+        not_before: dt.datetime | None = None,
     ) -> Notice:
-        """Record in ``session``'s transaction that the change owes the notice ``task_name``;
-        :meth:`dispatch` it after the commit. A backend with a durable record writes it here,
-        so the change and its derived work commit together; the default records nothing."""
-        return Notice(task_name, payload)
+        """Record in ``session``'s transaction that the change owes the notice ``task_name``
+        (due at ``not_before``, or at once); :meth:`dispatch` it after the commit. A backend
+        with a durable record writes it here, so the change and its derived work commit
+        together; the default records nothing."""
+        return Notice(task_name, payload, not_before=not_before)
 
     async def dispatch(self, notice: Notice) -> None:
         """Hand over a notice :meth:`record` made, once its change is committed; like
@@ -136,6 +149,7 @@ class InProcessRunner(DerivedWork):
         self._backoff = backoff
         self._drain_timeout = drain_timeout
         self._running: list[asyncio.Task[None]] = []
+        self._timers: set[asyncio.Task[None]] = set()
         self.dropped = 0
         """Jobs refused because the queue was full."""
         self.failures: collections.deque[Failure] = collections.deque(maxlen=keep_failures)
@@ -157,6 +171,21 @@ class InProcessRunner(DerivedWork):
                 self.dropped += 1
                 logger.warning("derived work: the queue is full; %s dropped", task_name)
 
+    async def dispatch(self, notice: Notice) -> None:
+        """Queue the notice's jobs now, or, for a notice due later, when it is due (a timer
+        in this process: it is lost if the process stops first, like every queued job)."""
+        delay = _seconds_until(notice.not_before)
+        if delay <= 0:
+            await self.enqueue(notice.task_name, notice.payload)
+            return
+        timer = asyncio.create_task(self._later(delay, notice), name="agentops-derived-timer")
+        self._timers.add(timer)
+        timer.add_done_callback(self._timers.discard)
+
+    async def _later(self, delay: float, notice: Notice) -> None:
+        await asyncio.sleep(delay)
+        await self.enqueue(notice.task_name, notice.payload)
+
     async def start(self) -> None:
         """Start the worker tasks on the running event loop."""
         self._queue = asyncio.Queue(maxsize=self._max_pending)
@@ -172,9 +201,9 @@ class InProcessRunner(DerivedWork):
                 await asyncio.wait_for(self._queue.join(), self._drain_timeout)
             except TimeoutError:
                 logger.warning("derived work: %d jobs left at shutdown", self._queue.qsize())
-        for worker in self._running:
-            worker.cancel()
-        await asyncio.gather(*self._running, return_exceptions=True)
+        for task in [*self._running, *self._timers]:
+            task.cancel()
+        await asyncio.gather(*self._running, *self._timers, return_exceptions=True)
         self._running, self._queue = [], None
 
     async def idle(self) -> None:
@@ -206,3 +235,9 @@ class InProcessRunner(DerivedWork):
                 delay *= 2
             else:
                 return
+
+
+def _seconds_until(moment: dt.datetime | None) -> float:
+    if moment is None:
+        return 0.0
+    return (moment - dt.datetime.now(dt.UTC)).total_seconds()

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -40,6 +40,8 @@ class WorkItem:
     notice: str
     task: str
     payload: Mapping[str, Any]
+    not_before: dt.datetime | None = None
+    """When the task is due (None: at once)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -57,9 +59,14 @@ def task_key(task: Callable[..., Any]) -> str:
     return f"{task.__module__}:{task.__qualname__}"
 
 
-def new_items(notice: str, tasks: Iterable[str], payload: Mapping[str, Any]) -> list[WorkItem]:
-    """One new item for each task (by key) registered for ``notice``."""
-    return [WorkItem(uuid.uuid4(), notice, task, payload) for task in tasks]
+def new_items(
+    notice: str,
+    tasks: Iterable[str],
+    payload: Mapping[str, Any],
+    not_before: dt.datetime | None = None,
+) -> list[WorkItem]:
+    """One new item for each task (by key) registered for ``notice``, due at ``not_before``."""
+    return [WorkItem(uuid.uuid4(), notice, task, payload, not_before) for task in tasks]
 
 
 async def write(session: AsyncSession, items: Sequence[WorkItem]) -> None:
@@ -95,12 +102,17 @@ class Outbox:
             )
 
     async def due(self, grace: float, *, limit: int = 1000) -> list[WorkItem]:
-        """Items neither done nor failed, recorded more than ``grace`` seconds ago, oldest
-        first: work to hand over again."""
-        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=grace)
+        """Items neither done nor failed, recorded more than ``grace`` seconds ago and due by
+        now, oldest first: work to hand over again."""
+        now = dt.datetime.now(dt.UTC)
+        cutoff = now - dt.timedelta(seconds=grace)
         query = (
             select(PendingWork)
-            .where(PendingWork.failed_at.is_(None), PendingWork.created_at <= cutoff)
+            .where(
+                PendingWork.failed_at.is_(None),
+                PendingWork.created_at <= cutoff,
+                or_(PendingWork.not_before.is_(None), PendingWork.not_before <= now),
+            )
             .order_by(PendingWork.created_at)
             .limit(limit)
         )
@@ -129,7 +141,13 @@ class Outbox:
             update(PendingWork)
             .where(condition)
             .values(failed_at=None, error=None)
-            .returning(PendingWork.id, PendingWork.notice, PendingWork.task, PendingWork.payload)
+            .returning(
+                PendingWork.id,
+                PendingWork.notice,
+                PendingWork.task,
+                PendingWork.payload,
+                PendingWork.not_before,
+            )
         )
         async with self._engine.begin() as connection:
             return [_item(row) for row in await connection.execute(statement)]
@@ -148,10 +166,11 @@ def _rows(items: Sequence[WorkItem]) -> list[dict[str, Any]]:
             "task": item.task,
             "payload": dict(item.payload),
             "created_at": now,
+            "not_before": item.not_before,
         }
         for item in items
     ]
 
 
 def _item(row: Any) -> WorkItem:
-    return WorkItem(row.id, row.notice, row.task, row.payload)
+    return WorkItem(row.id, row.notice, row.task, row.payload, row.not_before)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime as dt
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
@@ -67,12 +68,18 @@ class SaqQueue(DerivedWork):
         self._tasks[task_name][task_key(task)] = task
 
     async def record(
-        self, session: AsyncSession, task_name: str, payload: Mapping[str, Any]
+        self,
+        session: AsyncSession,
+        task_name: str,
+        payload: Mapping[str, Any],
+        *,
+        not_before: dt.datetime | None = None,
     ) -> Notice:
-        """Write one outbox row per task registered for ``task_name`` in ``session``."""
-        work = new_items(task_name, self._tasks.get(task_name, {}), payload)
+        """Write one outbox row per task registered for ``task_name`` in ``session``; their
+        jobs are scheduled for ``not_before`` (None: at once)."""
+        work = new_items(task_name, self._tasks.get(task_name, {}), payload, not_before)
         await write(session, work)
-        return Notice(task_name, payload, tuple(work))
+        return Notice(task_name, payload, tuple(work), not_before)
 
     async def dispatch(self, notice: Notice) -> None:
         """Enqueue the jobs of the rows :meth:`record` wrote."""
@@ -174,6 +181,8 @@ class SaqQueue(DerivedWork):
             retry_delay=self._backoff,
             retry_backoff=True,
             timeout=self._timeout,
+            # A delayed item runs when due (SAQ schedules by epoch seconds; 0 is at once).
+            scheduled=0 if item.not_before is None else int(item.not_before.timestamp()),
         )
 
     async def _run(

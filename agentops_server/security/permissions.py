@@ -131,7 +131,8 @@ SCOPE_PERMISSIONS: dict[Scope, frozenset[Permission]] = {
     Scope.INGEST: frozenset({P.INGEST, P.CONTROLS_READ, P.POLICIES_READ, P.STREAM}),
     Scope.READ: _READ_ALL,
     Scope.CONTROLS_READ: frozenset({P.CONTROLS_READ, P.POLICIES_READ, P.BUDGETS_READ, P.STREAM}),
-    Scope.APPROVALS_WRITE: frozenset({P.APPROVALS_REQUEST, P.APPROVALS_READ}),
+    # An SDK asks, reads and claims approvals, and hears decisions on the org's stream.
+    Scope.APPROVALS_WRITE: frozenset({P.APPROVALS_REQUEST, P.APPROVALS_READ, P.STREAM}),
     Scope.ADMIN: frozenset(Permission) - {P.OWNERS_MANAGE, P.ACCOUNT},
 }
 """What each API-key scope allows. No key can manage owners or act as a person's account."""

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentops_server.backends.derived_work import DerivedWork
 from agentops_server.backends.mailer import Mailer
+from agentops_server.services.governance.approval_tasks import ApprovalTasks
 from agentops_server.services.notifications.announcements import Notifier
 from agentops_server.settings import Settings
 
@@ -47,7 +48,12 @@ def _notifications(derived: DerivedWork, context: TaskContext) -> None:
     Notifier(context.engine, context.settings, context.mailer, derived).register()
 
 
-REGISTRARS: tuple[Registrar, ...] = (_notifications,)
+def _approvals(derived: DerivedWork, context: TaskContext) -> None:
+    notifier = Notifier(context.engine, context.settings, context.mailer, derived)
+    ApprovalTasks(context.engine, notifier).register(derived)
+
+
+REGISTRARS: tuple[Registrar, ...] = (_notifications, _approvals)
 """Every domain's registrar."""
 
 

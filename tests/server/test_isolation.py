@@ -78,6 +78,7 @@ class Victim:
             )
             session.add(models.ControlVersion(org_id=key.org_id, version=1))
             _add_policies(session, key.org_id)
+            _add_approval(session, key.org_id)
             session.commit()
         self.ids = sorted({value for row in self.rows() for value in row if _is_uuid(value)})
         self.user_ids = [
@@ -191,6 +192,35 @@ def _add_policies(session: Session, org_id: uuid.UUID) -> None:
     )
 
 
+def _add_approval(session: Session, org_id: uuid.UUID) -> None:
+    """A pending approval request of the victim's, with secret arguments."""
+    now = dt.datetime.now(dt.UTC)
+    session.add(
+        models.ApprovalRequest(
+            org_id=org_id,
+            id=uuid.uuid4(),
+            key="a" * 64,
+            state="pending",
+            agent="globex-secret-agent",
+            environment="prod",
+            run_id="globex-secret-run-id",
+            span_id="globex-secret-span-id",
+            kind="tool",
+            name="send_email",
+            arguments={"to": "globex-secret@rival.example"},
+            arguments_sha256="b" * 64,
+            arguments_valid=True,
+            rule="globex-secret-rule",
+            on_expiry="deny",
+            on_reject="raise",
+            allow_self_approval=False,
+            created_at=now,
+            expires_at=now + dt.timedelta(hours=1),
+        )
+    )
+    session.add(models.ApprovalRevision(org_id=org_id, revision=1))
+
+
 def org_rows(database_url: str, org_id: uuid.UUID) -> list[tuple[str, ...]]:
     """Every row of ``org_id`` in every tenant table, as sorted tuples of strings."""
     found: list[tuple[str, ...]] = []
@@ -244,6 +274,9 @@ def bodies(victim: Victim) -> st.SearchStrategy[dict[str, Any]]:
             "agents": st.just(["globex-secret-agent"]),
             "filter": st.just({}),
             "tags": st.just(["globex-secret-tag"]),
+            "ids": st.lists(victim_id, min_size=1, max_size=3),
+            "decision": st.sampled_from(["approve", "reject", "cancel"]),
+            "claimant": st.just("an intruder"),
         },
     )
 

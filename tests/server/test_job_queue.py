@@ -6,14 +6,16 @@ name on the real Redis."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ import pytest
 from click.testing import CliRunner
 from litestar.testing import TestClient
 from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server import Settings, create_app
 from agentops_server.backends import (
@@ -30,7 +33,9 @@ from agentops_server.backends import (
     SaqQueue,
     create_derived_work,
 )
+from agentops_server.backends.derived_work import Notice
 from agentops_server.cli import main
+from agentops_server.db.engine import create_async_db_engine
 from agentops_server.db.migrate import upgrade
 from agentops_server.db.models import PendingWork
 from agentops_server.services.identity.api_keys import IssuedKey
@@ -285,3 +290,64 @@ def test_the_in_process_default_runs_ingest_work_with_no_redis_and_keeps_no_reco
         until(lambda: len(derived_tasks.lines(log)) == 1)
     assert response.status_code == 200
     assert count(settings.database_url, PendingWork) == 0
+
+
+def test_a_notice_due_later_runs_in_a_worker_once_due_and_is_not_swept_before(
+    migrated_url: str, queue_name: str, tmp_path: Path
+) -> None:
+    trace = tmp_path / "touched"
+    due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=3)
+
+    async def record_and_dispatch() -> list[Any]:
+        queue = make_queue(REDIS_URL, migrated_url, queue_name)
+        engine = create_async_db_engine(migrated_url)
+        try:
+            async with AsyncSession(engine) as session:
+                notice = await queue.record(
+                    session, "test.touch", {"path": str(trace)}, not_before=due
+                )
+                await session.commit()
+            await queue.dispatch(notice)
+            return await queue.outbox.due(grace=0)  # recorded, not due yet: not swept
+        finally:
+            await queue.close()
+            await engine.dispose()
+
+    swept = asyncio.run(record_and_dispatch())
+
+    with worker_process(migrated_url, queue_name, tmp_path, grace=0):
+        until(lambda: derived_tasks.lines(trace) == ["ran"])
+        ran_at = dt.datetime.now(dt.UTC)
+        until(lambda: count(migrated_url, PendingWork) == 0)
+
+    assert swept == []
+    assert ran_at >= due - dt.timedelta(seconds=1)  # SAQ schedules by whole seconds
+    assert derived_tasks.lines(trace) == ["ran"]  # once, though the sweep ran meanwhile
+
+
+def test_the_in_process_runner_holds_a_notice_due_later_until_it_is_due() -> None:
+    ran: list[float] = []
+
+    async def scenario() -> float:
+        runner = InProcessRunner()
+
+        async def task(_payload: Mapping[str, Any]) -> None:
+            ran.append(time.monotonic())
+
+        runner.register("test.later", task)
+        await runner.start()
+        started = time.monotonic()
+        due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=0.3)
+        await runner.dispatch(Notice("test.later", {}, not_before=due))
+        await runner.idle()
+        assert ran == []  # nothing queued yet: the timer holds it
+        deadline = started + 10
+        while not ran and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await runner.close()
+        return started
+
+    started = asyncio.run(scenario())
+
+    assert len(ran) == 1
+    assert ran[0] - started >= 0.29

@@ -8,6 +8,7 @@ from litestar.types import ControllerRouterHandler
 
 from agentops_server.api.v1.audit import AuditController
 from agentops_server.api.v1.governance.agents import AgentController
+from agentops_server.api.v1.governance.approvals import ApprovalController
 from agentops_server.api.v1.governance.controls import ControlController
 from agentops_server.api.v1.governance.policies import PolicyController
 from agentops_server.api.v1.identity.api_keys import ApiKeyController
@@ -36,7 +37,7 @@ def api_router() -> Router:
 
     Handlers may ask for the app's infrastructure (``settings``, ``engine``, ``mailer``,
     ``rate_limiter``, ``authenticator``, ``oauth_providers``, ``derived_work``, ``live``,
-    ``controls_changed``: see
+    ``controls_changed``, ``policies_changed``, ``approvals_changed``: see
     :func:`agentops_server.app.create_app`) and for ``throttle``, ``auth_failures`` and
     ``ingest_quota`` (:mod:`agentops_server.backends.rate_limit`); every
     :class:`~agentops_server.refusals.Refused` raised here is a problem+json answer
@@ -67,6 +68,7 @@ def api_router() -> Router:
         WebhookController,
         StreamController,
         PolicyController,
+        ApprovalController,
     ]
     return Router(
         path="/api/v1",

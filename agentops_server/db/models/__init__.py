@@ -8,6 +8,7 @@ PostgreSQL. Money is ``Numeric``, never a float.
 
 from __future__ import annotations
 
+from agentops_server.db.models.approvals import ApprovalRequest, ApprovalRevision
 from agentops_server.db.models.audit import AuditEvent
 from agentops_server.db.models.base import Base
 from agentops_server.db.models.derived_work import PendingWork
@@ -37,6 +38,8 @@ __all__ = [
     "USER_VISIBLE_TABLES",
     "Agent",
     "ApiKey",
+    "ApprovalRequest",
+    "ApprovalRevision",
     "AuditEvent",
     "Base",
     "Control",

@@ -34,6 +34,8 @@ class PendingWork(Base):
     task: Mapped[str] = mapped_column(String(300))
     payload: Mapped[dict[str, Any]] = mapped_column()
     created_at: Mapped[dt.datetime] = mapped_column(Moment)
+    not_before: Mapped[dt.datetime | None] = mapped_column(Moment)
+    """When the task is due (a delayed notice, such as an approval's escalation); None: now."""
     failed_at: Mapped[dt.datetime | None] = mapped_column(Moment)
     error: Mapped[str | None] = mapped_column(Text)
 

@@ -44,7 +44,8 @@ class NotificationView:
 
     id: uuid.UUID
     kind: str
-    """What happened: ``control.changed`` (later: ``approval.requested``, ``budget.threshold``)."""
+    """What happened: ``control.changed``, ``approval.requested``, ``approval.escalated``,
+    ``approval.decided`` (later: ``budget.threshold``)."""
     title: str
     body: str
     data: dict[str, Any]

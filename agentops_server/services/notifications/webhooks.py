@@ -56,7 +56,9 @@ __all__ = [
     "update_webhook",
 ]
 
-WEBHOOK_EVENTS = frozenset({"control.changed"})
+WEBHOOK_EVENTS = frozenset(
+    {"control.changed", "approval.requested", "approval.escalated", "approval.decided"}
+)
 """The events a webhook may subscribe to (the approvals and budgets issues add theirs)."""
 TEST_EVENT = "webhook.test"
 """What ``send_test_event`` sends, whatever the webhook subscribed to."""

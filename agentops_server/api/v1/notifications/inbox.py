@@ -50,7 +50,8 @@ class NotificationController(Controller):
         summary="Your notifications",
         description=(
             "Newest first; pass `next_cursor` back as `cursor` for the next page; `unread=true` "
-            "lists only the unread. Kinds: `control.changed` (see docs/notifications.md)."
+            "lists only the unread. Kinds: `control.changed`, `approval.requested`, "
+            "`approval.escalated`, `approval.decided` (see docs/notifications.md)."
         ),
     )
     async def list_notifications(
