@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 from agentops_sdk.buffer import EventBuffer
 from agentops_sdk.capture import freeze, freeze_arguments
 from agentops_sdk.config import Options
-from agentops_sdk.context import CURRENT
+from agentops_sdk.context import CURRENT, RESUMING
+from agentops_sdk.contract.errors import ApprovalDenied
 from agentops_sdk.enforcement import CallInfo, Enforcer, HubLink, Update
+from agentops_sdk.enforcement.call import Substitution
 from agentops_sdk.exporters import Exporter, build_exporter
 from agentops_sdk.guards import GuardChain
 from agentops_sdk.spans import Run, Span, SpanKind
@@ -61,6 +63,7 @@ class CallSpec:
         "name",
         "param_names",
         "provider",
+        "substitutes",
         "tags",
     )
 
@@ -76,6 +79,7 @@ class CallSpec:
         model: str | None = None,
         provider: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        substitutes: bool = False,
     ) -> None:
         self.kind = kind
         self.name = name
@@ -87,6 +91,9 @@ class CallSpec:
         self.model = model
         self.provider = provider
         self.metadata = dict(metadata) if metadata else None
+        self.substitutes = substitutes
+        """Whether the caller (a decorator's wrapper) takes a ``Substitution``: runs the call
+        with an approval's edited arguments, or returns a rejection as its result."""
 
 
 class Client:
@@ -109,6 +116,7 @@ class Client:
         self.enforcer = Enforcer(self.guards, HubLink(_hub_source(options, hub_source)))
         """What every call passes before it runs; see :mod:`agentops_sdk.enforcement`."""
         _install_policy(options, self.enforcer)  # before controls: their saved age wins
+        _install_approvals(options, self.enforcer)
         self.controls = _kill_switch(options, self.enforcer)
         """The stage obeying the hub's pause and kill; None when this client does not."""
         self.exporter = exporter or build_exporter(options)
@@ -159,6 +167,9 @@ class Client:
                     start_ns=now,
                     max_chars=self._max_chars,
                 )
+                resumed = RESUMING.get()
+                if resumed is not None:  # agentops.resume_run(): the run goes on under its id
+                    run._id = resumed
                 span = Span(run, None, spec.kind, spec.name, spec.tags, now, self._max_chars)
             else:
                 run = parent.run
@@ -211,13 +222,18 @@ class Client:
         self, span: Span, spec: CallSpec, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> None:
         """Pass the call of an opened span through the enforcer; on a refusal (or anything else
-        raised while waiting) the span is closed with it and it propagates."""
+        raised while waiting) the span is closed with it and it propagates.
+
+        For a caller that takes one (``spec.substitutes``), a ``Substitution`` is raised when
+        the call must run with other arguments or return a rejection instead of running."""
         call = span.call = CallInfo(span, args, kwargs, spec.param_names, spec.defaults)
         try:
             self.enforcer.before(call)
         except BaseException as exc:
-            self.fail_span(span, exc)
+            self._refused(span, spec, exc)
             raise
+        if call.replacement is not None:
+            self._substitute(span, spec, call.replacement)
 
     async def aenforce(
         self, span: Span, spec: CallSpec, args: tuple[Any, ...], kwargs: Mapping[str, Any]
@@ -227,8 +243,33 @@ class Client:
         try:
             await self.enforcer.abefore(call)
         except BaseException as exc:
-            self.fail_span(span, exc)
+            self._refused(span, spec, exc)
             raise
+        if call.replacement is not None:
+            self._substitute(span, spec, call.replacement)
+
+    def _refused(self, span: Span, spec: CallSpec, exc: BaseException) -> None:
+        """Close the span of a refused call; a rejection returned as the result goes to a
+        caller that takes it as a ``Substitution``."""
+        self.fail_span(span, exc)
+        if isinstance(exc, ApprovalDenied) and exc.result is not None and spec.substitutes:
+            raise Substitution(span, refused=exc) from None
+
+    def _substitute(
+        self, span: Span, spec: CallSpec, replacement: tuple[tuple[Any, ...], dict[str, Any]]
+    ) -> None:
+        """The call was approved with edited arguments: hand them to its caller, or refuse the
+        call when its caller cannot run it with them (never run it as it was)."""
+        if spec.substitutes:
+            raise Substitution(span, replacement)
+        from agentops_sdk.contract.decisions import DECISION_EVENT, Decision
+
+        reason = f"{span.name} was approved with edited arguments, which this call cannot take"
+        decision = Decision("deny", stage="approval", reason=reason)
+        span.add_event(DECISION_EVENT, **decision.to_wire())
+        refused = ApprovalDenied(reason, decision=decision)
+        self.fail_span(span, refused)
+        raise refused
 
     def end_span(self, span: Span, spec: CallSpec | None, result: Any = None) -> None:
         """Close a span that finished normally, recording ``result`` as its output (then the
@@ -517,6 +558,18 @@ def _kill_switch(options: Options, enforcer: Enforcer) -> KillSwitch | None:
         enforcer.link.restore(Update(TOPIC, controls, controls.etag, via="disk"), age)
     enforcer.install(stage)
     return stage
+
+
+def _install_approvals(options: Options, enforcer: Enforcer) -> None:
+    """The approval stage, installed for a client with a hub URL and an API key (unless
+    ``controls`` is off): a ``require_approval`` then waits for the hub's reviewers."""
+    if not (options.controls and options.hub_url and options.api_key):
+        return
+    from agentops_sdk.enforcement.approval_requests import ApprovalClient
+    from agentops_sdk.enforcement.approvals import ApprovalStage
+
+    hub = ApprovalClient(options.hub_url, options.api_key, timeout=min(options.export_timeout, 5.0))
+    enforcer.install(ApprovalStage(enforcer.link, hub))
 
 
 def _install_policy(options: Options, enforcer: Enforcer) -> None:

@@ -97,6 +97,12 @@ class HubSource(abc.ABC):
         raise (logged) or a return, the link waits a little longer each time and asks again.
         """
 
+    @property
+    def connected(self) -> bool:
+        """Whether the hub pushes news now (its stream is open): a stage waiting for news
+        polls for it itself while this is False."""
+        return False
+
     def after_fork(self) -> None:  # noqa: B027 - most sources hold nothing a child must drop
         """In a forked child, before the link starts again: drop the parent's connections."""
 
@@ -152,6 +158,12 @@ class HubLink:
         """Whether the link's thread is alive."""
         thread = self._thread
         return thread is not None and thread.is_alive()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the link's source pushes the hub's news now (its stream is open)."""
+        source = self.source
+        return source is not None and self.running and source.connected
 
     @property
     def topics(self) -> frozenset[str]:
