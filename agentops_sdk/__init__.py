@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         BudgetExceeded,
         ConfigurationError,
         EnforcementError,
+        EnforcementUnavailable,
         PolicyError,
         PolicyViolation,
     )
@@ -59,6 +60,7 @@ __all__ = [
     "ConfigurationError",
     "ControlsStatus",
     "EnforcementError",
+    "EnforcementUnavailable",
     "FlushResult",
     "Options",
     "PolicyError",
@@ -98,6 +100,7 @@ _HOMES = {
         "BudgetExceeded",
         "ConfigurationError",
         "EnforcementError",
+        "EnforcementUnavailable",
         "PolicyError",
         "PolicyViolation",
     ),

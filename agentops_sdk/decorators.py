@@ -256,8 +256,11 @@ class resume_run:  # lower case: used like a function, ``with agentops.resume_ru
     def __init__(self, run_id: str) -> None:
         from agentops_sdk.ids import format_id, parse_id
 
-        number = parse_id(run_id)
-        if format_id(number) != run_id.lower():
+        try:
+            number = parse_id(run_id)
+        except ValueError:
+            number = -1
+        if number < 0 or format_id(number) != run_id.lower():
             raise ValueError(f"not a run id: {run_id!r}")
         self.run_id = number
         self._tokens: list[Any] = []

@@ -47,7 +47,6 @@ same call, asked again, finds it.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import json
@@ -271,32 +270,43 @@ class _Waiter:
 
         link = self.stage.link
         watched = link.watch(decided)
+        # Woken by the stream's news or by the caller giving up (a cancelled future wakes no
+        # ``concurrent.futures.wait``: its callbacks run, though).
+        wake = threading.Event()
+        watched.add_done_callback(lambda _: wake.set())
+        self.pending.add_done_callback(lambda _: wake.set())
         deadline = time.monotonic() + _seconds_until(request.expires_at)
+        next_read = time.monotonic()
+        covered: int | None = None  # the stream connection a read has covered
+        stage = self.stage
         try:
             while True:
-                connected = link.connected
-                interval = self.stage.backstop_interval if connected else self.stage.poll_interval
-                left = deadline - time.monotonic()
-                concurrent.futures.wait(
-                    (watched, self.pending),
-                    timeout=max(0.0, min(interval, left)),
-                    return_when=concurrent.futures.FIRST_COMPLETED,
-                )
                 if self.pending.done():
                     return None
                 if seen:
                     return seen[0]
-                expired = time.monotonic() >= deadline
+                now = time.monotonic()
+                connected, opened = link.connected, link.opened
+                if connected and opened != covered:
+                    next_read = now  # a new stream: read what it may have missed
+                due = min(next_read, deadline)
+                if now < due:  # wake at least each poll_interval to notice the stream change
+                    wake.wait(min(due - now, stage.poll_interval))
+                    wake.clear()
+                    continue
+                if connected:
+                    covered = opened
+                next_read = now + (stage.backstop_interval if connected else stage.poll_interval)
                 try:
-                    polled = self.stage.hub.read(request.id)
+                    polled = stage.hub.read(request.id)
                 except (HubUnreachable, HubRefused) as exc:
-                    if expired:  # the hub cannot say otherwise: it reads as expired there
+                    if now >= deadline:  # the hub cannot say otherwise: it reads as expired
                         return request.model_copy(update={"state": "expired"})
                     logger.debug("agentops: could not read approval %s: %s", request.id, exc)
                     continue
                 if polled.state != "pending":
                     return polled
-                if expired:
+                if now >= deadline:
                     return polled.model_copy(update={"state": "expired"})
         finally:
             watched.cancel()

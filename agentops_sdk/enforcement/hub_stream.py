@@ -121,6 +121,7 @@ class HubStream(HubSource):
         self._last_event_id: str | None = None
         self._stream_down = False
         self._connected = False
+        self._opened = 0
         self._poll_down: set[str] = set()
         self._failures = FailureLog()
         self._lock = threading.Lock()
@@ -170,6 +171,11 @@ class HubStream(HubSource):
     def connected(self) -> bool:
         """Whether the hub's event stream is open now."""
         return self._connected
+
+    @property
+    def opened(self) -> int:
+        """How many times the hub's event stream was opened."""
+        return self._opened
 
     def interrupt(self) -> None:
         """Wake the stream's blocked read: the link is stopping."""
@@ -234,6 +240,7 @@ class HubStream(HubSource):
                 with self._lock:
                     self._reading.add(sock)
             self._connected = True
+            self._opened += 1
             try:
                 if stop.is_set():  # after registering: an interrupt from now on wakes us
                     return

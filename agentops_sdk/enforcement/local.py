@@ -50,6 +50,11 @@ class LocalHub(HubSource):
         """Whether a link is reading from it now."""
         return self._reading > 0
 
+    @property
+    def opened(self) -> int:
+        """How many times a link started reading (``connections``)."""
+        return self.connections
+
     def after_fork(self) -> None:
         """A forked child's copy starts with a fresh lock (the parent's link may have held it)."""
         self._changed = threading.Condition()
