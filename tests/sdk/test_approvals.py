@@ -10,6 +10,7 @@ decision on the event stream and refuse a second claim with ``409 approval_claim
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -50,6 +51,13 @@ async def asend_email(to: str, body: str = "hello") -> str:
     return f"sent to {to}"
 
 
+@agentops.tool
+def send_each(to: str, bodies: list[str]) -> Iterator[str]:
+    for body in bodies:
+        ran.append((to, body))
+        yield body
+
+
 class Unfreezable:
     """An argument with no JSON form."""
 
@@ -69,7 +77,10 @@ def policy(**terms: Any) -> dict[str, Any]:
     """Mail outside example.com needs approval (on ``terms``); a body with a password is denied."""
     approval_rule: dict[str, Any] = {
         "id": "external-mail",
-        "match": {"kind": "tool", "name": ["send_email", "asend_email", "send_object"]},
+        "match": {
+            "kind": "tool",
+            "name": ["send_email", "asend_email", "send_object", "send_each"],
+        },
         "when": {"argument": "to", "not_regex": r"@example\.com$"},
         "outcome": "require_approval",
     }
@@ -101,9 +112,10 @@ def connect(
 ) -> Iterator[Callable[..., CapturedEvents]]:
     """``connect(hub_url=hub.url, **terms)``: a client of the hub under :func:`policy`."""
     with ExitStack() as stack:
+        started = itertools.count()
 
         def start(hub_url: str = hub.url, **terms: Any) -> CapturedEvents:
-            policy_file = tmp_path / f"policy-{len(stack._exit_callbacks)}.json"
+            policy_file = tmp_path / f"policy-{next(started)}.json"
             policy_file.write_text(json.dumps(policy(**terms)))
             source = HubStream(
                 hub_url, KEY, poll_interval=0.2, retry_delay=0.05, max_retry_delay=0.2
@@ -291,6 +303,19 @@ def test_edits_the_policy_denies_are_refused_and_nothing_is_claimed(
     assert ran == []
     assert desk.claims == []
     assert events.span("send_email").status == "blocked"
+
+
+def test_a_generator_runs_with_the_edited_arguments(
+    connect: Callable[..., CapturedEvents], desk: ApprovalDesk
+) -> None:
+    connect()
+    thread, outcome = in_thread(lambda: list(send_each("bob@other.org", ["a", "b"])))
+    request = desk.one_pending()
+
+    desk.decide(request.id, "approve", edited_arguments={"bodies": ["c"]})
+
+    assert finished(thread, outcome) == ["c"]
+    assert ran == [("bob@other.org", "c")]
 
 
 # -- reject ---------------------------------------------------------------------------------------
