@@ -33,8 +33,8 @@ from agentops_sdk.stats import FlushResult, Stats
 if TYPE_CHECKING:
     from agentops_sdk.client import Client, get_client, init
     from agentops_sdk.config import Options
-    from agentops_sdk.context import bind_context, current_span
-    from agentops_sdk.decorators import agent, llm, run, span, step, tool
+    from agentops_sdk.context import bind_context, current_run_id, current_span
+    from agentops_sdk.decorators import agent, llm, resume_run, run, span, step, tool
     from agentops_sdk.enforcement.controls import ControlsStatus
     from agentops_sdk.errors import (
         AgentKilled,
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         BudgetExceeded,
         ConfigurationError,
         EnforcementError,
+        EnforcementUnavailable,
         PolicyError,
         PolicyViolation,
     )
@@ -59,6 +60,7 @@ __all__ = [
     "ConfigurationError",
     "ControlsStatus",
     "EnforcementError",
+    "EnforcementUnavailable",
     "FlushResult",
     "Options",
     "PolicyError",
@@ -69,11 +71,13 @@ __all__ = [
     "agent",
     "bind_context",
     "controls_status",
+    "current_run_id",
     "current_span",
     "flush",
     "get_client",
     "init",
     "llm",
+    "resume_run",
     "run",
     "shutdown",
     "span",
@@ -85,9 +89,9 @@ __all__ = [
 _HOMES = {
     "agentops_sdk.client": ("Client", "get_client", "init"),
     "agentops_sdk.config": ("Options",),
-    "agentops_sdk.context": ("bind_context", "current_span"),
+    "agentops_sdk.context": ("bind_context", "current_run_id", "current_span"),
     "agentops_sdk.enforcement.controls": ("ControlsStatus",),
-    "agentops_sdk.decorators": ("agent", "llm", "run", "span", "step", "tool"),
+    "agentops_sdk.decorators": ("agent", "llm", "resume_run", "run", "span", "step", "tool"),
     "agentops_sdk.errors": (
         "AgentKilled",
         "AgentOpsError",
@@ -96,6 +100,7 @@ _HOMES = {
         "BudgetExceeded",
         "ConfigurationError",
         "EnforcementError",
+        "EnforcementUnavailable",
         "PolicyError",
         "PolicyViolation",
     ),

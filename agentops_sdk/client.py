@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 from agentops_sdk.buffer import EventBuffer
 from agentops_sdk.capture import freeze, freeze_arguments
 from agentops_sdk.config import Options
-from agentops_sdk.context import CURRENT
-from agentops_sdk.enforcement import CallInfo, Enforcer, HubLink, Update
+from agentops_sdk.context import CURRENT, RESUMING
+from agentops_sdk.contract.errors import ApprovalDenied
+from agentops_sdk.enforcement import CallInfo, Enforcer, HubLink, Stage, Update
+from agentops_sdk.enforcement.call import Substitution
 from agentops_sdk.exporters import Exporter, build_exporter
 from agentops_sdk.guards import GuardChain
 from agentops_sdk.spans import Run, Span, SpanKind
@@ -61,6 +63,7 @@ class CallSpec:
         "name",
         "param_names",
         "provider",
+        "substitutes",
         "tags",
     )
 
@@ -76,6 +79,7 @@ class CallSpec:
         model: str | None = None,
         provider: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        substitutes: bool = False,
     ) -> None:
         self.kind = kind
         self.name = name
@@ -87,6 +91,9 @@ class CallSpec:
         self.model = model
         self.provider = provider
         self.metadata = dict(metadata) if metadata else None
+        self.substitutes = substitutes
+        """Whether the caller (a decorator's wrapper) takes a ``Substitution``: runs the call
+        with an approval's edited arguments, or returns a rejection as its result."""
 
 
 class Client:
@@ -108,7 +115,8 @@ class Client:
         """The user's guards, the enforcer's last stage; see :mod:`agentops_sdk.guards`."""
         self.enforcer = Enforcer(self.guards, HubLink(_hub_source(options, hub_source)))
         """What every call passes before it runs; see :mod:`agentops_sdk.enforcement`."""
-        _install_policy(options, self.enforcer)  # before controls: their saved age wins
+        policy = _install_policy(options, self.enforcer)  # before controls: their saved age wins
+        _install_approvals(options, self.enforcer, policy)
         self.controls = _kill_switch(options, self.enforcer)
         """The stage obeying the hub's pause and kill; None when this client does not."""
         if self.controls is not None and options.hub_wait:
@@ -161,6 +169,9 @@ class Client:
                     start_ns=now,
                     max_chars=self._max_chars,
                 )
+                resumed = RESUMING.get()
+                if resumed is not None:  # agentops.resume_run(): the run goes on under its id
+                    run._id = resumed
                 span = Span(run, None, spec.kind, spec.name, spec.tags, now, self._max_chars)
             else:
                 run = parent.run
@@ -198,8 +209,10 @@ class Client:
             try:
                 self.enforcer.before(call)
             except BaseException as exc:
-                self.fail_span(span, exc)
+                self._refused(span, spec, exc)
                 raise
+            if call.replacement is not None:
+                self._substitute(span, spec, call.replacement)
         return span
 
     async def astart(
@@ -224,13 +237,18 @@ class Client:
         self, span: Span, spec: CallSpec, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> None:
         """Pass the call of an opened span through the enforcer; on a refusal (or anything else
-        raised while waiting) the span is closed with it and it propagates."""
+        raised while waiting) the span is closed with it and it propagates.
+
+        For a caller that takes one (``spec.substitutes``), a ``Substitution`` is raised when
+        the call must run with other arguments or return a rejection instead of running."""
         call = span.call = CallInfo(span, args, kwargs, spec.param_names, spec.defaults)
         try:
             self.enforcer.before(call)
         except BaseException as exc:
-            self.fail_span(span, exc)
+            self._refused(span, spec, exc)
             raise
+        if call.replacement is not None:
+            self._substitute(span, spec, call.replacement)
 
     async def aenforce(
         self, span: Span, spec: CallSpec, args: tuple[Any, ...], kwargs: Mapping[str, Any]
@@ -240,8 +258,33 @@ class Client:
         try:
             await self.enforcer.abefore(call)
         except BaseException as exc:
-            self.fail_span(span, exc)
+            self._refused(span, spec, exc)
             raise
+        if call.replacement is not None:
+            self._substitute(span, spec, call.replacement)
+
+    def _refused(self, span: Span, spec: CallSpec, exc: BaseException) -> None:
+        """Close the span of a refused call; a rejection returned as the result goes to a
+        caller that takes it as a ``Substitution``."""
+        self.fail_span(span, exc)
+        if isinstance(exc, ApprovalDenied) and exc.result is not None and spec.substitutes:
+            raise Substitution(span, refused=exc) from None
+
+    def _substitute(
+        self, span: Span, spec: CallSpec, replacement: tuple[tuple[Any, ...], dict[str, Any]]
+    ) -> None:
+        """The call was approved with edited arguments: hand them to its caller, or refuse the
+        call when its caller cannot run it with them (never run it as it was)."""
+        if spec.substitutes:
+            raise Substitution(span, replacement)
+        from agentops_sdk.contract.decisions import DECISION_EVENT, Decision
+
+        reason = f"{span.name} was approved with edited arguments, which this call cannot take"
+        decision = Decision("deny", stage="approval", reason=reason)
+        span.add_event(DECISION_EVENT, **decision.to_wire())
+        refused = ApprovalDenied(reason, decision=decision)
+        self.fail_span(span, refused)
+        raise refused
 
     def end_span(self, span: Span, spec: CallSpec | None, result: Any = None) -> None:
         """Close a span that finished normally, recording ``result`` as its output (then the
@@ -534,12 +577,16 @@ def _kill_switch(options: Options, enforcer: Enforcer) -> KillSwitch | None:
     return stage
 
 
+_GOVERNING = frozenset({"controls", "policies"})
+"""The hub link topics that decide whether a call may run (approvals only answer questions)."""
+
+
 def _await_first_word(link: HubLink, timeout: float) -> None:
     """Unless an earlier process saved what it heard, wait up to ``timeout`` seconds for the
     hub's state of every topic the link reads: an agent's first calls must not run ungoverned
     merely because they came before the hub's answer. A restarted agent starts from its saved
     copy and does not wait."""
-    topics = link.topics
+    topics = link.topics & _GOVERNING
 
     def heard() -> bool:
         return topics <= link.snapshot.values.keys()
@@ -557,7 +604,21 @@ def _await_first_word(link: HubLink, timeout: float) -> None:
         )
 
 
-def _install_policy(options: Options, enforcer: Enforcer) -> None:
+def _install_approvals(options: Options, enforcer: Enforcer, policy: Stage | None) -> None:
+    """The approval stage, installed for a client with a hub URL and an API key (unless
+    ``controls`` is off): a ``require_approval`` of ``policy`` then waits for the hub's
+    reviewers (the stage idles while the policy stage does: nothing can ask it)."""
+    if not (options.controls and options.hub_url and options.api_key):
+        return
+    from agentops_sdk.enforcement.approval_requests import ApprovalClient
+    from agentops_sdk.enforcement.approvals import ApprovalStage
+
+    hub = ApprovalClient(options.hub_url, options.api_key, timeout=min(options.export_timeout, 5.0))
+    askers = () if policy is None else (policy,)
+    enforcer.install(ApprovalStage(enforcer.link, hub, askers=askers))
+
+
+def _install_policy(options: Options, enforcer: Enforcer) -> Stage | None:
     """The policy stage, installed for a client with a local policy file, or a hub URL and an
     API key (unless ``controls`` is off: then the hub governs nothing): the hub's set, starting
     from the one the last process saved, if any; the file's set applies whenever the hub has
@@ -568,7 +629,7 @@ def _install_policy(options: Options, enforcer: Enforcer) -> None:
     pydantic, which the SDK's own import does not load."""
     hub_url = options.hub_url if options.api_key and options.controls else None
     if options.policy_file is None and not hub_url:
-        return
+        return None
     from agentops_sdk.enforcement.policy import TOPIC, PolicyStage, hub_policy
 
     local = None
@@ -585,7 +646,9 @@ def _install_policy(options: Options, enforcer: Enforcer) -> None:
             effective, age = saved
             update = Update(TOPIC, hub_policy(effective), effective.etag, via="disk")
             enforcer.link.restore(update, age)
-    enforcer.install(PolicyStage(enforcer.link, local))
+    stage = PolicyStage(enforcer.link, local)
+    enforcer.install(stage)
+    return stage
 
 
 def arguments_of(kwargs: Mapping[str, Any] | None, given_input: Any) -> Mapping[str, Any]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 if TYPE_CHECKING:
     from agentops_sdk.spans import Span
 
-__all__ = ["CURRENT", "bind_context", "current_span"]
+__all__ = ["CURRENT", "RESUMING", "bind_context", "current_run_id", "current_span"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -27,6 +27,10 @@ CURRENT: contextvars.ContextVar[Span | None] = contextvars.ContextVar(
     "agentops_current_span", default=None
 )
 """The span whose code is running in this context; its ``run`` is the current run."""
+RESUMING: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "agentops_resumed_run", default=None
+)
+"""The id a run started in this context takes (``agentops.resume_run``); None: a new one."""
 
 
 def bind_context(fn: Callable[P, R]) -> Callable[P, R]:
@@ -49,3 +53,17 @@ def current_span() -> Span:
     from agentops_sdk.spans import NOOP_SPAN
 
     return CURRENT.get() or NOOP_SPAN
+
+
+def current_run_id() -> str | None:
+    """The id of the current run (a UUID string), or None outside any run.
+
+    Keep it to resume the run in another process with ``agentops.resume_run(run_id)``: an
+    approval asked in the run is then found again, not asked twice.
+    """
+    span = CURRENT.get()
+    if span is None:
+        return None
+    from agentops_sdk.ids import format_id
+
+    return format_id(span.run.id)

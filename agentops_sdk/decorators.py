@@ -29,10 +29,11 @@ from typing import Any, TypeVar, overload
 from agentops_sdk import client as _client
 from agentops_sdk.capture import Snapshot
 from agentops_sdk.client import CallSpec
-from agentops_sdk.context import CURRENT
+from agentops_sdk.context import CURRENT, RESUMING
+from agentops_sdk.enforcement.call import Substitution
 from agentops_sdk.spans import NOOP_SPAN, Span, SpanKind
 
-__all__ = ["agent", "llm", "run", "span", "step", "tool"]
+__all__ = ["agent", "llm", "resume_run", "run", "span", "step", "tool"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -237,6 +238,47 @@ class span(run):
         super().__init__(name, input=input, tags=tags, capture=capture)
 
 
+class resume_run:  # lower case: used like a function, ``with agentops.resume_run(run_id):``
+    """Continue an earlier run: a run started inside the block takes ``run_id`` instead of a
+    new id, so the hub adds to that run, and an approval the run asked for (bound to the run,
+    the call's name and its arguments) is found again, not asked twice.
+
+        run_id = agentops.current_run_id()     # in the first process; keep it somewhere
+        ...
+        with agentops.resume_run(run_id):      # in the process that takes over
+            researcher("cats")                 # a pending approval is waited for again
+
+    ``run_id`` is a run's UUID, as ``current_run_id()`` gives it (``ValueError`` otherwise).
+    Calls inside a run already running are not affected; each run started in the block (a
+    decorated agent called twice) continues the same run.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        from agentops_sdk.ids import format_id, parse_id
+
+        try:
+            number = parse_id(run_id)
+        except ValueError:
+            number = -1
+        if number < 0 or format_id(number) != run_id.lower():
+            raise ValueError(f"not a run id: {run_id!r}")
+        self.run_id = number
+        self._tokens: list[Any] = []
+
+    def __enter__(self) -> resume_run:
+        self._tokens.append(RESUMING.set(self.run_id))
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        RESUMING.reset(self._tokens.pop())
+
+    async def __aenter__(self) -> resume_run:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.__exit__(*exc_info)
+
+
 # -- building wrappers, once per decorated function ------------------------------------------
 
 
@@ -263,6 +305,7 @@ def _wrap(fn: Any, kind: SpanKind, settings: dict[str, Any]) -> Any:
         model=settings.get("model"),
         provider=settings.get("provider"),
         metadata=settings.get("metadata"),
+        substitutes=True,
     )
     if inspect.isasyncgenfunction(fn):
         wrapper = _async_generator_wrapper(fn, spec)
@@ -324,7 +367,13 @@ def _function_wrapper(fn: Callable[..., Any], spec: CallSpec) -> Callable[..., A
         client = _client.current
         if client is None:
             return fn(*args, **kwargs)
-        span = client.start(spec, args, kwargs)
+        try:
+            span = client.start(spec, args, kwargs)
+        except Substitution as substitution:  # an approval's edits, or its rejection as result
+            if substitution.refused is not None:
+                return substitution.refused.result
+            span = substitution.span
+            args, kwargs = substitution.replacement or (args, kwargs)
         if span is None:
             return fn(*args, **kwargs)
         # _enter/_exit inlined: this is the hottest path of the SDK.
@@ -356,7 +405,12 @@ def _coroutine_wrapper(fn: Callable[..., Any], spec: CallSpec) -> Callable[..., 
         if span is None:
             return await fn(*args, **kwargs)
         if client.enforcer.active:  # Client.astart inlined: no coroutine when nothing to await
-            await client.aenforce(span, spec, args, kwargs)
+            try:
+                await client.aenforce(span, spec, args, kwargs)
+            except Substitution as substitution:
+                if substitution.refused is not None:
+                    return substitution.refused.result
+                args, kwargs = substitution.replacement or (args, kwargs)
         token = CURRENT.set(span)
         otel = span.otel
         if otel is not None:
@@ -381,7 +435,13 @@ def _generator_wrapper(fn: Callable[..., Any], spec: CallSpec) -> Callable[..., 
         client = _client.current
         if client is None:
             return (yield from fn(*args, **kwargs))
-        span = client.start(spec, args, kwargs)
+        try:
+            span = client.start(spec, args, kwargs)
+        except Substitution as substitution:  # a generator cannot return the rejection
+            if substitution.refused is not None:
+                raise substitution.refused from None
+            span = substitution.span
+            args, kwargs = substitution.replacement or (args, kwargs)
         if span is None:
             return (yield from fn(*args, **kwargs))
         stream = _StreamSpan(client, span, spec)
@@ -431,7 +491,12 @@ def _async_generator_wrapper(fn: Callable[..., Any], spec: CallSpec) -> Callable
         client = _client.current
         span = None if client is None else client.start(spec, args, kwargs, None, False)
         if span is not None and client is not None and client.enforcer.active:
-            await client.aenforce(span, spec, args, kwargs)  # Client.astart inlined, as above
+            try:
+                await client.aenforce(span, spec, args, kwargs)  # Client.astart inlined
+            except Substitution as substitution:  # a generator cannot return the rejection
+                if substitution.refused is not None:
+                    raise substitution.refused from None
+                args, kwargs = substitution.replacement or (args, kwargs)
         stream = None if client is None or span is None else _StreamSpan(client, span, spec)
         generator: AsyncGenerator[Any, Any]
         try:

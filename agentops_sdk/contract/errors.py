@@ -114,9 +114,24 @@ class BudgetExceeded(EnforcementError):
 
 
 class ApprovalDenied(EnforcementError):
-    """A required human approval was refused or timed out."""
+    """A required human approval was refused or timed out.
+
+    ``result`` is set when the rule's ``on_reject`` is ``result``: the text a decorated tool or
+    step returns instead of running (calls that cannot return it raise this error).
+    """
 
     code = "approval_denied"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        rule: str | None = None,
+        decision: Decision | None = None,
+        result: str | None = None,
+    ) -> None:
+        super().__init__(message, rule=rule, decision=decision)
+        self.result = result
 
 
 class AgentPaused(EnforcementError):

@@ -344,6 +344,9 @@ class _CompiledRule:
             details["approval"] = {
                 "expires_in": terms.expires_in,
                 "on_expiry": terms.on_expiry,
+                "on_reject": terms.on_reject,
+                "escalate_after": terms.escalate_after,
+                "allow_self_approval": terms.allow_self_approval,
                 "arguments_sha256": None if frozen is None else frozen[1],
             }
         return Decision(

@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agentops_sdk.contract.decisions import Decision
+    from agentops_sdk.contract.errors import ApprovalDenied
     from agentops_sdk.enforcement.stage import Stage
     from agentops_sdk.spans import Span, Status
 
-__all__ = ["CallInfo", "CallResult"]
+__all__ = ["CallInfo", "CallResult", "Substitution"]
 
 
 class CallInfo:
@@ -31,6 +32,7 @@ class CallInfo:
         "decision",
         "kwargs",
         "reached",
+        "replacement",
         "span",
         "stages",
     )
@@ -58,6 +60,9 @@ class CallInfo:
         """The last decision recorded for it (None while every stage allowed it)."""
         self.approval: Decision | None = None
         """A ``require_approval`` decision the approval stage has not settled yet."""
+        self.replacement: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+        """The positional and keyword arguments the call must run with instead of its own
+        (an approval with edited arguments); None: its own."""
 
     @property
     def kind(self) -> str:
@@ -107,6 +112,32 @@ class CallInfo:
             self._arguments = named
         return self._arguments
 
+    def rebind(
+        self, edited: Mapping[str, Any], frozen: Mapping[str, Any] | None = None
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The positional and keyword arguments that call the function with ``edited`` (by
+        name, as :attr:`arguments` names them): each positional slot the call filled takes
+        its new value, other names go by keyword. A name ``edited`` leaves out keeps its
+        value; one whose value equals ``frozen`` (the arguments as JSON when they were
+        frozen) keeps the call's own object rather than its JSON form."""
+        original = self.arguments
+        frozen = frozen or {}
+        left = {
+            name: value
+            for name, value in edited.items()
+            if name not in original or name not in frozen or frozen[name] != value
+        }
+        names = self._param_names
+        args: list[Any] = []
+        for index, value in enumerate(self.args[: len(names)]):
+            name = names[index]
+            args.append(left.pop(name, value) if name else value)
+        extra = left.pop("*args", None)
+        args.extend(self.args[len(names) :] if extra is None else extra)
+        kwargs = dict(self.kwargs)
+        kwargs.update(left)
+        return tuple(args), kwargs
+
     @property
     def state(self) -> dict[str, Any]:
         """Scratch space for stages, kept from ``before`` to ``after`` (a budget's reservation):
@@ -133,3 +164,25 @@ class CallResult:
         self.cost: float | None = None
         """The call's cost in USD; None until the SDK prices calls itself (the budgets issue)."""
         self.duration_ns = 0 if span.end_ns is None else span.end_ns - span.start_ns
+
+
+class Substitution(Exception):
+    """Raised out of ``Client.start``/``aenforce`` to a decorator's wrapper (and nowhere
+    else) when the call must not run as it was made.
+
+    Either run it with ``replacement`` (positional and keyword arguments: an approval with
+    edited arguments; ``span`` stays open), or, with ``refused`` set, return
+    ``refused.result`` without running (a rejection the rule returns as the call's result;
+    ``span`` is closed as blocked, and a wrapper that cannot return it raises ``refused``).
+    """
+
+    def __init__(
+        self,
+        span: Span,
+        replacement: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
+        refused: ApprovalDenied | None = None,
+    ) -> None:
+        super().__init__(span.name)
+        self.span = span
+        self.replacement = replacement
+        self.refused = refused

@@ -9,6 +9,11 @@ link's thread. Each event has a kind, an id and JSON data:
 - ``policies`` (read when a policy stage is installed): the org's ``EffectivePolicy``; its set,
   compiled here on the link's thread, becomes the ``policies`` topic (None when the org has no
   active set: the local policy file applies), and is saved to disk beside the controls.
+- ``approvals`` (read when the approval stage is installed): the org's recently decided
+  approval requests (an ``ApprovalFeed``), which become the ``approvals`` topic: a read-only
+  mapping of request id to ``ApprovalRequest``. It is not polled: a waiting approval reads its
+  own request (``GET /api/v1/approvals/{id}``) while the stream is down
+  (:mod:`agentops_sdk.enforcement.approvals`).
 - ``heartbeat`` (every 15 s at least): the hub is there and nothing changed; the controls are
   confirmed (an update repeating them), which is what keeps them from going stale.
 - ``resync``: the hub dropped events meant for this client; everything is fetched again.
@@ -33,14 +38,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import operator
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
+from uuid import UUID
 
 from agentops_sdk._version import __version__
-from agentops_sdk.enforcement import controls, policy
+from agentops_sdk.enforcement import approvals, controls, policy
 from agentops_sdk.enforcement.failures import FailureLog
 from agentops_sdk.enforcement.link import Backoff, HubSource, Snapshot, Update
 from agentops_sdk.exporters import SDK_NAME
@@ -49,6 +57,7 @@ if TYPE_CHECKING:
     import httpx
     import httpx_sse
 
+    from agentops_sdk.contract.approvals import ApprovalFeed, ApprovalRequest
     from agentops_sdk.contract.controls import ControlSet
     from agentops_sdk.contract.policy import EffectivePolicy
     from agentops_sdk.enforcement.saved import SavedControls, SavedCopy, SavedPolicies
@@ -69,12 +78,15 @@ class _Feed:
 
     topic: str
     """Also the kind of its events on the stream."""
-    url: str
+    url: str | None
+    """Where to poll it; None: pushed on the stream only."""
     read: Callable[[str | bytes], Any]
     """The wire model from JSON (raises ``ValueError``); it has an ``etag``."""
     held: Callable[[Any], Any]
     """What the link's topic holds for a wire value."""
     saved: SavedCopy[Any] | None
+    etag: Callable[[Any], str] = operator.attrgetter("etag")
+    """The version of a wire value."""
 
 
 class HubStream(HubSource):
@@ -108,6 +120,8 @@ class HubStream(HubSource):
         self._api_key = api_key
         self._last_event_id: str | None = None
         self._stream_down = False
+        self._connected = False
+        self._opened = 0
         self._poll_down: set[str] = set()
         self._failures = FailureLog()
         self._lock = threading.Lock()
@@ -153,6 +167,16 @@ class HubStream(HubSource):
         finally:
             client.close()
 
+    @property
+    def connected(self) -> bool:
+        """Whether the hub's event stream is open now."""
+        return self._connected
+
+    @property
+    def opened(self) -> int:
+        """How many times the hub's event stream was opened."""
+        return self._opened
+
     def interrupt(self) -> None:
         """Wake the stream's blocked read: the link is stopping."""
         with self._lock:
@@ -180,6 +204,17 @@ class HubStream(HubSource):
                     self.saved_policies,
                 )
             )
+        if approvals.TOPIC in topics:
+            feeds.append(
+                _Feed(
+                    approvals.TOPIC,
+                    None,
+                    _read_approvals,
+                    _decided_by_id,
+                    None,
+                    operator.attrgetter("version"),
+                )
+            )
         return feeds
 
     # -- the stream ---------------------------------------------------------------------------
@@ -204,6 +239,8 @@ class HubStream(HubSource):
             if sock is not None:
                 with self._lock:
                     self._reading.add(sock)
+            self._connected = True
+            self._opened += 1
             try:
                 if stop.is_set():  # after registering: an interrupt from now on wakes us
                     return
@@ -217,6 +254,7 @@ class HubStream(HubSource):
                         self._last_event_id = event.id
                     yield from self._on_event(event, client, held)
             finally:
+                self._connected = False
                 if sock is not None:
                     with self._lock:
                         self._reading.discard(sock)
@@ -262,6 +300,8 @@ class HubStream(HubSource):
     def _poll_all(self, client: httpx.Client, held: dict[str, _Held]) -> Iterator[Update]:
         """Fetch every topic once (what fails is logged and skipped)."""
         for topic in held.values():
+            if topic.feed.url is None:
+                continue  # pushed only
             polled = self._poll_reporting(client, topic)
             if polled is not None:
                 yield polled
@@ -271,6 +311,7 @@ class HubStream(HubSource):
         import httpx
 
         feed = held.feed
+        assert feed.url is not None
         try:
             update = self._poll(client, held)
         except (httpx.HTTPError, _Refused, ValueError) as exc:
@@ -292,6 +333,7 @@ class HubStream(HubSource):
 
     def _poll(self, client: httpx.Client, held: _Held) -> Update | None:
         headers = {} if held.etag is None else {"If-None-Match": held.etag}
+        assert held.feed.url is not None
         response = client.get(held.feed.url, headers=headers)
         if response.status_code == 304:
             return held.confirm("poll")
@@ -316,11 +358,12 @@ class _Held:
         """A value came: the update for it. The held value is passed on again when this one has
         its ETag (the same version), so that stages keep what they compiled from it."""
         saved = self.feed.saved
-        if wire.etag == self.etag:
+        etag = self.feed.etag(wire)
+        if etag == self.etag:
             if saved is not None:
                 saved.touch()
         else:
-            self.value, self.etag = self.feed.held(wire), wire.etag
+            self.value, self.etag = self.feed.held(wire), etag
             if saved is not None:
                 saved.save(wire)
         return Update(self.feed.topic, self.value, self.etag, via=via)
@@ -344,6 +387,17 @@ def _read_policies(data: str | bytes) -> EffectivePolicy:
     from agentops_sdk.contract.policy import EffectivePolicy
 
     return EffectivePolicy.model_validate_json(data)
+
+
+def _read_approvals(data: str | bytes) -> ApprovalFeed:
+    from agentops_sdk.contract.approvals import ApprovalFeed
+
+    return ApprovalFeed.model_validate_json(data)
+
+
+def _decided_by_id(feed: ApprovalFeed) -> Mapping[UUID, ApprovalRequest]:
+    """What the ``approvals`` topic holds: the feed's requests by id, read-only."""
+    return MappingProxyType({request.id: request for request in feed.requests})
 
 
 def _same(value: Any) -> Any:

@@ -97,6 +97,18 @@ class HubSource(abc.ABC):
         raise (logged) or a return, the link waits a little longer each time and asks again.
         """
 
+    @property
+    def connected(self) -> bool:
+        """Whether the hub pushes news now (its stream is open): a stage waiting for news
+        polls for it itself while this is False."""
+        return False
+
+    @property
+    def opened(self) -> int:
+        """How many times the stream was opened: a stage waiting for news reads once what a
+        new connection may have missed while there was none."""
+        return 0
+
     def after_fork(self) -> None:  # noqa: B027 - most sources hold nothing a child must drop
         """In a forked child, before the link starts again: drop the parent's connections."""
 
@@ -155,6 +167,17 @@ class HubLink:
         """Whether the link's thread is alive."""
         thread = self._thread
         return thread is not None and thread.is_alive()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the link's source pushes the hub's news now (its stream is open)."""
+        source = self.source
+        return source is not None and self.running and source.connected
+
+    @property
+    def opened(self) -> int:
+        """How many times the source's stream was opened (see :attr:`HubSource.opened`)."""
+        return 0 if self.source is None else self.source.opened
 
     @property
     def topics(self) -> frozenset[str]:

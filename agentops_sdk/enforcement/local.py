@@ -35,6 +35,7 @@ class LocalHub(HubSource):
         self._failures_left = 0
         self.connections = 0
         """How many times a link started reading (once, plus once per reconnection)."""
+        self._reading = 0
 
     def publish(self, topic: str, value: Any) -> str:
         """Make ``value`` the state of ``topic``; return its ETag."""
@@ -43,6 +44,16 @@ class LocalHub(HubSource):
             self._values[topic] = (value, etag)
             self._changed.notify_all()
         return etag
+
+    @property
+    def connected(self) -> bool:
+        """Whether a link is reading from it now."""
+        return self._reading > 0
+
+    @property
+    def opened(self) -> int:
+        """How many times a link started reading (``connections``)."""
+        return self.connections
 
     def after_fork(self) -> None:
         """A forked child's copy starts with a fresh lock (the parent's link may have held it)."""
@@ -60,6 +71,16 @@ class LocalHub(HubSource):
         """What :class:`HubSource` asks: every topic change the reader has not seen, as it comes."""
         with self._changed:
             self.connections += 1
+            self._reading += 1
+        try:
+            yield from self._read(topics, known, stop)
+        finally:
+            with self._changed:
+                self._reading -= 1
+
+    def _read(
+        self, topics: frozenset[str], known: Snapshot, stop: threading.Event
+    ) -> Iterator[Update]:
         seen = dict(known.etags)
         while not stop.is_set():
             with self._changed:

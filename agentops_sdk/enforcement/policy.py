@@ -18,13 +18,14 @@ What a decision leads to:
 - ``deny`` raises :class:`~agentops_sdk.errors.PolicyViolation` with the rule's message before
   the call runs (integrations make sure the tool or the request never happens);
 - ``warn`` (and any rule in shadow mode) is recorded and blocks nothing;
-- ``require_approval`` is handed to the approval stage. Until the hub's approvals exist no such
+- ``require_approval`` is handed to the approval stage
+  (:mod:`agentops_sdk.enforcement.approvals`), installed whenever the client has a hub: the
+  call waits for a reviewer on the hub. Without a hub (a local policy file alone) no such
   stage is installed, so the enforcer refuses the call with
-  :class:`~agentops_sdk.errors.ApprovalDenied`; an approval stage of your own
-  (``client.enforcer.install(stage)``, a :class:`~agentops_sdk.enforcement.Stage` named
-  ``approval``) can settle it instead. The decision carries what an approval request needs:
-  the rule, ``approval.expires_in`` and ``approval.on_expiry``, and ``arguments_sha256``, the
-  hash of the call's arguments in canonical JSON
+  :class:`~agentops_sdk.errors.ApprovalDenied`. The decision carries what an approval request
+  needs: the rule, its ``approval`` terms (``expires_in``, ``on_expiry``, ``on_reject``,
+  ``escalate_after``, ``allow_self_approval``), and ``arguments_sha256``, the hash of the
+  call's arguments in canonical JSON
   (:func:`~agentops_sdk.contract.policy_engine.canonical_arguments`).
 
 Every decision but a plain allow is recorded on the call's span with the rule, the policy
@@ -127,6 +128,18 @@ class PolicyStage(Stage):
             return decision
         latency_us = round((time.perf_counter_ns() - started) / 1000, 1)
         return dataclasses.replace(decision, details={**decision.details, "latency_us": latency_us})
+
+    def recheck(self, call: CallInfo, arguments: Mapping[str, Any]) -> Decision | None:
+        """The decision on ``call`` were its arguments ``arguments`` (a reviewer's edits),
+        counting nothing: the call was counted when it passed. None when no rule fired."""
+        from agentops_sdk.enforcement.call import CallInfo
+
+        policy = self.policy
+        if policy is None:
+            return None
+        edited = CallInfo(call.span, (), arguments)
+        facts = _Facts(edited, self, self._tally(call.span.run))
+        return policy.evaluate(facts).decision
 
     def after_fork(self) -> None:
         """In a forked child: fresh locks (a parent's thread may have held one at the fork)."""

@@ -4,7 +4,8 @@ It stores each event id once (as the hub does), remembers every request, and can
 answer the next requests with a failure (``fail_next``), to refuse the API key, to refuse some
 events of a batch with 207 (``reject``), or to hang. It also serves the control endpoints an SDK
 with an API key reads (``controls``, a :class:`~tests.sdk.fake_controls.ControlsFeed`: an org
-with no controls unless a test publishes some); those requests are not in ``requests``.
+with no controls unless a test publishes some) and the approval endpoints (``approvals``, a
+:class:`~tests.sdk.fake_approvals.ApprovalDesk`); those requests are not in ``requests``.
 Run it in-process (``FakeHub().start()``) or as its own process (``python -m
 tests.sdk.fake_hub PORT``) for tests that need it to outlive or predate an SDK process.
 """
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.sdk.fake_approvals import ApprovalDesk
 from tests.sdk.fake_controls import ControlsFeed
 
 INGEST_PATH = "/api/v1/ingest/batch"
@@ -42,15 +44,22 @@ class FakeHub:
         self.reject: Callable[[dict[str, Any]], str | None] | None = None
         """Refuse each event this returns a reason for, answering 207 as the hub does."""
         self.controls = ControlsFeed(api_key)
+        self.approvals = ApprovalDesk(self.controls, api_key)
         self._lock = threading.Condition()
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                hub._handle(self)
+                if hub.approvals.handles(self.path):
+                    hub.approvals.handle(self, "POST")
+                else:
+                    hub._handle(self)
 
             def do_GET(self) -> None:
-                hub.controls.handle(self)
+                if hub.approvals.handles(self.path):
+                    hub.approvals.handle(self, "GET")
+                else:
+                    hub.controls.handle(self)
 
             def log_message(self, *args: Any) -> None:
                 pass

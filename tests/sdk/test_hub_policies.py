@@ -108,12 +108,13 @@ def test_a_policies_event_on_the_stream_changes_what_the_stage_denies(
 ) -> None:
     events = connect(hub.url)
     assert delete_user("u1") == "deleted"
-    # With no set in force the policy stage is idle: calls pass the controls stage alone.
+    # With no set in force the policy stage is idle, and the approval stage with it (nothing
+    # can ask it): calls pass the controls stage alone.
     assert stage_names(events) == ["controls"]
 
     feed.publish_policies(effective(1, NO_DELETES))
     assert holds(events, 1)
-    assert stage_names(events) == ["controls", "policy"]
+    assert stage_names(events) == ["controls", "policy", "approval"]
     with pytest.raises(agentops.PolicyViolation) as refused:
         delete_user("u2")
     feed.publish_policies(effective(2))

@@ -638,7 +638,12 @@ def test_an_approval_decision_carries_expiry_and_the_arguments_hash() -> None:
                 "id": "refunds",
                 "match": {"name": "refund"},
                 "outcome": "require_approval",
-                "approval": {"expires_in": "15m", "on_expiry": "allow"},
+                "approval": {
+                    "expires_in": "15m",
+                    "on_expiry": "allow",
+                    "on_reject": "result",
+                    "escalate_after": "5m",
+                },
             }
         ],
     }
@@ -658,7 +663,14 @@ def test_an_approval_decision_carries_expiry_and_the_arguments_hash() -> None:
     assert decision is not None
     assert decision.details == {
         "policy_version": "2024-06",
-        "approval": {"expires_in": 900.0, "on_expiry": "allow", "arguments_sha256": digest},
+        "approval": {
+            "expires_in": 900.0,
+            "on_expiry": "allow",
+            "on_reject": "result",
+            "escalate_after": 300.0,
+            "allow_self_approval": False,
+            "arguments_sha256": digest,
+        },
     }
 
 
