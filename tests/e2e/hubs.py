@@ -71,6 +71,11 @@ class Policies:
     def decisions(self, run_id: str, span: str) -> list[dict[str, Any]]:
         """The decision events the hub stores on the span named ``span`` of the run (none
         while the run has not arrived)."""
+        return self.events(run_id, span, "agentops.decision")
+
+    def events(self, run_id: str, span: str, name: str) -> list[dict[str, Any]]:
+        """The attributes of the events called ``name`` the hub stores on the span named
+        ``span`` of the run (none while the run has not arrived)."""
         response = self.http.get(f"/api/v1/runs/{run_id}")
         if response.status_code == 404:
             return []
@@ -80,7 +85,7 @@ class Policies:
             for node in _walk(response.json()["spans"])
             if node["name"] == span
             for event in node["events"]
-            if event["name"] == "agentops.decision"
+            if event["name"] == name
         ]
 
     def decision_within(self, run_id: str, span: str, since: float) -> dict[str, Any]:

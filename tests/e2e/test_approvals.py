@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from agentops_sdk.enforcement.approvals import REQUESTED_EVENT
 from agentops_server.security.permissions import Role
 from tests.e2e.agents import REACH, AgentProcess, agent_starter
 from tests.e2e.hubs import VISIBLE, Policies, SharedHub
@@ -342,12 +343,16 @@ def test_an_agent_killed_while_pending_resumes_the_run_finds_the_same_request_an
     assert org.read(request["id"])["state"] == "pending"
 
     assert org.decide(request["id"], "approve").status_code == 200
+    decided = time.monotonic()
     answer = second.answer()
 
     assert answer["outcome"] == "ok"
     assert answer["run_id"] == run_id
     assert arguments(org.sent()) == [("bob@other.org", "hi")], "once in total"
     assert org.read(request["id"])["claimed_at"] is not None
+    assert org.approval_decision(run_id, decided)["details"]["request_id"] == request["id"]
+    (requested,) = org.policies.events(run_id, "send_email", REQUESTED_EVENT)
+    assert (requested["request_id"], requested["state"]) == (request["id"], "pending")
 
 
 def test_a_retry_of_an_approved_call_that_ran_is_refused_and_the_tool_ran_once(
