@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,22 +25,40 @@ ROOT = Path(__file__).resolve().parents[2]
 REACH = 30.0
 """How long a change may take to reach an agent by default (the target is about a second; the
 margin is for a loaded test machine)."""
+ANSWER = 120.0
+"""How long an agent may take to answer a command by default (a command that waits, for an
+approval say, is answered once the wait is over)."""
 
 
 class AgentProcess:
-    """A running agent module: one JSON command in, one JSON answer out."""
+    """A running agent module: one JSON command in, one JSON answer out; ``ready`` is the line
+    it printed once ``init()`` returned."""
 
-    def __init__(self, process: subprocess.Popen[str]) -> None:
+    def __init__(self, process: subprocess.Popen[str], ready: dict[str, Any]) -> None:
         self.process = process
+        self.ready = ready
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, name="agent-stdout", daemon=True).start()
 
     def ask(self, **command: Any) -> dict[str, Any]:
         """Send ``command``; its answer."""
+        self.send(**command)
+        return self.answer()
+
+    def send(self, **command: Any) -> None:
+        """Send ``command`` without waiting for its answer (read it with :meth:`answer`)."""
         assert self.process.stdin is not None
-        assert self.process.stdout is not None
         self.process.stdin.write(json.dumps(command) + "\n")
         self.process.stdin.flush()
-        line = self.process.stdout.readline()
-        if not line:
+
+    def answer(self, within: float = ANSWER) -> dict[str, Any]:
+        """The answer to the oldest command not yet answered; fails if none comes ``within``
+        seconds or the process exits."""
+        try:
+            line = self._lines.get(timeout=within)
+        except queue.Empty:
+            pytest.fail(f"the agent did not answer within {within} s")
+        if line is None:
             assert self.process.stderr is not None
             pytest.fail(f"the agent exited:\n{self.process.stderr.read()}")
         answer: dict[str, Any] = json.loads(line)
@@ -59,6 +79,17 @@ class AgentProcess:
         assert self.process.stdin is not None
         self.process.stdin.close()
         assert self.process.wait(30) == 0
+
+    def kill(self) -> None:
+        """SIGKILL the process (no shutdown, nothing flushed) and reap it."""
+        self.process.kill()
+        self.process.wait(30)
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
 
 
 StartAgent = Callable[..., AgentProcess]
@@ -103,8 +134,9 @@ def agent_starter(
         if not ready:
             assert process.stderr is not None
             pytest.fail(f"the agent exited before it was ready:\n{process.stderr.read()}")
-        assert "ready" in json.loads(ready)
-        return AgentProcess(process)
+        said: dict[str, Any] = json.loads(ready)
+        assert "ready" in said
+        return AgentProcess(process, said)
 
     try:
         yield start

@@ -1,11 +1,31 @@
-"""Hub processes for the end-to-end tests."""
+"""Hub processes for the end-to-end tests, and the policies and runs API an operator uses on
+them."""
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from tests.server.servers import HubProcess, hub_process
+import httpx
+
+from tests.server.servers import HubOutput, HubProcess, hub_process, wait_until
+
+VISIBLE = 5.0
+"""How soon a decision must be readable through the hub's API, and a policy change must reach
+the agent (the issue's figure)."""
+VERSIONS = "/api/v1/policies/versions"
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedHub:
+    """A hub process the module's tests share, its database, and what it logs."""
+
+    url: str
+    database_url: str
+    log: HubOutput
 
 
 @contextmanager
@@ -16,3 +36,68 @@ def hub(database_url: str, port: int = 0, **settings: str) -> Iterator[HubProces
         "--database-url", database_url, "--no-migrate", environment=environment, port=port
     ) as process:
         yield process
+
+
+class Policies:
+    """The hub's policies and runs API, as an operator with the org's admin key uses it."""
+
+    def __init__(self, hub_url: str, api_key: str) -> None:
+        self.http = httpx.Client(
+            base_url=hub_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=30
+        )
+
+    def activate(self, *rules: dict[str, Any]) -> int:
+        """Save a version holding ``rules`` and make it the active set; its number."""
+        body = {"document": {"rules": list(rules)}, "activate": True}
+        response = self.http.post(VERSIONS, json=body)
+        assert response.status_code == 201, response.text
+        number: int = response.json()["number"]
+        return number
+
+    def rollback(self, number: int) -> int:
+        """Activate the document of version ``number`` again (as a new version); its number."""
+        (version,) = [item for item in self.versions() if item["number"] == number]
+        response = self.http.post(f"{VERSIONS}/{version['id']}/rollback", json={})
+        assert response.status_code in (200, 201), response.text
+        rolled: int = response.json()["number"]
+        return rolled
+
+    def versions(self) -> list[dict[str, Any]]:
+        response = self.http.get(VERSIONS)
+        assert response.status_code == 200, response.text
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+    def decisions(self, run_id: str, span: str) -> list[dict[str, Any]]:
+        """The decision events the hub stores on the span named ``span`` of the run (none
+        while the run has not arrived)."""
+        return self.events(run_id, span, "agentops.decision")
+
+    def events(self, run_id: str, span: str, name: str) -> list[dict[str, Any]]:
+        """The attributes of the events called ``name`` the hub stores on the span named
+        ``span`` of the run (none while the run has not arrived)."""
+        response = self.http.get(f"/api/v1/runs/{run_id}")
+        if response.status_code == 404:
+            return []
+        assert response.status_code == 200, response.text
+        return [
+            event["attributes"]
+            for node in _walk(response.json()["spans"])
+            if node["name"] == span
+            for event in node["events"]
+            if event["name"] == name
+        ]
+
+    def decision_within(self, run_id: str, span: str, since: float) -> dict[str, Any]:
+        """The one decision on that span, once the hub has it; fails unless it is readable
+        ``VISIBLE`` seconds after ``since`` (``time.monotonic()``)."""
+        found = wait_until(lambda: self.decisions(run_id, span), since + VISIBLE - time.monotonic())
+        assert found, f"no decision on {span} through the runs API within {VISIBLE} s"
+        (decision,) = found
+        return decision
+
+
+def _walk(nodes: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for node in nodes:
+        yield node
+        yield from _walk(node["children"])

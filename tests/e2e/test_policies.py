@@ -16,23 +16,13 @@ import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
-from agentops_server.db.migrate import upgrade
 from tests.e2e.agents import AgentProcess, agent_starter
-from tests.e2e.hubs import hub
-from tests.server.conftest import make_org, postgresql_schema
-from tests.server.servers import wait_until
-
-VISIBLE = 5.0
-"""How soon a decision must be readable through the hub's API, and a policy change must reach
-the agent (the issue's figure)."""
-VERSIONS = "/api/v1/policies/versions"
+from tests.e2e.hubs import VISIBLE, Policies, SharedHub
+from tests.server.conftest import make_org
 
 NO_DELETES = {
     "id": "no-deletes",
@@ -48,68 +38,6 @@ NO_LOOKUPS = {
 }
 
 
-class Policies:
-    """The hub's policies and runs API, as an operator with the org's admin key uses it."""
-
-    def __init__(self, hub_url: str, api_key: str) -> None:
-        self.http = httpx.Client(
-            base_url=hub_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=30
-        )
-
-    def activate(self, *rules: dict[str, Any]) -> int:
-        """Save a version holding ``rules`` and make it the active set; its number."""
-        body = {"document": {"rules": list(rules)}, "activate": True}
-        response = self.http.post(VERSIONS, json=body)
-        assert response.status_code == 201, response.text
-        number: int = response.json()["number"]
-        return number
-
-    def rollback(self, number: int) -> int:
-        """Activate the document of version ``number`` again (as a new version); its number."""
-        (version,) = [item for item in self.versions() if item["number"] == number]
-        response = self.http.post(f"{VERSIONS}/{version['id']}/rollback", json={})
-        assert response.status_code in (200, 201), response.text
-        rolled: int = response.json()["number"]
-        return rolled
-
-    def versions(self) -> list[dict[str, Any]]:
-        response = self.http.get(VERSIONS)
-        assert response.status_code == 200, response.text
-        items: list[dict[str, Any]] = response.json()["items"]
-        return items
-
-    def decisions(self, run_id: str, span: str) -> list[dict[str, Any]]:
-        """The decision events the hub stores on the span named ``span`` of the run (none
-        while the run has not arrived)."""
-        response = self.http.get(f"/api/v1/runs/{run_id}")
-        if response.status_code == 404:
-            return []
-        assert response.status_code == 200, response.text
-        return [
-            event["attributes"]
-            for node in _walk(response.json()["spans"])
-            if node["name"] == span
-            for event in node["events"]
-            if event["name"] == "agentops.decision"
-        ]
-
-    def decision_within(self, run_id: str, span: str, since: float) -> dict[str, Any]:
-        """The one decision on that span, once the hub has it; fails unless it is readable
-        ``VISIBLE`` seconds after ``since`` (``time.monotonic()``)."""
-        found = wait_until(lambda: self.decisions(run_id, span), since + VISIBLE - time.monotonic())
-        assert found, f"no decision on {span} through the runs API within {VISIBLE} s"
-        (decision,) = found
-        return decision
-
-
-@dataclasses.dataclass(frozen=True)
-class SharedHub:
-    """A hub process the module's tests share, and its database."""
-
-    url: str
-    database_url: str
-
-
 @dataclasses.dataclass(frozen=True)
 class Org:
     """A test's own org on the shared hub: its all-scopes key, its policies API, and where its
@@ -122,21 +50,6 @@ class Org:
     def ran(self) -> list[str]:
         """The tools whose bodies ran, in order."""
         return self.markers.read_text().split() if self.markers.exists() else []
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def shared_hub(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[SharedHub]:
-    """A hub process on a migrated database of each kind."""
-    with ExitStack() as stack:
-        if request.param == "sqlite":
-            database_url = f"sqlite:///{tmp_path_factory.mktemp('hub') / 'hub.db'}"
-        else:
-            database_url = stack.enter_context(postgresql_schema())
-        upgrade(database_url)
-        process = stack.enter_context(hub(database_url))
-        yield SharedHub(process.url, database_url)
 
 
 @pytest.fixture
@@ -264,9 +177,3 @@ def test_the_openai_client_asking_for_a_denied_model_sends_no_request(
     decision = org.policies.decision_within(refused["run_id"], "chat gpt-4", asked)
     assert (decision["outcome"], decision["rule"]) == ("deny", "no-gpt4")
     assert decision["details"]["policy_version"] == version
-
-
-def _walk(nodes: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for node in nodes:
-        yield node
-        yield from _walk(node["children"])
