@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentops_server.backends.derived_work import DerivedWork
 from agentops_server.backends.mailer import Mailer
+from agentops_server.services.costs import totals
 from agentops_server.services.notifications.announcements import Notifier
 from agentops_server.settings import Settings
 
@@ -47,7 +48,11 @@ def _notifications(derived: DerivedWork, context: TaskContext) -> None:
     Notifier(context.engine, context.settings, context.mailer, derived).register()
 
 
-REGISTRARS: tuple[Registrar, ...] = (_notifications,)
+def _costs(derived: DerivedWork, context: TaskContext) -> None:
+    totals.register(derived, context.engine)
+
+
+REGISTRARS: tuple[Registrar, ...] = (_notifications, _costs)
 """Every domain's registrar."""
 
 

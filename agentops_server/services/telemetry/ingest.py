@@ -43,6 +43,7 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from typing import Any
 
 import anyio.to_thread
@@ -71,6 +72,7 @@ from agentops_server.db.models import Agent, Base, Run, Span
 from agentops_server.db.types import to_utc
 from agentops_server.db.upsert import Row, dialect_insert, upsert_newest
 from agentops_server.refusals import Invalid, TooLarge, Unavailable
+from agentops_server.services.costs.prices import is_call, load_price_book, price_span_rows
 from agentops_server.values import decode_json
 
 __all__ = ["EVENTS_COMMITTED", "ingest_batch", "ingest_run"]
@@ -97,11 +99,14 @@ async def ingest_batch(
     max_events: int,
     charge: Charge | None = None,
     derived: DerivedWork | None = None,
+    pricing: bool = True,
 ) -> IngestResult:
     """Store the valid events of the batch in ``body`` for ``org_id``; commit; report per event."""
     parse = functools.partial(_parse_batch, body, org_id, max_events)
     parsed = await anyio.to_thread.run_sync(parse)
-    return await _charge_and_store(session, org_id, parsed, charge, derived)
+    return await _charge_and_store(
+        session, org_id, parsed, charge=charge, derived=derived, pricing=pricing
+    )
 
 
 async def ingest_run(
@@ -112,23 +117,28 @@ async def ingest_run(
     max_events: int,
     charge: Charge | None = None,
     derived: DerivedWork | None = None,
+    pricing: bool = True,
 ) -> IngestResult:
     """Store the run upload in ``body`` for ``org_id`` (all or none); commit; report."""
     parse = functools.partial(_parse_run_upload, body, org_id, max_events)
     parsed = await anyio.to_thread.run_sync(parse)
-    return await _charge_and_store(session, org_id, parsed, charge, derived)
+    return await _charge_and_store(
+        session, org_id, parsed, charge=charge, derived=derived, pricing=pricing
+    )
 
 
 async def _charge_and_store(
     session: AsyncSession,
     org_id: uuid.UUID,
     parsed: _Parsed,
+    *,
     charge: Charge | None,
     derived: DerivedWork | None,
+    pricing: bool,
 ) -> IngestResult:
     if charge is not None:
         await charge(len(parsed.runs) + len(parsed.spans) + len(parsed.rejections))
-    return await _store(session, org_id, parsed, derived)
+    return await _store(session, org_id, parsed, derived, pricing)
 
 
 # -- parsing: runs on a worker thread, so a large batch does not stall the event loop -----------
@@ -288,6 +298,21 @@ def _span_row(event: SpanEvent, org_id: uuid.UUID) -> Row:
         "provider": llm.provider if llm else None,
         "input_tokens": _bounded(llm.input_tokens, _INT64, "llm.input_tokens") if llm else None,
         "output_tokens": _bounded(llm.output_tokens, _INT64, "llm.output_tokens") if llm else None,
+        "cached_input_tokens": _bounded(llm.cached_input_tokens, _INT64, "llm.cached_input_tokens")
+        if llm
+        else None,
+        "cache_write_tokens": _bounded(llm.cache_write_tokens, _INT64, "llm.cache_write_tokens")
+        if llm
+        else None,
+        "reasoning_tokens": _bounded(llm.reasoning_tokens, _INT64, "llm.reasoning_tokens")
+        if llm
+        else None,
+        "sdk_cost": _money(llm.cost, "llm.cost") if llm else None,
+        # Set by pricing (services/costs/prices.py) before the rows are stored.
+        "cost": None,
+        "cost_match": None,
+        "pricing_version": None,
+        "priced_model": None,
     }
 
 
@@ -315,6 +340,15 @@ def _utc(moment: dt.datetime | None) -> dt.datetime | None:
 def _bounded(value: int | None, limit: int, field: str) -> int | None:
     if value is not None and value > limit:
         raise ValueError(f"{field}: {value} is more than the hub stores ({limit})")
+    return value
+
+
+_MAX_MONEY = Decimal(10) ** 10  # what Numeric(20, 10) holds
+
+
+def _money(value: Decimal | None, field: str) -> Decimal | None:
+    if value is not None and value >= _MAX_MONEY:
+        raise ValueError(f"{field}: {value} is more than the hub stores")
     return value
 
 
@@ -355,13 +389,21 @@ def _describe(exc: ValidationError, *, tagged: bool = False, limit: int = 3) -> 
 
 
 async def _store(
-    session: AsyncSession, org_id: uuid.UUID, parsed: _Parsed, derived: DerivedWork | None
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    parsed: _Parsed,
+    derived: DerivedWork | None,
+    pricing: bool,
 ) -> IngestResult:
     runs, run_steps = _fold(parsed.runs)
     spans, span_steps = _fold(parsed.spans)
     accepted = 0
     if runs or spans:
         try:
+            if pricing and any(is_call(row) for row in spans):
+                # In the transaction: an acknowledged span has its cost (run totals follow
+                # as derived work, see services/costs/totals.py).
+                price_span_rows(await load_price_book(session, org_id), spans)
             changed_runs = await upsert_newest(session, _table(Run), runs)
             changed_spans = await upsert_newest(session, _table(Span), spans)
             # Last: every batch of an agent updates its row, so its lock is held the least time.
