@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import re
 import uuid
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -78,6 +79,7 @@ class Victim:
             )
             session.add(models.ControlVersion(org_id=key.org_id, version=1))
             _add_policies(session, key.org_id)
+            _add_pricing(session, key.org_id)
             session.commit()
         self.ids = sorted({value for row in self.rows() for value in row if _is_uuid(value)})
         self.user_ids = [
@@ -191,6 +193,38 @@ def _add_policies(session: Session, org_id: uuid.UUID) -> None:
     )
 
 
+def _add_pricing(session: Session, org_id: uuid.UUID) -> None:
+    """A custom model price of the victim's, and a recompute job of its."""
+    now = dt.datetime.now(dt.UTC)
+    session.add_all(
+        [
+            models.ModelPriceRow(
+                org_id=org_id,
+                id=uuid.uuid4(),
+                provider="",
+                model="globex-secret-model",
+                input=Decimal("3"),
+                output=Decimal("15"),
+                tiers=[],
+                note="globex-secret price",
+                created_at=now,
+                updated_at=now,
+            ),
+            models.PricingJob(
+                org_id=org_id,
+                id=uuid.uuid4(),
+                range_from=now - dt.timedelta(days=1),
+                range_to=now,
+                status="done",
+                spans_priced=0,
+                runs_totalled=0,
+                requested_by="globex-secret-requester",
+                created_at=now,
+            ),
+        ]
+    )
+
+
 def org_rows(database_url: str, org_id: uuid.UUID) -> list[tuple[str, ...]]:
     """Every row of ``org_id`` in every tenant table, as sorted tuples of strings."""
     found: list[tuple[str, ...]] = []
@@ -244,6 +278,11 @@ def bodies(victim: Victim) -> st.SearchStrategy[dict[str, Any]]:
             "agents": st.just(["globex-secret-agent"]),
             "filter": st.just({}),
             "tags": st.just(["globex-secret-tag"]),
+            "model": st.just("globex-secret-model"),
+            "input": st.just("3"),
+            "output": st.just("15"),
+            "from": st.just("2020-01-01T00:00:00Z"),
+            "to": st.just("2100-01-01T00:00:00Z"),
         },
     )
 
