@@ -277,11 +277,11 @@ def _effective(book: PriceBook, model: str, provider: str | None) -> EffectivePr
         source=found.source,
         priced_model=found.priced_model,
         version=found.version,
-        input=rates.input,
-        output=rates.output,
-        cached_input=rates.cached_input,
-        cache_write=rates.cache_write,
-        reasoning=rates.reasoning,
+        input=_plain(rates.input),
+        output=_plain(rates.output),
+        cached_input=_plain(rates.cached_input),
+        cache_write=_plain(rates.cache_write),
+        reasoning=_plain(rates.reasoning),
         tiers=[
             {"above_input_tokens": tier.above_input_tokens, **_rates_dict(tier.rates)}
             for tier in found.price.tiers
@@ -325,9 +325,16 @@ def _values(data: NewPrice, now: dt.datetime) -> dict[str, Any]:
 
 def _rates_dict(rates: Any) -> dict[str, str | None]:
     return {
-        name: None if getattr(rates, name) is None else format(getattr(rates, name), "f")
+        name: None if getattr(rates, name) is None else format(_plain(getattr(rates, name)), "f")
         for name in ("input", "output", "cached_input", "cache_write", "reasoning")
     }
+
+
+def _plain(value: Decimal | None) -> Decimal | None:
+    """``value`` without trailing zeros, never in exponent form (``1.5000`` -> ``1.5``)."""
+    if value is None:
+        return None
+    return value.quantize(Decimal(1)) if value == value.to_integral() else value.normalize()
 
 
 async def _row(session: AsyncSession, org_id: uuid.UUID, price_id: uuid.UUID) -> ModelPriceRow:
@@ -365,11 +372,11 @@ def _view(row: ModelPriceRow) -> OrgPriceView:
         provider=row.provider,
         model=row.model,
         kind="override" if known else "custom",
-        input=row.input,
-        output=row.output,
-        cached_input=row.cached_input,
-        cache_write=row.cache_write,
-        reasoning=row.reasoning,
+        input=_plain(row.input),
+        output=_plain(row.output),
+        cached_input=_plain(row.cached_input),
+        cache_write=_plain(row.cache_write),
+        reasoning=_plain(row.reasoning),
         tiers=row.tiers,
         note=row.note,
         version=price_version(org_price_of(row).price),
