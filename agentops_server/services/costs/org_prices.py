@@ -331,9 +331,11 @@ def _rates_dict(rates: Any) -> dict[str, str | None]:
 
 
 def _plain(value: Decimal | None) -> Decimal | None:
+    return None if value is None else _plain_rate(value)
+
+
+def _plain_rate(value: Decimal) -> Decimal:
     """``value`` without trailing zeros, never in exponent form (``1.5000`` -> ``1.5``)."""
-    if value is None:
-        return None
     return value.quantize(Decimal(1)) if value == value.to_integral() else value.normalize()
 
 
@@ -372,8 +374,8 @@ def _view(row: ModelPriceRow) -> OrgPriceView:
         provider=row.provider,
         model=row.model,
         kind="override" if known else "custom",
-        input=_plain(row.input),
-        output=_plain(row.output),
+        input=_plain_rate(row.input),
+        output=_plain_rate(row.output),
         cached_input=_plain(row.cached_input),
         cache_write=_plain(row.cache_write),
         reasoning=_plain(row.reasoning),
