@@ -49,7 +49,8 @@ def _notifications(derived: DerivedWork, context: TaskContext) -> None:
 
 
 def _costs(derived: DerivedWork, context: TaskContext) -> None:
-    totals.register(derived, context.engine)
+    if context.settings.pricing:  # with pricing off, nothing is priced and nothing totalled
+        totals.register(derived, context.engine)
 
 
 REGISTRARS: tuple[Registrar, ...] = (_notifications, _costs)

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from agentops_server.backends.derived_work import DerivedWork
@@ -67,19 +67,15 @@ class RunTotals:
         self._engine = engine
 
     async def events_committed(self, notice: Mapping[str, Any]) -> None:
-        """Re-total the runs a commit touched: its runs, and the runs of its spans."""
+        """Re-total the runs a commit touched: its runs (one may arrive after its spans), and
+        the runs of its LLM calls."""
         org_id = uuid.UUID(str(notice["org_id"]))
         run_ids = {uuid.UUID(value) for value in notice.get("run_ids", ())}
-        span_ids = [uuid.UUID(value) for value in notice.get("span_ids", ())]
+        run_ids.update(uuid.UUID(value) for value in notice.get("call_run_ids", ()))
+        if not run_ids:
+            return
         with tenant(org_id=org_id):
             async with open_session(self._engine) as session:
-                for chunk in _chunks(span_ids):
-                    found = await session.scalars(
-                        select(Span.run_id)
-                        .where(Span.org_id == org_id, Span.id.in_(chunk))
-                        .distinct()
-                    )
-                    run_ids.update(found)
                 await total_runs(session, org_id, run_ids)
                 await session.commit()
 
@@ -142,29 +138,12 @@ async def total_runs(session: AsyncSession, org_id: uuid.UUID, run_ids: Iterable
         )
         if not locked:
             continue
-        calls = await session.execute(
-            select(
-                Span.run_id,
-                Span.cost,
-                Span.sdk_cost,
-                Span.cached_input_tokens,
-                Span.cache_write_tokens,
-                Span.reasoning_tokens,
-            ).where(Span.org_id == org_id, Span.run_id.in_(locked), Span.cost_match.is_not(None))
-        )
         sums = {run_id: _empty(org_id, run_id) for run_id in locked}
-        for run_id, cost, sdk_cost, cached, written, reasoning in calls:
-            total = sums[run_id]
-            total["llm_calls"] += 1
-            if cost is None:
-                total["unpriced_calls"] += 1
-            else:
-                total["cost"] += cost
-            if sdk_cost is not None:
-                total["sdk_cost"] = (total["sdk_cost"] or Decimal(0)) + sdk_cost
-            total["cached_input_tokens"] += cached or 0
-            total["cache_write_tokens"] += written or 0
-            total["reasoning_tokens"] += reasoning or 0
+        calls = Span.org_id == org_id, Span.run_id.in_(locked), Span.cost_match.is_not(None)
+        if session.get_bind().dialect.name == "postgresql":  # numeric sums are exact there
+            await _sum_in_sql(session, calls, sums)
+        else:
+            await _sum_in_python(session, calls, sums)
         for total in sums.values():
             if total["llm_calls"] and total["llm_calls"] == total["unpriced_calls"]:
                 total["cost"] = None  # nothing priced: unknown, not $0
@@ -215,6 +194,63 @@ async def _finish(
         .values(finished_at=dt.datetime.now(dt.UTC), **values)
     )
     await session.commit()
+
+
+async def _sum_in_sql(
+    session: AsyncSession, calls: tuple[Any, ...], sums: dict[uuid.UUID, dict[str, Any]]
+) -> None:
+    found = await session.execute(
+        select(
+            Span.run_id,
+            func.count(),
+            func.count() - func.count(Span.cost),
+            func.coalesce(func.sum(Span.cost), 0),
+            func.sum(Span.sdk_cost),
+            func.coalesce(func.sum(Span.cached_input_tokens), 0),
+            func.coalesce(func.sum(Span.cache_write_tokens), 0),
+            func.coalesce(func.sum(Span.reasoning_tokens), 0),
+        )
+        .where(*calls)
+        .group_by(Span.run_id)
+    )
+    for run_id, count, unpriced, cost, sdk_cost, cached, written, reasoning in found:
+        sums[run_id].update(
+            llm_calls=count,
+            unpriced_calls=unpriced,
+            cost=cost,
+            sdk_cost=sdk_cost,
+            cached_input_tokens=cached,
+            cache_write_tokens=written,
+            reasoning_tokens=reasoning,
+        )
+
+
+async def _sum_in_python(
+    session: AsyncSession, calls: tuple[Any, ...], sums: dict[uuid.UUID, dict[str, Any]]
+) -> None:
+    """SQLite sums numerics as floats: the exact sums are made here, in Decimal."""
+    found = await session.execute(
+        select(
+            Span.run_id,
+            Span.cost,
+            Span.sdk_cost,
+            Span.cached_input_tokens,
+            Span.cache_write_tokens,
+            Span.reasoning_tokens,
+        ).where(*calls)
+    )
+    for run_id, cost, sdk_cost, cached, written, reasoning in found:
+        total = sums[run_id]
+        total["llm_calls"] += 1
+        if cost is None:
+            total["unpriced_calls"] += 1
+        else:
+            total["cost"] += cost
+        if sdk_cost is not None:
+            total["sdk_cost"] = (total["sdk_cost"] or Decimal(0)) + sdk_cost
+        total["cached_input_tokens"] += cached or 0
+        total["cache_write_tokens"] += written or 0
+        total["reasoning_tokens"] += reasoning or 0
 
 
 def _empty(org_id: uuid.UUID, run_id: uuid.UUID) -> dict[str, Any]:
