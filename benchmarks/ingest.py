@@ -16,7 +16,7 @@ the clients spend their time waiting on the hub, not making JSON.
 ``--pricing off,on`` (the default) measures each database twice in the same run, the hub started
 with ``AGENTOPS_PRICING=false`` then ``true`` (two of every three spans are LLM calls, priced in
 the ingest transaction, their runs totalled as derived work in the hub process), and prints what
-pricing costs in throughput.
+pricing costs in throughput; ``--repeat N`` alternates the two N times and shows medians.
 """
 
 from __future__ import annotations
@@ -54,6 +54,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="hub processes")
     parser.add_argument("--databases", default="sqlite,postgresql")
     parser.add_argument("--pricing", default="off,on", help="off, on, or both: off,on")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds of each setting, alternated; medians shown"
+    )
     arguments = parser.parse_args()
 
     print(
@@ -65,14 +68,18 @@ def main() -> None:
         f"{'p50 ms':>9}{'p99 ms':>9}"
     )
     for database in arguments.databases.split(","):
+        rounds: dict[str, list[dict[str, float]]] = {}
+        for _ in range(arguments.repeat):  # alternated, so a busy spell hits both settings
+            for pricing in arguments.pricing.split(","):
+                with fresh_database(database) as url:
+                    rounds.setdefault(pricing, []).append(measure(url, arguments, pricing == "on"))
         rates: dict[str, float] = {}
-        for pricing in arguments.pricing.split(","):
-            with fresh_database(database) as url:
-                result = measure(url, arguments, pricing == "on")
-            rates[pricing] = result["spans_per_second"]
+        for pricing, results in rounds.items():
+            median = {key: statistics.median(r[key] for r in results) for key in results[0]}
+            rates[pricing] = median["spans_per_second"]
             print(
-                f"{database:<12}{pricing:<9}{result['spans_per_second']:>16,.0f}"
-                f"{result['requests']:>10}{result['p50_ms']:>9.1f}{result['p99_ms']:>9.1f}"
+                f"{database:<12}{pricing:<9}{median['spans_per_second']:>16,.0f}"
+                f"{median['requests']:>10.0f}{median['p50_ms']:>9.1f}{median['p99_ms']:>9.1f}"
             )
         if {"off", "on"} <= rates.keys():
             print(f"{database}: pricing costs {1 - rates['on'] / rates['off']:.1%} of throughput")

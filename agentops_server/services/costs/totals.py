@@ -2,13 +2,18 @@
 
 Spans are priced in the ingest transaction (:mod:`.prices`); a run's totals (cost, the SDK's
 cost, cached/cache-write/reasoning tokens, LLM calls and unpriced calls) are sums over its spans,
-which may arrive in many requests, before or after the run. So they are kept by a task of the
-:data:`~agentops_server.services.telemetry.ingest.EVENTS_COMMITTED` notice: after each commit it
-locks the runs touched (in id order, ``FOR UPDATE`` on PostgreSQL; SQLite has one writer) and
-sums their spans afresh in a new statement. Whichever task runs last after the last commit sees
-every span, so the totals are exact once derived work has run, and a task that runs twice
-changes nothing. Sums are made in Python, in :class:`~decimal.Decimal` (SQLite has no decimal
-arithmetic).
+which may arrive in many requests, before or after the run
+(:func:`~agentops_server.services.costs.run_totals.total_runs`: it first writes the runs, which
+locks them, then sums their spans in a new statement, so it sees every committed span).
+
+- On PostgreSQL they are derived work: a task of the
+  :data:`~agentops_server.services.telemetry.ingest.EVENTS_COMMITTED` notice re-totals the runs a
+  commit touched. Whichever task runs last after the last commit sees every span, so the totals
+  are exact once derived work has run, and a task that runs twice changes nothing. Summing in
+  the ingest transaction instead would miss a concurrent request's spans (READ COMMITTED), and
+  locking the run there would invert the upserts' lock order.
+- On SQLite, which has one writer, ingest totals them in its own transaction (exact on the ack,
+  and no second commit), and the task does nothing.
 
 :func:`recompute` re-prices an org's spans that started in a time range at today's prices (the
 catalog under the org's own prices) and re-totals their runs: the task of :data:`RECOMPUTE`,
@@ -21,18 +26,18 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from decimal import Decimal
+from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from agentops_server.backends.derived_work import DerivedWork
 from agentops_server.db.engine import open_session
-from agentops_server.db.models import PricingJob, Run, Span
+from agentops_server.db.models import PricingJob, Span
 from agentops_server.db.tenancy import tenant
 from agentops_server.services.costs.prices import load_price_book, price_span_rows
+from agentops_server.services.costs.run_totals import chunks, total_runs
 from agentops_server.services.telemetry.ingest import EVENTS_COMMITTED
 
 __all__ = ["RECOMPUTE", "RunTotals", "recompute", "register", "total_runs"]
@@ -42,7 +47,6 @@ logger = logging.getLogger("agentops_server.costs")
 RECOMPUTE = "costs.recompute"
 """The notice of a recompute job: ``{"org_id", "job_id"}`` (the job's row holds the range)."""
 
-_CHUNK = 500
 _COST_COLUMNS = ("cost", "cost_match", "pricing_version", "priced_model")
 _PRICED_INPUT = (
     Span.id,
@@ -72,8 +76,8 @@ class RunTotals:
         org_id = uuid.UUID(str(notice["org_id"]))
         run_ids = {uuid.UUID(value) for value in notice.get("run_ids", ())}
         run_ids.update(uuid.UUID(value) for value in notice.get("call_run_ids", ()))
-        if not run_ids:
-            return
+        if not run_ids or self._engine.dialect.name == "sqlite":
+            return  # one writer: ingest totalled them in its transaction
         with tenant(org_id=org_id):
             async with open_session(self._engine) as session:
                 await total_runs(session, org_id, run_ids)
@@ -108,50 +112,6 @@ def register(derived: DerivedWork, engine: AsyncEngine) -> None:
     derived.register(RECOMPUTE, totals.recompute_job)
 
 
-async def total_runs(session: AsyncSession, org_id: uuid.UUID, run_ids: Iterable[uuid.UUID]) -> int:
-    """Set the totals of the org's runs ``run_ids`` from their spans (in ``session``'s
-    transaction); the number of runs totalled (runs not stored yet are totalled on arrival)."""
-    runs = _table(Run)
-    statement = (
-        update(runs)
-        .where(runs.c.org_id == bindparam("b_org_id"), runs.c.id == bindparam("b_id"))
-        .values(
-            cost=bindparam("cost"),
-            sdk_cost=bindparam("sdk_cost"),
-            cached_input_tokens=bindparam("cached_input_tokens"),
-            cache_write_tokens=bindparam("cache_write_tokens"),
-            reasoning_tokens=bindparam("reasoning_tokens"),
-            llm_calls=bindparam("llm_calls"),
-            unpriced_calls=bindparam("unpriced_calls"),
-        )
-    )
-    totalled = 0
-    for chunk in _chunks(sorted(set(run_ids))):
-        # Lock first, then read the spans in a new statement: it sees every committed span.
-        locked = list(
-            await session.scalars(
-                select(Run.id)
-                .where(Run.org_id == org_id, Run.id.in_(chunk))
-                .order_by(Run.id)
-                .with_for_update()
-            )
-        )
-        if not locked:
-            continue
-        sums = {run_id: _empty(org_id, run_id) for run_id in locked}
-        calls = Span.org_id == org_id, Span.run_id.in_(locked), Span.cost_match.is_not(None)
-        if session.get_bind().dialect.name == "postgresql":  # numeric sums are exact there
-            await _sum_in_sql(session, calls, sums)
-        else:
-            await _sum_in_python(session, calls, sums)
-        for total in sums.values():
-            if total["llm_calls"] and total["llm_calls"] == total["unpriced_calls"]:
-                total["cost"] = None  # nothing priced: unknown, not $0
-        await session.execute(statement, list(sums.values()))
-        totalled += len(locked)
-    return totalled
-
-
 async def recompute(
     session: AsyncSession, org_id: uuid.UUID, range_from: dt.datetime, range_to: dt.datetime
 ) -> tuple[int, int]:
@@ -174,7 +134,7 @@ async def recompute(
     )
     rows = [dict(row._mapping) for row in found]
     price_span_rows(book, rows)
-    for chunk in _chunks(rows):
+    for chunk in chunks(rows):
         params = [
             {"b_org_id": org_id, "b_id": row["id"], **{name: row[name] for name in _COST_COLUMNS}}
             for row in chunk
@@ -194,82 +154,6 @@ async def _finish(
         .values(finished_at=dt.datetime.now(dt.UTC), **values)
     )
     await session.commit()
-
-
-async def _sum_in_sql(
-    session: AsyncSession, calls: tuple[Any, ...], sums: dict[uuid.UUID, dict[str, Any]]
-) -> None:
-    found = await session.execute(
-        select(
-            Span.run_id,
-            func.count(),
-            func.count() - func.count(Span.cost),
-            func.coalesce(func.sum(Span.cost), 0),
-            func.sum(Span.sdk_cost),
-            func.coalesce(func.sum(Span.cached_input_tokens), 0),
-            func.coalesce(func.sum(Span.cache_write_tokens), 0),
-            func.coalesce(func.sum(Span.reasoning_tokens), 0),
-        )
-        .where(*calls)
-        .group_by(Span.run_id)
-    )
-    for run_id, count, unpriced, cost, sdk_cost, cached, written, reasoning in found:
-        sums[run_id].update(
-            llm_calls=count,
-            unpriced_calls=unpriced,
-            cost=cost,
-            sdk_cost=sdk_cost,
-            cached_input_tokens=cached,
-            cache_write_tokens=written,
-            reasoning_tokens=reasoning,
-        )
-
-
-async def _sum_in_python(
-    session: AsyncSession, calls: tuple[Any, ...], sums: dict[uuid.UUID, dict[str, Any]]
-) -> None:
-    """SQLite sums numerics as floats: the exact sums are made here, in Decimal."""
-    found = await session.execute(
-        select(
-            Span.run_id,
-            Span.cost,
-            Span.sdk_cost,
-            Span.cached_input_tokens,
-            Span.cache_write_tokens,
-            Span.reasoning_tokens,
-        ).where(*calls)
-    )
-    for run_id, cost, sdk_cost, cached, written, reasoning in found:
-        total = sums[run_id]
-        total["llm_calls"] += 1
-        if cost is None:
-            total["unpriced_calls"] += 1
-        else:
-            total["cost"] += cost
-        if sdk_cost is not None:
-            total["sdk_cost"] = (total["sdk_cost"] or Decimal(0)) + sdk_cost
-        total["cached_input_tokens"] += cached or 0
-        total["cache_write_tokens"] += written or 0
-        total["reasoning_tokens"] += reasoning or 0
-
-
-def _empty(org_id: uuid.UUID, run_id: uuid.UUID) -> dict[str, Any]:
-    return {
-        "b_org_id": org_id,
-        "b_id": run_id,
-        "cost": Decimal(0),
-        "sdk_cost": None,
-        "cached_input_tokens": 0,
-        "cache_write_tokens": 0,
-        "reasoning_tokens": 0,
-        "llm_calls": 0,
-        "unpriced_calls": 0,
-    }
-
-
-def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
 
 
 def _table(model: Any) -> Table:

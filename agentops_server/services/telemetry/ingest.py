@@ -73,6 +73,7 @@ from agentops_server.db.types import to_utc
 from agentops_server.db.upsert import Row, dialect_insert, upsert_newest
 from agentops_server.refusals import Invalid, TooLarge, Unavailable
 from agentops_server.services.costs.prices import is_call, load_price_book, price_span_rows
+from agentops_server.services.costs.run_totals import total_runs
 from agentops_server.values import decode_json
 
 __all__ = ["EVENTS_COMMITTED", "ingest_batch", "ingest_run"]
@@ -402,19 +403,21 @@ async def _store(
     if runs or spans:
         try:
             if pricing and any(is_call(row) for row in spans):
-                # In the transaction: an acknowledged span has its cost (run totals follow
-                # as derived work, see services/costs/totals.py).
+                # In the transaction: an acknowledged span has its cost (run totals: below on
+                # SQLite, as derived work on PostgreSQL, see services/costs/totals.py).
                 price_span_rows(await load_price_book(session, org_id), spans)
             changed_runs = await upsert_newest(session, _table(Run), runs)
             changed_spans = await upsert_newest(session, _table(Span), spans)
             # Last: every batch of an agent updates its row, so its lock is held the least time.
             await _register_agents(session, org_id, runs)
+            calls = {row["run_id"] for row in spans if row["id"] in changed_spans and is_call(row)}
+            if pricing and _dialect(session) == "sqlite" and (changed_runs or calls):
+                # SQLite has one writer: totals made here cannot miss a concurrent span, and
+                # spare derived work a second commit (on PostgreSQL they are derived work).
+                await total_runs(session, org_id, changed_runs | calls)
             notice = None
             if derived is not None and (changed_runs or changed_spans):
                 # In the same transaction: the change and what it owes commit together.
-                calls = {
-                    row["run_id"] for row in spans if row["id"] in changed_spans and is_call(row)
-                }
                 notice = await derived.record(
                     session, EVENTS_COMMITTED, _notice(org_id, changed_runs, changed_spans, calls)
                 )
@@ -486,6 +489,10 @@ def _supersedes(new: Row, old: Row) -> bool:
         return True
     new_end, old_end = new["ended_at"], old["ended_at"]
     return new_end is not None and old_end is not None and new_end > old_end
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
 
 
 def _table(model: type[Base]) -> Table:
