@@ -36,15 +36,8 @@ async def total_runs(session: AsyncSession, org_id: uuid.UUID, run_ids: Iterable
     )
     totalled = 0
     for chunk in chunks(sorted(set(run_ids))):
-        # Lock first (a write: row locks on PostgreSQL, the write lock on SQLite), then read
-        # the spans in a new statement: it sees every committed span.
-        touched = await session.execute(
-            update(runs)
-            .where(runs.c.org_id == org_id, runs.c.id.in_(chunk))
-            .values(llm_calls=runs.c.llm_calls)
-            .returning(runs.c.id)
-        )
-        locked = sorted(touched.scalars())
+        # Lock first, then read the spans in a new statement: it sees every committed span.
+        locked = await _lock(session, runs, org_id, chunk)
         if not locked:
             continue
         sums = {run_id: _empty(org_id, run_id) for run_id in locked}
@@ -59,6 +52,24 @@ async def total_runs(session: AsyncSession, org_id: uuid.UUID, run_ids: Iterable
         await session.execute(statement, list(sums.values()))
         totalled += len(locked)
     return totalled
+
+
+async def _lock(
+    session: AsyncSession, runs: Table, org_id: uuid.UUID, run_ids: Sequence[uuid.UUID]
+) -> list[uuid.UUID]:
+    """Lock the stored runs among ``run_ids`` and return their ids, in id order (the order
+    ingest locks runs in, so the two never deadlock). PostgreSQL: ``FOR UPDATE``; SQLite, which
+    ignores it: a no-op write, which takes the database's write lock."""
+    chosen = runs.c.org_id == org_id, runs.c.id.in_(run_ids)
+    if session.get_bind().dialect.name == "postgresql":
+        locked = await session.scalars(
+            select(runs.c.id).where(*chosen).order_by(runs.c.id).with_for_update()
+        )
+        return list(locked)
+    touched = await session.execute(
+        update(runs).where(*chosen).values(llm_calls=runs.c.llm_calls).returning(runs.c.id)
+    )
+    return sorted(touched.scalars())
 
 
 async def _sum_in_sql(

@@ -3,8 +3,8 @@
 Spans are priced in the ingest transaction (:mod:`.prices`); a run's totals (cost, the SDK's
 cost, cached/cache-write/reasoning tokens, LLM calls and unpriced calls) are sums over its spans,
 which may arrive in many requests, before or after the run
-(:func:`~agentops_server.services.costs.run_totals.total_runs`: it first writes the runs, which
-locks them, then sums their spans in a new statement, so it sees every committed span).
+(:func:`~agentops_server.services.costs.run_totals.total_runs`: it first locks the runs, then
+sums their spans in a new statement, so it sees every committed span).
 
 - On PostgreSQL they are derived work: a task of the
   :data:`~agentops_server.services.telemetry.ingest.EVENTS_COMMITTED` notice re-totals the runs a
