@@ -200,6 +200,11 @@ class Catalog:
             return None
         return PriceMatch(owner.id, info.id, converted, kind, self.version)
 
+    def timeless(self, model: str, provider: str | None = None) -> bool:
+        """Whether ``model``'s price is the same at any time (no dated or hourly prices)."""
+        found = self._found.get((provider.lower() if provider else None, model.lower()))
+        return found is None or not isinstance(found[1].prices, list)
+
     def entries(
         self, search: str | None = None, provider: str | None = None
     ) -> Iterator[CatalogEntry]:

@@ -32,6 +32,7 @@ from agentops_server.refusals import Conflict, Invalid, NotFound
 from agentops_server.services import audit
 from agentops_server.services.costs.prices import (
     PriceBook,
+    forget_price_book,
     load_price_book,
     org_price_of,
     price_version,
@@ -172,6 +173,7 @@ async def create_price(
         after=_snapshot(row),
     )
     await _commit(session, data)
+    forget_price_book(org_id)
     return _view(row)
 
 
@@ -199,6 +201,7 @@ async def update_price(
         after=_snapshot(row),
     )
     await _commit(session, data)
+    forget_price_book(org_id)
     return _view(row)
 
 
@@ -219,13 +222,14 @@ async def delete_price(
         before=before,
     )
     await session.commit()
+    forget_price_book(org_id)
 
 
 async def quote(
     session: AsyncSession, org_id: uuid.UUID, model: str, provider: str | None
 ) -> EffectivePrice:
     """The price a call of ``model`` through ``provider`` would be priced at now."""
-    book = await load_price_book(session, org_id)
+    book = await load_price_book(session, org_id, fresh=True)
     return _effective(book, model, provider)
 
 
@@ -239,7 +243,7 @@ async def effective_prices(
 ) -> EffectivePriceList:
     """The org's own prices and the catalog's models whose name contains ``search``, each at
     the price the org's calls of it are priced at (own prices first, then by provider)."""
-    book = await load_price_book(session, org_id)
+    book = await load_price_book(session, org_id, fresh=True)
     needle = (search or "").lower()
     found: list[EffectivePrice] = []
     for own in (await list_prices(session, org_id)).items:

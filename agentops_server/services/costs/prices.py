@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
@@ -44,6 +45,7 @@ __all__ = [
     "Quote",
     "is_call",
     "load_catalog",
+    "forget_price_book",
     "load_price_book",
     "org_price_of",
     "price_span_rows",
@@ -95,6 +97,15 @@ class PriceBook:
         self, model: str, provider: str | None = None, at: dt.datetime | None = None
     ) -> Quote | None:
         """The price ``model`` (called through ``provider``) resolves to at ``at`` (now)."""
+        key = (model, provider or "")
+        if key in self._quotes:
+            return self._quotes[key]
+        found = self._resolve(model, provider, at)
+        if self.catalog.timeless(model, provider):  # the same at any time: keep it
+            self._quotes[key] = found
+        return found
+
+    def _resolve(self, model: str, provider: str | None, at: dt.datetime | None) -> Quote | None:
         name, via = model.lower(), (provider or "").lower()
         own = self._own_price(name, via)
         if own is not None:
@@ -111,10 +122,32 @@ class PriceBook:
         return self._own.get((model, provider)) or self._own.get((model, ""))
 
 
-async def load_price_book(session: AsyncSession, org_id: uuid.UUID) -> PriceBook:
-    """The org's price book: the catalog under the org's own prices (one query)."""
+BOOK_TTL = 2.0
+"""Seconds an org's price book is reused by ingest in one process: a price saved through another
+hub process prices calls ingested at most this long after it (at once through this one)."""
+_books: dict[uuid.UUID, tuple[float, PriceBook]] = {}
+
+
+async def load_price_book(
+    session: AsyncSession, org_id: uuid.UUID, *, fresh: bool = False
+) -> PriceBook:
+    """The org's price book: the catalog under the org's own prices (one query), reused for
+    :data:`BOOK_TTL` seconds unless ``fresh`` (recomputes and the API read it fresh)."""
+    now = time.monotonic()
+    held = _books.get(org_id)
+    if held is not None and not fresh and now - held[0] < BOOK_TTL:
+        return held[1]
     rows = await session.scalars(select(ModelPriceRow).where(ModelPriceRow.org_id == org_id))
-    return PriceBook(catalog(), [org_price_of(row) for row in rows])
+    book = PriceBook(catalog(), [org_price_of(row) for row in rows])
+    if len(_books) > 10_000:  # bounded: orgs that stopped sending are forgotten
+        _books.clear()
+    _books[org_id] = (now, book)
+    return book
+
+
+def forget_price_book(org_id: uuid.UUID) -> None:
+    """Drop the org's reused price book (its prices changed through this process)."""
+    _books.pop(org_id, None)
 
 
 async def load_catalog() -> None:

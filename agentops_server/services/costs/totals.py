@@ -117,7 +117,7 @@ async def recompute(
 ) -> tuple[int, int]:
     """Re-price the org's LLM spans that started in ``[range_from, range_to)`` at the prices
     in force now, and re-total their runs; (spans priced, runs totalled)."""
-    book = await load_price_book(session, org_id)
+    book = await load_price_book(session, org_id, fresh=True)
     spans_table = _table(Span)
     statement = (
         update(spans_table)

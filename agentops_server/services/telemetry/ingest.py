@@ -414,7 +414,7 @@ async def _store(
             if pricing and _dialect(session) == "sqlite" and (changed_runs or calls):
                 # SQLite has one writer: totals made here cannot miss a concurrent span, and
                 # spare derived work a second commit (on PostgreSQL they are derived work).
-                await total_runs(session, org_id, changed_runs | calls)
+                await total_runs(session, org_id, changed_runs | calls, locked=True)
             notice = None
             if derived is not None and (changed_runs or changed_spans):
                 # In the same transaction: the change and what it owes commit together.
