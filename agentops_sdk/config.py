@@ -38,6 +38,8 @@ controls_poll_interval  AGENTOPS_CONTROLS_POLL_INTERVAL 10.0 s, while the stream
 max_staleness           AGENTOPS_MAX_STALENESS          60.0 s without news from the hub
 on_stale                AGENTOPS_ON_STALE               ``"continue"`` (or ``pause``, ``stop``)
 hub_wait                AGENTOPS_HUB_WAIT               5.0 s for the hub's first word (0: none)
+budget_lease_ttl        AGENTOPS_BUDGET_LEASE_TTL       60.0 s a budget lease lasts unrenewed
+budget_wait             AGENTOPS_BUDGET_WAIT            2.0 s a call waits for a budget lease
 policy_file             AGENTOPS_POLICY_FILE            None: no local policy (docs/policies.md)
 before_send             (code only)                     None
 ======================  ==============================  =====================================
@@ -127,6 +129,12 @@ class Options:
     the first calls are governed by them, unless an earlier process saved a copy (a restart
     starts from it at once); 0 returns at once. Past it, a warning is logged and calls go ahead
     under whatever has arrived (and the local policy file) until the hub answers."""
+    budget_lease_ttl: float = 60.0
+    """Seconds a budget lease lasts unless renewed (it is renewed a third of the way through):
+    what a crashed process holds back from the others at most that long (at most 3600)."""
+    budget_wait: float = 2.0
+    """Seconds at most an LLM call that does not fit the budget leases held waits for the hub to
+    grant one (or more), before the budget's fail mode applies."""
     policy_file: Path | None = None
     """A policy set (JSON, or YAML with PyYAML) enforced with no hub; read at ``init()``."""
     before_send: BeforeSend | None = None
@@ -190,6 +198,7 @@ _POSITIVE = (
     "max_backoff",
     "spool_max_bytes",
     "controls_poll_interval",
+    "budget_wait",
     "max_staleness",
 )
 _BOOLS = {"enabled", "capture", "spool", "otel", "controls"}
@@ -209,6 +218,8 @@ _FLOATS = {
     "controls_poll_interval",
     "max_staleness",
     "hub_wait",
+    "budget_lease_ttl",
+    "budget_wait",
 }
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -251,6 +262,8 @@ def _problem(name: str, value: Any) -> str | None:
         return f"must be an http(s) URL, got {value!r}"
     if name == "hub_wait" and not 0 <= value < math.inf:
         return f"must be a number of seconds, 0 or more, got {value!r}"
+    if name == "budget_lease_ttl" and not 0 < value <= 3600:
+        return f"must be a number of seconds above 0, at most 3600, got {value!r}"
     if name in _POSITIVE and not 0 < value < math.inf:  # NaN fails both comparisons
         return f"must be a positive number, got {value!r}"
     if name == "before_send" and value is not None and not callable(value):

@@ -1,21 +1,20 @@
 """The approval stage's requests to the hub: ask, read and claim an approval request.
 
-These are the only requests the SDK makes on behalf of a call that waits (every other hub
-request is made by the delivery worker or the hub link's thread). Each is made from the
-approval's own helper thread, never from the caller's, with a short timeout and a few retries
-with backoff for what may pass (a connection failure, a timeout, a ``5xx``, ``429``); any other
-answer is final. httpx and pydantic are imported when the first approval is asked.
+Each is made from the approval's own helper thread, never from the caller's, with a short
+timeout and a few retries (:class:`~agentops_sdk.enforcement.hub_requests.HubRequests`).
 """
 
 from __future__ import annotations
 
-import threading
 import uuid
 from typing import TYPE_CHECKING, Final
 
-from agentops_sdk._version import __version__
-from agentops_sdk.enforcement.link import Backoff
-from agentops_sdk.exporters import SDK_NAME
+from agentops_sdk.enforcement.hub_requests import (
+    HubRefused,
+    HubRequests,
+    HubUnreachable,
+    holder_name,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -25,20 +24,6 @@ if TYPE_CHECKING:
 __all__ = ["APPROVALS_PATH", "ApprovalClient", "Claimed", "HubRefused", "HubUnreachable"]
 
 APPROVALS_PATH: Final = "/api/v1/approvals"
-_RETRIED: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
-
-
-class HubUnreachable(Exception):
-    """The hub could not be reached (or kept failing) after every retry."""
-
-
-class HubRefused(Exception):
-    """The hub answered with an error that retrying will not change."""
-
-    def __init__(self, status: int, code: str | None, detail: str) -> None:
-        super().__init__(f"HTTP {status}: {detail}")
-        self.status = status
-        self.code = code
 
 
 class Claimed(Exception):
@@ -63,16 +48,17 @@ class ApprovalClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base = hub_url.rstrip("/") + APPROVALS_PATH
-        self.timeout = timeout
-        self.attempts = attempts
-        self.retry_delay = retry_delay
-        self.claimant = f"{_host()}/{_pid()}/{uuid.uuid4().hex[:12]}"
+        self.claimant = holder_name()
         """Who claims, in :class:`~agentops_sdk.contract.approvals.ApprovalClaim`: this host,
         process and client."""
-        self._api_key = api_key
-        self._transport = transport
-        self._client: httpx.Client | None = None
-        self._lock = threading.Lock()
+        self._hub = HubRequests(
+            hub_url,
+            api_key,
+            timeout=timeout,
+            attempts=attempts,
+            retry_delay=retry_delay,
+            transport=transport,
+        )
 
     def ask(self, ask: ApprovalAsk) -> ApprovalRequest:
         """Create the request for ``ask``, or get the one its key has already."""
@@ -97,81 +83,14 @@ class ApprovalClient:
 
     def close(self) -> None:
         """Close the connections (the client is shutting down)."""
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
+        self._hub.close()
 
     def after_fork(self) -> None:
         """A forked child makes its own connections, and claims under its own name."""
-        self._lock = threading.Lock()
-        self._client = None
-        self.claimant = f"{_host()}/{_pid()}/{uuid.uuid4().hex[:12]}"
-
-    def _http(self) -> httpx.Client:
-        with self._lock:
-            if self._client is None:
-                import httpx
-
-                headers = {
-                    "Authorization": f"Bearer {self._api_key}",
-                    "User-Agent": f"{SDK_NAME}/{__version__}",
-                    "Content-Type": "application/json",
-                }
-                self._client = httpx.Client(
-                    headers=headers, timeout=self.timeout, transport=self._transport
-                )
-            return self._client
+        self._hub.after_fork()
+        self.claimant = holder_name()
 
     def _request(self, method: str, url: str, body: str | None) -> ApprovalRequest:
-        import httpx
-
         from agentops_sdk.contract.approvals import ApprovalRequest
 
-        backoff = Backoff(self.retry_delay, self.retry_delay * 8)
-        failure: Exception | None = None
-        for attempt in range(self.attempts):
-            if attempt:
-                threading.Event().wait(backoff.next())
-            try:
-                response = self._http().request(method, url, content=body)
-            except httpx.HTTPError as exc:
-                failure = exc
-                continue
-            if response.status_code in (200, 201):
-                try:
-                    return ApprovalRequest.model_validate_json(response.content)
-                except ValueError as exc:
-                    detail = f"unreadable answer: {exc}"
-                    raise HubRefused(response.status_code, None, detail) from None
-            code, detail = _problem(response)
-            failure = HubRefused(response.status_code, code, detail)
-            if response.status_code not in _RETRIED:
-                raise failure
-        raise HubUnreachable(f"{type(failure).__name__}: {failure}") from failure
-
-
-def _problem(response: httpx.Response) -> tuple[str | None, str]:
-    """The problem's ``code`` and a description of the answer."""
-    from agentops_sdk.exporters.hub import _problem_detail
-
-    code = None
-    try:
-        problem = response.json()
-    except ValueError:
-        problem = None
-    if isinstance(problem, dict) and isinstance(problem.get("code"), str):
-        code = problem["code"]
-    return code, _problem_detail(response)
-
-
-def _host() -> str:
-    import socket
-
-    return socket.gethostname()[:128] or "host"
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()
+        return self._hub.request(method, url, body, ApprovalRequest)

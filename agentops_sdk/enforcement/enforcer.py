@@ -82,7 +82,13 @@ class Enforcer:
         return uninstall
 
     def close(self) -> None:
-        """Stop the hub link (the client is shutting down)."""
+        """Close every installed stage, then stop the hub link (the client is shutting down).
+        A stage that fails to close is logged."""
+        for stage in list(self._installed.values()):
+            try:
+                stage.close()
+            except Exception:
+                self._failures.failed(stage, "agentops: the %s stage failed to close", stage.name)
         self.link.close()
 
     def after_fork(self) -> None:

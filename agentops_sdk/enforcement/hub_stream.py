@@ -14,6 +14,8 @@ link's thread. Each event has a kind, an id and JSON data:
   mapping of request id to ``ApprovalRequest``. It is not polled: a waiting approval reads its
   own request (``GET /api/v1/approvals/{id}``) while the stream is down
   (:mod:`agentops_sdk.enforcement.approvals`).
+- ``budgets`` (read when the budget stage is installed): the org's ``BudgetSet``, which becomes
+  the ``budgets`` topic; polled (``GET /api/v1/budgets/effective``) like the policies.
 - ``heartbeat`` (every 15 s at least): the hub is there and nothing changed; the controls are
   confirmed (an update repeating them), which is what keeps them from going stale.
 - ``resync``: the hub dropped events meant for this client; everything is fetched again.
@@ -25,7 +27,8 @@ where it broke. A stream silent for ``silence`` seconds (two heartbeats missed) 
 When the stream cannot be held, it is reopened after a backoff with full jitter (``retry_delay``,
 1 s, doubling up to ``max_retry_delay``, 30 s) and meanwhile ``GET /api/v1/controls`` is polled
 with ``If-None-Match`` every ``poll_interval`` seconds (at once the first time), and
-``GET /api/v1/policies/effective`` likewise when policies are read: 304 confirms the copy, 200
+``GET /api/v1/policies/effective`` and ``GET /api/v1/budgets/effective`` likewise when they are
+read: 304 confirms the copy, 200
 brings a new one. Losing and regaining the stream, and polls of each failing and working again,
 are logged once each.
 
@@ -48,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Final
 from uuid import UUID
 
 from agentops_sdk._version import __version__
-from agentops_sdk.enforcement import approvals, controls, policy
+from agentops_sdk.enforcement import approvals, budgets, controls, policy
 from agentops_sdk.enforcement.failures import FailureLog
 from agentops_sdk.enforcement.link import Backoff, HubSource, Snapshot, Update
 from agentops_sdk.exporters import SDK_NAME
@@ -58,17 +61,19 @@ if TYPE_CHECKING:
     import httpx_sse
 
     from agentops_sdk.contract.approvals import ApprovalFeed, ApprovalRequest
+    from agentops_sdk.contract.budgets import BudgetSet
     from agentops_sdk.contract.controls import ControlSet
     from agentops_sdk.contract.policy import EffectivePolicy
     from agentops_sdk.enforcement.saved import SavedControls, SavedCopy, SavedPolicies
 
-__all__ = ["CONTROLS_PATH", "POLICIES_PATH", "STREAM_PATH", "HubStream"]
+__all__ = ["BUDGETS_PATH", "CONTROLS_PATH", "POLICIES_PATH", "STREAM_PATH", "HubStream"]
 
 logger = logging.getLogger("agentops_sdk")
 
 STREAM_PATH: Final = "/api/v1/stream"
 CONTROLS_PATH: Final = "/api/v1/controls"
 POLICIES_PATH: Final = "/api/v1/policies/effective"
+BUDGETS_PATH: Final = "/api/v1/budgets/effective"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -110,6 +115,7 @@ class HubStream(HubSource):
         self.stream_url = base + STREAM_PATH
         self.controls_url = base + CONTROLS_PATH
         self.policies_url = base + POLICIES_PATH
+        self.budgets_url = base + BUDGETS_PATH
         self.poll_interval = poll_interval
         self.saved = saved
         self.saved_policies = saved_policies
@@ -204,6 +210,8 @@ class HubStream(HubSource):
                     self.saved_policies,
                 )
             )
+        if budgets.TOPIC in topics:
+            feeds.append(_Feed(budgets.TOPIC, self.budgets_url, _read_budgets, _same, None))
         if approvals.TOPIC in topics:
             feeds.append(
                 _Feed(
@@ -387,6 +395,12 @@ def _read_policies(data: str | bytes) -> EffectivePolicy:
     from agentops_sdk.contract.policy import EffectivePolicy
 
     return EffectivePolicy.model_validate_json(data)
+
+
+def _read_budgets(data: str | bytes) -> BudgetSet:
+    from agentops_sdk.contract.budgets import BudgetSet
+
+    return BudgetSet.model_validate_json(data)
 
 
 def _read_approvals(data: str | bytes) -> ApprovalFeed:

@@ -52,6 +52,7 @@ class Stage:
     - ``topics``: what the stage reads from the hub; installing it starts the hub link.
     - ``after_fork()``: in a forked child, replace any lock the stage holds (a parent's thread
       may have held it at the fork).
+    - ``close()``: the client is shutting down (a budget stage releases its leases).
     - ``engaged(snapshot)``: False while the stage has nothing to decide (a policy stage with no
       policy set): the enforcer leaves an idle stage out of the chain, so calls do not pay for
       it, and puts it back on the hub link update that engages it.
@@ -85,6 +86,9 @@ class Stage:
 
     def after_fork(self) -> None:
         """In a forked child: replace any lock a parent's thread may have held at the fork."""
+
+    def close(self) -> None:
+        """The client is shutting down: give back what the stage holds (a budget's leases)."""
 
     def refusal(self, call: CallInfo, decision: Decision) -> EnforcementError:
         """The error that stops ``call``, which this stage denied with ``decision``."""

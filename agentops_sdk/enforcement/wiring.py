@@ -1,6 +1,6 @@
 """How a client's enforcement is put together from its options: where the hub link reads the
-hub, which stages are installed (policy, approval, controls), what each starts from (the copies
-an earlier process saved), and the wait for the hub's first word at a first start.
+hub, which stages are installed (policy, budget, approval, controls), what each starts from
+(the copies an earlier process saved), and the wait for the hub's first word at a first start.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def install_stages(options: Options, enforcer: Enforcer) -> KillSwitch | None:
 
     With a hub, ``init()`` then waits up to ``hub_wait`` for the hub's first word."""
     policy = _install_policy(options, enforcer)  # before controls: their saved age wins
-    _install_approvals(options, enforcer, policy)
+    budget = _install_budgets(options, enforcer)
+    _install_approvals(options, enforcer, tuple(s for s in (policy, budget) if s is not None))
     controls = _kill_switch(options, enforcer)
     if controls is not None and options.hub_wait:
         _await_first_word(enforcer.link, options.hub_wait)
@@ -73,7 +74,7 @@ def _kill_switch(options: Options, enforcer: Enforcer) -> KillSwitch | None:
     return stage
 
 
-_GOVERNING = frozenset({"controls", "policies"})
+_GOVERNING = frozenset({"controls", "policies", "budgets"})
 """The hub link topics that decide whether a call may run (approvals only answer questions)."""
 
 
@@ -100,17 +101,32 @@ def _await_first_word(link: HubLink, timeout: float) -> None:
         )
 
 
-def _install_approvals(options: Options, enforcer: Enforcer, policy: Stage | None) -> None:
+def _install_budgets(options: Options, enforcer: Enforcer) -> Stage | None:
+    """The budget stage, installed for a client with a hub URL and an API key (unless
+    ``controls`` is off); it idles while the org has no budget."""
+    if not (options.controls and options.hub_url and options.api_key):
+        return None
+    from agentops_sdk.enforcement.budget_leases import LeaseClient, LeaseKeeper
+    from agentops_sdk.enforcement.budgets import BudgetStage
+
+    client = LeaseClient(options.hub_url, options.api_key, timeout=min(options.export_timeout, 2.0))
+    keeper = LeaseKeeper(client, ttl=options.budget_lease_ttl)
+    stage = BudgetStage(enforcer.link, keeper, wait=options.budget_wait)
+    enforcer.install(stage)
+    return stage
+
+
+def _install_approvals(options: Options, enforcer: Enforcer, askers: tuple[Stage, ...]) -> None:
     """The approval stage, installed for a client with a hub URL and an API key (unless
-    ``controls`` is off): a ``require_approval`` of ``policy`` then waits for the hub's
-    reviewers (the stage idles while the policy stage does: nothing can ask it)."""
+    ``controls`` is off): a ``require_approval`` of one of ``askers`` (the policy and budget
+    stages) then waits for the hub's reviewers (the stage idles while they do: nothing can ask
+    it)."""
     if not (options.controls and options.hub_url and options.api_key):
         return
     from agentops_sdk.enforcement.approval_requests import ApprovalClient
     from agentops_sdk.enforcement.approvals import ApprovalStage
 
     hub = ApprovalClient(options.hub_url, options.api_key, timeout=min(options.export_timeout, 5.0))
-    askers = () if policy is None else (policy,)
     enforcer.install(ApprovalStage(enforcer.link, hub, askers=askers))
 
 

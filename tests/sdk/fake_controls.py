@@ -15,7 +15,8 @@ reconnect), ``send()`` publishes any kind of event. What clients asked is kept: 
 (the ``Last-Event-ID`` of each stream opened), ``polls`` (``If-None-Match`` and the status
 answered; ``policy_polls`` for the policies) and ``refused`` (requests with another API key).
 A new connection also gets the current ``policies`` event (the org's effective set, version 0
-with no active set until one is published), as the hub sends every topic to a new stream.
+with no active set until one is published), and the current state of every topic in ``topics``
+(added by other fakes: the budgets), as the hub sends every topic to a new stream.
 :class:`~tests.sdk.fake_hub.FakeHub` serves it.
 """
 
@@ -114,6 +115,8 @@ class ControlsFeed:
         self.policy_polls: list[tuple[str | None, int]] = []
         self.refused: list[str] = []
         """The path of each request refused for its API key."""
+        self.topics: dict[str, Callable[[], str]] = {}
+        """More topics a new stream gets the current state of (kind: its JSON now)."""
         self._changed = threading.Condition()
         self._generation = 0
         self._closed = False
@@ -227,6 +230,7 @@ class ControlsFeed:
                 latest = next(e for e in reversed(self.events) if e[1] == "controls")
                 pending = [(latest[0], "controls", self.current.model_dump_json())]
                 pending.append((self.events[-1][0], "policies", self.policies.to_json()))
+                pending.extend((self.events[-1][0], kind, now()) for kind, now in self.topics.items())
         if status is not None:
             _problem(handler, status, "unavailable")
             return

@@ -4,8 +4,10 @@ It stores each event id once (as the hub does), remembers every request, and can
 answer the next requests with a failure (``fail_next``), to refuse the API key, to refuse some
 events of a batch with 207 (``reject``), or to hang. It also serves the control endpoints an SDK
 with an API key reads (``controls``, a :class:`~tests.sdk.fake_controls.ControlsFeed`: an org
-with no controls unless a test publishes some) and the approval endpoints (``approvals``, a
-:class:`~tests.sdk.fake_approvals.ApprovalDesk`); those requests are not in ``requests``.
+with no controls unless a test publishes some), the approval endpoints (``approvals``, a
+:class:`~tests.sdk.fake_approvals.ApprovalDesk`) and the budget endpoints (``budgets``, a
+:class:`~tests.sdk.fake_budgets.BudgetDesk`, whose ledger is charged with each ingested LLM
+span's cost); those requests are not in ``requests``.
 Run it in-process (``FakeHub().start()``) or as its own process (``python -m
 tests.sdk.fake_hub PORT``) for tests that need it to outlive or predate an SDK process.
 """
@@ -24,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from tests.sdk.fake_approvals import ApprovalDesk
+from tests.sdk.fake_budgets import BudgetDesk
 from tests.sdk.fake_controls import ControlsFeed
 
 INGEST_PATH = "/api/v1/ingest/batch"
@@ -45,6 +48,7 @@ class FakeHub:
         """Refuse each event this returns a reason for, answering 207 as the hub does."""
         self.controls = ControlsFeed(api_key)
         self.approvals = ApprovalDesk(self.controls, api_key)
+        self.budgets = BudgetDesk(self.controls, api_key)
         self._lock = threading.Condition()
         hub = self
 
@@ -52,12 +56,16 @@ class FakeHub:
             def do_POST(self) -> None:
                 if hub.approvals.handles(self.path):
                     hub.approvals.handle(self, "POST")
+                elif hub.budgets.handles(self.path):
+                    hub.budgets.handle(self, "POST")
                 else:
                     hub._handle(self)
 
             def do_GET(self) -> None:
                 if hub.approvals.handles(self.path):
                     hub.approvals.handle(self, "GET")
+                elif hub.budgets.handles(self.path):
+                    hub.budgets.handle(self, "GET")
                 else:
                     hub.controls.handle(self)
 
@@ -160,6 +168,8 @@ class FakeHub:
                 self.received_ids[event["id"]] += 1
                 if event["type"] == "span" and event["id"] in self.events:
                     duplicates += 1
+                elif event["type"] == "span":
+                    self.budgets.charge(event)
                 self.events[event["id"]] = event
             self._lock.notify_all()
         accepted = len(batch["events"]) - duplicates - len(errors)

@@ -47,6 +47,8 @@ ENVIRONMENT_VARIABLES = [
     ("AGENTOPS_MAX_STALENESS", "300", "max_staleness", 300.0),
     ("AGENTOPS_ON_STALE", "pause", "on_stale", "pause"),
     ("AGENTOPS_HUB_WAIT", "0", "hub_wait", 0.0),
+    ("AGENTOPS_BUDGET_LEASE_TTL", "30", "budget_lease_ttl", 30.0),
+    ("AGENTOPS_BUDGET_WAIT", "0.5", "budget_wait", 0.5),
     ("AGENTOPS_POLICY_FILE", "~/policy.yaml", "policy_file", Path.home() / "policy.yaml"),
 ]
 
@@ -181,6 +183,9 @@ def test_invalid_environment_name_is_refused(environment: str) -> None:
         ("max_staleness", float("nan")),
         ("on_stale", "ignore"),
         ("hub_wait", float("nan")),
+        ("budget_lease_ttl", 7200.0),
+        ("budget_lease_ttl", 0.0),
+        ("budget_wait", -1.0),
     ],
 )
 def test_invalid_explicit_option_raises_configuration_error_naming_it(

@@ -283,7 +283,7 @@ def test_a_refused_api_key_is_logged_once_as_an_error_however_often_it_is_tried(
     events.client.shutdown()
 
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
-    assert len(errors) == 3  # the stream once, the poll of controls once, of policies once
+    assert len(errors) == 4  # the stream once, the poll of controls, policies, budgets once each
     assert all("HTTP 401" in r.getMessage() and "invalid_api_key" in r.getMessage() for r in errors)
 
 

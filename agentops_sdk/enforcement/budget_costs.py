@@ -1,0 +1,148 @@
+"""What an LLM call can cost at most, before it runs: what the budget stage reserves.
+
+- Input tokens are bounded, not counted with a tokenizer: every token a byte-level tokenizer
+  makes covers at least one byte of UTF-8, so the bytes of the request's text (messages, input,
+  instructions, prompt, tool and response-format definitions, each key included) plus a few
+  tokens per message and per request bound them. An image part given by URL counts
+  :data:`IMAGE_TOKENS`; one given inline is counted by its bytes, which is more.
+- Output tokens are bounded by the request's ``max_tokens`` (``max_completion_tokens``,
+  ``max_output_tokens``), times ``n`` choices; a request that sets none is bounded by the
+  stage's ``output_bound`` (:data:`DEFAULT_OUTPUT_BOUND`), since the price data does not say
+  how much a model may write.
+- Both are priced at the dearest rate that can apply
+  (:func:`agentops_sdk.contract.pricing.worst_case_cost`), with the price data of
+  :mod:`agentops_sdk.pricing`. A model it does not price (or no ``pricing`` extra) has an
+  unknown cost: ``None``, never $0.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any, Final
+
+from agentops_sdk.contract.llm_requests import max_tokens_of
+
+__all__ = ["DEFAULT_OUTPUT_BOUND", "IMAGE_TOKENS", "WorstCase", "input_bound", "output_bound"]
+
+logger = logging.getLogger("agentops_sdk")
+
+DEFAULT_OUTPUT_BOUND: Final = 32_768
+"""Output tokens assumed for a call that sets no maximum."""
+IMAGE_TOKENS: Final = 6_000
+"""Input tokens assumed for an image given by URL."""
+_PER_ITEM: Final = 8
+"""Tokens a message (or any mapping of a request) may add beyond its text: role, separators."""
+_PER_REQUEST: Final = 16
+_INPUT_FIELDS: Final = (
+    "messages",
+    "input",
+    "instructions",
+    "prompt",
+    "system",
+    "tools",
+    "functions",
+    "response_format",
+)
+_IMAGE_KINDS: Final = frozenset({"image_url", "input_image", "image"})
+_MAX_DEPTH: Final = 32
+_PRICES_KEPT: Final = 3600.0
+"""Seconds a model's looked-up price is kept (the price data changes at dates, rarely)."""
+
+
+def input_bound(arguments: Mapping[str, Any]) -> int:
+    """At least as many input tokens as a request with these arguments sends."""
+    return _PER_REQUEST + sum(
+        _size(arguments[name], 0) for name in _INPUT_FIELDS if arguments.get(name) is not None
+    )
+
+
+def output_bound(arguments: Mapping[str, Any], default: int = DEFAULT_OUTPUT_BOUND) -> int:
+    """At least as many output tokens as a request with these arguments can get back."""
+    most = max_tokens_of(arguments)
+    if most is None:
+        most = default
+    choices = arguments.get("n")
+    if isinstance(choices, int) and not isinstance(choices, bool) and choices > 1:
+        most *= choices
+    return most
+
+
+class WorstCase:
+    """Prices the worst case of calls, keeping each model's price for an hour."""
+
+    def __init__(self, output_default: int = DEFAULT_OUTPUT_BOUND) -> None:
+        self.output_default = output_default
+        self._prices: dict[tuple[str, str | None], tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+        self._unavailable_logged = False
+
+    def of(
+        self, model: str | None, provider: str | None, arguments: Mapping[str, Any]
+    ) -> Decimal | None:
+        """The most a call of ``model`` with ``arguments`` can cost, in USD; None: unknown."""
+        if model is None:
+            return None
+        price = self._price(model, provider)
+        if price is None:
+            return None
+        from agentops_sdk.contract.pricing import worst_case_cost
+
+        return worst_case_cost(
+            price, input_bound(arguments), output_bound(arguments, self.output_default)
+        )
+
+    def _price(self, model: str, provider: str | None) -> Any:
+        key = (model, provider)
+        now = time.monotonic()
+        kept = self._prices.get(key)
+        if kept is not None and kept[0] > now:
+            return kept[1]
+        from agentops_sdk import pricing
+        from agentops_sdk.errors import PricingUnavailable
+
+        try:
+            match = pricing.lookup(model, provider)
+        except PricingUnavailable:
+            if not self._unavailable_logged:
+                self._unavailable_logged = True
+                logger.warning(
+                    "agentops: budgets cannot price calls without the pricing extra "
+                    '(pip install "agentops-hub[pricing]"): every call has an unknown cost'
+                )
+            match = None
+        price = None if match is None else match.price
+        with self._lock:
+            self._prices[key] = (now + _PRICES_KEPT, price)
+        return price
+
+
+def _size(value: Any, depth: int) -> int:
+    """Tokens ``value`` may make at most (its UTF-8 bytes, and a few per mapping)."""
+    if isinstance(value, str):
+        return len(value) if value.isascii() else len(value.encode("utf-8", "replace"))
+    if depth > _MAX_DEPTH:
+        return len(str(value).encode("utf-8", "replace"))
+    if isinstance(value, Mapping):
+        total = _PER_ITEM
+        if value.get("type") in _IMAGE_KINDS:
+            total += IMAGE_TOKENS
+        for key, item in value.items():
+            total += _size(key, depth + 1) + _size(item, depth + 1)
+        return total
+    if isinstance(value, (list, tuple)):
+        return sum(_size(item, depth + 1) for item in value) + 1
+    if value is None or isinstance(value, (bool, int, float)):
+        return len(str(value))
+    content = getattr(value, "content", None)
+    if content is not None:  # a framework's message (LangChain's BaseMessage)
+        return (
+            _PER_ITEM
+            + _size(content, depth + 1)
+            + _size(getattr(value, "tool_calls", None), depth + 1)
+            + _size(getattr(value, "additional_kwargs", None), depth + 1)
+        )
+    return len(str(value).encode("utf-8", "replace"))

@@ -1,0 +1,448 @@
+"""The budget leases a client holds, and the thread that keeps them.
+
+Calls reserve from an :class:`Account` (one per budget) in memory, under the keeper's lock: no
+network on the call path. The :class:`LeaseKeeper`'s daemon thread talks to the hub
+(:class:`LeaseClient`) for every account:
+
+- asks for a lease (``POST /api/v1/budgets/{id}/leases``) when calls need one, for about
+  ``calls_per_lease`` calls at the largest worst case seen lately; the ask's ``request_id`` is
+  kept until the hub answers, so a retried ask gets the same lease;
+- asks for more on the lease (a report with ``more_usd``) when what is left falls below
+  ``low_calls`` such calls;
+- renews the lease (a report of what was spent, with ``renew_ttl``) a third of the way through
+  its TTL while calls use it, and releases it once idle for that long;
+- stops admitting on a lease a tenth of its TTL before it expires (or when its window ends),
+  and releases it once its calls have settled;
+- marks a budget ``exhausted`` when the hub says ``409 budget_exhausted`` (for
+  ``exhausted_recheck`` seconds), and ``unreachable`` when the hub cannot be asked, retrying
+  with backoff;
+- at shutdown, releases every lease, reporting its spend (and its calls still running as spent).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from decimal import ROUND_CEILING, Decimal
+from typing import TYPE_CHECKING, Final
+
+from agentops_sdk.enforcement.hub_requests import (
+    HubRefused,
+    HubRequests,
+    HubUnreachable,
+    holder_name,
+)
+
+if TYPE_CHECKING:
+    import httpx
+
+    from agentops_sdk.contract.budgets import Budget, Lease, LeaseAsk, LeaseReport
+
+__all__ = ["BUDGETS_PATH", "Account", "Grant", "LeaseClient", "LeaseKeeper"]
+
+logger = logging.getLogger("agentops_sdk")
+
+BUDGETS_PATH: Final = "/api/v1/budgets"
+EXHAUSTED: Final = "budget_exhausted"
+_CENT_FRACTION: Final = Decimal("1e-10")
+
+
+class LeaseClient:
+    """Asks the hub at ``hub_url`` for budget leases and reports on them."""
+
+    def __init__(
+        self,
+        hub_url: str,
+        api_key: str,
+        *,
+        timeout: float = 5.0,
+        attempts: int = 3,
+        retry_delay: float = 0.1,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base = hub_url.rstrip("/") + BUDGETS_PATH
+        self._hub = HubRequests(
+            hub_url,
+            api_key,
+            timeout=timeout,
+            attempts=attempts,
+            retry_delay=retry_delay,
+            transport=transport,
+        )
+
+    def ask(self, budget_id: uuid.UUID, ask: LeaseAsk) -> Lease:
+        """A lease on ``budget_id`` (the same one for the same ``request_id``)."""
+        from agentops_sdk.contract.budgets import Lease
+
+        url = f"{self.base}/{budget_id}/leases"
+        return self._hub.request("POST", url, ask.model_dump_json(), Lease)
+
+    def report(self, lease_id: uuid.UUID, report: LeaseReport) -> Lease:
+        """Report on ``lease_id``: renew it, ask more on it, or release it."""
+        from agentops_sdk.contract.budgets import Lease
+
+        url = f"{self.base}/leases/{lease_id}/report"
+        return self._hub.request("POST", url, report.model_dump_json(), Lease)
+
+    def close(self) -> None:
+        self._hub.close()
+
+    def after_fork(self) -> None:
+        self._hub.after_fork()
+
+
+class Grant:
+    """One lease held, and what this process's calls reserved and spent under it."""
+
+    __slots__ = ("granted", "lease", "renew_at", "reserved", "spent", "usable_until", "used")
+
+    def __init__(self, lease: Lease, sent: float, ttl: float) -> None:
+        self.reserved = Decimal(0)
+        """Held for calls still running."""
+        self.spent = Decimal(0)
+        """What the calls that ended under it cost."""
+        self.used = False
+        """Whether a call reserved from it since it was last renewed."""
+        self.lease = lease
+        self.granted = lease.granted_usd
+        self.usable_until = self.renew_at = 0.0
+        self.renewed(lease, sent, ttl)
+
+    @property
+    def available(self) -> Decimal:
+        """What calls may still reserve from it."""
+        return self.granted - self.reserved - self.spent
+
+    def renewed(self, lease: Lease, sent: float, ttl: float) -> None:
+        """The hub answered ``lease`` to a request sent at ``sent`` (monotonic)."""
+        self.lease, self.granted, self.used = lease, lease.granted_usd, False
+        now = datetime.now(UTC)
+        lasts = min(ttl, (lease.expires_at - now).total_seconds())
+        if lease.window_end is not None:
+            lasts = min(lasts, (lease.window_end - now).total_seconds())
+        self.usable_until = sent + lasts - ttl / 10  # the hub's clock runs from after `sent`
+        self.renew_at = sent + ttl / 3
+
+
+@dataclasses.dataclass(slots=True)
+class Account:
+    """One budget's leases in this process."""
+
+    budget: Budget
+    grant: Grant | None = None
+    """The lease calls reserve from now."""
+    retiring: list[Grant] = dataclasses.field(default_factory=list)
+    """Leases no longer reserved from, released once their calls have settled."""
+    asking: uuid.UUID | None = None
+    """The ``request_id`` of an ask not answered yet (reused on retry)."""
+    exhausted_at: float = -1e18
+    unreachable: bool = False
+    """The hub could not be asked, the last time it was."""
+    failures: int = 0
+    next_try: float = 0.0
+    typical: Decimal = Decimal(0)
+    """The largest worst case of recent calls (decaying)."""
+    need: Decimal = Decimal(0)
+    """The largest reservation a waiting call needs."""
+    waiting: int = 0
+    """Calls waiting for a lease (or for more on it)."""
+    starved: bool = False
+    """A call of a soft (or fail-open) budget ran with no lease to reserve from."""
+    last_call: float = -1e18
+
+    def usable(self, now: float) -> Grant | None:
+        """The lease calls may reserve from now, if any."""
+        grant = self.grant
+        if grant is not None and now >= grant.usable_until:
+            self.retiring.append(grant)
+            self.grant = grant = None
+        return grant
+
+
+class LeaseKeeper:
+    """Holds a client's budget accounts and keeps their leases with the hub on its thread.
+
+    ``lock`` guards every account; ``on_change`` is called (without it) after each answer from
+    the hub, so that waiting calls can try again."""
+
+    def __init__(
+        self,
+        client: LeaseClient,
+        *,
+        ttl: float = 60.0,
+        calls_per_lease: int = 16,
+        low_calls: int = 4,
+        least: Decimal = Decimal("0.01"),
+        exhausted_recheck: float = 1.0,
+        retry_delay: float = 0.5,
+        max_retry_delay: float = 10.0,
+    ) -> None:
+        self.client = client
+        self.ttl = ttl
+        self.calls_per_lease = calls_per_lease
+        self.low_calls = low_calls
+        self.least = least
+        """The smallest amount asked for."""
+        self.exhausted_recheck = exhausted_recheck
+        self.retry_delay = retry_delay
+        self.max_retry_delay = max_retry_delay
+        self.on_change: Callable[[], None] = lambda: None
+        self.lock = threading.Condition()
+        self.accounts: dict[uuid.UUID, Account] = {}
+        self.holder = holder_name()
+        self._orphans: list[Grant] = []
+        """Leases of budgets that are gone, released once their calls have settled."""
+        self._thread: threading.Thread | None = None
+        self._closing = False
+
+    # -- the call path (callers hold ``lock``) ----------------------------------------------
+
+    def exhausted(self, account: Account, now: float) -> bool:
+        """Whether the hub said lately that ``account``'s budget has nothing left."""
+        return now < account.exhausted_at + self.exhausted_recheck
+
+    def wake(self) -> None:
+        """Have the thread look at the accounts now (caller holds ``lock``)."""
+        if self._thread is None and not self._closing:
+            self._thread = threading.Thread(
+                target=self._run, name="agentops-budget-leases", daemon=True
+            )
+            self._thread.start()
+        self.lock.notify_all()
+
+    def sync(self, budgets: Iterable[Budget]) -> None:
+        """Keep an account per budget of ``budgets``; a budget gone retires its leases."""
+        current = {budget.id: budget for budget in budgets}
+        for budget_id in [b for b in self.accounts if b not in current]:
+            gone = self.accounts.pop(budget_id)
+            if gone.grant is not None:
+                gone.retiring.append(gone.grant)
+                gone.grant = None
+            if gone.retiring:
+                self._orphans.extend(gone.retiring)
+        for budget_id, budget in current.items():
+            account = self.accounts.get(budget_id)
+            if account is None:
+                self.accounts[budget_id] = Account(budget)
+            else:
+                account.budget = budget
+        if self.accounts or self._orphans:
+            self.wake()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the thread and release every lease, its calls still running counted spent."""
+        with self.lock:
+            self._closing = True
+            self.lock.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        with self.lock:
+            grants = [g for a in self.accounts.values() for g in (a.grant, *a.retiring) if g]
+            grants += self._orphans
+            for account in self.accounts.values():
+                account.grant, account.retiring = None, []
+            self._orphans = []
+        deadline = time.monotonic() + timeout
+        for grant in grants:
+            if time.monotonic() >= deadline:
+                break
+            self._release(grant, grant.spent + grant.reserved)
+        self.client.close()
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's leases are the parent's; start with none."""
+        self.lock = threading.Condition()
+        self.holder = holder_name()
+        self._thread = None
+        self._orphans = []
+        self.accounts = {
+            budget_id: Account(account.budget) for budget_id, account in self.accounts.items()
+        }
+        self.client.after_fork()
+
+    # -- the thread ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self.lock:
+                if self._closing:
+                    return
+                now = time.monotonic()
+                jobs, wake_at = self._due(now)
+                if not jobs:
+                    self.lock.wait(max(0.001, min(wake_at - now, 1.0)))
+                    continue
+            for job in jobs:
+                try:
+                    job()
+                except Exception:  # never let the keeper die: log, and carry on
+                    logger.exception("agentops: a budget lease request failed")
+            self.on_change()
+
+    def _due(self, now: float) -> tuple[list[Callable[[], None]], float]:
+        """What to ask the hub now, and when to look again (caller holds ``lock``)."""
+        jobs: list[Callable[[], None]] = []
+        wake_at = now + 1.0
+        for orphan in self._orphans:
+            if orphan.reserved <= 0:
+                jobs.append(_bound(self._release_orphan, orphan))
+        for account in self.accounts.values():
+            if now < account.next_try:
+                wake_at = min(wake_at, account.next_try)
+                continue
+            for retired in account.retiring:
+                if retired.reserved <= 0:
+                    jobs.append(_bound(self._release_retired, account, retired))
+            grant = account.usable(now)
+            wanted = account.waiting > 0 or now - account.last_call < self.ttl
+            chunk = max(self.least, account.typical * self.calls_per_lease, account.need)
+            if grant is None:
+                if (account.waiting > 0 or account.starved) and not self.exhausted(account, now):
+                    jobs.append(_bound(self._ask, account, chunk))
+                continue
+            wake_at = min(wake_at, grant.renew_at, grant.usable_until)
+            low = grant.available < max(account.typical * self.low_calls, account.need)
+            if wanted and low and not self.exhausted(account, now):
+                jobs.append(_bound(self._renew, account, grant, chunk))
+            elif now >= grant.renew_at:
+                if grant.used or grant.reserved > 0:
+                    jobs.append(_bound(self._renew, account, grant, None))
+                else:  # idle for a third of its TTL: give it back
+                    account.grant = None
+                    account.retiring.append(grant)
+                    jobs.append(_bound(self._release_retired, account, grant))
+        return jobs, wake_at
+
+    def _ask(self, account: Account, amount: Decimal) -> None:
+        from agentops_sdk.contract.budgets import LeaseAsk
+
+        with self.lock:
+            request_id = account.asking = account.asking or uuid.uuid4()
+        ask = LeaseAsk(
+            request_id=request_id, holder=self.holder, amount_usd=_usd(amount), ttl=self.ttl
+        )
+        sent = time.monotonic()
+        try:
+            lease = self.client.ask(account.budget.id, ask)
+        except HubRefused as refused:
+            with self.lock:
+                account.asking = None  # final: the next ask is a new one
+                self._refused(account, refused)
+            return
+        except HubUnreachable as exc:
+            with self.lock:
+                self._failed(account, exc)
+            return
+        with self.lock:
+            account.asking = None
+            self._answered(account)
+            if account.grant is not None and account.grant.lease.id == lease.id:
+                account.grant.renewed(lease, sent, self.ttl)
+            elif lease.state == "active":
+                if account.grant is not None:
+                    account.retiring.append(account.grant)
+                account.grant = Grant(lease, sent, self.ttl)
+                account.starved = False
+
+    def _renew(self, account: Account, grant: Grant, more: Decimal | None) -> None:
+        from agentops_sdk.contract.budgets import LeaseReport
+
+        with self.lock:
+            spent = grant.spent
+        report = LeaseReport(
+            spent_usd=_usd(spent),
+            renew_ttl=self.ttl,
+            more_usd=None if more is None else _usd(more),
+        )
+        sent = time.monotonic()
+        try:
+            lease = self.client.report(grant.lease.id, report)
+        except HubRefused as refused:
+            with self.lock:
+                self._refused(account, refused)
+                if refused.code != EXHAUSTED:  # the lease is gone (404, 409 not active)
+                    self._retire(account, grant)
+            return
+        except HubUnreachable as exc:
+            with self.lock:
+                self._failed(account, exc)
+            return
+        with self.lock:
+            self._answered(account)
+            grant.renewed(lease, sent, self.ttl)
+            if lease.state != "active":
+                self._retire(account, grant)
+
+    def _release_retired(self, account: Account, grant: Grant) -> None:
+        released = self._release(grant, grant.spent)
+        with self.lock:
+            if not released:
+                self._failed(account, HubUnreachable("the release was not heard"))
+            elif grant in account.retiring:
+                account.retiring.remove(grant)
+
+    def _release_orphan(self, grant: Grant) -> None:
+        self._release(grant, grant.spent)  # once: if the hub cannot hear it, the TTL ends it
+        with self.lock:
+            if grant in self._orphans:
+                self._orphans.remove(grant)
+
+    def _release(self, grant: Grant, spent: Decimal) -> bool:
+        """Give back what is left of ``grant``; whether the hub has heard (or never will)."""
+        from agentops_sdk.contract.budgets import LeaseReport
+
+        try:
+            self.client.report(grant.lease.id, LeaseReport(spent_usd=_usd(spent), release=True))
+        except HubRefused:
+            return True  # gone already (expired, unknown): nothing to give back
+        except HubUnreachable:
+            return False  # kept, and tried again; it expires on the hub meanwhile
+        return True
+
+    def _retire(self, account: Account, grant: Grant) -> None:
+        if account.grant is grant:
+            account.grant = None
+            account.retiring.append(grant)
+
+    def _answered(self, account: Account) -> None:
+        if account.unreachable:
+            logger.info("agentops: the hub grants budget leases again")
+        account.unreachable, account.failures, account.next_try = False, 0, 0.0
+
+    def _refused(self, account: Account, refused: HubRefused) -> None:
+        if refused.status == 409 and refused.code == EXHAUSTED:
+            self._answered(account)
+            account.exhausted_at = time.monotonic()
+            return
+        self._failed(account, refused)
+
+    def _failed(self, account: Account, exc: Exception) -> None:
+        if not account.unreachable:
+            logger.warning(
+                "agentops: cannot get a lease of budget %r from the hub (%s); its fail mode "
+                "(%s) applies to calls past the leases held",
+                account.budget.name,
+                exc,
+                account.budget.fail_mode,
+            )
+        account.unreachable = True
+        account.failures += 1
+        delay = min(self.max_retry_delay, self.retry_delay * 2 ** (account.failures - 1))
+        account.next_try = time.monotonic() + delay
+
+
+def _bound(function: Callable[..., None], *args: object) -> Callable[[], None]:
+    return lambda: function(*args)
+
+
+def _usd(amount: Decimal) -> Decimal:
+    """``amount`` as the wire takes it: ten decimal places, rounded up, never below zero."""
+    return max(amount, Decimal(0)).quantize(_CENT_FRACTION, rounding=ROUND_CEILING)
