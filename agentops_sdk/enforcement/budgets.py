@@ -211,6 +211,8 @@ class BudgetStage(Stage):
                 grant.reserved += amount
                 grant.used = True
                 holds.append((grant, amount))
+                if grant.available < account.typical * self.keeper.low_calls:
+                    self.keeper.wake()  # running low: ask for more before a call must wait
                 continue
             if not budget.hard:
                 account.starved = True

@@ -92,7 +92,11 @@ class BudgetDesk:
         self.polls = 0
         self.down = False
         self._lock = threading.Condition()
-        feed.topics["budgets"] = lambda: self.current.model_dump_json()
+        feed.topics["budgets"] = self._current_json
+
+    def _current_json(self) -> str:
+        with self._lock:
+            return self.current.model_dump_json()
 
     # -- the org's side -------------------------------------------------------------------------
 

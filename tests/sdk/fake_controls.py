@@ -230,7 +230,9 @@ class ControlsFeed:
                 latest = next(e for e in reversed(self.events) if e[1] == "controls")
                 pending = [(latest[0], "controls", self.current.model_dump_json())]
                 pending.append((self.events[-1][0], "policies", self.policies.to_json()))
-                pending.extend((self.events[-1][0], kind, now()) for kind, now in self.topics.items())
+                pending.extend(
+                    (self.events[-1][0], kind, now()) for kind, now in self.topics.items()
+                )
         if status is not None:
             _problem(handler, status, "unavailable")
             return

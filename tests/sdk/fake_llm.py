@@ -95,7 +95,9 @@ class FakeLLM:
         )
 
 
-def ask(client: openai.OpenAI, max_tokens: int = 100, text: str = "hello", model: str = MODEL) -> Any:
+def ask(
+    client: openai.OpenAI, max_tokens: int = 100, text: str = "hello", model: str = MODEL
+) -> Any:
     """One chat call."""
     return client.chat.completions.create(
         model=model, messages=[{"role": "user", "content": text}], max_tokens=max_tokens
