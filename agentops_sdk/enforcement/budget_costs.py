@@ -22,9 +22,13 @@ import threading
 import time
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from agentops_sdk.contract.llm_requests import max_tokens_of
+from agentops_sdk.contract.pricing import ModelPrice, cost_of, worst_case_cost
+
+if TYPE_CHECKING:
+    from agentops_sdk.contract.pricing import Usage
 
 __all__ = ["DEFAULT_OUTPUT_BOUND", "IMAGE_TOKENS", "WorstCase", "input_bound", "output_bound"]
 
@@ -89,18 +93,22 @@ class WorstCase:
         price = self._price(model, provider)
         if price is None:
             return None
-        from agentops_sdk.contract.pricing import worst_case_cost
-
         return worst_case_cost(
             price, input_bound(arguments), output_bound(arguments, self.output_default)
         )
 
-    def _price(self, model: str, provider: str | None) -> Any:
+    def actual(self, model: str | None, provider: str | None, usage: Usage) -> Decimal | None:
+        """What a call of ``model`` with ``usage`` cost (as :func:`agentops_sdk.pricing.price`
+        prices it, from the price kept for the model); None: unknown."""
+        price = None if model is None else self._price(model, provider)
+        return None if price is None else cost_of(price, usage).total
+
+    def _price(self, model: str, provider: str | None) -> ModelPrice | None:
         key = (model, provider)
         now = time.monotonic()
         kept = self._prices.get(key)
         if kept is not None and kept[0] > now:
-            return kept[1]
+            return kept[1]  # type: ignore[no-any-return]
         from agentops_sdk import pricing
         from agentops_sdk.errors import PricingUnavailable
 
@@ -114,7 +122,7 @@ class WorstCase:
                     '(pip install "agentops-hub[pricing]"): every call has an unknown cost'
                 )
             match = None
-        price = None if match is None else match.price
+        price: ModelPrice | None = None if match is None else match.price
         with self._lock:
             self._prices[key] = (now + _PRICES_KEPT, price)
         return price
@@ -122,8 +130,22 @@ class WorstCase:
 
 def _size(value: Any, depth: int) -> int:
     """Tokens ``value`` may make at most (its UTF-8 bytes, and a few per mapping)."""
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         return len(value) if value.isascii() else len(value.encode("utf-8", "replace"))
+    if kind is dict and depth < _MAX_DEPTH:  # a message: the common case, without ABC checks
+        total = _PER_ITEM + (IMAGE_TOKENS if value.get("type") in _IMAGE_KINDS else 0)
+        for key, item in value.items():
+            total += len(key) if type(key) is str and key.isascii() else _size(key, depth + 1)
+            if type(item) is str and item.isascii():
+                total += len(item)
+            else:
+                total += _size(item, depth + 1)
+        return total
+    if kind is list and depth < _MAX_DEPTH:
+        return sum(_size(item, depth + 1) for item in value) + 1
+    if isinstance(value, str):
+        return len(value.encode("utf-8", "replace"))
     if depth > _MAX_DEPTH:
         return len(str(value).encode("utf-8", "replace"))
     if isinstance(value, Mapping):

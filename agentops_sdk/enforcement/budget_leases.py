@@ -5,10 +5,12 @@ network on the call path. The :class:`LeaseKeeper`'s daemon thread talks to the 
 (:class:`LeaseClient`) for every account:
 
 - asks for a lease (``POST /api/v1/budgets/{id}/leases``) when calls need one, for about
-  ``calls_per_lease`` calls at the largest worst case seen lately; the ask's ``request_id`` is
-  kept until the hub answers, so a retried ask gets the same lease;
+  ``calls_per_lease`` calls at the largest worst case seen lately, or ``ahead`` seconds of calls
+  at their recent pace, whichever is more; the ask's ``request_id`` is kept until the hub
+  answers, so a retried ask gets the same lease;
 - asks for more on the lease (a report with ``more_usd``) when what is left falls below
-  ``low_calls`` such calls;
+  ``low_calls`` such calls, or a quarter of ``ahead`` at the recent pace (calls wake the
+  thread when they leave it that low);
 - renews the lease (a report of what was spent, with ``renew_ttl``) a third of the way through
   its TTL while calls use it, and releases it once idle for that long;
 - stops admitting on a lease a tenth of its TTL before it expires (or when its window ends),
@@ -50,6 +52,8 @@ logger = logging.getLogger("agentops_sdk")
 BUDGETS_PATH: Final = "/api/v1/budgets"
 EXHAUSTED: Final = "budget_exhausted"
 _CENT_FRACTION: Final = Decimal("1e-10")
+_DECAY: Final = Decimal("0.9")
+"""How much of the largest recent worst case the lease thread forgets each time it looks."""
 
 
 class LeaseClient:
@@ -99,7 +103,16 @@ class LeaseClient:
 class Grant:
     """One lease held, and what this process's calls reserved and spent under it."""
 
-    __slots__ = ("granted", "lease", "renew_at", "reserved", "spent", "usable_until", "used")
+    __slots__ = (
+        "granted",
+        "lease",
+        "lease_text",
+        "renew_at",
+        "reserved",
+        "spent",
+        "usable_until",
+        "used",
+    )
 
     def __init__(self, lease: Lease, sent: float, ttl: float) -> None:
         self.reserved = Decimal(0)
@@ -109,6 +122,8 @@ class Grant:
         self.used = False
         """Whether a call reserved from it since it was last renewed."""
         self.lease = lease
+        self.lease_text = str(lease.id)
+        """The lease's id as spans name it."""
         self.granted = lease.granted_usd
         self.usable_until = self.renew_at = 0.0
         self.renewed(lease, sent, ttl)
@@ -146,7 +161,9 @@ class Account:
     failures: int = 0
     next_try: float = 0.0
     typical: Decimal = Decimal(0)
-    """The largest worst case of recent calls (decaying)."""
+    """The largest worst case of recent calls (decaying as the lease thread looks)."""
+    low: Decimal = Decimal(0)
+    """What left on the lease wakes the lease thread to ask for more (it keeps this)."""
     need: Decimal = Decimal(0)
     """The largest reservation a waiting call needs."""
     waiting: int = 0
@@ -154,6 +171,21 @@ class Account:
     starved: bool = False
     """A call of a soft (or fail-open) budget ran with no lease to reserve from."""
     last_call: float = -1e18
+    demanded: Decimal = Decimal(0)
+    """Everything calls have reserved here (the lease thread reads its pace from it)."""
+    rate: Decimal = Decimal(0)
+    """USD a second calls reserved lately (decaying)."""
+    sampled: tuple[float, Decimal] = (0.0, Decimal(0))
+
+    def pace(self, now: float) -> Decimal:
+        """USD a second calls reserve lately, sampled at most every 50 ms."""
+        at, demanded = self.sampled
+        elapsed = now - at
+        if elapsed >= 0.05:
+            recent = (self.demanded - demanded) / Decimal(elapsed)
+            self.rate = max(recent, self.rate / 2)
+            self.sampled = (now, self.demanded)
+        return self.rate
 
     def usable(self, now: float) -> Grant | None:
         """The lease calls may reserve from now, if any."""
@@ -177,6 +209,7 @@ class LeaseKeeper:
         ttl: float = 60.0,
         calls_per_lease: int = 16,
         low_calls: int = 4,
+        ahead: float = 2.0,
         least: Decimal = Decimal("0.01"),
         exhausted_recheck: float = 1.0,
         retry_delay: float = 0.5,
@@ -186,6 +219,8 @@ class LeaseKeeper:
         self.ttl = ttl
         self.calls_per_lease = calls_per_lease
         self.low_calls = low_calls
+        self.ahead = Decimal(ahead)
+        """Seconds of calls, at their recent pace, a lease is asked for."""
         self.least = least
         """The smallest amount asked for."""
         self.exhausted_recheck = exhausted_recheck
@@ -205,6 +240,10 @@ class LeaseKeeper:
     def exhausted(self, account: Account, now: float) -> bool:
         """Whether the hub said lately that ``account``'s budget has nothing left."""
         return now < account.exhausted_at + self.exhausted_recheck
+
+    def low_water(self, account: Account) -> Decimal:
+        """What left on ``account``'s lease has the thread ask for more (``lock`` held)."""
+        return max(account.typical * self.low_calls, account.need, account.rate * self.ahead / 4)
 
     def wake(self) -> None:
         """Have the thread look at the accounts now (caller holds ``lock``)."""
@@ -303,13 +342,21 @@ class LeaseKeeper:
                     jobs.append(_bound(self._release_retired, account, retired))
             grant = account.usable(now)
             wanted = account.waiting > 0 or now - account.last_call < self.ttl
-            chunk = max(self.least, account.typical * self.calls_per_lease, account.need)
+            pace = account.pace(now)
+            account.typical *= _DECAY
+            account.low = self.low_water(account)
+            chunk = max(
+                self.least,
+                account.typical * self.calls_per_lease,
+                account.need,
+                pace * self.ahead,
+            )
             if grant is None:
                 if (account.waiting > 0 or account.starved) and not self.exhausted(account, now):
                     jobs.append(_bound(self._ask, account, chunk))
                 continue
             wake_at = min(wake_at, grant.renew_at, grant.usable_until)
-            low = grant.available < max(account.typical * self.low_calls, account.need)
+            low = grant.available < self.low_water(account)
             if wanted and low and not self.exhausted(account, now):
                 jobs.append(_bound(self._renew, account, grant, chunk))
             elif now >= grant.renew_at:

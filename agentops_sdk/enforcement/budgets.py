@@ -54,6 +54,7 @@ from agentops_sdk.contract.errors import BudgetExceeded, EnforcementUnavailable
 from agentops_sdk.enforcement.budget_costs import WorstCase
 from agentops_sdk.enforcement.failures import FailureLog
 from agentops_sdk.enforcement.stage import Stage, Wait
+from agentops_sdk.pricing import usage_of
 
 if TYPE_CHECKING:
     from agentops_sdk.contract.budgets import Budget, BudgetSet
@@ -72,8 +73,6 @@ LEASES_ATTRIBUTE: Final = "agentops.budget.leases"
 """``contract.budgets.LEASES_ATTRIBUTE``: the span attribute naming the leases a call used."""
 
 _UNAVAILABLE: Final = "unavailable"
-_DECAY: Final = Decimal("0.98")
-"""How fast the typical worst case of a budget's calls forgets a large one (per call)."""
 
 Hold = tuple["Grant", Decimal]
 Plan = list[tuple["Account", Decimal]]
@@ -205,13 +204,16 @@ class BudgetStage(Stage):
         for account, amount in plan:
             budget = account.budget
             account.last_call = now
-            account.typical = max(amount, account.typical * _DECAY)
+            account.demanded += amount
+            if amount > account.typical:
+                account.typical = amount
+                account.low = self.keeper.low_water(account)
             grant = account.usable(now)
             if grant is not None and (grant.available >= amount or not budget.hard):
                 grant.reserved += amount
                 grant.used = True
                 holds.append((grant, amount))
-                if grant.available < account.typical * self.keeper.low_calls:
+                if grant.available < account.low:
                     self.keeper.wake()  # running low: ask for more before a call must wait
                 continue
             if not budget.hard:
@@ -263,23 +265,26 @@ class BudgetStage(Stage):
 
     def after(self, call: CallInfo, result: CallResult) -> None:
         """Spend what ``call`` cost from the leases it reserved from; release the rest."""
-        with self.keeper.lock:
-            holds: list[Hold] | None = call.state.get(self.name)
-            if not holds:
-                return
+        if not call.state.get(self.name):
+            return
+        span = call.span
         ran = result.status != "blocked"
-        cost = result.cost if ran else Decimal(0)
+        cost: Decimal | None = Decimal(0)
+        if ran:
+            cost = span.cost
+            if cost is None and span.usage is not None:
+                cost = span.cost = self.costs.actual(
+                    span.model, span.provider, usage_of(span.usage)
+                )
         with self.keeper.lock:
-            holds = call.state.pop(self.name, None)
+            holds: list[Hold] | None = call.state.pop(self.name, None)
             if not holds:
                 return
             for grant, amount in holds:
                 grant.reserved -= amount
                 grant.spent += amount if cost is None else cost
         if ran:
-            call.span.set_attribute(
-                LEASES_ATTRIBUTE, sorted({str(grant.lease.id) for grant, _ in holds})
-            )
+            span.set_attribute(LEASES_ATTRIBUTE, [grant.lease_text for grant, _ in holds])
 
     def _release(self, call: CallInfo) -> None:
         """Give back what ``call`` reserved, unspent (keeper's lock held)."""

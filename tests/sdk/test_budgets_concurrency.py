@@ -5,9 +5,10 @@ Each example starts 1 to 4 real SDK processes (:mod:`tests.sdk.budget_worker`), 
 threads and asyncio tasks making chat calls through the real ``openai`` client to a fake LLM
 with random latency, whose answers cost at or under what the SDK reserved. The worst cases of
 all the calls sum to three times the budget. The hub is :class:`~tests.sdk.fake_hub.FakeHub`
-(its ledger is charged from the spans the processes deliver); ``HUB_URL`` below is the one
-line to change to run the same property against a real hub (SQLite, or PostgreSQL + Redis)
-once the hub's budget endpoints are there.
+(its ledger is charged from the spans the processes deliver). The processes are given only
+the hub's URL and key: to run the same property against a real hub (SQLite, or PostgreSQL +
+Redis), create the budget through its API and read the committed peak from
+``GET /api/v1/budgets/{id}/state`` instead of the fake's ``peak``.
 """
 
 from __future__ import annotations
