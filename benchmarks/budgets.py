@@ -5,8 +5,9 @@
     python benchmarks/budgets.py --hub-url http://127.0.0.1:8000 --api-key ak_...  # a real hub
 
 Against the tests' fake hub on 127.0.0.1 (``tests/sdk/fake_hub.py``: real HTTP, leases granted
-under a lock) unless ``--hub-url`` names a hub whose org has a budget large enough for the calls
-(then sections 1 and 2 only, without the idle variant).
+under a lock; in a process of its own for sections 1 and 2) unless ``--hub-url`` names a hub
+whose org has a budget large enough for the calls (then section 1 only, without the idle
+variant).
 
 1. Admission from a local lease: a hand-written ``@agentops.llm`` call (``gpt-4o-mini``, one
    message, ``max_tokens`` 100, an OpenAI-shaped usage returned) timed call by call
@@ -14,9 +15,7 @@ under a lock) unless ``--hub-url`` names a hub whose org has a budget large enou
    has no budget); decorated under a budget, reserving its worst case from the lease held and
    reconciling to its cost after (the fake hub publishes the budget, or an empty set, before
    each round: the stage engages or idles as it would). The budget's overhead is the
-   difference of the last two. Spans are discarded (``sdk_overhead.py``'s exporter): the fake
-   hub runs in this process, and its ingestion would compete with the calls for the
-   interpreter.
+   difference of the last two. Spans are discarded (``sdk_overhead.py``'s exporter).
 2. Renewal: the same call when every call must wait for the hub to grant more on its lease
    (the lease thread told to ask for one call's worth at a time, on a budget of its own): a
    round trip on loopback, with the lease thread's wake-up (fake hub only).
@@ -37,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -74,19 +74,42 @@ def main() -> None:
     if arguments.hub_url is not None:
         admission(arguments.hub_url, arguments, None)
         return
-    fake = FakeHub().start()
-    try:
-        fake.budgets.publish([BENCH])
+    with FakeHubProcess() as fake:
+        fake.publish([("1000000", "bench")])
         admission(fake.url, arguments, fake)
-        overrun(arguments.runs)
-    finally:
-        fake.stop()
+    overrun(arguments.runs)
 
 
-BENCH = budget("1000000", name="bench")
+class FakeHubProcess:
+    """``python -m tests.sdk.fake_hub 0``: the fake hub in a process of its own, which
+    publishes the budgets it is sent."""
+
+    def __enter__(self) -> FakeHubProcess:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.sdk.fake_hub", "0"],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        self.url = self.process.stdout.readline().strip()
+        return self
+
+    def publish(self, budgets: list[tuple[str, str]]) -> list[uuid.UUID]:
+        """Make ``budgets`` (limit, name) the org's; their ids."""
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.process.stdin.write(json.dumps(budgets) + "\n")
+        self.process.stdin.flush()
+        return [uuid.UUID(text) for text in json.loads(self.process.stdout.readline())]
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.kill()
+        self.process.wait()
 
 
-def admission(hub_url: str, arguments: argparse.Namespace, fake: FakeHub | None) -> None:
+def admission(hub_url: str, arguments: argparse.Namespace, fake: FakeHubProcess | None) -> None:
     """Sections 1 and 2: per-call times, in one process."""
     agentops.init(
         hub_url=hub_url,
@@ -101,10 +124,10 @@ def admission(hub_url: str, arguments: argparse.Namespace, fake: FakeHub | None)
     assert client is not None
     (stage,) = [s for s in client.enforcer.stages if isinstance(s, BudgetStage)]
 
-    def engaged(budgets: list[Any]) -> None:
+    def engaged(budgets: list[tuple[str, str]]) -> None:
         if fake is None:
             return
-        fake.budgets.publish(budgets)
+        fake.publish(budgets)
         deadline = time.monotonic() + 10
         while (stage in client.enforcer.stages) != bool(budgets):
             if time.monotonic() > deadline:
@@ -120,7 +143,7 @@ def admission(hub_url: str, arguments: argparse.Namespace, fake: FakeHub | None)
             if fake is not None:
                 engaged([])
                 idle += timed(lambda: call(MESSAGES, 100), arguments.calls)
-                engaged([BENCH])
+                engaged([("1000000", "bench")])
             budgeted += timed(lambda: call(MESSAGES, 100), arguments.calls)
 
         renewing = renewals(stage, fake, arguments.renewals, lambda: call(MESSAGES, 100))
@@ -148,7 +171,7 @@ def admission(hub_url: str, arguments: argparse.Namespace, fake: FakeHub | None)
     agentops.shutdown()
 
 
-def renewals(stage: BudgetStage, fake: FakeHub | None, calls: int, call: Any) -> list[int]:
+def renewals(stage: BudgetStage, fake: FakeHubProcess | None, calls: int, call: Any) -> list[int]:
     """Section 2: the lease thread told to ask for one call's worth at a time, on a budget of
     its own (the fake hub's: a real hub's org would need one made for it), so that every call
     waits for the hub to grant more."""
@@ -157,17 +180,13 @@ def renewals(stage: BudgetStage, fake: FakeHub | None, calls: int, call: Any) ->
     keeper = stage.keeper
     keeper.calls_per_lease, keeper.low_calls = 1, 0
     keeper.least, keeper.ahead = Decimal("1e-10"), Decimal(0)
-    renewing = budget("1000000", name="renewing")
-    fake.budgets.publish([renewing])
+    (renewing,) = fake.publish([("1000000", "renewing")])
     deadline = time.monotonic() + 10
-    while renewing.id not in keeper.accounts:
+    while renewing not in keeper.accounts:
         if time.monotonic() > deadline:
             raise SystemExit("the new budget did not reach the client")
         time.sleep(0.001)
-    times = timed(call, calls)
-    asked = sum(1 for _, report, _ in fake.budgets.reports if report.more_usd is not None)
-    print(f"(requests for more on a lease: {asked})")
-    return times
+    return timed(call, calls)
 
 
 def overrun(runs: int) -> None:

@@ -9,7 +9,8 @@ with no controls unless a test publishes some), the approval endpoints (``approv
 :class:`~tests.sdk.fake_budgets.BudgetDesk`, whose ledger is charged with each ingested LLM
 span's cost); those requests are not in ``requests``.
 Run it in-process (``FakeHub().start()``) or as its own process (``python -m
-tests.sdk.fake_hub PORT``) for tests that need it to outlive or predate an SDK process.
+tests.sdk.fake_hub PORT``) for tests that need it to outlive or predate an SDK process (it then
+publishes the budgets each line of its input lists: :func:`serve`).
 """
 
 from __future__ import annotations
@@ -209,7 +210,20 @@ def free_port() -> int:
     return port
 
 
-if __name__ == "__main__":
-    hub = FakeHub(int(sys.argv[1])).start()
+def serve(port: int) -> None:
+    """Serve on ``port`` and print the URL; then each line read is a JSON list of budgets
+    (``[limit, name]`` pairs) to publish, answered with a line of their ids (a benchmark's hub
+    in its own process)."""
+    from tests.sdk.fake_budgets import budget
+
+    hub = FakeHub(port).start()
     print(hub.url, flush=True)
+    for line in sys.stdin:
+        published = [budget(limit, name=name) for limit, name in json.loads(line)]
+        hub.budgets.publish(published)
+        print(json.dumps([str(b.id) for b in published]), flush=True)
     threading.Event().wait()
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))
