@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
 
 import agentops_sdk as agentops
 from agentops_sdk import integrations, pricing
@@ -31,7 +33,7 @@ from agentops_sdk.contract import budgets as contract
 from agentops_sdk.contract.budgets import Budget
 from agentops_sdk.contract.controls import AgentProfile
 from agentops_sdk.enforcement import budgets
-from agentops_sdk.enforcement.budget_costs import input_bound, output_bound
+from agentops_sdk.enforcement.budget_costs import DEFAULT_OUTPUT_BOUND, input_bound, output_bound
 from agentops_sdk.enforcement.budget_leases import Account
 from agentops_sdk.enforcement.budgets import BudgetStage
 from agentops_sdk.enforcement.hub_stream import HubStream
@@ -461,3 +463,48 @@ def test_a_killed_process_strands_its_reservation_no_longer_than_the_lease_ttl(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+# -- LangChain ------------------------------------------------------------------------------------
+
+
+class FakeMini(GenericFakeChatModel):
+    """A fake chat model that says it is gpt-4o-mini (it sets no maximum of tokens)."""
+
+    model: str = MODEL
+
+
+@pytest.fixture
+def langchain_enabled() -> Iterator[None]:
+    assert integrations.enable("langchain")
+    yield
+    integrations.disable("langchain")
+
+
+def test_a_langchain_model_call_that_does_not_fit_is_never_made(
+    langchain_enabled: None, connect: Callable[..., CapturedEvents], desk: BudgetDesk
+) -> None:
+    assert WORST is not None
+    desk.publish([budget(WORST / 2, name="tiny")])
+    connect()
+    answers = iter([AIMessage("hello")])
+
+    with pytest.raises(agentops.BudgetExceeded, match="tiny"):
+        FakeMini(messages=answers).invoke("hi")
+    assert next(answers).content == "hello"  # the model never took its answer
+
+
+def test_a_langchain_call_with_no_max_tokens_and_no_usage_is_charged_its_bounded_worst_case(
+    langchain_enabled: None, connect: Callable[..., CapturedEvents], desk: BudgetDesk
+) -> None:
+    monthly = budget("1")
+    desk.publish([monthly])
+    events = connect()
+
+    assert FakeMini(messages=iter([AIMessage("hello")])).invoke("hi").content == "hello"
+    grant = account(events, monthly).grant
+    assert grant is not None
+    assert grant.reserved == 0
+    bound = pricing.worst_case(MODEL, 0, DEFAULT_OUTPUT_BOUND)
+    assert bound is not None
+    assert bound <= grant.spent < 2 * bound  # output bounded by default; the input is "hi"
