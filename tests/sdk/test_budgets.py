@@ -160,6 +160,18 @@ def test_the_stage_idles_while_the_org_has_no_budget_and_engages_when_one_comes(
     assert [status for _, status in desk.asks] == [201]
 
 
+def test_with_the_stream_down_the_budgets_are_polled_with_their_etag(
+    connect: Callable[..., CapturedEvents], hub: FakeHub, desk: BudgetDesk, llm: FakeLLM
+) -> None:
+    hub.controls.stream_status = 503
+    desk.publish([budget("1")])
+    events = connect()
+    assert eventually(lambda: any(s.name == "budget" for s in events.client.enforcer.stages))
+    assert desk.polls >= 1
+    ask(llm.client())
+    assert [status for _, status in desk.asks] == [201]
+
+
 def test_calls_reserve_from_one_lease_and_reconcile_to_their_actual_cost(
     connect: Callable[..., CapturedEvents], desk: BudgetDesk, llm: FakeLLM
 ) -> None:
