@@ -47,9 +47,9 @@ from agentops_server.observability import (
     configure_sentry,
 )
 from agentops_server.refusals import Unavailable
+from agentops_server.services.costs.prices import load_catalog
 from agentops_server.services.governance.approval_feed import APPROVALS, APPROVALS_TOPIC
 from agentops_server.services.governance.approvals import ApprovalsChanged
-from agentops_server.services.costs.prices import load_catalog
 from agentops_server.services.governance.control_sets import CONTROLS, CONTROLS_TOPIC
 from agentops_server.services.governance.controls import ControlsChanged
 from agentops_server.services.governance.policies import (

@@ -23,8 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentops_server.backends.derived_work import DerivedWork
 from agentops_server.backends.mailer import Mailer
-from agentops_server.services.governance.approval_tasks import ApprovalTasks
 from agentops_server.services.costs import totals
+from agentops_server.services.governance.approval_tasks import ApprovalTasks
 from agentops_server.services.notifications.announcements import Notifier
 from agentops_server.settings import Settings
 

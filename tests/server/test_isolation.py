@@ -221,6 +221,8 @@ def _add_approval(session: Session, org_id: uuid.UUID) -> None:
         )
     )
     session.add(models.ApprovalRevision(org_id=org_id, revision=1))
+
+
 def _add_pricing(session: Session, org_id: uuid.UUID) -> None:
     """A custom model price of the victim's, and a recompute job of its."""
     now = dt.datetime.now(dt.UTC)
