@@ -152,10 +152,11 @@ class BudgetStage(Stage):
         with self.keeper.lock:
             outcome = self._reserve(call, plan, time.monotonic())
             if isinstance(outcome, _Waiting):
+                outcome.then = asked
                 self._waiting.append(outcome)
                 self.keeper.wake()
                 return Wait(outcome.pending, timeout=self.wait, on_timeout=outcome.on_timeout())
-        return outcome or asked
+        return _stricter(outcome, asked)
 
     def refusal(self, call: CallInfo, decision: Decision) -> EnforcementError:
         """``EnforcementUnavailable`` when no lease could be had, else ``BudgetExceeded``."""
@@ -252,7 +253,7 @@ class BudgetStage(Stage):
                     waiting.missing = outcome.missing
                     still.append(waiting)
                 else:
-                    settled.append((waiting, outcome or _LEASED))
+                    settled.append((waiting, _stricter(outcome, waiting.then) or _LEASED))
             self._waiting = still
         for waiting, decision in settled:
             try:
@@ -299,6 +300,8 @@ class _Waiting:
     call: CallInfo
     missing: Plan
     pending: Future[Decision] = dataclasses.field(default_factory=Future)
+    then: Decision | None = None
+    """A budget's ``require_approval`` the call gets once its leases are reserved."""
 
     def __post_init__(self) -> None:
         self.join()
@@ -326,6 +329,14 @@ class _Waiting:
 
 
 _LEASED: Final = Decision("allow", stage="budget", reason="a budget lease came")
+
+
+def _stricter(reserved: Decision | None, asked: Decision | None) -> Decision | None:
+    """What a call gets: a refusal, else a budget's ask for approval, else a warning (or
+    nothing)."""
+    if reserved is not None and reserved.outcome == "deny":
+        return reserved
+    return asked or reserved
 
 
 def _unknown_amount(budget: Budget) -> Decimal | None:

@@ -336,6 +336,29 @@ def test_an_unpriced_model_waits_for_an_approval_when_its_budget_asks_for_one(
     assert [d.outcome for d in span.decisions] == ["require_approval", "allow"]
 
 
+def test_an_unpriced_model_reserves_one_budgets_ceiling_then_asks_anothers_approval(
+    connect: Callable[..., CapturedEvents], hub: FakeHub, desk: BudgetDesk, llm: FakeLLM
+) -> None:
+    ceiling = budget("1", name="ceiling", on_unknown_cost="ceiling", unknown_cost_ceiling="0.5")
+    guarded = budget("1", name="guarded", on_unknown_cost="require_approval")
+    desk.publish([ceiling, guarded])
+    events = connect()
+    runner = threading.Thread(
+        target=agentops.bind_context(lambda: ask(llm.client(), model=UNPRICED))
+    )
+    runner.start()
+    request = hub.approvals.one_pending()  # asked once the ceiling was reserved from a lease
+    assert request.rule == "budget:guarded"
+    hub.approvals.decide(request.id, "approve")
+    runner.join(DEADLINE)
+
+    assert llm.requests == 1
+    grant = account(events, ceiling).grant
+    assert grant is not None
+    assert grant.spent == Decimal("0.5")
+    assert account(events, guarded).grant is None
+
+
 # -- soft budgets and fail modes ------------------------------------------------------------------
 
 
