@@ -29,6 +29,9 @@ first stage, the hub's emergency controls, is :mod:`agentops_sdk.enforcement.con
 
 The policy stage (:mod:`agentops_sdk.enforcement.policy`, installed by ``init(policy_file=...)``)
 is imported only when used: it needs pydantic, which ``import agentops_sdk`` does not load.
+The budget stage (:mod:`agentops_sdk.enforcement.budgets`, installed with a hub) reserves each
+LLM call's worst-case cost from budget leases kept by a background thread, and reconciles it in
+its ``after`` hook.
 
 With no stage installed and no guard added the enforcer is not consulted at all, so a call
 costs what it did before the spine existed. A stage with nothing to decide (``Stage.engaged``
