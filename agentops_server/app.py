@@ -47,6 +47,7 @@ from agentops_server.observability import (
     configure_sentry,
 )
 from agentops_server.refusals import Unavailable
+from agentops_server.services.costs.prices import load_catalog
 from agentops_server.services.governance.approval_feed import APPROVALS, APPROVALS_TOPIC
 from agentops_server.services.governance.approvals import ApprovalsChanged
 from agentops_server.services.governance.control_sets import CONTROLS, CONTROLS_TOPIC
@@ -183,7 +184,7 @@ def create_app(
         ],
         before_send=[security_headers(settings)],
         logging_config=None,  # configure_logging() set logging up; Litestar must not redo it
-        on_startup=[derived_work.start, live.start],
+        on_startup=[derived_work.start, live.start, *([load_catalog] if settings.pricing else [])],
         on_shutdown=[live.close, derived_work.close, rate_limiter.close],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(

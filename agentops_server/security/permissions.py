@@ -9,11 +9,11 @@ walks every route of the app with every role and key scope against it.
 role          may
 ============  =========================================================================
 owner         everything, including deleting the org and managing owners
-admin         everything but managing owners and the org's plan
+admin         everything but managing owners and the org's plan (prices: owners and admins only)
 team_lead     read all but the audit log, keys and webhooks; write agents, budgets and policies,
               decide approvals, pause or stop agents, within the teams they belong to
 member        read everything but the audit log and API keys; write agents
-viewer        read agents, runs, policies, budgets, approvals and controls
+viewer        read agents, runs, policies, budgets, prices, approvals and controls
 every role    its own account (``account:self``): profile, password, 2FA, sessions
 ============  =========================================================================
 """
@@ -46,6 +46,10 @@ class Permission(enum.StrEnum):
     POLICIES_WRITE = "policies:write"
     BUDGETS_READ = "budgets:read"
     BUDGETS_WRITE = "budgets:write"
+    PRICING_READ = "pricing:read"
+    """Read the prices calls are priced at, the org's own prices and recompute jobs."""
+    PRICING_WRITE = "pricing:write"
+    """Add, change and delete the org's own prices; recompute costs."""
     APPROVALS_READ = "approvals:read"
     APPROVALS_REQUEST = "approvals:request"
     APPROVALS_DECIDE = "approvals:decide"
@@ -102,6 +106,7 @@ _READ_ALL = frozenset(
         P.RUNS_READ,
         P.POLICIES_READ,
         P.BUDGETS_READ,
+        P.PRICING_READ,
         P.APPROVALS_READ,
         P.CONTROLS_READ,
         P.STREAM,

@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import re
 import uuid
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -79,6 +80,7 @@ class Victim:
             session.add(models.ControlVersion(org_id=key.org_id, version=1))
             _add_policies(session, key.org_id)
             _add_approval(session, key.org_id)
+            _add_pricing(session, key.org_id)
             session.commit()
         self.ids = sorted({value for row in self.rows() for value in row if _is_uuid(value)})
         self.user_ids = [
@@ -219,6 +221,36 @@ def _add_approval(session: Session, org_id: uuid.UUID) -> None:
         )
     )
     session.add(models.ApprovalRevision(org_id=org_id, revision=1))
+def _add_pricing(session: Session, org_id: uuid.UUID) -> None:
+    """A custom model price of the victim's, and a recompute job of its."""
+    now = dt.datetime.now(dt.UTC)
+    session.add_all(
+        [
+            models.ModelPriceRow(
+                org_id=org_id,
+                id=uuid.uuid4(),
+                provider="",
+                model="globex-secret-model",
+                input=Decimal("3"),
+                output=Decimal("15"),
+                tiers=[],
+                note="globex-secret price",
+                created_at=now,
+                updated_at=now,
+            ),
+            models.PricingJob(
+                org_id=org_id,
+                id=uuid.uuid4(),
+                range_from=now - dt.timedelta(days=1),
+                range_to=now,
+                status="done",
+                spans_priced=0,
+                runs_totalled=0,
+                requested_by="globex-secret-requester",
+                created_at=now,
+            ),
+        ]
+    )
 
 
 def org_rows(database_url: str, org_id: uuid.UUID) -> list[tuple[str, ...]]:
@@ -277,6 +309,11 @@ def bodies(victim: Victim) -> st.SearchStrategy[dict[str, Any]]:
             "ids": st.lists(victim_id, min_size=1, max_size=3),
             "decision": st.sampled_from(["approve", "reject", "cancel"]),
             "claimant": st.just("an intruder"),
+            "model": st.just("globex-secret-model"),
+            "input": st.just("3"),
+            "output": st.just("15"),
+            "from": st.just("2020-01-01T00:00:00Z"),
+            "to": st.just("2100-01-01T00:00:00Z"),
         },
     )
 

@@ -7,6 +7,7 @@ from litestar.datastructures import CacheControlHeader
 from litestar.types import ControllerRouterHandler
 
 from agentops_server.api.v1.audit import AuditController
+from agentops_server.api.v1.costs import PricingController
 from agentops_server.api.v1.governance.agents import AgentController
 from agentops_server.api.v1.governance.approvals import ApprovalController
 from agentops_server.api.v1.governance.controls import ControlController
@@ -69,6 +70,7 @@ def api_router() -> Router:
         StreamController,
         PolicyController,
         ApprovalController,
+        PricingController,
     ]
     return Router(
         path="/api/v1",

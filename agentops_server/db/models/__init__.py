@@ -31,6 +31,7 @@ from agentops_server.db.models.identity import (
 )
 from agentops_server.db.models.notifications import Notification, Webhook, WebhookDelivery
 from agentops_server.db.models.policies import PolicyState, PolicyVersion
+from agentops_server.db.models.pricing import ModelPriceRow, PricingJob
 from agentops_server.db.models.telemetry import Run, Span
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "ControlVersion",
     "Invitation",
     "Membership",
+    "ModelPriceRow",
     "MfaFactor",
     "Notification",
     "OAuthIdentity",
@@ -55,6 +57,7 @@ __all__ = [
     "PendingWork",
     "PolicyState",
     "PolicyVersion",
+    "PricingJob",
     "RecoveryCode",
     "RefreshToken",
     "Run",
