@@ -46,6 +46,7 @@ from tests.server.ingest_events import batch, run_event, span_event
 from tests.server.mail import Inbox, Received, serving_smtp
 from tests.server.principals import People, limited_key
 from tests.server.servers import serving
+from tests.server.streams import last_of, listening
 from tests.server.test_notifications import notifications
 from tests.server.test_webhooks import verified
 
@@ -600,3 +601,24 @@ def test_a_hard_budget_at_its_limit_pauses_its_agents_and_resumes_them_next_wind
         hub.client.get("/api/v1/controls", headers=bearer(org.key)).content
     )
     assert after.controls == ()
+
+
+def test_a_budget_change_is_pushed_on_the_orgs_stream(
+    settings: Settings, people: People, org: IssuedKey
+) -> None:
+    owner = people.add(Role.OWNER)
+    app = create_app(dataclasses.replace(settings, stream_max_age=600.0))
+    with serving(app) as url, listening(url, org.key) as stream:
+        before = stream.wait_for(last_of("budgets"), "the budgets snapshot")
+        made = httpx.post(f"{url}/api/v1/budgets", json=budget_body(), headers=owner.headers)
+        assert made.status_code == 201, made.text
+        pushed = stream.wait_for(
+            lambda events: next(
+                (e for e in events if e.event == "budgets" and e.id != before.id), None
+            ),
+            "the budgets event after the change",
+        )
+
+    assert BudgetSet.model_validate_json(before.data).budgets == ()
+    [budget] = BudgetSet.model_validate_json(pushed.data).budgets
+    assert str(budget.id) == made.json()["budget"]["id"]
