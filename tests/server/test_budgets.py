@@ -622,3 +622,32 @@ def test_a_budget_change_is_pushed_on_the_orgs_stream(
     assert BudgetSet.model_validate_json(before.data).budgets == ()
     [budget] = BudgetSet.model_validate_json(pushed.data).budgets
     assert str(budget.id) == made.json()["budget"]["id"]
+
+
+def test_a_reset_writes_the_windows_spend_off_with_an_entry_audited_and_notified(
+    hub: Hub, people: People, org: IssuedKey, migrated_url: str
+) -> None:
+    owner = people.add(Role.OWNER)
+    budget_id = create(hub, owner.headers)["budget"]["id"]
+    run = now_run()
+    send(hub, org, run, *calls(run, 800_000))  # $2
+    reset = hub.client.post(
+        f"/api/v1/budgets/{budget_id}/reset", json={"reason": "refund"}, headers=owner.headers
+    )
+    send(hub, org, run, *calls(run, 400_000))  # $1 after it
+    hub.settle()
+    [entry] = audit_entries(hub.client, owner.headers, action="budget.reset")
+
+    assert reset.status_code == 200, reset.text
+    assert Decimal(reset.json()["spent_usd"]) == 0
+    assert state(hub, owner.headers, budget_id).spent_usd == 1
+    assert sorted(
+        Decimal(row["amount_usd"]) for row in stored(migrated_url, BudgetLedgerEntry)
+    ) == [
+        -2,
+        1,
+        2,
+    ]
+    assert (entry["before"]["spent_usd"], entry["after"]["reason"]) == ("2", "refund")
+    titles = [item["title"] for item in notifications(hub.client, owner)]
+    assert "Budget triage daily reset" in titles

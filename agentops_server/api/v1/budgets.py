@@ -15,6 +15,7 @@ import datetime as dt
 import uuid
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
@@ -30,7 +31,7 @@ from agentops_server.backends.derived_work import DerivedWork
 from agentops_server.refusals import Conflict, Forbidden, Invalid, NotFound
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
-from agentops_server.services.budgets import definitions, leases
+from agentops_server.services.budgets import charges, definitions, leases
 from agentops_server.services.budgets.definitions import (
     BudgetChange,
     BudgetInput,
@@ -40,6 +41,7 @@ from agentops_server.services.budgets.definitions import (
 )
 from agentops_server.services.budgets.state import budget_state
 from agentops_server.services.governance.operators import operator_of
+from agentops_server.values import Text
 
 __all__ = ["BudgetController"]
 
@@ -65,6 +67,12 @@ WRITE_REFUSALS = (
     NotFound("agent_not_found", "a team lead's agent scope names no agent of the org"),
     Conflict("budget_name_taken", "the org has a budget of that name"),
 )
+
+
+class BudgetReset(msgspec.Struct, forbid_unknown_fields=True):
+    """Why a budget's window is reset."""
+
+    reason: Text
 
 
 class BudgetController(Controller):
@@ -228,6 +236,39 @@ class BudgetController(Controller):
             db_session, operator, _uuid_of(budget_id, BUDGET_NOT_FOUND), derived_work
         )
         await budgets_changed(operator.org_id)
+
+    @post(
+        "/{budget_id:str}/reset",
+        status_code=200,
+        guards=[requires(Permission.BUDGETS_WRITE)],
+        summary="Write off a budget's spend in its current window",
+        description="The ledger is append-only: one compensating entry writes the window's "
+        "spend so far off (leases keep what they hold). Audited as `budget.reset`; notified "
+        "in-app. Answers the budget's state after it.",
+        responses=problems(
+            BUDGET_NOT_FOUND,
+            WRITE_REFUSALS[2],
+            Invalid("invalid_reason", "a reason of 1 to 1,024 characters is required"),
+        ),
+    )
+    async def reset(
+        self,
+        *,
+        request: Request[Principal, Principal, Any],
+        db_session: NamedDependency[AsyncSession],
+        derived_work: NamedDependency[DerivedWork],
+        budget_id: BudgetId,
+        data: JSONBody[BudgetReset],
+    ) -> BudgetState:
+        """Reset the budget's window."""
+        operator = await operator_of(db_session, request.auth, actor_of(request))
+        return await charges.reset_budget(
+            db_session,
+            operator,
+            _uuid_of(budget_id, BUDGET_NOT_FOUND),
+            data.reason,
+            derived_work,
+        )
 
     @get(
         "/{budget_id:str}/state",

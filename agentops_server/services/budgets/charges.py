@@ -11,6 +11,10 @@ ingested or the task runs. A span priced by the hub is charged its cost; an unpr
 charged the budget's ``unknown_cost_ceiling`` when it has one, else nothing (its run shows it
 as an unpriced call). A span naming leases (:data:`~agentops_sdk.contract.budgets.
 LEASES_ATTRIBUTE`) links its charge to the lease of that budget among them.
+
+:func:`reset_budget` writes off a window's spend so far, as the ledger is append-only: one
+compensating entry (the negative of the window's sum, under a span id of its own), audited as
+``budget.reset`` and announced as a ``reset``.
 """
 
 from __future__ import annotations
@@ -20,20 +24,34 @@ import json
 import uuid
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import Table, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentops_sdk.contract.budgets import LEASES_ATTRIBUTE
+from agentops_sdk.contract.budgets import LEASES_ATTRIBUTE, BudgetState
 from agentops_sdk.contract.controls import AgentProfile, ControlScope
+from agentops_server.backends.derived_work import DerivedWork
 from agentops_server.db.models import Agent, BudgetLease, BudgetLedgerEntry, BudgetRow, Run, Span
 from agentops_server.db.upsert import dialect_insert
-from agentops_server.services.budgets.state import window_at
+from agentops_server.refusals import Invalid
+from agentops_server.services import audit
+from agentops_server.services.budgets.definitions import budget_row, check_reach, notify_change
+from agentops_server.services.budgets.state import (
+    budget_state,
+    lock_budget,
+    plain,
+    spent_in,
+    window_at,
+)
 from agentops_server.services.costs.run_totals import chunks
 from agentops_server.services.governance.control_sets import profile_of, team_names
+from agentops_server.services.governance.operators import Operator
 
-__all__ = ["charge_spans"]
+__all__ = ["charge_spans", "reset_budget"]
+
+RESET_RUN: Final = uuid.UUID(int=0)
+"""The run id of a reset's compensating entry (it charges no run)."""
 
 
 async def charge_spans(
@@ -84,6 +102,53 @@ async def charge_spans(
                 }
             )
     return await _insert(session, entries)
+
+
+async def reset_budget(
+    session: AsyncSession,
+    operator: Operator,
+    budget_id: uuid.UUID,
+    reason: str,
+    derived: DerivedWork | None = None,
+) -> BudgetState:
+    """Write off the spend of the budget's current window so far (leases keep what they
+    hold); audit; commit; notify. Refusals: ``budget_not_found``, ``not_your_team``,
+    ``invalid_reason``."""
+    reason = reason.strip()
+    if not 1 <= len(reason) <= 1024:
+        raise Invalid("invalid_reason", "Say why, in 1 to 1,024 characters.")
+    row = await budget_row(session, operator.org_id, budget_id)
+    await check_reach(session, operator, row)
+    await lock_budget(session, operator.org_id, budget_id)
+    now = dt.datetime.now(dt.UTC)
+    window = window_at(row, now)
+    spent, tokens = await spent_in(session, operator.org_id, budget_id, window)
+    session.add(
+        BudgetLedgerEntry(
+            org_id=operator.org_id,
+            id=uuid.uuid4(),
+            budget_id=budget_id,
+            window_start=window.key,
+            amount_usd=-spent,
+            tokens=-tokens,
+            span_id=uuid.uuid4(),
+            run_id=RESET_RUN,
+            at=now,
+        )
+    )
+    await audit.record(
+        session,
+        operator.org_id,
+        operator.audit,
+        "budget.reset",
+        target_type="budget",
+        target_id=budget_id,
+        before={"window_start": window.key.isoformat(), "spent_usd": str(plain(spent))},
+        after={"window_start": window.key.isoformat(), "spent_usd": "0", "reason": reason},
+    )
+    await session.commit()
+    await notify_change(derived, operator, row, "reset", row.limit_usd)
+    return await budget_state(session, row, now)
 
 
 async def _calls(

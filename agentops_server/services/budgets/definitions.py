@@ -52,11 +52,13 @@ __all__ = [
     "budget_row",
     "budget_version",
     "change_budget",
+    "check_reach",
     "create_budget",
     "current_etag",
     "delete_budget",
     "list_budgets",
     "load_budget_set",
+    "notify_change",
     "view_of",
 ]
 
@@ -184,7 +186,7 @@ async def create_budget(
     session.add(row)
     await _record(session, operator, "budget.created", row, None)
     await _commit(session)
-    await _notify(derived, _notice(operator, row, "created", None))
+    await notify_change(derived, operator, row, "created", None)
     return view_of(row)
 
 
@@ -199,7 +201,7 @@ async def change_budget(
     version and the set's; commit; notify. Refusals: ``budget_not_found``, those of
     :func:`create_budget`."""
     row = await budget_row(session, operator.org_id, budget_id)
-    await _scope(session, operator, _scope_of(row))
+    await check_reach(session, operator, row)
     if not isinstance(change.scope, msgspec.UnsetType):
         scope = await _scope(session, operator, change.scope)
         row.scope_kind, row.scope_value = scope.kind, scope.value or ""
@@ -222,7 +224,7 @@ async def change_budget(
         if row.limit_usd < previous_limit
         else "changed"
     )
-    await _notify(derived, _notice(operator, row, action, previous_limit))
+    await notify_change(derived, operator, row, action, previous_limit)
     return view_of(row)
 
 
@@ -235,7 +237,7 @@ async def delete_budget(
     """Delete a budget (its ledger, leases and alerts stay, as history); audit; bump the set's
     version; commit; notify. Refusals: ``budget_not_found``, ``not_your_team``."""
     row = await budget_row(session, operator.org_id, budget_id)
-    await _scope(session, operator, _scope_of(row))
+    await check_reach(session, operator, row)
     before = _snapshot(row)
     await session.delete(row)
     await audit.record(
@@ -249,7 +251,7 @@ async def delete_budget(
     )
     await _bump(session, operator.org_id)
     await _commit(session)
-    await _notify(derived, _notice(operator, row, "deleted", row.limit_usd))
+    await notify_change(derived, operator, row, "deleted", row.limit_usd)
 
 
 async def list_budgets(session: AsyncSession, org_id: uuid.UUID) -> BudgetList:
@@ -339,6 +341,29 @@ def view_of(row: BudgetRow) -> BudgetView:
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
+
+
+async def check_reach(session: AsyncSession, operator: Operator, row: BudgetRow) -> None:
+    """Refuse (``not_your_team``) an operator limited to teams that the budget's scope is
+    beyond."""
+    await _scope(session, operator, _scope_of(row))
+
+
+async def notify_change(
+    derived: DerivedWork | None,
+    operator: Operator,
+    row: BudgetRow,
+    action: str,
+    previous: Decimal | None,
+) -> None:
+    """Hand :data:`BUDGET_CHANGED` over for a committed change; the change is committed
+    whatever happens to the notice."""
+    if derived is None:
+        return
+    try:
+        await derived.enqueue(BUDGET_CHANGED, _notice(operator, row, action, previous))
+    except Exception:
+        logger.exception("budgets: the budget-changed notice was not handed over")
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -473,13 +498,3 @@ async def _commit(session: AsyncSession) -> None:
     except IntegrityError:
         await session.rollback()
         raise Conflict("budget_name_taken", "This org already has a budget of that name.") from None
-
-
-async def _notify(derived: DerivedWork | None, payload: dict[str, Any]) -> None:
-    """Hand the notice to derived work; the change is committed whatever happens to it."""
-    if derived is None:
-        return
-    try:
-        await derived.enqueue(BUDGET_CHANGED, payload)
-    except Exception:
-        logger.exception("budgets: the budget-changed notice was not handed over")
