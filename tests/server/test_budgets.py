@@ -651,3 +651,21 @@ def test_a_reset_writes_the_windows_spend_off_with_an_entry_audited_and_notified
     assert (entry["before"]["spent_usd"], entry["after"]["reason"]) == ("2", "refund")
     titles = [item["title"] for item in notifications(hub.client, owner)]
     assert "Budget triage daily reset" in titles
+
+
+def test_a_budget_limiting_tokens_grants_tokens_up_to_its_limit_too(
+    hub: Hub, people: People, org: IssuedKey
+) -> None:
+    owner = people.add(Role.OWNER)
+    budget_id = create(hub, owner.headers, limit_tokens=1_000)["budget"]["id"]
+    first = Lease.model_validate_json(ask(hub, org, budget_id, "1", tokens=600).content)
+    untouched = Lease.model_validate_json(ask(hub, org, budget_id, "1").content)
+    second = Lease.model_validate_json(ask(hub, org, budget_id, "1", tokens=600).content)
+    none_left = ask(hub, org, budget_id, "1", tokens=1)
+
+    assert (first.granted_tokens, second.granted_tokens, untouched.granted_tokens) == (
+        600,
+        400,
+        None,
+    )
+    assert_problem(none_left, 409, "budget_exhausted")

@@ -231,10 +231,10 @@ async def _grantable(
     if not row.hard:
         return usd, ask.tokens if row.limit_tokens is not None else None
     left, left_tokens = await _room(session, row, window, now)
-    tokens = None
-    if left_tokens is not None:
-        tokens = left_tokens if ask.tokens is None else min(ask.tokens, left_tokens)
-    if left <= 0 or (tokens is not None and tokens <= 0):
+    tokens = None  # a lease holds back tokens only when asked to
+    if left_tokens is not None and ask.tokens is not None:
+        tokens = min(ask.tokens, left_tokens)
+    if left <= 0 or (left_tokens is not None and left_tokens <= 0):
         refusal = Conflict(
             "budget_exhausted",
             f"Budget {row.name!r} has nothing left in this window.",
