@@ -216,8 +216,10 @@ async def _room(
 ) -> tuple[Decimal, int | None]:
     """What the budget (locked) has left in ``window`` once its ledger and its leases (but
     ``excluding``) are counted: USD, and tokens if it limits them."""
-    spent, spent_tokens = await spent_in(session, row.org_id, row.id, window)
+    # Holds first: a charge committed between the two reads (PostgreSQL reads each statement
+    # afresh) is then counted twice, never missed, so the room is under-, never over-stated.
     holds = await holds_of(session, row.org_id, row.id, window, now, excluding=excluding)
+    spent, spent_tokens = await spent_in(session, row.org_id, row.id, window)
     tokens = None if row.limit_tokens is None else row.limit_tokens - spent_tokens - holds.tokens
     return row.limit_usd - spent - holds.usd, tokens
 
