@@ -488,14 +488,25 @@ def test_concurrent_asks_worth_three_times_the_budget_never_grant_past_it(
     settings: Settings, people: People, org: IssuedKey
 ) -> None:
     owner = people.add(Role.OWNER)
-    app = create_app(dataclasses.replace(settings, db_pool_size=8))
-    with serving(app) as url, httpx.Client(base_url=url, timeout=60) as http:
-        made = http.post("/api/v1/budgets", json=budget_body(), headers=owner.headers)
+    amounts = [Decimal(("0.3", "0.7", "1.1")[index % 3]) for index in range(45)]  # $31.5 of $10
+    apps = [create_app(dataclasses.replace(settings, db_pool_size=8)) for _hub in range(2)]
+    with (
+        serving(apps[0]) as first_url,
+        serving(apps[1]) as second_url,  # a second hub process on the same database
+        httpx.Client(base_url=first_url, timeout=60) as first,
+        httpx.Client(base_url=second_url, timeout=60) as second,
+    ):
+        made = first.post("/api/v1/budgets", json=budget_body(), headers=owner.headers)
         assert made.status_code == 201, made.text
         budget_id = made.json()["budget"]["id"]
 
         def one(index: int) -> Decimal:
-            body = {"request_id": str(uuid.uuid4()), "holder": f"h{index}", "amount_usd": "0.5"}
+            body = {
+                "request_id": str(uuid.uuid4()),
+                "holder": f"h{index}",
+                "amount_usd": str(amounts[index]),
+            }
+            http = (first, second)[index % 2]
             response = http.post(
                 f"/api/v1/budgets/{budget_id}/leases", json=body, headers=bearer(org.key)
             )
@@ -503,16 +514,18 @@ def test_concurrent_asks_worth_three_times_the_budget_never_grant_past_it(
                 assert response.json()["code"] == "budget_exhausted"
                 return Decimal(0)
             assert response.status_code == 201, response.text
-            return Decimal(response.json()["granted_usd"])
+            granted = Decimal(response.json()["granted_usd"])
+            assert 0 < granted <= amounts[index]
+            return granted
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=12) as pool:
-            granted = list(pool.map(one, range(60)))  # $30 asked of $10
+            granted = list(pool.map(one, range(len(amounts))))
         final = BudgetState.model_validate_json(
-            http.get(f"/api/v1/budgets/{budget_id}/state", headers=owner.headers).content
+            second.get(f"/api/v1/budgets/{budget_id}/state", headers=owner.headers).content
         )
 
-    assert sum(granted) == 10
-    assert sum(1 for amount in granted if amount) == 20
+    assert sum(amounts) > 3 * 10
+    assert sum(granted) == 10  # every ask took what was left until nothing was: never more
     assert final.reserved_usd == 10
     assert final.remaining_usd == 0
 
