@@ -563,7 +563,27 @@ def _usage_from_result(span: Span, result: Any) -> None:
                 return value
         return None
 
+    def detail(group: tuple[str, ...], name: str) -> int | None:
+        for group_name in group:
+            found = (
+                usage.get(group_name)
+                if isinstance(usage, Mapping)
+                else getattr(usage, group_name, None)
+            )
+            if found is not None:
+                value = (
+                    found.get(name) if isinstance(found, Mapping) else getattr(found, name, None)
+                )
+                return value if isinstance(value, int) else None
+        return None
+
     span.set_usage(
         input_tokens=read("input_tokens", "prompt_tokens"),
         output_tokens=read("output_tokens", "completion_tokens"),
+        cached_input_tokens=detail(
+            ("input_tokens_details", "prompt_tokens_details"), "cached_tokens"
+        ),
+        reasoning_tokens=detail(
+            ("output_tokens_details", "completion_tokens_details"), "reasoning_tokens"
+        ),
     )

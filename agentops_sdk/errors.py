@@ -17,6 +17,7 @@ from agentops_sdk.contract.errors import (
     PolicyError,
     PolicyProblem,
     PolicyViolation,
+    PricingUnavailable,
 )
 
 __all__ = [
@@ -31,4 +32,5 @@ __all__ = [
     "PolicyError",
     "PolicyProblem",
     "PolicyViolation",
+    "PricingUnavailable",
 ]

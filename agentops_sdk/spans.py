@@ -18,6 +18,8 @@ from agentops_sdk.contract import SCHEMA_VERSION
 from agentops_sdk.ids import derive_id, format_id, next_sequence
 
 if TYPE_CHECKING:
+    from decimal import Decimal
+
     from agentops_sdk.enforcement.call import CallInfo
     from agentops_sdk.otel import OtelSpan
 
@@ -139,6 +141,7 @@ class Span:
         "_sequence",
         "attributes",
         "call",
+        "cost",
         "end_ns",
         "error",
         "events",
@@ -186,6 +189,8 @@ class Span:
         self.model: str | None = None
         self.provider: str | None = None
         self.usage: dict[str, int] | None = None
+        self.cost: Decimal | None = None
+        """The call's cost in USD as the SDK priced it (the hub prices it again and keeps both)."""
         self.otel: OtelSpan | None = None
         self.call: CallInfo | None = None
         """What the enforcer's stages saw of this call; None when none was consulted."""
@@ -244,8 +249,25 @@ class Span:
         output_tokens: int | None = None,
         model: str | None = None,
         provider: str | None = None,
+        cached_input_tokens: int | None = None,
+        cache_write_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
+        cost: Decimal | None = None,
     ) -> None:
-        """Report an LLM call's model and token usage; they roll up into the run's totals."""
+        """Report an LLM call's model and token usage; they roll up into the run's totals.
+
+        ``input_tokens`` counts every input token, the ``cached_input_tokens`` (read from the
+        provider's prompt cache) and ``cache_write_tokens`` included; ``output_tokens`` counts
+        every output token, the ``reasoning_tokens`` included. ``cost``: what the call cost in
+        USD, if known here (the hub prices every call itself and flags a difference)."""
+        if cost is not None:
+            from decimal import Decimal
+
+            self.cost = Decimal(cost)
+        if cached_input_tokens is not None or cache_write_tokens is not None:
+            self._set_details(cached_input_tokens, cache_write_tokens, reasoning_tokens)
+        elif reasoning_tokens is not None:
+            self._set_details(None, None, reasoning_tokens)
         if model is not None:
             self.model = model
         if provider is not None:
@@ -258,6 +280,19 @@ class Span:
             if output_tokens is not None:
                 usage["output_tokens"] = int(output_tokens)
             self.usage = usage
+
+    def _set_details(
+        self, cached_input: int | None, cache_write: int | None, reasoning: int | None
+    ) -> None:
+        usage = self.usage or {"input_tokens": 0, "output_tokens": 0}
+        for key, value in (
+            ("cached_input_tokens", cached_input),
+            ("cache_write_tokens", cache_write),
+            ("reasoning_tokens", reasoning),
+        ):
+            if value is not None:
+                usage[key] = int(value)
+        self.usage = usage
 
     # -- lifecycle, used by decorators and integrations --------------------------------------
 
@@ -283,6 +318,10 @@ class Span:
                 "input_tokens": usage["input_tokens"] if usage else None,
                 "output_tokens": usage["output_tokens"] if usage else None,
             }
+            if usage is not None and len(usage) > 2:  # the optional kinds, only when reported
+                llm.update((key, value) for key, value in usage.items() if key not in llm)
+            if self.cost is not None:
+                llm["cost"] = str(self.cost)
         return {
             "type": "span",
             "schema_version": SCHEMA_VERSION,
@@ -331,6 +370,10 @@ class _NoopSpan(Span):
         output_tokens: int | None = None,
         model: str | None = None,
         provider: str | None = None,
+        cached_input_tokens: int | None = None,
+        cache_write_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
+        cost: Decimal | None = None,
     ) -> None:
         """Do nothing: no span is active."""
 

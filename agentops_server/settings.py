@@ -30,6 +30,9 @@ hsts_max_age              AGENTOPS_HSTS_MAX_AGE              one year, in second
                                                              sent when public_url is https)
 signup_open               AGENTOPS_SIGNUP_OPEN               ``true`` (``false``: only
                                                              invitations make accounts)
+pricing                   AGENTOPS_PRICING                   ``true``: LLM spans are priced at
+                                                             ingest (``false``: stored unpriced,
+                                                             for comparison; see docs/costs.md)
 mail_url                  AGENTOPS_MAIL_URL                  ``console`` (or ``file:///dir``,
                                                              ``smtp://user:pass@host:port``)
 mail_from                 AGENTOPS_MAIL_FROM                 ``AgentOps Hub <hub@localhost>``
@@ -103,6 +106,7 @@ class Settings:
     trusted_proxies: str = ""
     hsts_max_age: int = 365 * 24 * 3600
     signup_open: bool = True
+    pricing: bool = True
     mail_url: str = dataclasses.field(default="console", repr=False)
     mail_from: str = "AgentOps Hub <hub@localhost>"
     webhooks_allow_private: bool = False

@@ -2,7 +2,7 @@
 
     pip install -e ".[server,bench]"
     python benchmarks/ingest.py [--seconds 10] [--clients 4] [--spans-per-batch 500]
-                                [--databases sqlite,postgresql]
+                                [--databases sqlite,postgresql] [--pricing off,on]
 
 For each database: a fresh database (a SQLite file, or a fresh PostgreSQL database on
 127.0.0.1:5432), ``agentops-hub serve`` as its own process on a free port, an org bootstrapped
@@ -12,6 +12,11 @@ Only what is durably stored counts: the spans are counted in the database after 
 divided by the time from the first request to the last acknowledgement. Request latency
 percentiles are over every acknowledged request. Payloads are built before the clock starts, so
 the clients spend their time waiting on the hub, not making JSON.
+
+``--pricing off,on`` (the default) measures each database twice in the same run, the hub started
+with ``AGENTOPS_PRICING=false`` then ``true`` (two of every three spans are LLM calls, priced in
+the ingest transaction, their runs totalled as derived work in the hub process), and prints what
+pricing costs in throughput; ``--repeat N`` alternates the two N times and shows medians.
 """
 
 from __future__ import annotations
@@ -48,24 +53,46 @@ def main() -> None:
     parser.add_argument("--spans-per-batch", type=int, default=500)
     parser.add_argument("--workers", type=int, default=2, help="hub processes")
     parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--pricing", default="off,on", help="off, on, or both: off,on")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds of each setting, alternated; medians shown"
+    )
     arguments = parser.parse_args()
 
     print(
         f"{arguments.clients} clients, {arguments.spans_per_batch} spans per batch, "
         f"{arguments.seconds:.0f} s, {arguments.workers} hub worker(s)"
     )
-    print(f"{'database':<12}{'spans/s stored':>16}{'requests':>10}{'p50 ms':>9}{'p99 ms':>9}")
+    print(
+        f"{'database':<12}{'pricing':<9}{'spans/s stored':>16}{'requests':>10}"
+        f"{'p50 ms':>9}{'p99 ms':>9}"
+    )
     for database in arguments.databases.split(","):
-        with fresh_database(database) as url:
-            result = measure(url, arguments)
-        print(
-            f"{database:<12}{result['spans_per_second']:>16,.0f}{result['requests']:>10}"
-            f"{result['p50_ms']:>9.1f}{result['p99_ms']:>9.1f}"
-        )
+        rounds: dict[str, list[dict[str, float]]] = {}
+        for _ in range(arguments.repeat):  # alternated, so a busy spell hits both settings
+            for pricing in arguments.pricing.split(","):
+                with fresh_database(database) as url:
+                    rounds.setdefault(pricing, []).append(measure(url, arguments, pricing == "on"))
+        rates: dict[str, float] = {}
+        for pricing, results in rounds.items():
+            median = {key: statistics.median(r[key] for r in results) for key in results[0]}
+            rates[pricing] = median["spans_per_second"]
+            print(
+                f"{database:<12}{pricing:<9}{median['spans_per_second']:>16,.0f}"
+                f"{median['requests']:>10.0f}{median['p50_ms']:>9.1f}{median['p99_ms']:>9.1f}"
+            )
+        if {"off", "on"} <= rates.keys():
+            print(f"{database}: pricing costs {1 - rates['on'] / rates['off']:.1%} of throughput")
 
 
-def measure(database_url: str, arguments: argparse.Namespace) -> dict[str, float]:
-    env = {**os.environ, "AGENTOPS_DATABASE_URL": database_url}
+def measure(
+    database_url: str, arguments: argparse.Namespace, pricing: bool = True
+) -> dict[str, float]:
+    env = {
+        **os.environ,
+        "AGENTOPS_DATABASE_URL": database_url,
+        "AGENTOPS_PRICING": "true" if pricing else "false",
+    }
     subprocess.run([*HUB, "db", "upgrade"], env=env, check=True, capture_output=True)
     bootstrap = subprocess.run(
         [*HUB, "bootstrap", "--org", "bench", "--json"],

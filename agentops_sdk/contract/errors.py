@@ -8,7 +8,8 @@ options.
 
     AgentOpsError
     ├── ConfigurationError        bad option or environment variable given to init()
-    │   └── PolicyError           a policy set that cannot be read or is invalid
+    │   ├── PolicyError           a policy set that cannot be read or is invalid
+    │   └── PricingUnavailable    local pricing asked for without the pricing extra
     └── EnforcementError          a stage of the enforcer stopped a call before it ran
         ├── PolicyViolation       a policy rule denies the call
         ├── BudgetExceeded        the call would spend past a hard budget
@@ -47,6 +48,7 @@ __all__ = [
     "PolicyError",
     "PolicyProblem",
     "PolicyViolation",
+    "PricingUnavailable",
 ]
 
 
@@ -81,6 +83,11 @@ class PolicyError(ConfigurationError):
         self.problems = problems
         details = "".join(f"\n  {problem}" for problem in problems)
         super().__init__(f"{message}{':' if problems else ''}{details}")
+
+
+class PricingUnavailable(ConfigurationError):
+    """Local pricing (:mod:`agentops_sdk.pricing`) needs the ``genai-prices`` package:
+    ``pip install "agentops-hub[pricing]"``."""
 
 
 class EnforcementError(AgentOpsError):

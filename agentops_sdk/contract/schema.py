@@ -17,6 +17,7 @@ The hub validates every batch against them.
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -64,12 +65,21 @@ class ErrorInfo(_Wire):
 
 
 class LlmInfo(_Wire):
-    """Model and token usage of an LLM call."""
+    """Model and token usage of an LLM call.
+
+    ``input_tokens`` counts every input token, ``cached_input_tokens`` (read from the prompt
+    cache) and ``cache_write_tokens`` included; ``output_tokens`` counts every output token,
+    ``reasoning_tokens`` included. ``cost`` is what the SDK priced the call at, in USD, if it
+    did: the hub prices every call itself, keeps both and flags a difference."""
 
     model: Name | None = None
     provider: Name | None = None
     input_tokens: Annotated[int, Field(ge=0)] | None = None
     output_tokens: Annotated[int, Field(ge=0)] | None = None
+    cached_input_tokens: Annotated[int, Field(ge=0)] | None = None
+    cache_write_tokens: Annotated[int, Field(ge=0)] | None = None
+    reasoning_tokens: Annotated[int, Field(ge=0)] | None = None
+    cost: Annotated[Decimal, Field(ge=0, max_digits=20, decimal_places=10)] | None = None
 
 
 class DecisionRecord(_Wire):

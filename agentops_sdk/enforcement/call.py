@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from decimal import Decimal
+
     from agentops_sdk.contract.decisions import Decision
     from agentops_sdk.contract.errors import ApprovalDenied
     from agentops_sdk.enforcement.stage import Stage
@@ -150,7 +152,16 @@ class CallInfo:
 class CallResult:
     """How a call ended, for the stages' ``after`` hooks (a budget reconciles its spend here)."""
 
-    __slots__ = ("cost", "duration_ns", "error", "input_tokens", "model", "output_tokens", "status")
+    __slots__ = (
+        "_cost",
+        "duration_ns",
+        "error",
+        "input_tokens",
+        "model",
+        "output_tokens",
+        "span",
+        "status",
+    )
 
     def __init__(self, span: Span, error: BaseException | None) -> None:
         usage = span.usage
@@ -161,9 +172,34 @@ class CallResult:
         self.model = span.model
         self.input_tokens = None if usage is None else usage["input_tokens"]
         self.output_tokens = None if usage is None else usage["output_tokens"]
-        self.cost: float | None = None
-        """The call's cost in USD; None until the SDK prices calls itself (the budgets issue)."""
         self.duration_ns = 0 if span.end_ns is None else span.end_ns - span.start_ns
+        self.span = span
+        self._cost: Any = _UNPRICED
+
+    @property
+    def cost(self) -> Decimal | None:
+        """The call's cost in USD, priced in the process on first read (:mod:`agentops_sdk.
+        pricing`, the ``pricing`` extra) and recorded on its span, or the cost the span was
+        given. None: no model or usage, a model the price data does not know, or no extra."""
+        if self._cost is _UNPRICED:
+            self._cost = self.span.cost if self.span.cost is not None else self._priced()
+        return self._cost  # type: ignore[no-any-return]
+
+    def _priced(self) -> Decimal | None:
+        span = self.span
+        if span.model is None or span.usage is None:
+            return None
+        try:
+            from agentops_sdk import pricing
+
+            cost = pricing.price(span.model, span.usage, provider=span.provider)
+        except Exception:  # no extra, or data it cannot read: unpriced, never a failed call
+            return None
+        span.cost = cost
+        return cost
+
+
+_UNPRICED: Any = object()
 
 
 class Substitution(Exception):

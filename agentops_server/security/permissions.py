@@ -9,11 +9,11 @@ walks every route of the app with every role and key scope against it.
 role          may
 ============  =========================================================================
 owner         everything, including deleting the org and managing owners
-admin         everything but managing owners and the org's plan
+admin         everything but managing owners and the org's plan (prices: owners and admins only)
 team_lead     read all but the audit log, keys and webhooks; write agents, budgets and policies,
               decide approvals, pause or stop agents, within the teams they belong to
 member        read everything but the audit log and API keys; write agents
-viewer        read agents, runs, policies, budgets, approvals and controls
+viewer        read agents, runs, policies, budgets, prices, approvals and controls
 every role    its own account (``account:self``): profile, password, 2FA, sessions
 ============  =========================================================================
 """
@@ -46,6 +46,13 @@ class Permission(enum.StrEnum):
     POLICIES_WRITE = "policies:write"
     BUDGETS_READ = "budgets:read"
     BUDGETS_WRITE = "budgets:write"
+    BUDGETS_LEASE = "budgets:lease"
+    """Ask for budget leases and report on them: what an SDK spends from (key scope
+    ``ingest``)."""
+    PRICING_READ = "pricing:read"
+    """Read the prices calls are priced at, the org's own prices and recompute jobs."""
+    PRICING_WRITE = "pricing:write"
+    """Add, change and delete the org's own prices; recompute costs."""
     APPROVALS_READ = "approvals:read"
     APPROVALS_REQUEST = "approvals:request"
     APPROVALS_DECIDE = "approvals:decide"
@@ -102,6 +109,7 @@ _READ_ALL = frozenset(
         P.RUNS_READ,
         P.POLICIES_READ,
         P.BUDGETS_READ,
+        P.PRICING_READ,
         P.APPROVALS_READ,
         P.CONTROLS_READ,
         P.STREAM,
@@ -127,8 +135,11 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 """What each role may do. Team leads' writes are limited to their teams by the services."""
 
 SCOPE_PERMISSIONS: dict[Scope, frozenset[Permission]] = {
-    # An SDK reads its controls and policies, and holds the org's stream, with its ingest key.
-    Scope.INGEST: frozenset({P.INGEST, P.CONTROLS_READ, P.POLICIES_READ, P.STREAM}),
+    # An SDK reads its controls, policies and budgets, takes budget leases, and holds the org's
+    # stream, with its ingest key.
+    Scope.INGEST: frozenset(
+        {P.INGEST, P.CONTROLS_READ, P.POLICIES_READ, P.BUDGETS_READ, P.BUDGETS_LEASE, P.STREAM}
+    ),
     Scope.READ: _READ_ALL,
     Scope.CONTROLS_READ: frozenset({P.CONTROLS_READ, P.POLICIES_READ, P.BUDGETS_READ, P.STREAM}),
     # An SDK asks, reads and claims approvals, and hears decisions on the org's stream.

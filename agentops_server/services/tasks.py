@@ -23,6 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentops_server.backends.derived_work import DerivedWork
 from agentops_server.backends.mailer import Mailer
+from agentops_server.services.budgets.alerts import BudgetTasks
+from agentops_server.services.costs import totals
 from agentops_server.services.governance.approval_tasks import ApprovalTasks
 from agentops_server.services.notifications.announcements import Notifier
 from agentops_server.settings import Settings
@@ -53,7 +55,17 @@ def _approvals(derived: DerivedWork, context: TaskContext) -> None:
     ApprovalTasks(context.engine, notifier).register(derived)
 
 
-REGISTRARS: tuple[Registrar, ...] = (_notifications, _approvals)
+def _costs(derived: DerivedWork, context: TaskContext) -> None:
+    if context.settings.pricing:  # with pricing off, nothing is priced and nothing totalled
+        totals.register(derived, context.engine)
+
+
+def _budgets(derived: DerivedWork, context: TaskContext) -> None:
+    notifier = Notifier(context.engine, context.settings, context.mailer, derived)
+    BudgetTasks(context.engine, notifier, derived).register()
+
+
+REGISTRARS: tuple[Registrar, ...] = (_notifications, _approvals, _costs, _budgets)
 """Every domain's registrar."""
 
 

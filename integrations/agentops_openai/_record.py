@@ -383,14 +383,18 @@ def _record_usage(span: Span, usage: Any, names: tuple[str, ...]) -> None:
         span.set_attribute("usage_missing", True)
         return
     input_name, output_name, input_details, output_details = names
+    # OpenAI counts the cached tokens in the input and the reasoning ones in the output, as
+    # the wire schema does: they are priced at their own rates by the hub.
+    cached = getattr(getattr(usage, input_details, None), "cached_tokens", None)
+    reasoning = getattr(getattr(usage, output_details, None), "reasoning_tokens", None)
     span.set_usage(
         input_tokens=getattr(usage, input_name, None),
         output_tokens=getattr(usage, output_name, None),
+        cached_input_tokens=cached if isinstance(cached, int) else None,
+        reasoning_tokens=reasoning if isinstance(reasoning, int) else None,
     )
-    cached = getattr(getattr(usage, input_details, None), "cached_tokens", None)
     if cached is not None:
         span.set_attribute("cached_tokens", cached)
-    reasoning = getattr(getattr(usage, output_details, None), "reasoning_tokens", None)
     if reasoning is not None:
         span.set_attribute("reasoning_tokens", reasoning)
 

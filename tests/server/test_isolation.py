@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import re
 import uuid
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -79,6 +80,8 @@ class Victim:
             session.add(models.ControlVersion(org_id=key.org_id, version=1))
             _add_policies(session, key.org_id)
             _add_approval(session, key.org_id)
+            _add_pricing(session, key.org_id)
+            _add_budgets(session, key.org_id)
             session.commit()
         self.ids = sorted({value for row in self.rows() for value in row if _is_uuid(value)})
         self.user_ids = [
@@ -221,6 +224,111 @@ def _add_approval(session: Session, org_id: uuid.UUID) -> None:
     session.add(models.ApprovalRevision(org_id=org_id, revision=1))
 
 
+def _add_pricing(session: Session, org_id: uuid.UUID) -> None:
+    """A custom model price of the victim's, and a recompute job of its."""
+    now = dt.datetime.now(dt.UTC)
+    session.add_all(
+        [
+            models.ModelPriceRow(
+                org_id=org_id,
+                id=uuid.uuid4(),
+                provider="",
+                model="globex-secret-model",
+                input=Decimal("3"),
+                output=Decimal("15"),
+                tiers=[],
+                note="globex-secret price",
+                created_at=now,
+                updated_at=now,
+            ),
+            models.PricingJob(
+                org_id=org_id,
+                id=uuid.uuid4(),
+                range_from=now - dt.timedelta(days=1),
+                range_to=now,
+                status="done",
+                spans_priced=0,
+                runs_totalled=0,
+                requested_by="globex-secret-requester",
+                created_at=now,
+            ),
+        ]
+    )
+
+
+def _add_budgets(session: Session, org_id: uuid.UUID) -> None:
+    """A budget of the victim's, with a charge, a live lease and an alert on it."""
+    now = dt.datetime.now(dt.UTC)
+    budget_id, lease_id = uuid.uuid4(), uuid.uuid4()
+    window = dt.datetime.combine(now.date(), dt.time(), dt.UTC)
+    session.add(
+        models.BudgetRow(
+            org_id=org_id,
+            id=budget_id,
+            name="globex-secret-budget",
+            scope_kind="agent",
+            scope_value="globex-secret-agent",
+            limit_usd=Decimal("100"),
+            period="daily",
+            timezone="UTC",
+            hard=True,
+            thresholds=[50, 80, 100],
+            on_unknown_cost="deny",
+            fail_mode="closed",
+            auto_pause=False,
+            auto_resume=False,
+            version=1,
+            notify=[],
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    session.flush()
+    session.add_all(
+        [
+            models.BudgetVersion(org_id=org_id, version=1),
+            models.BudgetLedgerEntry(
+                org_id=org_id,
+                id=uuid.uuid4(),
+                budget_id=budget_id,
+                window_start=window,
+                amount_usd=Decimal("7"),
+                tokens=10,
+                span_id=uuid.uuid4(),
+                run_id=uuid.uuid4(),
+                lease_id=lease_id,
+                at=now,
+            ),
+            models.BudgetLease(
+                org_id=org_id,
+                id=lease_id,
+                request_id=uuid.uuid4(),
+                budget_id=budget_id,
+                holder="globex-secret-holder",
+                state="active",
+                granted_usd=Decimal("20"),
+                spent_usd=Decimal("0"),
+                window_start=window,
+                window_end=window + dt.timedelta(days=1),
+                expires_at=now + dt.timedelta(hours=1),
+                budget_version=1,
+                created_at=now,
+                updated_at=now,
+            ),
+            models.BudgetAlert(
+                org_id=org_id,
+                id=uuid.uuid4(),
+                budget_id=budget_id,
+                window_start=window,
+                threshold=50,
+                kind="threshold",
+                spent_usd=Decimal("50"),
+                raised_at=now,
+            ),
+        ]
+    )
+
+
 def org_rows(database_url: str, org_id: uuid.UUID) -> list[tuple[str, ...]]:
     """Every row of ``org_id`` in every tenant table, as sorted tuples of strings."""
     found: list[tuple[str, ...]] = []
@@ -277,6 +385,11 @@ def bodies(victim: Victim) -> st.SearchStrategy[dict[str, Any]]:
             "ids": st.lists(victim_id, min_size=1, max_size=3),
             "decision": st.sampled_from(["approve", "reject", "cancel"]),
             "claimant": st.just("an intruder"),
+            "model": st.just("globex-secret-model"),
+            "input": st.just("3"),
+            "output": st.just("15"),
+            "from": st.just("2020-01-01T00:00:00Z"),
+            "to": st.just("2100-01-01T00:00:00Z"),
         },
     )
 

@@ -89,6 +89,14 @@ def test_runs_are_listed_newest_first_with_their_summary(
         "error_count": 1,
         "input_tokens": 120,
         "output_tokens": 30,
+        "cached_input_tokens": 0,
+        "cache_write_tokens": 0,
+        "reasoning_tokens": 0,
+        "cost": None,
+        "sdk_cost": None,
+        "cost_mismatch": False,
+        "llm_calls": 0,
+        "unpriced_calls": 0,
     }
     assert running["ended_at"] is None
     assert running["duration_ms"] is None
@@ -436,6 +444,15 @@ def _node(span_id: uuid.UUID, name: str, *, parent_id: uuid.UUID, offset_ms: int
         provider=None,
         input_tokens=None,
         output_tokens=None,
+        cached_input_tokens=None,
+        cache_write_tokens=None,
+        reasoning_tokens=None,
+        cost=None,
+        cost_match=None,
+        pricing_version=None,
+        priced_model=None,
+        sdk_cost=None,
+        cost_mismatch=False,
     )
 
 

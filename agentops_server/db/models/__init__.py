@@ -11,6 +11,13 @@ from __future__ import annotations
 from agentops_server.db.models.approvals import ApprovalRequest, ApprovalRevision
 from agentops_server.db.models.audit import AuditEvent
 from agentops_server.db.models.base import Base
+from agentops_server.db.models.budgets import (
+    BudgetAlert,
+    BudgetLease,
+    BudgetLedgerEntry,
+    BudgetRow,
+    BudgetVersion,
+)
 from agentops_server.db.models.derived_work import PendingWork
 from agentops_server.db.models.governance import Agent, Control, ControlVersion
 from agentops_server.db.models.identity import (
@@ -31,6 +38,7 @@ from agentops_server.db.models.identity import (
 )
 from agentops_server.db.models.notifications import Notification, Webhook, WebhookDelivery
 from agentops_server.db.models.policies import PolicyState, PolicyVersion
+from agentops_server.db.models.pricing import ModelPriceRow, PricingJob
 from agentops_server.db.models.telemetry import Run, Span
 
 __all__ = [
@@ -42,10 +50,16 @@ __all__ = [
     "ApprovalRevision",
     "AuditEvent",
     "Base",
+    "BudgetAlert",
+    "BudgetLease",
+    "BudgetLedgerEntry",
+    "BudgetRow",
+    "BudgetVersion",
     "Control",
     "ControlVersion",
     "Invitation",
     "Membership",
+    "ModelPriceRow",
     "MfaFactor",
     "Notification",
     "OAuthIdentity",
@@ -55,6 +69,7 @@ __all__ = [
     "PendingWork",
     "PolicyState",
     "PolicyVersion",
+    "PricingJob",
     "RecoveryCode",
     "RefreshToken",
     "Run",

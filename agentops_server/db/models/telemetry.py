@@ -45,7 +45,15 @@ class Run(Base):
     error_count: Mapped[int] = mapped_column(Integer, default=0)
     input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Totals of the run's LLM spans, kept by derived work (services/costs/totals.py); the
+    # tokens above are the ones the SDK counted.
     cost: Mapped[Decimal | None] = mapped_column(Money)
+    sdk_cost: Mapped[Decimal | None] = mapped_column(Money)
+    cached_input_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    cache_write_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    llm_calls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    unpriced_calls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     received_at: Mapped[dt.datetime] = mapped_column(Moment, server_default=func.now())
 
     __table_args__ = (
@@ -81,6 +89,19 @@ class Span(Base):
     provider: Mapped[str | None] = mapped_column(String(256))
     input_tokens: Mapped[int | None] = mapped_column(BigInteger)
     output_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    cached_input_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    cache_write_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    reasoning_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    # What the hub priced the call at (authoritative) and how: see services/costs/prices.py.
     cost: Mapped[Decimal | None] = mapped_column(Money)
+    cost_match: Mapped[str | None] = mapped_column(String(16))
+    """``exact``, ``fallback`` or ``unmatched`` (cost NULL); NULL for spans that are no call."""
+    pricing_version: Mapped[str | None] = mapped_column(String(64))
+    priced_model: Mapped[str | None] = mapped_column(String(320))
+    sdk_cost: Mapped[Decimal | None] = mapped_column(Money)
+    """What the SDK priced the call at, if it sent a cost."""
 
-    __table_args__ = (Index(None, "org_id", "run_id", "started_at"),)
+    __table_args__ = (
+        Index(None, "org_id", "run_id", "started_at"),
+        Index(None, "org_id", "started_at"),
+    )

@@ -43,6 +43,7 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from typing import Any
 
 import anyio.to_thread
@@ -71,6 +72,8 @@ from agentops_server.db.models import Agent, Base, Run, Span
 from agentops_server.db.types import to_utc
 from agentops_server.db.upsert import Row, dialect_insert, upsert_newest
 from agentops_server.refusals import Invalid, TooLarge, Unavailable
+from agentops_server.services.costs.prices import is_call, load_price_book, price_span_rows
+from agentops_server.services.costs.run_totals import total_runs
 from agentops_server.values import decode_json
 
 __all__ = ["EVENTS_COMMITTED", "ingest_batch", "ingest_run"]
@@ -80,8 +83,9 @@ logger = logging.getLogger("agentops_server")
 
 EVENTS_COMMITTED = "telemetry.events_committed"
 """The notice ingest hands to derived work after each commit that changed stored rows, with
-the payload ``{"org_id", "run_ids", "span_ids", "committed_at"}``: the runs and spans whose
-stored state changed (ids as text), and when the commit was (ISO 8601, UTC). Pricing, rollups,
+the payload ``{"org_id", "run_ids", "span_ids", "call_run_ids", "committed_at"}``: the runs and
+spans whose stored state changed (ids as text), the runs of the LLM calls among those spans
+(whose totals changed), and when the commit was (ISO 8601, UTC). Pricing, rollups,
 budgets, alerts and live updates take their work from it."""
 
 Charge = Callable[[int], Awaitable[None]]
@@ -97,11 +101,14 @@ async def ingest_batch(
     max_events: int,
     charge: Charge | None = None,
     derived: DerivedWork | None = None,
+    pricing: bool = True,
 ) -> IngestResult:
     """Store the valid events of the batch in ``body`` for ``org_id``; commit; report per event."""
     parse = functools.partial(_parse_batch, body, org_id, max_events)
     parsed = await anyio.to_thread.run_sync(parse)
-    return await _charge_and_store(session, org_id, parsed, charge, derived)
+    return await _charge_and_store(
+        session, org_id, parsed, charge=charge, derived=derived, pricing=pricing
+    )
 
 
 async def ingest_run(
@@ -112,23 +119,28 @@ async def ingest_run(
     max_events: int,
     charge: Charge | None = None,
     derived: DerivedWork | None = None,
+    pricing: bool = True,
 ) -> IngestResult:
     """Store the run upload in ``body`` for ``org_id`` (all or none); commit; report."""
     parse = functools.partial(_parse_run_upload, body, org_id, max_events)
     parsed = await anyio.to_thread.run_sync(parse)
-    return await _charge_and_store(session, org_id, parsed, charge, derived)
+    return await _charge_and_store(
+        session, org_id, parsed, charge=charge, derived=derived, pricing=pricing
+    )
 
 
 async def _charge_and_store(
     session: AsyncSession,
     org_id: uuid.UUID,
     parsed: _Parsed,
+    *,
     charge: Charge | None,
     derived: DerivedWork | None,
+    pricing: bool,
 ) -> IngestResult:
     if charge is not None:
         await charge(len(parsed.runs) + len(parsed.spans) + len(parsed.rejections))
-    return await _store(session, org_id, parsed, derived)
+    return await _store(session, org_id, parsed, derived, pricing)
 
 
 # -- parsing: runs on a worker thread, so a large batch does not stall the event loop -----------
@@ -288,6 +300,21 @@ def _span_row(event: SpanEvent, org_id: uuid.UUID) -> Row:
         "provider": llm.provider if llm else None,
         "input_tokens": _bounded(llm.input_tokens, _INT64, "llm.input_tokens") if llm else None,
         "output_tokens": _bounded(llm.output_tokens, _INT64, "llm.output_tokens") if llm else None,
+        "cached_input_tokens": _bounded(llm.cached_input_tokens, _INT64, "llm.cached_input_tokens")
+        if llm
+        else None,
+        "cache_write_tokens": _bounded(llm.cache_write_tokens, _INT64, "llm.cache_write_tokens")
+        if llm
+        else None,
+        "reasoning_tokens": _bounded(llm.reasoning_tokens, _INT64, "llm.reasoning_tokens")
+        if llm
+        else None,
+        "sdk_cost": _money(llm.cost, "llm.cost") if llm else None,
+        # Set by pricing (services/costs/prices.py) before the rows are stored.
+        "cost": None,
+        "cost_match": None,
+        "pricing_version": None,
+        "priced_model": None,
     }
 
 
@@ -315,6 +342,15 @@ def _utc(moment: dt.datetime | None) -> dt.datetime | None:
 def _bounded(value: int | None, limit: int, field: str) -> int | None:
     if value is not None and value > limit:
         raise ValueError(f"{field}: {value} is more than the hub stores ({limit})")
+    return value
+
+
+_MAX_MONEY = Decimal(10) ** 10  # what Numeric(20, 10) holds
+
+
+def _money(value: Decimal | None, field: str) -> Decimal | None:
+    if value is not None and value >= _MAX_MONEY:
+        raise ValueError(f"{field}: {value} is more than the hub stores")
     return value
 
 
@@ -355,22 +391,35 @@ def _describe(exc: ValidationError, *, tagged: bool = False, limit: int = 3) -> 
 
 
 async def _store(
-    session: AsyncSession, org_id: uuid.UUID, parsed: _Parsed, derived: DerivedWork | None
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    parsed: _Parsed,
+    derived: DerivedWork | None,
+    pricing: bool,
 ) -> IngestResult:
     runs, run_steps = _fold(parsed.runs)
     spans, span_steps = _fold(parsed.spans)
     accepted = 0
     if runs or spans:
         try:
+            if pricing and any(is_call(row) for row in spans):
+                # In the transaction: an acknowledged span has its cost (run totals: below on
+                # SQLite, as derived work on PostgreSQL, see services/costs/totals.py).
+                price_span_rows(await load_price_book(session, org_id), spans)
             changed_runs = await upsert_newest(session, _table(Run), runs)
             changed_spans = await upsert_newest(session, _table(Span), spans)
             # Last: every batch of an agent updates its row, so its lock is held the least time.
             await _register_agents(session, org_id, runs)
+            calls = {row["run_id"] for row in spans if row["id"] in changed_spans and is_call(row)}
+            if pricing and _dialect(session) == "sqlite" and (changed_runs or calls):
+                # SQLite has one writer: totals made here cannot miss a concurrent span, and
+                # spare derived work a second commit (on PostgreSQL they are derived work).
+                await total_runs(session, org_id, changed_runs | calls, locked=True)
             notice = None
             if derived is not None and (changed_runs or changed_spans):
                 # In the same transaction: the change and what it owes commit together.
                 notice = await derived.record(
-                    session, EVENTS_COMMITTED, _notice(org_id, changed_runs, changed_spans)
+                    session, EVENTS_COMMITTED, _notice(org_id, changed_runs, changed_spans, calls)
                 )
             await session.commit()
         except OperationalError as exc:
@@ -393,12 +442,15 @@ async def _store(
     )
 
 
-def _notice(org_id: uuid.UUID, runs: set[uuid.UUID], spans: set[uuid.UUID]) -> dict[str, Any]:
+def _notice(
+    org_id: uuid.UUID, runs: set[uuid.UUID], spans: set[uuid.UUID], calls: set[uuid.UUID]
+) -> dict[str, Any]:
     """The payload of :data:`EVENTS_COMMITTED` for what a commit changed."""
     return {
         "org_id": str(org_id),
         "run_ids": sorted(str(run_id) for run_id in runs),
         "span_ids": sorted(str(span_id) for span_id in spans),
+        "call_run_ids": sorted(str(run_id) for run_id in calls),
         "committed_at": dt.datetime.now(dt.UTC).isoformat(),
     }
 
@@ -437,6 +489,10 @@ def _supersedes(new: Row, old: Row) -> bool:
         return True
     new_end, old_end = new["ended_at"], old["ended_at"]
     return new_end is not None and old_end is not None and new_end > old_end
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
 
 
 def _table(model: type[Base]) -> Table:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
+from decimal import Decimal
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, select
@@ -86,6 +87,19 @@ class RunSummary:
     error_count: int
     input_tokens: int
     output_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    cost: Decimal | None
+    """USD, the sum of the hub's prices of the run's LLM calls (``unpriced_calls`` of them
+    have none: then it is a lower bound); None when no call was priced."""
+    sdk_cost: Decimal | None
+    """USD, the sum of the costs the SDK sent, if it sent any."""
+    cost_mismatch: bool
+    """The SDK sent costs and they differ from the hub's (the hub's is authoritative)."""
+    llm_calls: int
+    unpriced_calls: int
+    """LLM calls the hub could not price (an unknown model, or no usage reported)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,6 +132,17 @@ class SpanNode:
     provider: str | None
     input_tokens: int | None
     output_tokens: int | None
+    cached_input_tokens: int | None
+    cache_write_tokens: int | None
+    reasoning_tokens: int | None
+    cost: Decimal | None
+    """USD, as the hub priced the call (None: not a call, or not priced: see ``cost_match``)."""
+    cost_match: str | None
+    """``exact``, ``fallback``, ``unmatched`` or ``no_usage`` (None: not an LLM call)."""
+    pricing_version: str | None
+    priced_model: str | None
+    sdk_cost: Decimal | None
+    cost_mismatch: bool
     children: list[SpanNode] = dataclasses.field(default_factory=list)
 
 
@@ -285,7 +310,20 @@ def _summary_fields(run: Run) -> dict[str, Any]:
         "error_count": run.error_count,
         "input_tokens": run.input_tokens,
         "output_tokens": run.output_tokens,
+        "cached_input_tokens": run.cached_input_tokens,
+        "cache_write_tokens": run.cache_write_tokens,
+        "reasoning_tokens": run.reasoning_tokens,
+        "cost": run.cost,
+        "sdk_cost": run.sdk_cost,
+        "cost_mismatch": _mismatch(run.cost, run.sdk_cost),
+        "llm_calls": run.llm_calls,
+        "unpriced_calls": run.unpriced_calls,
     }
+
+
+def _mismatch(cost: Decimal | None, sdk_cost: Decimal | None) -> bool:
+    """The SDK sent a cost that is not the hub's."""
+    return sdk_cost is not None and cost != sdk_cost
 
 
 def _summary(run: Run) -> RunSummary:
@@ -312,4 +350,13 @@ def _node(span: Span) -> SpanNode:
         provider=span.provider,
         input_tokens=span.input_tokens,
         output_tokens=span.output_tokens,
+        cached_input_tokens=span.cached_input_tokens,
+        cache_write_tokens=span.cache_write_tokens,
+        reasoning_tokens=span.reasoning_tokens,
+        cost=span.cost,
+        cost_match=span.cost_match,
+        pricing_version=span.pricing_version,
+        priced_model=span.priced_model,
+        sdk_cost=span.sdk_cost,
+        cost_mismatch=_mismatch(span.cost, span.sdk_cost),
     )

@@ -85,6 +85,7 @@ class IngestController(Controller):
             max_events=settings.max_batch_events,
             charge=ingest_quota.charge,
             derived=derived_work,
+            pricing=settings.pricing,
         )
         return Response(result, status_code=207 if result.rejected else 200)
 
@@ -115,6 +116,7 @@ class IngestController(Controller):
             max_events=settings.max_batch_events,
             charge=ingest_quota.charge,
             derived=derived_work,
+            pricing=settings.pricing,
         )
 
 
