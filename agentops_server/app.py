@@ -48,7 +48,7 @@ from agentops_server.observability import (
 )
 from agentops_server.refusals import Unavailable
 from agentops_server.services.budgets.definitions import BUDGETS, BUDGETS_TOPIC, BudgetsChanged
-from agentops_server.services.costs.prices import load_catalog
+from agentops_server.services.costs.prices import start_loading_catalog
 from agentops_server.services.governance.approval_feed import APPROVALS, APPROVALS_TOPIC
 from agentops_server.services.governance.approvals import ApprovalsChanged
 from agentops_server.services.governance.control_sets import CONTROLS, CONTROLS_TOPIC
@@ -189,7 +189,11 @@ def create_app(
         ],
         before_send=[security_headers(settings)],
         logging_config=None,  # configure_logging() set logging up; Litestar must not redo it
-        on_startup=[derived_work.start, live.start, *([load_catalog] if settings.pricing else [])],
+        on_startup=[
+            derived_work.start,
+            live.start,
+            *([start_loading_catalog] if settings.pricing else []),
+        ],
         on_shutdown=[live.close, derived_work.close, rate_limiter.close],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
