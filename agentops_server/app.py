@@ -47,7 +47,8 @@ from agentops_server.observability import (
     configure_sentry,
 )
 from agentops_server.refusals import Unavailable
-from agentops_server.services.costs.prices import load_catalog
+from agentops_server.services.budgets.definitions import BUDGETS, BUDGETS_TOPIC, BudgetsChanged
+from agentops_server.services.costs.prices import start_loading_catalog
 from agentops_server.services.governance.approval_feed import APPROVALS, APPROVALS_TOPIC
 from agentops_server.services.governance.approvals import ApprovalsChanged
 from agentops_server.services.governance.control_sets import CONTROLS, CONTROLS_TOPIC
@@ -69,6 +70,7 @@ STREAM_TOPICS: tuple[StreamTopic, ...] = (
     POLICIES_TOPIC,
     NOTIFICATIONS_TOPIC,
     APPROVALS_TOPIC,
+    BUDGETS_TOPIC,
 )
 """The topics of every org's live stream (:mod:`agentops_server.backends.live`)."""
 
@@ -118,6 +120,7 @@ def create_app(
     controls_changed: ControlsChanged | None = None,
     policies_changed: PoliciesChanged | None = None,
     approvals_changed: ApprovalsChanged | None = None,
+    budgets_changed: BudgetsChanged | None = None,
     **litestar_options: Any,
 ) -> Litestar:
     """Build the hub's ASGI app from ``settings`` (default: from the environment).
@@ -131,7 +134,8 @@ def create_app(
     the change at once); ``policies_changed``, after each commit that changed its active policy
     set (default: its ``policies`` topic is refreshed); ``approvals_changed``, after each
     committed decision of its approval requests (default: its ``approvals`` topic is
-    refreshed, so a waiting SDK hears the answer at once)."""
+    refreshed, so a waiting SDK hears the answer at once); ``budgets_changed``, after each
+    committed change of its budgets (default: its ``budgets`` topic is refreshed)."""
     settings = settings or Settings.from_env()
     configure_logging(settings)
     configure_sentry(settings)  # before Litestar(): its integration hooks into the constructor
@@ -160,6 +164,7 @@ def create_app(
         "controls_changed": controls_changed or functools.partial(live.refresh, kind=CONTROLS),
         "policies_changed": policies_changed or functools.partial(live.refresh, kind=POLICIES),
         "approvals_changed": approvals_changed or functools.partial(live.refresh, kind=APPROVALS),
+        "budgets_changed": budgets_changed or functools.partial(live.refresh, kind=BUDGETS),
     }
     database = SQLAlchemyAsyncConfig(
         engine_instance=engine,
@@ -184,7 +189,11 @@ def create_app(
         ],
         before_send=[security_headers(settings)],
         logging_config=None,  # configure_logging() set logging up; Litestar must not redo it
-        on_startup=[derived_work.start, live.start, *([load_catalog] if settings.pricing else [])],
+        on_startup=[
+            derived_work.start,
+            live.start,
+            *([start_loading_catalog] if settings.pricing else []),
+        ],
         on_shutdown=[live.close, derived_work.close, rate_limiter.close],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(

@@ -29,6 +29,7 @@ from typing import Any
 
 import click
 
+from agentops_server.pricing_cli import pricing
 from agentops_server.settings import DEFAULT_DATABASE_URL, Settings
 
 __all__ = ["main"]
@@ -520,6 +521,8 @@ def _org_id(database_url: str, org_slug: str) -> uuid.UUID:
         raise click.ClickException(f"no org has the slug {org_slug!r}")
     return uuid.UUID(str(found))
 
+
+main.add_command(pricing)
 
 if __name__ == "__main__":
     sys.exit(main())

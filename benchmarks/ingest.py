@@ -107,9 +107,10 @@ def measure(
         url = f"http://127.0.0.1:{port}"
         wait_until_up(url)
         ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(arguments.clients) as pool:
+        with ctx.Manager() as manager, ctx.Pool(arguments.clients) as pool:
+            start = manager.Barrier(arguments.clients)  # all clients start their clocks together
             jobs = [
-                (url, api_key, arguments.seconds, arguments.spans_per_batch, index)
+                (url, api_key, arguments.seconds, arguments.spans_per_batch, index, start)
                 for index in range(arguments.clients)
             ]
             outcomes = pool.starmap(run_client, jobs)
@@ -129,11 +130,13 @@ def measure(
 
 
 def run_client(
-    url: str, api_key: str, seconds: float, spans_per_batch: int, index: int
+    url: str, api_key: str, seconds: float, spans_per_batch: int, index: int, start: Any
 ) -> dict[str, Any]:
-    """One client: post prepared batches until ``seconds`` have passed."""
+    """One client: post prepared batches until ``seconds`` have passed, starting when every
+    client has made its payloads (``start``: a barrier), so the clients' clocks overlap."""
     # Enough unique payloads for 50,000 spans/s from this client alone: never the limit.
     bodies = [make_batch(spans_per_batch) for _ in range(int(seconds * 50_000 / spans_per_batch))]
+    start.wait(300)
     headers = {
         "Authorization": f"Bearer {api_key}",
         "Content-Type": "application/json",

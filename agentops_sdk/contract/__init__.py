@@ -7,7 +7,8 @@
 - :mod:`agentops_sdk.contract.controls`: emergency controls (pause, kill) and how a call's
   effective state follows from them.
 - :mod:`agentops_sdk.contract.approvals`: human approval requests, their states and answers.
-- :mod:`agentops_sdk.contract.budgets`: budgets, their windows, and the leases spend is admitted from.
+- :mod:`agentops_sdk.contract.budgets`: budgets, their windows, and the leases spend is
+  admitted from.
 - :mod:`agentops_sdk.contract.policy`: policy sets, the documents of rules an org enforces.
 - :mod:`agentops_sdk.contract.policy_engine`: the pure engine that compiles a policy set and
   decides about calls with it; :mod:`agentops_sdk.contract.patterns`, the globs and regexes it

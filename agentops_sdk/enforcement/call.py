@@ -199,6 +199,9 @@ class CallResult:
         return cost
 
 
+_UNPRICED: Any = object()
+
+
 class Substitution(Exception):
     """Raised out of ``Client.start``/``aenforce`` to a decorator's wrapper (and nowhere
     else) when the call must not run as it was made.
@@ -219,6 +222,3 @@ class Substitution(Exception):
         self.span = span
         self.replacement = replacement
         self.refused = refused
-
-
-_UNPRICED: Any = object()

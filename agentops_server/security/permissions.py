@@ -46,6 +46,9 @@ class Permission(enum.StrEnum):
     POLICIES_WRITE = "policies:write"
     BUDGETS_READ = "budgets:read"
     BUDGETS_WRITE = "budgets:write"
+    BUDGETS_LEASE = "budgets:lease"
+    """Ask for budget leases and report on them: what an SDK spends from (key scope
+    ``ingest``)."""
     PRICING_READ = "pricing:read"
     """Read the prices calls are priced at, the org's own prices and recompute jobs."""
     PRICING_WRITE = "pricing:write"
@@ -132,8 +135,11 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 """What each role may do. Team leads' writes are limited to their teams by the services."""
 
 SCOPE_PERMISSIONS: dict[Scope, frozenset[Permission]] = {
-    # An SDK reads its controls and policies, and holds the org's stream, with its ingest key.
-    Scope.INGEST: frozenset({P.INGEST, P.CONTROLS_READ, P.POLICIES_READ, P.STREAM}),
+    # An SDK reads its controls, policies and budgets, takes budget leases, and holds the org's
+    # stream, with its ingest key.
+    Scope.INGEST: frozenset(
+        {P.INGEST, P.CONTROLS_READ, P.POLICIES_READ, P.BUDGETS_READ, P.BUDGETS_LEASE, P.STREAM}
+    ),
     Scope.READ: _READ_ALL,
     Scope.CONTROLS_READ: frozenset({P.CONTROLS_READ, P.POLICIES_READ, P.BUDGETS_READ, P.STREAM}),
     # An SDK asks, reads and claims approvals, and hears decisions on the org's stream.

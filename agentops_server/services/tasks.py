@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentops_server.backends.derived_work import DerivedWork
 from agentops_server.backends.mailer import Mailer
+from agentops_server.services.budgets.alerts import BudgetTasks
 from agentops_server.services.costs import totals
 from agentops_server.services.governance.approval_tasks import ApprovalTasks
 from agentops_server.services.notifications.announcements import Notifier
@@ -59,7 +60,12 @@ def _costs(derived: DerivedWork, context: TaskContext) -> None:
         totals.register(derived, context.engine)
 
 
-REGISTRARS: tuple[Registrar, ...] = (_notifications, _approvals, _costs)
+def _budgets(derived: DerivedWork, context: TaskContext) -> None:
+    notifier = Notifier(context.engine, context.settings, context.mailer, derived)
+    BudgetTasks(context.engine, notifier, derived).register()
+
+
+REGISTRARS: tuple[Registrar, ...] = (_notifications, _approvals, _costs, _budgets)
 """Every domain's registrar."""
 
 

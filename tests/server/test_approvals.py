@@ -396,9 +396,10 @@ def test_a_request_still_pending_after_escalate_after_is_escalated_to_admins(
     client: Client, sdk: dict[str, str], owner: Person, people: People
 ) -> None:
     lead = people.add(Role.TEAM_LEAD)
-    decided_early = ask(client, sdk, run_id="1", escalate_after=1.0)
+    # 3 s: room for the decision to land before the first one is due, on a loaded machine.
+    decided_early = ask(client, sdk, run_id="1", escalate_after=3.0)
     decide(client, owner.headers, decided_early["id"], "reject")
-    asked = ask(client, sdk, run_id="2", escalate_after=1.0)  # due after the first one
+    asked = ask(client, sdk, run_id="2", escalate_after=3.0)  # due after the first one
 
     escalated = eventually(
         lambda: (

@@ -81,6 +81,7 @@ class Victim:
             _add_policies(session, key.org_id)
             _add_approval(session, key.org_id)
             _add_pricing(session, key.org_id)
+            _add_budgets(session, key.org_id)
             session.commit()
         self.ids = sorted({value for row in self.rows() for value in row if _is_uuid(value)})
         self.user_ids = [
@@ -250,6 +251,79 @@ def _add_pricing(session: Session, org_id: uuid.UUID) -> None:
                 runs_totalled=0,
                 requested_by="globex-secret-requester",
                 created_at=now,
+            ),
+        ]
+    )
+
+
+def _add_budgets(session: Session, org_id: uuid.UUID) -> None:
+    """A budget of the victim's, with a charge, a live lease and an alert on it."""
+    now = dt.datetime.now(dt.UTC)
+    budget_id, lease_id = uuid.uuid4(), uuid.uuid4()
+    window = dt.datetime.combine(now.date(), dt.time(), dt.UTC)
+    session.add(
+        models.BudgetRow(
+            org_id=org_id,
+            id=budget_id,
+            name="globex-secret-budget",
+            scope_kind="agent",
+            scope_value="globex-secret-agent",
+            limit_usd=Decimal("100"),
+            period="daily",
+            timezone="UTC",
+            hard=True,
+            thresholds=[50, 80, 100],
+            on_unknown_cost="deny",
+            fail_mode="closed",
+            auto_pause=False,
+            auto_resume=False,
+            version=1,
+            notify=[],
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    session.flush()
+    session.add_all(
+        [
+            models.BudgetVersion(org_id=org_id, version=1),
+            models.BudgetLedgerEntry(
+                org_id=org_id,
+                id=uuid.uuid4(),
+                budget_id=budget_id,
+                window_start=window,
+                amount_usd=Decimal("7"),
+                tokens=10,
+                span_id=uuid.uuid4(),
+                run_id=uuid.uuid4(),
+                lease_id=lease_id,
+                at=now,
+            ),
+            models.BudgetLease(
+                org_id=org_id,
+                id=lease_id,
+                request_id=uuid.uuid4(),
+                budget_id=budget_id,
+                holder="globex-secret-holder",
+                state="active",
+                granted_usd=Decimal("20"),
+                spent_usd=Decimal("0"),
+                window_start=window,
+                window_end=window + dt.timedelta(days=1),
+                expires_at=now + dt.timedelta(hours=1),
+                budget_version=1,
+                created_at=now,
+                updated_at=now,
+            ),
+            models.BudgetAlert(
+                org_id=org_id,
+                id=uuid.uuid4(),
+                budget_id=budget_id,
+                window_start=window,
+                threshold=50,
+                kind="threshold",
+                spent_usd=Decimal("50"),
+                raised_at=now,
             ),
         ]
     )

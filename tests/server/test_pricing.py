@@ -9,8 +9,10 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from agentops_server import Settings
+from agentops_server.cli import main
 from agentops_server.security.permissions import Role
 from agentops_server.services.identity.api_keys import IssuedKey
 from tests.server.api import assert_problem, audit_entries, bearer
@@ -327,3 +329,33 @@ def test_pricing_off_stores_calls_unpriced(settings: Settings, org: IssuedKey) -
         send(off, org, run, llm(run, "gpt-4o", "openai", input_tokens=1, output_tokens=1))
         span = run_detail(off, org, run)["spans"][0]
     assert (span["cost"], span["cost_match"]) == (None, None)
+
+
+def test_the_cli_recomputes_a_range_at_once(
+    hub: Hub, org: IssuedKey, people: People, migrated_url: str
+) -> None:
+    run = run_event()
+    span = llm(run, "gpt-4o", "openai", input_tokens=2_000, output_tokens=0)
+    send(hub, org, run, span)
+    add_price(hub, people.add(Role.OWNER).headers, model="gpt-4o", input="1", output="2")
+    day = dt.datetime.fromisoformat(span["started_at"]).date()
+
+    result = CliRunner().invoke(
+        main,
+        [
+            "pricing",
+            "recompute",
+            "--database-url",
+            migrated_url,
+            "--org",
+            "acme",
+            "--from",
+            f"{day}",
+            "--to",
+            f"{day + dt.timedelta(days=1)}",
+        ],
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "1 spans priced, 1 runs totalled" in result.output
+    assert Decimal(run_detail(hub, org, run)["cost"]) == per_million(2_000, "1")

@@ -7,6 +7,7 @@ from litestar.datastructures import CacheControlHeader
 from litestar.types import ControllerRouterHandler
 
 from agentops_server.api.v1.audit import AuditController
+from agentops_server.api.v1.budgets import BudgetController
 from agentops_server.api.v1.costs import PricingController
 from agentops_server.api.v1.governance.agents import AgentController
 from agentops_server.api.v1.governance.approvals import ApprovalController
@@ -38,7 +39,7 @@ def api_router() -> Router:
 
     Handlers may ask for the app's infrastructure (``settings``, ``engine``, ``mailer``,
     ``rate_limiter``, ``authenticator``, ``oauth_providers``, ``derived_work``, ``live``,
-    ``controls_changed``, ``policies_changed``, ``approvals_changed``: see
+    ``controls_changed``, ``policies_changed``, ``approvals_changed``, ``budgets_changed``: see
     :func:`agentops_server.app.create_app`) and for ``throttle``, ``auth_failures`` and
     ``ingest_quota`` (:mod:`agentops_server.backends.rate_limit`); every
     :class:`~agentops_server.refusals.Refused` raised here is a problem+json answer
@@ -71,6 +72,7 @@ def api_router() -> Router:
         PolicyController,
         ApprovalController,
         PricingController,
+        BudgetController,
     ]
     return Router(
         path="/api/v1",

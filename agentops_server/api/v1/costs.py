@@ -39,7 +39,10 @@ INVALID_PRICE = (
         "ceiling): the detail says which and what it would be per million",
     ),
     Invalid("invalid_tiers", "tier thresholds must be distinct and increasing"),
-    Invalid("invalid_model_name", "model and provider without outer space"),
+    Invalid(
+        "invalid_model_name", "a model named, without outer space; names and note not too long"
+    ),
+    Invalid("invalid_text", "a control character or lone surrogate in a name or the note"),
 )
 
 

@@ -11,6 +11,13 @@ from __future__ import annotations
 from agentops_server.db.models.approvals import ApprovalRequest, ApprovalRevision
 from agentops_server.db.models.audit import AuditEvent
 from agentops_server.db.models.base import Base
+from agentops_server.db.models.budgets import (
+    BudgetAlert,
+    BudgetLease,
+    BudgetLedgerEntry,
+    BudgetRow,
+    BudgetVersion,
+)
 from agentops_server.db.models.derived_work import PendingWork
 from agentops_server.db.models.governance import Agent, Control, ControlVersion
 from agentops_server.db.models.identity import (
@@ -43,6 +50,11 @@ __all__ = [
     "ApprovalRevision",
     "AuditEvent",
     "Base",
+    "BudgetAlert",
+    "BudgetLease",
+    "BudgetLedgerEntry",
+    "BudgetRow",
+    "BudgetVersion",
     "Control",
     "ControlVersion",
     "Invitation",

@@ -37,6 +37,7 @@ from agentops_server.services.costs.prices import (
     org_price_of,
     price_version,
 )
+from agentops_server.values import Text
 
 __all__ = [
     "EffectivePrice",
@@ -56,8 +57,6 @@ __all__ = [
 
 MAX_TIERS = 8
 Rate = Annotated[Decimal, msgspec.Meta(description="USD per million tokens.")]
-ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-ProviderName = Annotated[str, msgspec.Meta(max_length=64)]
 
 
 class PriceTier(msgspec.Struct, forbid_unknown_fields=True):
@@ -74,17 +73,17 @@ class PriceTier(msgspec.Struct, forbid_unknown_fields=True):
 class NewPrice(msgspec.Struct, forbid_unknown_fields=True):
     """A price for ``model`` (at ``provider``; ``""``: any provider), USD per million tokens."""
 
-    model: ModelName
+    model: Text
     input: Rate
     output: Rate
-    provider: ProviderName = ""
+    provider: Text = Text("")
     cached_input: Rate | None = None
     cache_write: Rate | None = None
     reasoning: Rate | None = None
     tiers: Annotated[list[PriceTier], msgspec.Meta(max_length=MAX_TIERS)] = msgspec.field(
         default_factory=list
     )
-    note: Annotated[str, msgspec.Meta(max_length=1000)] = ""
+    note: Text = Text("")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -295,8 +294,12 @@ def _effective(book: PriceBook, model: str, provider: str | None) -> EffectivePr
 
 def _check(data: NewPrice) -> None:
     """Refuse rates that are not plausible USD per million tokens, and disordered tiers."""
-    if data.model != data.model.strip() or data.provider != data.provider.strip():
-        raise Invalid("invalid_model_name", "model and provider: no outer space")
+    if not data.model or data.model != data.model.strip() or data.provider != data.provider.strip():
+        raise Invalid("invalid_model_name", "model and provider: no outer space, a model named")
+    if len(data.model) > 256 or len(data.provider) > 64 or len(data.note) > 1000:
+        raise Invalid(
+            "invalid_model_name", "at most 256 characters of model, 64 of provider, 1000 of note"
+        )
     sets = [("", data)] + [(f"tiers.{n}.", tier) for n, tier in enumerate(data.tiers)]
     for prefix, rates in sets:
         for name in ("input", "output", "cached_input", "cache_write", "reasoning"):

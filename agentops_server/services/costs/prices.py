@@ -20,6 +20,7 @@ sent stays in ``sdk_cost``, beside it.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import hashlib
@@ -45,6 +46,7 @@ __all__ = [
     "Quote",
     "is_call",
     "load_catalog",
+    "start_loading_catalog",
     "forget_price_book",
     "load_price_book",
     "org_price_of",
@@ -138,7 +140,7 @@ async def load_price_book(
     if held is not None and not fresh and now - held[0] < BOOK_TTL:
         return held[1]
     rows = await session.scalars(select(ModelPriceRow).where(ModelPriceRow.org_id == org_id))
-    book = PriceBook(catalog(), [org_price_of(row) for row in rows])
+    book = PriceBook(await load_catalog(), [org_price_of(row) for row in rows])
     if len(_books) > 10_000:  # bounded: orgs that stopped sending are forgotten
         _books.clear()
     _books[org_id] = (now, book)
@@ -150,9 +152,25 @@ def forget_price_book(org_id: uuid.UUID) -> None:
     _books.pop(org_id, None)
 
 
-async def load_catalog() -> None:
-    """Read the catalog on a worker thread (the app's start), not on the first ingest."""
-    await anyio.to_thread.run_sync(catalog)
+async def load_catalog() -> Catalog:
+    """The catalog, read on a worker thread the first time (about 0.3 s), never on the event
+    loop."""
+    global _catalog
+    if _catalog is None:
+        _catalog = await anyio.to_thread.run_sync(catalog)
+    return _catalog
+
+
+def start_loading_catalog() -> None:
+    """Begin reading the catalog in the background (the app's start), without holding the
+    start up: the first calls to price wait for it if it is not read yet."""
+    task = asyncio.get_running_loop().create_task(load_catalog())
+    _loading.add(task)  # held until done: the loop keeps only weak references to tasks
+    task.add_done_callback(_loading.discard)
+
+
+_catalog: Catalog | None = None
+_loading: set[asyncio.Task[Catalog]] = set()
 
 
 def org_price_of(row: ModelPriceRow) -> OrgPrice:

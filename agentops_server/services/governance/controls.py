@@ -61,6 +61,7 @@ __all__ = [
     "ControlsChanged",
     "ScopeRequest",
     "change_control",
+    "checked_scope",
     "clear_control",
     "follow_team_deletion",
     "follow_team_rename",
@@ -147,7 +148,7 @@ async def set_control(
     ``agent_not_found`` and ``run_not_found`` (for a team lead), ``not_your_team``,
     ``control_conflict``.
     """
-    scope = await _checked_scope(session, operator, request.scope)
+    scope = await checked_scope(session, operator, request.scope)
     expires_at = _expiry(request.expires_at, request.duration)
     [row] = await _set(
         session,
@@ -187,7 +188,7 @@ async def set_bulk(
     else:
         names = list(dict.fromkeys(request.agents or ()))
     scopes = [
-        await _checked_scope(session, operator, ScopeRequest(kind="agent", value=Text(name)))
+        await checked_scope(session, operator, ScopeRequest(kind="agent", value=Text(name)))
         for name in names
     ]
     if not scopes:
@@ -219,7 +220,7 @@ async def change_control(
     Refusals: ``control_not_found``, ``not_your_team``, ``invalid_reason``, ``invalid_expiry``.
     """
     row = await _row(session, operator.org_id, control_id)
-    await _checked_scope(session, operator, _scope_of(row))
+    await checked_scope(session, operator, _scope_of(row))
     reason = _reason(change.reason)
     before = _snapshot(row)
     if not isinstance(change.state, msgspec.UnsetType):
@@ -254,7 +255,7 @@ async def clear_control(
     Refusals: ``control_not_found``, ``not_your_team``, ``invalid_reason``.
     """
     row = await _row(session, operator.org_id, control_id)
-    await _checked_scope(session, operator, _scope_of(row))
+    await checked_scope(session, operator, _scope_of(row))
     reason = _reason(reason)
     control = control_of(row)
     await session.delete(row)
@@ -385,10 +386,13 @@ async def _set(
     return rows
 
 
-async def _checked_scope(
+async def checked_scope(
     session: AsyncSession, operator: Operator, requested: ScopeRequest
 ) -> ControlScope:
-    """The scope, valid and within the operator's reach."""
+    """The scope, valid and within the operator's reach (budgets' scopes are checked so too).
+
+    Refusals: ``invalid_scope``, ``not_your_team``, ``team_not_found``, ``agent_not_found``,
+    ``run_not_found``."""
     kind, value = requested.kind, (requested.value or "").strip()
     if kind == "org":
         if value:

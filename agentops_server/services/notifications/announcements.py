@@ -71,6 +71,7 @@ __all__ = [
     "NotificationListener",
     "Notifier",
     "control_announcement",
+    "teams_touched",
 ]
 
 logger = logging.getLogger("agentops_server.notifications")
@@ -99,6 +100,10 @@ class Announcement:
     """The event's JSON data, in the notification and in the webhook payload."""
     team_ids: frozenset[uuid.UUID] = frozenset()
     """Teams touched: their team leads are told too."""
+    user_ids: frozenset[uuid.UUID] = frozenset()
+    """Members told too, whatever their role (a budget's ``notify`` list)."""
+    email: bool = True
+    """Whether the notifications are mailed too (False: in-app and webhooks only)."""
 
 
 class Notifier:
@@ -133,7 +138,7 @@ class Notifier:
         org_id = uuid.UUID(str(notice["org_id"]))
         with tenant(org_id=org_id):
             async with open_session(self._engine) as session:
-                teams = await _teams_touched(session, org_id, _scopes(notice.get("scope")))
+                teams = await teams_touched(session, org_id, _scopes(notice.get("scope")))
         await self.announce(control_announcement(org_id, notice, teams))
 
     async def announce(self, announcement: Announcement) -> None:
@@ -149,7 +154,8 @@ class Notifier:
                 await session.commit()
             for notice in notices:
                 await self._derived_work.enqueue(DELIVER_WEBHOOK, notice)
-            await self._mail(announcement.org_id, ids)  # last: a mail outage delays only mail
+            if announcement.email:  # last: a mail outage delays only mail
+                await self._mail(announcement.org_id, ids)
 
     async def _notify(
         self, session: AsyncSession, announcement: Announcement
@@ -157,7 +163,9 @@ class Notifier:
         """The ids of the announcement's notifications, and those of them added now (the
         others were made by an earlier run)."""
         org_id = announcement.org_id
-        recipients = await _recipients(session, org_id, announcement.team_ids)
+        recipients = await _recipients(
+            session, org_id, announcement.team_ids, announcement.user_ids
+        )
         ids = {user_id: uuid.uuid5(announcement.key, str(user_id)) for user_id in recipients}
         existing = set(
             await session.scalars(
@@ -279,9 +287,13 @@ def control_announcement(
 
 
 async def _recipients(
-    session: AsyncSession, org_id: uuid.UUID, team_ids: Iterable[uuid.UUID]
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    team_ids: Iterable[uuid.UUID],
+    user_ids: Iterable[uuid.UUID] = (),
 ) -> list[uuid.UUID]:
-    """The owners and admins of the org, and the team leads of ``team_ids``."""
+    """The owners and admins of the org, the team leads of ``team_ids``, and those of
+    ``user_ids`` who are members."""
     admins = select(Membership.user_id).where(
         Membership.org_id == org_id, Membership.role.in_([Role.OWNER.value, Role.ADMIN.value])
     )
@@ -298,10 +310,15 @@ async def _recipients(
         )
     )
     found = set(await session.scalars(admins)) | set(await session.scalars(leads))
+    if extra := sorted(set(user_ids)):
+        members = select(Membership.user_id).where(
+            Membership.org_id == org_id, Membership.user_id.in_(extra)
+        )
+        found |= set(await session.scalars(members))
     return sorted(found)
 
 
-async def _teams_touched(
+async def teams_touched(
     session: AsyncSession, org_id: uuid.UUID, scopes: list[Mapping[str, Any]]
 ) -> frozenset[uuid.UUID]:
     """The teams named by ``team`` scopes, and those of agents named by ``agent`` scopes (by

@@ -5,7 +5,9 @@ A delivery is made ``pending`` with the event's payload (:func:`new_delivery`) a
 the queue as the task :data:`DELIVER_WEBHOOK` with the attempt it is due for
 (:func:`delivery_notice`). The task (:class:`WebhookSender`) is idempotent: it acts only on a
 pending delivery whose recorded attempts are one fewer than the notice's, so a notice run twice,
-or a stale one, does nothing. It waits for the delivery's ``next_attempt_at``, resolves the
+or a stale one, does nothing. A retry's notice is recorded with the failed attempt, scheduled
+for the delivery's ``next_attempt_at`` (a delayed job: no worker waits for it); the task then
+resolves the
 webhook's host and refuses a private address (:mod:`.addresses`), connects to the very address
 it checked, POSTs the JSON body with the ``AgentOps-Signature``, ``AgentOps-Event`` and
 ``AgentOps-Delivery`` headers, follows no redirect, and records the answer. A 2xx answer is
@@ -34,7 +36,7 @@ from cryptography.fernet import InvalidToken
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentops_sdk import __version__
-from agentops_server.backends.derived_work import DerivedWork
+from agentops_server.backends.derived_work import DerivedWork, Notice
 from agentops_server.db.engine import open_session
 from agentops_server.db.models import Webhook, WebhookDelivery
 from agentops_server.db.tenancy import tenant
@@ -61,6 +63,9 @@ DELIVER_WEBHOOK = "notifications.webhook_delivery"
 DeliveryStatus = Literal["pending", "delivered", "failed"]
 
 _MAX_BACKOFF = 300.0
+_EARLY = 2.0
+"""Seconds a notice may come before its attempt is due and still wait for it (a scheduled job
+runs at whole seconds); earlier, it is scheduled again for the attempt's time."""
 _MAX_ERROR = 1000
 _SEALING_PURPOSE = "webhook-secrets"
 
@@ -131,6 +136,7 @@ class _Attempt:
     event: str
     payload: dict[str, Any]
     wait: float
+    due: dt.datetime | None
 
 
 class WebhookSender:
@@ -153,11 +159,24 @@ class WebhookSender:
             if isinstance(prepared, _Outcome):
                 outcome = prepared
             else:
-                await asyncio.sleep(prepared.wait)
+                if prepared.wait > _EARLY:  # due later: come back then, hold no worker
+                    await self._come_back(notice, prepared.due)
+                    return
+                await asyncio.sleep(prepared.wait)  # a scheduled job may start a second early
                 outcome = await self._post(delivery_id, prepared)
             retry = await self._record(org_id, delivery_id, attempt, outcome)
         if retry is not None:
-            await self._derived_work.enqueue(DELIVER_WEBHOOK, retry)
+            await self._derived_work.dispatch(retry)
+
+    async def _come_back(self, notice: Mapping[str, Any], due: dt.datetime | None) -> None:
+        """Schedule ``notice`` again for ``due`` (it came early: a notice from before a retry
+        was scheduled, or a queue that ran it ahead of time)."""
+        async with open_session(self._engine) as session:
+            later = await self._derived_work.record(
+                session, DELIVER_WEBHOOK, dict(notice), not_before=due
+            )
+            await session.commit()
+        await self._derived_work.dispatch(later)
 
     async def _prepare(
         self, org_id: uuid.UUID, delivery_id: uuid.UUID, attempt: int
@@ -179,7 +198,9 @@ class WebhookSender:
                 )
             due = delivery.next_attempt_at
             wait = 0.0 if due is None else (due - dt.datetime.now(dt.UTC)).total_seconds()
-            return _Attempt(webhook.url, secret, delivery.event, delivery.payload, max(wait, 0.0))
+            return _Attempt(
+                webhook.url, secret, delivery.event, delivery.payload, max(wait, 0.0), due
+            )
 
     async def _post(self, delivery_id: uuid.UUID, attempt: _Attempt) -> _Outcome:
         allow_private = self._settings.webhooks_allow_private
@@ -219,8 +240,9 @@ class WebhookSender:
 
     async def _record(
         self, org_id: uuid.UUID, delivery_id: uuid.UUID, attempt: int, outcome: _Outcome
-    ) -> dict[str, Any] | None:
-        """Record the attempt on the delivery; the notice of the next attempt, if one is due."""
+    ) -> Notice | None:
+        """Record the attempt on the delivery, and with it the notice of the next attempt, if
+        one is due, scheduled for its time (dispatch it after this returns)."""
         now = dt.datetime.now(dt.UTC)
         gives_up = outcome.final or attempt >= self._settings.webhooks_attempts
         status: DeliveryStatus = (
@@ -245,5 +267,13 @@ class WebhookSender:
                 if status == "pending"
                 else None,
             )
+            retry = None
+            if recorded and status == "pending":
+                retry = await self._derived_work.record(
+                    session,
+                    DELIVER_WEBHOOK,
+                    delivery_notice(delivery),
+                    not_before=delivery.next_attempt_at,
+                )
             await session.commit()
-            return delivery_notice(delivery) if recorded and status == "pending" else None
+            return retry

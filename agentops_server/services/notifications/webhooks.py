@@ -57,9 +57,16 @@ __all__ = [
 ]
 
 WEBHOOK_EVENTS = frozenset(
-    {"control.changed", "approval.requested", "approval.escalated", "approval.decided"}
+    {
+        "control.changed",
+        "approval.requested",
+        "approval.escalated",
+        "approval.decided",
+        "budget.alert",
+        "budget.changed",
+    }
 )
-"""The events a webhook may subscribe to (the approvals and budgets issues add theirs)."""
+"""The events a webhook may subscribe to."""
 TEST_EVENT = "webhook.test"
 """What ``send_test_event`` sends, whatever the webhook subscribed to."""
 RECENT_DELIVERIES = 50
