@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("services",),
     ("auth",),
     ("api",),
-    ("observability", "app", "cli", "demo", "__init__", "__main__"),
+    ("observability", "app", "cli", "pricing_cli", "demo", "__init__", "__main__"),
 ]
 """Bottom first: a module may import from its own layer and those below, never from above."""
 

@@ -359,3 +359,15 @@ def test_the_cli_recomputes_a_range_at_once(
     assert result.exit_code == 0, result.output
     assert "1 spans priced, 1 runs totalled" in result.output
     assert Decimal(run_detail(hub, org, run)["cost"]) == per_million(2_000, "1")
+
+
+def test_a_range_outside_the_calendar_is_refused_not_a_server_error(
+    hub: Hub, people: People
+) -> None:
+    admin = people.add(Role.ADMIN).headers
+    response = hub.client.post(
+        "/api/v1/pricing/recompute",
+        json={"from": "0001-01-01T00:00:00+01:00", "to": "2026-12-01T00:00:00Z"},
+        headers=admin,
+    )
+    assert_problem(response, 400, "invalid_timestamp")

@@ -173,7 +173,10 @@ class PricingController(Controller):
         status_code=202,
         guards=[requires(Permission.PRICING_WRITE)],
         summary="Recompute the costs of a time range",
-        responses=problems(Invalid("invalid_range", "`to` must be after `from`")),
+        responses=problems(
+            Invalid("invalid_range", "`to` must be after `from`"),
+            Invalid("invalid_timestamp", "`from` or `to` is not an ISO 8601 moment"),
+        ),
     )
     async def recompute(
         self,

@@ -15,6 +15,7 @@ from agentops_server.db.types import to_utc
 from agentops_server.refusals import Invalid, NotFound
 from agentops_server.services import audit
 from agentops_server.services.costs.totals import RECOMPUTE
+from agentops_server.values import Timestamp
 
 __all__ = ["JobView", "RecomputeRange", "get_job", "request_recompute"]
 
@@ -22,8 +23,8 @@ __all__ = ["JobView", "RecomputeRange", "get_job", "request_recompute"]
 class RecomputeRange(msgspec.Struct, forbid_unknown_fields=True, rename={"start": "from"}):
     """Spans that started at or after ``from`` and strictly before ``to`` (ISO 8601, naive: UTC)."""
 
-    start: dt.datetime
-    to: dt.datetime
+    start: Timestamp
+    to: Timestamp
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
