@@ -277,7 +277,10 @@ def test_shutdown_after_an_outage_reports_what_was_sent_and_what_the_spool_still
         assert result["pending"] == 0
         assert stats["accepted"] == stats["sent"] + result["spool_pending"]
         span_ids = len(proxy.acknowledged_ids) - _runs_among(migrated_url)
-        assert stored_spans(migrated_url) == span_ids
+        # Every acknowledged span is stored; a request the hub stored while its answer was cut
+        # at the deadline (the proxy never saw it) adds at most one request's spans, stored
+        # once: the spool sends them again below and the hub keeps each id once.
+        assert span_ids <= stored_spans(migrated_url) <= span_ids + 1000
 
         proxy.delay = 0.0
         start_agent(proxy.url, org.key, "--runs=0", "--flush=60").report()

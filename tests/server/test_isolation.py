@@ -402,6 +402,7 @@ def intruder(migrated_url: str, client: Client) -> Intruder:
     return Intruder(migrated_url, initech, victim)
 
 
+@pytest.mark.timeout(600)  # 8 walks of every route: past 120 s on a loaded 2-core machine
 @settings(
     max_examples=8,
     deadline=None,

@@ -154,7 +154,7 @@ class PolicyController(Controller):
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
         limit: Annotated[int, QueryParameter(ge=1, le=policies.MAX_LISTED)] = 50,
-        before: Annotated[int | None, QueryParameter(ge=1)] = None,
+        before: Annotated[int | None, QueryParameter(ge=1, le=2**31 - 1)] = None,
     ) -> VersionList:
         """Newest first; pass `next_before` back as `before` for the next page."""
         return await policies.list_versions(
