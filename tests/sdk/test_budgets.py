@@ -44,6 +44,8 @@ from tests.sdk.fake_controls import control_set
 from tests.sdk.fake_hub import FakeHub
 from tests.sdk.fake_llm import MODEL, FakeLLM, ask
 
+pytestmark = pytest.mark.extras  # openai, LangChain and the pricing extra
+
 KEY = "ak_budgets"
 DEADLINE = 10.0
 REPO = Path(__file__).resolve().parents[2]

@@ -20,6 +20,7 @@ import sys
 from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
 
+import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
@@ -29,6 +30,8 @@ from tests.sdk.budget_worker import MESSAGES
 from tests.sdk.fake_budgets import budget
 from tests.sdk.fake_hub import FakeHub
 from tests.sdk.fake_llm import MODEL
+
+pytestmark = pytest.mark.extras  # openai, LangChain and the pricing extra
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = "ak_budget_concurrency"
