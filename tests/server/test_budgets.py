@@ -557,7 +557,9 @@ def test_each_threshold_alerts_once_per_window_in_app_by_mail_and_signed_webhook
                 headers=owner.headers,
             )
             assert hook.status_code == 201, hook.text
-            create(hub, owner.headers, limit_usd="2", notify=[watcher.email])
+            # Weekly: the projected-overrun alert waits a tenth of the window (16.8 h of the week;
+            # a day's tenth passes at 02:24 UTC and made this test depend on the hour it ran).
+            create(hub, owner.headers, limit_usd="2", notify=[watcher.email], period="weekly")
             run = now_run()
             first = calls(run, 480_000)  # $1.20: 60%
             send(hub, org, run, *first)
