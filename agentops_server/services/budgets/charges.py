@@ -164,7 +164,7 @@ async def _calls(
                 .join(Run, (Run.org_id == Span.org_id) & (Run.id == Span.run_id))
                 .where(Span.org_id == org_id, column.in_(chunk), is_call)
             )
-            for span, run in rows.tuples():
+            for span, run in rows:
                 found[span.id] = (span, run)
     return list(found.values())
 
@@ -192,7 +192,7 @@ async def _leases(
                 BudgetLease.org_id == org_id, BudgetLease.id.in_(chunk)
             )
         )
-        budget_of.update((lease_id, budget_id) for lease_id, budget_id in rows.tuples())
+        budget_of.update((lease_id, budget_id) for lease_id, budget_id in rows)
     return {
         (span_id, budget_of[lease]): lease
         for span_id, ids in named.items()

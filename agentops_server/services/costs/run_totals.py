@@ -34,13 +34,16 @@ async def total_runs(
     transaction); the number of runs totalled (a run not stored yet is totalled on arrival).
 
     The runs are locked first (``locked``: the caller holds every write lock already, as ingest
-    does on SQLite) and summed in a later statement, which sees every committed span."""
+    does on SQLite) and summed in a later statement, which sees every committed span. Only the
+    runs locked are totalled: one committed between the lock and the sum would be locked out of
+    id order (a deadlock with ingest), and its own commit's task totals it."""
     runs = _table(Run)
     totalled = 0
     for chunk in chunks(sorted(set(run_ids))):
-        if not locked:
-            await _lock(session, runs, org_id, chunk)
-        done = await session.execute(_TOTALS, {"org_id": org_id, "run_ids": list(chunk)})
+        held = chunk if locked else await _lock(session, runs, org_id, chunk)
+        if not held:
+            continue
+        done = await session.execute(_TOTALS, {"org_id": org_id, "run_ids": list(held)})
         totalled += done.rowcount  # type: ignore[attr-defined]
     return totalled
 
@@ -73,17 +76,18 @@ _TOTALS = text(
 
 async def _lock(
     session: AsyncSession, runs: Table, org_id: uuid.UUID, run_ids: Sequence[uuid.UUID]
-) -> None:
+) -> Sequence[uuid.UUID]:
     """Lock the stored runs among ``run_ids``, in id order (the order ingest locks runs in, so
-    the two never deadlock). PostgreSQL: ``FOR UPDATE``; SQLite, which ignores it: a no-op
-    write, which takes the database's write lock."""
+    the two never deadlock); the ids locked. PostgreSQL: ``FOR UPDATE``; SQLite, which ignores
+    it: a no-op write, which takes the database's write lock (no other writer: all of them)."""
     chosen = runs.c.org_id == org_id, runs.c.id.in_(run_ids)
     if session.get_bind().dialect.name == "postgresql":
-        await session.execute(
+        found = await session.execute(
             select(runs.c.id).where(*chosen).order_by(runs.c.id).with_for_update()
         )
-    else:
-        await session.execute(update(runs).where(*chosen).values(llm_calls=runs.c.llm_calls))
+        return list(found.scalars())
+    await session.execute(update(runs).where(*chosen).values(llm_calls=runs.c.llm_calls))
+    return run_ids
 
 
 def chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
