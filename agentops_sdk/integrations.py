@@ -28,6 +28,12 @@ framework call must not be made), exactly like a decorated function::
         raise
     call.span.set_usage(input_tokens=..., output_tokens=...)
     call.end(response)
+
+A caller that can make the call with other arguments passes ``edits=True``: a call a reviewer
+approved with edited arguments then comes back with them in ``call.edited`` (by name, as the
+stages saw the arguments: every one of them, the edited ones changed), and the caller must make
+the call with those. Without ``edits=True`` such a call is refused (``ApprovalDenied``), never
+made as it was.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from typing import Any, ClassVar
 from agentops_sdk import client as _client
 from agentops_sdk.client import CallSpec, arguments_of
 from agentops_sdk.context import CURRENT
+from agentops_sdk.enforcement.call import Substitution
 from agentops_sdk.enforcement.failures import FailureLog
 from agentops_sdk.spans import Span, SpanKind
 
@@ -261,7 +268,7 @@ class ExternalCall:
     so a stream can end it on exhaustion, ``close()`` or garbage collection alike.
     """
 
-    __slots__ = ("_arguments", "_client", "_done", "_input", "_lock", "_spec", "span")
+    __slots__ = ("_arguments", "_client", "_done", "_input", "_lock", "_spec", "edited", "span")
 
     def __init__(
         self,
@@ -270,6 +277,8 @@ class ExternalCall:
         spec: CallSpec,
         input: Any = None,
         arguments: Mapping[str, Any] | None = None,
+        *,
+        edited: dict[str, Any] | None = None,
     ) -> None:
         self._client = client
         self._spec = spec
@@ -278,6 +287,9 @@ class ExternalCall:
         self._done = False
         self._lock = threading.Lock()
         self.span = span
+        self.edited = edited
+        """The arguments to make the call with, by name, when a reviewer approved it with
+        edits (only for a call started with ``edits=True``); None: its own."""
 
     @classmethod
     def start(
@@ -290,12 +302,14 @@ class ExternalCall:
         provider: str | None = None,
         tags: Iterable[str] = (),
         arguments: Mapping[str, Any] | None = None,
+        edits: bool = False,
     ) -> ExternalCall | None:
         """Open the call's span and pass the enforcer; None when the SDK is off.
 
         ``input`` is what the span records; ``arguments``, what the stages see as the call's
         arguments (an LLM request's parameters: model, max tokens, messages...; a tool's named
-        arguments). Without them the stages see ``{"input": input}``.
+        arguments). Without them the stages see ``{"input": input}``. ``edits``: the caller
+        makes the call with :attr:`edited` when it is set (see the module's docstring).
 
         Raises the refusing stage's ``EnforcementError`` when the call must not happen (the span
         is then recorded as ``blocked``). A stage that must wait blocks this thread.
@@ -303,8 +317,11 @@ class ExternalCall:
         client = _client.current
         if client is None:
             return None
-        spec = CallSpec(kind=kind, name=name, tags=tuple(tags), model=model, provider=provider)
-        span = client.start(spec, (), arguments, input)
+        spec = _spec(kind, name, tags=tags, model=model, provider=provider, edits=edits)
+        try:
+            span = client.start(spec, (), arguments, input)
+        except Substitution as substitution:
+            return cls._substituted(client, spec, substitution)
         return None if span is None else cls(client, span, spec)
 
     @classmethod
@@ -318,13 +335,17 @@ class ExternalCall:
         provider: str | None = None,
         tags: Iterable[str] = (),
         arguments: Mapping[str, Any] | None = None,
+        edits: bool = False,
     ) -> ExternalCall | None:
         """Async twin of :meth:`start`: a stage that must wait (an approval) is awaited."""
         client = _client.current
         if client is None:
             return None
-        spec = CallSpec(kind=kind, name=name, tags=tuple(tags), model=model, provider=provider)
-        span = await client.astart(spec, (), arguments, given_input=input)
+        spec = _spec(kind, name, tags=tags, model=model, provider=provider, edits=edits)
+        try:
+            span = await client.astart(spec, (), arguments, given_input=input)
+        except Substitution as substitution:
+            return cls._substituted(client, spec, substitution)
         return None if span is None else cls(client, span, spec)
 
     @classmethod
@@ -338,6 +359,7 @@ class ExternalCall:
         provider: str | None = None,
         tags: Iterable[str] = (),
         arguments: Mapping[str, Any] | None = None,
+        edits: bool = False,
     ) -> ExternalCall | None:
         """Open the call's span without passing the enforcer yet: :meth:`aenforce` does, later.
 
@@ -347,7 +369,7 @@ class ExternalCall:
         client = _client.current
         if client is None:
             return None
-        spec = CallSpec(kind=kind, name=name, tags=tuple(tags), model=model, provider=provider)
+        spec = _spec(kind, name, tags=tags, model=model, provider=provider, edits=edits)
         span = client.start(spec, (), arguments, input, False)
         return None if span is None else cls(client, span, spec, input, arguments)
 
@@ -363,9 +385,23 @@ class ExternalCall:
             await client.aenforce(
                 self.span, self._spec, (), arguments_of(self._arguments, self._input)
             )
+        except Substitution as substitution:
+            if substitution.refused is not None:
+                self._claim()
+                raise substitution.refused from None
+            self.edited = _edited(substitution)
         except BaseException:
             self._claim()  # the client ended the span with the refusal
             raise
+
+    @classmethod
+    def _substituted(
+        cls, client: _client.Client, spec: CallSpec, substitution: Substitution
+    ) -> ExternalCall:
+        """The call a ``Substitution`` stands for: made with edited arguments, or refused."""
+        if substitution.refused is not None:  # the span is closed: raise what refused it
+            raise substitution.refused from None
+        return cls(client, substitution.span, spec, edited=_edited(substitution))
 
     @contextlib.contextmanager
     def activated(self) -> Iterator[Span]:
@@ -420,3 +456,23 @@ class ExternalCall:
                 return False
             self._done = True
             return True
+
+
+def _spec(
+    kind: SpanKind,
+    name: str,
+    *,
+    tags: Iterable[str],
+    model: str | None,
+    provider: str | None,
+    edits: bool,
+) -> CallSpec:
+    return CallSpec(
+        kind=kind, name=name, tags=tuple(tags), model=model, provider=provider, substitutes=edits
+    )
+
+
+def _edited(substitution: Substitution) -> dict[str, Any]:
+    """The edited arguments by name (no positional ones: an external call passes none)."""
+    assert substitution.replacement is not None
+    return substitution.replacement[1]

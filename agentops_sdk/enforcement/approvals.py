@@ -87,6 +87,8 @@ _GRACE: Final = 30.0
 """Seconds past a request's expiry the caller waits for the helper at most (it ends the wait
 itself at ``expires_at``: this only bounds a helper that is stuck)."""
 _UNAVAILABLE: Final = "unavailable"
+_ROUNDS: Final = 3
+"""Approval requests one call may go through: its own, then those its edits need."""
 _SEEN: Final = Decision("allow")
 
 
@@ -163,9 +165,12 @@ class ApprovalStage(Stage):
         self.hub.after_fork()
 
 
-def ask_for(call: CallInfo, required: Decision) -> ApprovalAsk:
+def ask_for(
+    call: CallInfo, required: Decision, arguments: Mapping[str, Any] | None = None
+) -> ApprovalAsk:
     """The :class:`~agentops_sdk.contract.approvals.ApprovalAsk` for ``call``, which
-    ``required`` (a policy's ``require_approval``) says needs an approval."""
+    ``required`` (a policy's ``require_approval``) says needs an approval; for ``arguments``
+    (a reviewer's edits) instead of the call's own when given."""
     import hashlib
 
     from agentops_sdk.contract.approvals import ApprovalAsk, approval_key
@@ -173,18 +178,18 @@ def ask_for(call: CallInfo, required: Decision) -> ApprovalAsk:
     from agentops_sdk.ids import format_id
 
     terms: Mapping[str, Any] = required.details.get("approval") or {}
-    frozen = canonical_arguments(call.arguments)
+    given = call.arguments if arguments is None else arguments
+    frozen = canonical_arguments(given)
     if frozen is None:
         # No JSON form: bound to a description of the values (their types and reprs), which
         # never approves itself (expiry comes to deny) and is shown to the reviewer as such.
         described = {
-            name: f"{type(value).__name__}: {value!r}"[:200]
-            for name, value in call.arguments.items()
+            name: f"{type(value).__name__}: {value!r}"[:200] for name, value in given.items()
         }
         text = json.dumps(described, sort_keys=True)
-        arguments, sha256 = None, hashlib.sha256(("unfrozen\n" + text).encode()).hexdigest()
+        as_json, sha256 = None, hashlib.sha256(("unfrozen\n" + text).encode()).hexdigest()
     else:
-        arguments, sha256 = json.loads(frozen[0]), frozen[1]
+        as_json, sha256 = json.loads(frozen[0]), frozen[1]
     run_id = format_id(call.span.run.id)
     name = call.model if call.kind == "llm" and call.model else call.name
     version = required.details.get("policy_version")
@@ -196,7 +201,7 @@ def ask_for(call: CallInfo, required: Decision) -> ApprovalAsk:
         span_id=format_id(call.span.id),
         kind=call.kind,  # type: ignore[arg-type]
         name=name,
-        arguments=arguments,
+        arguments=as_json,
         arguments_sha256=sha256,
         arguments_valid=frozen is not None,
         rule=required.rule or "approval",
@@ -208,6 +213,13 @@ def ask_for(call: CallInfo, required: Decision) -> ApprovalAsk:
         escalate_after=terms.get("escalate_after"),
         allow_self_approval=terms.get("allow_self_approval", False),
     )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Another:
+    """Edits that need the approval of another rule: its ``require_approval``."""
+
+    required: Decision
 
 
 class _Waiter:
@@ -225,6 +237,10 @@ class _Waiter:
         self.call = call
         self.required = required
         self.ask = ask
+        self.first = ask
+        """The first request's ask: its arguments are the call's own, frozen."""
+        self.edited: dict[str, Any] | None = None
+        """The arguments as reviewers edited them so far (JSON); None: the call's own."""
         self.pending = pending
 
     def run(self) -> None:
@@ -239,27 +255,38 @@ class _Waiter:
             self.pending.set_result(decision)
 
     def _decide(self) -> Decision | None:
+        """Ask, wait and settle; when a reviewer's edits need another rule's approval, ask for
+        that one too (the edited arguments' own request), at most ``_ROUNDS`` times."""
         from agentops_sdk.enforcement.approval_requests import HubRefused, HubUnreachable
 
         hub = self.stage.hub
-        try:
-            request = hub.ask(self.ask)
-        except (HubUnreachable, HubRefused) as exc:
-            return self._unavailable(f"the hub could not be asked for an approval ({exc})")
-        self.call.span.add_event(
-            REQUESTED_EVENT,
-            request_id=str(request.id),
-            state=request.state,
-            expires_at=request.expires_at.isoformat(),
-        )
-        if request.state == "pending":
-            waited = self._wait(request)
-            if waited is None:
-                return None
-            request = waited
-        if self.pending.done():
-            return None  # withdrawn: never claim for a call that will not run
-        return self._settle(request)
+        answered: set[str | None] = set()
+        for _ in range(_ROUNDS):
+            answered.add(self.required.rule)
+            try:
+                request = hub.ask(self.ask)
+            except (HubUnreachable, HubRefused) as exc:
+                return self._unavailable(f"the hub could not be asked for an approval ({exc})")
+            self.call.span.add_event(
+                REQUESTED_EVENT,
+                request_id=str(request.id),
+                state=request.state,
+                expires_at=request.expires_at.isoformat(),
+            )
+            if request.state == "pending":
+                waited = self._wait(request)
+                if waited is None:
+                    return None
+                request = waited
+            if self.pending.done():
+                return None  # withdrawn: never claim for a call that will not run
+            settled = self._settle(request, answered)
+            if not isinstance(settled, _Another):
+                return settled
+            # The edits need another rule's approval: ask for it, for the edited arguments.
+            self.required = settled.required
+            self.ask = ask_for(self.call, settled.required, self.edited)
+        return self._refuse(f"its edited arguments still needed approval after {_ROUNDS}", {})
 
     def _wait(self, request: ApprovalRequest) -> ApprovalRequest | None:
         """The request once decided (or past its expiry); None if the call stopped waiting."""
@@ -320,7 +347,9 @@ class _Waiter:
         finally:
             watched.cancel()
 
-    def _settle(self, request: ApprovalRequest) -> Decision:
+    def _settle(self, request: ApprovalRequest, answered: set[str | None]) -> Decision | _Another:
+        """The stage's decision on the decided ``request``; or, for edits that need the
+        approval of a rule not ``answered`` yet, that rule's ``require_approval``."""
         state = request.state
         details: dict[str, Any] = {
             "request_id": str(request.id),
@@ -331,6 +360,8 @@ class _Waiter:
         rule = self.required.rule
         if state == "expired":
             if request.on_expiry == "allow" and request.arguments_valid:
+                if self.edited is not None:  # an earlier round's reviewer edited them
+                    self.call.replacement = self.call.rebind(self.edited, self.first.arguments)
                 return Decision(
                     "allow",
                     stage="approval",
@@ -354,30 +385,31 @@ class _Waiter:
             edited = request.edited_arguments
             if edited is None:
                 return self._refuse("the approval's edited arguments are missing", details)
-            refused = self._recheck(edited)
-            if refused is not None:
-                return refused
+            # Edits build on earlier rounds' (a reviewer may send only what they changed).
+            base = self.edited if self.edited is not None else self.first.arguments
+            self.edited = {**(base or {}), **edited}
+            decision = self._recheck(self.edited)
+            if decision is not None and decision.outcome == "deny":
+                reason = f"the edited arguments are denied: {decision.reason}"
+                return dataclasses.replace(decision, reason=reason)
+            if (
+                decision is not None
+                and decision.outcome == "require_approval"
+                and decision.rule not in answered
+            ):
+                return _Another(decision)  # the caller asks for that rule's approval
+        if self.edited is not None:
             details["edited"] = True
+            self.call.replacement = self.call.rebind(self.edited, self.first.arguments)
         return self._claim(request, details)
 
     def _recheck(self, edited: dict[str, Any]) -> Decision | None:
-        """The policy's word on the edited arguments: None when they may run."""
+        """The policy's word on the edited arguments (None: no rule fired), counting nothing
+        (the call was counted when it was asked for)."""
         from agentops_sdk.enforcement.policy import PolicyStage
 
         policy = next((s for s in self.call.stages if isinstance(s, PolicyStage)), None)
-        decision = None if policy is None else policy.recheck(self.call, edited)
-        if decision is None or decision.outcome in ("allow", "warn"):
-            self.call.replacement = self.call.rebind(edited, self.ask.arguments)
-            return None
-        if decision.outcome == "require_approval" and decision.rule == self.required.rule:
-            self.call.replacement = self.call.rebind(edited, self.ask.arguments)
-            return None
-        if decision.outcome == "deny":
-            reason = f"the edited arguments are denied: {decision.reason}"
-            return dataclasses.replace(decision, reason=reason)
-        return self._refuse(
-            f"the edited arguments need another approval (policy rule {decision.rule!r})", {}
-        )
+        return None if policy is None else policy.recheck(self.call, edited)
 
     def _claim(self, request: ApprovalRequest, details: dict[str, Any]) -> Decision:
         from agentops_sdk.enforcement.approval_requests import Claimed, HubRefused, HubUnreachable

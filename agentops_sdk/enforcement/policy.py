@@ -41,6 +41,7 @@ threads of one run never both take the last allowed call.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -126,20 +127,30 @@ class PolicyStage(Stage):
         decision = evaluation.decision
         if decision is None or decision.outcome == "allow":
             return decision
+        if decision.outcome == "require_approval":  # what a recheck of edits must not count
+            measure = _KIND_MEASURES.get(facts.kind)
+            own = ((measure,) if measure is not None else ()) + evaluation.counted
+            call.state[self.name] = (frozenset(own), time.monotonic())
         latency_us = round((time.perf_counter_ns() - started) / 1000, 1)
         return dataclasses.replace(decision, details={**decision.details, "latency_us": latency_us})
 
     def recheck(self, call: CallInfo, arguments: Mapping[str, Any]) -> Decision | None:
         """The decision on ``call`` were its arguments ``arguments`` (a reviewer's edits),
-        counting nothing: the call was counted when it passed. None when no rule fired."""
+        counting nothing. The call was counted when it passed: its own counts are left out, so
+        a per-run or per-minute limit judges the edited call as it judged the call. None when
+        no rule fired."""
         from agentops_sdk.enforcement.call import CallInfo
 
         policy = self.policy
         if policy is None:
             return None
         edited = CallInfo(call.span, (), arguments)
-        facts = _Facts(edited, self, self._tally(call.span.run))
-        return policy.evaluate(facts).decision
+        own, counted_at = call.state.get(self.name, (frozenset(), 0.0))
+        if time.monotonic() - counted_at >= _WINDOW:  # its per-minute counts have lapsed
+            own = frozenset(name for name in own if name not in policy.rate_rules)
+        tally = self._tally(call.span.run)
+        with self._lock if policy.uses_rates else contextlib.nullcontext():
+            return policy.evaluate(_Facts(edited, self, tally, own)).decision
 
     def after_fork(self) -> None:
         """In a forked child: fresh locks (a parent's thread may have held one at the fork)."""
@@ -258,14 +269,22 @@ class _Facts:
     """A call as the policy engine sees it (:class:`~agentops_sdk.contract.policy_engine.Call`),
     read from the enforcer's :class:`CallInfo` only as far as the rules look."""
 
-    __slots__ = ("_call", "_profile", "_stage", "_tally")
+    __slots__ = ("_call", "_own", "_profile", "_stage", "_tally")
 
     _UNREAD: Final = object()
 
-    def __init__(self, call: CallInfo, stage: PolicyStage, tally: _RunTally) -> None:
+    def __init__(
+        self,
+        call: CallInfo,
+        stage: PolicyStage,
+        tally: _RunTally,
+        own: frozenset[str] = frozenset(),
+    ) -> None:
         self._call = call
         self._stage = stage
         self._tally = tally
+        self._own = own
+        """The counters (measures and rules) that already count this call: left out."""
         self._profile: Any = _Facts._UNREAD
 
     @property
@@ -321,13 +340,13 @@ class _Facts:
             return run.input_tokens + run.output_tokens
         if measure == "cost":
             return None
-        return self._tally.counts.get(measure, 0)
+        return self._tally.counts.get(measure, 0) - (measure in self._own)
 
     def rule_calls(self, rule: str) -> int:
-        return self._tally.counts.get(rule, 0)
+        return self._tally.counts.get(rule, 0) - (rule in self._own)
 
     def rule_rate(self, rule: str) -> int:
-        return len(self._stage._window(self.agent, rule))
+        return len(self._stage._window(self.agent, rule)) - (rule in self._own)
 
     def _registered(self) -> AgentProfile | None:
         if self._profile is _Facts._UNREAD:
