@@ -388,28 +388,24 @@ class _Waiter:
             # Edits build on earlier rounds' (a reviewer may send only what they changed).
             base = self.edited if self.edited is not None else self.first.arguments
             self.edited = {**(base or {}), **edited}
-            decision = self._recheck(self.edited)
+            decision = self._recheck(self.edited, frozenset(answered))
             if decision is not None and decision.outcome == "deny":
                 reason = f"the edited arguments are denied: {decision.reason}"
                 return dataclasses.replace(decision, reason=reason)
-            if (
-                decision is not None
-                and decision.outcome == "require_approval"
-                and decision.rule not in answered
-            ):
+            if decision is not None and decision.outcome == "require_approval":
                 return _Another(decision)  # the caller asks for that rule's approval
         if self.edited is not None:
             details["edited"] = True
             self.call.replacement = self.call.rebind(self.edited, self.first.arguments)
         return self._claim(request, details)
 
-    def _recheck(self, edited: dict[str, Any]) -> Decision | None:
+    def _recheck(self, edited: dict[str, Any], answered: frozenset[str | None]) -> Decision | None:
         """The policy's word on the edited arguments (None: no rule fired), counting nothing
-        (the call was counted when it was asked for)."""
+        (the call was counted when it was asked for), the rules ``answered`` left out."""
         from agentops_sdk.enforcement.policy import PolicyStage
 
         policy = next((s for s in self.call.stages if isinstance(s, PolicyStage)), None)
-        return None if policy is None else policy.recheck(self.call, edited)
+        return None if policy is None else policy.recheck(self.call, edited, answered)
 
     def _claim(self, request: ApprovalRequest, details: dict[str, Any]) -> Decision:
         from agentops_sdk.enforcement.approval_requests import Claimed, HubRefused, HubUnreachable
