@@ -337,8 +337,20 @@ def bootstrap(
     help="The SDK script to run against the hub.  [default: examples/quickstart.py]",
 )
 @click.option("--once", is_flag=True, help="Exit once the example's run shows in the API.")
+@click.option(
+    "--seed",
+    is_flag=True,
+    help="Also fill the org with a month of agents' runs, budgets, policies and an approval.",
+)
 def demo(
-    *, database_url: str, host: str, port: int, org_name: str, example: Path | None, once: bool
+    *,
+    database_url: str,
+    host: str,
+    port: int,
+    org_name: str,
+    example: Path | None,
+    once: bool,
+    seed: bool,
 ) -> None:
     """Serve a local hub, run the quickstart agent against it, print the URL and a new key."""
     from agentops_server.demo import DemoFailed, DemoOptions, run_demo
@@ -350,6 +362,7 @@ def demo(
         org_name=org_name,
         example=example,
         once=once,
+        seed=seed,
     )
     try:
         run_demo(options, click.echo)
