@@ -1,0 +1,207 @@
+"""Reading rollups: totals over a range and series over time, never from raw spans.
+
+A range is whole UTC hours (:func:`parse_range` rounds its ends out to the hour); its whole
+days are read from day rows, the hours at its ends from hour rows, so a 30-day range reads
+about 30 rows per key whatever the number of runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agentops_server.db.models import RollupRow
+from agentops_server.refusals import Invalid
+from agentops_server.services.analytics.rollups import DAY, DIMENSIONS, HOUR, Totals, hour_of
+
+__all__ = [
+    "GRANULARITIES",
+    "Range",
+    "bucket_of",
+    "buckets",
+    "parse_dimension",
+    "parse_granularity",
+    "parse_range",
+    "series",
+    "totals_by_key",
+]
+
+GRANULARITIES = ("hour", "day", "week", "month")
+_HOUR = dt.timedelta(hours=1)
+_DAY = dt.timedelta(days=1)
+_MAX_DAYS = 1100
+"""The longest range read (three years and a bit)."""
+_MAX_HOURLY_DAYS = 31
+"""The longest range read hour by hour (744 points a key)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Range:
+    """Whole UTC hours from ``start`` (included) to ``end`` (excluded)."""
+
+    start: dt.datetime
+    end: dt.datetime
+
+    @property
+    def length(self) -> dt.timedelta:
+        """How long the range is."""
+        return self.end - self.start
+
+    def previous(self) -> Range:
+        """The range of the same length just before this one."""
+        return Range(self.start - self.length, self.start)
+
+
+def parse_range(
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+    *,
+    default: dt.timedelta = dt.timedelta(days=7),
+) -> Range:
+    """The range ``[start, end)`` of the query (``end`` defaults to the end of the current hour,
+    ``start`` to ``default`` before ``end``), rounded out to whole hours.
+
+    Refusals: ``invalid_range`` (``end`` not after ``start``), ``range_too_long``.
+    """
+    until = _ceil_hour(dt.datetime.now(dt.UTC) if end is None else end)
+    since = until - default if start is None else hour_of(start)
+    if until <= since:
+        raise Invalid("invalid_range", "`to` must be after `from`.")
+    if until - since > dt.timedelta(days=_MAX_DAYS):
+        raise Invalid("range_too_long", f"A range spans at most {_MAX_DAYS} days.")
+    return Range(since, until)
+
+
+def parse_granularity(value: str, span: Range) -> str:
+    """``value`` if it is a granularity the range can be read at.
+
+    Refusals: ``invalid_granularity``, ``range_too_long`` (hourly past 31 days)."""
+    if value not in GRANULARITIES:
+        raise Invalid("invalid_granularity", f"`granularity` is one of {', '.join(GRANULARITIES)}.")
+    if value == "hour" and span.length > dt.timedelta(days=_MAX_HOURLY_DAYS):
+        raise Invalid("range_too_long", f"An hourly series spans at most {_MAX_HOURLY_DAYS} days.")
+    return value
+
+
+def parse_dimension(value: str, allowed: Sequence[str] = DIMENSIONS) -> str:
+    """``value`` if it is one of ``allowed``. Refusal: ``invalid_dimension``."""
+    if value not in allowed:
+        raise Invalid("invalid_dimension", f"The dimension is one of {', '.join(allowed)}.")
+    return value
+
+
+async def totals_by_key(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    dimension: str,
+    span: Range,
+    keys: Iterable[str] | None = None,
+) -> dict[str, Totals]:
+    """Each key's totals over the range (only ``keys`` if given)."""
+    first_day = _ceil_day(span.start)
+    last_day = span.end.replace(hour=0)
+    if first_day >= last_day:  # no whole day inside: hours only
+        pieces = _pieces(HOUR, span.start, span.end)
+    else:
+        pieces = or_(
+            _pieces(DAY, first_day, last_day),
+            _pieces(HOUR, span.start, first_day),
+            _pieces(HOUR, last_day, span.end),
+        )
+    totals: dict[str, Totals] = {}
+    for row in await _rows(session, org_id, dimension, pieces, keys):
+        totals.setdefault(row.key, Totals()).add(Totals.of_row(row))
+    return totals
+
+
+async def series(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    dimension: str,
+    span: Range,
+    *,
+    granularity: str,
+    keys: Iterable[str] | None = None,
+) -> dict[str, dict[dt.datetime, Totals]]:
+    """Each key's totals per ``granularity`` bucket of the range: hours from hour rows, days,
+    weeks (from Monday) and months from day rows (a range's partial first and last days count
+    whole)."""
+    if granularity == HOUR:
+        pieces = _pieces(HOUR, span.start, span.end)
+    else:
+        pieces = _pieces(DAY, span.start.replace(hour=0), _ceil_day(span.end))
+    result: dict[str, dict[dt.datetime, Totals]] = {}
+    for row in await _rows(session, org_id, dimension, pieces, keys):
+        bucket = bucket_of(row.bucket_start, granularity)
+        result.setdefault(row.key, {}).setdefault(bucket, Totals()).add(Totals.of_row(row))
+    return result
+
+
+def bucket_of(moment: dt.datetime, granularity: str) -> dt.datetime:
+    """The start of the ``granularity`` bucket (UTC) ``moment`` falls in."""
+    hour = hour_of(moment)
+    if granularity == "hour":
+        return hour
+    day = hour.replace(hour=0)
+    if granularity == "week":
+        return day - dt.timedelta(days=day.weekday())
+    if granularity == "month":
+        return day.replace(day=1)
+    return day
+
+
+def buckets(span: Range, granularity: str) -> list[dt.datetime]:
+    """The starts of every ``granularity`` bucket the range touches, in order."""
+    starts = []
+    moment = bucket_of(span.start, granularity)
+    while moment < span.end:
+        starts.append(moment)
+        moment = _next(moment, granularity)
+    return starts
+
+
+def _next(moment: dt.datetime, granularity: str) -> dt.datetime:
+    if granularity == "hour":
+        return moment + _HOUR
+    if granularity == "day":
+        return moment + _DAY
+    if granularity == "week":
+        return moment + 7 * _DAY
+    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
+    return moment.replace(year=year, month=month)
+
+
+async def _rows(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    dimension: str,
+    pieces: ColumnElement[bool],
+    keys: Iterable[str] | None,
+) -> Sequence[RollupRow]:
+    statement = select(RollupRow).where(
+        RollupRow.org_id == org_id, RollupRow.dimension == dimension, pieces
+    )
+    if keys is not None:
+        statement = statement.where(RollupRow.key.in_(sorted(set(keys))))
+    return (await session.scalars(statement)).all()
+
+
+def _pieces(grain: str, start: dt.datetime, end: dt.datetime) -> ColumnElement[bool]:
+    return and_(
+        RollupRow.grain == grain, RollupRow.bucket_start >= start, RollupRow.bucket_start < end
+    )
+
+
+def _ceil_hour(moment: dt.datetime) -> dt.datetime:
+    floor = hour_of(moment)
+    return floor if floor == moment else floor + _HOUR
+
+
+def _ceil_day(moment: dt.datetime) -> dt.datetime:
+    floor = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    return floor if floor == moment else floor + _DAY
