@@ -209,7 +209,7 @@ _TOKENS = (
 
 def _count(totals: dict[Row, dict[str, Any]], row: Row, run: Run, spans: list[Span]) -> None:
     into = totals.setdefault(
-        row, {column: 0 for column in _COLUMNS} | {"cost": Decimal(0), "latency": {}}
+        row, dict.fromkeys(_COLUMNS, 0) | {"cost": Decimal(0), "latency": {}, "last_run_at": None}
     )
     into["runs"] += 1
     into["succeeded"] += run.status == "ok"
