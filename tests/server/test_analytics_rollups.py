@@ -12,17 +12,19 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
 from agentops_server import Settings
+from agentops_server.cli import main
 from agentops_server.db.models import Agent, RollupRow, Run, Span
 from agentops_server.services.analytics import histogram
 from agentops_server.services.analytics.rollups import day_of, hour_of
 from tests.server.api import bearer
 from tests.server.conftest import make_org
-from tests.server.database import direct_session
+from tests.server.database import direct_session, execute
 from tests.server.derived import Hub, hub_with
 from tests.server.ingest_events import INGEST, batch, run_event, span_event, started
 
@@ -123,6 +125,38 @@ def test_the_same_batch_sent_twice_changes_no_rollup(hub: Hub, migrated_url: str
         hub.settle()
         rolled = stored_rollups(migrated_url, org.org_id)
         assert rolled[("day", "agent", "triage", day_of(BASE))]["runs"] == 1
+
+
+def test_the_cli_rebuilds_the_rollups_of_a_range(hub: Hub, migrated_url: str, org: Any) -> None:
+    early, late = (
+        run_event(started_at=BASE.isoformat()),
+        run_event(agent="billing", started_at=(BASE + dt.timedelta(hours=3)).isoformat()),
+    )
+    send(hub, org.key, early, span_event(early), late)
+    expected = stored_rollups(migrated_url, org.org_id)
+    execute(migrated_url, "DELETE FROM analytics_rollups")
+
+    result = CliRunner().invoke(
+        main,
+        [
+            "analytics",
+            "rebuild",
+            "--database-url",
+            migrated_url,
+            "--org",
+            "acme",
+            "--from",
+            f"{BASE.date()}",
+            "--to",
+            f"{BASE.date() + dt.timedelta(days=2)}",
+        ],
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "2 hours rolled up" in result.output
+    assert (
+        stored_rollups(migrated_url, org.org_id) == expected == recomputed(migrated_url, org.org_id)
+    )
 
 
 def send(hub: Hub, key: str, *events: dict[str, Any]) -> None:
