@@ -10,7 +10,7 @@ from decimal import Decimal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.services.analytics import histogram
-from agentops_server.services.analytics.reading import Range, totals_by_key
+from agentops_server.services.analytics.reading import Range, active_keys, totals_by_key
 from agentops_server.services.analytics.rollups import Totals
 from agentops_server.services.budgets.state import plain
 
@@ -161,6 +161,4 @@ async def _org_and_agents(
     session: AsyncSession, org_id: uuid.UUID, span: Range
 ) -> tuple[Kpis, int]:
     org = await totals_by_key(session, org_id, "org", span)
-    agents = await totals_by_key(session, org_id, "agent", span)
-    active = sum(1 for totals in agents.values() if totals.runs)
-    return kpis_of(org.get("", Totals())), active
+    return kpis_of(org.get("", Totals())), await active_keys(session, org_id, "agent", span)

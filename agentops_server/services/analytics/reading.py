@@ -11,16 +11,26 @@ import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Iterable, Sequence
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, and_, distinct, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.db.models import RollupRow
 from agentops_server.refusals import Invalid
-from agentops_server.services.analytics.rollups import DAY, DIMENSIONS, HOUR, Totals, hour_of
+from agentops_server.services.analytics.rollups import (
+    DAY,
+    DIMENSIONS,
+    HOUR,
+    STORED,
+    Totals,
+    hour_of,
+)
 
 __all__ = [
     "GRANULARITIES",
+    "active_keys",
+    "busiest_keys",
     "Range",
     "bucket_of",
     "buckets",
@@ -103,19 +113,9 @@ async def totals_by_key(
     keys: Iterable[str] | None = None,
 ) -> dict[str, Totals]:
     """Each key's totals over the range (only ``keys`` if given)."""
-    first_day = _ceil_day(span.start)
-    last_day = span.end.replace(hour=0)
-    if first_day >= last_day:  # no whole day inside: hours only
-        pieces = _pieces(HOUR, span.start, span.end)
-    else:
-        pieces = or_(
-            _pieces(DAY, first_day, last_day),
-            _pieces(HOUR, span.start, first_day),
-            _pieces(HOUR, last_day, span.end),
-        )
     totals: dict[str, Totals] = {}
-    for row in await _rows(session, org_id, dimension, pieces, keys):
-        totals.setdefault(row.key, Totals()).add(Totals.of_row(row))
+    for key, _start, *values in await _rows(session, org_id, dimension, _range_pieces(span), keys):
+        totals.setdefault(key, Totals()).add(Totals.of_values(values))
     return totals
 
 
@@ -136,9 +136,9 @@ async def series(
     else:
         pieces = _pieces(DAY, span.start.replace(hour=0), _ceil_day(span.end))
     result: dict[str, dict[dt.datetime, Totals]] = {}
-    for row in await _rows(session, org_id, dimension, pieces, keys):
-        bucket = bucket_of(row.bucket_start, granularity)
-        result.setdefault(row.key, {}).setdefault(bucket, Totals()).add(Totals.of_row(row))
+    for key, start, *values in await _rows(session, org_id, dimension, pieces, keys):
+        bucket = bucket_of(start, granularity)
+        result.setdefault(key, {}).setdefault(bucket, Totals()).add(Totals.of_values(values))
     return result
 
 
@@ -176,19 +176,63 @@ def _next(moment: dt.datetime, granularity: str) -> dt.datetime:
     return moment.replace(year=year, month=month)
 
 
+async def busiest_keys(
+    session: AsyncSession, org_id: uuid.UUID, dimension: str, span: Range, limit: int
+) -> list[str]:
+    """The ``limit`` keys of ``dimension`` with the most runs in the range, most first."""
+    runs = func.sum(RollupRow.runs)
+    found = await session.execute(
+        select(RollupRow.key)
+        .where(RollupRow.org_id == org_id, RollupRow.dimension == dimension, _range_pieces(span))
+        .group_by(RollupRow.key)
+        .order_by(runs.desc(), RollupRow.key)
+        .limit(limit)
+    )
+    return list(found.scalars())
+
+
+async def active_keys(session: AsyncSession, org_id: uuid.UUID, dimension: str, span: Range) -> int:
+    """How many keys of ``dimension`` had a run in the range."""
+    found = await session.scalar(
+        select(func.count(distinct(RollupRow.key))).where(
+            RollupRow.org_id == org_id,
+            RollupRow.dimension == dimension,
+            RollupRow.runs > 0,
+            _range_pieces(span),
+        )
+    )
+    return int(found or 0)
+
+
 async def _rows(
     session: AsyncSession,
     org_id: uuid.UUID,
     dimension: str,
     pieces: ColumnElement[bool],
     keys: Iterable[str] | None,
-) -> Sequence[RollupRow]:
-    statement = select(RollupRow).where(
+) -> Sequence[Any]:
+    """``(key, bucket_start, *STORED)`` of each row: plain tuples, no ORM objects to build
+    (thousands of rows a request)."""
+    columns = [RollupRow.__table__.c[name] for name in ("key", "bucket_start", *STORED)]
+    statement = select(*columns).where(
         RollupRow.org_id == org_id, RollupRow.dimension == dimension, pieces
     )
     if keys is not None:
         statement = statement.where(RollupRow.key.in_(sorted(set(keys))))
-    return (await session.scalars(statement)).all()
+    return (await session.execute(statement)).all()
+
+
+def _range_pieces(span: Range) -> ColumnElement[bool]:
+    """The rows that cover the range: days for its whole days, hours for its ends."""
+    first_day = _ceil_day(span.start)
+    last_day = span.end.replace(hour=0)
+    if first_day >= last_day:  # no whole day inside: hours only
+        return _pieces(HOUR, span.start, span.end)
+    return or_(
+        _pieces(DAY, first_day, last_day),
+        _pieces(HOUR, span.start, first_day),
+        _pieces(HOUR, last_day, span.end),
+    )
 
 
 def _pieces(grain: str, start: dt.datetime, end: dt.datetime) -> ColumnElement[bool]:

@@ -24,7 +24,7 @@ import dataclasses
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -42,12 +42,14 @@ from agentops_server.services.telemetry.ingest import EVENTS_COMMITTED
 
 __all__ = [
     "DIMENSIONS",
+    "STORED",
     "HOUR",
     "DAY",
     "RollupTasks",
     "Totals",
     "day_of",
     "hour_of",
+    "roll_up_day",
     "roll_up_hour",
     "roll_up_range",
 ]
@@ -125,15 +127,23 @@ class Totals:
         return sum(getattr(self, name) for name in _TOKENS)
 
     @classmethod
-    def of_row(cls, row: RollupRow) -> Totals:
-        """The totals a stored rollup row holds."""
-        values: dict[str, Any] = {name: getattr(row, name) for name in _COUNTS}
-        return cls(
-            **values,
-            cost=Decimal(row.cost or 0),
-            latency=dict(row.latency or {}),
-            last_run_at=row.last_run_at,
-        )
+    def of_row(cls, row: Any) -> Totals:
+        """The totals a stored rollup row holds (a :class:`RollupRow`, or a row of its
+        columns)."""
+        return cls.of_values([getattr(row, name) for name in STORED])
+
+    @classmethod
+    def of_values(cls, values: Sequence[Any]) -> Totals:
+        """The totals of the values of :data:`STORED`, in that order."""
+        *counts, cost, latency, last_run_at = values
+        totals = cls(*counts)
+        totals.cost, totals.latency = Decimal(cost or 0), dict(latency or {})
+        totals.last_run_at = last_run_at
+        return totals
+
+
+STORED = (*_COUNTS, "cost", "latency", "last_run_at")
+"""The columns of a rollup row that hold its totals, in the order of :class:`Totals`'s fields."""
 
 
 Key = tuple[str, str]
@@ -190,13 +200,21 @@ async def touched_hours(
     return hours
 
 
-async def roll_up_hour(session: AsyncSession, org_id: uuid.UUID, hour: dt.datetime) -> None:
-    """Replace the rollups of ``hour`` and of its day with what the raw rows add up to now (in
-    ``session``'s transaction; the caller commits)."""
+async def roll_up_hour(
+    session: AsyncSession, org_id: uuid.UUID, hour: dt.datetime, *, with_day: bool = True
+) -> None:
+    """Replace the rollups of ``hour`` (and of its day, ``with_day``) with what the raw rows add
+    up to now (in ``session``'s transaction; the caller commits)."""
     await _lock(session, org_id, HOUR, hour)
     hourly = await _from_raw(session, org_id, hour)
     await _replace(session, org_id, HOUR, hour, hourly)
-    day = day_of(hour)
+    if with_day:
+        await roll_up_day(session, org_id, day_of(hour))
+
+
+async def roll_up_day(session: AsyncSession, org_id: uuid.UUID, day: dt.datetime) -> None:
+    """Replace the rollups of ``day`` with the sums of its hours' rows (in ``session``'s
+    transaction, after any hour's lock: the order that cannot deadlock)."""
     await _lock(session, org_id, DAY, day)
     await _replace(session, org_id, DAY, day, await _from_hours(session, org_id, day))
 
@@ -216,7 +234,11 @@ async def roll_up_range(
             hours = sorted({hour_of(moment) for moment in found.scalars()})
         for hour in hours:
             async with open_session(engine) as session:
-                await roll_up_hour(session, org_id, hour)
+                await roll_up_hour(session, org_id, hour, with_day=False)
+                await session.commit()
+        for day in sorted({day_of(hour) for hour in hours}):
+            async with open_session(engine) as session:
+                await roll_up_day(session, org_id, day)
                 await session.commit()
     return len(hours)
 
@@ -329,8 +351,8 @@ async def _from_hours(
     session: AsyncSession, org_id: uuid.UUID, day: dt.datetime
 ) -> dict[Key, Totals]:
     """The totals of every dimension's keys for ``day``: the sums of its hours' rows."""
-    rows = await session.scalars(
-        select(RollupRow).where(
+    rows = await session.execute(
+        select(*RollupRow.__table__.c).where(
             RollupRow.org_id == org_id,
             RollupRow.grain == HOUR,
             RollupRow.bucket_start >= day,

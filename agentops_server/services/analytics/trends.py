@@ -16,7 +16,7 @@ from agentops_server.db.models import Agent, RollupRow
 from agentops_server.refusals import NotFound
 from agentops_server.services.analytics import histogram
 from agentops_server.services.analytics.kpis import rate
-from agentops_server.services.analytics.reading import Range, buckets, series, totals_by_key
+from agentops_server.services.analytics.reading import Range, buckets, busiest_keys, series
 from agentops_server.services.analytics.rollups import DAY, HOUR, Totals, day_of
 from agentops_server.services.budgets.state import plain
 
@@ -118,8 +118,11 @@ async def timeseries(
 ) -> Timeseries:
     """The org's series over ``span`` by ``dimension`` (``org``: one series)."""
     if keys is None:
-        ranked = await totals_by_key(session, org_id, dimension, span)
-        keys = sorted(ranked, key=lambda key: (-ranked[key].runs, key))[:limit]
+        keys = (
+            [""]
+            if dimension == "org"
+            else await busiest_keys(session, org_id, dimension, span, limit)
+        )
     found = await series(session, org_id, dimension, span, granularity=granularity, keys=keys)
     starts = buckets(span, granularity)
     return Timeseries(
