@@ -74,8 +74,10 @@ async def cost_breakdown(
     """The org's cost over ``span`` by ``group_by``, per ``granularity`` (``day``, ``month``;
     a range's partial first and last days count whole)."""
     starts = buckets(span, granularity)
-    whole = (await series(session, org_id, "org", span, granularity=granularity)).get("", {})
-    by_key = await series(session, org_id, group_by, span, granularity=granularity)
+    whole = (
+        await series(session, org_id, "org", span, granularity=granularity, latency=False)
+    ).get("", {})
+    by_key = await series(session, org_id, group_by, span, granularity=granularity, latency=False)
     total = _sum(whole.values())
     groups = []
     for key, per_bucket in by_key.items():

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, distinct, func, or_, select
+from sqlalchemy import ColumnElement, and_, distinct, func, null, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.db.models import RollupRow
@@ -111,10 +111,16 @@ async def totals_by_key(
     dimension: str,
     span: Range,
     keys: Iterable[str] | None = None,
+    *,
+    latency: bool = True,
 ) -> dict[str, Totals]:
-    """Each key's totals over the range (only ``keys`` if given)."""
+    """Each key's totals over the range (only ``keys`` if given; histograms left empty without
+    ``latency``)."""
     totals: dict[str, Totals] = {}
-    for key, _start, *values in await _rows(session, org_id, dimension, _range_pieces(span), keys):
+    pieces = _range_pieces(span)
+    for key, _start, *values in await _rows(
+        session, org_id, dimension, pieces, keys, latency=latency
+    ):
         totals.setdefault(key, Totals()).add(Totals.of_values(values))
     return totals
 
@@ -127,18 +133,24 @@ async def series(
     *,
     granularity: str,
     keys: Iterable[str] | None = None,
+    latency: bool = True,
 ) -> dict[str, dict[dt.datetime, Totals]]:
     """Each key's totals per ``granularity`` bucket of the range: hours from hour rows, days,
     weeks (from Monday) and months from day rows (a range's partial first and last days count
-    whole)."""
+    whole). Without ``latency``, the histograms are left unread (empty)."""
     if granularity == HOUR:
         pieces = _pieces(HOUR, span.start, span.end)
     else:
         pieces = _pieces(DAY, span.start.replace(hour=0), _ceil_day(span.end))
     result: dict[str, dict[dt.datetime, Totals]] = {}
-    for key, start, *values in await _rows(session, org_id, dimension, pieces, keys):
-        bucket = bucket_of(start, granularity)
-        result.setdefault(key, {}).setdefault(bucket, Totals()).add(Totals.of_values(values))
+    rows = await _rows(session, org_id, dimension, pieces, keys, latency=latency)
+    for key, start, *values in rows:
+        bucket, totals = bucket_of(start, granularity), Totals.of_values(values)
+        held = result.setdefault(key, {})
+        if bucket in held:
+            held[bucket].add(totals)
+        else:
+            held[bucket] = totals
     return result
 
 
@@ -210,10 +222,17 @@ async def _rows(
     dimension: str,
     pieces: ColumnElement[bool],
     keys: Iterable[str] | None,
+    *,
+    latency: bool = True,
 ) -> Sequence[Any]:
     """``(key, bucket_start, *STORED)`` of each row: plain tuples, no ORM objects to build
-    (thousands of rows a request)."""
-    columns = [RollupRow.__table__.c[name] for name in ("key", "bucket_start", *STORED)]
+    (thousands of rows a request); without ``latency``, the histograms are NULL (not read nor
+    decoded)."""
+    table = RollupRow.__table__.c
+    columns = [
+        table[name] if latency or name != "latency" else null()
+        for name in ("key", "bucket_start", *STORED)
+    ]
     statement = select(*columns).where(
         RollupRow.org_id == org_id, RollupRow.dimension == dimension, pieces
     )

@@ -105,8 +105,8 @@ def period_range(period: str, at: dt.datetime | None) -> Range:
 async def report(session: AsyncSession, org_id: uuid.UUID, period: str, span: Range) -> Report:
     """The org's report of ``period`` ``span``."""
     whole = (await totals_by_key(session, org_id, "org", span)).get("", Totals())
-    agents = await totals_by_key(session, org_id, "agent", span)
-    models = await totals_by_key(session, org_id, "model", span)
+    agents = await totals_by_key(session, org_id, "agent", span, latency=False)
+    models = await totals_by_key(session, org_id, "model", span, latency=False)
     return Report(
         period=period,
         start=span.start,
