@@ -330,3 +330,36 @@ def test_an_unreachable_cache_store_computes_every_answer() -> None:
         return answers
 
     assert asyncio.run(scenario()) == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        (
+            "/api/v1/analytics/summary",
+            {"from": "0001-01-01T00:00:00Z", "to": "0001-01-02T00:00:00Z"},
+        ),
+        (
+            "/api/v1/analytics/summary",
+            {"from": "9999-12-30T00:00:00Z", "to": "9999-12-31T23:30:00Z"},
+        ),
+        ("/api/v1/reports/summary", {"period": "month", "at": "9999-12-31T00:00:00Z"}),
+        ("/api/v1/reports/summary", {"period": "week", "at": "9999-12-31T00:00:00Z"}),
+    ],
+)
+def test_a_range_at_the_calendars_ends_is_refused_not_a_server_error(
+    hub: Hub, owner: Person, path: str, params: dict[str, str]
+) -> None:
+    assert_problem(hub.client.get(path, params=params, headers=owner.headers), 400, "invalid_range")
+
+
+def test_a_monthly_series_ending_in_the_calendars_last_month_stops_there(
+    hub: Hub, owner: Person
+) -> None:
+    params = {"from": "9999-10-01T00:00:00Z", "to": "9999-12-30T00:00:00Z", "granularity": "month"}
+    answer = get(hub, owner, "/api/v1/analytics/timeseries", **params)
+    assert [point["start"][:7] for point in answer["series"][0]["points"]] == [
+        "9999-10",
+        "9999-11",
+        "9999-12",
+    ]

@@ -42,7 +42,7 @@ Granularity = Annotated[
     str, QueryParameter(description="`hour` (ranges up to 31 days), `day`, `week`, `month`.")
 ]
 INVALID_RANGE = (
-    Invalid("invalid_range", "`to` must be after `from`"),
+    Invalid("invalid_range", "`to` must be after `from`, both inside the calendar"),
     Invalid("range_too_long", "the range is too long (hourly: 31 days; else about 3 years)"),
 )
 INVALID_GRANULARITY = Invalid("invalid_granularity", "not one of the granularities")
@@ -185,7 +185,10 @@ class ReportController(Controller):
         "/summary",
         guards=[requires(Permission.ANALYTICS_READ)],
         summary="A day's, week's or month's report",
-        responses=problems(Invalid("invalid_period", "`period` is not day, week or month")),
+        responses=problems(
+            Invalid("invalid_period", "`period` is not day, week or month"),
+            Invalid("invalid_range", "the period is outside the calendar"),
+        ),
     )
     async def summary(
         self,

@@ -76,10 +76,15 @@ def parse_range(
     """The range ``[start, end)`` of the query (``end`` defaults to the end of the current hour,
     ``start`` to ``default`` before ``end``), rounded out to whole hours.
 
-    Refusals: ``invalid_range`` (``end`` not after ``start``), ``range_too_long``.
+    Refusals: ``invalid_range`` (``end`` not after ``start``, or the range or the one before
+    it outside the calendar), ``range_too_long``.
     """
-    until = _ceil_hour(dt.datetime.now(dt.UTC) if end is None else end)
-    since = until - default if start is None else hour_of(start)
+    try:
+        until = _ceil_hour(dt.datetime.now(dt.UTC) if end is None else end)
+        since = until - default if start is None else hour_of(start)
+        _ceil_day(until), since - (until - since)  # the range's last day and the one before
+    except (OverflowError, ValueError):
+        raise Invalid("invalid_range", "The range is outside the calendar.") from None
     if until <= since:
         raise Invalid("invalid_range", "`to` must be after `from`.")
     if until - since > dt.timedelta(days=_MAX_DAYS):
@@ -173,7 +178,10 @@ def buckets(span: Range, granularity: str) -> list[dt.datetime]:
     moment = bucket_of(span.start, granularity)
     while moment < span.end:
         starts.append(moment)
-        moment = _next(moment, granularity)
+        try:
+            moment = _next(moment, granularity)
+        except (OverflowError, ValueError):  # the calendar's last bucket
+            break
     return starts
 
 

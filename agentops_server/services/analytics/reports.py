@@ -83,23 +83,26 @@ class Report:
 def period_range(period: str, at: dt.datetime | None) -> Range:
     """The ``period`` (``day``, ``week``, ``month``) that holds ``at`` (default: now).
 
-    Refusal: ``invalid_period``."""
+    Refusals: ``invalid_period``, ``invalid_range`` (outside the calendar)."""
     if period not in PERIODS:
         raise Invalid("invalid_period", f"`period` is one of {', '.join(PERIODS)}.")
     moment = dt.datetime.now(dt.UTC) if at is None else at
-    day = day_of(moment)
+    try:
+        return _period_of(period, day_of(moment))
+    except (OverflowError, ValueError):
+        raise Invalid("invalid_range", "The period is outside the calendar.") from None
+
+
+def _period_of(period: str, day: dt.datetime) -> Range:
     if period == "day":
         return Range(day, day + dt.timedelta(days=1))
     if period == "week":
         monday = day - dt.timedelta(days=day.weekday())
         return Range(monday, monday + dt.timedelta(days=7))
     first = day.replace(day=1)
-    following = (
-        first.replace(year=first.year + 1, month=1)
-        if first.month == 12
-        else (first.replace(month=first.month + 1))
-    )
-    return Range(first, following)
+    if first.month == 12:
+        return Range(first, first.replace(year=first.year + 1, month=1))
+    return Range(first, first.replace(month=first.month + 1))
 
 
 async def report(session: AsyncSession, org_id: uuid.UUID, period: str, span: Range) -> Report:
