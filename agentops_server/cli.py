@@ -9,6 +9,7 @@
     agentops-hub worker                     # run derived work from the queue on Redis
     agentops-hub jobs failed                # derived work that failed its last attempt
     agentops-hub jobs retry ID|--all        # ... handed over again
+    agentops-hub analytics rebuild --org acme --from 2026-11-01 --to 2026-12-01
 
 Settings come from ``AGENTOPS_*`` variables (see ``agentops_server.settings``); ``--database-url``
 overrides ``AGENTOPS_DATABASE_URL``.
@@ -29,6 +30,7 @@ from typing import Any
 
 import click
 
+from agentops_server.analytics_cli import analytics
 from agentops_server.pricing_cli import pricing
 from agentops_server.settings import DEFAULT_DATABASE_URL, Settings
 
@@ -536,6 +538,7 @@ def _org_id(database_url: str, org_slug: str) -> uuid.UUID:
 
 
 main.add_command(pricing)
+main.add_command(analytics)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -24,6 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentops_server.backends.derived_work import DerivedWork
 from agentops_server.backends.mailer import Mailer
+from agentops_server.backends.stats_cache import StatsCache, create_stats_cache
+from agentops_server.services.analytics.rollups import RollupTasks
 from agentops_server.services.budgets.alerts import BudgetTasks
 from agentops_server.services.costs import totals
 from agentops_server.services.governance.approval_tasks import ApprovalTasks
@@ -44,11 +46,13 @@ __all__ = [
 @dataclasses.dataclass(frozen=True, slots=True)
 class TaskContext:
     """What tasks get from the process that runs them: its tenant-isolated database engine
-    (tasks act for the org their payload names), settings and mailer."""
+    (tasks act for the org their payload names), settings, mailer and the agent stats cache."""
 
     engine: AsyncEngine
     settings: Settings
     mailer: Mailer
+    stats_cache: StatsCache | None = None
+    """The cache rollups make stale (None: one on Redis or in this process, from settings)."""
 
 
 Registrar = Callable[[DerivedWork, TaskContext], None]
@@ -74,7 +78,12 @@ def _budgets(derived: DerivedWork, context: TaskContext) -> None:
     BudgetTasks(context.engine, notifier, derived).register()
 
 
-REGISTRARS: tuple[Registrar, ...] = (_notifications, _approvals, _costs, _budgets)
+def _analytics(derived: DerivedWork, context: TaskContext) -> None:
+    cache = context.stats_cache or create_stats_cache(context.settings)
+    RollupTasks(context.engine, cache.forget).register(derived)
+
+
+REGISTRARS: tuple[Registrar, ...] = (_notifications, _approvals, _costs, _budgets, _analytics)
 """Every domain's registrar."""
 
 

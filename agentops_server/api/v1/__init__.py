@@ -6,6 +6,7 @@ from litestar import Router
 from litestar.datastructures import CacheControlHeader
 from litestar.types import ControllerRouterHandler
 
+from agentops_server.api.v1.analytics import AnalyticsController, ReportController
 from agentops_server.api.v1.audit import AuditController
 from agentops_server.api.v1.budgets import BudgetController
 from agentops_server.api.v1.costs import PricingController
@@ -39,9 +40,9 @@ def api_router() -> Router:
 
     Handlers may ask for the app's infrastructure (``settings``, ``engine``, ``mailer``,
     ``rate_limiter``, ``authenticator``, ``oauth_providers``, ``derived_work``, ``live``,
-    ``controls_changed``, ``policies_changed``, ``approvals_changed``, ``budgets_changed``: see
-    :func:`agentops_server.app.create_app`) and for ``throttle``, ``auth_failures`` and
-    ``ingest_quota`` (:mod:`agentops_server.backends.rate_limit`); every
+    ``controls_changed``, ``policies_changed``, ``approvals_changed``, ``budgets_changed``,
+    ``stats_cache``: see :func:`agentops_server.app.create_app`) and for ``throttle``,
+    ``auth_failures`` and ``ingest_quota`` (:mod:`agentops_server.backends.rate_limit`); every
     :class:`~agentops_server.refusals.Refused` raised here is a problem+json answer
     (:mod:`agentops_server.api.problems`).
     Every answer is ``Cache-Control: no-store``: many carry tokens or secrets shown once (sign-in,
@@ -73,6 +74,8 @@ def api_router() -> Router:
         ApprovalController,
         PricingController,
         BudgetController,
+        AnalyticsController,
+        ReportController,
     ]
     return Router(
         path="/api/v1",

@@ -8,6 +8,7 @@ PostgreSQL. Money is ``Numeric``, never a float.
 
 from __future__ import annotations
 
+from agentops_server.db.models.analytics import RollupBucket, RollupRow
 from agentops_server.db.models.approvals import ApprovalRequest, ApprovalRevision
 from agentops_server.db.models.audit import AuditEvent
 from agentops_server.db.models.base import Base
@@ -72,6 +73,8 @@ __all__ = [
     "PricingJob",
     "RecoveryCode",
     "RefreshToken",
+    "RollupBucket",
+    "RollupRow",
     "Run",
     "Span",
     "Team",
