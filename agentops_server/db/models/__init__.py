@@ -39,7 +39,7 @@ from agentops_server.db.models.identity import (
 from agentops_server.db.models.notifications import Notification, Webhook, WebhookDelivery
 from agentops_server.db.models.policies import PolicyState, PolicyVersion
 from agentops_server.db.models.pricing import ModelPriceRow, PricingJob
-from agentops_server.db.models.telemetry import Run, Span
+from agentops_server.db.models.telemetry import Run, RunSearchDocument, Span
 
 __all__ = [
     "TENANT_TABLES",
@@ -73,6 +73,7 @@ __all__ = [
     "RecoveryCode",
     "RefreshToken",
     "Run",
+    "RunSearchDocument",
     "Span",
     "Team",
     "TeamMember",

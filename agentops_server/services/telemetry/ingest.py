@@ -57,6 +57,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agentops_sdk.contract.decisions import DECISION_EVENT
 from agentops_sdk.contract.schema import (
     SCHEMA_VERSION,
     Batch,
@@ -74,6 +75,7 @@ from agentops_server.db.upsert import Row, dialect_insert, upsert_newest
 from agentops_server.refusals import Invalid, TooLarge, Unavailable
 from agentops_server.services.costs.prices import is_call, load_price_book, price_span_rows
 from agentops_server.services.costs.run_totals import total_runs
+from agentops_server.services.telemetry.search import index_for_search
 from agentops_server.values import decode_json
 
 __all__ = ["EVENTS_COMMITTED", "ingest_batch", "ingest_run"]
@@ -271,6 +273,7 @@ def _run_row(event: RunEvent, org_id: uuid.UUID) -> Row:
         "input": _json(event.input),
         "output": _json(event.output),
         "error": _json(event.error),
+        "duration_ms": _duration_ms(event.started_at, event.ended_at),
         "span_count": _bounded(event.span_count, _INT32, "span_count"),
         "error_count": _bounded(event.error_count, _INT32, "error_count"),
         "input_tokens": _bounded(event.input_tokens, _INT64, "input_tokens"),
@@ -296,6 +299,7 @@ def _span_row(event: SpanEvent, org_id: uuid.UUID) -> Row:
         "output": _json(event.output),
         "error": _json(event.error),
         "events": _json(event.events),
+        "blocked_by": _blocked_by(event),
         "model": llm.model if llm else None,
         "provider": llm.provider if llm else None,
         "input_tokens": _bounded(llm.input_tokens, _INT64, "llm.input_tokens") if llm else None,
@@ -316,6 +320,24 @@ def _span_row(event: SpanEvent, org_id: uuid.UUID) -> Row:
         "pricing_version": None,
         "priced_model": None,
     }
+
+
+def _duration_ms(started_at: dt.datetime, ended_at: dt.datetime | None) -> float | None:
+    if ended_at is None:
+        return None
+    return round((to_utc(ended_at) - to_utc(started_at)).total_seconds() * 1000, 3)
+
+
+def _blocked_by(event: SpanEvent) -> str | None:
+    """The stage whose deny decision refused a blocked span (None: not blocked, or no stage
+    said so)."""
+    if event.status != "blocked":
+        return None
+    for point in event.events:
+        if point.name == DECISION_EVENT and point.attributes.get("outcome") == "deny":
+            stage = point.attributes.get("stage")
+            return str(stage)[:16] if stage else None
+    return None
 
 
 def _json(value: Any) -> str | None:
@@ -408,6 +430,14 @@ async def _store(
                 price_span_rows(await load_price_book(session, org_id), spans)
             changed_runs = await upsert_newest(session, _table(Run), runs)
             changed_spans = await upsert_newest(session, _table(Span), spans)
+            await index_for_search(
+                session,
+                org_id,
+                runs=runs,
+                changed_runs=changed_runs,
+                spans=spans,
+                changed_spans=changed_spans,
+            )
             # Last: every batch of an agent updates its row, so its lock is held the least time.
             await _register_agents(session, org_id, runs)
             calls = {row["run_id"] for row in spans if row["id"] in changed_spans and is_call(row)}
