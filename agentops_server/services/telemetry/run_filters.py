@@ -16,7 +16,7 @@ import uuid
 from decimal import Decimal
 from typing import Literal
 
-from sqlalchemy import ColumnElement, exists, func, or_, select
+from sqlalchemy import ColumnElement, Text, cast, exists, func, or_, select
 
 from agentops_sdk.contract.decisions import StageName
 from agentops_server.db.models import Agent, Run, Span
@@ -104,6 +104,6 @@ def _spans_where(org_id: uuid.UUID, condition: ColumnElement[bool]) -> object:
 
 def _has_tag(dialect: str, tag: str) -> ColumnElement[bool]:
     if dialect == "postgresql":
-        return Run.tags.op("@>")(func.jsonb_build_array(tag))  # type: ignore[no-any-return]
+        return Run.tags.op("@>")(func.jsonb_build_array(cast(tag, Text)))  # type: ignore[no-any-return]
     values = func.json_each(Run.tags).table_valued("value")
     return exists(select(1).select_from(values).where(values.c.value == tag))

@@ -10,7 +10,8 @@ The index over it is the database's own (docs/decisions/0032-run-search.md):
 - SQLite: the FTS5 table ``run_search_fts`` over ``run_search`` (external content, kept in step
   by triggers), queried with ``MATCH``.
 
-A query is split into words (letters and digits); a run matches when one of its documents holds
+Documents and queries are reduced to words (runs of letters and digits) before either database
+tokenizes them; a run matches when one of its documents holds
 every word. The ``simple`` configuration and FTS5's default tokenizer both match whole words,
 case-insensitively, with no stemming, so both databases find the same runs.
 """
@@ -111,9 +112,13 @@ def _document(org_id: uuid.UUID, row: Row, run_id: uuid.UUID) -> dict[str, Any]:
 
 
 def _body(row: Row) -> str:
-    """A row's searchable text: name, input and output (as JSON), error type and message."""
+    """A row's searchable text: the words of its name, input and output (as JSON), error type
+    and message, lowercased and separated by single spaces, so that both databases' tokenizers
+    see the same words (PostgreSQL's own parser would read ``INV-4471`` as ``inv`` and
+    ``-4471``)."""
     parts: Iterable[Any] = (row["name"], row["input"], row["output"], *_error_parts(row["error"]))
-    return " ".join(str(part) for part in parts if part)[:BODY_LIMIT]
+    text_ = " ".join(str(part) for part in parts if part)
+    return " ".join(_WORD.findall(text_.lower()))[:BODY_LIMIT]
 
 
 def _error_parts(error: str | None) -> tuple[Any, ...]:

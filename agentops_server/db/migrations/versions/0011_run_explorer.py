@@ -94,8 +94,9 @@ def _postgresql_search() -> None:
         op.execute(
             "INSERT INTO run_search (org_id, id, run_id, started_at, body) "
             f"SELECT org_id, id, {'id' if table == 'runs' else 'run_id'}, started_at, "
-            f"left(concat_ws(' ', name, input::text, output::text, error ->> 'type', "
-            f"error ->> 'message'), {_BODY_LIMIT}) FROM {table}"
+            "left(lower(regexp_replace(concat_ws(' ', name, input::text, output::text, "
+            "error ->> 'type', error ->> 'message'), '[^[:alnum:]]+', ' ', 'g')), "
+            f"{_BODY_LIMIT}) FROM {table}"
         )
 
 
