@@ -145,8 +145,8 @@ def create_app(
     )
     mailer = create_mailer(settings)
     derived_work = derived_work or create_derived_work(settings)
-    register_tasks(derived_work, TaskContext(engine, settings, mailer))
     live = LiveUpdates.from_settings(settings, engine)
+    register_tasks(derived_work, TaskContext(engine, settings, mailer, live))
     for topic in STREAM_TOPICS if stream_topics is None else stream_topics:
         live.register(topic)
     authenticator = Authenticator(

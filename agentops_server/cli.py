@@ -147,6 +147,7 @@ def worker(
     """Run derived work from the queue on Redis until SIGTERM; run as many as needed, anywhere
     the database and Redis are reachable."""
     from agentops_server.backends import SaqQueue, create_derived_work, create_mailer
+    from agentops_server.backends.live import LiveUpdates
     from agentops_server.db.engine import create_async_db_engine
     from agentops_server.observability import configure_logging
     from agentops_server.services.tasks import TaskContext, register_tasks
@@ -163,7 +164,8 @@ def worker(
         queue = create_derived_work(settings)
         assert isinstance(queue, SaqQueue), "redis_url is set"
         engine = create_async_db_engine(settings.database_url, tenant_isolation=True)
-        context = TaskContext(engine, settings, create_mailer(settings))
+        live = LiveUpdates.from_settings(settings, engine)  # announces through Redis
+        context = TaskContext(engine, settings, create_mailer(settings), live)
         register_tasks(queue, context, extra=registrars)
         try:
             await queue.work(
@@ -174,6 +176,7 @@ def worker(
             )
         finally:
             await queue.close()
+            await live.close()
             await engine.dispose()
 
     asyncio.run(work())

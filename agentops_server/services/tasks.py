@@ -22,11 +22,13 @@ from collections.abc import Callable, Sequence
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentops_server.backends.derived_work import DerivedWork
+from agentops_server.backends.live import LiveUpdates
 from agentops_server.backends.mailer import Mailer
 from agentops_server.services.budgets.alerts import BudgetTasks
 from agentops_server.services.costs import totals
 from agentops_server.services.governance.approval_tasks import ApprovalTasks
 from agentops_server.services.notifications.announcements import Notifier
+from agentops_server.services.telemetry.live_runs import RunAnnouncer
 from agentops_server.settings import Settings
 
 __all__ = ["REGISTRARS", "Registrar", "TaskContext", "register_tasks"]
@@ -35,11 +37,13 @@ __all__ = ["REGISTRARS", "Registrar", "TaskContext", "register_tasks"]
 @dataclasses.dataclass(frozen=True, slots=True)
 class TaskContext:
     """What tasks get from the process that runs them: its tenant-isolated database engine
-    (tasks act for the org their payload names), settings and mailer."""
+    (tasks act for the org their payload names), settings and mailer, and its live updates
+    (to announce passing events on the org streams; a worker's reach them through Redis)."""
 
     engine: AsyncEngine
     settings: Settings
     mailer: Mailer
+    live: LiveUpdates | None = None
 
 
 Registrar = Callable[[DerivedWork, TaskContext], None]
@@ -65,7 +69,12 @@ def _budgets(derived: DerivedWork, context: TaskContext) -> None:
     BudgetTasks(context.engine, notifier, derived).register()
 
 
-REGISTRARS: tuple[Registrar, ...] = (_notifications, _approvals, _costs, _budgets)
+def _live_runs(derived: DerivedWork, context: TaskContext) -> None:
+    if context.live is not None:
+        RunAnnouncer(context.engine, context.live).register(derived)
+
+
+REGISTRARS: tuple[Registrar, ...] = (_notifications, _approvals, _costs, _budgets, _live_runs)
 """Every domain's registrar."""
 
 

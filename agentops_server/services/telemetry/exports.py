@@ -124,56 +124,54 @@ async def _stream(
 
 
 def _runs(conditions: list[Any]) -> Select[Any]:
-    return (
-        select(
-            Run.id,
-            Run.agent,
-            Run.name,
-            Run.environment,
-            Run.status,
-            Run.started_at,
-            Run.ended_at,
-            Run.duration_ms,
-            Run.tags,
-            Run.error["type"].as_string().label("error_type"),
-            Run.span_count,
-            Run.error_count,
-            Run.llm_calls,
-            Run.unpriced_calls,
-            Run.input_tokens,
-            Run.output_tokens,
-            Run.cached_input_tokens,
-            Run.cache_write_tokens,
-            Run.reasoning_tokens,
-            Run.cost,
-            Run.sdk_cost,
-        )
-        .where(*conditions)
-        .order_by(Run.started_at.desc(), Run.id.desc())
-    )
+    columns: list[Any] = [
+        Run.id,
+        Run.agent,
+        Run.name,
+        Run.environment,
+        Run.status,
+        Run.started_at,
+        Run.ended_at,
+        Run.duration_ms,
+        Run.tags,
+        Run.error["type"].as_string().label("error_type"),
+        Run.span_count,
+        Run.error_count,
+        Run.llm_calls,
+        Run.unpriced_calls,
+        Run.input_tokens,
+        Run.output_tokens,
+        Run.cached_input_tokens,
+        Run.cache_write_tokens,
+        Run.reasoning_tokens,
+        Run.cost,
+        Run.sdk_cost,
+    ]
+    return select(*columns).where(*conditions).order_by(Run.started_at.desc(), Run.id.desc())
 
 
 def _costs(conditions: list[Any]) -> Select[Any]:
+    columns: list[Any] = [
+        Span.id.label("span_id"),
+        Span.run_id,
+        Run.agent,
+        Run.environment,
+        Span.started_at,
+        Span.model,
+        Span.provider,
+        Span.priced_model,
+        Span.input_tokens,
+        Span.output_tokens,
+        Span.cached_input_tokens,
+        Span.cache_write_tokens,
+        Span.reasoning_tokens,
+        Span.cost,
+        Span.sdk_cost,
+        Span.cost_match,
+        Span.pricing_version,
+    ]
     return (
-        select(
-            Span.id.label("span_id"),
-            Span.run_id,
-            Run.agent,
-            Run.environment,
-            Span.started_at,
-            Span.model,
-            Span.provider,
-            Span.priced_model,
-            Span.input_tokens,
-            Span.output_tokens,
-            Span.cached_input_tokens,
-            Span.cache_write_tokens,
-            Span.reasoning_tokens,
-            Span.cost,
-            Span.sdk_cost,
-            Span.cost_match,
-            Span.pricing_version,
-        )
+        select(*columns)
         .join(Run, and_(Run.org_id == Span.org_id, Run.id == Span.run_id))
         .where(*conditions, Span.org_id == Run.org_id, Span.cost_match.is_not(None))
         .order_by(Span.started_at.desc(), Span.id.desc())

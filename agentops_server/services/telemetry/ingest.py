@@ -85,9 +85,10 @@ logger = logging.getLogger("agentops_server")
 
 EVENTS_COMMITTED = "telemetry.events_committed"
 """The notice ingest hands to derived work after each commit that changed stored rows, with
-the payload ``{"org_id", "run_ids", "span_ids", "call_run_ids", "committed_at"}``: the runs and
-spans whose stored state changed (ids as text), the runs of the LLM calls among those spans
-(whose totals changed), and when the commit was (ISO 8601, UTC). Pricing, rollups,
+the payload ``{"org_id", "run_ids", "span_ids", "call_run_ids", "span_run_ids",
+"committed_at"}``: the runs and spans whose stored state changed (ids as text), the runs of the
+LLM calls among those spans (whose totals changed), the runs of all those spans, and when the
+commit was (ISO 8601, UTC). Pricing, rollups,
 budgets, alerts and live updates take their work from it."""
 
 Charge = Callable[[int], Awaitable[None]]
@@ -448,9 +449,9 @@ async def _store(
             notice = None
             if derived is not None and (changed_runs or changed_spans):
                 # In the same transaction: the change and what it owes commit together.
-                notice = await derived.record(
-                    session, EVENTS_COMMITTED, _notice(org_id, changed_runs, changed_spans, calls)
-                )
+                span_runs = {row["run_id"] for row in spans if row["id"] in changed_spans}
+                payload = _notice(org_id, changed_runs, changed_spans, calls, span_runs)
+                notice = await derived.record(session, EVENTS_COMMITTED, payload)
             await session.commit()
         except OperationalError as exc:
             logger.warning("ingest: the database refused a write: %s", exc)
@@ -473,7 +474,11 @@ async def _store(
 
 
 def _notice(
-    org_id: uuid.UUID, runs: set[uuid.UUID], spans: set[uuid.UUID], calls: set[uuid.UUID]
+    org_id: uuid.UUID,
+    runs: set[uuid.UUID],
+    spans: set[uuid.UUID],
+    calls: set[uuid.UUID],
+    span_runs: set[uuid.UUID],
 ) -> dict[str, Any]:
     """The payload of :data:`EVENTS_COMMITTED` for what a commit changed."""
     return {
@@ -481,6 +486,7 @@ def _notice(
         "run_ids": sorted(str(run_id) for run_id in runs),
         "span_ids": sorted(str(span_id) for span_id in spans),
         "call_run_ids": sorted(str(run_id) for run_id in calls),
+        "span_run_ids": sorted(str(run_id) for run_id in span_runs),
         "committed_at": dt.datetime.now(dt.UTC).isoformat(),
     }
 

@@ -16,7 +16,7 @@ import uuid
 from decimal import Decimal
 from typing import Literal
 
-from sqlalchemy import ColumnElement, Text, cast, exists, func, or_, select
+from sqlalchemy import ColumnElement, Select, Text, cast, exists, func, or_, select
 
 from agentops_sdk.contract.decisions import StageName
 from agentops_server.db.models import Agent, Run, Span
@@ -98,12 +98,12 @@ def run_conditions(dialect: str, org_id: uuid.UUID, where: RunFilter) -> list[Co
     return conditions
 
 
-def _spans_where(org_id: uuid.UUID, condition: ColumnElement[bool]) -> object:
+def _spans_where(org_id: uuid.UUID, condition: ColumnElement[bool]) -> Select[uuid.UUID]:
     return select(Span.run_id).where(Span.org_id == org_id, condition)
 
 
 def _has_tag(dialect: str, tag: str) -> ColumnElement[bool]:
     if dialect == "postgresql":
-        return Run.tags.op("@>")(func.jsonb_build_array(cast(tag, Text)))  # type: ignore[no-any-return]
+        return Run.tags.op("@>")(func.jsonb_build_array(cast(tag, Text)))
     values = func.json_each(Run.tags).table_valued("value")
     return exists(select(1).select_from(values).where(values.c.value == tag))

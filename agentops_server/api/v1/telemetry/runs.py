@@ -3,10 +3,10 @@ one run for forensic replay with its spans a page at a time."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any
 
 from litestar import Controller, Request, get
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.params import PathParameter, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -50,7 +50,7 @@ class RunController(Controller):
     path = "/runs"
     tags = ("runs",)
     guards = (requires(Permission.RUNS_READ),)
-    dependencies: ClassVar[dict[str, Provide]] = {"where": RUN_FILTER}
+    dependencies = {"where": RUN_FILTER}  # noqa: RUF012
 
     @get("/", responses=problems(BAD_QUERY))
     async def list_runs(
