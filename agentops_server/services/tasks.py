@@ -28,6 +28,7 @@ from agentops_server.services.budgets.alerts import BudgetTasks
 from agentops_server.services.costs import totals
 from agentops_server.services.governance.approval_tasks import ApprovalTasks
 from agentops_server.services.notifications.announcements import Notifier
+from agentops_server.services.telemetry import retention
 from agentops_server.services.telemetry.live_runs import RunAnnouncer
 from agentops_server.settings import Settings
 
@@ -69,12 +70,23 @@ def _budgets(derived: DerivedWork, context: TaskContext) -> None:
     BudgetTasks(context.engine, notifier, derived).register()
 
 
+def _retention(derived: DerivedWork, context: TaskContext) -> None:
+    retention.register(derived, context.engine)
+
+
 def _live_runs(derived: DerivedWork, context: TaskContext) -> None:
     if context.live is not None:
         RunAnnouncer(context.engine, context.live).register(derived)
 
 
-REGISTRARS: tuple[Registrar, ...] = (_notifications, _approvals, _costs, _budgets, _live_runs)
+REGISTRARS: tuple[Registrar, ...] = (
+    _notifications,
+    _approvals,
+    _costs,
+    _budgets,
+    _live_runs,
+    _retention,
+)
 """Every domain's registrar."""
 
 
