@@ -147,8 +147,11 @@ def create_app(
     mailer = create_mailer(settings)
     derived_work = derived_work or create_derived_work(settings)
     stats_cache = create_stats_cache(settings)
-    register_tasks(derived_work, TaskContext(engine, settings, mailer, stats_cache))
     live = LiveUpdates.from_settings(settings, engine)
+    register_tasks(
+        derived_work,
+        TaskContext(engine, settings, mailer, stats_cache=stats_cache, live=live),
+    )
     for topic in STREAM_TOPICS if stream_topics is None else stream_topics:
         live.register(topic)
     authenticator = Authenticator(

@@ -149,6 +149,7 @@ def worker(
     """Run derived work from the queue on Redis until SIGTERM; run as many as needed, anywhere
     the database and Redis are reachable."""
     from agentops_server.backends import SaqQueue, create_derived_work, create_mailer
+    from agentops_server.backends.live import LiveUpdates
     from agentops_server.db.engine import create_async_db_engine
     from agentops_server.observability import configure_logging
     from agentops_server.services.tasks import TaskContext, register_tasks
@@ -165,7 +166,8 @@ def worker(
         queue = create_derived_work(settings)
         assert isinstance(queue, SaqQueue), "redis_url is set"
         engine = create_async_db_engine(settings.database_url, tenant_isolation=True)
-        context = TaskContext(engine, settings, create_mailer(settings))
+        live = LiveUpdates.from_settings(settings, engine)  # announces through Redis
+        context = TaskContext(engine, settings, create_mailer(settings), live=live)
         register_tasks(queue, context, extra=registrars)
         try:
             await queue.work(
@@ -176,6 +178,7 @@ def worker(
             )
         finally:
             await queue.close()
+            await live.close()
             await engine.dispose()
 
     asyncio.run(work())
@@ -248,6 +251,36 @@ def jobs_retry(
 
     revived, handed = asyncio.run(retry())
     click.echo(f"{revived} jobs pending again, {handed} handed to the queue")
+
+
+@jobs.command("retention")
+@database_option
+@click.option("--org", "org_slug", default=None, help="Only this org (its slug); default: all.")
+def jobs_retention(database_url: str, org_slug: str | None) -> None:
+    """Delete the raw runs and spans each org keeps no longer (its retention_days), in small
+    batches that never hold up ingest; run it daily."""
+    from agentops_server.db.engine import create_async_db_engine
+    from agentops_server.services.telemetry.retention import purge_org
+
+    orgs = _org_slugs(database_url)
+    if org_slug is not None:
+        orgs = {slug: org_id for slug, org_id in orgs.items() if slug == org_slug}
+        if not orgs:
+            raise click.ClickException(f"no org has the slug {org_slug!r}")
+
+    async def apply() -> None:
+        engine = create_async_db_engine(database_url, tenant_isolation=True)
+        try:
+            for slug, org_id in sorted(orgs.items()):
+                purged = await purge_org(engine, org_id)
+                click.echo(
+                    f"{slug}: {purged.runs} runs, {purged.spans} spans, "
+                    f"{purged.documents} search documents deleted"
+                )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(apply())
 
 
 def _load(spec: str) -> Any:
@@ -515,6 +548,23 @@ def _as_org(database_url: str, org_slug: str, work: Callable[[Any, Any], Any]) -
         return run_in_session(database_url, as_org)
     except Refused as exc:
         raise click.ClickException(exc.detail) from exc
+
+
+def _org_slugs(database_url: str) -> dict[str, uuid.UUID]:
+    """Every org's id by slug, read as the database's own user."""
+    from sqlalchemy import select
+
+    from agentops_server.db.engine import create_db_engine
+    from agentops_server.db.models import Org
+
+    engine = create_db_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            table = Org.__table__
+            found = connection.execute(select(table.c.slug, table.c.id)).all()
+    finally:
+        engine.dispose()
+    return {slug: uuid.UUID(str(org_id)) for slug, org_id in found}
 
 
 def _org_id(database_url: str, org_slug: str) -> uuid.UUID:

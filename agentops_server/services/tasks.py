@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentops_server.backends.derived_work import DerivedWork
+from agentops_server.backends.live import LiveUpdates
 from agentops_server.backends.mailer import Mailer
 from agentops_server.backends.stats_cache import StatsCache, create_stats_cache
 from agentops_server.services.analytics.rollups import RollupTasks
@@ -30,7 +31,9 @@ from agentops_server.services.budgets.alerts import BudgetTasks
 from agentops_server.services.costs import totals
 from agentops_server.services.governance.approval_tasks import ApprovalTasks
 from agentops_server.services.notifications.announcements import Notifier
+from agentops_server.services.telemetry import retention
 from agentops_server.services.telemetry.ingest import EVENTS_COMMITTED
+from agentops_server.services.telemetry.live_runs import RunAnnouncer
 from agentops_server.settings import Settings
 
 __all__ = [
@@ -46,13 +49,16 @@ __all__ = [
 @dataclasses.dataclass(frozen=True, slots=True)
 class TaskContext:
     """What tasks get from the process that runs them: its tenant-isolated database engine
-    (tasks act for the org their payload names), settings, mailer and the agent stats cache."""
+    (tasks act for the org their payload names), settings and mailer, the agent stats cache,
+    and its live updates (to announce passing events on the org streams; a worker's reach them
+    through Redis)."""
 
     engine: AsyncEngine
     settings: Settings
     mailer: Mailer
     stats_cache: StatsCache | None = None
     """The cache rollups make stale (None: one on Redis or in this process, from settings)."""
+    live: LiveUpdates | None = None
 
 
 Registrar = Callable[[DerivedWork, TaskContext], None]
@@ -83,7 +89,24 @@ def _analytics(derived: DerivedWork, context: TaskContext) -> None:
     RollupTasks(context.engine, cache.forget).register(derived)
 
 
-REGISTRARS: tuple[Registrar, ...] = (_notifications, _approvals, _costs, _budgets, _analytics)
+def _retention(derived: DerivedWork, context: TaskContext) -> None:
+    retention.register(derived, context.engine)
+
+
+def _live_runs(derived: DerivedWork, context: TaskContext) -> None:
+    if context.live is not None:
+        RunAnnouncer(context.engine, context.live).register(derived)
+
+
+REGISTRARS: tuple[Registrar, ...] = (
+    _notifications,
+    _approvals,
+    _costs,
+    _budgets,
+    _analytics,
+    _live_runs,
+    _retention,
+)
 """Every domain's registrar."""
 
 

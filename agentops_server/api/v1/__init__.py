@@ -28,6 +28,7 @@ from agentops_server.api.v1.identity.teams import TeamController
 from agentops_server.api.v1.notifications.inbox import NotificationController
 from agentops_server.api.v1.notifications.webhooks import WebhookController
 from agentops_server.api.v1.stream import StreamController
+from agentops_server.api.v1.telemetry.exports import ExportController
 from agentops_server.api.v1.telemetry.ingest import IngestController
 from agentops_server.api.v1.telemetry.runs import RunController
 from agentops_server.backends.rate_limit import DEPENDENCIES as RATE_LIMITS
@@ -51,6 +52,7 @@ def api_router() -> Router:
     """
     handlers: list[ControllerRouterHandler] = [
         RunController,
+        ExportController,
         AgentController,
         ControlController,
         IngestController,

@@ -40,7 +40,7 @@ from agentops_server.db.models.identity import (
 from agentops_server.db.models.notifications import Notification, Webhook, WebhookDelivery
 from agentops_server.db.models.policies import PolicyState, PolicyVersion
 from agentops_server.db.models.pricing import ModelPriceRow, PricingJob
-from agentops_server.db.models.telemetry import Run, Span
+from agentops_server.db.models.telemetry import Run, RunSearchDocument, Span
 
 __all__ = [
     "TENANT_TABLES",
@@ -76,6 +76,7 @@ __all__ = [
     "RollupBucket",
     "RollupRow",
     "Run",
+    "RunSearchDocument",
     "Span",
     "Team",
     "TeamMember",
