@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 import pydantic
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
+from litestar.params import PathParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_sdk.contract.approvals import ApprovalDecision
@@ -55,7 +56,7 @@ class ApprovalPages(Controller):
         db_session: NamedDependency[AsyncSession],
         derived_work: NamedDependency[DerivedWork],
         approvals_changed: NamedDependency[ApprovalsChanged],
-        approval_id: uuid.UUID,
+        approval_id: Annotated[uuid.UUID, PathParameter()],
     ) -> Response[Any]:
         """Approve (with edited arguments, if changed) or reject, with a comment."""
         form = await fields_of(request)

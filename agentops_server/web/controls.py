@@ -10,10 +10,11 @@ confirmation box ticked, so a stray click on a plain form cannot do it.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
+from litestar.params import PathParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_sdk.contract.controls import Control
@@ -73,7 +74,7 @@ class ControlPages(Controller):
         db_session: NamedDependency[AsyncSession],
         derived_work: NamedDependency[DerivedWork],
         controls_changed: NamedDependency[ControlsChanged],
-        control_id: uuid.UUID,
+        control_id: Annotated[uuid.UUID, PathParameter()],
     ) -> Response[Any]:
         """Clear a control (its scope runs again), with a reason."""
         reason = (await fields_of(request)).get("reason", "")

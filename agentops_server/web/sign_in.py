@@ -84,6 +84,7 @@ class SignInPages(Controller):
         form = await fields_of(request)
         token, next_path = form.get("mfa_token", ""), _next_path(form.get("next"))
         code = form.get("code", "").strip()
+        totp = len(code) == 6 and code.isdigit()  # else a recovery code
         try:
             pending = accounts.read_mfa_token(settings, token)
             async with throttle.attempt("mfa", pending.user_id.hex):
@@ -91,8 +92,8 @@ class SignInPages(Controller):
                     db_session,
                     settings,
                     pending,
-                    code=code if code.isdigit() else None,
-                    recovery_code=None if code.isdigit() else code,
+                    code=code if totp else None,
+                    recovery_code=None if totp else code,
                     client=client_of(request),
                 )
         except Refused as exc:

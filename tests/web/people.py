@@ -21,6 +21,7 @@ class Owner:
 
     email: str
     org_id: uuid.UUID
+    org_name: str
     api: httpx.Client
 
     def controls(self) -> list[dict[str, Any]]:
@@ -41,7 +42,8 @@ def sign_up(page: Page, hub: SharedHub, org_name: str | None = None) -> Owner:
     is signed in as the new org's owner."""
     email = f"owner-{uuid.uuid4().hex[:8]}@example.com"
     page.goto("/sign-up")
-    page.get_by_label("Org name").fill(org_name or f"Acme {uuid.uuid4().hex[:8]}")
+    org_name = org_name or f"Acme {uuid.uuid4().hex[:8]}"
+    page.get_by_label("Org name").fill(org_name)
     page.get_by_label("Your name").fill("Olga Owner")
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(PASSWORD)
@@ -53,7 +55,7 @@ def sign_up(page: Page, hub: SharedHub, org_name: str | None = None) -> Owner:
     api = httpx.Client(
         base_url=hub.url, headers={"Authorization": f"Bearer {tokens['access_token']}"}
     )
-    return Owner(email, uuid.UUID(tokens["org_id"]), api)
+    return Owner(email, uuid.UUID(tokens["org_id"]), org_name, api)
 
 
 def sign_in_as(page: Page, hub: SharedHub, owner: Owner, role: Role) -> str:

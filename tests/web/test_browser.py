@@ -15,6 +15,7 @@ from agentops_sdk.contract.approvals import approval_key
 from agentops_sdk.contract.arguments import canonical_arguments
 from agentops_server.security.permissions import Role
 from tests.e2e.hubs import SharedHub
+from tests.server.principals import People
 from tests.web.people import Owner, csrf_token, sign_in_as, sign_up
 
 
@@ -51,6 +52,21 @@ def test_sign_up_opens_the_app_shell_with_its_navigation_and_theme_toggle(
     assert page.evaluate("document.documentElement.dataset.theme") == after  # kept
     if after == "dark":
         page.screenshot(path=screenshots / "controls-dark.png", full_page=True)
+
+
+def test_the_org_switcher_moves_a_member_of_two_orgs_to_the_other(
+    page: Page, web_hub: SharedHub, browser_owner: Owner
+) -> None:
+    owner = sign_up(page, web_hub)
+    People(web_hub.database_url, browser_owner.org_id).add(Role.ADMIN, email=owner.email)
+    page.reload()
+
+    page.get_by_label("Org", exact=True).select_option(label=browser_owner.org_name)
+
+    expect(page.get_by_role("status")).to_contain_text("You switched org")
+    expect(page.get_by_text(f"{owner.email} · admin")).to_be_visible()
+    selected = page.get_by_label("Org", exact=True).locator("option:checked")
+    expect(selected).to_have_text(browser_owner.org_name)
 
 
 def test_signing_out_ends_the_session_and_the_pages_send_you_to_sign_in(
@@ -175,7 +191,12 @@ def test_a_viewer_sees_no_edit_controls_and_the_server_refuses_their_changes(
 
 def test_a_form_posted_without_its_csrf_token_is_refused(page: Page, web_hub: SharedHub) -> None:
     owner = sign_up(page, web_hub)
-    form = {"scope_kind": "tag", "scope_value": "x", "state": "paused", "reason": "forged"}
+    form: dict[str, str | float | bool] = {
+        "scope_kind": "tag",
+        "scope_value": "x",
+        "state": "paused",
+        "reason": "forged",
+    }
 
     without = page.request.post("/controls", form=form)
     forged = page.request.post("/controls", form={**form, "_csrf_token": "0" * 128})

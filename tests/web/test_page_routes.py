@@ -10,6 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 from litestar import Litestar
+from litestar.handlers import HTTPRouteHandler
+from litestar.routes import HTTPRoute
 from litestar.testing import TestClient
 
 from agentops_server.auth.guards import permission_of
@@ -23,10 +25,12 @@ from tests.server.routes import fill
 CSRF_INPUT = re.compile(r'name="_csrf_token" value="([^"]+)"')
 
 
-def pages(app: Litestar) -> Iterator[tuple[str, str, object]]:
+def pages(app: Litestar) -> Iterator[tuple[str, str, HTTPRouteHandler]]:
     """(method, path format, handler) of every page (the static files aside)."""
     for route in app.routes:
-        for handler in getattr(route, "route_handlers", ()):
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
             if not handler.opt.get("page") or route.path.startswith("/static"):
                 continue
             for method in sorted(handler.http_methods - {"HEAD", "OPTIONS"}):
@@ -57,7 +61,7 @@ def test_every_page_is_guarded_by_one_permission_or_declared_public(app: Litesta
     unguarded = [
         f"{method} {path}"
         for method, path, handler in pages(app)
-        if permission_of(handler) is None and not handler.opt.get("public")  # type: ignore[arg-type, attr-defined]
+        if permission_of(handler) is None and not handler.opt.get("public")
     ]
 
     assert unguarded == []
@@ -66,7 +70,7 @@ def test_every_page_is_guarded_by_one_permission_or_declared_public(app: Litesta
 def test_a_guarded_page_sends_a_stranger_to_sign_in(
     app: Litestar, browser_client: TestClient[Litestar]
 ) -> None:
-    guarded = [path for method, path, h in pages(app) if method == "GET" and permission_of(h)]  # type: ignore[arg-type]
+    guarded = [path for method, path, h in pages(app) if method == "GET" and permission_of(h)]
 
     for path in guarded:
         answer = browser_client.get(fill(path), follow_redirects=False)
@@ -83,7 +87,7 @@ def test_each_role_reaches_exactly_the_pages_its_permissions_allow(
 ) -> None:
     misjudged = []
     for method, path, handler in pages(app):
-        permission = permission_of(handler)  # type: ignore[arg-type]
+        permission = permission_of(handler)
         if permission is None:
             continue
         token = signed_in(browser_client, settings, people, role)  # some pages end the session
