@@ -18,6 +18,7 @@ from typing import Any
 
 from litestar import Router
 from litestar.config.csrf import CSRFConfig
+from litestar.datastructures import CacheControlHeader
 from litestar.middleware import DefineMiddleware
 from litestar.middleware.csrf import CSRFMiddleware
 from litestar.plugins.jinja import JinjaTemplateEngine
@@ -41,6 +42,9 @@ PAGE: dict[str, Any] = {"exclude_from_auth": True, "page": True}
 """``opt`` of every route of the pages: the bearer middleware leaves them to the session cookie
 (``page`` tells the API's route walks to leave them out)."""
 CSRF_COOKIE = "agentops_csrf"
+STATIC_MAX_AGE = 300
+"""Seconds a browser keeps the stylesheet and scripts (they have no fingerprint in their name:
+an upgrade's assets are used within this long)."""
 
 
 def web_router(settings: Settings, engine: AsyncEngine) -> Router:
@@ -50,13 +54,14 @@ def web_router(settings: Settings, engine: AsyncEngine) -> Router:
         directories=[HERE / "static"],
         opt={"exclude_from_csrf": True, "public": True},
         include_in_schema=False,
-        cache_control=None,
+        cache_control=CacheControlHeader(max_age=STATIC_MAX_AGE),
     )
     return Router(
         path="/",
         route_handlers=[SignInPages, ControlPages, AgentPages, ApprovalPages, static],
         opt=PAGE,
         include_in_schema=False,
+        cache_control=CacheControlHeader(no_store=True),  # pages hold an org's data and tokens
         middleware=[
             DefineMiddleware(PageSessions, backend=SessionBackend(engine, settings)),
             DefineMiddleware(CSRFMiddleware, config=csrf_config(settings)),

@@ -221,6 +221,7 @@ def test_every_page_carries_the_security_headers(page: Page, web_hub: SharedHub)
         assert "unsafe-inline" not in policy
         assert headers["referrer-policy"] == "no-referrer"
         assert headers["x-frame-options"] == "DENY"
+        assert headers["cache-control"] == "no-store"
     assert page.locator("script:not([src])").count() == 0
 
 
@@ -276,3 +277,24 @@ def ask_approval(owner: Owner, arguments: dict[str, Any], run_id: str = "run-1")
     response: httpx.Response = owner.api.post("/api/v1/approvals", json=body)
     assert response.status_code == 201, response.text
     return response.json()
+
+
+UNLABELLED = """() => [...document.querySelectorAll("input:not([type=hidden]), select, textarea")]
+    .filter((field) => !field.labels.length && !field.getAttribute("aria-label"))
+    .map((field) => field.name || field.id)"""
+
+
+def test_every_form_control_is_labelled_and_the_keyboard_reaches_the_content_first(
+    page: Page, web_hub: SharedHub
+) -> None:
+    owner = sign_up(page, web_hub)
+    owner.add_agent("support-bot")
+    ask_approval(owner, {"to": "ceo@rival.com"})
+    pages = ["/controls", "/agents", "/approvals", "/sign-in", "/sign-up"]
+
+    for path in pages:
+        page.goto(path)
+        assert page.evaluate(UNLABELLED) == [], path
+    page.goto("/controls")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
