@@ -17,6 +17,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from agentops_server.db.migrate import upgrade
 from tests.e2e.hubs import SharedHub, hub
 from tests.server.conftest import (
+    _forget_app_session_keys,
     app,
     database_url,
     mail_dir,
@@ -29,7 +30,16 @@ from tests.server.conftest import (
 from tests.server.principals import SECRET_KEY
 from tests.web.people import Owner, sign_up
 
-__all__ = ["app", "database_url", "mail_dir", "migrated_url", "org", "people", "settings"]
+__all__ = [
+    "_forget_app_session_keys",
+    "app",
+    "database_url",
+    "mail_dir",
+    "migrated_url",
+    "org",
+    "people",
+    "settings",
+]
 
 CHROMIUM = Path("/usr/bin/chromium")
 """Debian's Chromium (``apt-get install -y chromium``)."""

@@ -1,4 +1,5 @@
-"""The pages' session cookie: what signing in sets, that it is no bearer token, that ending the
+"""Signing in through the pages and their session cookie: what signing in sets, the second
+factor's step, that the cookie is no bearer token, that ending the
 hub session behind it ends it, and that signing in only ever leads back into the hub."""
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from litestar.testing import TestClient
 
 from agentops_server.security.permissions import Role
 from agentops_server.web.sessions import COOKIE
+from tests.server.accounts import signup, totp_code
 from tests.server.principals import PASSWORD, People, Person
+from tests.server.test_mfa import enable
 
 CSRF_INPUT = re.compile(r'name="_csrf_token" value="([^"]+)"')
 
@@ -95,3 +98,31 @@ def test_signing_in_leads_back_to_a_page_of_the_hub_only(
     browser_client: TestClient[Litestar], member: Person, asked: str, sent_to: str
 ) -> None:
     assert sign_in(browser_client, member.email, asked) == sent_to
+
+
+@pytest.mark.parametrize("use", ["totp", "recovery code"])
+def test_an_account_with_a_second_factor_signs_in_with_its_code(
+    browser_client: TestClient[Litestar], use: str
+) -> None:
+    account = signup(browser_client)
+    secret, recovery_codes = enable(browser_client, account)
+    token = CSRF_INPUT.search(browser_client.get("/sign-in").text)
+    assert token
+    form = {"_csrf_token": token[1], "email": account["email"], "password": PASSWORD}
+    challenge = browser_client.post("/sign-in", data=form)
+    assert challenge.status_code == 200
+    mfa_token = re.search(r'name="mfa_token" value="([^"]+)"', challenge.text)
+    assert mfa_token
+    assert COOKIE not in browser_client.cookies
+    step = {"_csrf_token": token[1], "mfa_token": mfa_token[1]}
+
+    wrong = browser_client.post("/sign-in/second-factor", data={**step, "code": "000000"})
+    code = totp_code(secret, steps_ahead=1) if use == "totp" else recovery_codes[0]
+    right = browser_client.post(
+        "/sign-in/second-factor", data={**step, "code": code}, follow_redirects=False
+    )
+
+    assert wrong.status_code == 401
+    assert 'data-code="invalid_mfa_code"' in wrong.text
+    assert (right.status_code, right.headers["location"]) == (303, "/controls")
+    assert browser_client.get("/controls").status_code == 200
