@@ -1,6 +1,6 @@
-"""Signing in through the pages and their session cookie: what signing in sets, the second
-factor's step, that the cookie is no bearer token, that ending the
-hub session behind it ends it, and that signing in only ever leads back into the hub."""
+"""Signing in through the pages, and their session cookie: what signing in sets, the second
+factor's step, that the cookie is no bearer token, that ending the hub session behind it ends
+it, and that signing in only ever leads back into the hub."""
 
 from __future__ import annotations
 
