@@ -32,6 +32,7 @@ from agentops_server.web.agents import AgentPages
 from agentops_server.web.approvals import ApprovalPages
 from agentops_server.web.controls import ControlPages
 from agentops_server.web.errors import EXCEPTION_HANDLERS
+from agentops_server.web.live import LivePages
 from agentops_server.web.sessions import PageSessions, SessionBackend
 from agentops_server.web.sign_in import SignInPages
 
@@ -58,7 +59,7 @@ def web_router(settings: Settings, engine: AsyncEngine) -> Router:
     )
     return Router(
         path="/",
-        route_handlers=[SignInPages, ControlPages, AgentPages, ApprovalPages, static],
+        route_handlers=[SignInPages, ControlPages, AgentPages, ApprovalPages, LivePages, static],
         opt=PAGE,
         include_in_schema=False,
         cache_control=CacheControlHeader(no_store=True),  # pages hold an org's data and tokens

@@ -298,3 +298,22 @@ def test_every_form_control_is_labelled_and_the_keyboard_reaches_the_content_fir
     page.goto("/controls")
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+
+
+def test_the_approvals_queue_shows_new_requests_and_drops_decided_ones_live(
+    page: Page, web_hub: SharedHub
+) -> None:
+    owner = sign_up(page, web_hub)
+    page.goto("/approvals")
+    expect(page.locator("body[data-live=listening]")).to_have_count(1)
+    expect(page.locator("[data-approval]")).to_have_count(0)
+
+    asked = ask_approval(owner, {"to": "ceo@rival.com"})
+
+    expect(page.locator(f"[data-approval='{asked['id']}']")).to_have_count(1)
+    expect(page.locator("[data-pending-count]")).to_have_text("1")
+    decided = owner.api.post(
+        f"/api/v1/approvals/{asked['id']}/decision", json={"decision": "reject", "comment": "no"}
+    )
+    assert decided.status_code == 200, decided.text
+    expect(page.locator("[data-approval]")).to_have_count(0)
