@@ -14,6 +14,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.routes import HTTPRoute
 from litestar.testing import TestClient
 
+from agentops_server.api.headers import API_CSP, HTML_CSP
 from agentops_server.auth.guards import permission_of
 from agentops_server.security.permissions import ROLE_PERMISSIONS, Role
 from agentops_server.services.identity.sessions import TokenPair
@@ -112,3 +113,25 @@ def test_a_post_without_the_csrf_token_is_refused_before_the_page_runs(
     assert answer.status_code == 403
     assert 'data-code="csrf_failed"' in answer.text
     assert 'data-org-state="active"' in browser_client.get("/controls").text
+
+
+def test_every_page_answers_with_the_security_headers(
+    app: Litestar, browser_client: TestClient[Litestar], settings: Settings, people: People
+) -> None:
+    wrong = []
+    for method, path, _ in pages(app):
+        token = signed_in(browser_client, settings, people, Role.OWNER)
+        answer = browser_client.request(
+            method, fill(path), data={"_csrf_token": token} if method == "POST" else None
+        )
+        html = answer.headers.get("content-type", "").startswith("text/html")
+        expected = {
+            "content-security-policy": HTML_CSP if html else API_CSP,
+            "x-frame-options": "DENY",
+            "referrer-policy": "no-referrer",
+            "x-content-type-options": "nosniff",
+        }
+        if {name: answer.headers.get(name) for name in expected} != expected:
+            wrong.append(f"{method} {path}: {answer.status_code} {dict(answer.headers)}")
+
+    assert wrong == []
