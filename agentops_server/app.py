@@ -62,6 +62,7 @@ from agentops_server.services.governance.policies import (
 from agentops_server.services.notifications.inbox import NOTIFICATIONS_TOPIC
 from agentops_server.services.tasks import TaskContext, register_tasks
 from agentops_server.settings import Settings
+from agentops_server.web import template_config, web_router
 
 __all__ = ["create_app"]
 
@@ -178,7 +179,7 @@ def create_app(
         session_config=AsyncSessionConfig(expire_on_commit=False, sync_session_class=TenantSession),
     )
     app = Litestar(
-        route_handlers=[health, ready, api_router()],
+        route_handlers=[health, ready, api_router(), web_router(settings, engine)],
         plugins=[
             SQLAlchemyPlugin(config=database),
             problem_details_plugin(),
@@ -202,6 +203,7 @@ def create_app(
         ],
         on_shutdown=[live.close, derived_work.close, rate_limiter.close, stats_cache.close],
         request_max_body_size=settings.max_body_bytes,
+        template_config=template_config(),
         openapi_config=OpenAPIConfig(
             title="AgentOps Hub",
             version=__version__,
