@@ -153,7 +153,7 @@ def dead_letters(database_url: str) -> list[dict[str, Any]]:
 
 def until(condition: Callable[[], bool]) -> None:
     """Wait for ``condition`` with a deadline generous enough for a loaded machine."""
-    wait_for(condition, timeout=30)
+    wait_for(condition, timeout=60)
 
 
 def test_a_task_enqueued_in_the_hub_runs_in_a_worker_process(
