@@ -54,7 +54,6 @@ from agentops_sdk.contract.errors import BudgetExceeded, EnforcementUnavailable
 from agentops_sdk.enforcement.budget_costs import WorstCase
 from agentops_sdk.enforcement.failures import FailureLog
 from agentops_sdk.enforcement.stage import Stage, Wait
-from agentops_sdk.pricing import usage_of
 
 if TYPE_CHECKING:
     from agentops_sdk.contract.budgets import Budget, BudgetSet
@@ -274,9 +273,7 @@ class BudgetStage(Stage):
         if ran:
             cost = span.cost
             if cost is None and span.usage is not None:
-                cost = span.cost = self.costs.actual(
-                    span.model, span.provider, usage_of(span.usage)
-                )
+                cost = span.cost = self.costs.actual(span.model, span.provider, span.usage)
         with self.keeper.lock:
             holds: list[Hold] | None = call.state.pop(self.name, None)
             if not holds:
