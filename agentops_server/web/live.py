@@ -2,7 +2,7 @@
 
 The same Server-Sent Events as ``GET /api/v1/stream`` (which takes a bearer credential, and an
 ``EventSource`` sends none), under the same permission (``stream:read``). The approvals queue
-listens to it and reloads its list when a request is decided or a reviewer is notified.
+listens to it and reloads its list when a request is asked or decided.
 """
 
 from __future__ import annotations

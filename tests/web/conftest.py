@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from agentops_server.db.migrate import upgrade
@@ -113,3 +115,11 @@ def browser_owner(browser: Browser, web_hub: SharedHub) -> Owner:
         return sign_up(context.new_page(), web_hub)
     finally:
         context.close()
+
+
+@pytest.fixture
+def browser_client(app: Litestar) -> Iterator[TestClient[Litestar]]:
+    """A client of the app over https (the ``settings`` fixture's hub is served over https,
+    so its cookies are ``Secure``)."""
+    with TestClient(app, base_url="https://hub.example.com") as client:
+        yield client

@@ -4,15 +4,24 @@ that owner, and members of their org who sign in through the sign-in page."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import uuid
 from typing import Any
 
 import httpx
+from litestar import Litestar
+from litestar.testing import TestClient
 from playwright.sync_api import Page
 
 from agentops_server.security.permissions import Role
+from agentops_server.services.identity.sessions import TokenPair
+from agentops_server.settings import Settings
+from agentops_server.web.sessions import COOKIE, session_cookie
 from tests.e2e.hubs import SharedHub
 from tests.server.principals import PASSWORD, People
+
+CSRF_INPUT = re.compile(r'name="_csrf_token" value="([^"]+)"')
+"""The CSRF token in a page's forms."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,3 +83,15 @@ def csrf_token(page: Page) -> str:
     token = page.locator("input[name=_csrf_token]").first.get_attribute("value")
     assert token
     return token
+
+
+def signed_in(client: TestClient[Litestar], settings: Settings, people: People, role: Role) -> str:
+    """A new member with ``role``, signed in on ``client`` with a page session; the CSRF token
+    of its forms."""
+    person = people.add(role)
+    tokens = TokenPair("", "", 0, people.org_id, person.user_id, person.session_id)
+    cookie = session_cookie(settings, tokens)
+    client.cookies.set(COOKIE, cookie.value or "", domain="hub.example.com")
+    match = CSRF_INPUT.search(client.get("/sign-in").text)
+    assert match
+    return match[1]

@@ -5,7 +5,6 @@ to this one."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 import pytest
@@ -17,13 +16,10 @@ from litestar.testing import TestClient
 from agentops_server.api.headers import API_CSP, HTML_CSP
 from agentops_server.auth.guards import permission_of
 from agentops_server.security.permissions import ROLE_PERMISSIONS, Role
-from agentops_server.services.identity.sessions import TokenPair
 from agentops_server.settings import Settings
-from agentops_server.web.sessions import COOKIE, session_cookie
 from tests.server.principals import People
 from tests.server.routes import fill
-
-CSRF_INPUT = re.compile(r'name="_csrf_token" value="([^"]+)"')
+from tests.web.people import signed_in
 
 
 def pages(app: Litestar) -> Iterator[tuple[str, str, HTTPRouteHandler]]:
@@ -36,26 +32,6 @@ def pages(app: Litestar) -> Iterator[tuple[str, str, HTTPRouteHandler]]:
                 continue
             for method in sorted(handler.http_methods - {"HEAD", "OPTIONS"}):
                 yield method, route.path_format, handler
-
-
-@pytest.fixture
-def browser_client(app: Litestar) -> Iterator[TestClient[Litestar]]:
-    """A client of the app over https (the ``settings`` fixture's hub is served over https,
-    so its cookies are ``Secure``)."""
-    with TestClient(app, base_url="https://hub.example.com") as client:
-        yield client
-
-
-def signed_in(client: TestClient[Litestar], settings: Settings, people: People, role: Role) -> str:
-    """A new member with ``role``, signed in on ``client`` with a page session; the CSRF token
-    of its forms."""
-    person = people.add(role)
-    tokens = TokenPair("", "", 0, people.org_id, person.user_id, person.session_id)
-    cookie = session_cookie(settings, tokens)
-    client.cookies.set(COOKIE, cookie.value or "", domain="hub.example.com")
-    match = CSRF_INPUT.search(client.get("/sign-in").text)
-    assert match
-    return match[1]
 
 
 def test_every_page_is_guarded_by_one_permission_or_declared_public(app: Litestar) -> None:

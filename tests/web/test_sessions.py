@@ -5,7 +5,6 @@ it, and that signing in only ever leads back into the hub."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
 from litestar import Litestar
@@ -16,15 +15,7 @@ from agentops_server.web.sessions import COOKIE
 from tests.server.accounts import signup, totp_code
 from tests.server.principals import PASSWORD, People, Person
 from tests.server.test_mfa import enable
-
-CSRF_INPUT = re.compile(r'name="_csrf_token" value="([^"]+)"')
-
-
-@pytest.fixture
-def browser_client(app: Litestar) -> Iterator[TestClient[Litestar]]:
-    """A client of the app over https, as the ``settings`` fixture's hub is served."""
-    with TestClient(app, base_url="https://hub.example.com") as client:
-        yield client
+from tests.web.people import CSRF_INPUT
 
 
 @pytest.fixture

@@ -1,8 +1,11 @@
 // The approvals queue, live: listens to the org's stream (GET /live) and reloads the list of
-// pending requests when a request is decided or reviewers are notified of a new one. A list
-// with a decision being written is left alone: a notice offers to reload instead.
+// pending requests when a request is asked or decided. A list with a decision being written
+// is left alone: a notice offers to reload instead.
 
-const LIVE_KINDS = ["approvals", "notifications"];
+// Passing events: each one is news.
+const PASSING_KINDS = ["approval_requested", "approval_decided"];
+// Topics: the stream first sends the state the page was drawn from, then each new version.
+const TOPIC_KINDS = ["approvals", "notifications"];
 
 function queueOf(root) {
   return root.querySelector("[data-live-queue]");
@@ -35,7 +38,10 @@ function listen() {
   if (!queue || !notice || !window.EventSource) return;
   const known = new Map();
   const stream = new EventSource("/live");
-  for (const kind of LIVE_KINDS) {
+  for (const kind of PASSING_KINDS) {
+    stream.addEventListener(kind, () => reload(queueOf(document), notice));
+  }
+  for (const kind of TOPIC_KINDS) {
     stream.addEventListener(kind, (event) => {
       // The first event of each kind is the state the page was drawn from; later ones, and
       // those after a reconnection (which resumes by Last-Event-ID), are changes.
