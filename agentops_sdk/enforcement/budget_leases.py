@@ -15,9 +15,9 @@ network on the call path. The :class:`LeaseKeeper`'s daemon thread talks to the 
   its TTL while calls use it, and releases it once idle for that long;
 - stops admitting on a lease a tenth of its TTL before it expires (or when its window ends),
   and releases it once its calls have settled;
-- marks a budget ``exhausted`` when the hub says ``409 budget_exhausted`` (for
-  ``exhausted_recheck`` seconds), and ``unreachable`` when the hub cannot be asked, retrying
-  with backoff;
+- marks a budget ``exhausted`` when the hub says ``409 budget_exhausted``, or grows none of
+  the more asked for on a lease of a hard budget (for ``exhausted_recheck`` seconds), and
+  ``unreachable`` when the hub cannot be asked, retrying with backoff;
 - at shutdown, releases every lease, reporting its spend (and its calls still running as spent).
 """
 
@@ -424,9 +424,12 @@ class LeaseKeeper:
             return
         with self.lock:
             self._answered(account)
+            grown = lease.granted_usd > grant.granted
             grant.renewed(lease, sent, self.ttl)
             if lease.state != "active":
                 self._retire(account, grant)
+            elif more is not None and not grown and account.budget.hard:
+                account.exhausted_at = time.monotonic()  # no room to grow it: none left
 
     def _release_retired(self, account: Account, grant: Grant) -> None:
         released = self._release(grant, grant.spent)

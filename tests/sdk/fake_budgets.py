@@ -10,8 +10,8 @@ It keeps the lease accounting of :mod:`agentops_sdk.contract.budgets` (the spec)
   one lock, so two asks never grant the same dollars; the same ``request_id`` answers the same
   lease (``200``); nothing left: ``409 budget_exhausted``.
 - ``POST /api/v1/budgets/leases/{id}/report`` (a ``LeaseReport``): records the spend, renews,
-  grants ``more_usd`` (``409 budget_exhausted`` when nothing is left, changing nothing) or
-  releases.
+  grants ``more_usd`` as far as the budget has room (possibly nothing: ``granted_usd`` says)
+  or releases.
 
 A lease past ``expires_at`` reads as ``expired`` (computed when read: nothing sweeps). The
 ledger is what :meth:`charge` is given: each ingested LLM span's cost, against the leases it
@@ -247,10 +247,7 @@ class BudgetDesk:
                 found = next((b for b in self.current.budgets if b.id == budget_id), None)
                 left = Decimal(0) if found is None else found.limit_usd
                 left -= self.spent.get(budget_id, Decimal(0)) + self._held_back(budget_id)
-                if left <= 0:
-                    self.reports.append((lease_id, report, 409))
-                    return 409, {"code": "budget_exhausted", "detail": "nothing left"}
-                granted += min(report.more_usd, left)
+                granted += max(Decimal(0), min(report.more_usd, left))
             update: dict[str, Any] = {"spent_usd": report.spent_usd, "granted_usd": granted}
             if lease.state == "active":
                 if report.release:
