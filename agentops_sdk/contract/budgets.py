@@ -169,6 +169,8 @@ class LeaseReport(_Wire):
     """Keep it active this many more seconds (ignored with ``release``)."""
     more_usd: Annotated[Decimal, Field(gt=0, max_digits=20, decimal_places=10)] | None = None
     """Ask for this much more on the same lease (granted as a new lease would be)."""
+    more_tokens: Annotated[int, Field(gt=0)] | None = None
+    """Ask for this many more tokens on the same lease, for a budget limiting tokens."""
 
 
 class BudgetState(_Wire):

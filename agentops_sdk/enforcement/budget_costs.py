@@ -97,6 +97,11 @@ class WorstCase:
             price, input_bound(arguments), output_bound(arguments, self.output_default)
         )
 
+    def tokens(self, arguments: Mapping[str, Any]) -> int:
+        """The most input and output tokens a call with ``arguments`` can use (what a budget
+        limiting tokens reserves)."""
+        return input_bound(arguments) + output_bound(arguments, self.output_default)
+
     def actual(self, model: str | None, provider: str | None, usage: Usage) -> Decimal | None:
         """What a call of ``model`` with ``usage`` cost (as :func:`agentops_sdk.pricing.price`
         prices it, from the price kept for the model); None: unknown."""

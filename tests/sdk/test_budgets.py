@@ -239,6 +239,73 @@ def test_calls_stop_when_the_budget_is_spent_and_spend_never_passes_the_limit(
     assert desk.peak[capped.id] <= limit
 
 
+TOKENS = input_bound({"messages": MESSAGES}) + 100
+"""The tokens one :func:`ask` reserves under a budget limiting tokens."""
+USED = 1 + 100
+"""The tokens one :func:`ask` uses (1 input token for "hello", ``max_tokens`` out)."""
+
+
+def test_a_call_over_a_budgets_token_limit_is_refused_before_any_request_is_sent(
+    connect: Callable[..., CapturedEvents], desk: BudgetDesk, llm: FakeLLM
+) -> None:
+    desk.publish([budget("100", name="few tokens", limit_tokens=TOKENS - 1)])
+    events = connect()
+
+    with pytest.raises(agentops.BudgetExceeded, match=f"up to {TOKENS} tokens"):
+        ask(llm.client())
+    assert llm.requests == 0
+    (span,) = llm_spans(events)
+    (decision,) = budget_decisions(span)
+    assert (decision.outcome, decision.rule) == ("deny", "budget:few tokens")
+
+
+def test_calls_reserve_tokens_beside_usd_and_reconcile_to_the_tokens_they_used(
+    connect: Callable[..., CapturedEvents], desk: BudgetDesk, llm: FakeLLM
+) -> None:
+    capped, usd_only = budget("100", limit_tokens=100_000), budget("100", name="usd only")
+    desk.publish([capped, usd_only])
+    events = connect()
+    client = llm.client()
+    for _ in range(3):
+        ask(client)
+    grant = account(events, capped).grant
+    assert grant is not None
+    held = (grant.reserved_tokens, grant.spent_tokens, grant.granted_tokens)
+    events.client.shutdown(5.0)
+
+    asked = {ask.request_id: ask.tokens for ask, _ in desk.asks}
+    (lease,) = [h.lease for h in desk.leases.values() if h.lease.budget_id == capped.id]
+    (other,) = [h.lease for h in desk.leases.values() if h.lease.budget_id == usd_only.id]
+    assert (asked[lease.request_id] or 0) >= TOKENS
+    assert asked[other.request_id] is None, "a budget limiting no tokens is asked for none"
+    assert held == (0, 3 * USED, lease.granted_tokens)
+    _, report, _ = next(r for r in reversed(desk.reports) if r[0] == lease.id)
+    assert (report.release, report.spent_tokens) == (True, 3 * USED)
+
+
+def test_calls_stop_when_a_budgets_tokens_are_spent_and_never_pass_its_token_limit(
+    connect: Callable[..., CapturedEvents], desk: BudgetDesk, llm: FakeLLM
+) -> None:
+    limit = TOKENS * 9 // 2
+    capped = budget("100", limit_tokens=limit)
+    desk.publish([capped])
+    connect()
+    client = llm.client()
+    admitted = 0
+    for _ in range(20):
+        try:
+            ask(client)
+        except agentops.BudgetExceeded:
+            break
+        admitted += 1
+
+    # each call reserves its worst case and gives back what it did not use
+    assert admitted == (limit - TOKENS) // USED + 1
+    assert llm.requests == admitted  # the refused call sent nothing
+    assert admitted * USED <= limit
+    assert desk.peak_tokens[capped.id] <= limit
+
+
 def test_an_async_call_awaits_its_first_lease(
     connect: Callable[..., CapturedEvents], desk: BudgetDesk, llm: FakeLLM
 ) -> None:

@@ -8,7 +8,7 @@ all the calls sum to three times the budget. The hub is :class:`~tests.sdk.fake_
 (its ledger is charged from the spans the processes deliver). The processes are given only
 the hub's URL and key: ``tests/e2e/test_budgets.py`` runs the same property against the real
 hub, on SQLite and on PostgreSQL + Redis.
-""""""
+"""
 
 from __future__ import annotations
 

@@ -684,3 +684,20 @@ def test_a_budget_limiting_tokens_grants_tokens_up_to_its_limit_too(
         None,
     )
     assert_problem(none_left, 409, "budget_exhausted")
+
+
+def test_more_tokens_on_a_lease_grow_its_tokens_only_as_far_as_the_budget_has_room(
+    hub: Hub, people: People, org: IssuedKey
+) -> None:
+    owner = people.add(Role.OWNER)
+    budget_id = create(hub, owner.headers, limit_tokens=1_000)["budget"]["id"]
+    first = Lease.model_validate_json(ask(hub, org, budget_id, "1", tokens=300).content)
+    Lease.model_validate_json(ask(hub, org, budget_id, "1", tokens=500).content)
+    grown = report(hub, org, str(first.id), spent_usd="0", spent_tokens=100, more_tokens=150)
+    capped = report(hub, org, str(first.id), spent_usd="0", more_tokens=1_000)
+    none_left = report(hub, org, str(first.id), spent_usd="0", more_tokens=1)
+
+    assert grown.granted_tokens == 450
+    assert capped.granted_tokens == 500, "the other lease's 500 tokens are not given twice"
+    assert none_left.granted_tokens == 500
+    assert none_left.granted_usd == first.granted_usd, "no USD was asked for"

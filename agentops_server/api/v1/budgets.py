@@ -149,7 +149,8 @@ class BudgetController(Controller):
         description=(
             "`spent_usd` is everything spent under the lease so far (reports can be retried); "
             "`release` gives back the rest; `renew_ttl` keeps it active that many more "
-            "seconds; `more_usd` grows it as far as the budget has room."
+            "seconds; `more_usd` (and `more_tokens`, on a budget limiting tokens) grows it as "
+            "far as the budget has room."
         ),
         responses=problems(
             LEASE_NOT_FOUND,
