@@ -123,8 +123,9 @@ class WorstCase:
             if not self._unavailable_logged:
                 self._unavailable_logged = True
                 logger.warning(
-                    "agentops: budgets cannot price calls without the pricing extra "
-                    '(pip install "agentops-hub[pricing]"): every call has an unknown cost'
+                    "agentops: calls cannot be priced without the pricing extra "
+                    '(pip install "agentops-hub[pricing]"): every call has an unknown cost '
+                    "to budgets and cost limits"
                 )
             match = None
         price: ModelPrice | None = None if match is None else match.price
