@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from agentops_server.backends.derived_work import DerivedWork
 from agentops_server.backends.mailer import Mailer
 from agentops_server.services.budgets.alerts import BudgetTasks
+from agentops_server.services.budgets.state import Clock, utc_now
 from agentops_server.services.costs import totals
 from agentops_server.services.governance.approval_tasks import ApprovalTasks
 from agentops_server.services.notifications.announcements import Notifier
@@ -40,6 +41,8 @@ class TaskContext:
     engine: AsyncEngine
     settings: Settings
     mailer: Mailer
+    clock: Clock = utc_now
+    """The time budgets' windows and alerts are read at (a test's clock, in tests)."""
 
 
 Registrar = Callable[[DerivedWork, TaskContext], None]
@@ -62,7 +65,7 @@ def _costs(derived: DerivedWork, context: TaskContext) -> None:
 
 def _budgets(derived: DerivedWork, context: TaskContext) -> None:
     notifier = Notifier(context.engine, context.settings, context.mailer, derived)
-    BudgetTasks(context.engine, notifier, derived).register()
+    BudgetTasks(context.engine, notifier, derived, context.clock).register()
 
 
 REGISTRARS: tuple[Registrar, ...] = (_notifications, _approvals, _costs, _budgets)

@@ -11,7 +11,6 @@ docs/budgets.md).
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from typing import Annotated, Any
 
@@ -39,7 +38,7 @@ from agentops_server.services.budgets.definitions import (
     BudgetsChanged,
     BudgetView,
 )
-from agentops_server.services.budgets.state import budget_state
+from agentops_server.services.budgets.state import Clock, budget_state
 from agentops_server.services.governance.operators import operator_of
 from agentops_server.values import Text
 
@@ -163,12 +162,15 @@ class BudgetController(Controller):
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
         derived_work: NamedDependency[DerivedWork],
+        clock: NamedDependency[Clock],
         lease_id: LeaseId,
         data: JSONBody[LeaseReport],
     ) -> Lease:
         """Report on the lease."""
         found = _uuid_of(lease_id, LEASE_NOT_FOUND)
-        return await leases.report_lease(db_session, request.auth.org_id, found, data, derived_work)
+        return await leases.report_lease(
+            db_session, request.auth.org_id, found, data, derived_work, now=clock()
+        )
 
     @get(
         "/{budget_id:str}",
@@ -258,6 +260,7 @@ class BudgetController(Controller):
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
         derived_work: NamedDependency[DerivedWork],
+        clock: NamedDependency[Clock],
         budget_id: BudgetId,
         data: JSONBody[BudgetReset],
     ) -> BudgetState:
@@ -269,6 +272,7 @@ class BudgetController(Controller):
             _uuid_of(budget_id, BUDGET_NOT_FOUND),
             data.reason,
             derived_work,
+            now=clock(),
         )
 
     @get(
@@ -282,13 +286,14 @@ class BudgetController(Controller):
         *,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
+        clock: NamedDependency[Clock],
         budget_id: BudgetId,
     ) -> BudgetState:
         """The budget's figures in its current window, computed now."""
         row = await definitions.budget_row(
             db_session, request.auth.org_id, _uuid_of(budget_id, BUDGET_NOT_FOUND)
         )
-        return await budget_state(db_session, row, dt.datetime.now(dt.UTC))
+        return await budget_state(db_session, row, clock())
 
     @post(
         "/{budget_id:str}/leases",
@@ -315,6 +320,7 @@ class BudgetController(Controller):
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
         derived_work: NamedDependency[DerivedWork],
+        clock: NamedDependency[Clock],
         budget_id: BudgetId,
         data: JSONBody[LeaseAsk],
     ) -> Response[Lease]:
@@ -325,6 +331,7 @@ class BudgetController(Controller):
             _uuid_of(budget_id, BUDGET_NOT_FOUND),
             data,
             derived_work,
+            now=clock(),
         )
         return Response(lease, status_code=201 if made else 200)
 
@@ -341,11 +348,12 @@ class BudgetController(Controller):
         *,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
+        clock: NamedDependency[Clock],
         budget_id: BudgetId,
     ) -> list[Lease]:
         """The outstanding leases."""
         return await leases.outstanding_leases(
-            db_session, request.auth.org_id, _uuid_of(budget_id, BUDGET_NOT_FOUND)
+            db_session, request.auth.org_id, _uuid_of(budget_id, BUDGET_NOT_FOUND), now=clock()
         )
 
 

@@ -36,6 +36,7 @@ from agentops_server.services.budgets.state import (
     lock_budget,
     plain,
     spent_in,
+    utc_now,
     window_at,
 )
 
@@ -54,16 +55,18 @@ async def grant_lease(
     budget_id: uuid.UUID,
     ask: LeaseAsk,
     derived: DerivedWork | None = None,
+    *,
+    now: dt.datetime | None = None,
 ) -> tuple[Lease, bool]:
-    """Grant a lease on the budget, or answer the one ``ask.request_id`` already has; the lease
-    and whether it was made now. Commits.
+    """Grant a lease on the budget at ``now`` (the system's time), or answer the one
+    ``ask.request_id`` already has; the lease and whether it was made now. Commits.
 
     Refusals: ``budget_not_found``, ``budget_exhausted`` (a hard budget with nothing left),
     ``lease_request_reused`` (the request id names a lease of another budget).
     """
     await lock_budget(session, org_id, budget_id)
     row = await budget_row(session, org_id, budget_id)
-    now = dt.datetime.now(dt.UTC)
+    now = now or utc_now()
     existing = await session.scalar(
         select(BudgetLease).where(
             BudgetLease.org_id == org_id, BudgetLease.request_id == ask.request_id
@@ -114,9 +117,11 @@ async def report_lease(
     lease_id: uuid.UUID,
     report: LeaseReport,
     derived: DerivedWork | None = None,
+    *,
+    now: dt.datetime | None = None,
 ) -> Lease:
-    """Record what the holder spent under the lease, and renew it, grow it or release it.
-    Commits.
+    """Record what the holder spent under the lease, and renew it, grow it or release it, at
+    ``now`` (the system's time). Commits.
 
     Refusals: ``lease_not_found``, ``lease_ended`` (renewing or growing a lease that was
     released, expired or whose window ended).
@@ -131,7 +136,7 @@ async def report_lease(
     await lock_budget(session, org_id, found)
     lease = await session.get(BudgetLease, (org_id, lease_id), populate_existing=True)
     assert lease is not None  # leases are never deleted
-    now = dt.datetime.now(dt.UTC)
+    now = now or utc_now()
     state = lease_of(lease, now).state
     lease.state = state
     lease.spent_usd = max(lease.spent_usd, report.spent_usd.quantize(_CENT))
@@ -157,12 +162,17 @@ async def report_lease(
 
 
 async def outstanding_leases(
-    session: AsyncSession, org_id: uuid.UUID, budget_id: uuid.UUID
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    budget_id: uuid.UUID,
+    *,
+    now: dt.datetime | None = None,
 ) -> list[Lease]:
-    """The budget's leases active now, in its current window, oldest first: with the hub
-    unreachable, at most these can still be spent past what the ledger shows."""
+    """The budget's leases active at ``now`` (the system's time), in its window then, oldest
+    first: with the hub unreachable, at most these can still be spent past what the ledger
+    shows."""
     row = await budget_row(session, org_id, budget_id)
-    now = dt.datetime.now(dt.UTC)
+    now = now or utc_now()
     window = window_at(row, now)
     in_window = (
         BudgetLease.window_start.is_(None)
