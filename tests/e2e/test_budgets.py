@@ -6,7 +6,8 @@ the hub's URL and an org's key.
 Specification: however many SDK processes, threads and asyncio tasks call at once, with worst
 cases summing to three times the budget, what the hub has admitted (its ledger's spend and what
 its leases hold back) never passes the limit, and neither does what the admitted calls cost,
-as the SDKs priced it and as the hub charged it; a process killed while its call holds a
+as the SDKs priced it and as the hub charged it (nor the tokens they used, past a token limit
+of a third of their worst cases); a process killed while its call holds a
 reservation strands it no longer than its lease's TTL.
 """
 
@@ -88,12 +89,13 @@ class Budgets:
             base_url=served.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=30
         )
 
-    def create(self, limit: Decimal) -> str:
-        """A hard org-wide ``total`` budget of ``limit`` USD; its id."""
+    def create(self, limit: Decimal, limit_tokens: int | None = None) -> str:
+        """A hard org-wide ``total`` budget of ``limit`` USD (and ``limit_tokens``); its id."""
         body = {
             "name": "shared",
             "scope": {"kind": "org"},
             "limit_usd": str(limit),
+            "limit_tokens": limit_tokens,
             "period": "total",
         }
         response = self.http.post("/api/v1/budgets", json=body)
@@ -132,6 +134,10 @@ class PeakWatch:
         while not self._stop.wait(0.02):
             found = budgets.state(budget_id)
             self.peak = max(self.peak, found.spent_usd + found.reserved_usd)
+
+
+def worst_tokens(max_tokens: int) -> int:
+    return input_bound({"messages": MESSAGES}) + max_tokens
 
 
 def worst_case(max_tokens: int) -> Decimal:
@@ -178,6 +184,7 @@ def run_workers(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     max_tokens=st.lists(st.sampled_from([20, 100, 400, 1600]), min_size=1, max_size=4),
     latency=st.sampled_from([0.0, 0.005, 0.02]),
     seed=st.integers(0, 2**32 - 1),
+    tokens_too=st.booleans(),
 )
 def test_concurrent_sdk_processes_never_get_admitted_nor_spend_past_a_hard_budget(
     budget_hub: SharedHub,
@@ -188,13 +195,16 @@ def test_concurrent_sdk_processes_never_get_admitted_nor_spend_past_a_hard_budge
     max_tokens: list[int],
     latency: float,
     seed: int,
+    tokens_too: bool,
 ) -> None:
-    per_unit = sum((worst_case(max_tokens[j % len(max_tokens)]) for j in range(calls)), Decimal(0))
-    limit = (per_unit * (threads + tasks) * processes / Decimal(3)).quantize(
+    sizes = [max_tokens[j % len(max_tokens)] for j in range(calls)]
+    callers = (threads + tasks) * processes
+    limit = (sum(map(worst_case, sizes), Decimal(0)) * callers / Decimal(3)).quantize(
         Decimal("1e-10"), rounding=ROUND_FLOOR
     )
+    limit_tokens = sum(map(worst_tokens, sizes)) * callers // 3 if tokens_too else None
     budgets = Budgets(budget_hub)
-    budget_id = budgets.create(limit)
+    budget_id = budgets.create(limit, limit_tokens)
     spec = {
         "hub_url": budget_hub.url,
         "api_key": budgets.key,
@@ -214,13 +224,17 @@ def test_concurrent_sdk_processes_never_get_admitted_nor_spend_past_a_hard_budge
     spent = sum(Decimal(result["spent"]) for result in results)
     admitted = sum(result["admitted"] for result in results)
     assert sum(result["unavailable"] for result in results) == 0, results
-    if min(worst_case(size) for size in max_tokens) <= limit:
+    smallest = min(sizes)
+    fits = limit_tokens is None or worst_tokens(smallest) <= limit_tokens
+    if worst_case(smallest) <= limit and fits:
         assert admitted > 0, results  # a call that fits the budget alone is not refused
     assert peak <= limit, "the hub never admitted more than the budget at once"
     assert spent <= limit, "what the admitted calls cost stays within the limit"
     assert settled, f"the leases did not end: {budgets.state(budget_id)}"
     assert settled.spent_usd == spent, "the hub charged what the SDKs priced"
     assert settled.spent_usd <= limit
+    if limit_tokens is not None:
+        assert settled.spent_tokens <= limit_tokens, "nor past its token limit"
     budgets.http.close()
 
 
