@@ -9,7 +9,8 @@ while it is down). Before each LLM call it:
 1. finds every budget whose scope applies (the agent, environment, team and tags of its
    registry profile, the run's tags);
 2. bounds the call's cost (:mod:`agentops_sdk.enforcement.budget_costs`: input bounded from
-   the messages, output by ``max_tokens``, at the dearest rate);
+   the messages, output by ``max_tokens``, at the dearest rate, of the org's own price of the
+   model when the set carries one, else the catalog's);
 3. reserves it from the lease this process holds on each budget, in memory
    (:mod:`agentops_sdk.enforcement.budget_leases` keeps the leases on a background thread).
 
@@ -123,6 +124,7 @@ class BudgetStage(Stage):
         budgets: BudgetSet | None = snapshot.values.get(TOPIC)
         if budgets is not self._synced:
             self._synced = budgets
+            self.costs.use_prices(() if budgets is None else budgets.prices)
             with self.keeper.lock:
                 self.keeper.sync(() if budgets is None else budgets.budgets)
         return budgets is not None and bool(budgets.budgets)

@@ -44,6 +44,7 @@ from agentops_sdk.contract.budgets import (
     Lease,
     LeaseAsk,
     LeaseReport,
+    OrgModelPrice,
     window_of,
 )
 from agentops_sdk.contract.controls import ControlScope
@@ -108,13 +109,15 @@ class BudgetDesk:
 
     # -- the org's side -------------------------------------------------------------------------
 
-    def publish(self, budgets: Iterable[Budget]) -> BudgetSet:
-        """Make ``budgets`` the org's budgets and push them on the stream."""
+    def publish(self, budgets: Iterable[Budget], prices: Iterable[OrgModelPrice] = ()) -> BudgetSet:
+        """Make ``budgets`` the org's budgets (and ``prices`` its own prices) and push them on
+        the stream."""
         with self._lock:
             self.current = BudgetSet(
                 org_id=ORG,
                 version=self.current.version + 1,
                 budgets=tuple(budgets),
+                prices=tuple(prices),
                 generated_at=datetime.now(UTC),
             )
             data = json.loads(self.current.model_dump_json())

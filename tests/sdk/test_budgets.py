@@ -30,8 +30,9 @@ from langchain_core.messages import AIMessage
 import agentops_sdk as agentops
 from agentops_sdk import integrations, pricing
 from agentops_sdk.contract import budgets as contract
-from agentops_sdk.contract.budgets import Budget
+from agentops_sdk.contract.budgets import Budget, OrgModelPrice
 from agentops_sdk.contract.controls import AgentProfile
+from agentops_sdk.contract.pricing import Usage, cost_of, worst_case_cost
 from agentops_sdk.enforcement import budgets
 from agentops_sdk.enforcement.budget_costs import DEFAULT_OUTPUT_BOUND, input_bound, output_bound
 from agentops_sdk.enforcement.budget_leases import Account
@@ -237,6 +238,32 @@ def test_calls_stop_when_the_budget_is_spent_and_spend_never_passes_the_limit(
     assert llm.requests == admitted  # the refused call sent nothing
     assert admitted * COST <= limit
     assert desk.peak[capped.id] <= limit
+
+
+def test_calls_reserve_and_spend_at_the_orgs_own_price_of_their_model(
+    connect: Callable[..., CapturedEvents], desk: BudgetDesk, llm: FakeLLM
+) -> None:
+    assert WORST is not None
+    own = OrgModelPrice(model=MODEL, input=Decimal(30), output=Decimal(120))  # 200 x the catalog
+    own_worst = worst_case_cost(
+        own.price(), input_bound({"messages": MESSAGES}), output_bound({"max_tokens": 100})
+    )
+    capped = budget(WORST * 50)  # room for the catalog's worst case, not the org's
+    desk.publish([capped], prices=[own])
+    events = connect()
+    client = llm.client()
+
+    with pytest.raises(agentops.BudgetExceeded, match=f"{own_worst:.6f}"):
+        ask(client)
+    roomy = budget(own_worst * 2, name="roomy")
+    desk.publish([roomy], prices=[own])
+    assert eventually(lambda: roomy.id in stage_of(events).keeper.accounts)
+    ask(client)
+
+    grant = account(events, roomy).grant
+    assert grant is not None
+    assert grant.spent == cost_of(own.price(), Usage(input_tokens=1, output_tokens=100)).total
+    assert llm.requests == 1
 
 
 TOKENS = input_bound({"messages": MESSAGES}) + 100

@@ -265,6 +265,49 @@ def test_the_effective_set_is_served_with_its_etag_and_304_and_grows_with_each_c
     assert same.status_code == 304
 
 
+def test_the_effective_set_carries_the_orgs_own_prices_and_grows_with_each_price_change(
+    hub: Hub, people: People, org: IssuedKey, migrated_url: str
+) -> None:
+    owner = people.add(Role.OWNER)
+    ingest = bearer(limited_key(migrated_url, org.org_id, scopes=["ingest"]).key)
+    before = hub.client.get("/api/v1/budgets/effective", headers=ingest)
+    price = {
+        "model": "gpt-4o-mini",
+        "provider": "openai",
+        "input": "1.5",
+        "output": "6",
+        "tiers": [{"above_input_tokens": 100_000, "input": "3", "output": "12"}],
+    }
+    made = hub.client.post("/api/v1/pricing/overrides", json=price, headers=owner.headers)
+    assert made.status_code == 201, made.text
+    stale = hub.client.get(
+        "/api/v1/budgets/effective", headers=ingest | {"If-None-Match": before.headers["etag"]}
+    )
+    after = BudgetSet.model_validate_json(stale.content)
+    removed = hub.client.delete(
+        f"/api/v1/pricing/overrides/{made.json()['id']}", headers=owner.headers
+    )
+    assert removed.status_code in (200, 204), removed.text
+    gone = BudgetSet.model_validate_json(
+        hub.client.get("/api/v1/budgets/effective", headers=ingest).content
+    )
+
+    assert stale.status_code == 200, "a price change is a new version of the set"
+    [own] = after.prices
+    assert (own.model, own.provider, own.input, own.output) == (
+        "gpt-4o-mini",
+        "openai",
+        Decimal("1.5"),
+        Decimal(6),
+    )
+    assert [(t.above_input_tokens, t.input, t.output) for t in own.tiers] == [
+        (100_000, Decimal(3), Decimal(12))
+    ]
+    assert own.price().rates_for(200_000).input == Decimal(3)
+    assert gone.prices == ()
+    assert gone.version == after.version + 1
+
+
 def test_who_may_change_budgets(
     hub: Hub, people: People, org: IssuedKey, migrated_url: str
 ) -> None:
