@@ -33,18 +33,21 @@ set's version and how long the evaluation took (``latency_us``).
 
 The stage counts what the engine's limits need, in memory: calls of each kind per run, calls
 per rule per run (on the run), and calls per rule per agent in the last minute (on the stage).
-
-Cost limits are priced in the process, with the price data of :mod:`agentops_sdk.pricing` (the
-``pricing`` extra): ``cost_per_call`` sees an LLM call's worst case before it runs, as a budget
-reserves it (:class:`~agentops_sdk.enforcement.budget_costs.WorstCase`: input bounded from the
-request, output by its maximum, at the dearest rate), so a call that may cost more is refused
-before any request is sent; ``cost_per_run`` sees what the run's finished LLM calls cost (as
-:attr:`~agentops_sdk.enforcement.call.CallResult.cost` prices them, from their usage), summed by
-the stage's ``after`` hook, which runs only while the set in force has a cost limit. A model
-the data does not price has an unknown cost, which no cost limit fires on.
 A call is counted when the policy lets it pass (a later stage may still refuse it). A set with
 per-run or per-minute call limits is evaluated and counted under the run's lock, so two
 threads of one run never both take the last allowed call.
+
+Cost limits are priced in the process: at the org's own prices the hub sent with its budget
+set when the budget stage shares its pricer (``costs``), else with the price data of
+:mod:`agentops_sdk.pricing` (the ``pricing`` extra). ``cost_per_call`` sees an LLM call's worst
+case before it runs, as a budget reserves it
+(:class:`~agentops_sdk.enforcement.budget_costs.WorstCase`: input bounded from the request,
+output by its maximum, at the dearest rate), so a call that may cost more is refused before
+any request is sent; ``cost_per_run`` sees what the run's finished LLM calls cost (as
+:attr:`~agentops_sdk.enforcement.call.CallResult.cost` prices them, from their usage), summed
+by the stage's ``after`` hook (the span's cost, else its usage priced by that pricer), which
+runs only while the set in force has a cost limit. A
+model that cannot be priced has an unknown cost, which no cost limit fires on.
 """
 
 from __future__ import annotations
@@ -174,24 +177,33 @@ class PolicyStage(Stage):
             return policy.evaluate(_Facts(edited, self, tally, own)).decision
 
     def after(self, call: CallInfo, result: CallResult) -> None:
-        """Add what an LLM call cost to its run's total (for ``cost_per_run``)."""
-        if call.span.kind != "llm":
+        """Add what an LLM call cost to its run's total (for ``cost_per_run``): the cost its
+        span was given, else its usage priced as the budget stage prices it."""
+        span = call.span
+        if span.kind != "llm":
             return
-        cost = result.cost
+        cost = span.cost
+        if cost is None and span.usage is not None:
+            from agentops_sdk.pricing import usage_of
+
+            cost = self._pricer().actual(span.model, span.provider, usage_of(span.usage))
         if cost is None:
             return
-        tally = self._tally(call.span.run)
+        tally = self._tally(span.run)
         with tally.lock:
             tally.cost += cost
 
     def worst_case(self, call: CallInfo) -> Decimal | None:
         """The most ``call`` (an LLM call) can cost, in USD; None: it cannot be priced."""
+        return self._pricer().of(call.model, call.span.provider, call.arguments)
+
+    def _pricer(self) -> WorstCase:
         costs = self.costs
         if costs is None:
             from agentops_sdk.enforcement.budget_costs import WorstCase
 
             costs = self.costs = WorstCase()
-        return costs.of(call.model, call.span.provider, call.arguments)
+        return costs
 
     def after_fork(self) -> None:
         """In a forked child: fresh locks (a parent's thread may have held one at the fork)."""

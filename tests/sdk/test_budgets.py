@@ -10,6 +10,7 @@ when read; the LLM is the real ``openai`` client over a mocked transport that co
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -264,6 +265,22 @@ def test_calls_reserve_and_spend_at_the_orgs_own_price_of_their_model(
     assert grant is not None
     assert grant.spent == cost_of(own.price(), Usage(input_tokens=1, output_tokens=100)).total
     assert llm.requests == 1
+
+
+def test_a_policys_cost_per_call_prices_at_the_orgs_own_price_too(
+    connect: Callable[..., CapturedEvents], desk: BudgetDesk, llm: FakeLLM, tmp_path: Path
+) -> None:
+    assert WORST is not None
+    own = OrgModelPrice(model=MODEL, input=Decimal(30), output=Decimal(120))
+    rule = {"id": "dear", "limit": {"cost_per_call": float(WORST * 10)}, "outcome": "deny"}
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"version": 1, "rules": [rule]}))
+    desk.publish([], prices=[own])
+    connect(policy_file=policy)
+
+    with pytest.raises(agentops.PolicyViolation, match="cost_per_call"):
+        ask(llm.client())  # under the cap at the catalog's price, 20 x over it at the org's
+    assert llm.requests == 0
 
 
 TOKENS = input_bound({"messages": MESSAGES}) + 100
