@@ -37,6 +37,7 @@ from agentops_server.auth.supabase import SupabaseAuth
 from agentops_server.backends import create_derived_work, create_mailer, create_rate_limiter
 from agentops_server.backends.derived_work import DerivedWork
 from agentops_server.backends.live import LiveUpdates, StreamTopic
+from agentops_server.backends.stats_cache import create_stats_cache
 from agentops_server.db.engine import create_async_db_engine
 from agentops_server.db.migrate import is_current
 from agentops_server.db.tenancy import TenantSession
@@ -62,6 +63,7 @@ from agentops_server.services.governance.policies import (
 from agentops_server.services.notifications.inbox import NOTIFICATIONS_TOPIC
 from agentops_server.services.tasks import TaskContext, register_tasks
 from agentops_server.settings import Settings
+from agentops_server.web import template_config, web_router
 
 __all__ = ["create_app"]
 
@@ -149,8 +151,12 @@ def create_app(
     )
     mailer = create_mailer(settings)
     derived_work = derived_work or create_derived_work(settings)
-    register_tasks(derived_work, TaskContext(engine, settings, mailer, clock))
+    stats_cache = create_stats_cache(settings)
     live = LiveUpdates.from_settings(settings, engine)
+    register_tasks(
+        derived_work,
+        TaskContext(engine, settings, mailer, stats_cache=stats_cache, live=live, clock=clock),
+    )
     for topic in STREAM_TOPICS if stream_topics is None else stream_topics:
         live.register(topic)
     authenticator = Authenticator(
@@ -165,6 +171,7 @@ def create_app(
         "authenticator": authenticator,
         "derived_work": derived_work,
         "live": live,
+        "stats_cache": stats_cache,
         "controls_changed": controls_changed or functools.partial(live.refresh, kind=CONTROLS),
         "policies_changed": policies_changed or functools.partial(live.refresh, kind=POLICIES),
         "approvals_changed": approvals_changed or functools.partial(live.refresh, kind=APPROVALS),
@@ -177,7 +184,7 @@ def create_app(
         session_config=AsyncSessionConfig(expire_on_commit=False, sync_session_class=TenantSession),
     )
     app = Litestar(
-        route_handlers=[health, ready, api_router()],
+        route_handlers=[health, ready, api_router(), web_router(settings, engine)],
         plugins=[
             SQLAlchemyPlugin(config=database),
             problem_details_plugin(),
@@ -199,8 +206,9 @@ def create_app(
             live.start,
             *([start_loading_catalog] if settings.pricing else []),
         ],
-        on_shutdown=[live.close, derived_work.close, rate_limiter.close],
+        on_shutdown=[live.close, derived_work.close, rate_limiter.close, stats_cache.close],
         request_max_body_size=settings.max_body_bytes,
+        template_config=template_config(),
         openapi_config=OpenAPIConfig(
             title="AgentOps Hub",
             version=__version__,

@@ -9,6 +9,7 @@
     agentops-hub worker                     # run derived work from the queue on Redis
     agentops-hub jobs failed                # derived work that failed its last attempt
     agentops-hub jobs retry ID|--all        # ... handed over again
+    agentops-hub analytics rebuild --org acme --from 2026-11-01 --to 2026-12-01
 
 Settings come from ``AGENTOPS_*`` variables (see ``agentops_server.settings``); ``--database-url``
 overrides ``AGENTOPS_DATABASE_URL``.
@@ -29,6 +30,7 @@ from typing import Any
 
 import click
 
+from agentops_server.analytics_cli import analytics
 from agentops_server.pricing_cli import pricing
 from agentops_server.settings import DEFAULT_DATABASE_URL, Settings
 
@@ -147,6 +149,7 @@ def worker(
     """Run derived work from the queue on Redis until SIGTERM; run as many as needed, anywhere
     the database and Redis are reachable."""
     from agentops_server.backends import SaqQueue, create_derived_work, create_mailer
+    from agentops_server.backends.live import LiveUpdates
     from agentops_server.db.engine import create_async_db_engine
     from agentops_server.observability import configure_logging
     from agentops_server.services.tasks import TaskContext, register_tasks
@@ -163,7 +166,8 @@ def worker(
         queue = create_derived_work(settings)
         assert isinstance(queue, SaqQueue), "redis_url is set"
         engine = create_async_db_engine(settings.database_url, tenant_isolation=True)
-        context = TaskContext(engine, settings, create_mailer(settings))
+        live = LiveUpdates.from_settings(settings, engine)  # announces through Redis
+        context = TaskContext(engine, settings, create_mailer(settings), live=live)
         register_tasks(queue, context, extra=registrars)
         try:
             await queue.work(
@@ -174,6 +178,7 @@ def worker(
             )
         finally:
             await queue.close()
+            await live.close()
             await engine.dispose()
 
     asyncio.run(work())
@@ -246,6 +251,36 @@ def jobs_retry(
 
     revived, handed = asyncio.run(retry())
     click.echo(f"{revived} jobs pending again, {handed} handed to the queue")
+
+
+@jobs.command("retention")
+@database_option
+@click.option("--org", "org_slug", default=None, help="Only this org (its slug); default: all.")
+def jobs_retention(database_url: str, org_slug: str | None) -> None:
+    """Delete the raw runs and spans each org keeps no longer (its retention_days), in small
+    batches that never hold up ingest; run it daily."""
+    from agentops_server.db.engine import create_async_db_engine
+    from agentops_server.services.telemetry.retention import purge_org
+
+    orgs = _org_slugs(database_url)
+    if org_slug is not None:
+        orgs = {slug: org_id for slug, org_id in orgs.items() if slug == org_slug}
+        if not orgs:
+            raise click.ClickException(f"no org has the slug {org_slug!r}")
+
+    async def apply() -> None:
+        engine = create_async_db_engine(database_url, tenant_isolation=True)
+        try:
+            for slug, org_id in sorted(orgs.items()):
+                purged = await purge_org(engine, org_id)
+                click.echo(
+                    f"{slug}: {purged.runs} runs, {purged.spans} spans, "
+                    f"{purged.documents} search documents deleted"
+                )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(apply())
 
 
 def _load(spec: str) -> Any:
@@ -337,8 +372,20 @@ def bootstrap(
     help="The SDK script to run against the hub.  [default: examples/quickstart.py]",
 )
 @click.option("--once", is_flag=True, help="Exit once the example's run shows in the API.")
+@click.option(
+    "--seed",
+    is_flag=True,
+    help="Also fill the org with a month of agents' runs, budgets, policies and an approval.",
+)
 def demo(
-    *, database_url: str, host: str, port: int, org_name: str, example: Path | None, once: bool
+    *,
+    database_url: str,
+    host: str,
+    port: int,
+    org_name: str,
+    example: Path | None,
+    once: bool,
+    seed: bool,
 ) -> None:
     """Serve a local hub, run the quickstart agent against it, print the URL and a new key."""
     from agentops_server.demo import DemoFailed, DemoOptions, run_demo
@@ -350,6 +397,7 @@ def demo(
         org_name=org_name,
         example=example,
         once=once,
+        seed=seed,
     )
     try:
         run_demo(options, click.echo)
@@ -502,6 +550,23 @@ def _as_org(database_url: str, org_slug: str, work: Callable[[Any, Any], Any]) -
         raise click.ClickException(exc.detail) from exc
 
 
+def _org_slugs(database_url: str) -> dict[str, uuid.UUID]:
+    """Every org's id by slug, read as the database's own user."""
+    from sqlalchemy import select
+
+    from agentops_server.db.engine import create_db_engine
+    from agentops_server.db.models import Org
+
+    engine = create_db_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            table = Org.__table__
+            found = connection.execute(select(table.c.slug, table.c.id)).all()
+    finally:
+        engine.dispose()
+    return {slug: uuid.UUID(str(org_id)) for slug, org_id in found}
+
+
 def _org_id(database_url: str, org_slug: str) -> uuid.UUID:
     """The id of the org with ``org_slug``, read as the database's own user (an org's rows are
     out of sight until one acts for it)."""
@@ -523,6 +588,7 @@ def _org_id(database_url: str, org_slug: str) -> uuid.UUID:
 
 
 main.add_command(pricing)
+main.add_command(analytics)
 
 if __name__ == "__main__":
     sys.exit(main())

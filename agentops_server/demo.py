@@ -3,7 +3,9 @@
 The demo migrates the database, reuses its org (creating it on the first run) with a fresh API
 key (a key is shown once, so every run makes one), serves the hub on uvicorn in this process,
 runs the SDK example ``examples/quickstart.py`` as a subprocess pointed at the hub, waits until
-the example's run can be read back through the API, and prints where to look. It keeps serving
+the example's run can be read back through the API, and prints where to look. With ``seed``
+it then fills the org with a month of realistic data through the API
+(:mod:`agentops_server.demo_seed`). It keeps serving
 until Ctrl+C, or stops there with ``once=True`` (for tests and CI).
 """
 
@@ -63,6 +65,8 @@ class DemoOptions:
     org_name: str
     example: Path | None  # None: examples/quickstart.py
     once: bool
+    seed: bool = False
+    """Also fill the org with a month of realistic data (:mod:`agentops_server.demo_seed`)."""
 
 
 def run_demo(options: DemoOptions, echo: Callable[[str], None]) -> None:
@@ -90,6 +94,9 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None]) -> None:
             echo(f"\nRunning {example} against the hub...\n")
             run_id = _run_example(example, url, issued.key)
             echo(_describe(url, issued.key, run_id))
+            if options.seed:
+                echo("\nSeeding the org with a month of agents' runs, budgets and policies...")
+                echo(_seed(url, issued.key))
             if not options.once:
                 echo("\nServing until Ctrl+C. Send your own agent's runs here with")
                 echo(f"  AGENTOPS_HUB_URL={url} AGENTOPS_API_KEY={issued.key}")
@@ -206,6 +213,20 @@ def _describe(url: str, api_key: str, run_id: str) -> str:
 
     walk(body["spans"], 2)
     return "\n".join(lines)
+
+
+def _seed(url: str, api_key: str) -> str:
+    """Fill the org through the API; what was made, as lines to print."""
+    from agentops_server.demo_seed import seed_org
+
+    with httpx.Client(base_url=url, headers=_auth(api_key), timeout=60) as client:
+        made = seed_org(client)
+    return (
+        f"  {made.agents} agents, {made.runs} runs ({made.spans} spans) over 30 days, "
+        f"{made.budgets} budgets, policy version {made.policy_version},\n"
+        f"  an approval waiting ({url}/api/v1/approvals/{made.approval_id}), "
+        f"{made.paused_agent} paused"
+    )
 
 
 def _auth(api_key: str) -> dict[str, str]:

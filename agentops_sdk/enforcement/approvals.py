@@ -22,15 +22,17 @@ is refused (``ApprovalDenied``). For such a call it:
      a later one (``409 approval_claimed``) refuses it with ``ApprovalDenied`` ("this approval
      was used by an earlier call"), so an approved call runs at most once, across retries and
      restarts;
-   - ``approved_with_edits``: the edited arguments are checked against the policy in force
-     (a deny raises ``PolicyViolation``; a ``require_approval`` of the same rule is what this
-     approval answered; another rule's is refused), claimed as above, and the call runs with
-     them (``CallInfo.replacement``; decorated functions are called with them, a call that
-     cannot take them, an integration's LLM request, is refused);
+   - ``approved_with_edits``: the edited arguments (over the call's own: a reviewer may
+     send only what changed) are checked against the policy in force, the call's own counts
+     left out (a deny raises ``PolicyViolation``; a ``require_approval`` of a rule a reviewer
+     answered is what the approval answered; another rule's asks again, for the edited
+     arguments, up to ``_ROUNDS`` requests), claimed as above, and the call runs with them
+     (``CallInfo.replacement``: decorated functions are called with them, integrations that
+     take edits make the call with them; any other call is refused);
    - ``rejected`` or ``cancelled``: ``ApprovalDenied`` with the reviewer's comment; or, when
      the rule's ``on_reject`` is ``result``, the call does not run and a decorated function
-     returns that text instead (``ApprovalDenied.result``; see docs/approvals.md for the calls
-     where raising is the only form);
+     returns that text instead, and so does a LangChain tool (``ApprovalDenied.result``; see
+     docs/approvals.md for the calls where raising is the only form);
    - ``expired``: the rule's ``on_expiry`` (``deny`` unless it says ``allow``; always deny
      when the arguments could not be frozen).
 
@@ -388,28 +390,24 @@ class _Waiter:
             # Edits build on earlier rounds' (a reviewer may send only what they changed).
             base = self.edited if self.edited is not None else self.first.arguments
             self.edited = {**(base or {}), **edited}
-            decision = self._recheck(self.edited)
+            decision = self._recheck(self.edited, frozenset(answered))
             if decision is not None and decision.outcome == "deny":
                 reason = f"the edited arguments are denied: {decision.reason}"
                 return dataclasses.replace(decision, reason=reason)
-            if (
-                decision is not None
-                and decision.outcome == "require_approval"
-                and decision.rule not in answered
-            ):
+            if decision is not None and decision.outcome == "require_approval":
                 return _Another(decision)  # the caller asks for that rule's approval
         if self.edited is not None:
             details["edited"] = True
             self.call.replacement = self.call.rebind(self.edited, self.first.arguments)
         return self._claim(request, details)
 
-    def _recheck(self, edited: dict[str, Any]) -> Decision | None:
+    def _recheck(self, edited: dict[str, Any], answered: frozenset[str | None]) -> Decision | None:
         """The policy's word on the edited arguments (None: no rule fired), counting nothing
-        (the call was counted when it was asked for)."""
+        (the call was counted when it was asked for), the rules ``answered`` left out."""
         from agentops_sdk.enforcement.policy import PolicyStage
 
         policy = next((s for s in self.call.stages if isinstance(s, PolicyStage)), None)
-        return None if policy is None else policy.recheck(self.call, edited)
+        return None if policy is None else policy.recheck(self.call, edited, answered)
 
     def _claim(self, request: ApprovalRequest, details: dict[str, Any]) -> Decision:
         from agentops_sdk.enforcement.approval_requests import Claimed, HubRefused, HubUnreachable

@@ -80,22 +80,35 @@ def output_bound(arguments: Mapping[str, Any], default: int = DEFAULT_OUTPUT_BOU
 
 
 class WorstCase:
-    """Prices the worst case of calls, keeping each model's price for an hour."""
+    """Prices the worst case of calls, keeping each model's price for an hour.
+
+    A price without tiers (nearly all of them) is kept as rates per token, the worst case's two
+    rates worked out: a call's worst case is then two multiplications, and its cost one per
+    kind of token it used (the same value as :func:`~agentops_sdk.contract.pricing.cost_of`,
+    which a tiered price still goes through)."""
 
     def __init__(self, output_default: int = DEFAULT_OUTPUT_BOUND) -> None:
         self.output_default = output_default
-        self._prices: dict[tuple[str, str | None], tuple[float, Any]] = {}
-        self._own: dict[tuple[str, str], ModelPrice] = {}
+        self._prices: dict[tuple[str, str | None], tuple[float, _PerToken | None]] = {}
+        self._own: dict[tuple[str, str], _PerToken] = {}
         self._lock = threading.Lock()
         self._unavailable_logged = False
 
     def use_prices(self, prices: Iterable[OrgModelPrice]) -> None:
         """Price calls at the org's own ``prices`` before the catalog's (all of them: a price
         left out is the catalog's again)."""
-        own = {(price.model.lower(), price.provider.lower()): price.price() for price in prices}
+        own = {
+            (price.model.lower(), price.provider.lower()): _PerToken(price.price())
+            for price in prices
+        }
         with self._lock:
             self._own = own
             self._prices = {}
+
+    def tokens(self, arguments: Mapping[str, Any]) -> int:
+        """The most input and output tokens a call with ``arguments`` can use (what a budget
+        limiting tokens reserves)."""
+        return input_bound(arguments) + output_bound(arguments, self.output_default)
 
     def of(
         self, model: str | None, provider: str | None, arguments: Mapping[str, Any]
@@ -103,42 +116,51 @@ class WorstCase:
         """The most a call of ``model`` with ``arguments`` can cost, in USD; None: unknown."""
         if model is None:
             return None
-        price = self._price(model, provider)
-        if price is None:
+        rates = self._price(model, provider)
+        if rates is None:
             return None
-        return worst_case_cost(
-            price, input_bound(arguments), output_bound(arguments, self.output_default)
-        )
+        input_tokens = input_bound(arguments)
+        output_tokens = output_bound(arguments, self.output_default)
+        if rates.worst is None:
+            return worst_case_cost(rates.price, input_tokens, output_tokens)
+        worst_input, worst_output = rates.worst
+        return input_tokens * worst_input + output_tokens * worst_output
 
-    def tokens(self, arguments: Mapping[str, Any]) -> int:
-        """The most input and output tokens a call with ``arguments`` can use (what a budget
-        limiting tokens reserves)."""
-        return input_bound(arguments) + output_bound(arguments, self.output_default)
+    def actual(
+        self, model: str | None, provider: str | None, usage: Usage | Mapping[str, int]
+    ) -> Decimal | None:
+        """What a call of ``model`` with ``usage`` (a :class:`Usage`, or a span's usage by
+        field name) cost, as :func:`agentops_sdk.pricing.price` prices it, from the price kept
+        for the model; None: unknown."""
+        rates = None if model is None else self._price(model, provider)
+        if rates is None:
+            return None
+        if type(usage) is dict or isinstance(usage, Mapping):  # a span's usage: a dict
+            if rates.per_token is not None:
+                return _cost_per_token(rates.per_token, usage)
+            from agentops_sdk.pricing import usage_of
 
-    def actual(self, model: str | None, provider: str | None, usage: Usage) -> Decimal | None:
-        """What a call of ``model`` with ``usage`` cost (as :func:`agentops_sdk.pricing.price`
-        prices it, from the price kept for the model); None: unknown."""
-        price = None if model is None else self._price(model, provider)
-        return None if price is None else cost_of(price, usage).total
+            usage = usage_of(usage)
+        return cost_of(rates.price, usage).total
 
-    def _price(self, model: str, provider: str | None) -> ModelPrice | None:
+    def _price(self, model: str, provider: str | None) -> _PerToken | None:
         key = (model, provider)
         now = time.monotonic()
         kept = self._prices.get(key)
         if kept is not None and kept[0] > now:
-            return kept[1]  # type: ignore[no-any-return]
+            return kept[1]
         own = self._own
-        price = _own_price(own, model, provider or "") if own else None
-        if price is None:
-            price = self._catalog_price(model, provider, own)
+        rates = _own_price(own, model, provider or "") if own else None
+        if rates is None:
+            rates = self._catalog_price(model, provider, own)
         with self._lock:
             if own is self._own:  # not priced at prices replaced meanwhile
-                self._prices[key] = (now + _PRICES_KEPT, price)
-        return price
+                self._prices[key] = (now + _PRICES_KEPT, rates)
+        return rates
 
     def _catalog_price(
-        self, model: str, provider: str | None, own: dict[tuple[str, str], ModelPrice]
-    ) -> ModelPrice | None:
+        self, model: str, provider: str | None, own: dict[tuple[str, str], _PerToken]
+    ) -> _PerToken | None:
         """The catalog's price of ``model``, or the org's of the model the catalog resolves
         it to."""
         from agentops_sdk import pricing
@@ -161,14 +183,52 @@ class WorstCase:
             found = _own_price(own, match.model, match.provider)
             if found is not None:
                 return found
-        return match.price
+        return _PerToken(match.price)
 
 
 def _own_price(
-    own: dict[tuple[str, str], ModelPrice], model: str, provider: str
-) -> ModelPrice | None:
+    own: dict[tuple[str, str], _PerToken], model: str, provider: str
+) -> _PerToken | None:
     name = model.lower()
     return own.get((name, provider.lower())) or own.get((name, ""))
+
+
+class _PerToken:
+    """A model's price, and for one without tiers its rates per token (USD per million,
+    scaled: exact) and the dearest input-side and output-side ones."""
+
+    __slots__ = ("per_token", "price", "worst")
+
+    def __init__(self, price: ModelPrice) -> None:
+        self.price = price
+        self.per_token: tuple[Decimal, ...] | None = None
+        self.worst: tuple[Decimal, Decimal] | None = None
+        if not price.tiers:
+            plain, cached, write, output, reasoning = (
+                rate.scaleb(-6) for rate in price.rates.effective()
+            )
+            self.per_token = (plain, cached, write, output, reasoning)
+            self.worst = (max(plain, cached, write), max(output, reasoning))
+
+
+def _cost_per_token(rates: tuple[Decimal, ...], usage: Mapping[str, int]) -> Decimal:
+    """:func:`~agentops_sdk.contract.pricing.cost_of`'s total for a price without tiers, from
+    a usage by field name (a token kind the usage leaves out costs nothing)."""
+    plain, cached_rate, write_rate, output_rate, reasoning_rate = rates
+    input_tokens = usage.get("input_tokens") or 0
+    output_tokens = usage.get("output_tokens") or 0
+    cached = usage.get("cached_input_tokens") or 0
+    written = usage.get("cache_write_tokens") or 0
+    reasoning = usage.get("reasoning_tokens") or 0
+    total = max(input_tokens - cached - written, 0) * plain
+    total += max(output_tokens - reasoning, 0) * output_rate
+    if cached:
+        total += cached * cached_rate
+    if written:
+        total += written * write_rate
+    if reasoning:
+        total += reasoning * reasoning_rate
+    return total
 
 
 def _size(value: Any, depth: int) -> int:

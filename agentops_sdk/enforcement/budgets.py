@@ -62,7 +62,6 @@ from agentops_sdk.contract.errors import BudgetExceeded, EnforcementUnavailable
 from agentops_sdk.enforcement.budget_costs import WorstCase
 from agentops_sdk.enforcement.failures import FailureLog
 from agentops_sdk.enforcement.stage import Stage, Wait
-from agentops_sdk.pricing import usage_of
 
 if TYPE_CHECKING:
     from agentops_sdk.contract.budgets import Budget, BudgetSet
@@ -292,9 +291,9 @@ class BudgetStage(Stage):
         used: int | None = 0
         if ran:
             cost, used = span.cost, None
-            if span.usage is not None:
-                usage = usage_of(span.usage)
-                used = usage.input_tokens + usage.output_tokens
+            usage = span.usage
+            if usage is not None:
+                used = usage["input_tokens"] + usage["output_tokens"]
                 if cost is None:
                     cost = span.cost = self.costs.actual(span.model, span.provider, usage)
         with self.keeper.lock:

@@ -158,16 +158,26 @@ class PolicyStage(Stage):
         latency_us = round((time.perf_counter_ns() - started) / 1000, 1)
         return dataclasses.replace(decision, details={**decision.details, "latency_us": latency_us})
 
-    def recheck(self, call: CallInfo, arguments: Mapping[str, Any]) -> Decision | None:
+    def recheck(
+        self,
+        call: CallInfo,
+        arguments: Mapping[str, Any],
+        answered: frozenset[str | None] = frozenset(),
+    ) -> Decision | None:
         """The decision on ``call`` were its arguments ``arguments`` (a reviewer's edits),
         counting nothing. The call was counted when it passed: its own counts are left out, so
-        a per-run or per-minute limit judges the edited call as it judged the call. None when
-        no rule fired."""
+        a per-run or per-minute limit judges the edited call as it judged the call. Rules in
+        ``answered`` (approvals a reviewer gave) do not fire again. None when no rule fired."""
+        from agentops_sdk.contract.policy_engine import compile_policy
         from agentops_sdk.enforcement.call import CallInfo
 
         policy = self.policy
         if policy is None:
             return None
+        if answered:  # rare (a reviewer's edits): the set compiled again without those rules
+            source = policy.policy
+            rules = [rule for rule in source.rules if rule.id not in answered]
+            policy = compile_policy(source.model_copy(update={"rules": rules}))
         edited = CallInfo(call.span, (), arguments)
         own, counted_at = call.state.get(self.name, (frozenset(), 0.0))
         if time.monotonic() - counted_at >= _WINDOW:  # its per-minute counts have lapsed
@@ -184,9 +194,7 @@ class PolicyStage(Stage):
             return
         cost = span.cost
         if cost is None and span.usage is not None:
-            from agentops_sdk.pricing import usage_of
-
-            cost = self._pricer().actual(span.model, span.provider, usage_of(span.usage))
+            cost = self._pricer().actual(span.model, span.provider, span.usage)
         if cost is None:
             return
         tally = self._tally(span.run)

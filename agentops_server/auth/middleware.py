@@ -48,10 +48,16 @@ from agentops_server.refusals import Unauthenticated
 from agentops_server.security.api_keys import matches, parse_key
 from agentops_server.security.permissions import Role
 from agentops_server.security.principal import Principal
-from agentops_server.security.tokens import InvalidToken, decode_access_token
+from agentops_server.security.tokens import AccessClaims, InvalidToken, decode_access_token
 from agentops_server.settings import Settings
 
-__all__ = ["LAST_USED_RESOLUTION", "Authentication", "Authenticator", "bearer_token"]
+__all__ = [
+    "LAST_USED_RESOLUTION",
+    "Authentication",
+    "Authenticator",
+    "bearer_token",
+    "member_principal",
+]
 
 LAST_USED_RESOLUTION = dt.timedelta(seconds=60)
 """``api_keys.last_used_at`` is written at most once a minute per key, not once per request."""
@@ -208,9 +214,16 @@ async def _user_principal(
                 authenticator.supabase_backend(), authenticator.engine, connection, token
             )
         raise Unauthenticated(exc.code, exc.detail, headers={"WWW-Authenticate": "Bearer"}) from exc
+    return await member_principal(authenticator.engine, claims)
+
+
+async def member_principal(engine: AsyncEngine, claims: AccessClaims) -> Principal:
+    """The member ``claims`` name, while their membership and hub session last (401
+    ``not_a_member`` or ``session_revoked`` after). Bearer tokens and the pages' session
+    cookies (:mod:`agentops_server.web.sessions`) end here alike."""
     now = dt.datetime.now(dt.UTC)
     with tenant(org_id=claims.org_id, user_id=claims.user_id):
-        async with open_session(authenticator.engine) as session:
+        async with open_session(engine) as session:
             found = (
                 await session.execute(
                     select(Membership.role, UserSession.revoked_at, UserSession.expires_at)

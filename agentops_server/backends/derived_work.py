@@ -25,12 +25,15 @@ the queue on Redis schedules its job for then (and its outbox row says when, so 
 hands it over again with the same time); the embedded runner holds it in a timer.
 
 :class:`InProcessRunner` is the embedded default: a bounded queue in the hub process, drained by
-a few worker tasks between the app's start and shutdown. A notice that finds the queue full is
-dropped and counted (``dropped``), never waited for; a task that fails is retried with
-exponential backoff, and after its last attempt is logged and kept among the last failures
-(``failures``). What the runner holds, its failures included, is lost when the process
-stops: only the queue on Redis (:mod:`agentops_server.backends.saq_queue`) records what must
-still be derived, so that a restarted worker catches up.
+a few worker tasks between the app's start and shutdown. A notice whose name has a merge
+(:meth:`DerivedWork.coalesce`: ingest's events-committed, whose tasks work on sets of ids) joins
+a job of the same task and key still waiting in the queue instead of queueing another: under
+load, one run of a task covers many commits (one transaction instead of one per batch). A
+notice that finds the queue full is dropped and counted (``dropped``), never waited for; a task
+that fails is retried with exponential backoff, and after its last attempt is logged and kept
+among the last failures (``failures``). What the runner holds, its failures included, is lost
+when the process stops: only the queue on Redis (:mod:`agentops_server.backends.saq_queue`)
+records what must still be derived, so that a restarted worker catches up.
 """
 
 from __future__ import annotations
@@ -48,12 +51,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.backends.outbox import WorkItem
 
-__all__ = ["DerivedWork", "Failure", "InProcessRunner", "Notice", "Task"]
+__all__ = ["DerivedWork", "Failure", "InProcessRunner", "Merge", "Notice", "Task"]
 
 logger = logging.getLogger("agentops_server.derived_work")
 
 Task = Callable[[Mapping[str, Any]], Awaitable[None]]
 """A task function: it gets the payload of the notice it was registered for."""
+Merge = Callable[[Mapping[str, Any], Mapping[str, Any]], Mapping[str, Any] | None]
+"""Two payloads of one notice as one, or None (see :meth:`DerivedWork.coalesce`)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -79,6 +84,13 @@ class DerivedWork(abc.ABC):
     @abc.abstractmethod
     async def enqueue(self, task_name: str, payload: Mapping[str, Any]) -> None:
         """Hand a notice over; it returns at once and never raises for the work itself."""
+
+    def coalesce(self, task_name: str, merge: Merge) -> None:
+        """Let notices named ``task_name`` be merged while they wait (a backend that does not
+        merge ignores this): ``merge(waiting, new)`` is one payload doing the work of both, or
+        None when they must stay apart (other orgs, or too large together). Only for notices
+        whose every task works on the payload as a whole (sets of ids), idempotently."""
+        logger.debug("derived work: %s does not merge %s notices", type(self).__name__, task_name)
 
     @abc.abstractmethod
     async def start(self) -> None:
@@ -117,11 +129,13 @@ class Failure:
     error: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True, eq=False)
 class _Job:
     task_name: str
     task: Task
     payload: Mapping[str, Any]
+    open: bool = False
+    """Waiting in the queue with a merge: later notices may still join it."""
 
 
 class InProcessRunner(DerivedWork):
@@ -142,6 +156,9 @@ class InProcessRunner(DerivedWork):
         keep_failures: int = 100,
     ) -> None:
         self._tasks: dict[str, list[Task]] = collections.defaultdict(list)
+        self._merges: dict[str, Merge] = {}
+        self._waiting: dict[tuple[str, int], list[_Job]] = {}
+        """Open jobs by notice and task (its index among the notice's tasks)."""
         self._max_pending = max_pending
         self._queue: asyncio.Queue[_Job] | None = None  # made in start(), on the app's loop
         self._workers = workers
@@ -152,6 +169,8 @@ class InProcessRunner(DerivedWork):
         self._timers: set[asyncio.Task[None]] = set()
         self.dropped = 0
         """Jobs refused because the queue was full."""
+        self.merged = 0
+        """Notices that joined a waiting job instead of queueing their own."""
         self.failures: collections.deque[Failure] = collections.deque(maxlen=keep_failures)
         """The most recent tasks that failed their last attempt."""
 
@@ -159,17 +178,40 @@ class InProcessRunner(DerivedWork):
         """Run ``task`` for every notice named ``task_name``."""
         self._tasks[task_name].append(task)
 
+    def coalesce(self, task_name: str, merge: Merge) -> None:
+        """Merge notices named ``task_name`` into a waiting job of the same task when
+        ``merge`` says they can be."""
+        self._merges[task_name] = merge
+
     async def enqueue(self, task_name: str, payload: Mapping[str, Any]) -> None:
-        """Queue one job per task registered for ``task_name`` (none: nothing to do); a job
-        that finds the queue full, or the runner not started, is dropped and counted."""
-        for task in self._tasks.get(task_name, ()):
+        """Queue one job per task registered for ``task_name`` (none: nothing to do), or join
+        a waiting one (:meth:`coalesce`); a job that finds the queue full, or the runner not
+        started, is dropped and counted."""
+        merge = self._merges.get(task_name)
+        for index, task in enumerate(self._tasks.get(task_name, ())):
+            if merge is not None and self._joined(task_name, index, merge, payload):
+                self.merged += 1
+                continue
+            job = _Job(task_name, task, payload, open=merge is not None)
             try:
                 if self._queue is None:
                     raise asyncio.QueueFull
-                self._queue.put_nowait(_Job(task_name, task, payload))
+                self._queue.put_nowait(job)
             except asyncio.QueueFull:
                 self.dropped += 1
                 logger.warning("derived work: the queue is full; %s dropped", task_name)
+                continue
+            if job.open:
+                self._waiting.setdefault((task_name, index), []).append(job)
+
+    def _joined(self, task_name: str, index: int, merge: Merge, payload: Mapping[str, Any]) -> bool:
+        """Merge ``payload`` into a waiting job of the task, if one takes it."""
+        for job in self._waiting.get((task_name, index), ()):
+            merged = merge(job.payload, payload)
+            if merged is not None:
+                job.payload = merged
+                return True
+        return False
 
     async def dispatch(self, notice: Notice) -> None:
         """Queue the notice's jobs now, or, for a notice due later, when it is due (a timer
@@ -216,6 +258,14 @@ class InProcessRunner(DerivedWork):
         assert queue is not None, "start() made it"
         while True:
             job = await queue.get()
+            if job.open:  # started: what arrives from now on needs a job of its own
+                job.open = False
+                for key, jobs in list(self._waiting.items()):
+                    if job in jobs:
+                        jobs.remove(job)
+                        if not jobs:
+                            del self._waiting[key]
+                        break
             try:
                 await self._run(job)
             finally:

@@ -18,6 +18,12 @@ seconds each process reads the versions of the orgs it holds streams for, and ha
 moved to its own streams. So Redis only makes a change faster to reach other processes; no
 change waits for it.
 
+Besides topics, an org's stream carries *passing events* (:meth:`LiveUpdates.announce`): a
+run started or updated, an approval requested or decided. They are news, not state: sent to the
+streams open when they happen (on every process, through the same channel), each once per
+stream, and never replayed on a resume (their id is the stream's cursor, unchanged); a client
+that reconnects reads the current state through the API.
+
 Events carry a *cursor* as their id: the version of every topic the client now holds, as
 ``controls:7`` (topics sorted, comma-separated). Reconnecting with it as ``Last-Event-ID``
 resumes on any hub process: a topic is sent again only if its version differs. Each stream has a
@@ -29,6 +35,7 @@ docs/decisions/0025-controls-propagation.md.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -69,6 +76,11 @@ RESYNC: Final = "resync"
 is gone, it must fetch its state again and reconnect without ``Last-Event-ID``."""
 REDIS_PREFIX: Final = "agentops:live"
 _KIND = re.compile(r"^[a-z][a-z0-9_]*$")
+_PASSING: Final = "*"
+"""Marks a passing event's id where a topic's message has its version."""
+_SEEN: Final = 256
+"""Passing events a stream remembers, to send one that arrives twice (its own process and the
+channel) once."""
 
 Snapshot = Callable[[AsyncSession, uuid.UUID], Awaitable[tuple[int, str]]]
 """``(session, org_id) -> (version, data)``: the org's current state of a topic, as JSON."""
@@ -127,6 +139,7 @@ class LiveUpdates:
         )
         """Litestar's channels plugin: the app adds it to its plugins (it starts the backend)."""
         self._engine = engine
+        self._backend = backend
         self._topics: dict[str, StreamTopic] = {}
         self._published: dict[tuple[uuid.UUID, str], int] = {}
         self._watched: Counter[uuid.UUID] = Counter()
@@ -144,7 +157,13 @@ class LiveUpdates:
             on_close = None
         else:
             redis = Redis.from_url(settings.redis_url)
-            backend = RedisChannelsPubSubBackend(redis=redis, key_prefix=REDIS_PREFIX)
+            # The backend reads the channel with this timeout, in milliseconds; at Litestar's
+            # default (1 ms) a read is often cut short mid-message on a loaded machine and the
+            # message lost (seen as passing events that never arrived, 1 in 2 on PostgreSQL
+            # tests); a second costs nothing, as a message ends the wait at once.
+            backend = RedisChannelsPubSubBackend(
+                redis=redis, key_prefix=REDIS_PREFIX, stream_sleep_no_subscriptions=1000
+            )
             on_close = redis.aclose
         return cls(
             engine,
@@ -185,6 +204,24 @@ class LiveUpdates:
         except Exception:
             logger.exception("live updates: cannot publish %s of org %s", kind, org_id)
 
+    async def announce(self, org_id: uuid.UUID, kind: str, data: str) -> None:
+        """Send the passing event ``kind`` (a lowercase name no topic has) with JSON ``data``
+        to every stream of the org open now, on every hub process.
+
+        Call it after the commit of what it tells. It works in a process that serves no
+        stream (a worker: through Redis alone), and never raises for the channel: a stream
+        that misses a passing event reads the state through the API."""
+        if not _KIND.match(kind) or kind in self._topics or kind in (HEARTBEAT, RESYNC):
+            raise ValueError(f"not a passing event kind: {kind!r}")
+        message = f"{kind} {_PASSING}{uuid.uuid4().hex}\n{data}".encode()
+        for subscriber in self._local.get(org_id, ()):
+            subscriber.put_nowait(message)
+        if self._shared:
+            try:
+                await self._backend.publish(message, [_channel(org_id)])
+            except Exception:
+                logger.exception("live updates: cannot announce %s to org %s", kind, org_id)
+
     async def events(
         self, org_id: uuid.UUID, last_event_id: str | None = None
     ) -> AsyncIterator[LiveEvent]:
@@ -205,6 +242,7 @@ class LiveUpdates:
                 if held.get(kind) != version:
                     held[kind] = version
                     yield LiveEvent(kind, format_cursor(held), data)
+            seen: collections.deque[str] = collections.deque(maxlen=_SEEN)  # passing events
             while (remaining := deadline - time.monotonic()) > 0:
                 if subscriber.overflowed:
                     yield LiveEvent(RESYNC, None, "{}")
@@ -216,7 +254,13 @@ class LiveUpdates:
                     if remaining > self.heartbeat:
                         yield LiveEvent(HEARTBEAT, format_cursor(held), "{}")
                     continue
-                kind, version, data = _decode(message)
+                kind, mark, data = _decode(message)
+                if isinstance(mark, str):  # a passing event: once, whichever way it came
+                    if mark not in seen:
+                        seen.append(mark)
+                        yield LiveEvent(kind, format_cursor(held), data)
+                    continue
+                version = mark
                 self._remember(org_id, kind, version)  # from another process: no reload here
                 if kind in self._topics and version > held.get(kind, -1):
                     held[kind] = version
@@ -375,9 +419,12 @@ def _channel(org_id: uuid.UUID) -> str:
     return f"org:{org_id}"
 
 
-def _decode(message: Any) -> tuple[str, int, str]:
+def _decode(message: Any) -> tuple[str, int | str, str]:
+    """A message's kind, version (a topic's) or id (a passing event's, as text), and data."""
     header, _, data = bytes(message).decode().partition("\n")
     kind, _, version = header.partition(" ")
+    if version.startswith(_PASSING):
+        return kind, version, data
     return kind, int(version), data
 
 

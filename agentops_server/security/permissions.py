@@ -13,7 +13,8 @@ admin         everything but managing owners and the org's plan (prices: owners 
 team_lead     read all but the audit log, keys and webhooks; write agents, budgets and policies,
               decide approvals, pause or stop agents, within the teams they belong to
 member        read everything but the audit log and API keys; write agents
-viewer        read agents, runs, policies, budgets, prices, approvals and controls
+viewer        read agents, runs, analytics, policies, budgets, prices, approvals
+              and controls
 every role    its own account (``account:self``): profile, password, 2FA, sessions
 ============  =========================================================================
 """
@@ -53,6 +54,8 @@ class Permission(enum.StrEnum):
     """Read the prices calls are priced at, the org's own prices and recompute jobs."""
     PRICING_WRITE = "pricing:write"
     """Add, change and delete the org's own prices; recompute costs."""
+    ANALYTICS_READ = "analytics:read"
+    """Read rollups: KPIs, series, agent trends, cost breakdowns and period reports."""
     APPROVALS_READ = "approvals:read"
     APPROVALS_REQUEST = "approvals:request"
     APPROVALS_DECIDE = "approvals:decide"
@@ -110,6 +113,7 @@ _READ_ALL = frozenset(
         P.POLICIES_READ,
         P.BUDGETS_READ,
         P.PRICING_READ,
+        P.ANALYTICS_READ,
         P.APPROVALS_READ,
         P.CONTROLS_READ,
         P.STREAM,

@@ -24,7 +24,9 @@ synchronous and runs inline in async runs too, which keeps the tree in order. A 
 must wait (an approval) blocks a sync run; in an async run the handler only opens the span, and
 the enforcer is awaited right after LangChain's async dispatch of the start event
 (:class:`AsyncDispatch`, installed with the automatic handler), still before the tool or model
-runs, so the event loop keeps serving other tasks meanwhile.
+runs, so the event loop keeps serving other tasks meanwhile. A tool a reviewer approved with
+edits runs with them, and a rejection a rule returns as the result is the tool's result
+(:mod:`agentops_langchain.tool_calls`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, GenerationChunk, LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
+from agentops_langchain import tool_calls
+from agentops_langchain.tool_calls import Turn
 from agentops_sdk.context import CURRENT
 from agentops_sdk.errors import EnforcementError
 from agentops_sdk.integrations import ExternalCall, claim_model_call
@@ -65,7 +69,7 @@ START_EVENTS = frozenset(
 )
 """The callbacks that start a run, hence pass the enforcer."""
 
-_Deferred = list[tuple["AgentOpsCallbackHandler", UUID, ExternalCall]]
+_Deferred = list[tuple["AgentOpsCallbackHandler", UUID, ExternalCall, Turn | None]]
 _deferred: ContextVar[_Deferred | None] = ContextVar("agentops_langchain_deferred", default=None)
 """Set while :class:`AsyncDispatch` delivers a start event: runs opened then, to enforce next."""
 
@@ -91,6 +95,7 @@ class AgentOpsCallbackHandler(BaseCallbackHandler):
     def __init__(self) -> None:
         self._calls: dict[UUID, ExternalCall] = {}
         self._recording = True
+        tool_calls.install()  # so that tools can take a reviewer's edits (see tool_calls)
 
     # -- chains, runnables, graphs ------------------------------------------------------------
 
@@ -330,14 +335,23 @@ class AgentOpsCallbackHandler(BaseCallbackHandler):
         # ExternalCall nests under the current span: make the parent current just for the start.
         token = None if parent is None else CURRENT.set(parent.span)
         deferred = _deferred.get()
+        turn = tool_calls.take_turn() if kind == "tool" else None
         try:
             start = ExternalCall.start if deferred is None else ExternalCall.open
             # ``open``: an async run, where AsyncDispatch awaits the enforcer once this
             # callback returns.
             call = start(
-                kind, name, input=input, model=model, provider=provider, arguments=arguments
+                kind,
+                name,
+                input=input,
+                model=model,
+                provider=provider,
+                arguments=arguments,
+                edits=turn is not None and turn.takes_edits,
             )
-        except EnforcementError:
+        except EnforcementError as exc:
+            if turn is not None:
+                turn.refused = exc
             raise
         except Exception:
             logger.exception("agentops: could not record the LangChain run %s", name)
@@ -348,21 +362,28 @@ class AgentOpsCallbackHandler(BaseCallbackHandler):
         if call is not None:
             self._calls[run_id] = call
             if deferred is not None:
-                deferred.append((self, run_id, call))
+                deferred.append((self, run_id, call, turn))
+            elif turn is not None and call.edited is not None:
+                turn.edit(call.edited)
         return call
 
-    async def _enforce(self, run_id: UUID, call: ExternalCall) -> None:
+    async def _enforce(self, run_id: UUID, call: ExternalCall, turn: Turn | None) -> None:
         """Pass the enforcer for a run opened in an async run (see :class:`AsyncDispatch`)."""
         try:
             await call.aenforce()
         except Exception as exc:
             self._calls.pop(run_id, None)  # ended by its refusal: LangChain will not end it
             if isinstance(exc, EnforcementError):
+                if turn is not None:
+                    turn.refused = exc
                 raise
             logger.exception("agentops: could not enforce the LangChain run %s", call.span.name)
         except BaseException:
             self._calls.pop(run_id, None)
             raise
+        else:
+            if turn is not None and call.edited is not None:
+                turn.edit(call.edited)
 
     def _end(self, run_id: UUID, output: Any) -> None:
         call = self._calls.pop(run_id, None)
@@ -426,8 +447,8 @@ class AsyncDispatch:
                 await original(handlers, event_name, ignore_condition_name, *args, **kwargs)
             finally:
                 _deferred.reset(token)
-            for handler, run_id, call in deferred:
-                await handler._enforce(run_id, call)
+            for handler, run_id, call, turn in deferred:
+                await handler._enforce(run_id, call, turn)
             return None
 
         self._original, self._wrapper = original, ahandle_event

@@ -21,7 +21,7 @@ from agentops_openai._streams import record_async_stream, record_stream
 from agentops_sdk import get_client
 from agentops_sdk.integrations import ExternalCall, model_call_claimed
 
-__all__ = ["Patch", "finish", "install", "remove"]
+__all__ = ["Patch", "edited", "finish", "install", "remove"]
 
 logger = logging.getLogger("agentops_sdk")
 
@@ -87,6 +87,18 @@ def finish(call: ExternalCall, request: Request, result: Any) -> Any:
     return result
 
 
+def edited(call: ExternalCall, request: Request) -> Request:
+    """The request to send: ``request``, or the one a reviewer approved with edits (the
+    parameters they changed replace the caller's; the span records the model sent)."""
+    if call.edited is None:
+        return request
+    made = Request(request.api, {**request.kwargs, **call.edited})
+    made.include_usage_injected |= request.include_usage_injected
+    if made.model is not None and made.model != request.model:
+        call.span.model = made.model
+    return made
+
+
 def _sync_wrapper(patch: Patch, api: Api) -> Callable[..., Any]:
     original = patch.original
 
@@ -103,9 +115,11 @@ def _sync_wrapper(patch: Patch, api: Api) -> Callable[..., Any]:
             model=request.model,
             provider="openai",
             arguments=request.parameters() if client.enforcer.active else None,
+            edits=True,
         )
         if call is None:
             return original(self, *args, **kwargs)
+        request = edited(call, request)
         request.describe(call.span)
         try:
             with call.activated():
@@ -134,9 +148,11 @@ def _async_wrapper(patch: Patch, api: Api) -> Callable[..., Any]:
             model=request.model,
             provider="openai",
             arguments=request.parameters() if client.enforcer.active else None,
+            edits=True,
         )
         if call is None:
             return await original(self, *args, **kwargs)
+        request = edited(call, request)
         request.describe(call.span)
         try:
             with call.activated():

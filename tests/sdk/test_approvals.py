@@ -73,8 +73,9 @@ def nothing_ran_yet() -> None:
     ran.clear()
 
 
-def policy(**terms: Any) -> dict[str, Any]:
-    """Mail outside example.com needs approval (on ``terms``); a body with a password is denied."""
+def policy(rules: tuple[dict[str, Any], ...] = (), **terms: Any) -> dict[str, Any]:
+    """Mail outside example.com needs approval (on ``terms``); a body with a password is denied;
+    then ``rules``."""
     approval_rule: dict[str, Any] = {
         "id": "external-mail",
         "match": {
@@ -97,6 +98,7 @@ def policy(**terms: Any) -> dict[str, Any]:
                 "message": "Mail must not carry passwords.",
             },
             approval_rule,
+            *rules,
         ],
     }
 
@@ -114,9 +116,11 @@ def connect(
     with ExitStack() as stack:
         started = itertools.count()
 
-        def start(hub_url: str = hub.url, **terms: Any) -> CapturedEvents:
+        def start(
+            hub_url: str = hub.url, rules: tuple[dict[str, Any], ...] = (), **terms: Any
+        ) -> CapturedEvents:
             policy_file = tmp_path / f"policy-{next(started)}.json"
-            policy_file.write_text(json.dumps(policy(**terms)))
+            policy_file.write_text(json.dumps(policy(rules, **terms)))
             source = HubStream(
                 hub_url, KEY, poll_interval=0.2, retry_delay=0.05, max_retry_delay=0.2
             )
@@ -303,6 +307,87 @@ def test_edits_the_policy_denies_are_refused_and_nothing_is_claimed(
     assert ran == []
     assert desk.claims == []
     assert events.span("send_email").status == "blocked"
+
+
+def test_edits_are_judged_without_counting_the_call_twice(
+    connect: Callable[..., CapturedEvents], desk: ApprovalDesk
+) -> None:
+    once = {
+        "id": "one-mail-per-run",
+        "match": {"kind": "tool", "name": "send_email"},
+        "limit": {"calls_per_run": 1},
+        "outcome": "deny",
+    }
+    connect(rules=(once,))
+
+    @agentops.agent
+    def mailer() -> tuple[str, str]:
+        sent = send_email("bob@other.org", "draft")
+        try:
+            send_email("ann@example.com")
+        except agentops.PolicyViolation as refused:
+            return sent, str(refused.rule)
+        return sent, "a second mail went out"
+
+    thread, outcome = in_thread(mailer)
+    request = desk.one_pending()
+
+    desk.decide(request.id, "approve", edited_arguments={"body": "final"})
+
+    assert finished(thread, outcome) == ("sent to bob@other.org", "one-mail-per-run")
+    assert ran == [("bob@other.org", "final")]
+
+
+def test_edits_another_rule_needs_approval_for_are_asked_for_again(
+    connect: Callable[..., CapturedEvents], desk: ApprovalDesk
+) -> None:
+    long_mail = {
+        "id": "long-mail",
+        "match": {"kind": "tool", "name": "send_email"},
+        "when": {"argument": "body", "length": {"gt": 20}},
+        "outcome": "require_approval",
+    }
+    events = connect(rules=(long_mail,))
+    thread, outcome = in_thread(lambda: send_email("bob@other.org", "short"))
+    first = desk.one_pending()
+    assert first.rule == "external-mail"
+
+    longer = "a much longer body that needs its own look"
+    desk.decide(first.id, "approve", edited_arguments={"body": longer})
+    assert desk.wait_for(lambda d: any(p.rule == "long-mail" for p in d.pending()))
+    (second,) = desk.pending()
+    assert second.arguments == {"to": "bob@other.org", "body": longer}
+    assert ran == [], "nothing runs before the second approval"
+    desk.decide(second.id, "approve", edited_arguments={"body": longer + "!"})
+
+    assert finished(thread, outcome) == "sent to bob@other.org"
+    assert ran == [("bob@other.org", longer + "!")]
+    assert [claim for claim, *_ in desk.claims] == [second.id], "the approval that ran it"
+    settled = approval_decisions(events, "send_email")[-1]
+    assert (settled.rule, settled.details["edited"]) == ("long-mail", True)
+
+
+def test_a_rejection_of_the_second_approval_refuses_the_call(
+    connect: Callable[..., CapturedEvents], desk: ApprovalDesk
+) -> None:
+    long_mail = {
+        "id": "long-mail",
+        "match": {"kind": "tool", "name": "send_email"},
+        "when": {"argument": "body", "length": {"gt": 20}},
+        "outcome": "require_approval",
+    }
+    connect(rules=(long_mail,))
+    thread, outcome = in_thread(lambda: send_email("bob@other.org", "short"))
+    desk.decide(desk.one_pending().id, "approve", edited_arguments={"body": "x" * 30})
+    assert desk.wait_for(lambda d: len(d.pending()) == 1 and d.pending()[0].rule == "long-mail")
+
+    desk.decide(desk.pending()[0].id, "reject", comment="too long")
+
+    refused = finished(thread, outcome)
+    assert isinstance(refused, agentops.ApprovalDenied)
+    assert "too long" in str(refused)
+    assert ran == []
+    assert desk.claims == []
 
 
 def test_a_generator_runs_with_the_edited_arguments(

@@ -14,12 +14,15 @@ PARAMETER = re.compile(r"\{[^}]+\}")
 
 
 def endpoints(app: Litestar, *, filled: bool = True) -> Iterator[tuple[str, str, HTTPRouteHandler]]:
-    """(method, path, handler) for every HTTP route of ``app``; with ``filled``, each path
-    parameter is an id no row has, else the path keeps its ``{name}`` placeholders."""
+    """(method, path, handler) for every HTTP route of ``app`` but the pages (``tests/web``
+    walks those); with ``filled``, each path parameter is an id no row has, else the path keeps
+    its ``{name}`` placeholders."""
     for route in app.routes:
         if not isinstance(route, HTTPRoute):
             continue
         for handler in route.route_handlers:
+            if handler.opt.get("page"):  # the pages: walked by tests/web with session cookies
+                continue
             for method in sorted(handler.http_methods):
                 if method in {"HEAD", "OPTIONS"}:
                     continue

@@ -231,6 +231,10 @@ def test_edited_arguments_are_checked_against_the_active_policy(
     assert allowed.status_code == 200, allowed.text
     assert allowed.json()["state"] == "approved_with_edits"
     assert allowed.json()["edited_arguments"] == {"to": "a@example.com"}
+    # Edits that leave a field out keep the call's own value, and are judged with it.
+    rival = ask(client, sdk, run_id="rival", arguments={"to": "y@rival.com", "body": "hi"})
+    body_only = decide(client, owner.headers, rival["id"], edited_arguments={"body": "hello"})
+    assert assert_problem(body_only, 422, "edit_denied_by_policy")["rule"] == "no-rivals"
     assert_problem(
         decide(
             client,

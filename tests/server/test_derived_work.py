@@ -15,6 +15,7 @@ from litestar.testing import TestClient
 from agentops_server import Settings, create_app
 from agentops_server.backends.derived_work import InProcessRunner
 from agentops_server.services.identity.api_keys import IssuedKey
+from agentops_server.services.tasks import MAX_MERGED_IDS, merge_events_committed
 from agentops_server.services.telemetry.ingest import EVENTS_COMMITTED
 from tests.server.api import bearer
 from tests.server.ingest_events import INGEST, batch, run_event, span_event
@@ -104,6 +105,65 @@ async def test_a_notice_nobody_registered_for_does_nothing() -> None:
     finally:
         await runner.close()
     assert (runner.dropped, list(runner.failures)) == (0, [])
+
+
+def notice(org: str, *runs: str, spans: tuple[str, ...] = (), at: str = "1") -> dict[str, Any]:
+    return {
+        "org_id": org,
+        "run_ids": list(runs),
+        "span_ids": list(spans),
+        "call_run_ids": [],
+        "committed_at": at,
+    }
+
+
+async def test_notices_waiting_for_a_busy_task_are_merged_per_org() -> None:
+    runner = InProcessRunner(workers=1)
+    release = asyncio.Event()
+    seen: list[Mapping[str, Any]] = []
+    other: list[Mapping[str, Any]] = []
+
+    async def task(payload: Mapping[str, Any]) -> None:
+        await release.wait()
+        seen.append(payload)
+
+    async def second_task(payload: Mapping[str, Any]) -> None:
+        other.append(payload)
+
+    runner.register(EVENTS_COMMITTED, task)
+    runner.register(EVENTS_COMMITTED, second_task)
+    runner.coalesce(EVENTS_COMMITTED, merge_events_committed)
+    await runner.start()
+    try:
+        await runner.enqueue(EVENTS_COMMITTED, notice("a", "r1", at="1"))
+        for _ in range(5):  # the worker takes the first job and waits in it
+            await asyncio.sleep(0)
+        await runner.enqueue(EVENTS_COMMITTED, notice("a", "r3", spans=("s1",), at="2"))
+        await runner.enqueue(EVENTS_COMMITTED, notice("b", "r9", at="3"))
+        await runner.enqueue(EVENTS_COMMITTED, notice("a", "r2", "r3", at="4"))
+        release.set()
+        await asyncio.wait_for(runner.idle(), 5)
+    finally:
+        await runner.close()
+    assert seen == [
+        notice("a", "r1", at="1"),
+        notice("a", "r2", "r3", spans=("s1",), at="4"),
+        notice("b", "r9", at="3"),
+    ]
+    # The second task's first job was still waiting: every later notice of org a joined it.
+    assert other == [
+        notice("a", "r1", "r2", "r3", spans=("s1",), at="4"),
+        notice("b", "r9", at="3"),
+    ]
+    assert runner.merged == 3
+
+
+def test_notices_of_two_orgs_or_too_many_ids_stay_apart() -> None:
+    many = tuple(f"s{n}" for n in range(MAX_MERGED_IDS))
+    assert merge_events_committed(notice("a", "r1"), notice("b", "r2")) is None
+    assert merge_events_committed(notice("a", spans=many), notice("a", spans=("extra",))) is None
+    merged = merge_events_committed(notice("a", "r2", at="5"), notice("a", "r1", at="3"))
+    assert merged == notice("a", "r1", "r2", at="5")
 
 
 @pytest.fixture

@@ -105,6 +105,22 @@ def test_demo_once_fails_when_its_example_fails(sdk_env: dict[str, str], tmp_pat
     assert f"{example} failed (exit status 3)" in finished.stderr
 
 
+def test_demo_seed_fills_the_org_with_a_month_of_data(
+    sdk_env: dict[str, str], tmp_path: Path
+) -> None:
+    database_url = f"sqlite:///{tmp_path / 'demo.db'}"
+
+    finished = demo_once(database_url, sdk_env, "--seed")
+
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    made = re.search(r"(\d+) agents, (\d+) runs \((\d+) spans\) over 30 days", finished.stdout)
+    assert made is not None, finished.stdout
+    agents, runs, _ = (int(group) for group in made.groups())
+    assert agents == 6
+    assert count(database_url, Run) == runs + 1, "the seeded runs and the quickstart's"
+    assert "an approval waiting" in finished.stdout
+
+
 # Processes
 
 

@@ -29,6 +29,7 @@ from tests.server.database import db_id, direct_session, rows
 from tests.server.ingest_events import batch, run_event, span_event
 from tests.server.principals import People, limited_key
 from tests.server.routes import PARAMETER, endpoints
+from tests.server.servers import wait_until
 
 
 class Victim:
@@ -48,6 +49,15 @@ class Victim:
             headers=bearer(key.key),
         )
         assert response.status_code == 200, response.text
+        rolled_up = wait_until(  # derived work must not change the victim's rows mid-test
+            lambda: rows(
+                database_url,
+                "SELECT 1 FROM analytics_rollups WHERE org_id = :org",
+                org=db_id(database_url, key.org_id),
+            ),
+            timeout=10.0,
+        )
+        assert rolled_up, "the victim's ingest was never rolled up"
         people.team("globex-secret-team")
         invitee = "invitee@globex.example"
         with direct_session(database_url) as session:

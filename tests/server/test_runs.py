@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from agentops_server.services.identity.api_keys import IssuedKey
-from agentops_server.services.telemetry.runs import MAX_TREE_DEPTH, SpanNode, span_tree
+from agentops_server.services.telemetry.run_detail import MAX_TREE_DEPTH, SpanNode, span_tree
 from tests.server.api import Client, assert_problem, bearer
 from tests.server.conftest import make_org
 from tests.server.ingest_events import T0
@@ -453,6 +453,9 @@ def _node(span_id: uuid.UUID, name: str, *, parent_id: uuid.UUID, offset_ms: int
         priced_model=None,
         sdk_cost=None,
         cost_mismatch=False,
+        blocked_by=None,
+        decisions=[],
+        approvals=[],
     )
 
 

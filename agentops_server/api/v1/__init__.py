@@ -6,6 +6,7 @@ from litestar import Router
 from litestar.datastructures import CacheControlHeader
 from litestar.types import ControllerRouterHandler
 
+from agentops_server.api.v1.analytics import AnalyticsController, ReportController
 from agentops_server.api.v1.audit import AuditController
 from agentops_server.api.v1.budgets import BudgetController
 from agentops_server.api.v1.costs import PricingController
@@ -27,6 +28,7 @@ from agentops_server.api.v1.identity.teams import TeamController
 from agentops_server.api.v1.notifications.inbox import NotificationController
 from agentops_server.api.v1.notifications.webhooks import WebhookController
 from agentops_server.api.v1.stream import StreamController
+from agentops_server.api.v1.telemetry.exports import ExportController
 from agentops_server.api.v1.telemetry.ingest import IngestController
 from agentops_server.api.v1.telemetry.runs import RunController
 from agentops_server.backends.rate_limit import DEPENDENCIES as RATE_LIMITS
@@ -39,9 +41,9 @@ def api_router() -> Router:
 
     Handlers may ask for the app's infrastructure (``settings``, ``engine``, ``mailer``,
     ``rate_limiter``, ``authenticator``, ``oauth_providers``, ``derived_work``, ``live``,
-    ``controls_changed``, ``policies_changed``, ``approvals_changed``, ``budgets_changed``: see
-    :func:`agentops_server.app.create_app`) and for ``throttle``, ``auth_failures`` and
-    ``ingest_quota`` (:mod:`agentops_server.backends.rate_limit`); every
+    ``controls_changed``, ``policies_changed``, ``approvals_changed``, ``budgets_changed``,
+    ``stats_cache``: see :func:`agentops_server.app.create_app`) and for ``throttle``,
+    ``auth_failures`` and ``ingest_quota`` (:mod:`agentops_server.backends.rate_limit`); every
     :class:`~agentops_server.refusals.Refused` raised here is a problem+json answer
     (:mod:`agentops_server.api.problems`).
     Every answer is ``Cache-Control: no-store``: many carry tokens or secrets shown once (sign-in,
@@ -50,6 +52,7 @@ def api_router() -> Router:
     """
     handlers: list[ControllerRouterHandler] = [
         RunController,
+        ExportController,
         AgentController,
         ControlController,
         IngestController,
@@ -73,6 +76,8 @@ def api_router() -> Router:
         ApprovalController,
         PricingController,
         BudgetController,
+        AnalyticsController,
+        ReportController,
     ]
     return Router(
         path="/api/v1",

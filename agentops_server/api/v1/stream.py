@@ -22,7 +22,7 @@ from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
 from agentops_server.values import Text
 
-__all__ = ["StreamController"]
+__all__ = ["StreamController", "org_stream"]
 
 
 class StreamController(Controller):
@@ -56,11 +56,13 @@ class StreamController(Controller):
         ] = None,
     ) -> ServerSentEvent:
         """Stream the caller's org's live updates."""
-        return ServerSentEvent(_messages(live, request.auth, last_event_id))
+        return ServerSentEvent(org_stream(live, request.auth, last_event_id))
 
 
-async def _messages(
+async def org_stream(
     live: LiveUpdates, caller: Principal, last_event_id: str | None
 ) -> AsyncIterator[ServerSentEventMessage]:
+    """The messages of ``caller``'s org's stream, from ``last_event_id`` (also what the pages'
+    ``GET /live`` sends, to a session cookie)."""
     async for event in live.events(caller.org_id, last_event_id):
         yield ServerSentEventMessage(data=event.data, event=event.kind, id=event.id)

@@ -8,6 +8,7 @@ PostgreSQL. Money is ``Numeric``, never a float.
 
 from __future__ import annotations
 
+from agentops_server.db.models.analytics import RollupBucket, RollupRow
 from agentops_server.db.models.approvals import ApprovalRequest, ApprovalRevision
 from agentops_server.db.models.audit import AuditEvent
 from agentops_server.db.models.base import Base
@@ -39,7 +40,7 @@ from agentops_server.db.models.identity import (
 from agentops_server.db.models.notifications import Notification, Webhook, WebhookDelivery
 from agentops_server.db.models.policies import PolicyState, PolicyVersion
 from agentops_server.db.models.pricing import ModelPriceRow, PricingJob
-from agentops_server.db.models.telemetry import Run, Span
+from agentops_server.db.models.telemetry import Run, RunSearchDocument, Span
 
 __all__ = [
     "TENANT_TABLES",
@@ -72,7 +73,10 @@ __all__ = [
     "PricingJob",
     "RecoveryCode",
     "RefreshToken",
+    "RollupBucket",
+    "RollupRow",
     "Run",
+    "RunSearchDocument",
     "Span",
     "Team",
     "TeamMember",

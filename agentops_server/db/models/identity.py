@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     ForeignKeyConstraint,
     Index,
+    Integer,
     LargeBinary,
     String,
     Uuid,
@@ -130,6 +131,8 @@ class Org(Base):
     logo_url: Mapped[str | None] = mapped_column(String(2048))
     created_at: Mapped[dt.datetime] = mapped_column(Moment, server_default=func.now())
     updated_at: Mapped[dt.datetime | None] = mapped_column(Moment)
+    retention_days: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
+    """How many days raw runs and spans are kept (services/telemetry/retention.py)."""
 
 
 class OrgLogo(Base):

@@ -9,10 +9,12 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Float,
     ForeignKey,
     Index,
     Integer,
     String,
+    Text,
     Uuid,
     func,
 )
@@ -20,7 +22,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from agentops_server.db.models.base import Base, Moment, Money
 
-__all__ = ["Run", "Span"]
+__all__ = ["Run", "RunSearchDocument", "Span"]
 
 
 class Run(Base):
@@ -55,12 +57,16 @@ class Run(Base):
     llm_calls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     unpriced_calls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     received_at: Mapped[dt.datetime] = mapped_column(Moment, server_default=func.now())
+    duration_ms: Mapped[float | None] = mapped_column(Float)
+    """``ended_at - started_at`` in milliseconds, set at ingest (for filters and sorting)."""
 
     __table_args__ = (
         Index(None, "org_id", "started_at", "id"),
         Index(None, "org_id", "agent", "started_at"),
         Index(None, "org_id", "status", "started_at"),
         Index(None, "org_id", "environment", "started_at"),
+        Index(None, "org_id", "cost", "id"),
+        Index(None, "org_id", "duration_ms", "id"),
     )
 
 
@@ -100,8 +106,36 @@ class Span(Base):
     priced_model: Mapped[str | None] = mapped_column(String(320))
     sdk_cost: Mapped[Decimal | None] = mapped_column(Money)
     """What the SDK priced the call at, if it sent a cost."""
+    blocked_by: Mapped[str | None] = mapped_column(String(16))
+    """The enforcement stage that refused the call (``controls``, ``policy``, ``budget``,
+    ``approval``...), from its deny decision; NULL for a span that was not blocked."""
 
     __table_args__ = (
         Index(None, "org_id", "run_id", "started_at"),
+        Index(None, "org_id", "started_at"),
+        Index(None, "org_id", "model", "run_id"),
+        Index(None, "org_id", "blocked_by", "run_id"),
+    )
+
+
+class RunSearchDocument(Base):
+    """The searchable text of one run or span (its name, input, output and error), kept in
+    step with it at ingest; its run is ``run_id`` (a run's own document has ``id == run_id``).
+
+    The full-text index lives beside it, outside the models: a GIN index on
+    ``to_tsvector('simple', body)`` on PostgreSQL, the FTS5 table ``run_search_fts`` (kept in
+    step by triggers) on SQLite; both made by migration 0011 (docs/decisions/0032-run-search.md).
+    """
+
+    __tablename__ = "run_search"
+
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orgs.id"), primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    started_at: Mapped[dt.datetime] = mapped_column(Moment)
+    body: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (
+        Index(None, "org_id", "run_id"),
         Index(None, "org_id", "started_at"),
     )

@@ -38,6 +38,8 @@ from agentops_server.services.row_claims import claim
 
 __all__ = [
     "APPROVALS",
+    "APPROVAL_DECIDED",
+    "APPROVAL_REQUESTED",
     "APPROVALS_TOPIC",
     "OVERDUE_SPAN",
     "SYSTEM_REVIEWER",
@@ -51,6 +53,10 @@ __all__ = [
 ]
 
 APPROVALS: Final = TOPIC
+APPROVAL_REQUESTED: Final = "approval_requested"
+"""The passing event on the org's stream of a new request (its ``ApprovalRequest`` as data)."""
+APPROVAL_DECIDED: Final = "approval_decided"
+"""The passing event on the org's stream of a decision (the decided ``ApprovalRequest``)."""
 SYSTEM_REVIEWER: Final = "system"
 """Who decided an expired request."""
 OVERDUE_SPAN: Final = 1_000_000

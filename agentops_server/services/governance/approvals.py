@@ -396,7 +396,9 @@ async def _decide_row(
 async def _check_edit(
     session: AsyncSession, row: ApprovalRow, agent: Agent | None, edited: dict[str, Any]
 ) -> None:
-    """Refuse (``edit_denied_by_policy``) edited arguments the org's active policy denies."""
+    """Refuse (``edit_denied_by_policy``) edited arguments the org's active policy denies (the
+    edits over the call's own arguments: a reviewer may send only what they changed, and the
+    SDK runs the call with the two merged)."""
     state = await session.get(PolicyState, row.org_id)
     if state is None or state.active_id is None:
         return
@@ -417,8 +419,8 @@ async def _check_edit(
         team=team,
         tags=tuple(agent.tags) if agent is not None else (),
         model=row.name if row.kind == "llm" else None,
-        arguments=edited,
-        max_tokens=max_tokens_of(edited),
+        arguments=(merged := {**(row.arguments or {}), **edited}),
+        max_tokens=max_tokens_of(merged),
     )
     verdict = policy.evaluate(facts).decision
     if verdict is not None and verdict.outcome == "deny":

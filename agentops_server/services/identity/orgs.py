@@ -47,6 +47,8 @@ from agentops_server.values import Name, Text, clean_name
 
 __all__ = [
     "LOGO_URL_MAX_LENGTH",
+    "MAX_RETENTION_DAYS",
+    "MIN_RETENTION_DAYS",
     "PLANS",
     "REGIONS",
     "NewOrg",
@@ -73,6 +75,8 @@ logger = structlog.stdlib.get_logger("agentops_server.orgs")
 PLANS = ("free", "team", "business", "enterprise")
 REGIONS = ("default", "us", "eu", "ap")
 LOGO_URL_MAX_LENGTH = 2048
+MIN_RETENTION_DAYS = 1
+MAX_RETENTION_DAYS = 3650
 
 
 _DELETED_WITH_THE_ORG = frozenset({"orgs", "audit_log"})
@@ -89,6 +93,8 @@ class OrgChanges(msgspec.Struct, forbid_unknown_fields=True):
     logo_url: Text | msgspec.UnsetType | None = msgspec.UNSET
     plan: Text | msgspec.UnsetType = msgspec.UNSET
     region: Text | msgspec.UnsetType = msgspec.UNSET
+    retention_days: int | msgspec.UnsetType = msgspec.UNSET
+    """Days raw runs and spans are kept (``MIN_RETENTION_DAYS`` to ``MAX_RETENTION_DAYS``)."""
 
 
 class NewOrg(msgspec.Struct, forbid_unknown_fields=True):
@@ -110,6 +116,8 @@ class OrgProfile:
     region: str
     logo_url: str | None
     logo_uploaded: bool
+    retention_days: int
+    """Days raw runs and spans are kept; older ones are deleted by the retention job."""
     created_at: dt.datetime
     updated_at: dt.datetime | None
 
@@ -168,7 +176,7 @@ async def update_profile(
     """Apply ``changes`` to the org's profile; audit what changed; commit.
 
     Refusals: ``invalid_name``, ``invalid_slug``, ``invalid_logo_url``, ``owner_required``,
-    ``invalid_plan``, ``invalid_region``, ``slug_taken``.
+    ``invalid_plan``, ``invalid_region``, ``invalid_retention``, ``slug_taken``.
     """
     org = await org_row(session, principal.org_id)
     wanted: dict[str, Any] = {}
@@ -178,6 +186,8 @@ async def update_profile(
         wanted["slug"] = check_slug(changes.slug)
     if not isinstance(changes.logo_url, msgspec.UnsetType):
         wanted["logo_url"] = None if changes.logo_url is None else _logo_url(changes.logo_url)
+    if not isinstance(changes.retention_days, msgspec.UnsetType):
+        wanted["retention_days"] = _retention_days(changes.retention_days)
     for field, allowed in (("plan", PLANS), ("region", REGIONS)):
         value = getattr(changes, field)
         if isinstance(value, msgspec.UnsetType) or value == getattr(org, field):
@@ -390,6 +400,15 @@ async def delete_org(session: AsyncSession, principal: Principal, confirm: str |
     logger.info("org deleted", org_id=str(org.id), slug=org.slug, by=str(principal.actor_id))
 
 
+def _retention_days(value: int) -> int:
+    if not MIN_RETENTION_DAYS <= value <= MAX_RETENTION_DAYS:
+        raise Invalid(
+            "invalid_retention",
+            f"retention_days is from {MIN_RETENTION_DAYS} to {MAX_RETENTION_DAYS}.",
+        )
+    return value
+
+
 def _logo_url(value: str) -> str:
     url = value.strip()
     problem = None
@@ -446,6 +465,7 @@ def _profile(org: Org, uploaded: bool) -> OrgProfile:
         region=org.region,
         logo_url=org.logo_url,
         logo_uploaded=uploaded,
+        retention_days=org.retention_days,
         created_at=org.created_at,
         updated_at=org.updated_at,
     )

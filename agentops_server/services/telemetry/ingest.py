@@ -57,6 +57,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agentops_sdk.contract.decisions import DECISION_EVENT
 from agentops_sdk.contract.schema import (
     SCHEMA_VERSION,
     Batch,
@@ -74,6 +75,7 @@ from agentops_server.db.upsert import Row, dialect_insert, upsert_newest
 from agentops_server.refusals import Invalid, TooLarge, Unavailable
 from agentops_server.services.costs.prices import is_call, load_price_book, price_span_rows
 from agentops_server.services.costs.run_totals import total_runs
+from agentops_server.services.telemetry.search import index_for_search
 from agentops_server.values import decode_json
 
 __all__ = ["EVENTS_COMMITTED", "ingest_batch", "ingest_run"]
@@ -83,9 +85,10 @@ logger = logging.getLogger("agentops_server")
 
 EVENTS_COMMITTED = "telemetry.events_committed"
 """The notice ingest hands to derived work after each commit that changed stored rows, with
-the payload ``{"org_id", "run_ids", "span_ids", "call_run_ids", "committed_at"}``: the runs and
-spans whose stored state changed (ids as text), the runs of the LLM calls among those spans
-(whose totals changed), and when the commit was (ISO 8601, UTC). Pricing, rollups,
+the payload ``{"org_id", "run_ids", "span_ids", "call_run_ids", "span_run_ids",
+"committed_at"}``: the runs and spans whose stored state changed (ids as text), the runs of the
+LLM calls among those spans (whose totals changed), the runs of all those spans, and when the
+commit was (ISO 8601, UTC). Pricing, rollups,
 budgets, alerts and live updates take their work from it."""
 
 Charge = Callable[[int], Awaitable[None]]
@@ -271,6 +274,7 @@ def _run_row(event: RunEvent, org_id: uuid.UUID) -> Row:
         "input": _json(event.input),
         "output": _json(event.output),
         "error": _json(event.error),
+        "duration_ms": _duration_ms(event.started_at, event.ended_at),
         "span_count": _bounded(event.span_count, _INT32, "span_count"),
         "error_count": _bounded(event.error_count, _INT32, "error_count"),
         "input_tokens": _bounded(event.input_tokens, _INT64, "input_tokens"),
@@ -296,6 +300,7 @@ def _span_row(event: SpanEvent, org_id: uuid.UUID) -> Row:
         "output": _json(event.output),
         "error": _json(event.error),
         "events": _json(event.events),
+        "blocked_by": _blocked_by(event),
         "model": llm.model if llm else None,
         "provider": llm.provider if llm else None,
         "input_tokens": _bounded(llm.input_tokens, _INT64, "llm.input_tokens") if llm else None,
@@ -316,6 +321,24 @@ def _span_row(event: SpanEvent, org_id: uuid.UUID) -> Row:
         "pricing_version": None,
         "priced_model": None,
     }
+
+
+def _duration_ms(started_at: dt.datetime, ended_at: dt.datetime | None) -> float | None:
+    if ended_at is None:
+        return None
+    return round((to_utc(ended_at) - to_utc(started_at)).total_seconds() * 1000, 3)
+
+
+def _blocked_by(event: SpanEvent) -> str | None:
+    """The stage whose deny decision refused a blocked span (None: not blocked, or no stage
+    said so)."""
+    if event.status != "blocked":
+        return None
+    for point in event.events:
+        if point.name == DECISION_EVENT and point.attributes.get("outcome") == "deny":
+            stage = point.attributes.get("stage")
+            return str(stage)[:16] if stage else None
+    return None
 
 
 def _json(value: Any) -> str | None:
@@ -408,6 +431,14 @@ async def _store(
                 price_span_rows(await load_price_book(session, org_id), spans)
             changed_runs = await upsert_newest(session, _table(Run), runs)
             changed_spans = await upsert_newest(session, _table(Span), spans)
+            await index_for_search(
+                session,
+                org_id,
+                runs=runs,
+                changed_runs=changed_runs,
+                spans=spans,
+                changed_spans=changed_spans,
+            )
             # Last: every batch of an agent updates its row, so its lock is held the least time.
             await _register_agents(session, org_id, runs)
             calls = {row["run_id"] for row in spans if row["id"] in changed_spans and is_call(row)}
@@ -418,9 +449,9 @@ async def _store(
             notice = None
             if derived is not None and (changed_runs or changed_spans):
                 # In the same transaction: the change and what it owes commit together.
-                notice = await derived.record(
-                    session, EVENTS_COMMITTED, _notice(org_id, changed_runs, changed_spans, calls)
-                )
+                span_runs = {row["run_id"] for row in spans if row["id"] in changed_spans}
+                payload = _notice(org_id, changed_runs, changed_spans, calls, span_runs)
+                notice = await derived.record(session, EVENTS_COMMITTED, payload)
             await session.commit()
         except OperationalError as exc:
             logger.warning("ingest: the database refused a write: %s", exc)
@@ -443,7 +474,11 @@ async def _store(
 
 
 def _notice(
-    org_id: uuid.UUID, runs: set[uuid.UUID], spans: set[uuid.UUID], calls: set[uuid.UUID]
+    org_id: uuid.UUID,
+    runs: set[uuid.UUID],
+    spans: set[uuid.UUID],
+    calls: set[uuid.UUID],
+    span_runs: set[uuid.UUID],
 ) -> dict[str, Any]:
     """The payload of :data:`EVENTS_COMMITTED` for what a commit changed."""
     return {
@@ -451,6 +486,7 @@ def _notice(
         "run_ids": sorted(str(run_id) for run_id in runs),
         "span_ids": sorted(str(span_id) for span_id in spans),
         "call_run_ids": sorted(str(run_id) for run_id in calls),
+        "span_run_ids": sorted(str(run_id) for run_id in span_runs),
         "committed_at": dt.datetime.now(dt.UTC).isoformat(),
     }
 

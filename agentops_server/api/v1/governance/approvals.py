@@ -5,7 +5,8 @@ the same key), reads its request while it waits (``GET /{id}``; the ``approvals`
 org stream pushes decisions), and claims an approval before the call runs (``POST
 /{id}/claim``: the first claim wins, any later one is ``409 approval_claimed``). Reviewers list
 the queue, decide one request or many at once. Every decision is pushed to the org's SDKs
-(``approvals_changed``, after the commit).
+(``approvals_changed``, after the commit); a new request and each decision are also announced
+on the org's stream as ``approval_requested`` and ``approval_decided`` (for pages).
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ from agentops_server.api.problems import problems
 from agentops_server.api.v1.actors import actor_of
 from agentops_server.auth.guards import requires
 from agentops_server.backends.derived_work import DerivedWork
+from agentops_server.backends.live import LiveUpdates
 from agentops_server.refusals import Conflict, Forbidden, Invalid, NotFound, Unprocessable
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
 from agentops_server.services.governance import approvals
+from agentops_server.services.governance.approval_feed import APPROVAL_DECIDED, APPROVAL_REQUESTED
 from agentops_server.services.governance.approval_queue import (
     MAX_PAGE_SIZE,
     ApprovalFilter,
@@ -101,12 +104,15 @@ class ApprovalController(Controller):
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
         derived_work: NamedDependency[DerivedWork],
+        live: NamedDependency[LiveUpdates],
         data: JSONBody[ApprovalAsk],
     ) -> Response[ApprovalRequest]:
         """Ask for an approval."""
         asked, made = await approvals.ask(
             db_session, request.auth.org_id, actor_of(request), data, derived_work
         )
+        if made:
+            await live.announce(request.auth.org_id, APPROVAL_REQUESTED, asked.model_dump_json())
         return Response(asked, status_code=201 if made else 200)
 
     @get(
@@ -197,6 +203,7 @@ class ApprovalController(Controller):
         db_session: NamedDependency[AsyncSession],
         derived_work: NamedDependency[DerivedWork],
         approvals_changed: NamedDependency[ApprovalsChanged],
+        live: NamedDependency[LiveUpdates],
         approval_id: ApprovalId,
         data: JSONBody[ApprovalDecision],
     ) -> ApprovalRequest:
@@ -206,6 +213,7 @@ class ApprovalController(Controller):
             db_session, reviewer, _uuid_of(approval_id), data, derived_work
         )
         await approvals_changed(request.auth.org_id)
+        await live.announce(request.auth.org_id, APPROVAL_DECIDED, decided.model_dump_json())
         return decided
 
     @post(
@@ -227,6 +235,7 @@ class ApprovalController(Controller):
         db_session: NamedDependency[AsyncSession],
         derived_work: NamedDependency[DerivedWork],
         approvals_changed: NamedDependency[ApprovalsChanged],
+        live: NamedDependency[LiveUpdates],
         data: JSONBody[BulkDecision],
     ) -> BulkResult:
         """Decide many requests."""
@@ -234,6 +243,10 @@ class ApprovalController(Controller):
         result = await approvals.decide_bulk(db_session, reviewer, data, derived_work)
         if any(item.ok for item in result.items):
             await approvals_changed(request.auth.org_id)
+        for item in result.items:
+            if item.request is not None:
+                decided = item.request.model_dump_json()
+                await live.announce(request.auth.org_id, APPROVAL_DECIDED, decided)
         return result
 
     @post(

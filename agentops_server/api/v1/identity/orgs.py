@@ -70,11 +70,14 @@ class OrgController(Controller):
             "Only the fields sent change. `name`, `slug` and `logo_url` (an https URL, or null; "
             "setting one drops an uploaded logo) need `settings:write`; changing `plan` (one of "
             f"{', '.join(orgs.PLANS)}) or `region` (one of "
-            f"{', '.join(orgs.REGIONS)}) needs an owner. Errors: 400 `invalid_name`, "
+            f"{', '.join(orgs.REGIONS)}) needs an owner. `retention_days` "
+            f"({orgs.MIN_RETENTION_DAYS} to {orgs.MAX_RETENTION_DAYS}): how long raw runs and "
+            "spans are kept. Errors: 400 `invalid_name`, "
             "`invalid_slug`, `invalid_logo_url`, `invalid_plan`, `invalid_region`, "
-            "`validation_error`; 403 `owner_required`; 409 `slug_taken`."
+            "`invalid_retention`, `validation_error`; 403 `owner_required`; 409 `slug_taken`."
         ),
         responses=problems(
+            Invalid("invalid_retention", "retention_days outside the range kept"),
             Forbidden("owner_required", "the plan and the region are the owners'"),
             Conflict("slug_taken", "another org has the slug"),
         ),

@@ -1,4 +1,5 @@
-"""``/api/v1/runs``: an org's runs, filtered and paged, and one run with its span tree."""
+"""``/api/v1/runs``: the run explorer (an org's runs, filtered, searched, sorted and paged), and
+one run for forensic replay with its spans a page at a time."""
 
 from __future__ import annotations
 
@@ -9,21 +10,38 @@ from litestar.di import NamedDependency
 from litestar.params import PathParameter, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agentops_server.api.problems import problems
+from agentops_server.api.v1.telemetry.run_filters import RUN_FILTER
 from agentops_server.auth.guards import requires
+from agentops_server.refusals import Invalid, NotFound
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
-from agentops_server.services.telemetry import runs
+from agentops_server.services.telemetry import run_detail, runs
+from agentops_server.services.telemetry.run_detail import (
+    DEFAULT_SPAN_PAGE,
+    MAX_SPAN_PAGE,
+    RunDetail,
+    SpanPage,
+)
 from agentops_server.services.telemetry.runs import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
-    Environment,
-    RunDetail,
+    RunFilter,
     RunPage,
-    RunStatus,
+    RunSort,
+    SortOrder,
 )
-from agentops_server.values import Text, Timestamp
+from agentops_server.values import Text
 
 __all__ = ["RunController"]
+
+RUN_NOT_FOUND = NotFound("run_not_found", "when the org has no run of that id")
+BAD_QUERY = Invalid(
+    "validation_error", "for a cursor this hub did not make, or a search of no word"
+)
+SpanLimit = Annotated[
+    int, QueryParameter(ge=1, le=MAX_SPAN_PAGE, description="Spans in the page (oldest first).")
+]
 
 
 class RunController(Controller):
@@ -32,51 +50,67 @@ class RunController(Controller):
     path = "/runs"
     tags = ("runs",)
     guards = (requires(Permission.RUNS_READ),)
+    dependencies = {"where": RUN_FILTER}  # noqa: RUF012
 
-    @get("/")
+    @get("/", responses=problems(BAD_QUERY))
     async def list_runs(
         self,
         *,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
-        agent: Annotated[Text | None, QueryParameter(description="Only this agent's runs.")] = None,
-        status: Annotated[
-            RunStatus | None, QueryParameter(description="Only runs in this state.")
-        ] = None,
-        environment: Annotated[
-            Environment | None, QueryParameter(description="Only runs from this environment.")
-        ] = None,
-        started_after: Annotated[
-            Timestamp | None,
-            QueryParameter(description="ISO 8601; runs started at or after it (naive: UTC)."),
-        ] = None,
-        started_before: Annotated[
-            Timestamp | None,
-            QueryParameter(description="ISO 8601; runs started strictly before it (naive: UTC)."),
-        ] = None,
+        where: NamedDependency[RunFilter],
+        sort: Annotated[
+            RunSort, QueryParameter(description="Order by start time, cost or duration.")
+        ] = "started_at",
+        order: Annotated[
+            SortOrder,
+            QueryParameter(
+                description="`desc` (default: newest, dearest, longest "
+                "first) or `asc`; runs with no cost or no end sort below every other."
+            ),
+        ] = "desc",
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
         cursor: Annotated[
             Text | None, QueryParameter(description="`next_cursor` of the previous page.")
         ] = None,
     ) -> RunPage:
-        """The org's runs, newest first, a page at a time."""
-        where = runs.RunFilter(
-            agent=agent,
-            status=status,
-            environment=environment,
-            started_after=started_after,
-            started_before=started_before,
-        )
+        """The org's runs matching the filters, sorted, a page at a time."""
         return await runs.list_runs(
-            db_session, request.auth.org_id, where, limit=limit, cursor=cursor
+            db_session,
+            request.auth.org_id,
+            where,
+            limit=limit,
+            cursor=cursor,
+            sort=sort,
+            order=order,
         )
 
-    @get("/{run_id:str}")
+    @get("/{run_id:str}", responses=problems(RUN_NOT_FOUND))
     async def get_run(
         self,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
         run_id: Annotated[str, PathParameter(description="The run's id (a UUID).")],
+        span_limit: SpanLimit = DEFAULT_SPAN_PAGE,
     ) -> RunDetail:
-        """One run of the org, with its spans as a tree."""
-        return await runs.get_run(db_session, request.auth.org_id, run_id)
+        """One run of the org, with its first page of spans as a tree (decisions and
+        approvals in line); `spans_next_cursor` pages the rest."""
+        return await run_detail.get_run(
+            db_session, request.auth.org_id, run_id, span_limit=span_limit
+        )
+
+    @get("/{run_id:str}/spans", responses=problems(RUN_NOT_FOUND, BAD_QUERY))
+    async def list_spans(
+        self,
+        request: Request[Principal, Principal, Any],
+        db_session: NamedDependency[AsyncSession],
+        run_id: Annotated[str, PathParameter(description="The run's id (a UUID).")],
+        limit: SpanLimit = DEFAULT_SPAN_PAGE,
+        cursor: Annotated[
+            Text | None, QueryParameter(description="`spans_next_cursor` or `next_cursor`.")
+        ] = None,
+    ) -> SpanPage:
+        """A page of the run's spans after `cursor`, oldest first, as a tree."""
+        return await run_detail.list_spans(
+            db_session, request.auth.org_id, run_id, limit=limit, cursor=cursor
+        )

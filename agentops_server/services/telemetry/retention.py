@@ -1,0 +1,108 @@
+"""Retention: an org's raw runs and spans (and their search documents) older than its
+``retention_days`` are deleted; the ledger of budget charges, prices and audit outlive them.
+
+:func:`purge` deletes in batches of at most :data:`BATCH` rows, each batch its own short
+transaction (``DELETE ... WHERE id IN (SELECT id ... LIMIT n)`` on the ``(org_id, started_at)``
+indexes), so a purge of millions of rows never holds a lock for long: ingest, which writes new
+rows, waits at most for one batch on SQLite (one writer) and for nothing on PostgreSQL. On both
+databases retention deletes rows; spans are not partitioned by time yet (see
+docs/decisions/0032-run-search.md).
+
+It runs as the derived-work task :data:`RETENTION` (``{"org_id"}``), which any process holding
+the queue may enqueue, and from ``agentops-hub jobs retention`` (every org, or one), which a
+scheduler runs daily.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from typing import Any, Final
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from agentops_server.backends.derived_work import DerivedWork
+from agentops_server.db.engine import open_session
+from agentops_server.db.models import Org, Run, RunSearchDocument, Span
+from agentops_server.db.tenancy import tenant
+
+__all__ = ["BATCH", "RETENTION", "Purged", "purge", "purge_org", "register"]
+
+RETENTION: Final = "telemetry.retention"
+"""The task that applies an org's retention: ``{"org_id"}``."""
+BATCH: Final = 1000
+"""Rows deleted per transaction."""
+
+_TABLES: tuple[Any, ...] = (Span, RunSearchDocument, Run)  # a run goes after its spans
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Purged:
+    """How many rows of each kind a purge deleted."""
+
+    runs: int = 0
+    spans: int = 0
+    documents: int = 0
+
+
+async def purge(
+    engine: AsyncEngine,
+    org_id: uuid.UUID,
+    *,
+    days: int,
+    now: dt.datetime | None = None,
+    batch: int = BATCH,
+) -> Purged:
+    """Delete the org's runs, spans and search documents that started more than ``days`` days
+    before ``now``, ``batch`` rows a transaction."""
+    cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=days)
+    counts = {}
+    with tenant(org_id=org_id):
+        for model in _TABLES:
+            counts[model] = await _purge_table(engine, model, org_id, cutoff, batch)
+    return Purged(runs=counts[Run], spans=counts[Span], documents=counts[RunSearchDocument])
+
+
+async def purge_org(engine: AsyncEngine, org_id: uuid.UUID, *, batch: int = BATCH) -> Purged:
+    """Apply the org's own ``retention_days`` (nothing if the org is gone)."""
+    with tenant(org_id=org_id):
+        async with open_session(engine) as session:
+            days = await session.scalar(select(Org.retention_days).where(Org.id == org_id))
+    if days is None:
+        return Purged()
+    return await purge(engine, org_id, days=days, batch=batch)
+
+
+def register(derived: DerivedWork, engine: AsyncEngine) -> None:
+    """Register the :data:`RETENTION` task."""
+
+    async def apply_retention(notice: Mapping[str, Any]) -> None:
+        await purge_org(engine, uuid.UUID(str(notice["org_id"])))
+
+    derived.register(RETENTION, apply_retention)
+
+
+async def _purge_table(
+    engine: AsyncEngine, model: Any, org_id: uuid.UUID, cutoff: dt.datetime, batch: int
+) -> int:
+    total = 0
+    while True:
+        old = (
+            select(model.id)
+            .where(model.org_id == org_id, model.started_at < cutoff)
+            .limit(batch)
+            .scalar_subquery()
+        )
+        async with open_session(engine) as session, session.begin():
+            result = await session.execute(
+                delete(model)
+                .where(model.org_id == org_id, model.id.in_(old))
+                .execution_options(synchronize_session=False)
+            )
+        deleted = int(getattr(result, "rowcount", 0) or 0)
+        total += deleted
+        if deleted < batch:
+            return total

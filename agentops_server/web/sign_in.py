@@ -1,0 +1,186 @@
+"""The pages of signing up, in and out, and of switching org.
+
+They call the services of ``POST /api/v1/auth/signup`` and ``/login`` (and are throttled the
+same way); instead of tokens, the answer sets the session cookie
+(:mod:`agentops_server.web.sessions`). A refusal shows the form again with its detail.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.response import Redirect, Template
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agentops_server.api.v1.actors import client_of
+from agentops_server.auth.guards import PUBLIC, requires
+from agentops_server.backends.rate_limit import Throttle, account_key
+from agentops_server.refusals import Forbidden, Refused
+from agentops_server.security.permissions import Permission
+from agentops_server.security.principal import Principal
+from agentops_server.services.identity import accounts, sessions
+from agentops_server.services.identity.accounts import MfaChallenge
+from agentops_server.services.identity.sessions import TokenPair
+from agentops_server.settings import Settings
+from agentops_server.web.forms import fields_of
+from agentops_server.web.pages import done
+from agentops_server.web.sessions import session_cookie, signed_out_cookie
+
+__all__ = ["SignInPages"]
+
+HOME = "/controls"
+
+
+class SignInPages(Controller):
+    """Sign-up, sign-in (with a second factor), sign-out and the org switcher."""
+
+    @get("/", opt=PUBLIC)
+    async def home(self, request: Request[Any, Any, Any]) -> Redirect:
+        """The app for a signed-in person, the sign-in page for anyone else."""
+        return Redirect(HOME if isinstance(request.scope.get("auth"), Principal) else "/sign-in")
+
+    @get("/sign-in", opt=PUBLIC)
+    async def sign_in_form(self, request: Request[Any, Any, Any]) -> Template:
+        """The sign-in form."""
+        return _form("sign_in.html", next=_next_path(request.query_params.get("next")))
+
+    @post("/sign-in", opt=PUBLIC)
+    async def sign_in(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        settings: NamedDependency[Settings],
+        throttle: NamedDependency[Throttle],
+    ) -> Response[Any]:
+        """Check the email and password; a second-factor step when the account has one."""
+        form = await fields_of(request)
+        email, next_path = form.get("email", ""), _next_path(form.get("next"))
+        try:
+            async with throttle.attempt("login", account_key(email)):
+                answer = await accounts.sign_in(
+                    db_session,
+                    settings,
+                    email=email,
+                    password=form.get("password", ""),
+                    client=client_of(request),
+                )
+        except Refused as exc:
+            return _form("sign_in.html", exc, email=email, next=next_path)
+        if isinstance(answer, MfaChallenge):
+            return _form("second_factor.html", mfa_token=answer.mfa_token, next=next_path)
+        return _signed_in(settings, answer, next_path)
+
+    @post("/sign-in/second-factor", opt=PUBLIC)
+    async def second_factor(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        settings: NamedDependency[Settings],
+        throttle: NamedDependency[Throttle],
+    ) -> Response[Any]:
+        """Finish signing in with a code of the second factor (or a recovery code)."""
+        form = await fields_of(request)
+        token, next_path = form.get("mfa_token", ""), _next_path(form.get("next"))
+        code = form.get("code", "").strip()
+        totp = len(code) == 6 and code.isdigit()  # else a recovery code
+        try:
+            pending = accounts.read_mfa_token(settings, token)
+            async with throttle.attempt("mfa", pending.user_id.hex):
+                tokens = await accounts.finish_sign_in(
+                    db_session,
+                    settings,
+                    pending,
+                    code=code if totp else None,
+                    recovery_code=None if totp else code,
+                    client=client_of(request),
+                )
+        except Refused as exc:
+            return _form("second_factor.html", exc, mfa_token=token, next=next_path)
+        return _signed_in(settings, tokens, next_path)
+
+    @get("/sign-up", opt=PUBLIC)
+    async def sign_up_form(self, settings: NamedDependency[Settings]) -> Template:
+        """The sign-up form: a new org and its owner."""
+        return _form("sign_up.html", open=settings.signup_open)
+
+    @post("/sign-up", opt=PUBLIC)
+    async def sign_up(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        settings: NamedDependency[Settings],
+        throttle: NamedDependency[Throttle],
+    ) -> Response[Any]:
+        """Make the org and its owner, signed in."""
+        form = await fields_of(request)
+        fields = {key: form.get(key, "") for key in ("email", "name", "org_name")}
+        try:
+            if not settings.signup_open:
+                raise Forbidden("signup_closed", "This hub makes accounts by invitation only.")
+            await throttle.count("signup")
+            signed_up = await accounts.signup(
+                db_session,
+                settings,
+                password=form.get("password", ""),
+                client=client_of(request),
+                **fields,
+            )
+        except Refused as exc:
+            return _form("sign_up.html", exc, open=settings.signup_open, **fields)
+        return _signed_in(settings, signed_up.tokens, HOME)
+
+    @post("/sign-out", guards=[requires(Permission.ACCOUNT)])
+    async def sign_out(
+        self,
+        request: Request[Principal, Principal, Any],
+        db_session: NamedDependency[AsyncSession],
+        settings: NamedDependency[Settings],
+    ) -> Redirect:
+        """End this session (the cookie and the hub session behind it)."""
+        principal = request.auth
+        user_id, session_id = principal.user_id, principal.session_id
+        assert user_id is not None, "account:self is a person's permission"
+        assert session_id is not None, "a page session is a hub session"
+        await sessions.sign_out(db_session, principal.org_id, user_id, session_id)
+        return Redirect("/sign-in", status_code=303, cookies=[signed_out_cookie(settings)])
+
+    @post("/switch-org", guards=[requires(Permission.ACCOUNT)])
+    async def switch_org(
+        self,
+        request: Request[Principal, Principal, Any],
+        db_session: NamedDependency[AsyncSession],
+        settings: NamedDependency[Settings],
+    ) -> Redirect:
+        """A session in another of the person's orgs (this one stays open)."""
+        principal = request.auth
+        assert principal.user_id is not None
+        wanted = (await fields_of(request)).get("org", "")
+        await db_session.commit()  # switch_org runs as the user, then as the chosen org
+        tokens = await accounts.switch_org(
+            db_session, settings, principal.user_id, wanted, client=client_of(request)
+        )
+        redirect = done(HOME, "org_switched")
+        redirect.set_cookie(session_cookie(settings, tokens))
+        return redirect
+
+
+def _signed_in(settings: Settings, tokens: TokenPair, next_path: str) -> Redirect:
+    return Redirect(next_path, status_code=303, cookies=[session_cookie(settings, tokens)])
+
+
+def _form(template: str, refusal: Refused | None = None, **context: Any) -> Template:
+    """A public form page, with the refusal of the last attempt if any."""
+    return Template(
+        template_name=template,
+        context={"error": refusal, **context},
+        status_code=refusal.status if refusal else 200,
+    )
+
+
+def _next_path(wanted: str | None) -> str:
+    """Where to go after signing in: a path of this hub, never another site."""
+    if wanted and wanted.startswith("/") and not wanted.startswith(("//", "/\\")):
+        return wanted
+    return HOME

@@ -1,0 +1,51 @@
+// The approvals queue, live: listens to the org's stream (GET /live) and reloads the list of
+// pending requests when a request is decided or reviewers are notified of a new one. A list
+// with a decision being written is left alone: a notice offers to reload instead.
+
+const LIVE_KINDS = ["approvals", "notifications"];
+
+function queueOf(root) {
+  return root.querySelector("[data-live-queue]");
+}
+
+function busy(queue) {
+  const active = document.activeElement;
+  if (active && queue.contains(active) && active.matches("input, textarea")) return true;
+  return [...queue.querySelectorAll("textarea")].some((field) => field.value !== field.defaultValue)
+    || [...queue.querySelectorAll("input[name=comment]")].some((field) => field.value !== "");
+}
+
+async function reload(queue, notice) {
+  if (busy(queue)) {
+    notice.hidden = false;
+    return;
+  }
+  const answer = await fetch(window.location.pathname, { credentials: "same-origin" });
+  if (!answer.ok) return;
+  const fresh = queueOf(new DOMParser().parseFromString(await answer.text(), "text/html"));
+  if (fresh) queue.replaceWith(document.adoptNode(fresh));
+  const count = document.querySelector("[data-pending-count]");
+  const pending = document.querySelectorAll("[data-live-queue] [data-approval]").length;
+  if (count) count.textContent = String(pending);
+}
+
+function listen() {
+  const queue = queueOf(document);
+  const notice = document.querySelector("[data-queue-changed]");
+  if (!queue || !notice || !window.EventSource) return;
+  const known = new Map();
+  const stream = new EventSource("/live");
+  for (const kind of LIVE_KINDS) {
+    stream.addEventListener(kind, (event) => {
+      // The first event of each kind is the state the page was drawn from; later ones, and
+      // those after a reconnection (which resumes by Last-Event-ID), are changes.
+      const first = !known.has(kind);
+      const changed = known.get(kind) !== event.data;
+      known.set(kind, event.data);
+      if (!first && changed) reload(queueOf(document), notice);
+    });
+  }
+  document.body.dataset.live = "listening";
+}
+
+listen();
