@@ -49,6 +49,7 @@ from agentops_server.observability import (
 )
 from agentops_server.refusals import Unavailable
 from agentops_server.services.budgets.definitions import BUDGETS, BUDGETS_TOPIC, BudgetsChanged
+from agentops_server.services.budgets.state import Clock, utc_now
 from agentops_server.services.costs.prices import start_loading_catalog
 from agentops_server.services.governance.approval_feed import APPROVALS, APPROVALS_TOPIC
 from agentops_server.services.governance.approvals import ApprovalsChanged
@@ -123,6 +124,7 @@ def create_app(
     policies_changed: PoliciesChanged | None = None,
     approvals_changed: ApprovalsChanged | None = None,
     budgets_changed: BudgetsChanged | None = None,
+    clock: Clock = utc_now,
     **litestar_options: Any,
 ) -> Litestar:
     """Build the hub's ASGI app from ``settings`` (default: from the environment).
@@ -137,7 +139,9 @@ def create_app(
     set (default: its ``policies`` topic is refreshed); ``approvals_changed``, after each
     committed decision of its approval requests (default: its ``approvals`` topic is
     refreshed, so a waiting SDK hears the answer at once); ``budgets_changed``, after each
-    committed change of its budgets (default: its ``budgets`` topic is refreshed)."""
+    committed change of its budgets (default: its ``budgets`` topic is refreshed); ``clock``
+    is the time budgets' windows, leases and alerts are read at (a test's, to travel in
+    time)."""
     settings = settings or Settings.from_env()
     configure_logging(settings)
     configure_sentry(settings)  # before Litestar(): its integration hooks into the constructor
@@ -151,7 +155,7 @@ def create_app(
     live = LiveUpdates.from_settings(settings, engine)
     register_tasks(
         derived_work,
-        TaskContext(engine, settings, mailer, stats_cache=stats_cache, live=live),
+        TaskContext(engine, settings, mailer, stats_cache=stats_cache, live=live, clock=clock),
     )
     for topic in STREAM_TOPICS if stream_topics is None else stream_topics:
         live.register(topic)
@@ -172,6 +176,7 @@ def create_app(
         "policies_changed": policies_changed or functools.partial(live.refresh, kind=POLICIES),
         "approvals_changed": approvals_changed or functools.partial(live.refresh, kind=APPROVALS),
         "budgets_changed": budgets_changed or functools.partial(live.refresh, kind=BUDGETS),
+        "clock": clock,
     }
     database = SQLAlchemyAsyncConfig(
         engine_instance=engine,

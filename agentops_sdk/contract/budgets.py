@@ -8,7 +8,8 @@ computed when read (:func:`window_of`): nothing sweeps them.
 
 The hub serves an org's budgets as one :class:`BudgetSet` (``GET /api/v1/budgets/effective``
 with an ETag; pushed on ``GET /api/v1/stream`` as a ``budgets`` event), so the SDK knows which
-budgets apply to a call.
+budgets apply to a call, with the org's own prices (:class:`OrgModelPrice`, its overrides of
+the catalog's and its custom models), so it reserves what the hub will charge.
 
 Spend is admitted from *leases*. Before an LLM call the SDK reserves the call's worst-case cost
 against every budget that applies, out of a lease the hub granted for that budget: no network
@@ -43,6 +44,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentops_sdk.contract.controls import ControlScope
+from agentops_sdk.contract.pricing import ModelPrice, Rates, Tier
 
 __all__ = [
     "BUDGET_PERIODS",
@@ -55,6 +57,8 @@ __all__ = [
     "Lease",
     "LeaseAsk",
     "LeaseReport",
+    "OrgModelPrice",
+    "OrgPriceTier",
     "window_of",
 ]
 
@@ -108,13 +112,60 @@ class Budget(_Wire):
     version: Annotated[int, Field(ge=1)] = 1
 
 
+Rate = Annotated[Decimal, Field(ge=0, max_digits=24, decimal_places=12, allow_inf_nan=False)]
+"""USD per million tokens."""
+
+
+class OrgPriceTier(_Wire):
+    """Rates for every token of a call whose input tokens exceed ``above_input_tokens``."""
+
+    above_input_tokens: Annotated[int, Field(ge=0)]
+    input: Rate
+    output: Rate
+    cached_input: Rate | None = None
+    cache_write: Rate | None = None
+    reasoning: Rate | None = None
+
+
+class OrgModelPrice(_Wire):
+    """One of the org's own prices (``/api/v1/pricing/overrides``): it prices ``model`` called
+    through ``provider`` (``""``: any) instead of the catalog, as the hub prices spans."""
+
+    model: Annotated[str, Field(min_length=1, max_length=256)]
+    provider: Annotated[str, Field(max_length=128)] = ""
+    input: Rate
+    output: Rate
+    cached_input: Rate | None = None
+    cache_write: Rate | None = None
+    reasoning: Rate | None = None
+    tiers: tuple[OrgPriceTier, ...] = ()
+
+    def price(self) -> ModelPrice:
+        """The price as :mod:`agentops_sdk.contract.pricing` computes with it."""
+        return ModelPrice(
+            _rates(self), tuple(Tier(tier.above_input_tokens, _rates(tier)) for tier in self.tiers)
+        )
+
+
+def _rates(of: OrgModelPrice | OrgPriceTier) -> Rates:
+    return Rates(
+        input=of.input,
+        output=of.output,
+        cached_input=of.cached_input,
+        cache_write=of.cache_write,
+        reasoning=of.reasoning,
+    )
+
+
 class BudgetSet(_Wire):
-    """An org's budgets (``GET /api/v1/budgets/effective``, ``budgets`` stream events)."""
+    """An org's budgets (``GET /api/v1/budgets/effective``, ``budgets`` stream events), and the
+    org's own prices, which price its calls before the catalog's."""
 
     org_id: UUID
     version: Annotated[int, Field(ge=0)]
-    """Grows with every change of any of the org's budgets."""
+    """Grows with every change of any of the org's budgets, and of its own prices."""
     budgets: tuple[Budget, ...] = ()
+    prices: tuple[OrgModelPrice, ...] = ()
     generated_at: dt.datetime
 
     @property
@@ -169,6 +220,8 @@ class LeaseReport(_Wire):
     """Keep it active this many more seconds (ignored with ``release``)."""
     more_usd: Annotated[Decimal, Field(gt=0, max_digits=20, decimal_places=10)] | None = None
     """Ask for this much more on the same lease (granted as a new lease would be)."""
+    more_tokens: Annotated[int, Field(gt=0)] | None = None
+    """Ask for this many more tokens on the same lease, for a budget limiting tokens."""
 
 
 class BudgetState(_Wire):

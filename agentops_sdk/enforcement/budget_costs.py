@@ -10,9 +10,12 @@
   stage's ``output_bound`` (:data:`DEFAULT_OUTPUT_BOUND`), since the price data does not say
   how much a model may write.
 - Both are priced at the dearest rate that can apply
-  (:func:`agentops_sdk.contract.pricing.worst_case_cost`), with the price data of
-  :mod:`agentops_sdk.pricing`. A model it does not price (or no ``pricing`` extra) has an
-  unknown cost: ``None``, never $0.
+  (:func:`agentops_sdk.contract.pricing.worst_case_cost`), at the org's own price of the model
+  when the hub sent one (:meth:`WorstCase.use_prices`, from the budget set: matched as the hub
+  matches them, by the model's name, or the name the catalog resolves it to, at its provider
+  or any), else with the price data of :mod:`agentops_sdk.pricing`. A model neither prices (or
+  no ``pricing`` extra, for a model the org does not price) has an unknown cost: ``None``,
+  never $0.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
@@ -28,6 +31,7 @@ from agentops_sdk.contract.llm_requests import max_tokens_of
 from agentops_sdk.contract.pricing import ModelPrice, cost_of, worst_case_cost
 
 if TYPE_CHECKING:
+    from agentops_sdk.contract.budgets import OrgModelPrice
     from agentops_sdk.contract.pricing import Usage
 
 __all__ = ["DEFAULT_OUTPUT_BOUND", "IMAGE_TOKENS", "WorstCase", "input_bound", "output_bound"]
@@ -86,8 +90,25 @@ class WorstCase:
     def __init__(self, output_default: int = DEFAULT_OUTPUT_BOUND) -> None:
         self.output_default = output_default
         self._prices: dict[tuple[str, str | None], tuple[float, _PerToken | None]] = {}
+        self._own: dict[tuple[str, str], _PerToken] = {}
         self._lock = threading.Lock()
         self._unavailable_logged = False
+
+    def use_prices(self, prices: Iterable[OrgModelPrice]) -> None:
+        """Price calls at the org's own ``prices`` before the catalog's (all of them: a price
+        left out is the catalog's again)."""
+        own = {
+            (price.model.lower(), price.provider.lower()): _PerToken(price.price())
+            for price in prices
+        }
+        with self._lock:
+            self._own = own
+            self._prices = {}
+
+    def tokens(self, arguments: Mapping[str, Any]) -> int:
+        """The most input and output tokens a call with ``arguments`` can use (what a budget
+        limiting tokens reserves)."""
+        return input_bound(arguments) + output_bound(arguments, self.output_default)
 
     def of(
         self, model: str | None, provider: str | None, arguments: Mapping[str, Any]
@@ -128,6 +149,20 @@ class WorstCase:
         kept = self._prices.get(key)
         if kept is not None and kept[0] > now:
             return kept[1]
+        own = self._own
+        rates = _own_price(own, model, provider or "") if own else None
+        if rates is None:
+            rates = self._catalog_price(model, provider, own)
+        with self._lock:
+            if own is self._own:  # not priced at prices replaced meanwhile
+                self._prices[key] = (now + _PRICES_KEPT, rates)
+        return rates
+
+    def _catalog_price(
+        self, model: str, provider: str | None, own: dict[tuple[str, str], _PerToken]
+    ) -> _PerToken | None:
+        """The catalog's price of ``model``, or the org's of the model the catalog resolves
+        it to."""
         from agentops_sdk import pricing
         from agentops_sdk.errors import PricingUnavailable
 
@@ -137,14 +172,25 @@ class WorstCase:
             if not self._unavailable_logged:
                 self._unavailable_logged = True
                 logger.warning(
-                    "agentops: budgets cannot price calls without the pricing extra "
-                    '(pip install "agentops-hub[pricing]"): every call has an unknown cost'
+                    "agentops: calls cannot be priced without the pricing extra "
+                    '(pip install "agentops-hub[pricing]"): every call has an unknown cost '
+                    "to budgets and cost limits"
                 )
-            match = None
-        rates = None if match is None else _PerToken(match.price)
-        with self._lock:
-            self._prices[key] = (now + _PRICES_KEPT, rates)
-        return rates
+            return None
+        if match is None:
+            return None
+        if own:
+            found = _own_price(own, match.model, match.provider)
+            if found is not None:
+                return found
+        return _PerToken(match.price)
+
+
+def _own_price(
+    own: dict[tuple[str, str], _PerToken], model: str, provider: str
+) -> _PerToken | None:
+    name = model.lower()
+    return own.get((name, provider.lower())) or own.get((name, ""))
 
 
 class _PerToken:

@@ -6,18 +6,19 @@ network on the call path. The :class:`LeaseKeeper`'s daemon thread talks to the 
 
 - asks for a lease (``POST /api/v1/budgets/{id}/leases``) when calls need one, for about
   ``calls_per_lease`` calls at the largest worst case seen lately, or ``ahead`` seconds of calls
-  at their recent pace, whichever is more; the ask's ``request_id`` is kept until the hub
-  answers, so a retried ask gets the same lease;
-- asks for more on the lease (a report with ``more_usd``) when what is left falls below
-  ``low_calls`` such calls, or a quarter of ``ahead`` at the recent pace (calls wake the
-  thread when they leave it that low);
+  at their recent pace, whichever is more (for a budget limiting tokens, tokens for as many
+  calls at the largest token worst case seen lately); the ask's ``request_id`` is kept until
+  the hub answers, so a retried ask gets the same lease;
+- asks for more on the lease (a report with ``more_usd``, or ``more_tokens``) when what is left
+  falls below ``low_calls`` such calls, or a quarter of ``ahead`` at the recent pace (calls
+  wake the thread when they leave it that low);
 - renews the lease (a report of what was spent, with ``renew_ttl``) a third of the way through
   its TTL while calls use it, and releases it once idle for that long;
 - stops admitting on a lease a tenth of its TTL before it expires (or when its window ends),
   and releases it once its calls have settled;
-- marks a budget ``exhausted`` when the hub says ``409 budget_exhausted`` (for
-  ``exhausted_recheck`` seconds), and ``unreachable`` when the hub cannot be asked, retrying
-  with backoff;
+- marks a budget ``exhausted`` when the hub says ``409 budget_exhausted``, or grows none of
+  the more asked for on a lease of a hard budget (for ``exhausted_recheck`` seconds), and
+  ``unreachable`` when the hub cannot be asked, retrying with backoff;
 - at shutdown, releases every lease, reporting its spend (and its calls still running as spent).
 """
 
@@ -105,11 +106,14 @@ class Grant:
 
     __slots__ = (
         "granted",
+        "granted_tokens",
         "lease",
         "lease_text",
         "renew_at",
         "reserved",
+        "reserved_tokens",
         "spent",
+        "spent_tokens",
         "usable_until",
         "used",
     )
@@ -119,12 +123,15 @@ class Grant:
         """Held for calls still running."""
         self.spent = Decimal(0)
         """What the calls that ended under it cost."""
+        self.reserved_tokens = self.spent_tokens = 0
+        """The same in tokens (for a budget limiting tokens)."""
         self.used = False
         """Whether a call reserved from it since it was last renewed."""
         self.lease = lease
         self.lease_text = str(lease.id)
         """The lease's id as spans name it."""
         self.granted = lease.granted_usd
+        self.granted_tokens = lease.granted_tokens or 0
         self.usable_until = self.renew_at = 0.0
         self.renewed(lease, sent, ttl)
 
@@ -133,9 +140,26 @@ class Grant:
         """What calls may still reserve from it."""
         return self.granted - self.reserved - self.spent
 
+    @property
+    def available_tokens(self) -> int:
+        """The tokens calls may still reserve from it (none unless they were granted)."""
+        return self.granted_tokens - self.reserved_tokens - self.spent_tokens
+
+    def fits(self, amount: Decimal, tokens: int) -> bool:
+        """Whether a call reserving ``amount`` USD and ``tokens`` tokens fits what is left."""
+        return self.available >= amount and (not tokens or self.available_tokens >= tokens)
+
+    def tokens_spent(self, tokens: int) -> int | None:
+        """``tokens`` as a report on it says them: None unless it holds tokens (its budget
+        limits them)."""
+        if self.lease.granted_tokens is None and not tokens:
+            return None
+        return max(0, tokens)
+
     def renewed(self, lease: Lease, sent: float, ttl: float) -> None:
         """The hub answered ``lease`` to a request sent at ``sent`` (monotonic)."""
         self.lease, self.granted, self.used = lease, lease.granted_usd, False
+        self.granted_tokens = lease.granted_tokens or 0
         now = datetime.now(UTC)
         lasts = min(ttl, (lease.expires_at - now).total_seconds())
         if lease.window_end is not None:
@@ -162,10 +186,14 @@ class Account:
     next_try: float = 0.0
     typical: Decimal = Decimal(0)
     """The largest worst case of recent calls (decaying as the lease thread looks)."""
+    typical_tokens: int = 0
+    """The same in tokens, for a budget limiting tokens."""
     low: Decimal = Decimal(0)
     """What left on the lease wakes the lease thread to ask for more (it keeps this)."""
+    low_tokens: int = 0
     need: Decimal = Decimal(0)
     """The largest reservation a waiting call needs."""
+    need_tokens: int = 0
     waiting: int = 0
     """Calls waiting for a lease (or for more on it)."""
     starved: bool = False
@@ -186,6 +214,12 @@ class Account:
             self.rate = max(recent, self.rate / 2)
             self.sampled = (now, self.demanded)
         return self.rate
+
+    def running_low(self, grant: Grant) -> bool:
+        """Whether what is left on ``grant`` should have the thread ask for more."""
+        if grant.available < self.low:
+            return True
+        return self.budget.limit_tokens is not None and grant.available_tokens < self.low_tokens
 
     def usable(self, now: float) -> Grant | None:
         """The lease calls may reserve from now, if any."""
@@ -245,6 +279,11 @@ class LeaseKeeper:
         """What left on ``account``'s lease has the thread ask for more (``lock`` held)."""
         return max(account.typical * self.low_calls, account.need, account.rate * self.ahead / 4)
 
+    def note_typical(self, account: Account) -> None:
+        """``account``'s typical call changed: what is low follows (``lock`` held)."""
+        account.low = self.low_water(account)
+        account.low_tokens = max(account.typical_tokens * self.low_calls, account.need_tokens)
+
     def wake(self) -> None:
         """Have the thread look at the accounts now (caller holds ``lock``)."""
         if self._thread is None and not self._closing:
@@ -293,7 +332,8 @@ class LeaseKeeper:
         for grant in grants:
             if time.monotonic() >= deadline:
                 break
-            self._release(grant, grant.spent + grant.reserved)
+            tokens = grant.tokens_spent(grant.spent_tokens + grant.reserved_tokens)
+            self._release(grant, grant.spent + grant.reserved, tokens)
         self.client.close()
 
     def after_fork(self) -> None:
@@ -344,37 +384,55 @@ class LeaseKeeper:
             wanted = account.waiting > 0 or now - account.last_call < self.ttl
             pace = account.pace(now)
             account.typical *= _DECAY
-            account.low = self.low_water(account)
+            account.typical_tokens = int(account.typical_tokens * _DECAY)
+            self.note_typical(account)
             chunk = max(
                 self.least,
                 account.typical * self.calls_per_lease,
                 account.need,
                 pace * self.ahead,
             )
+            tokens = self._tokens_for(account, chunk)
             if grant is None:
                 if (account.waiting > 0 or account.starved) and not self.exhausted(account, now):
-                    jobs.append(_bound(self._ask, account, chunk))
+                    jobs.append(_bound(self._ask, account, chunk, tokens))
                 continue
             wake_at = min(wake_at, grant.renew_at, grant.usable_until)
-            low = grant.available < self.low_water(account)
-            if wanted and low and not self.exhausted(account, now):
-                jobs.append(_bound(self._renew, account, grant, chunk))
+            low_usd = grant.available < account.low
+            low_tokens = tokens is not None and grant.available_tokens < account.low_tokens
+            if wanted and (low_usd or low_tokens) and not self.exhausted(account, now):
+                more, more_tokens = chunk if low_usd else None, tokens if low_tokens else None
+                jobs.append(_bound(self._renew, account, grant, more, more_tokens))
             elif now >= grant.renew_at:
                 if grant.used or grant.reserved > 0:
-                    jobs.append(_bound(self._renew, account, grant, None))
+                    jobs.append(_bound(self._renew, account, grant, None, None))
                 else:  # idle for a third of its TTL: give it back
                     account.grant = None
                     account.retiring.append(grant)
                     jobs.append(_bound(self._release_retired, account, grant))
         return jobs, wake_at
 
-    def _ask(self, account: Account, amount: Decimal) -> None:
+    def _tokens_for(self, account: Account, chunk: Decimal) -> int | None:
+        """The tokens to ask with ``chunk`` USD: as many calls' worth at the typical call's
+        tokens (None: the budget does not limit tokens)."""
+        if account.budget.limit_tokens is None:
+            return None
+        calls = self.calls_per_lease
+        if account.typical > 0:
+            calls = max(calls, int((chunk / account.typical).to_integral_value(ROUND_CEILING)))
+        return max(1, account.need_tokens, account.typical_tokens * calls)
+
+    def _ask(self, account: Account, amount: Decimal, tokens: int | None) -> None:
         from agentops_sdk.contract.budgets import LeaseAsk
 
         with self.lock:
             request_id = account.asking = account.asking or uuid.uuid4()
         ask = LeaseAsk(
-            request_id=request_id, holder=self.holder, amount_usd=_usd(amount), ttl=self.ttl
+            request_id=request_id,
+            holder=self.holder,
+            amount_usd=_usd(amount),
+            tokens=tokens,
+            ttl=self.ttl,
         )
         sent = time.monotonic()
         try:
@@ -399,15 +457,19 @@ class LeaseKeeper:
                 account.grant = Grant(lease, sent, self.ttl)
                 account.starved = False
 
-    def _renew(self, account: Account, grant: Grant, more: Decimal | None) -> None:
+    def _renew(
+        self, account: Account, grant: Grant, more: Decimal | None, more_tokens: int | None
+    ) -> None:
         from agentops_sdk.contract.budgets import LeaseReport
 
         with self.lock:
-            spent = grant.spent
+            spent, spent_tokens = grant.spent, grant.tokens_spent(grant.spent_tokens)
         report = LeaseReport(
             spent_usd=_usd(spent),
+            spent_tokens=spent_tokens,
             renew_ttl=self.ttl,
             more_usd=None if more is None else _usd(more),
+            more_tokens=more_tokens,
         )
         sent = time.monotonic()
         try:
@@ -424,12 +486,17 @@ class LeaseKeeper:
             return
         with self.lock:
             self._answered(account)
+            short = (more is not None and lease.granted_usd <= grant.granted) or (
+                more_tokens is not None and (lease.granted_tokens or 0) <= grant.granted_tokens
+            )
             grant.renewed(lease, sent, self.ttl)
             if lease.state != "active":
                 self._retire(account, grant)
+            elif short and account.budget.hard:
+                account.exhausted_at = time.monotonic()  # no room to grow it: none left
 
     def _release_retired(self, account: Account, grant: Grant) -> None:
-        released = self._release(grant, grant.spent)
+        released = self._release(grant, grant.spent, grant.tokens_spent(grant.spent_tokens))
         with self.lock:
             if not released:
                 self._failed(account, HubUnreachable("the release was not heard"))
@@ -437,17 +504,19 @@ class LeaseKeeper:
                 account.retiring.remove(grant)
 
     def _release_orphan(self, grant: Grant) -> None:
-        self._release(grant, grant.spent)  # once: if the hub cannot hear it, the TTL ends it
+        # once: if the hub cannot hear it, the TTL ends it
+        self._release(grant, grant.spent, grant.tokens_spent(grant.spent_tokens))
         with self.lock:
             if grant in self._orphans:
                 self._orphans.remove(grant)
 
-    def _release(self, grant: Grant, spent: Decimal) -> bool:
+    def _release(self, grant: Grant, spent: Decimal, spent_tokens: int | None) -> bool:
         """Give back what is left of ``grant``; whether the hub has heard (or never will)."""
         from agentops_sdk.contract.budgets import LeaseReport
 
+        report = LeaseReport(spent_usd=_usd(spent), spent_tokens=spent_tokens, release=True)
         try:
-            self.client.report(grant.lease.id, LeaseReport(spent_usd=_usd(spent), release=True))
+            self.client.report(grant.lease.id, report)
         except HubRefused:
             return True  # gone already (expired, unknown): nothing to give back
         except HubUnreachable:

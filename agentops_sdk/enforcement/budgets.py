@@ -9,7 +9,8 @@ while it is down). Before each LLM call it:
 1. finds every budget whose scope applies (the agent, environment, team and tags of its
    registry profile, the run's tags);
 2. bounds the call's cost (:mod:`agentops_sdk.enforcement.budget_costs`: input bounded from
-   the messages, output by ``max_tokens``, at the dearest rate);
+   the messages, output by ``max_tokens``, at the dearest rate, of the org's own price of the
+   model when the set carries one, else the catalog's);
 3. reserves it from the lease this process holds on each budget, in memory
    (:mod:`agentops_sdk.enforcement.budget_leases` keeps the leases on a background thread).
 
@@ -25,6 +26,13 @@ What a call that does not fit comes to:
   refuses the call with :class:`~agentops_sdk.errors.EnforcementUnavailable` (the budget may
   have room: enforcement, not the budget, is what failed); ``open`` lets it run without a
   reservation on that budget, recording a ``warn`` decision and logging once a minute.
+
+A budget that limits tokens too (``limit_tokens``) has each call reserve its worst case in
+tokens beside USD (input bounded as above, plus the output bound: what
+:meth:`~agentops_sdk.enforcement.budget_costs.WorstCase.tokens` gives), from the tokens its
+lease was granted; a call fits when both fit, and one above the whole token limit is refused.
+After the call, the tokens its usage reports (input and output) are spent, and the rest
+released; a call with no usage known spends what it reserved.
 
 Soft budgets (``hard`` False) never refuse or wait: their calls reserve from the lease when
 there is one, past what it holds if need be, so the hub sees the spend.
@@ -73,8 +81,9 @@ LEASES_ATTRIBUTE: Final = "agentops.budget.leases"
 
 _UNAVAILABLE: Final = "unavailable"
 
-Hold = tuple["Grant", Decimal]
-Plan = list[tuple["Account", Decimal]]
+Hold = tuple["Grant", Decimal, int]
+"""A reservation: the lease, USD and tokens (0 unless its budget limits tokens)."""
+Plan = list[tuple["Account", Decimal, int]]
 
 
 class BudgetStage(Stage):
@@ -114,6 +123,7 @@ class BudgetStage(Stage):
         budgets: BudgetSet | None = snapshot.values.get(TOPIC)
         if budgets is not self._synced:
             self._synced = budgets
+            self.costs.use_prices(() if budgets is None else budgets.prices)
             with self.keeper.lock:
                 self.keeper.sync(() if budgets is None else budgets.budgets)
         return budgets is not None and bool(budgets.budgets)
@@ -139,11 +149,14 @@ class BudgetStage(Stage):
         worst = self.costs.of(call.model, call.span.provider, call.arguments)
         plan: Plan = []
         asked: Decision | None = None
+        tokens: int | None = None
         for account in accounts:
             budget = account.budget
             amount = worst if worst is not None else _unknown_amount(budget)
             if amount is not None:
-                plan.append((account, amount))
+                if budget.limit_tokens is not None and tokens is None:
+                    tokens = self.costs.tokens(call.arguments)
+                plan.append((account, amount, 0 if budget.limit_tokens is None else tokens or 0))
             elif budget.hard and budget.on_unknown_cost == "require_approval":
                 asked = asked or _approval(call, budget)
             elif budget.hard:
@@ -201,25 +214,30 @@ class BudgetStage(Stage):
         holds: list[Hold] = call.state.setdefault(self.name, [])
         missing: Plan = []
         warned: Decision | None = None
-        for account, amount in plan:
+        for account, amount, tokens in plan:
             budget = account.budget
             account.last_call = now
             account.demanded += amount
-            if amount > account.typical:
-                account.typical = amount
-                account.low = self.keeper.low_water(account)
+            if amount > account.typical or tokens > account.typical_tokens:
+                account.typical = max(account.typical, amount)
+                account.typical_tokens = max(account.typical_tokens, tokens)
+                self.keeper.note_typical(account)
             grant = account.usable(now)
-            if grant is not None and (grant.available >= amount or not budget.hard):
+            if grant is not None and (grant.fits(amount, tokens) or not budget.hard):
                 grant.reserved += amount
+                grant.reserved_tokens += tokens
                 grant.used = True
-                holds.append((grant, amount))
-                if grant.available < account.low:
+                holds.append((grant, amount, tokens))
+                if account.running_low(grant):
                     self.keeper.wake()  # running low: ask for more before a call must wait
                 continue
             if not budget.hard:
                 account.starved = True
                 self.keeper.wake()
                 continue
+            if budget.limit_tokens is not None and tokens > budget.limit_tokens:
+                self._release(call)
+                return _deny(call, budget, f"it may use up to {tokens} tokens")
             if amount > budget.limit_usd or self.keeper.exhausted(account, now):
                 self._release(call)
                 return _deny(call, budget, f"it may cost up to ${amount:.6f}")
@@ -231,7 +249,7 @@ class BudgetStage(Stage):
                 warned = _fails_open(call, budget)
                 self._failures.failed(self, "agentops: %s", warned.reason)
                 continue
-            missing.append((account, amount))
+            missing.append((account, amount, tokens))
         if missing:
             return _Waiting(call, missing)
         return warned
@@ -270,24 +288,32 @@ class BudgetStage(Stage):
         span = call.span
         ran = result.status != "blocked"
         cost: Decimal | None = Decimal(0)
+        used: int | None = 0
         if ran:
-            cost = span.cost
-            if cost is None and span.usage is not None:
-                cost = span.cost = self.costs.actual(span.model, span.provider, span.usage)
+            cost, used = span.cost, None
+            usage = span.usage
+            if usage is not None:
+                used = usage["input_tokens"] + usage["output_tokens"]
+                if cost is None:
+                    cost = span.cost = self.costs.actual(span.model, span.provider, usage)
         with self.keeper.lock:
             holds: list[Hold] | None = call.state.pop(self.name, None)
             if not holds:
                 return
-            for grant, amount in holds:
+            for grant, amount, tokens in holds:
                 grant.reserved -= amount
                 grant.spent += amount if cost is None else cost
+                if tokens:
+                    grant.reserved_tokens -= tokens
+                    grant.spent_tokens += tokens if used is None else used
         if ran:
-            span.set_attribute(LEASES_ATTRIBUTE, [grant.lease_text for grant, _ in holds])
+            span.set_attribute(LEASES_ATTRIBUTE, [grant.lease_text for grant, _, _ in holds])
 
     def _release(self, call: CallInfo) -> None:
         """Give back what ``call`` reserved, unspent (keeper's lock held)."""
-        for grant, amount in call.state.pop(self.name, None) or ():
+        for grant, amount, tokens in call.state.pop(self.name, None) or ():
             grant.reserved -= amount
+            grant.reserved_tokens -= tokens
 
 
 @dataclasses.dataclass(slots=True)
@@ -304,21 +330,22 @@ class _Waiting:
         self.join()
 
     def join(self) -> None:
-        for account, amount in self.missing:
+        for account, amount, tokens in self.missing:
             account.waiting += 1
             account.need = max(account.need, amount)
+            account.need_tokens = max(account.need_tokens, tokens)
 
     def leave(self) -> None:
-        for account, _ in self.missing:
+        for account, _, _ in self.missing:
             account.waiting -= 1
             if account.waiting <= 0:
-                account.waiting, account.need = 0, Decimal(0)
+                account.waiting, account.need, account.need_tokens = 0, Decimal(0), 0
 
     def on_timeout(self) -> Decision:
         """No lease came in time: refused, unless every budget it waits for fails open."""
         budget = self.missing[0][0].budget
         closed = [
-            account.budget for account, _ in self.missing if account.budget.fail_mode == "closed"
+            account.budget for account, _, _ in self.missing if account.budget.fail_mode == "closed"
         ]
         if not closed:
             return _fails_open(self.call, budget)

@@ -105,12 +105,13 @@ class Enforcer:
             self._refresh_locked()
 
     def _engage(self, snapshot: Snapshot) -> None:
-        """The hub link published ``snapshot``: a stage it engages or idles joins or leaves."""
+        """The hub link published ``snapshot``: a stage it engages or idles joins or leaves
+        (and one whose ``after`` hook it turned on or off is heeded)."""
         with self._lock:
             if any(
                 stage.engaged(snapshot) != (stage in self.stages)
                 for stage in self._installed.values()
-            ):
+            ) or self.has_after != any(stage.has_after for stage in self.stages):
                 self._refresh_locked()
 
     def _refresh_locked(self) -> None:

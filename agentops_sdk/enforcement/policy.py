@@ -36,6 +36,18 @@ per rule per run (on the run), and calls per rule per agent in the last minute (
 A call is counted when the policy lets it pass (a later stage may still refuse it). A set with
 per-run or per-minute call limits is evaluated and counted under the run's lock, so two
 threads of one run never both take the last allowed call.
+
+Cost limits are priced in the process: at the org's own prices the hub sent with its budget
+set when the budget stage shares its pricer (``costs``), else with the price data of
+:mod:`agentops_sdk.pricing` (the ``pricing`` extra). ``cost_per_call`` sees an LLM call's worst
+case before it runs, as a budget reserves it
+(:class:`~agentops_sdk.enforcement.budget_costs.WorstCase`: input bounded from the request,
+output by its maximum, at the dearest rate), so a call that may cost more is refused before
+any request is sent; ``cost_per_run`` sees what the run's finished LLM calls cost (as
+:attr:`~agentops_sdk.enforcement.call.CallResult.cost` prices them, from their usage), summed
+by the stage's ``after`` hook (the span's cost, else its usage priced by that pricer), which
+runs only while the set in force has a cost limit. A
+model that cannot be priced has an unknown cost, which no cost limit fires on.
 """
 
 from __future__ import annotations
@@ -43,10 +55,12 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import importlib.util
 import logging
 import threading
 import time
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
 from agentops_sdk.contract.errors import PolicyViolation
@@ -58,7 +72,8 @@ if TYPE_CHECKING:
     from agentops_sdk.contract.decisions import Decision
     from agentops_sdk.contract.policy import EffectivePolicy
     from agentops_sdk.contract.policy_engine import CompiledPolicy, Evaluation, RunMeasure
-    from agentops_sdk.enforcement.call import CallInfo
+    from agentops_sdk.enforcement.budget_costs import WorstCase
+    from agentops_sdk.enforcement.call import CallInfo, CallResult
     from agentops_sdk.enforcement.link import HubLink, Snapshot
     from agentops_sdk.spans import Run
 
@@ -87,10 +102,16 @@ class PolicyStage(Stage):
     error = PolicyViolation
     topics = frozenset({TOPIC})
 
-    def __init__(self, link: HubLink, local: CompiledPolicy | None = None) -> None:
+    def __init__(
+        self, link: HubLink, local: CompiledPolicy | None = None, costs: WorstCase | None = None
+    ) -> None:
         self.link = link
         self.local = local
         """The set from the local policy file, in force until the hub sends one."""
+        self.costs = costs
+        """What prices calls before they run, for cost limits (made when first needed)."""
+        self.has_after = False
+        """Whether calls sum their cost on the run: while the set in force limits cost."""
         self._lock = threading.Lock()
         self._rates: dict[tuple[str, str], collections.deque[float]] = {}
         self._profiles: tuple[object, Mapping[str, AgentProfile]] = (None, {})
@@ -105,7 +126,10 @@ class PolicyStage(Stage):
 
     def engaged(self, snapshot: Snapshot) -> bool:
         """Idle while no set is in force: neither a local file nor one from the hub."""
-        return self.local is not None or snapshot.values.get(TOPIC) is not None
+        hub: CompiledPolicy | None = snapshot.values.get(TOPIC)
+        policy = self.local if hub is None else hub
+        self.has_after = policy is not None and bool(policy.needs_pricing)
+        return policy is not None
 
     def before(self, call: CallInfo) -> Decision | None:
         """The policy's decision on ``call``; None when no rule fired."""
@@ -161,6 +185,33 @@ class PolicyStage(Stage):
         tally = self._tally(call.span.run)
         with self._lock if policy.uses_rates else contextlib.nullcontext():
             return policy.evaluate(_Facts(edited, self, tally, own)).decision
+
+    def after(self, call: CallInfo, result: CallResult) -> None:
+        """Add what an LLM call cost to its run's total (for ``cost_per_run``): the cost its
+        span was given, else its usage priced as the budget stage prices it."""
+        span = call.span
+        if span.kind != "llm":
+            return
+        cost = span.cost
+        if cost is None and span.usage is not None:
+            cost = self._pricer().actual(span.model, span.provider, span.usage)
+        if cost is None:
+            return
+        tally = self._tally(span.run)
+        with tally.lock:
+            tally.cost += cost
+
+    def worst_case(self, call: CallInfo) -> Decimal | None:
+        """The most ``call`` (an LLM call) can cost, in USD; None: it cannot be priced."""
+        return self._pricer().of(call.model, call.span.provider, call.arguments)
+
+    def _pricer(self) -> WorstCase:
+        costs = self.costs
+        if costs is None:
+            from agentops_sdk.enforcement.budget_costs import WorstCase
+
+            costs = self.costs = WorstCase()
+        return costs
 
     def after_fork(self) -> None:
         """In a forked child: fresh locks (a parent's thread may have held one at the fork)."""
@@ -240,11 +291,11 @@ class PolicyStage(Stage):
 
     def _notice(self, policy: CompiledPolicy) -> None:
         self._noticed = policy
-        if policy.needs_pricing:
+        if policy.needs_pricing and importlib.util.find_spec("genai_prices") is None:
             logger.warning(
-                "agentops: policy rules %s limit cost, and this SDK does not price calls yet: "
-                "they fire only when a call's cost is known (limit tokens_per_run and "
-                "max_tokens meanwhile)",
+                "agentops: policy rules %s limit cost, and calls cannot be priced without the "
+                'pricing extra (pip install "agentops-hub[pricing]"): they never fire (limit '
+                "tokens_per_run and max_tokens meanwhile)",
                 ", ".join(policy.needs_pricing),
             )
 
@@ -265,13 +316,15 @@ def _goes_ahead(evaluation: Evaluation) -> bool:
 
 
 class _RunTally:
-    """One run's counters: calls of each kind, and calls per counting rule."""
+    """One run's counters: calls of each kind, calls per counting rule, and what its finished
+    LLM calls cost."""
 
-    __slots__ = ("counts", "generation", "lock")
+    __slots__ = ("cost", "counts", "generation", "lock")
 
     def __init__(self, generation: int) -> None:
         self.lock = threading.Lock()
         self.counts: dict[str, int] = {}
+        self.cost = Decimal(0)
         self.generation = generation
 
 
@@ -340,7 +393,10 @@ class _Facts:
 
     @property
     def cost(self) -> float | None:
-        return None  # calls are priced in the SDK once budgets land
+        if self._call.span.kind != "llm":
+            return None
+        worst = self._stage.worst_case(self._call)
+        return None if worst is None else float(worst)
 
     def run_total(self, measure: RunMeasure) -> float | None:
         run = self._call.span.run
@@ -349,7 +405,7 @@ class _Facts:
         if measure == "tokens":
             return run.input_tokens + run.output_tokens
         if measure == "cost":
-            return None
+            return float(self._tally.cost)
         return self._tally.counts.get(measure, 0) - (measure in self._own)
 
     def rule_calls(self, rule: str) -> int:

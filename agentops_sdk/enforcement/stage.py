@@ -63,8 +63,10 @@ class Stage:
     fails_closed: ClassVar[bool] = True
     topics: ClassVar[frozenset[str]] = frozenset()
 
-    has_after: ClassVar[bool] = False
-    """Whether ``after`` does anything (calls skip it otherwise); set for each subclass."""
+    has_after: bool = False
+    """Whether ``after`` does anything (calls skip it otherwise); set for each subclass, and
+    changed on a stage by its ``engaged`` when it has an ``after`` hook only at times (a policy
+    stage sums costs only while its set limits cost)."""
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)

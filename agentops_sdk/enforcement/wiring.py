@@ -12,9 +12,11 @@ from agentops_sdk.enforcement.link import Update
 
 if TYPE_CHECKING:
     from agentops_sdk.config import Options
+    from agentops_sdk.enforcement.budgets import BudgetStage
     from agentops_sdk.enforcement.controls import KillSwitch
     from agentops_sdk.enforcement.enforcer import Enforcer
     from agentops_sdk.enforcement.link import HubLink, HubSource
+    from agentops_sdk.enforcement.policy import PolicyStage
     from agentops_sdk.enforcement.stage import Stage
 
 __all__ = ["hub_source", "install_stages"]
@@ -28,6 +30,8 @@ def install_stages(options: Options, enforcer: Enforcer) -> KillSwitch | None:
     With a hub, ``init()`` then waits up to ``hub_wait`` for the hub's first word."""
     policy = _install_policy(options, enforcer)  # before controls: their saved age wins
     budget = _install_budgets(options, enforcer)
+    if policy is not None and budget is not None:
+        policy.costs = budget.costs  # cost limits price calls at the org's prices too
     _install_approvals(options, enforcer, tuple(s for s in (policy, budget) if s is not None))
     controls = _kill_switch(options, enforcer)
     if controls is not None and options.hub_wait:
@@ -101,7 +105,7 @@ def _await_first_word(link: HubLink, timeout: float) -> None:
         )
 
 
-def _install_budgets(options: Options, enforcer: Enforcer) -> Stage | None:
+def _install_budgets(options: Options, enforcer: Enforcer) -> BudgetStage | None:
     """The budget stage, installed for a client with a hub URL and an API key (unless
     ``controls`` is off); it idles while the org has no budget."""
     if not (options.controls and options.hub_url and options.api_key):
@@ -130,7 +134,7 @@ def _install_approvals(options: Options, enforcer: Enforcer, askers: tuple[Stage
     enforcer.install(ApprovalStage(enforcer.link, hub, askers=askers))
 
 
-def _install_policy(options: Options, enforcer: Enforcer) -> Stage | None:
+def _install_policy(options: Options, enforcer: Enforcer) -> PolicyStage | None:
     """The policy stage, installed for a client with a local policy file, or a hub URL and an
     API key (unless ``controls`` is off: then the hub governs nothing): the hub's set, starting
     from the one the last process saved, if any; the file's set applies whenever the hub has

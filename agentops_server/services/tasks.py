@@ -28,6 +28,7 @@ from agentops_server.backends.mailer import Mailer
 from agentops_server.backends.stats_cache import StatsCache, create_stats_cache
 from agentops_server.services.analytics.rollups import RollupTasks
 from agentops_server.services.budgets.alerts import BudgetTasks
+from agentops_server.services.budgets.state import Clock, utc_now
 from agentops_server.services.costs import totals
 from agentops_server.services.governance.approval_tasks import ApprovalTasks
 from agentops_server.services.notifications.announcements import Notifier
@@ -59,6 +60,8 @@ class TaskContext:
     stats_cache: StatsCache | None = None
     """The cache rollups make stale (None: one on Redis or in this process, from settings)."""
     live: LiveUpdates | None = None
+    clock: Clock = utc_now
+    """The time budgets' windows and alerts are read at (a test's clock, in tests)."""
 
 
 Registrar = Callable[[DerivedWork, TaskContext], None]
@@ -81,7 +84,7 @@ def _costs(derived: DerivedWork, context: TaskContext) -> None:
 
 def _budgets(derived: DerivedWork, context: TaskContext) -> None:
     notifier = Notifier(context.engine, context.settings, context.mailer, derived)
-    BudgetTasks(context.engine, notifier, derived).register()
+    BudgetTasks(context.engine, notifier, derived, context.clock).register()
 
 
 def _analytics(derived: DerivedWork, context: TaskContext) -> None:

@@ -1,17 +1,20 @@
-"""Hub processes for the end-to-end tests, and the policies and runs API an operator uses on
-them."""
+"""Hub processes (and workers of their derived work) for the end-to-end tests, and the policies
+and runs API an operator uses on them."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.server.servers import HubOutput, HubProcess, hub_process, wait_until
+from tests.server.servers import HUB, HubOutput, HubProcess, hub_process, wait_until
 
 VISIBLE = 5.0
 """How soon a decision must be readable through the hub's API, and a policy change must reach
@@ -101,3 +104,35 @@ def _walk(nodes: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     for node in nodes:
         yield node
         yield from _walk(node["children"])
+
+
+@contextmanager
+def worker(database_url: str, redis_url: str, queue_name: str, log: Path) -> Iterator[None]:
+    """An ``agentops-hub worker`` running the derived work of the queue ``queue_name`` (the
+    hub's tasks only), its output in ``log``; stopped with SIGTERM afterwards."""
+    command = [
+        str(HUB),
+        "worker",
+        "--database-url",
+        database_url,
+        "--redis-url",
+        redis_url,
+        "--queue",
+        queue_name,
+        "--sweep-interval",
+        "1",
+        "--shutdown-grace",
+        "1",
+    ]
+    clean = {name: value for name, value in os.environ.items() if not name.startswith("AGENTOPS_")}
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, env=clean, stdout=output, stderr=subprocess.STDOUT)
+        try:
+            yield
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

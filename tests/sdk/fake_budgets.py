@@ -10,15 +10,17 @@ It keeps the lease accounting of :mod:`agentops_sdk.contract.budgets` (the spec)
   one lock, so two asks never grant the same dollars; the same ``request_id`` answers the same
   lease (``200``); nothing left: ``409 budget_exhausted``.
 - ``POST /api/v1/budgets/leases/{id}/report`` (a ``LeaseReport``): records the spend, renews,
-  grants ``more_usd`` (``409 budget_exhausted`` when nothing is left, changing nothing) or
-  releases.
+  grants ``more_usd`` as far as the budget has room (possibly nothing: ``granted_usd`` says)
+  or releases.
 
 A lease past ``expires_at`` reads as ``expired`` (computed when read: nothing sweeps). The
 ledger is what :meth:`charge` is given: each ingested LLM span's cost, against the leases it
 names (:class:`~tests.sdk.fake_hub.FakeHub` calls it). What a live lease holds back is its grant
 less what the ledger charged to it; a released or expired one holds back what its holder
-reported spending and the ledger has not charged yet. ``peak`` is the most ever committed
-(spent and held back) per budget; ``down`` answers every lease request with ``503``.
+reported spending and the ledger has not charged yet. A budget limiting tokens is kept the same
+way in tokens (``tokens`` asked, ``more_tokens``, ``spent_tokens``; the ledger charges a span's
+input and output tokens). ``peak`` (``peak_tokens``) is the most ever committed (spent and
+held back) per budget; ``down`` answers every lease request with ``503``.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from agentops_sdk.contract.budgets import (
     Lease,
     LeaseAsk,
     LeaseReport,
+    OrgModelPrice,
     window_of,
 )
 from agentops_sdk.contract.controls import ControlScope
@@ -74,6 +77,9 @@ def budget(
 class _Held:
     lease: Lease
     charged: Decimal = Decimal(0)
+    charged_tokens: int = 0
+    spent_tokens: int = 0
+    """The most tokens its holder reported spending."""
 
 
 class BudgetDesk:
@@ -86,7 +92,10 @@ class BudgetDesk:
         self.leases: dict[uuid.UUID, _Held] = {}
         self.spent: dict[uuid.UUID, Decimal] = {}
         """The ledger: each budget's charged spend."""
+        self.spent_tokens: dict[uuid.UUID, int] = {}
+        """The same in tokens (input and output) of the calls charged."""
         self.peak: dict[uuid.UUID, Decimal] = {}
+        self.peak_tokens: dict[uuid.UUID, int] = {}
         self.asks: list[tuple[LeaseAsk, int]] = []
         self.reports: list[tuple[uuid.UUID, LeaseReport, int]] = []
         self.polls = 0
@@ -100,13 +109,15 @@ class BudgetDesk:
 
     # -- the org's side -------------------------------------------------------------------------
 
-    def publish(self, budgets: Iterable[Budget]) -> BudgetSet:
-        """Make ``budgets`` the org's budgets and push them on the stream."""
+    def publish(self, budgets: Iterable[Budget], prices: Iterable[OrgModelPrice] = ()) -> BudgetSet:
+        """Make ``budgets`` the org's budgets (and ``prices`` its own prices) and push them on
+        the stream."""
         with self._lock:
             self.current = BudgetSet(
                 org_id=ORG,
                 version=self.current.version + 1,
                 budgets=tuple(budgets),
+                prices=tuple(prices),
                 generated_at=datetime.now(UTC),
             )
             data = json.loads(self.current.model_dump_json())
@@ -116,9 +127,11 @@ class BudgetDesk:
     def charge(self, span: dict[str, Any]) -> None:
         """The ledger takes an ingested span: its cost, against the leases it names."""
         names = (span.get("attributes") or {}).get(LEASES_ATTRIBUTE)
-        cost = (span.get("llm") or {}).get("cost")
+        llm = span.get("llm") or {}
+        cost = llm.get("cost")
         if not names or cost is None:
             return
+        tokens = (llm.get("input_tokens") or 0) + (llm.get("output_tokens") or 0)
         with self._lock:
             for name in names:
                 held = self.leases.get(uuid.UUID(name))
@@ -127,12 +140,20 @@ class BudgetDesk:
                 held.charged += Decimal(str(cost))
                 budget_id = held.lease.budget_id
                 self.spent[budget_id] = self.spent.get(budget_id, Decimal(0)) + Decimal(str(cost))
+                if held.lease.granted_tokens is not None:
+                    held.charged_tokens += tokens
+                    self.spent_tokens[budget_id] = self.spent_tokens.get(budget_id, 0) + tokens
             self._lock.notify_all()
 
     def committed(self, budget_id: uuid.UUID) -> Decimal:
         """Spent and held back now."""
         with self._lock:
             return self.spent.get(budget_id, Decimal(0)) + self._held_back(budget_id)
+
+    def committed_tokens(self, budget_id: uuid.UUID) -> int:
+        """Tokens spent and held back now."""
+        with self._lock:
+            return self.spent_tokens.get(budget_id, 0) + self._held_back_tokens(budget_id)
 
     def live(self, budget_id: uuid.UUID) -> list[Lease]:
         with self._lock:
@@ -212,7 +233,11 @@ class BudgetDesk:
                 return 404, {"code": "not_found", "detail": "no such budget"}
             left = found.limit_usd - self.spent.get(budget_id, Decimal(0))
             left -= self._held_back(budget_id)
-            if left <= 0:
+            left_tokens = self._tokens_left(found)
+            tokens = None
+            if left_tokens is not None and ask.tokens is not None:
+                tokens = min(ask.tokens, left_tokens)
+            if left <= 0 or (left_tokens is not None and left_tokens <= 0):
                 self.asks.append((ask, 409))
                 return 409, {"code": "budget_exhausted", "detail": "nothing left"}
             now = datetime.now(UTC)
@@ -224,6 +249,7 @@ class BudgetDesk:
                 holder=ask.holder,
                 state="active",
                 granted_usd=min(ask.amount_usd, left),
+                granted_tokens=tokens,
                 window_start=None if window is None else window[0],
                 window_end=None if window is None else window[1],
                 expires_at=now + timedelta(seconds=ask.ttl),
@@ -242,16 +268,25 @@ class BudgetDesk:
                 return 404, {"code": "not_found", "detail": "no such lease"}
             lease = self._read(held).lease
             budget_id = lease.budget_id
-            granted = lease.granted_usd
-            if report.more_usd is not None and lease.state == "active" and not report.release:
-                found = next((b for b in self.current.budgets if b.id == budget_id), None)
-                left = Decimal(0) if found is None else found.limit_usd
+            granted, granted_tokens = lease.granted_usd, lease.granted_tokens
+            found = next((b for b in self.current.budgets if b.id == budget_id), None)
+            growing = lease.state == "active" and not report.release and found is not None
+            if report.more_usd is not None and growing and found is not None:
+                left = found.limit_usd
                 left -= self.spent.get(budget_id, Decimal(0)) + self._held_back(budget_id)
-                if left <= 0:
-                    self.reports.append((lease_id, report, 409))
-                    return 409, {"code": "budget_exhausted", "detail": "nothing left"}
-                granted += min(report.more_usd, left)
-            update: dict[str, Any] = {"spent_usd": report.spent_usd, "granted_usd": granted}
+                granted += max(Decimal(0), min(report.more_usd, left))
+            if report.more_tokens is not None and growing and found is not None:
+                left_tokens = self._tokens_left(found)
+                if left_tokens is not None:
+                    more_tokens = max(0, min(report.more_tokens, left_tokens))
+                    granted_tokens = (granted_tokens or 0) + more_tokens
+            update: dict[str, Any] = {
+                "spent_usd": report.spent_usd,
+                "granted_usd": granted,
+                "granted_tokens": granted_tokens,
+            }
+            if report.spent_tokens is not None:
+                held.spent_tokens = max(held.spent_tokens, report.spent_tokens)
             if lease.state == "active":
                 if report.release:
                     update["state"] = "released"
@@ -279,9 +314,28 @@ class BudgetDesk:
             total += max(kept - held.charged, Decimal(0))
         return total
 
+    def _held_back_tokens(self, budget_id: uuid.UUID) -> int:
+        total = 0
+        for held in self.leases.values():
+            if held.lease.budget_id != budget_id:
+                continue
+            lease = self._read(held).lease
+            kept = (lease.granted_tokens or 0) if lease.state == "active" else held.spent_tokens
+            total += max(kept - held.charged_tokens, 0)
+        return total
+
+    def _tokens_left(self, found: Budget) -> int | None:
+        """The tokens ``found`` has left (None: it limits none; caller locks)."""
+        if found.limit_tokens is None:
+            return None
+        spent = self.spent_tokens.get(found.id, 0)
+        return found.limit_tokens - spent - self._held_back_tokens(found.id)
+
     def _note_peak(self, budget_id: uuid.UUID) -> None:
         committed = self.spent.get(budget_id, Decimal(0)) + self._held_back(budget_id)
         self.peak[budget_id] = max(self.peak.get(budget_id, Decimal(0)), committed)
+        tokens = self.spent_tokens.get(budget_id, 0) + self._held_back_tokens(budget_id)
+        self.peak_tokens[budget_id] = max(self.peak_tokens.get(budget_id, 0), tokens)
 
 
 def _json(lease: Lease) -> dict[str, Any]:

@@ -10,6 +10,7 @@ when read; the LLM is the real ``openai`` client over a mocked transport that co
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -30,8 +31,9 @@ from langchain_core.messages import AIMessage
 import agentops_sdk as agentops
 from agentops_sdk import integrations, pricing
 from agentops_sdk.contract import budgets as contract
-from agentops_sdk.contract.budgets import Budget
+from agentops_sdk.contract.budgets import Budget, OrgModelPrice
 from agentops_sdk.contract.controls import AgentProfile
+from agentops_sdk.contract.pricing import Usage, cost_of, worst_case_cost
 from agentops_sdk.enforcement import budgets
 from agentops_sdk.enforcement.budget_costs import DEFAULT_OUTPUT_BOUND, input_bound, output_bound
 from agentops_sdk.enforcement.budget_leases import Account
@@ -237,6 +239,115 @@ def test_calls_stop_when_the_budget_is_spent_and_spend_never_passes_the_limit(
     assert llm.requests == admitted  # the refused call sent nothing
     assert admitted * COST <= limit
     assert desk.peak[capped.id] <= limit
+
+
+def test_calls_reserve_and_spend_at_the_orgs_own_price_of_their_model(
+    connect: Callable[..., CapturedEvents], desk: BudgetDesk, llm: FakeLLM
+) -> None:
+    assert WORST is not None
+    own = OrgModelPrice(model=MODEL, input=Decimal(30), output=Decimal(120))  # 200 x the catalog
+    own_worst = worst_case_cost(
+        own.price(), input_bound({"messages": MESSAGES}), output_bound({"max_tokens": 100})
+    )
+    capped = budget(WORST * 50)  # room for the catalog's worst case, not the org's
+    desk.publish([capped], prices=[own])
+    events = connect()
+    client = llm.client()
+
+    with pytest.raises(agentops.BudgetExceeded, match=f"{own_worst:.6f}"):
+        ask(client)
+    roomy = budget(own_worst * 2, name="roomy")
+    desk.publish([roomy], prices=[own])
+    assert eventually(lambda: roomy.id in stage_of(events).keeper.accounts)
+    ask(client)
+
+    grant = account(events, roomy).grant
+    assert grant is not None
+    assert grant.spent == cost_of(own.price(), Usage(input_tokens=1, output_tokens=100)).total
+    assert llm.requests == 1
+
+
+def test_a_policys_cost_per_call_prices_at_the_orgs_own_price_too(
+    connect: Callable[..., CapturedEvents], desk: BudgetDesk, llm: FakeLLM, tmp_path: Path
+) -> None:
+    assert WORST is not None
+    own = OrgModelPrice(model=MODEL, input=Decimal(30), output=Decimal(120))
+    rule = {"id": "dear", "limit": {"cost_per_call": float(WORST * 10)}, "outcome": "deny"}
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"version": 1, "rules": [rule]}))
+    desk.publish([], prices=[own])
+    connect(policy_file=policy)
+
+    with pytest.raises(agentops.PolicyViolation, match="cost_per_call"):
+        ask(llm.client())  # under the cap at the catalog's price, 20 x over it at the org's
+    assert llm.requests == 0
+
+
+TOKENS = input_bound({"messages": MESSAGES}) + 100
+"""The tokens one :func:`ask` reserves under a budget limiting tokens."""
+USED = 1 + 100
+"""The tokens one :func:`ask` uses (1 input token for "hello", ``max_tokens`` out)."""
+
+
+def test_a_call_over_a_budgets_token_limit_is_refused_before_any_request_is_sent(
+    connect: Callable[..., CapturedEvents], desk: BudgetDesk, llm: FakeLLM
+) -> None:
+    desk.publish([budget("100", name="few tokens", limit_tokens=TOKENS - 1)])
+    events = connect()
+
+    with pytest.raises(agentops.BudgetExceeded, match=f"up to {TOKENS} tokens"):
+        ask(llm.client())
+    assert llm.requests == 0
+    (span,) = llm_spans(events)
+    (decision,) = budget_decisions(span)
+    assert (decision.outcome, decision.rule) == ("deny", "budget:few tokens")
+
+
+def test_calls_reserve_tokens_beside_usd_and_reconcile_to_the_tokens_they_used(
+    connect: Callable[..., CapturedEvents], desk: BudgetDesk, llm: FakeLLM
+) -> None:
+    capped, usd_only = budget("100", limit_tokens=100_000), budget("100", name="usd only")
+    desk.publish([capped, usd_only])
+    events = connect()
+    client = llm.client()
+    for _ in range(3):
+        ask(client)
+    grant = account(events, capped).grant
+    assert grant is not None
+    held = (grant.reserved_tokens, grant.spent_tokens, grant.granted_tokens)
+    events.client.shutdown(5.0)
+
+    asked = {ask.request_id: ask.tokens for ask, _ in desk.asks}
+    (lease,) = [h.lease for h in desk.leases.values() if h.lease.budget_id == capped.id]
+    (other,) = [h.lease for h in desk.leases.values() if h.lease.budget_id == usd_only.id]
+    assert (asked[lease.request_id] or 0) >= TOKENS
+    assert asked[other.request_id] is None, "a budget limiting no tokens is asked for none"
+    assert held == (0, 3 * USED, lease.granted_tokens)
+    _, report, _ = next(r for r in reversed(desk.reports) if r[0] == lease.id)
+    assert (report.release, report.spent_tokens) == (True, 3 * USED)
+
+
+def test_calls_stop_when_a_budgets_tokens_are_spent_and_never_pass_its_token_limit(
+    connect: Callable[..., CapturedEvents], desk: BudgetDesk, llm: FakeLLM
+) -> None:
+    limit = TOKENS * 9 // 2
+    capped = budget("100", limit_tokens=limit)
+    desk.publish([capped])
+    connect()
+    client = llm.client()
+    admitted = 0
+    for _ in range(20):
+        try:
+            ask(client)
+        except agentops.BudgetExceeded:
+            break
+        admitted += 1
+
+    # each call reserves its worst case and gives back what it did not use
+    assert admitted == (limit - TOKENS) // USED + 1
+    assert llm.requests == admitted  # the refused call sent nothing
+    assert admitted * USED <= limit
+    assert desk.peak_tokens[capped.id] <= limit
 
 
 def test_an_async_call_awaits_its_first_lease(

@@ -6,9 +6,8 @@ threads and asyncio tasks making chat calls through the real ``openai`` client t
 with random latency, whose answers cost at or under what the SDK reserved. The worst cases of
 all the calls sum to three times the budget. The hub is :class:`~tests.sdk.fake_hub.FakeHub`
 (its ledger is charged from the spans the processes deliver). The processes are given only
-the hub's URL and key: to run the same property against a real hub (SQLite, or PostgreSQL +
-Redis), create the budget through its API and read the committed peak from
-``GET /api/v1/budgets/{id}/state`` instead of the fake's ``peak``.
+the hub's URL and key: ``tests/e2e/test_budgets.py`` runs the same property against the real
+hub, on SQLite and on PostgreSQL + Redis.
 """
 
 from __future__ import annotations

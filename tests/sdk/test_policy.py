@@ -479,9 +479,10 @@ def test_a_steps_limit_counts_the_runs_steps(tmp_path: Path) -> None:
             think()
 
 
-def test_cost_limits_are_noted_once_as_waiting_for_pricing(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+def test_cost_limits_are_noted_once_when_calls_cannot_be_priced(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setitem(sys.modules, "genai_prices", None)  # as without the pricing extra
     document = {
         "version": 1,
         "rules": [{"id": "spend", "limit": {"cost_per_run": 1}, "outcome": "deny"}],
@@ -494,9 +495,10 @@ def test_cost_limits_are_noted_once_as_waiting_for_pricing(
         search("a")
         search("b")
 
-    notes = [record for record in caplog.records if "does not price calls" in record.message]
+    notes = [record for record in caplog.records if "cannot be priced" in record.message]
     assert len(notes) == 1
     assert "spend" in notes[0].message
+    assert "agentops-hub[pricing]" in notes[0].message
     assert ran == ["search a", "search b"]
 
 

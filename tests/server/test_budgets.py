@@ -66,10 +66,38 @@ class RecordingRunner(InProcessRunner):
         await super().dispatch(notice)
 
 
+class MovableClock:
+    """The hub's clock in a test: it reads ``at`` until the test moves it."""
+
+    def __init__(self, at: dt.datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> dt.datetime:
+        return self.at
+
+
+ZONE_MIDNIGHT = dt.datetime(2026, 11, 3, 5, 0, tzinfo=dt.UTC)
+"""Midnight in New York (EST, UTC-5: daylight saving ended on the 1st)."""
+
+
 @pytest.fixture
 def hub(settings: Settings) -> Iterator[Hub]:
     runner = RecordingRunner()
     with TestClient(create_app(settings, derived_work=runner)) as client:
+        yield Hub(client, runner)
+
+
+@pytest.fixture
+def clock() -> MovableClock:
+    """The clock of ``timed_hub``: half an hour before midnight in New York."""
+    return MovableClock(ZONE_MIDNIGHT - dt.timedelta(minutes=30))
+
+
+@pytest.fixture
+def timed_hub(settings: Settings, clock: MovableClock) -> Iterator[Hub]:
+    """A hub whose budgets read the time from ``clock``."""
+    runner = RecordingRunner()
+    with TestClient(create_app(settings, derived_work=runner, clock=clock)) as client:
         yield Hub(client, runner)
 
 
@@ -237,6 +265,49 @@ def test_the_effective_set_is_served_with_its_etag_and_304_and_grows_with_each_c
     assert same.status_code == 304
 
 
+def test_the_effective_set_carries_the_orgs_own_prices_and_grows_with_each_price_change(
+    hub: Hub, people: People, org: IssuedKey, migrated_url: str
+) -> None:
+    owner = people.add(Role.OWNER)
+    ingest = bearer(limited_key(migrated_url, org.org_id, scopes=["ingest"]).key)
+    before = hub.client.get("/api/v1/budgets/effective", headers=ingest)
+    price = {
+        "model": "gpt-4o-mini",
+        "provider": "openai",
+        "input": "1.5",
+        "output": "6",
+        "tiers": [{"above_input_tokens": 100_000, "input": "3", "output": "12"}],
+    }
+    made = hub.client.post("/api/v1/pricing/overrides", json=price, headers=owner.headers)
+    assert made.status_code == 201, made.text
+    stale = hub.client.get(
+        "/api/v1/budgets/effective", headers=ingest | {"If-None-Match": before.headers["etag"]}
+    )
+    after = BudgetSet.model_validate_json(stale.content)
+    removed = hub.client.delete(
+        f"/api/v1/pricing/overrides/{made.json()['id']}", headers=owner.headers
+    )
+    assert removed.status_code in (200, 204), removed.text
+    gone = BudgetSet.model_validate_json(
+        hub.client.get("/api/v1/budgets/effective", headers=ingest).content
+    )
+
+    assert stale.status_code == 200, "a price change is a new version of the set"
+    [own] = after.prices
+    assert (own.model, own.provider, own.input, own.output) == (
+        "gpt-4o-mini",
+        "openai",
+        Decimal("1.5"),
+        Decimal(6),
+    )
+    assert [(t.above_input_tokens, t.input, t.output) for t in own.tiers] == [
+        (100_000, Decimal(3), Decimal(12))
+    ]
+    assert own.price().rates_for(200_000).input == Decimal(3)
+    assert gone.prices == ()
+    assert gone.version == after.version + 1
+
+
 def test_who_may_change_budgets(
     hub: Hub, people: People, org: IssuedKey, migrated_url: str
 ) -> None:
@@ -342,12 +413,50 @@ def test_state_reports_spent_reserved_remaining_projection_and_leases(
     assert lease.granted_usd == 3
 
 
+def test_a_window_resets_as_the_clock_crosses_midnight_in_the_budgets_time_zone(
+    timed_hub: Hub, clock: MovableClock, people: People, org: IssuedKey, migrated_url: str
+) -> None:
+    hub = timed_hub
+    owner = people.add(Role.OWNER)
+    budget_id = create(hub, owner.headers, timezone="America/New_York", limit_usd="2")["budget"][
+        "id"
+    ]
+    before, after = clock.at, ZONE_MIDNIGHT + dt.timedelta(minutes=30)
+    run = run_event(started_at=before.isoformat(), ended_at=after.isoformat())
+    send(hub, org, run, *calls(run, 400_000, at=before))  # $1: 50%
+    late = state(hub, owner.headers, budget_id)
+    late_lease = Lease.model_validate_json(ask(hub, org, budget_id, "5").content)
+
+    clock.at = after
+    early = state(hub, owner.headers, budget_id)
+    outstanding = hub.client.get(f"/api/v1/budgets/{budget_id}/leases", headers=owner.headers)
+    early_lease = Lease.model_validate_json(ask(hub, org, budget_id, "5").content)
+    send(hub, org, run, *calls(run, 400_000, at=after))  # $1: 50% of the new window
+    alerts = stored(migrated_url, BudgetAlert)
+
+    assert late.window_end == early.window_start == ZONE_MIDNIGHT
+    assert (late.spent_usd, late.remaining_usd) == (Decimal(1), Decimal(1))
+    assert late_lease.granted_usd == 1, "what was left of the old window"
+    assert late_lease.expires_at <= ZONE_MIDNIGHT, "a lease ends with its window"
+    assert (early.spent_usd, early.reserved_usd, early.remaining_usd) == (
+        Decimal(0),
+        Decimal(0),
+        Decimal(2),
+    )
+    assert outstanding.json() == []
+    assert early_lease.granted_usd == 2
+    assert sorted((a["window_start"].replace(tzinfo=dt.UTC), a["threshold"]) for a in alerts) == [
+        (late.window_start, 50),
+        (ZONE_MIDNIGHT, 50),
+    ], "each threshold once per window"
+
+
 def test_windows_reset_at_local_midnight_in_the_budgets_time_zone(
     hub: Hub, people: People, org: IssuedKey, migrated_url: str
 ) -> None:
     owner = people.add(Role.OWNER)
     budget_id = create(hub, owner.headers, timezone="America/New_York")["budget"]["id"]
-    zone_midnight = dt.datetime(2026, 11, 3, 5, 0, tzinfo=dt.UTC)  # 00:00 in New York (EST)
+    zone_midnight = ZONE_MIDNIGHT
     before, after = (
         zone_midnight - dt.timedelta(minutes=30),
         zone_midnight + dt.timedelta(minutes=30),
@@ -536,6 +645,9 @@ def test_concurrent_asks_worth_three_times_the_budget_never_grant_past_it(
 def test_each_threshold_alerts_once_per_window_in_app_by_mail_and_signed_webhook(
     settings: Settings, people: People, org: IssuedKey
 ) -> None:
+    # 01:00 UTC: the projected-overrun alert waits a tenth of the day (02:24), so only the
+    # thresholds are due, whenever the test runs.
+    at = dt.datetime(2026, 11, 3, 1, 0, tzinfo=dt.UTC)
     from tests.server.webhook_receiver import receiving
 
     owner = people.add(Role.OWNER, email="olga@acme.example")
@@ -549,7 +661,7 @@ def test_each_threshold_alerts_once_per_window_in_app_by_mail_and_signed_webhook
         changed = dataclasses.replace(
             settings, mail_url=f"smtp://127.0.0.1:{port}", webhooks_allow_private=True
         )
-        with TestClient(create_app(changed, derived_work=runner)) as client:
+        with TestClient(create_app(changed, derived_work=runner, clock=MovableClock(at))) as client:
             hub = Hub(client, runner)
             hook = client.post(
                 "/api/v1/webhooks",
@@ -557,14 +669,12 @@ def test_each_threshold_alerts_once_per_window_in_app_by_mail_and_signed_webhook
                 headers=owner.headers,
             )
             assert hook.status_code == 201, hook.text
-            # Weekly: the projected-overrun alert waits a tenth of the window (16.8 h of the week;
-            # a day's tenth passes at 02:24 UTC and made this test depend on the hour it ran).
-            create(hub, owner.headers, limit_usd="2", notify=[watcher.email], period="weekly")
-            run = now_run()
-            first = calls(run, 480_000)  # $1.20: 60%
+            create(hub, owner.headers, limit_usd="2", notify=[watcher.email])
+            run = run_event(started_at=at.isoformat(), ended_at=at.isoformat())
+            first = calls(run, 480_000, at=at)  # $1.20: 60%
             send(hub, org, run, *first)
             send(hub, org, run, *first)  # again: nothing new
-            send(hub, org, run, *calls(run, 200_000))  # $1.70: 85%
+            send(hub, org, run, *calls(run, 200_000, at=at))  # $1.70: 85%
             told = notifications(client, watcher)
             alerts = stored(changed.database_url, BudgetAlert)
         delivered = receiver.wait_for(2)
@@ -684,3 +794,20 @@ def test_a_budget_limiting_tokens_grants_tokens_up_to_its_limit_too(
         None,
     )
     assert_problem(none_left, 409, "budget_exhausted")
+
+
+def test_more_tokens_on_a_lease_grow_its_tokens_only_as_far_as_the_budget_has_room(
+    hub: Hub, people: People, org: IssuedKey
+) -> None:
+    owner = people.add(Role.OWNER)
+    budget_id = create(hub, owner.headers, limit_tokens=1_000)["budget"]["id"]
+    first = Lease.model_validate_json(ask(hub, org, budget_id, "1", tokens=300).content)
+    Lease.model_validate_json(ask(hub, org, budget_id, "1", tokens=500).content)
+    grown = report(hub, org, str(first.id), spent_usd="0", spent_tokens=100, more_tokens=150)
+    capped = report(hub, org, str(first.id), spent_usd="0", more_tokens=1_000)
+    none_left = report(hub, org, str(first.id), spent_usd="0", more_tokens=1)
+
+    assert grown.granted_tokens == 450
+    assert capped.granted_tokens == 500, "the other lease's 500 tokens are not given twice"
+    assert none_left.granted_tokens == 500
+    assert none_left.granted_usd == first.granted_usd, "no USD was asked for"

@@ -11,7 +11,6 @@ docs/budgets.md).
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from typing import Annotated, Any
 
@@ -39,7 +38,7 @@ from agentops_server.services.budgets.definitions import (
     BudgetsChanged,
     BudgetView,
 )
-from agentops_server.services.budgets.state import budget_state
+from agentops_server.services.budgets.state import Clock, budget_state
 from agentops_server.services.governance.operators import operator_of
 from agentops_server.values import Text
 
@@ -149,7 +148,8 @@ class BudgetController(Controller):
         description=(
             "`spent_usd` is everything spent under the lease so far (reports can be retried); "
             "`release` gives back the rest; `renew_ttl` keeps it active that many more "
-            "seconds; `more_usd` grows it as far as the budget has room."
+            "seconds; `more_usd` (and `more_tokens`, on a budget limiting tokens) grows it as "
+            "far as the budget has room."
         ),
         responses=problems(
             LEASE_NOT_FOUND,
@@ -162,12 +162,15 @@ class BudgetController(Controller):
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
         derived_work: NamedDependency[DerivedWork],
+        clock: NamedDependency[Clock],
         lease_id: LeaseId,
         data: JSONBody[LeaseReport],
     ) -> Lease:
         """Report on the lease."""
         found = _uuid_of(lease_id, LEASE_NOT_FOUND)
-        return await leases.report_lease(db_session, request.auth.org_id, found, data, derived_work)
+        return await leases.report_lease(
+            db_session, request.auth.org_id, found, data, derived_work, now=clock()
+        )
 
     @get(
         "/{budget_id:str}",
@@ -257,6 +260,7 @@ class BudgetController(Controller):
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
         derived_work: NamedDependency[DerivedWork],
+        clock: NamedDependency[Clock],
         budget_id: BudgetId,
         data: JSONBody[BudgetReset],
     ) -> BudgetState:
@@ -268,6 +272,7 @@ class BudgetController(Controller):
             _uuid_of(budget_id, BUDGET_NOT_FOUND),
             data.reason,
             derived_work,
+            now=clock(),
         )
 
     @get(
@@ -281,13 +286,14 @@ class BudgetController(Controller):
         *,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
+        clock: NamedDependency[Clock],
         budget_id: BudgetId,
     ) -> BudgetState:
         """The budget's figures in its current window, computed now."""
         row = await definitions.budget_row(
             db_session, request.auth.org_id, _uuid_of(budget_id, BUDGET_NOT_FOUND)
         )
-        return await budget_state(db_session, row, dt.datetime.now(dt.UTC))
+        return await budget_state(db_session, row, clock())
 
     @post(
         "/{budget_id:str}/leases",
@@ -314,6 +320,7 @@ class BudgetController(Controller):
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
         derived_work: NamedDependency[DerivedWork],
+        clock: NamedDependency[Clock],
         budget_id: BudgetId,
         data: JSONBody[LeaseAsk],
     ) -> Response[Lease]:
@@ -324,6 +331,7 @@ class BudgetController(Controller):
             _uuid_of(budget_id, BUDGET_NOT_FOUND),
             data,
             derived_work,
+            now=clock(),
         )
         return Response(lease, status_code=201 if made else 200)
 
@@ -340,11 +348,12 @@ class BudgetController(Controller):
         *,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
+        clock: NamedDependency[Clock],
         budget_id: BudgetId,
     ) -> list[Lease]:
         """The outstanding leases."""
         return await leases.outstanding_leases(
-            db_session, request.auth.org_id, _uuid_of(budget_id, BUDGET_NOT_FOUND)
+            db_session, request.auth.org_id, _uuid_of(budget_id, BUDGET_NOT_FOUND), now=clock()
         )
 
 

@@ -17,6 +17,7 @@ from agentops_server.backends.derived_work import DerivedWork
 from agentops_server.refusals import Conflict, Invalid, NotFound
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
+from agentops_server.services.budgets.definitions import BudgetsChanged
 from agentops_server.services.costs import jobs, org_prices
 from agentops_server.services.costs.jobs import JobView, RecomputeRange
 from agentops_server.services.costs.org_prices import (
@@ -106,13 +107,17 @@ class PricingController(Controller):
         self,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
+        budgets_changed: NamedDependency[BudgetsChanged],
         data: JSONBody[NewPrice],
     ) -> OrgPriceView:
         """Price a model for this org (audited `price.created`): it overrides the catalog's
-        price of that model, or prices a model the catalog does not know."""
-        return await org_prices.create_price(
+        price of that model, or prices a model the catalog does not know. The org's SDKs get
+        it with its budgets."""
+        made = await org_prices.create_price(
             db_session, request.auth.org_id, actor_of(request), data
         )
+        await budgets_changed(request.auth.org_id)
+        return made
 
     @get(
         "/overrides/{price_id:str}",
@@ -142,14 +147,17 @@ class PricingController(Controller):
         self,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
+        budgets_changed: NamedDependency[BudgetsChanged],
         price_id: PriceId,
         data: JSONBody[NewPrice],
     ) -> OrgPriceView:
         """Replace one of the org's prices (audited `price.updated`, before and after). Calls
         ingested from now on are priced at it; `POST /pricing/recompute` re-prices earlier ones."""
-        return await org_prices.update_price(
+        changed = await org_prices.update_price(
             db_session, request.auth.org_id, actor_of(request), _uuid_of(price_id), data
         )
+        await budgets_changed(request.auth.org_id)
+        return changed
 
     @delete(
         "/overrides/{price_id:str}",
@@ -161,12 +169,14 @@ class PricingController(Controller):
         self,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
+        budgets_changed: NamedDependency[BudgetsChanged],
         price_id: PriceId,
     ) -> None:
         """Delete one of the org's prices (audited `price.deleted`): the catalog's applies again."""
         await org_prices.delete_price(
             db_session, request.auth.org_id, actor_of(request), _uuid_of(price_id)
         )
+        await budgets_changed(request.auth.org_id)
 
     @post(
         "/recompute",

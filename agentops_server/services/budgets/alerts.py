@@ -45,7 +45,7 @@ from agentops_server.services.audit import SYSTEM
 from agentops_server.services.budgets.charges import charge_spans
 from agentops_server.services.budgets.definitions import BUDGET_CHANGED
 from agentops_server.services.budgets.leases import BUDGET_CHECK
-from agentops_server.services.budgets.state import budget_state, window_at
+from agentops_server.services.budgets.state import Clock, budget_state, utc_now, window_at
 from agentops_server.services.governance import controls
 from agentops_server.services.governance.controls import ControlRequest, ScopeRequest
 from agentops_server.services.governance.operators import Operator
@@ -70,10 +70,17 @@ _SYSTEM: Final = "system"
 class BudgetTasks:
     """The budgets' derived work, announcing through ``notifier``."""
 
-    def __init__(self, engine: AsyncEngine, notifier: Notifier, derived: DerivedWork) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        notifier: Notifier,
+        derived: DerivedWork,
+        clock: Clock = utc_now,
+    ) -> None:
         self._engine = engine
         self._notifier = notifier
         self._derived = derived
+        self._clock = clock
 
     def register(self) -> None:
         """Register the tasks on the derived-work queue."""
@@ -102,8 +109,9 @@ class BudgetTasks:
     async def check(
         self, org_id: uuid.UUID, budget_ids: Iterable[uuid.UUID], now: dt.datetime | None = None
     ) -> None:
-        """Raise the alerts (and the pause) due on ``budget_ids`` at ``now``, each once."""
-        now = now or dt.datetime.now(dt.UTC)
+        """Raise the alerts (and the pause) due on ``budget_ids`` at ``now`` (the clock's
+        time), each once."""
+        now = now or self._clock()
         for budget_id in sorted(budget_ids):
             with tenant(org_id=org_id):
                 async with open_session(self._engine) as session:

@@ -42,6 +42,7 @@ from agentops_server.services.budgets.state import (
     lock_budget,
     plain,
     spent_in,
+    utc_now,
     window_at,
 )
 from agentops_server.services.costs.run_totals import chunks
@@ -110,17 +111,19 @@ async def reset_budget(
     budget_id: uuid.UUID,
     reason: str,
     derived: DerivedWork | None = None,
+    *,
+    now: dt.datetime | None = None,
 ) -> BudgetState:
-    """Write off the spend of the budget's current window so far (leases keep what they
-    hold); audit; commit; notify. Refusals: ``budget_not_found``, ``not_your_team``,
-    ``invalid_reason``."""
+    """Write off the spend of the budget's window at ``now`` (the system's time) so far
+    (leases keep what they hold); audit; commit; notify. Refusals: ``budget_not_found``,
+    ``not_your_team``, ``invalid_reason``."""
     reason = reason.strip()
     if not 1 <= len(reason) <= 1024:
         raise Invalid("invalid_reason", "Say why, in 1 to 1,024 characters.")
     row = await budget_row(session, operator.org_id, budget_id)
     await check_reach(session, operator, row)
     await lock_budget(session, operator.org_id, budget_id)
-    now = dt.datetime.now(dt.UTC)
+    now = now or utc_now()
     window = window_at(row, now)
     spent, tokens = await spent_in(session, operator.org_id, budget_id, window)
     session.add(

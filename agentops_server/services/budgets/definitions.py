@@ -34,6 +34,7 @@ from agentops_server.db.models import BudgetRow, BudgetVersion, Membership, User
 from agentops_server.db.upsert import dialect_insert
 from agentops_server.refusals import Conflict, Invalid, NotFound
 from agentops_server.services import audit
+from agentops_server.services.budgets.prices import org_prices
 from agentops_server.services.budgets.state import plain
 from agentops_server.services.governance.controls import ScopeRequest, checked_scope
 from agentops_server.services.governance.operators import Operator
@@ -59,6 +60,7 @@ __all__ = [
     "list_budgets",
     "load_budget_set",
     "notify_change",
+    "prices_changed",
     "view_of",
 ]
 
@@ -279,18 +281,26 @@ async def budget_version(session: AsyncSession, org_id: uuid.UUID) -> int:
 
 
 async def load_budget_set(session: AsyncSession, org_id: uuid.UUID) -> BudgetSet:
-    """The org's budgets as its SDKs read them, with the version read first (a set read so is
-    never older than its version)."""
+    """The org's budgets as its SDKs read them, and its own prices, with the version read first
+    (a set read so is never older than its version)."""
     version = await budget_version(session, org_id)
     rows = await session.scalars(
         select(BudgetRow).where(BudgetRow.org_id == org_id).order_by(BudgetRow.name)
     )
+    budgets = tuple(budget_of(row) for row in rows)
     return BudgetSet(
         org_id=org_id,
         version=version,
-        budgets=tuple(budget_of(row) for row in rows),
+        budgets=budgets,
+        prices=await org_prices(session, org_id),
         generated_at=dt.datetime.now(dt.UTC),
     )
+
+
+async def prices_changed(session: AsyncSession, org_id: uuid.UUID) -> None:
+    """The org's own prices change in this transaction: its budget set's version grows with
+    them (its SDKs reserve at those prices); the caller announces it (``budgets_changed``)."""
+    await _bump(session, org_id)
 
 
 async def current_etag(session: AsyncSession, org_id: uuid.UUID) -> str:

@@ -7,9 +7,10 @@ the limit. A soft budget grants what is asked, past the limit (an alert follows:
 :data:`BUDGET_CHECK` notice). Asking again with a ``request_id`` already used answers its lease.
 
 A holder reports what it spent so far (retries and reordering are harmless: the largest report
-holds), renews the lease (``renew_ttl``), asks for more on it (``more_usd``: granted as a new
-lease would be, possibly nothing) or releases it. A lease ends with its window, and is
-``expired`` once past ``expires_at`` (read so; written when next touched).
+holds), renews the lease (``renew_ttl``), asks for more on it (``more_usd``, and ``more_tokens``
+on a budget limiting tokens: granted as a new lease would be, possibly nothing) or releases it.
+A lease ends with its window, and is ``expired`` once past ``expires_at`` (read so; written
+when next touched).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from agentops_server.services.budgets.state import (
     lock_budget,
     plain,
     spent_in,
+    utc_now,
     window_at,
 )
 
@@ -53,16 +55,18 @@ async def grant_lease(
     budget_id: uuid.UUID,
     ask: LeaseAsk,
     derived: DerivedWork | None = None,
+    *,
+    now: dt.datetime | None = None,
 ) -> tuple[Lease, bool]:
-    """Grant a lease on the budget, or answer the one ``ask.request_id`` already has; the lease
-    and whether it was made now. Commits.
+    """Grant a lease on the budget at ``now`` (the system's time), or answer the one
+    ``ask.request_id`` already has; the lease and whether it was made now. Commits.
 
     Refusals: ``budget_not_found``, ``budget_exhausted`` (a hard budget with nothing left),
     ``lease_request_reused`` (the request id names a lease of another budget).
     """
     await lock_budget(session, org_id, budget_id)
     row = await budget_row(session, org_id, budget_id)
-    now = dt.datetime.now(dt.UTC)
+    now = now or utc_now()
     existing = await session.scalar(
         select(BudgetLease).where(
             BudgetLease.org_id == org_id, BudgetLease.request_id == ask.request_id
@@ -113,9 +117,11 @@ async def report_lease(
     lease_id: uuid.UUID,
     report: LeaseReport,
     derived: DerivedWork | None = None,
+    *,
+    now: dt.datetime | None = None,
 ) -> Lease:
-    """Record what the holder spent under the lease, and renew it, grow it or release it.
-    Commits.
+    """Record what the holder spent under the lease, and renew it, grow it or release it, at
+    ``now`` (the system's time). Commits.
 
     Refusals: ``lease_not_found``, ``lease_ended`` (renewing or growing a lease that was
     released, expired or whose window ended).
@@ -130,7 +136,7 @@ async def report_lease(
     await lock_budget(session, org_id, found)
     lease = await session.get(BudgetLease, (org_id, lease_id), populate_existing=True)
     assert lease is not None  # leases are never deleted
-    now = dt.datetime.now(dt.UTC)
+    now = now or utc_now()
     state = lease_of(lease, now).state
     lease.state = state
     lease.spent_usd = max(lease.spent_usd, report.spent_usd.quantize(_CENT))
@@ -138,12 +144,12 @@ async def report_lease(
         lease.spent_tokens = max(lease.spent_tokens or 0, report.spent_tokens)
     if report.release:
         lease.state = "released" if state == "active" else state
-    elif report.renew_ttl is not None or report.more_usd is not None:
+    elif any(ask is not None for ask in (report.renew_ttl, report.more_usd, report.more_tokens)):
         if state != "active":
             await session.rollback()
             raise Conflict("lease_ended", f"The lease is {state}: ask for a new one.")
-        if report.more_usd is not None:
-            await _grow(session, lease, report.more_usd, now)
+        if report.more_usd is not None or report.more_tokens is not None:
+            await _grow(session, lease, report, now)
         if report.renew_ttl is not None:
             renewed = now + dt.timedelta(seconds=report.renew_ttl)
             lease.expires_at = (
@@ -156,12 +162,17 @@ async def report_lease(
 
 
 async def outstanding_leases(
-    session: AsyncSession, org_id: uuid.UUID, budget_id: uuid.UUID
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    budget_id: uuid.UUID,
+    *,
+    now: dt.datetime | None = None,
 ) -> list[Lease]:
-    """The budget's leases active now, in its current window, oldest first: with the hub
-    unreachable, at most these can still be spent past what the ledger shows."""
+    """The budget's leases active at ``now`` (the system's time), in its window then, oldest
+    first: with the hub unreachable, at most these can still be spent past what the ledger
+    shows."""
     row = await budget_row(session, org_id, budget_id)
-    now = dt.datetime.now(dt.UTC)
+    now = now or utc_now()
     window = window_at(row, now)
     in_window = (
         BudgetLease.window_start.is_(None)
@@ -248,21 +259,33 @@ async def _grantable(
     return min(usd, left), tokens
 
 
-async def _grow(session: AsyncSession, lease: BudgetLease, more: Decimal, now: dt.datetime) -> None:
-    """Grant ``more`` on ``lease`` as a new lease would be granted, as far as the budget has
-    room (nothing left: the lease stays as it was)."""
+async def _grow(
+    session: AsyncSession, lease: BudgetLease, report: LeaseReport, now: dt.datetime
+) -> None:
+    """Grant the report's ``more_usd`` and ``more_tokens`` on ``lease`` as a new lease would be
+    granted, as far as the budget has room (nothing left: the lease stays as it was)."""
     row = await budget_row(session, lease.org_id, lease.budget_id)
     window = window_at(row, now)
     if window.start != lease.window_start:
         return  # its window ended: it reads as expired
     held = await holds_of(session, row.org_id, row.id, window, now)
     others = await holds_of(session, row.org_id, row.id, window, now, excluding=lease.id)
-    own = held.usd - others.usd  # what the lease itself holds back now
-    wanted = own + more.quantize(_CENT)
+    left: Decimal | None = None
+    left_tokens: int | None = None
     if row.hard:
-        left, _tokens = await _room(session, row, window, now, excluding=lease.id)
-        wanted = min(wanted, left)
-    lease.granted_usd += max(Decimal(0), wanted - own)
+        left, left_tokens = await _room(session, row, window, now, excluding=lease.id)
+    if report.more_usd is not None:
+        own = held.usd - others.usd  # what the lease itself holds back now
+        wanted = own + report.more_usd.quantize(_CENT)
+        if left is not None:
+            wanted = min(wanted, left)
+        lease.granted_usd += max(Decimal(0), wanted - own)
+    if report.more_tokens is not None and row.limit_tokens is not None:
+        own_tokens = held.tokens - others.tokens
+        wanted_tokens = own_tokens + report.more_tokens
+        if left_tokens is not None:
+            wanted_tokens = min(wanted_tokens, left_tokens)
+        lease.granted_tokens = (lease.granted_tokens or 0) + max(0, wanted_tokens - own_tokens)
 
 
 async def _check(derived: DerivedWork | None, org_id: uuid.UUID, budget_id: uuid.UUID) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Final
 
@@ -24,6 +25,7 @@ from agentops_server.db.models import BudgetLease, BudgetLedgerEntry, BudgetRow
 
 __all__ = [
     "EPOCH",
+    "Clock",
     "Holds",
     "Window",
     "budget_state",
@@ -33,11 +35,15 @@ __all__ = [
     "percent_of",
     "plain",
     "projected",
+    "utc_now",
     "window_at",
 ]
 
 EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 """The ledger's and alerts' window start for a ``total`` budget (one window, never ending)."""
+Clock = Callable[[], dt.datetime]
+"""What the budget services read the time from (aware, UTC): :func:`utc_now`, or a test's
+clock, given to the app (``create_app(clock=...)``) and its tasks."""
 _ZERO: Final = Decimal(0)
 _PROJECT_AFTER: Final = 0.1
 """The share of a window that must have passed before its spend is projected to its end."""
@@ -65,6 +71,11 @@ class Holds:
     tokens: int
     outstanding: int
     """Leases active now."""
+
+
+def utc_now() -> dt.datetime:
+    """The system's time: the hub's clock unless a test gives it another."""
+    return dt.datetime.now(dt.UTC)
 
 
 def window_at(row: BudgetRow, at: dt.datetime) -> Window:

@@ -9,7 +9,9 @@ checked against the unit (:func:`~agentops_sdk.contract.pricing.check_rate`): a 
 whatever provider a span names. A price for a model the catalog knows is an ``override``; for
 another, a ``custom`` model. Every change is audited (``price.created``, ``price.updated``,
 ``price.deleted``) in its transaction; it prices what is ingested from then on, and a recompute
-(:mod:`.totals`) re-prices what was stored before.
+(:mod:`.totals`) re-prices what was stored before. A change also grows the version of the org's
+budget set, which carries the org's prices to its SDKs (they reserve at them): the caller
+announces it (``budgets_changed``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from agentops_sdk.pricing import catalog
 from agentops_server.db.models import ModelPriceRow
 from agentops_server.refusals import Conflict, Invalid, NotFound
 from agentops_server.services import audit
+from agentops_server.services.budgets.definitions import prices_changed
 from agentops_server.services.costs.prices import (
     PriceBook,
     forget_price_book,
@@ -171,7 +174,7 @@ async def create_price(
         target_id=row.id,
         after=_snapshot(row),
     )
-    await _commit(session, data)
+    await _commit(session, org_id, data)
     forget_price_book(org_id)
     return _view(row)
 
@@ -199,7 +202,7 @@ async def update_price(
         before=before,
         after=_snapshot(row),
     )
-    await _commit(session, data)
+    await _commit(session, org_id, data)
     forget_price_book(org_id)
     return _view(row)
 
@@ -220,6 +223,7 @@ async def delete_price(
         target_id=price_id,
         before=before,
     )
+    await prices_changed(session, org_id)
     await session.commit()
     forget_price_book(org_id)
 
@@ -353,8 +357,11 @@ async def _row(session: AsyncSession, org_id: uuid.UUID, price_id: uuid.UUID) ->
     return row
 
 
-async def _commit(session: AsyncSession, data: NewPrice) -> None:
+async def _commit(session: AsyncSession, org_id: uuid.UUID, data: NewPrice) -> None:
+    """Commit a created or changed price, the org's budget set growing a version with it."""
     try:
+        await session.flush()
+        await prices_changed(session, org_id)
         await session.commit()
     except IntegrityError:
         await session.rollback()
