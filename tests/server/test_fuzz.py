@@ -106,6 +106,7 @@ def hub(settings: Settings, org: IssuedKey, people: People) -> Iterator[FuzzedHu
         yield FuzzedHub(url, schema, app, org, people)
 
 
+@pytest.mark.timeout(300)  # every route's cases: 140 s on a loaded 2-core machine
 def test_no_5xx_every_answer_declared_every_error_a_problem(hub: FuzzedHub) -> None:
     permissions = {
         (method.lower(), path): permission_of(handler)

@@ -58,7 +58,8 @@ class RollupRow(Base):
 
 class RollupBucket(Base):
     """One bucket of an org that has been rolled up: the row a rollup locks before it reads
-    and replaces the bucket's rows, so two rollups of one bucket take turns."""
+    and replaces the bucket's rows, so two rollups of one bucket take turns. ``wanted`` counts
+    the tickets taken after commits to roll up; ``done`` is the last one a rollup covered."""
 
     __tablename__ = "analytics_buckets"
 
@@ -66,3 +67,5 @@ class RollupBucket(Base):
     grain: Mapped[str] = mapped_column(String(8), primary_key=True)
     bucket_start: Mapped[dt.datetime] = mapped_column(Moment, primary_key=True)
     refreshed_at: Mapped[dt.datetime] = mapped_column(Moment)
+    wanted: Mapped[int] = mapped_column(BigInteger, default=0)
+    done: Mapped[int] = mapped_column(BigInteger, default=0)

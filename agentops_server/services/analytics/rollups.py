@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, insert, or_, select
+from sqlalchemy import and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from agentops_server.backends.derived_work import DerivedWork
@@ -52,6 +52,7 @@ __all__ = [
     "roll_up_day",
     "roll_up_hour",
     "roll_up_range",
+    "take_ticket",
 ]
 
 logger = logging.getLogger("agentops_server.analytics")
@@ -172,7 +173,10 @@ class RollupTasks:
                 hours = await touched_hours(session, org_id, run_ids, span_ids)
             for hour in sorted(hours):
                 async with open_session(self._engine) as session:
-                    await roll_up_hour(session, org_id, hour)
+                    ticket = await take_ticket(session, org_id, hour)
+                    await session.commit()
+                async with open_session(self._engine) as session:
+                    await roll_up_hour(session, org_id, hour, ticket=ticket)
                     await session.commit()
         if hours and self._changed is not None:
             await self._changed(org_id)
@@ -201,15 +205,36 @@ async def touched_hours(
 
 
 async def roll_up_hour(
-    session: AsyncSession, org_id: uuid.UUID, hour: dt.datetime, *, with_day: bool = True
-) -> None:
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    hour: dt.datetime,
+    *,
+    with_day: bool = True,
+    ticket: int | None = None,
+) -> bool:
     """Replace the rollups of ``hour`` (and of its day, ``with_day``) with what the raw rows add
-    up to now (in ``session``'s transaction; the caller commits)."""
-    await _lock(session, org_id, HOUR, hour)
+    up to now (in ``session``'s transaction; the caller commits); whether it did.
+
+    With a ``ticket`` (:func:`take_ticket`, taken after the commit being rolled up), it does not
+    when a rollup that began after the ticket was taken already did: that one read the commit.
+    """
+    wanted, done = await _lock(session, org_id, HOUR, hour)
+    if ticket is not None and done >= ticket:
+        return False
     hourly = await _from_raw(session, org_id, hour)
     await _replace(session, org_id, HOUR, hour, hourly)
+    await session.execute(
+        update(RollupBucket)
+        .where(
+            RollupBucket.org_id == org_id,
+            RollupBucket.grain == HOUR,
+            RollupBucket.bucket_start == hour,
+        )
+        .values(done=wanted)
+    )
     if with_day:
         await roll_up_day(session, org_id, day_of(hour))
+    return True
 
 
 async def roll_up_day(session: AsyncSession, org_id: uuid.UUID, day: dt.datetime) -> None:
@@ -365,18 +390,46 @@ async def _from_hours(
     return totals
 
 
-async def _lock(session: AsyncSession, org_id: uuid.UUID, grain: str, start: dt.datetime) -> None:
-    """Take the bucket's lock (its row, made if need be) until the transaction ends."""
+async def _lock(
+    session: AsyncSession, org_id: uuid.UUID, grain: str, start: dt.datetime
+) -> tuple[int, int]:
+    """Take the bucket's lock (its row, made if need be) until the transaction ends; the
+    bucket's tickets (``wanted``) and the ticket its last rollup covered (``done``)."""
     now = dt.datetime.now(dt.UTC)
     table = RollupBucket.__table__
     statement = dialect_insert(session, table).values(  # type: ignore[arg-type]
-        org_id=org_id, grain=grain, bucket_start=start, refreshed_at=now
+        org_id=org_id, grain=grain, bucket_start=start, refreshed_at=now, wanted=0, done=0
     )
-    await session.execute(
+    found = await session.execute(
         statement.on_conflict_do_update(
             index_elements=["org_id", "grain", "bucket_start"], set_={"refreshed_at": now}
-        )
+        ).returning(table.c.wanted, table.c.done)
     )
+    wanted, done = found.one()
+    return int(wanted), int(done)
+
+
+async def take_ticket(session: AsyncSession, org_id: uuid.UUID, hour: dt.datetime) -> int:
+    """A new ticket of the hour, taken (and committed by the caller) after the commit to roll
+    up: every rollup of the hour that takes its lock later reads that commit, and records the
+    last ticket taken before it read as ``done``, so a ticket at or below ``done`` is covered.
+    Many notices of one busy hour thus cost one rollup, never one each (no clock involved)."""
+    table = RollupBucket.__table__
+    statement = dialect_insert(session, table).values(  # type: ignore[arg-type]
+        org_id=org_id,
+        grain=HOUR,
+        bucket_start=hour,
+        refreshed_at=dt.datetime.now(dt.UTC),
+        wanted=1,
+        done=0,
+    )
+    found = await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["org_id", "grain", "bucket_start"],
+            set_={"wanted": table.c.wanted + 1},
+        ).returning(table.c.wanted)
+    )
+    return int(found.scalar_one())
 
 
 async def _replace(

@@ -88,6 +88,8 @@ def upgrade() -> None:
         sa.Column("grain", sa.String(length=8), nullable=False),
         _moment("bucket_start"),
         _moment("refreshed_at"),
+        sa.Column("wanted", sa.BigInteger(), nullable=False),
+        sa.Column("done", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(
             ["org_id"], ["orgs.id"], name=op.f("fk_analytics_buckets_org_id_orgs")
         ),
