@@ -127,7 +127,7 @@ def register_tasks(
 
 MAX_MERGED_IDS = 5_000
 """The most span ids (or run ids) one merged events-committed notice holds."""
-_ID_FIELDS = ("run_ids", "span_ids", "call_run_ids")
+_ID_FIELDS = ("run_ids", "span_ids", "call_run_ids", "span_run_ids")
 
 
 def merge_events_committed(

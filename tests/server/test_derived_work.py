@@ -113,6 +113,7 @@ def notice(org: str, *runs: str, spans: tuple[str, ...] = (), at: str = "1") -> 
         "run_ids": list(runs),
         "span_ids": list(spans),
         "call_run_ids": [],
+        "span_run_ids": [],
         "committed_at": at,
     }
 

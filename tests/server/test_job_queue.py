@@ -232,9 +232,10 @@ def test_ingest_with_the_queue_down_is_acknowledged_and_the_work_runs_once_it_is
         )
         assert response.status_code == 200, response.text
         assert response.json()["accepted"] == 3
-        # One per task of the notice (run totals, budget charges, rollups, and the log of
-        # tests/server/derived_tasks.py) for each acknowledged request, not one per event.
-        assert count(url, PendingWork) == 4
+        # One per task of the notice (run totals, budget charges, rollups, live run events, and
+        # the log of tests/server/derived_tasks.py) for each acknowledged request, not one per
+        # event.
+        assert count(url, PendingWork) == 5
 
         # A worker on the live Redis: its first sweep catches up, later sweeps keep up.
         with worker_process(url, queue_name, tmp_path, grace=0.2):
@@ -262,7 +263,8 @@ def test_the_apps_role_records_work_but_cannot_read_the_outbox(
         with TestClient(create_app(settings, derived_work=queue)) as client:
             response = client.post(INGEST, json=batch(run_event()), headers=bearer(org.key))
         assert response.status_code == 200, response.text  # written as the app's role
-        assert count(url, PendingWork) == 4  # totals, budget charges, rollups, the test's log
+        # Totals, charges, rollups, live run events, the test's log.
+        assert count(url, PendingWork) == 5
         with pytest.raises(ProgrammingError, match="permission denied"):
             as_tenant(url, org.org_id, ["SELECT count(*) FROM derived_work"])
 

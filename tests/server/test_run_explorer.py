@@ -9,13 +9,17 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from sqlalchemy import insert
 
 from agentops_sdk.contract.decisions import DECISION_EVENT
+from agentops_server.db.models import Span
 from agentops_server.services.identity.api_keys import IssuedKey
 from tests.server.api import Client, assert_problem
 from tests.server.conftest import make_org
 from tests.server.ingest_events import INGEST, T0, batch, run_event, span_event
+from tests.server.principals import Person
 from tests.server.reading import seeded
+from tests.server.test_approvals import ask_body
 
 RUNS = "/api/v1/runs"
 
@@ -260,3 +264,66 @@ def test_the_spans_of_an_unknown_or_another_orgs_run_are_not_found(
     for run_id in (theirs.id, uuid.uuid4(), "not-a-uuid"):
         response = client.get(f"{RUNS}/{run_id}/spans", headers=auth)
         assert_problem(response, 404, "run_not_found")
+
+
+def test_a_span_shows_the_approval_it_asked_for_and_how_it_was_decided(
+    client: Client, auth: dict[str, str], migrated_url: str, org: IssuedKey, owner: Person
+) -> None:
+    asked_for = {
+        "name": DECISION_EVENT,
+        "at": T0.isoformat(),
+        "attributes": {"outcome": "require_approval", "stage": "approval", "details": {}},
+    }
+    with seeded(migrated_url, org.org_id) as rows:
+        run = rows.run(name="mailer")
+        span = rows.span(run, "send_email", events=[asked_for])
+    body = ask_body(run_id=str(run.id), span_id=str(span.id))
+    asked = client.post("/api/v1/approvals", json=body, headers=auth).json()
+    decided = client.post(
+        f"/api/v1/approvals/{asked['id']}/decision",
+        json={"decision": "reject", "comment": "not to a rival"},
+        headers=owner.headers,
+    )
+    assert decided.status_code == 200, decided.text
+
+    (node,) = client.get(f"{RUNS}/{run.id}", headers=auth).json()["spans"]
+    assert [decision["outcome"] for decision in node["decisions"]] == ["require_approval"]
+    (approval,) = node["approvals"]
+    assert approval["id"] == asked["id"]
+    assert approval["state"] == "rejected"
+    assert approval["comment"] == "not to a rival"
+    assert approval["decided_by"] == "olga@acme.example"
+
+
+def test_a_run_of_10000_spans_comes_a_thousand_spans_a_page(
+    client: Client, auth: dict[str, str], migrated_url: str, org: IssuedKey
+) -> None:
+    with seeded(migrated_url, org.org_id) as rows:
+        run = rows.run(name="huge")
+        rows.session.execute(
+            insert(Span),
+            [
+                {
+                    "org_id": org.org_id,
+                    "id": uuid.UUID(int=index + 1),
+                    "run_id": run.id,
+                    "kind": "tool",
+                    "name": f"call-{index}",
+                    "status": "ok",
+                    "started_at": T0 + dt.timedelta(milliseconds=index),
+                }
+                for index in range(10_000)
+            ],
+        )
+
+    detail = client.get(f"{RUNS}/{run.id}", headers=auth).json()
+    assert len(detail["spans"]) == 1000
+    seen = [span["name"] for span in detail["spans"]]
+    cursor, pages = detail["spans_next_cursor"], 1
+    while cursor is not None:
+        page = client.get(f"{RUNS}/{run.id}/spans", params={"cursor": cursor}, headers=auth)
+        assert page.status_code == 200, page.text
+        seen.extend(span["name"] for span in page.json()["items"])
+        cursor, pages = page.json()["next_cursor"], pages + 1
+    assert pages == 10
+    assert seen == [f"call-{index}" for index in range(10_000)]
