@@ -20,7 +20,18 @@ LAYERS: list[tuple[str, ...]] = [
     ("services",),
     ("auth",),
     ("api",),
-    ("observability", "app", "cli", "pricing_cli", "demo", "__init__", "__main__"),
+    ("web",),
+    (
+        "observability",
+        "app",
+        "cli",
+        "pricing_cli",
+        "analytics_cli",
+        "demo",
+        "demo_seed",
+        "__init__",
+        "__main__",
+    ),
 ]
 """Bottom first: a module may import from its own layer and those below, never from above."""
 
