@@ -229,6 +229,13 @@ class Span:
         self.attributes[key] = captured
         self.size += size + len(key)
 
+    def set_ids(self, key: str, ids: list[str]) -> None:
+        """Attach a list of ids the SDK made itself (short strings: nothing to snapshot)."""
+        if self.attributes is None:
+            self.attributes = {}
+        self.attributes[key] = ids
+        self.size += len(key) + sum(len(text) + 4 for text in ids)
+
     def add_event(self, name: str, **attributes: Any) -> None:
         """Record a point-in-time event inside the span (a retry, a guard decision...)."""
         captured, size = snapshot(attributes, self._max_chars)

@@ -63,9 +63,12 @@ _PRICES_KEPT: Final = 3600.0
 
 def input_bound(arguments: Mapping[str, Any]) -> int:
     """At least as many input tokens as a request with these arguments sends."""
-    return _PER_REQUEST + sum(
-        _size(arguments[name], 0) for name in _INPUT_FIELDS if arguments.get(name) is not None
-    )
+    total = _PER_REQUEST
+    for name in _INPUT_FIELDS:
+        value = arguments.get(name)
+        if value is not None:
+            total += _size(value, 0)
+    return total
 
 
 def output_bound(arguments: Mapping[str, Any], default: int = DEFAULT_OUTPUT_BOUND) -> int:
@@ -246,7 +249,10 @@ def _size(value: Any, depth: int) -> int:
                 total += _size(item, depth + 1)
         return total
     if kind is list and depth < _MAX_DEPTH:
-        return sum(_size(item, depth + 1) for item in value) + 1
+        total = 1
+        for item in value:
+            total += _size(item, depth + 1)
+        return total
     if isinstance(value, str):
         return len(value.encode("utf-8", "replace"))
     if depth > _MAX_DEPTH:

@@ -307,7 +307,7 @@ class BudgetStage(Stage):
                     grant.reserved_tokens -= tokens
                     grant.spent_tokens += tokens if used is None else used
         if ran:
-            span.set_attribute(LEASES_ATTRIBUTE, [grant.lease_text for grant, _, _ in holds])
+            span.set_ids(LEASES_ATTRIBUTE, [grant.lease_text for grant, _, _ in holds])
 
     def _release(self, call: CallInfo) -> None:
         """Give back what ``call`` reserved, unspent (keeper's lock held)."""

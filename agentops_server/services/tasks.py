@@ -143,6 +143,11 @@ def merge_events_committed(
         if len(ids) > MAX_MERGED_IDS:
             return None
         merged[field] = ids
+    # A notice of an older hub owes totals to every run it touched.
+    owed = sorted({*totals.owed_run_ids(waiting), *totals.owed_run_ids(new)})
+    if len(owed) > MAX_MERGED_IDS:
+        return None
+    merged["owed_run_ids"] = owed
     merged["committed_at"] = max(
         str(waiting.get("committed_at", "")), str(new.get("committed_at", ""))
     )

@@ -114,6 +114,7 @@ def notice(org: str, *runs: str, spans: tuple[str, ...] = (), at: str = "1") -> 
         "span_ids": list(spans),
         "call_run_ids": [],
         "span_run_ids": [],
+        "owed_run_ids": list(runs),
         "committed_at": at,
     }
 
@@ -165,6 +166,20 @@ def test_notices_of_two_orgs_or_too_many_ids_stay_apart() -> None:
     assert merge_events_committed(notice("a", spans=many), notice("a", spans=("extra",))) is None
     merged = merge_events_committed(notice("a", "r2", at="5"), notice("a", "r1", at="3"))
     assert merged == notice("a", "r1", "r2", at="5")
+
+
+def test_a_merged_notice_owes_totals_to_the_runs_either_notice_owed() -> None:
+    totalled_at_ingest = notice("a", "r1") | {"owed_run_ids": []}
+    of_an_older_hub = {
+        key: value for key, value in notice("a", "r2").items() if key != "owed_run_ids"
+    }
+    of_an_older_hub["call_run_ids"] = ["r3"]
+    merged = merge_events_committed(totalled_at_ingest, of_an_older_hub)
+    assert merged is not None
+    assert merged["owed_run_ids"] == ["r2", "r3"]
+    again = merge_events_committed(merged, notice("a", "r4") | {"owed_run_ids": ["r5"]})
+    assert again is not None
+    assert again["owed_run_ids"] == ["r2", "r3", "r5"]
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import json
 import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -25,6 +26,7 @@ from tests.server.ingest_events import (
     span_event,
     started,
 )
+from tests.server.servers import wait_until
 
 THREADS = 8
 
@@ -90,3 +92,51 @@ def test_overlapping_batches_in_different_orders_neither_deadlock_nor_lose_event
         "agent-1",
         "agent-2",
     ]
+
+
+def test_run_totals_are_exact_whether_a_batch_carries_the_run_or_only_its_calls(
+    hub_url: str, org: IssuedKey, migrated_url: str
+) -> None:
+    """Ingest totals the runs a batch writes in its own transaction (on PostgreSQL: the runs
+    whose rows it holds) and leaves the runs of calls sent without their run to derived work;
+    batches of both kinds, at once and in random orders, end in every run's exact totals."""
+    rng = random.Random(11)
+    runs = [run_event(agent=f"agent-{i % 3}") for i in range(12)]
+    calls = {
+        run["id"]: [
+            span_event(run, llm={"model": "gpt-4o", "provider": "openai", **tokens(rng)})
+            for _ in range(rng.randint(1, 6))
+        ]
+        for run in runs
+    }
+    bodies_per_thread = []
+    for _ in range(THREADS):
+        events = [started(run) for run in runs] + runs
+        events += [span for spans in calls.values() for span in spans]
+        rng.shuffle(events)
+        chunks = [events[i : i + rng.randint(3, 12)] for i in range(0, len(events), 12)]
+        bodies_per_thread.append([gzip.compress(json.dumps(batch(*c)).encode()) for c in chunks])
+
+    answers = post_all(hub_url, org.key, bodies_per_thread)
+
+    assert {answer.status_code for answer in answers} == {200}
+
+    def totals_match() -> bool:
+        spans = rows(migrated_url, "spans")
+        for run in rows(migrated_url, "runs"):
+            mine = [span for span in spans if span["run_id"] == run["id"]]
+            expected = sum((span["cost"] for span in mine), Decimal(0))
+            if run["llm_calls"] != len(mine) or run["cost"] is None:
+                return False
+            if abs(Decimal(run["cost"]) - Decimal(expected)) > Decimal("1e-9"):
+                return False
+        return True
+
+    assert wait_until(totals_match, timeout=30) is True
+    spans = rows(migrated_url, "spans")
+    assert len(spans) == sum(len(found) for found in calls.values())
+    assert all(span["cost"] is not None for span in spans)
+
+
+def tokens(rng: random.Random) -> dict[str, int]:
+    return {"input_tokens": rng.randint(1, 5_000), "output_tokens": rng.randint(1, 2_000)}

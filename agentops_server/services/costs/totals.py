@@ -6,12 +6,15 @@ which may arrive in many requests, before or after the run
 (:func:`~agentops_server.services.costs.run_totals.total_runs`: it first locks the runs, then
 sums their spans in a new statement, so it sees every committed span).
 
-- On PostgreSQL they are derived work: a task of the
-  :data:`~agentops_server.services.telemetry.ingest.EVENTS_COMMITTED` notice re-totals the runs a
-  commit touched. Whichever task runs last after the last commit sees every span, so the totals
-  are exact once derived work has run, and a task that runs twice changes nothing. Summing in
-  the ingest transaction instead would miss a concurrent request's spans (READ COMMITTED), and
-  locking the run there would invert the upserts' lock order.
+- On PostgreSQL, ingest totals the runs whose rows its transaction wrote (their upsert holds
+  their locks, so the sum, a later statement, sees every committed span, and a concurrent
+  request's spans commit after it and are totalled by that request's task). Every other run a
+  commit touched (the runs of its LLM calls, when the commit did not carry the run) is derived
+  work: a task of the :data:`~agentops_server.services.telemetry.ingest.EVENTS_COMMITTED`
+  notice re-totals the runs it owes (``owed_run_ids``). Whichever task runs last after the
+  last commit sees every span, so the totals are exact once derived work has run, and a task
+  that runs twice changes nothing. Locking those runs in the ingest transaction instead would
+  take run locks after span locks, out of the upserts' order.
 - On SQLite, which has one writer, ingest totals them in its own transaction (exact on the ack,
   and no second commit), and the task does nothing.
 
@@ -40,7 +43,7 @@ from agentops_server.services.costs.prices import load_price_book, price_span_ro
 from agentops_server.services.costs.run_totals import chunks, total_runs
 from agentops_server.services.telemetry.ingest import EVENTS_COMMITTED
 
-__all__ = ["RECOMPUTE", "RunTotals", "recompute", "register", "total_runs"]
+__all__ = ["RECOMPUTE", "RunTotals", "owed_run_ids", "recompute", "register", "total_runs"]
 
 logger = logging.getLogger("agentops_server.costs")
 
@@ -71,11 +74,11 @@ class RunTotals:
         self._engine = engine
 
     async def events_committed(self, notice: Mapping[str, Any]) -> None:
-        """Re-total the runs a commit touched: its runs (one may arrive after its spans), and
-        the runs of its LLM calls."""
+        """Re-total the runs a commit touched and did not total itself: its runs (one may
+        arrive after its spans) and the runs of its LLM calls, but those whose rows the commit
+        wrote, totalled in its transaction (``owed_run_ids``)."""
         org_id = uuid.UUID(str(notice["org_id"]))
-        run_ids = {uuid.UUID(value) for value in notice.get("run_ids", ())}
-        run_ids.update(uuid.UUID(value) for value in notice.get("call_run_ids", ()))
+        run_ids = {uuid.UUID(value) for value in owed_run_ids(notice)}
         if not run_ids or self._engine.dialect.name == "sqlite":
             return  # one writer: ingest totalled them in its transaction
         with tenant(org_id=org_id):
@@ -103,6 +106,15 @@ class RunTotals:
                     await _finish(session, org_id, job_id, status="failed", error=repr(exc)[:2000])
                     return
                 await _finish(session, org_id, job_id, spans_priced=spans, runs_totalled=runs)
+
+
+def owed_run_ids(notice: Mapping[str, Any]) -> list[str]:
+    """The runs an events-committed notice owes totals to: ``owed_run_ids``; for a notice of a
+    hub before it, every run it touched (``run_ids`` and ``call_run_ids``)."""
+    owed = notice.get("owed_run_ids")
+    if owed is not None:
+        return list(owed)
+    return [*notice.get("run_ids", ()), *notice.get("call_run_ids", ())]
 
 
 def register(derived: DerivedWork, engine: AsyncEngine) -> None:

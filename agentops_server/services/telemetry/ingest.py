@@ -86,8 +86,9 @@ logger = logging.getLogger("agentops_server")
 EVENTS_COMMITTED = "telemetry.events_committed"
 """The notice ingest hands to derived work after each commit that changed stored rows, with
 the payload ``{"org_id", "run_ids", "span_ids", "call_run_ids", "span_run_ids",
-"committed_at"}``: the runs and spans whose stored state changed (ids as text), the runs of the
-LLM calls among those spans (whose totals changed), the runs of all those spans, and when the
+"owed_run_ids", "committed_at"}``: the runs and spans whose stored state changed (ids as text),
+the runs of the LLM calls among those spans (whose totals changed), the runs of all those spans,
+the runs whose totals the commit did not make itself (derived work owes them), and when the
 commit was (ISO 8601, UTC). Pricing, rollups,
 budgets, alerts and live updates take their work from it."""
 
@@ -442,15 +443,21 @@ async def _store(
             # Last: every batch of an agent updates its row, so its lock is held the least time.
             await _register_agents(session, org_id, runs)
             calls = {row["run_id"] for row in spans if row["id"] in changed_spans and is_call(row)}
-            if pricing and _dialect(session) == "sqlite" and (changed_runs or calls):
-                # SQLite has one writer: totals made here cannot miss a concurrent span, and
-                # spare derived work a second commit (on PostgreSQL they are derived work).
-                await total_runs(session, org_id, changed_runs | calls, locked=True)
+            owed = changed_runs | calls
+            if pricing and owed:
+                owed = await _total_held_runs(session, org_id, changed_runs, owed)
             notice = None
             if derived is not None and (changed_runs or changed_spans):
                 # In the same transaction: the change and what it owes commit together.
                 span_runs = {row["run_id"] for row in spans if row["id"] in changed_spans}
-                payload = _notice(org_id, changed_runs, changed_spans, calls, span_runs)
+                payload = _notice(
+                    org_id,
+                    runs=changed_runs,
+                    spans=changed_spans,
+                    calls=calls,
+                    span_runs=span_runs,
+                    owed=owed,
+                )
                 notice = await derived.record(session, EVENTS_COMMITTED, payload)
             await session.commit()
         except OperationalError as exc:
@@ -473,12 +480,36 @@ async def _store(
     )
 
 
+async def _total_held_runs(
+    session: AsyncSession, org_id: uuid.UUID, held: set[uuid.UUID], owed: set[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Total the runs of ``owed`` this transaction may total itself; the ones left to derived
+    work (:mod:`agentops_server.services.costs.totals`).
+
+    SQLite has one writer: a sum made here cannot miss a concurrent span, so every run is
+    totalled. On PostgreSQL, the runs whose rows this transaction wrote (``held``: locked by
+    their upsert, in id order) are summed here, in a statement after the spans' upsert, which
+    sees every span committed by then; a concurrent request's spans of the same run commit
+    later, and their own commit's task totals the run again (it must lock the run first, so it
+    sums after this commit). The runs of calls whose rows were not written here are left to
+    derived work: locking them here would take run locks after span locks, out of order."""
+    if _dialect(session) == "sqlite":
+        await total_runs(session, org_id, owed, locked=True)
+        return set()
+    mine = owed & held
+    if mine:
+        await total_runs(session, org_id, mine, locked=True)
+    return owed - mine
+
+
 def _notice(
     org_id: uuid.UUID,
+    *,
     runs: set[uuid.UUID],
     spans: set[uuid.UUID],
     calls: set[uuid.UUID],
     span_runs: set[uuid.UUID],
+    owed: set[uuid.UUID],
 ) -> dict[str, Any]:
     """The payload of :data:`EVENTS_COMMITTED` for what a commit changed."""
     return {
@@ -487,6 +518,7 @@ def _notice(
         "span_ids": sorted(str(span_id) for span_id in spans),
         "call_run_ids": sorted(str(run_id) for run_id in calls),
         "span_run_ids": sorted(str(run_id) for run_id in span_runs),
+        "owed_run_ids": sorted(str(run_id) for run_id in owed),
         "committed_at": dt.datetime.now(dt.UTC).isoformat(),
     }
 
