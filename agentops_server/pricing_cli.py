@@ -31,17 +31,19 @@ def pricing() -> None:
 def recompute_command(
     database_url: str, org_slug: str, start: dt.datetime, end: dt.datetime
 ) -> None:
-    """Re-price the org's LLM spans that started in [FROM, TO) at today's prices and fix their
-    runs' totals, now, in this process (audited ``pricing.recompute`` as the system)."""
+    """Re-price the org's LLM spans that started in [FROM, TO) at today's prices, fix their
+    runs' totals and the rollups of their hours, now, in this process (audited
+    ``pricing.recompute`` as the system)."""
     from agentops_server.cli import _as_org
     from agentops_server.services import audit
+    from agentops_server.services.analytics.rollups import roll_up_runs
     from agentops_server.services.costs.totals import recompute
 
     if end <= start:
         raise click.ClickException("--to must be after --from")
     start, end = start.replace(tzinfo=dt.UTC), end.replace(tzinfo=dt.UTC)
 
-    async def work(session: Any, operator: Any) -> tuple[int, int]:
+    async def work(session: Any, operator: Any) -> tuple[int, int, int]:
         done = await recompute(session, operator.org_id, start, end)
         await audit.record(
             session,
@@ -53,7 +55,8 @@ def recompute_command(
             after={"from": start.isoformat(), "to": end.isoformat(), "via": "cli"},
         )
         await session.commit()
-        return done
+        hours = await roll_up_runs(session, operator.org_id, done.run_ids)
+        return done.spans, done.runs, len(hours)
 
-    spans, runs = _as_org(database_url, org_slug, work)
-    click.echo(f"{spans} spans priced, {runs} runs totalled")
+    spans, runs, hours = _as_org(database_url, org_slug, work)
+    click.echo(f"{spans} spans priced, {runs} runs totalled, {hours} hours rolled up")

@@ -58,6 +58,23 @@ def add_price(hub: Hub, headers: dict[str, str], **body: Any) -> dict[str, Any]:
     return created
 
 
+def rolled_up_cost(hub: Hub, headers: dict[str, str], moment: dt.datetime) -> Decimal:
+    """The org's cost on the day of ``moment``, as the analytics read it from rollups."""
+    hub.settle()
+    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    response = hub.client.get(
+        "/api/v1/analytics/costs",
+        params={
+            "group_by": "model",
+            "from": day.isoformat(),
+            "to": (day + dt.timedelta(days=1)).isoformat(),
+        },
+        headers=headers,
+    )
+    assert response.status_code == 200, response.text
+    return Decimal(response.json()["cost"])
+
+
 def test_llm_spans_are_priced_at_ingest_and_their_run_totalled(hub: Hub, org: IssuedKey) -> None:
     run = run_event()
     spans = [
@@ -307,6 +324,8 @@ def test_a_recompute_job_reprices_a_range_and_fixes_run_totals_after_a_price_cha
     assert (status["status"], status["spans_priced"], status["runs_totalled"]) == ("done", 1, 1)
     detail = run_detail(hub, org, run)
     assert Decimal(detail["cost"]) == per_million(1000, "1") + per_million(1000, "2")
+    # The rollups the analytics read were made again at the new price.
+    assert rolled_up_cost(hub, admin, started) == per_million(1000, "1") + per_million(1000, "2")
     assert detail["spans"][0]["pricing_version"].startswith("org:")
     assert [e["action"] for e in audit_entries(hub.client, admin, action="pricing.")] == [
         "pricing.recompute"
@@ -337,8 +356,11 @@ def test_the_cli_recomputes_a_range_at_once(
     run = run_event()
     span = llm(run, "gpt-4o", "openai", input_tokens=2_000, output_tokens=0)
     send(hub, org, run, span)
-    add_price(hub, people.add(Role.OWNER).headers, model="gpt-4o", input="1", output="2")
-    day = dt.datetime.fromisoformat(span["started_at"]).date()
+    owner = people.add(Role.OWNER).headers
+    add_price(hub, owner, model="gpt-4o", input="1", output="2")
+    started = dt.datetime.fromisoformat(span["started_at"])
+    day = started.date()
+    assert rolled_up_cost(hub, owner, started) == per_million(2_000, "2.5")
 
     result = CliRunner().invoke(
         main,
@@ -357,8 +379,9 @@ def test_the_cli_recomputes_a_range_at_once(
     )
 
     assert result.exit_code == 0, result.output
-    assert "1 spans priced, 1 runs totalled" in result.output
+    assert "1 spans priced, 1 runs totalled, 1 hours rolled up" in result.output
     assert Decimal(run_detail(hub, org, run)["cost"]) == per_million(2_000, "1")
+    assert rolled_up_cost(hub, owner, started) == per_million(2_000, "1")
 
 
 def test_a_range_outside_the_calendar_is_refused_not_a_server_error(

@@ -38,6 +38,7 @@ from agentops_server.db.tenancy import tenant
 from agentops_server.db.upsert import dialect_insert
 from agentops_server.services.analytics import histogram
 from agentops_server.services.costs.run_totals import chunks
+from agentops_server.services.costs.totals import REPRICED
 from agentops_server.services.telemetry.ingest import EVENTS_COMMITTED
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "roll_up_day",
     "roll_up_hour",
     "roll_up_range",
+    "roll_up_runs",
     "take_ticket",
 ]
 
@@ -160,26 +162,46 @@ class RollupTasks:
         self._changed = changed
 
     def register(self, derived: DerivedWork) -> None:
-        """Register the rollup task."""
+        """Register the rollup tasks: after ingest, and after a price recompute."""
         derived.register(EVENTS_COMMITTED, self.events_committed)
+        derived.register(REPRICED, self.repriced)
 
     async def events_committed(self, notice: Mapping[str, Any]) -> None:
         """Roll up again the hours of the runs a commit touched, its spans' runs included."""
+        await self._roll_up(notice, span_ids=notice.get("span_ids", ()))
+
+    async def repriced(self, notice: Mapping[str, Any]) -> None:
+        """Roll up again the hours of the runs a price recompute re-priced."""
+        await self._roll_up(notice, span_ids=())
+
+    async def _roll_up(self, notice: Mapping[str, Any], span_ids: Iterable[str]) -> None:
         org_id = uuid.UUID(str(notice["org_id"]))
         run_ids = {uuid.UUID(value) for value in notice.get("run_ids", ())}
-        span_ids = {uuid.UUID(value) for value in notice.get("span_ids", ())}
         with tenant(org_id=org_id):
             async with open_session(self._engine) as session:
-                hours = await touched_hours(session, org_id, run_ids, span_ids)
-            for hour in sorted(hours):
-                async with open_session(self._engine) as session:
-                    ticket = await take_ticket(session, org_id, hour)
-                    await session.commit()
-                async with open_session(self._engine) as session:
-                    await roll_up_hour(session, org_id, hour, ticket=ticket)
-                    await session.commit()
+                hours = await roll_up_runs(
+                    session, org_id, run_ids, {uuid.UUID(value) for value in span_ids}
+                )
         if hours and self._changed is not None:
             await self._changed(org_id)
+
+
+async def roll_up_runs(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    run_ids: Iterable[uuid.UUID],
+    span_ids: Iterable[uuid.UUID] = (),
+) -> set[dt.datetime]:
+    """Roll up again every hour the runs ``run_ids`` (and the runs of ``span_ids``) started in,
+    committing ``session`` after each step (a ticket, then the hour and its day); the hours."""
+    hours = await touched_hours(session, org_id, run_ids, span_ids)
+    await session.commit()
+    for hour in sorted(hours):
+        ticket = await take_ticket(session, org_id, hour)
+        await session.commit()
+        await roll_up_hour(session, org_id, hour, ticket=ticket)
+        await session.commit()
+    return hours
 
 
 async def touched_hours(

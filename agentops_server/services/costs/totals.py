@@ -26,6 +26,7 @@ PricingJob` row that reports how it went.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import uuid
@@ -43,12 +44,38 @@ from agentops_server.services.costs.prices import load_price_book, price_span_ro
 from agentops_server.services.costs.run_totals import chunks, total_runs
 from agentops_server.services.telemetry.ingest import EVENTS_COMMITTED
 
-__all__ = ["RECOMPUTE", "RunTotals", "owed_run_ids", "recompute", "register", "total_runs"]
+__all__ = [
+    "RECOMPUTE",
+    "REPRICED",
+    "Repriced",
+    "RunTotals",
+    "owed_run_ids",
+    "recompute",
+    "register",
+    "total_runs",
+]
 
 logger = logging.getLogger("agentops_server.costs")
 
 RECOMPUTE = "costs.recompute"
 """The notice of a recompute job: ``{"org_id", "job_id"}`` (the job's row holds the range)."""
+REPRICED = "costs.repriced"
+"""The notice a recompute commits with: ``{"org_id", "run_ids"}``, the runs whose calls it
+re-priced (rollups of their hours are made again)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Repriced:
+    """What a recompute did: the spans it priced, the runs it totalled, and their ids."""
+
+    spans: int
+    runs: int
+    run_ids: frozenset[uuid.UUID]
+
+    def notice(self, org_id: uuid.UUID) -> dict[str, Any]:
+        """The payload of :data:`REPRICED` for it."""
+        return {"org_id": str(org_id), "run_ids": sorted(str(run_id) for run_id in self.run_ids)}
+
 
 _COST_COLUMNS = ("cost", "cost_match", "pricing_version", "priced_model")
 _PRICED_INPUT = (
@@ -70,8 +97,9 @@ _PRICED_INPUT = (
 class RunTotals:
     """The tasks of this module, bound to the process's engine."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, derived: DerivedWork) -> None:
         self._engine = engine
+        self._derived = derived
 
     async def events_committed(self, notice: Mapping[str, Any]) -> None:
         """Re-total the runs a commit touched and did not total itself: its runs (one may
@@ -98,14 +126,19 @@ class RunTotals:
                 range_from, range_to = job.range_from, job.range_to
             async with open_session(self._engine) as session:
                 try:
-                    spans, runs = await recompute(session, org_id, range_from, range_to)
+                    done = await recompute(session, org_id, range_from, range_to)
+                    # Committed with the new costs: the rollups of their hours are made again.
+                    rolled = await self._derived.record(session, REPRICED, done.notice(org_id))
                     await session.commit()
                 except Exception as exc:
                     await session.rollback()
                     logger.exception("costs: recompute job %s failed", job_id)
                     await _finish(session, org_id, job_id, status="failed", error=repr(exc)[:2000])
                     return
-                await _finish(session, org_id, job_id, spans_priced=spans, runs_totalled=runs)
+                await self._derived.dispatch(rolled)
+                await _finish(
+                    session, org_id, job_id, spans_priced=done.spans, runs_totalled=done.runs
+                )
 
 
 def owed_run_ids(notice: Mapping[str, Any]) -> list[str]:
@@ -119,16 +152,17 @@ def owed_run_ids(notice: Mapping[str, Any]) -> list[str]:
 
 def register(derived: DerivedWork, engine: AsyncEngine) -> None:
     """Register the run totals and recompute tasks."""
-    totals = RunTotals(engine)
+    totals = RunTotals(engine, derived)
     derived.register(EVENTS_COMMITTED, totals.events_committed)
     derived.register(RECOMPUTE, totals.recompute_job)
 
 
 async def recompute(
     session: AsyncSession, org_id: uuid.UUID, range_from: dt.datetime, range_to: dt.datetime
-) -> tuple[int, int]:
+) -> Repriced:
     """Re-price the org's LLM spans that started in ``[range_from, range_to)`` at the prices
-    in force now, and re-total their runs; (spans priced, runs totalled)."""
+    in force now, and re-total their runs (in ``session``'s transaction: the caller commits,
+    then has the rollups of the runs' hours made again, see :data:`REPRICED`)."""
     book = await load_price_book(session, org_id, fresh=True)
     spans_table = _table(Span)
     statement = (
@@ -152,8 +186,9 @@ async def recompute(
             for row in chunk
         ]
         await session.execute(statement, params)
-    runs = await total_runs(session, org_id, {row["run_id"] for row in rows})
-    return len(rows), runs
+    run_ids = frozenset(row["run_id"] for row in rows)
+    runs = await total_runs(session, org_id, run_ids)
+    return Repriced(len(rows), runs, run_ids)
 
 
 async def _finish(
