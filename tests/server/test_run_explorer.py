@@ -80,6 +80,12 @@ def test_search_finds_runs_by_the_words_of_their_names_inputs_outputs_and_errors
     assert listed(client, auth, q="lookup") == ["quiet"]  # words split at underscores
     assert listed(client, auth, q="sunny refused") == []  # every word, in one document
     assert listed(client, auth, q='"OR" NEAR(') == []  # no query syntax: plain words
+    assert listed(client, auth, q="reyk*") == ["weather"]  # a prefix: every word it begins
+    assert listed(client, auth, q="Card* refus*") == ["billing"]
+    assert listed(client, auth, q="invoi*") == ["quiet"]
+    assert listed(client, auth, q="reyk") == []  # without the *, whole words only
+    assert listed(client, auth, q="sun* refus*") == []  # every prefix, in one document
+    assert_problem(client.get(RUNS, params={"q": "a*"}, headers=auth), 400, "validation_error")
     assert_problem(client.get(RUNS, params={"q": "  ?! "}, headers=auth), 400, "validation_error")
 
 

@@ -13,7 +13,10 @@ The index over it is the database's own (docs/decisions/0032-run-search.md):
 Documents and queries are reduced to words (runs of letters and digits) before either database
 tokenizes them; a run matches when one of its documents holds
 every word. The ``simple`` configuration and FTS5's default tokenizer both match whole words,
-case-insensitively, with no stemming, so both databases find the same runs.
+case-insensitively, with no stemming, so both databases find the same runs. A word written with
+a trailing ``*`` (``timeo*``, at least :data:`MIN_PREFIX` characters) matches every word it
+begins: ``to_tsquery``'s ``:*`` on PostgreSQL, FTS5's prefix query on SQLite, both through the
+same index.
 """
 
 from __future__ import annotations
@@ -31,14 +34,25 @@ from agentops_server.db.models import RunSearchDocument
 from agentops_server.db.upsert import Row, dialect_insert
 from agentops_server.refusals import Invalid
 
-__all__ = ["BODY_LIMIT", "MAX_WORDS", "index_for_search", "matching_run_ids", "search_words"]
+__all__ = [
+    "BODY_LIMIT",
+    "MAX_WORDS",
+    "MIN_PREFIX",
+    "index_for_search",
+    "matching_run_ids",
+    "search_words",
+]
 
 BODY_LIMIT = 32768
 """Characters of a run's or span's text that are searchable (the rest is stored, not indexed)."""
 MAX_WORDS = 16
 """Words a search may hold."""
 
+MIN_PREFIX = 2
+"""Characters a prefix (``ab*``) needs at least."""
+
 _WORD = re.compile(r"[^\W_]+")  # both tokenizers split words at underscores too
+_TERM = re.compile(r"([^\W_]+)(\*?)")
 
 
 async def index_for_search(
@@ -73,12 +87,19 @@ async def index_for_search(
 
 
 def search_words(query: str) -> list[str]:
-    """The words of a search; ``validation_error`` if it has none, or too many."""
-    words = _WORD.findall(query.lower())
+    """The words of a search (a prefix keeps its trailing ``*``); ``validation_error`` if it
+    has none, too many, or a prefix too short."""
+    words = [word + star for word, star in _TERM.findall(query.lower())]
     if not words:
         raise Invalid("validation_error", "q: a search needs at least one word")
     if len(words) > MAX_WORDS:
         raise Invalid("validation_error", f"q: a search holds at most {MAX_WORDS} words")
+    short = [word for word in words if word.endswith("*") and len(word) <= MIN_PREFIX]
+    if short:
+        raise Invalid(
+            "validation_error",
+            f"q: a prefix needs at least {MIN_PREFIX} characters before its * ({short[0]})",
+        )
     return words
 
 
@@ -87,10 +108,13 @@ def matching_run_ids(dialect: str, org_id: uuid.UUID, words: list[str]) -> Any:
     documents = RunSearchDocument
     if dialect == "postgresql":
         vector = func.to_tsvector(text("'simple'::regconfig"), documents.body)
-        query = func.plainto_tsquery(text("'simple'::regconfig"), " ".join(words))
+        # Words are letters and digits only (search_words): no tsquery operator can get in.
+        terms = " & ".join(f"{word[:-1]}:*" if word.endswith("*") else word for word in words)
+        query = func.to_tsquery(text("'simple'::regconfig"), terms)
         matches: ColumnElement[bool] = vector.op("@@")(query)
         return select(documents.run_id).where(documents.org_id == org_id, matches)
-    fts = " ".join(f'"{word}"' for word in words)  # quoted: FTS5 operators are plain words
+    # Quoted: FTS5 operators are plain words; a prefix is a quoted word followed by *.
+    fts = " ".join(f'"{word[:-1]}"*' if word.endswith("*") else f'"{word}"' for word in words)
     rowids = (
         text("SELECT rowid FROM run_search_fts WHERE run_search_fts MATCH :fts")
         .bindparams(fts=fts)

@@ -72,7 +72,8 @@ def run_filter(
         Text | None,
         QueryParameter(
             description="Words (all of them, whole, any case) in a run's or span's name, "
-            "input, output or error.",
+            "input, output or error; `word*` matches every word it begins (2 characters at "
+            "least).",
         ),
     ] = None,
 ) -> RunFilter:
