@@ -33,6 +33,10 @@ signup_open               AGENTOPS_SIGNUP_OPEN               ``true`` (``false``
 pricing                   AGENTOPS_PRICING                   ``true``: LLM spans are priced at
                                                              ingest (``false``: stored unpriced,
                                                              for comparison; see docs/costs.md)
+rollups                   AGENTOPS_ROLLUPS                   ``true``: derived work keeps the
+                                                             analytics' rollups (``false``: none
+                                                             are made, for comparison; see
+                                                             docs/analytics.md)
 mail_url                  AGENTOPS_MAIL_URL                  ``console`` (or ``file:///dir``,
                                                              ``smtp://user:pass@host:port``)
 mail_from                 AGENTOPS_MAIL_FROM                 ``AgentOps Hub <hub@localhost>``
@@ -107,6 +111,7 @@ class Settings:
     hsts_max_age: int = 365 * 24 * 3600
     signup_open: bool = True
     pricing: bool = True
+    rollups: bool = True
     mail_url: str = dataclasses.field(default="console", repr=False)
     mail_from: str = "AgentOps Hub <hub@localhost>"
     webhooks_allow_private: bool = False

@@ -13,10 +13,12 @@ divided by the time from the first request to the last acknowledgement. Request 
 percentiles are over every acknowledged request. Payloads are built before the clock starts, so
 the clients spend their time waiting on the hub, not making JSON.
 
-``--pricing off,on`` (the default) measures each database twice in the same run, the hub started
-with ``AGENTOPS_PRICING=false`` then ``true`` (two of every three spans are LLM calls, priced in
-the ingest transaction, their runs totalled as derived work in the hub process), and prints what
-pricing costs in throughput; ``--repeat N`` alternates the two N times and shows medians.
+``--vary pricing`` (the default, with ``--pricing off,on``) measures each database twice in the
+same run, the hub started with ``AGENTOPS_PRICING=false`` then ``true`` (two of every three spans
+are LLM calls, priced in the ingest transaction, their runs totalled in it too, as the batch
+carries the run), and prints what pricing costs in throughput. ``--vary rollups`` does the same
+with ``AGENTOPS_ROLLUPS`` (the analytics' rollups, derived work in the hub process), pricing on.
+``--repeat N`` alternates the two N times and shows medians.
 """
 
 from __future__ import annotations
@@ -53,7 +55,14 @@ def main() -> None:
     parser.add_argument("--spans-per-batch", type=int, default=500)
     parser.add_argument("--workers", type=int, default=2, help="hub processes")
     parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument(
+        "--vary",
+        choices=["pricing", "rollups"],
+        default="pricing",
+        help="the setting measured off and on (the other stays on)",
+    )
     parser.add_argument("--pricing", default="off,on", help="off, on, or both: off,on")
+    parser.add_argument("--rollups", default="off,on", help="off, on, or both: off,on")
     parser.add_argument(
         "--repeat", type=int, default=1, help="rounds of each setting, alternated; medians shown"
     )
@@ -63,36 +72,37 @@ def main() -> None:
         f"{arguments.clients} clients, {arguments.spans_per_batch} spans per batch, "
         f"{arguments.seconds:.0f} s, {arguments.workers} hub worker(s)"
     )
+    vary = arguments.vary
     print(
-        f"{'database':<12}{'pricing':<9}{'spans/s stored':>16}{'requests':>10}"
-        f"{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'database':<12}{vary:<9}{'spans/s stored':>16}{'requests':>10}{'p50 ms':>9}{'p99 ms':>9}"
     )
     for database in arguments.databases.split(","):
         rounds: dict[str, list[dict[str, float]]] = {}
         for _ in range(arguments.repeat):  # alternated, so a busy spell hits both settings
-            for pricing in arguments.pricing.split(","):
+            for state in getattr(arguments, vary).split(","):
                 with fresh_database(database) as url:
-                    rounds.setdefault(pricing, []).append(measure(url, arguments, pricing == "on"))
+                    measured = measure(url, arguments, {vary: state == "on"})
+                    rounds.setdefault(state, []).append(measured)
         rates: dict[str, float] = {}
-        for pricing, results in rounds.items():
+        for state, results in rounds.items():
             median = {key: statistics.median(r[key] for r in results) for key in results[0]}
-            rates[pricing] = median["spans_per_second"]
+            rates[state] = median["spans_per_second"]
             print(
-                f"{database:<12}{pricing:<9}{median['spans_per_second']:>16,.0f}"
+                f"{database:<12}{state:<9}{median['spans_per_second']:>16,.0f}"
                 f"{median['requests']:>10.0f}{median['p50_ms']:>9.1f}{median['p99_ms']:>9.1f}"
             )
         if {"off", "on"} <= rates.keys():
-            print(f"{database}: pricing costs {1 - rates['on'] / rates['off']:.1%} of throughput")
+            print(f"{database}: {vary} costs {1 - rates['on'] / rates['off']:.1%} of throughput")
 
 
 def measure(
-    database_url: str, arguments: argparse.Namespace, pricing: bool = True
+    database_url: str, arguments: argparse.Namespace, switches: dict[str, bool] | None = None
 ) -> dict[str, float]:
-    env = {
-        **os.environ,
-        "AGENTOPS_DATABASE_URL": database_url,
-        "AGENTOPS_PRICING": "true" if pricing else "false",
-    }
+    """One round on a fresh database; ``switches``: settings turned on or off (pricing,
+    rollups), the others on."""
+    env = {**os.environ, "AGENTOPS_DATABASE_URL": database_url}
+    for name in ("pricing", "rollups"):
+        env[f"AGENTOPS_{name.upper()}"] = "true" if (switches or {}).get(name, True) else "false"
     subprocess.run([*HUB, "db", "upgrade"], env=env, check=True, capture_output=True)
     bootstrap = subprocess.run(
         [*HUB, "bootstrap", "--org", "bench", "--json"],

@@ -88,6 +88,8 @@ def _budgets(derived: DerivedWork, context: TaskContext) -> None:
 
 
 def _analytics(derived: DerivedWork, context: TaskContext) -> None:
+    if not context.settings.rollups:  # off: analytics read no new rollups (for comparison)
+        return
     cache = context.stats_cache or create_stats_cache(context.settings)
     RollupTasks(context.engine, cache.forget).register(derived)
 

@@ -316,3 +316,16 @@ def _is_call(span: Span) -> bool:
 
 def _utc(moment: dt.datetime) -> dt.datetime:
     return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+
+
+def test_with_rollups_off_ingest_stores_the_runs_and_makes_no_rollup(
+    settings: Settings, migrated_url: str
+) -> None:
+    org = make_org(migrated_url, "no-rollups")
+    with hub_with(settings, rollups=False) as off:
+        run = run_event()
+        send(off, org.key, run, span_event(run))
+        off.settle()
+        listed = off.client.get("/api/v1/runs", headers=bearer(org.key))
+    assert [found["id"] for found in listed.json()["items"]] == [run["id"]]
+    assert stored_rollups(migrated_url, org.org_id) == {}
