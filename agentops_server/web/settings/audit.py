@@ -18,6 +18,7 @@ from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
 from agentops_server.services import audit
 from agentops_server.services.audit import AuditFilter, AuditPage
+from agentops_server.services.identity import members
 from agentops_server.values import Timestamp
 from agentops_server.web.settings.tabs import render
 
@@ -52,12 +53,18 @@ class AuditPages(Controller):
         except Refused as exc:
             refusal = exc
         given = {key: value for key, value in chosen.items() if value}
+        people = (
+            (await members.list_members(db_session, request.auth.org_id)).items
+            if request.auth.can(Permission.MEMBERS_READ)
+            else []
+        )
         return await render(
             request,
             db_session,
             "settings/audit.html",
             refusal,
             entries=found.items,
+            emails={person.user_id: person.email for person in people},
             chosen=chosen,
             next_page=(
                 f"{PATH}?{urlencode({**given, 'cursor': found.next_cursor})}"
