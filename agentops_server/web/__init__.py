@@ -34,6 +34,7 @@ from agentops_server.web.controls import ControlPages
 from agentops_server.web.errors import EXCEPTION_HANDLERS
 from agentops_server.web.live import LivePages
 from agentops_server.web.sessions import PageSessions, SessionBackend
+from agentops_server.web.settings import SETTINGS_PAGES
 from agentops_server.web.sign_in import SignInPages
 
 __all__ = ["PAGE", "csrf_config", "template_config", "web_router"]
@@ -59,7 +60,15 @@ def web_router(settings: Settings, engine: AsyncEngine) -> Router:
     )
     return Router(
         path="/",
-        route_handlers=[SignInPages, ControlPages, AgentPages, ApprovalPages, LivePages, static],
+        route_handlers=[
+            SignInPages,
+            ControlPages,
+            AgentPages,
+            ApprovalPages,
+            LivePages,
+            *SETTINGS_PAGES,
+            static,
+        ],
         opt=PAGE,
         include_in_schema=False,
         cache_control=CacheControlHeader(no_store=True),  # pages hold an org's data and tokens

@@ -24,6 +24,7 @@ NAVIGATION: tuple[tuple[str, str, Permission], ...] = (
     ("/controls", "Emergency controls", Permission.CONTROLS_READ),
     ("/agents", "Agents", Permission.AGENTS_READ),
     ("/approvals", "Approvals", Permission.APPROVALS_READ),
+    ("/settings", "Settings", Permission.SETTINGS_READ),
 )
 """The shell's navigation: path, label, and the permission its page needs."""
 
@@ -33,6 +34,26 @@ NOTICES = {
     "agents_controlled": "The selected agents' controls are set.",
     "approval_decided": "The decision is recorded; the waiting agent hears it at once.",
     "org_switched": "You switched org.",
+    "org_updated": "The org's profile is saved.",
+    "logo_uploaded": "The logo is uploaded.",
+    "logo_removed": "The logo is removed.",
+    "role_changed": "The member's role is changed.",
+    "member_removed": "The member is removed from the org; their sessions in it are ended.",
+    "invitation_sent": "The invitation is sent by email.",
+    "invitation_resent": "The invitation is sent again; its earlier link no longer works.",
+    "invitation_revoked": "The invitation is revoked; its link no longer works.",
+    "team_created": "The team is created.",
+    "team_renamed": "The team is renamed.",
+    "team_deleted": "The team is deleted; its members stay in the org.",
+    "team_member_added": "The member is added to the team.",
+    "team_member_removed": "The member is taken out of the team.",
+    "api_key_revoked": "The API key is revoked: it no longer works.",
+    "webhook_updated": "The webhook is saved.",
+    "webhook_deleted": "The webhook is deleted.",
+    "webhook_tested": "A test event is queued: follow it in the deliveries below.",
+    "price_created": "The price is added; the org's SDKs get it with their budgets.",
+    "price_updated": "The price is changed; calls from now on are priced at it.",
+    "price_deleted": "The price is deleted; the catalog's price applies again.",
 }
 """The messages a page shows after a form (by key, so a link cannot make a page say more)."""
 
