@@ -55,7 +55,7 @@ from agentops_server.web.forms import validated
 from agentops_server.web.pages import page
 from agentops_server.web.timeline import pretty, timeline
 
-__all__ = ["RunPages", "RunQuery", "run_query"]
+__all__ = ["RunPages", "RunQuery", "given_query", "run_query"]
 
 PATH = "/runs"
 DEFAULT_SPAN_LIMIT = 200
@@ -120,10 +120,9 @@ _MINUTE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d")
 """A browser's ``datetime-local`` value on a whole minute (it leaves the seconds out)."""
 
 
-def run_query(request: Request[Any, Any, Any]) -> tuple[dict[str, Any], RunQuery]:
-    """What the query string asks for, as typed (blank fields left out), and as given (to fill
-    the form again); ``invalid_form`` (or the refusing value's code) for a value the API would
-    refuse."""
+def given_query(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """The query string's fields as given (blank ones left out, tags split at commas), to read
+    with :func:`run_query` and to fill the form again."""
     params = request.query_params
     given: dict[str, Any] = {}
     for name in FILTERS + _PAGING:
@@ -135,11 +134,17 @@ def run_query(request: Request[Any, Any, Any]) -> tuple[dict[str, Any], RunQuery
                 given[name] = values
         elif value := (params.get(name) or "").strip():
             given[name] = value
+    return given
+
+
+def run_query(given: dict[str, Any]) -> RunQuery:
+    """What the query asks for, typed; ``invalid_form`` (or the refusing value's code, such as
+    ``invalid_timestamp``) for a value the API would refuse."""
     typed = {
         name: value + ":00" if name in _MOMENTS and _MINUTE.fullmatch(value) else value
         for name, value in given.items()
     }
-    return given, validated(RunQuery, typed)
+    return validated(RunQuery, typed)
 
 
 class RunPages(Controller):
@@ -157,9 +162,9 @@ class RunPages(Controller):
         refusal: Refused | None = None
         found = RunPage(items=[], next_cursor=None)
         query = RunQuery()
-        given: dict[str, Any] = {}
+        given = given_query(request)
         try:
-            given, query = run_query(request)
+            query = run_query(given)
             found = await runs.list_runs(
                 db_session,
                 request.auth.org_id,
@@ -203,7 +208,7 @@ class RunPages(Controller):
         engine: NamedDependency[AsyncEngine],
     ) -> Stream:
         """The runs matching the explorer's filters as CSV, newest first: the API's export."""
-        _, query = run_query(request)
+        query = run_query(given_query(request))
         return Stream(
             export(engine, request.auth.org_id, query.where(), kind="runs", fmt="csv"),
             media_type="text/csv; charset=utf-8",

@@ -145,6 +145,8 @@ def test_a_refused_filter_shows_the_form_again_with_the_reason(owner_client: Cli
         assert answer.status_code == 400, query
         assert f'data-code="{code}"' in answer.text, query
         assert 'role="search"' in answer.text
+    kept = owner_client.get("/runs?q=Reykjavik&status=exploded").text
+    assert 'value="Reykjavik"' in kept  # the form keeps what was asked
 
 
 def test_sorting_and_pages_follow_the_apis_cursors_forth_and_back(
@@ -180,7 +182,8 @@ def test_sorting_and_pages_follow_the_apis_cursors_forth_and_back(
 def test_the_export_link_streams_the_filtered_runs_as_csv(owner_client: Client) -> None:
     page = owner_client.get("/runs?agent=forecaster&sort=cost").text
     export = link(re.compile(r'<a href="([^"]+)" download>Export CSV</a>'), page)
-    assert export is not None and export.startswith("/runs/export.csv?")
+    assert export is not None
+    assert export.startswith("/runs/export.csv?")
 
     answer = owner_client.get(export)
 
@@ -264,13 +267,16 @@ def test_a_runs_page_draws_its_nested_spans_with_payloads_and_refusals_in_line(
     assert "<details>" in call
     assert "&#34;temperature&#34;: 0.2" in call  # model parameters, pretty-printed
     assert "refund order 77" in call
-    assert "gpt-4o" in call and "12 in" in call and "30 out" in call
+    assert "gpt-4o" in call
+    assert "12 in" in call
+    assert "30 out" in call
     refused = span_row(page, made["refused"])
     assert 'data-blocked-by="policy"' in refused
     assert re.search(r'class="decision decision-deny" data-stage="policy">.*policy-rule', refused)
     assert "&#34;amount&#34;: 5000" in refused
     failed = span_row(page, made["failed"])
-    assert "TimeoutError" in failed and "the CRM was slow" in failed
+    assert "TimeoutError" in failed
+    assert "the CRM was slow" in failed
     assert 'x="75.0" y="1" width="20.0"' in failed  # 1.5 s to 1.9 s of a 2 s run
     assert MARKUP not in page
     assert html.escape(MARKUP, quote=False) in page.replace("&#34;", '"')
@@ -337,9 +343,12 @@ def test_an_agents_page_shows_its_runs_controls_budgets_and_rules(
     assert f'<a href="/runs/{run["id"]}">support</a>' in page
     assert "someone else" not in page
     assert 'class="badge badge-paused">paused</span> by the tag control' in page
-    assert "audit" in page and "not it" not in page
-    assert 'data-budget="support"' in page and 'data-budget="org"' in page
-    assert 'data-rule="helpers-no-refunds"' in page and 'data-rule="others-only"' not in page
+    assert "audit" in page
+    assert "not it" not in page
+    assert 'data-budget="support"' in page
+    assert 'data-budget="org"' in page
+    assert 'data-rule="helpers-no-refunds"' in page
+    assert 'data-rule="others-only"' not in page
     assert "Latency, errors and cost, by day" in page
 
 
