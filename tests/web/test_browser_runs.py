@@ -1,6 +1,7 @@
 """The runs pages in a real browser (Chromium) against a hub process: a run ingested through the
 API is found in the explorer by a word of its input, its waterfall opens, and a span expands
-to its payload, with no script. Saves screenshots of the explorer and the timeline."""
+to its payload, with no script; the agent's page lists the run. Saves screenshots of the
+explorer, the timeline and the agent's page."""
 
 from __future__ import annotations
 
@@ -99,3 +100,10 @@ def test_a_run_found_by_search_opens_its_timeline_and_a_span_shows_its_payload(
     tool.locator("summary").click()
     expect(payload).to_be_visible()
     page.screenshot(path=screenshots / "run-timeline.png", full_page=True)
+
+    page.get_by_role("link", name="courier").first.click()
+    expect(page.get_by_role("heading", name="courier")).to_be_visible()
+    recent = page.get_by_role("region", name="Recent runs")
+    expect(recent.get_by_role("link", name="track-parcel")).to_be_visible()
+    expect(page.get_by_role("region", name="Controls")).to_contain_text("No control reaches")
+    page.screenshot(path=screenshots / "agent-detail.png", full_page=True)
