@@ -32,7 +32,7 @@ from agentops_server.auth.guards import requires
 from agentops_server.refusals import Invalid, Refused
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
-from agentops_server.services.governance.agents import list_agents
+from agentops_server.services.governance.agent_directory import agent_ids
 from agentops_server.services.governance.control_sets import team_names
 from agentops_server.services.telemetry import run_detail, runs
 from agentops_server.services.telemetry.exports import export
@@ -178,7 +178,7 @@ class RunPages(Controller):
             await db_session.rollback()
             refusal, given = exc, {key: given[key] for key in FILTERS if key in given}
         org_id = request.auth.org_id
-        agents = await list_agents(db_session, org_id)
+        agents = await agent_ids(db_session, org_id)
         teams = sorted((await team_names(db_session, org_id)).items(), key=lambda team: team[1])
         filters = {key: value for key, value in given.items() if key in FILTERS}
         response = await page(
@@ -189,8 +189,8 @@ class RunPages(Controller):
             chosen=given,
             query=query,
             links=_links(filters, query, found.next_cursor),
-            agent_names=[agent.name for agent in agents.items],
-            agent_ids={agent.name: agent.id for agent in agents.items},
+            agent_names=list(agents),
+            agent_ids=agents,
             teams=teams,
             statuses=get_args(RunStatus),
             environments=get_args(Environment),
@@ -234,7 +234,6 @@ class RunPages(Controller):
                 db_session, org_id, run_id, limit=limit, cursor=cursor
             )
             spans, next_cursor = later.items, later.next_cursor
-        agents = await list_agents(db_session, org_id)
         more = None
         if next_cursor is not None:
             more = f"{PATH}/{detail.id}?" + urlencode({"spans": next_cursor, "span_limit": limit})
@@ -246,7 +245,7 @@ class RunPages(Controller):
             rows=timeline(detail, spans),
             later_page=cursor is not None,
             more_spans=more,
-            agent_id={agent.name: agent.id for agent in agents.items}.get(detail.agent),
+            agent_id=(await agent_ids(db_session, org_id)).get(detail.agent),
             pretty=pretty,
         )
 
