@@ -16,6 +16,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
+from agentops_sdk.contract.decisions import DECISION_EVENT
 from agentops_server.auth.guards import permission_of
 from agentops_server.security.permissions import Permission, Role
 from agentops_server.services.identity.api_keys import IssuedKey
@@ -24,6 +25,7 @@ from tests.server.api import bearer
 from tests.server.conftest import make_org
 from tests.server.ingest_events import INGEST, T0, batch, run_event, span_event
 from tests.server.principals import People
+from tests.server.test_approvals import ask_body
 from tests.server.test_run_explorer import denied
 from tests.web.people import signed_in
 from tests.web.test_page_routes import pages
@@ -280,6 +282,36 @@ def test_a_runs_page_draws_its_nested_spans_with_payloads_and_refusals_in_line(
     assert 'x="75.0" y="1" width="20.0"' in failed  # 1.5 s to 1.9 s of a 2 s run
     assert MARKUP not in page
     assert html.escape(MARKUP, quote=False) in page.replace("&#34;", '"')
+
+
+def test_an_approval_a_span_asked_for_is_shown_in_line_with_its_decision(
+    owner_client: Client, org: IssuedKey, people: People
+) -> None:
+    asked_for = {
+        "name": DECISION_EVENT,
+        "at": T0.isoformat(),
+        "attributes": {"outcome": "require_approval", "stage": "approval", "rule": "mail"},
+    }
+    run = run_event(name="mailer", agent="mailer")
+    mail = span_event(run, kind="tool", name="send_email", llm=None, events=[asked_for])
+    ingest(owner_client, org, run, mail)
+    body = ask_body(run_id=run["id"], span_id=mail["id"])
+    asked = owner_client.post("/api/v1/approvals", json=body, headers=bearer(org.key))
+    assert asked.status_code == 201, asked.text
+    reviewer = people.add(Role.ADMIN)
+    decided = owner_client.post(
+        f"/api/v1/approvals/{asked.json()['id']}/decision",
+        json={"decision": "reject", "comment": "not to a rival"},
+        headers=reviewer.headers,
+    )
+    assert decided.status_code == 200, decided.text
+
+    row = span_row(owner_client.get(f"/runs/{run['id']}").text, mail)
+
+    assert 'data-stage="approval"><strong>approval</strong>: require_approval' in row
+    assert 'data-approval="rejected"' in row
+    assert "not to a rival" in row
+    assert reviewer.email in row
 
 
 def test_a_run_of_many_spans_shows_them_a_page_at_a_time(
