@@ -24,6 +24,7 @@ NAVIGATION: tuple[tuple[str, str, Permission], ...] = (
     ("/controls", "Emergency controls", Permission.CONTROLS_READ),
     ("/agents", "Agents", Permission.AGENTS_READ),
     ("/approvals", "Approvals", Permission.APPROVALS_READ),
+    ("/runs", "Runs", Permission.RUNS_READ),
     ("/settings", "Settings", Permission.SETTINGS_READ),
 )
 """The shell's navigation: path, label, and the permission its page needs."""
