@@ -28,7 +28,6 @@ def test_the_bell_counts_a_new_notification_live_and_reading_clears_it(
 
     expect(bell.locator("[data-unread-count]")).to_have_text("1", timeout=15_000)
     expect(bell).to_have_attribute("aria-label", "Notifications: 1 unread")
-    page.screenshot(path=screenshots / "notifications-bell.png")
 
     bell.click()
     page.wait_for_url("**/notifications")
