@@ -259,6 +259,29 @@ def test_a_signed_in_person_accepts_an_invitation_into_another_org(
     assert re.search(r'<option value="acme" selected>', page)
 
 
+def test_a_person_signed_in_as_another_account_is_told_to_sign_out_to_accept(
+    browser_client: TestClient[Litestar],
+    settings: Settings,
+    migrated_url: str,
+    owner: Person,
+    mail_dir: Path,
+) -> None:
+    link = invite(browser_client, owner, "someone-new@example.com", mail_dir)
+    stranger = People(migrated_url, make_org(migrated_url, "initech").org_id).add(Role.MEMBER)
+    sign_in_as(browser_client, settings, stranger)
+
+    refused = post(browser_client, "/invitations/accept", token=link.split("token=")[1])
+
+    assert 'data-code="password_required"' in refused.text
+    assert "data-other-account" in refused.text
+    assert _user_id(settings, "someone-new@example.com") is None
+
+
+def _user_id(settings: Settings, email: str) -> uuid.UUID | None:
+    with direct_session(settings.database_url) as session:
+        return session.scalar(select(User.id).where(User.email == email))
+
+
 # --- OAuth ------------------------------------------------------------------------------------
 
 
