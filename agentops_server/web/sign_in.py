@@ -117,11 +117,8 @@ class SignInPages(Controller):
     ) -> Template:
         """The sign-up form: a new org and its owner (or an OAuth provider's sign-in, which
         makes a personal org on first use while sign-up is open)."""
-        return _form(
-            "sign_up.html",
-            open=settings.signup_open,
-            providers=_buttons(oauth_providers, None) if settings.signup_open else [],
-        )
+        providers = _buttons(oauth_providers, None) if settings.signup_open else []
+        return _form("sign_up.html", open=settings.signup_open, providers=providers)
 
     @post("/sign-up", opt=PUBLIC)
     async def sign_up(
@@ -130,6 +127,7 @@ class SignInPages(Controller):
         db_session: NamedDependency[AsyncSession],
         settings: NamedDependency[Settings],
         throttle: NamedDependency[Throttle],
+        oauth_providers: NamedDependency[OAuthProviders],
     ) -> Response[Any]:
         """Make the org and its owner, signed in."""
         form = await fields_of(request)
@@ -146,7 +144,10 @@ class SignInPages(Controller):
                 **fields,
             )
         except Refused as exc:
-            return _form("sign_up.html", exc, open=settings.signup_open, **fields)
+            providers = _buttons(oauth_providers, None) if settings.signup_open else []
+            return _form(
+                "sign_up.html", exc, open=settings.signup_open, providers=providers, **fields
+            )
         return _signed_in(settings, signed_up.tokens, HOME)
 
     @post("/sign-out", guards=[requires(Permission.ACCOUNT)])
