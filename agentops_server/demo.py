@@ -3,7 +3,9 @@
 The demo migrates the database, reuses its org (creating it on the first run) with a fresh API
 key (a key is shown once, so every run makes one), serves the hub on uvicorn in this process,
 runs the SDK example ``examples/quickstart.py`` as a subprocess pointed at the hub, waits until
-the example's run can be read back through the API, and prints where to look. With ``seed``
+the example's run can be read back through the API, and prints where to look, with a one-time
+sign-in link that opens the pages as the org's owner (the hub runs in demo mode, the only one
+that accepts such links: :mod:`agentops_server.services.identity.sign_in_links`). With ``seed``
 it then fills the org with a month of realistic data through the API
 (:mod:`agentops_server.demo_seed`). It keeps serving
 until Ctrl+C, or stops there with ``once=True`` (for tests and CI).
@@ -40,10 +42,12 @@ from agentops_server.db.tenancy import tenant
 from agentops_server.security.api_keys import SCOPES
 from agentops_server.services.audit import SYSTEM
 from agentops_server.services.identity.api_keys import IssuedKey, issue_org_key
-from agentops_server.services.identity.orgs import bootstrap_org
+from agentops_server.services.identity.orgs import bootstrap_org, ensure_owner
+from agentops_server.services.identity.sign_in_links import SIGN_IN_LINK_TTL, issue_sign_in_link
 from agentops_server.settings import Settings
+from agentops_server.slugs import slugify
 
-__all__ = ["DemoFailed", "DemoOptions", "demo_key", "run_demo"]
+__all__ = ["DemoFailed", "DemoOptions", "demo_key", "demo_sign_in_link", "run_demo"]
 
 EXAMPLE = Path("examples") / "quickstart.py"
 STARTUP_TIMEOUT = 30.0
@@ -75,7 +79,8 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None]) -> None:
     issued = demo_key(options.database_url, options.org_name)
     listener = _listen(options.host, options.port)
     url = f"http://{_connectable(options.host)}:{listener.getsockname()[1]}"
-    settings = Settings.from_env(database_url=options.database_url)
+    settings = Settings.from_env(database_url=options.database_url, demo=True)
+    sign_in = demo_sign_in_link(settings, url, issued.org_id, options.org_name)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per poll of the API
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), log_level="warning", access_log=False)
@@ -91,6 +96,9 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None]) -> None:
             echo(f"AgentOps Hub demo at {url}")
             echo(f"  org      {options.org_name} ({issued.org_id})")
             echo(f"  api key  {issued.key}  (shown once: the hub keeps only its hash)")
+            echo(f"  sign in  {sign_in}")
+            minutes = SIGN_IN_LINK_TTL // 60
+            echo(f"           (the org's owner: the link works once, within {minutes} minutes)")
             echo(f"\nRunning {example} against the hub...\n")
             run_id = _run_example(example, url, issued.key)
             echo(_describe(url, issued.key, run_id))
@@ -134,6 +142,16 @@ def demo_key(database_url: str, org_name: str) -> IssuedKey:
     if org_id is None:
         return run_in_session(database_url, lambda session: bootstrap_org(session, org_name))
     return run_in_session(database_url, lambda session: _new_key(session, org_id))
+
+
+def demo_sign_in_link(settings: Settings, url: str, org_id: uuid.UUID, org_name: str) -> str:
+    """A one-time link to the pages of the hub at ``url``, signing the browser in as an owner of
+    the org (made when the org has none: ``demo-owner+<slug>@example.com``, with no password)."""
+    email = f"demo-owner+{slugify(org_name)}@example.com"
+    owner_id = run_in_session(
+        settings.database_url, lambda session: ensure_owner(session, org_id, email)
+    )
+    return f"{url}/sign-in/link?token={issue_sign_in_link(settings, owner_id, org_id)}"
 
 
 async def _new_key(session: AsyncSession, org_id: uuid.UUID) -> IssuedKey:

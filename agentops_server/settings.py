@@ -62,6 +62,9 @@ stream_watch_interval     AGENTOPS_STREAM_WATCH_INTERVAL     0.25 seconds betwee
 log_format                AGENTOPS_LOG_FORMAT                ``json`` (or ``console``)
 log_level                 AGENTOPS_LOG_LEVEL                 ``INFO``
 sentry_dsn                SENTRY_DSN                         None (Sentry disabled)
+demo                      AGENTOPS_DEMO                      ``false`` (``true``: what
+                                                             ``agentops-hub demo`` sets: its
+                                                             one-time sign-in links work)
 ========================  =================================  ===================================
 
 Database URLs: ``sqlite:///path.db`` or ``postgresql+psycopg://user@host/db``; the hub picks the
@@ -129,6 +132,7 @@ class Settings:
     log_format: str = "json"
     log_level: str = "INFO"
     sentry_dsn: str | None = None
+    demo: bool = False
 
     def __post_init__(self) -> None:
         if not self.database_url.startswith(("sqlite", "postgresql")):

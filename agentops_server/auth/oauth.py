@@ -42,6 +42,7 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, TypeAdapter, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.auth.oauth_providers import (
     GitHubConfig,
@@ -50,8 +51,11 @@ from agentops_server.auth.oauth_providers import (
     OidcProvider,
     Provider,
 )
-from agentops_server.refusals import Invalid
+from agentops_server.refusals import Forbidden, Invalid
 from agentops_server.security.tokens import InvalidToken, decode_token, encode_token
+from agentops_server.services.identity.accounts import Client
+from agentops_server.services.identity.external import sign_in_external
+from agentops_server.services.identity.sessions import TokenPair, start_session
 from agentops_server.settings import Settings
 
 __all__ = [
@@ -62,7 +66,9 @@ __all__ = [
     "OAuthProviders",
     "SignInState",
     "SignInStart",
+    "ExternalSignIn",
     "begin_sign_in",
+    "finish_sign_in",
     "read_state",
     "safe_redirect_path",
 ]
@@ -241,6 +247,66 @@ def read_state(
         claims.get("org"),
         claims.get("rto"),
     )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ExternalSignIn:
+    """A finished external sign-in: the hub session it opened, and whether it made the user."""
+
+    tokens: TokenPair
+    new_user: bool
+
+
+async def finish_sign_in(
+    session: AsyncSession,
+    settings: Settings,
+    provider: Provider,
+    state: SignInState,
+    *,
+    code: str | None,
+    error: str | None,
+    error_description: str | None,
+    redirect_uri: str,
+    client: Client,
+) -> ExternalSignIn:
+    """The callback's work once its state is read: exchange ``code``, find or make the user, and
+    open a hub session (method ``oauth:<provider>``). What the API's callback and the pages'
+    callback both do; ``redirect_uri`` is the one the sign-in began with.
+
+    Refusals: ``oauth_denied`` (the provider says no), ``validation_error`` (no code), and those
+    of the provider's exchange and of :func:`sign_in_external`.
+    """
+    if error is not None:
+        raise Forbidden(
+            "oauth_denied",
+            f"{provider.label} did not sign you in: {error_description or error}.",
+            provider_error=error,
+        )
+    if not code:
+        raise Invalid("validation_error", "The callback carries no code.")
+    identity = await provider.identity(
+        code=code,
+        redirect_uri=redirect_uri,
+        code_verifier=state.code_verifier,
+        nonce=state.nonce,
+    )
+    signed_in = await sign_in_external(
+        session,
+        identity,
+        org_slug=state.org,
+        client=client,
+        signup_open=settings.signup_open,
+    )
+    tokens = await start_session(
+        session,
+        settings,
+        user_id=signed_in.user_id,
+        org_id=signed_in.org_id,
+        method=f"oauth:{provider.name}",
+        ip=client.ip,
+        user_agent=client.user_agent,
+    )
+    return ExternalSignIn(tokens, signed_in.new_user)
 
 
 def safe_redirect_path(value: str) -> str:

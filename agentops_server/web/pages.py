@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
 from agentops_server.services.identity import accounts
+from agentops_server.services.notifications import inbox
 
 __all__ = ["NAVIGATION", "NOTICES", "done", "page"]
 
@@ -55,6 +56,12 @@ NOTICES = {
     "price_created": "The price is added; the org's SDKs get it with their budgets.",
     "price_updated": "The price is changed; calls from now on are priced at it.",
     "price_deleted": "The price is deleted; the catalog's price applies again.",
+    "password_reset": "Your password is changed: sign in with it.",
+    "password_changed": "Your password is changed; your other sessions are signed out.",
+    "mfa_disabled": "Two-factor authentication is off.",
+    "session_revoked": "The session is signed out.",
+    "notifications_read": "Marked read.",
+    "invitation_accepted": "You joined the org.",
 }
 """The messages a page shows after a form (by key, so a link cannot make a page say more)."""
 
@@ -81,6 +88,9 @@ async def page(
             "current_path": request.url.path,
             "notice": NOTICES.get(request.query_params.get("done", "")),
             "can": lambda permission: principal.can(Permission(permission)),
+            "unread_notifications": await inbox.unread_count(
+                db_session, principal.org_id, principal.user_id
+            ),
             **context,
         },
     )

@@ -8,6 +8,7 @@ same way); instead of tokens, the answer sets the session cookie
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
@@ -16,19 +17,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.api.v1.actors import client_of
 from agentops_server.auth.guards import PUBLIC, requires
-from agentops_server.backends.rate_limit import Throttle, account_key
+from agentops_server.auth.oauth import OAuthProviders
+from agentops_server.backends.rate_limit import FailedAuthentications, Throttle, account_key
 from agentops_server.refusals import Forbidden, Refused
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
-from agentops_server.services.identity import accounts, sessions
+from agentops_server.services.identity import accounts, sessions, sign_in_links
 from agentops_server.services.identity.accounts import MfaChallenge
 from agentops_server.services.identity.sessions import TokenPair
 from agentops_server.settings import Settings
 from agentops_server.web.forms import fields_of
-from agentops_server.web.pages import done
+from agentops_server.web.pages import NOTICES, done
 from agentops_server.web.sessions import session_cookie, signed_out_cookie
 
-__all__ = ["SignInPages"]
+__all__ = ["HOME", "SignInPages", "next_path"]
 
 HOME = "/controls"
 
@@ -42,9 +44,16 @@ class SignInPages(Controller):
         return Redirect(HOME if isinstance(request.scope.get("auth"), Principal) else "/sign-in")
 
     @get("/sign-in", opt=PUBLIC)
-    async def sign_in_form(self, request: Request[Any, Any, Any]) -> Template:
-        """The sign-in form."""
-        return _form("sign_in.html", next=_next_path(request.query_params.get("next")))
+    async def sign_in_form(
+        self, request: Request[Any, Any, Any], oauth_providers: NamedDependency[OAuthProviders]
+    ) -> Template:
+        """The sign-in form (and a button per configured OAuth provider)."""
+        return _form(
+            "sign_in.html",
+            next=next_path(request.query_params.get("next")),
+            notice=NOTICES.get(request.query_params.get("done", "")),
+            providers=_buttons(oauth_providers, request.query_params.get("next")),
+        )
 
     @post("/sign-in", opt=PUBLIC)
     async def sign_in(
@@ -53,10 +62,11 @@ class SignInPages(Controller):
         db_session: NamedDependency[AsyncSession],
         settings: NamedDependency[Settings],
         throttle: NamedDependency[Throttle],
+        oauth_providers: NamedDependency[OAuthProviders],
     ) -> Response[Any]:
         """Check the email and password; a second-factor step when the account has one."""
         form = await fields_of(request)
-        email, next_path = form.get("email", ""), _next_path(form.get("next"))
+        email, after = form.get("email", ""), next_path(form.get("next"))
         try:
             async with throttle.attempt("login", account_key(email)):
                 answer = await accounts.sign_in(
@@ -67,10 +77,11 @@ class SignInPages(Controller):
                     client=client_of(request),
                 )
         except Refused as exc:
-            return _form("sign_in.html", exc, email=email, next=next_path)
+            providers = _buttons(oauth_providers, after)
+            return _form("sign_in.html", exc, email=email, next=after, providers=providers)
         if isinstance(answer, MfaChallenge):
-            return _form("second_factor.html", mfa_token=answer.mfa_token, next=next_path)
-        return _signed_in(settings, answer, next_path)
+            return _form("second_factor.html", mfa_token=answer.mfa_token, next=after)
+        return _signed_in(settings, answer, after)
 
     @post("/sign-in/second-factor", opt=PUBLIC)
     async def second_factor(
@@ -82,7 +93,7 @@ class SignInPages(Controller):
     ) -> Response[Any]:
         """Finish signing in with a code of the second factor (or a recovery code)."""
         form = await fields_of(request)
-        token, next_path = form.get("mfa_token", ""), _next_path(form.get("next"))
+        token, after = form.get("mfa_token", ""), next_path(form.get("next"))
         code = form.get("code", "").strip()
         totp = len(code) == 6 and code.isdigit()  # else a recovery code
         try:
@@ -97,13 +108,17 @@ class SignInPages(Controller):
                     client=client_of(request),
                 )
         except Refused as exc:
-            return _form("second_factor.html", exc, mfa_token=token, next=next_path)
-        return _signed_in(settings, tokens, next_path)
+            return _form("second_factor.html", exc, mfa_token=token, next=after)
+        return _signed_in(settings, tokens, after)
 
     @get("/sign-up", opt=PUBLIC)
-    async def sign_up_form(self, settings: NamedDependency[Settings]) -> Template:
-        """The sign-up form: a new org and its owner."""
-        return _form("sign_up.html", open=settings.signup_open)
+    async def sign_up_form(
+        self, settings: NamedDependency[Settings], oauth_providers: NamedDependency[OAuthProviders]
+    ) -> Template:
+        """The sign-up form: a new org and its owner (or an OAuth provider's sign-in, which
+        makes a personal org on first use while sign-up is open)."""
+        providers = _buttons(oauth_providers, None) if settings.signup_open else []
+        return _form("sign_up.html", open=settings.signup_open, providers=providers)
 
     @post("/sign-up", opt=PUBLIC)
     async def sign_up(
@@ -112,6 +127,7 @@ class SignInPages(Controller):
         db_session: NamedDependency[AsyncSession],
         settings: NamedDependency[Settings],
         throttle: NamedDependency[Throttle],
+        oauth_providers: NamedDependency[OAuthProviders],
     ) -> Response[Any]:
         """Make the org and its owner, signed in."""
         form = await fields_of(request)
@@ -128,7 +144,10 @@ class SignInPages(Controller):
                 **fields,
             )
         except Refused as exc:
-            return _form("sign_up.html", exc, open=settings.signup_open, **fields)
+            providers = _buttons(oauth_providers, None) if settings.signup_open else []
+            return _form(
+                "sign_up.html", exc, open=settings.signup_open, providers=providers, **fields
+            )
         return _signed_in(settings, signed_up.tokens, HOME)
 
     @post("/sign-out", guards=[requires(Permission.ACCOUNT)])
@@ -165,9 +184,51 @@ class SignInPages(Controller):
         redirect.set_cookie(session_cookie(settings, tokens))
         return redirect
 
+    @get("/sign-in/link", opt=PUBLIC)
+    async def sign_in_link_form(
+        self, request: Request[Any, Any, Any], settings: NamedDependency[Settings]
+    ) -> Template:
+        """The page of a one-time sign-in link (``agentops-hub demo`` prints one): a button, so
+        that a link previewer that fetches the page does not use the link up."""
+        token = request.query_params.get("token", "")
+        try:
+            sign_in_links.read_sign_in_link(settings, token)
+        except Refused as exc:
+            return _form("sign_in_link.html", exc)
+        return _form("sign_in_link.html", token=token)
 
-def _signed_in(settings: Settings, tokens: TokenPair, next_path: str) -> Redirect:
-    return Redirect(next_path, status_code=303, cookies=[session_cookie(settings, tokens)])
+    @post("/sign-in/link", opt=PUBLIC)
+    async def use_sign_in_link(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        settings: NamedDependency[Settings],
+        auth_failures: NamedDependency[FailedAuthentications],
+    ) -> Response[Any]:
+        """Sign in with the link's token (once: a second use is refused)."""
+        client = client_of(request)
+        try:
+            async with auth_failures.guard():
+                tokens = await sign_in_links.use_sign_in_link(
+                    db_session,
+                    settings,
+                    (await fields_of(request)).get("token", ""),
+                    ip=client.ip,
+                    user_agent=client.user_agent,
+                )
+        except Refused as exc:
+            return _form("sign_in_link.html", exc)
+        return _signed_in(settings, tokens, HOME)
+
+
+def _buttons(providers: OAuthProviders, wanted: str | None) -> list[tuple[str, str]]:
+    """(start path, label) of each configured OAuth provider, carrying ``next``."""
+    query = f"?next={quote(next_path(wanted), safe='/')}" if wanted else ""
+    return [(f"/sign-in/oauth/{provider.name}{query}", provider.label) for provider in providers]
+
+
+def _signed_in(settings: Settings, tokens: TokenPair, after: str) -> Redirect:
+    return Redirect(after, status_code=303, cookies=[session_cookie(settings, tokens)])
 
 
 def _form(template: str, refusal: Refused | None = None, **context: Any) -> Template:
@@ -179,8 +240,8 @@ def _form(template: str, refusal: Refused | None = None, **context: Any) -> Temp
     )
 
 
-def _next_path(wanted: str | None) -> str:
-    """Where to go after signing in: a path of this hub, never another site."""
+def next_path(wanted: str | None) -> str:
+    """Where to go after signing in: a path of this hub, never another site (``/`` too)."""
     if wanted and wanted.startswith("/") and not wanted.startswith(("//", "/\\")):
         return wanted
     return HOME

@@ -86,6 +86,7 @@ def test_demo_once_serves_a_hub_runs_the_quickstart_and_exits(
         assert re.search(r"AgentOps Hub demo at http://127\.0\.0\.1:\d+", shown)
         assert "agent=weather-assistant  status=ok  spans=6" in shown
         assert "- tool  get_weather  ok" in shown
+        assert re.search(r"sign in +http://127\.0\.0\.1:\d+/sign-in/link\?token=\S+", shown)
     org_ids = {printed(r"org +demo \(([0-9a-f-]+)\)", shown) for shown in (first, second)}
     keys = {printed(r"api key +(ak_\S+)", shown) for shown in (first, second)}
     assert len(org_ids) == 1  # the org is reused

@@ -58,6 +58,7 @@ __all__ = [
     "OrgProfile",
     "SlugTaken",
     "check_slug",
+    "ensure_owner",
     "bootstrap_org",
     "create_org",
     "create_org_with_owner",
@@ -331,6 +332,34 @@ async def bootstrap_org(
         issued = await issue_org_key(session, org_id, actor, name="bootstrap", scopes=SCOPES)
         await session.commit()
     return issued
+
+
+async def ensure_owner(
+    session: AsyncSession, org_id: uuid.UUID, email: str, *, actor: Actor = SYSTEM
+) -> uuid.UUID:
+    """An owner of the org: its first, or else a new user ``email`` without a password made its
+    owner (audited ``member.added``; commit). How the demo finds whom its sign-in link signs in.
+    """
+    with tenant(org_id=org_id):
+        found = await session.scalar(
+            select(Membership.user_id)
+            .where(Membership.org_id == org_id, Membership.role == Role.OWNER.value)
+            .order_by(Membership.created_at, Membership.user_id)
+            .limit(1)
+        )
+        if found is not None:
+            return found
+        owner = await new_user(session, email=email, password=None, name="Demo owner")
+        await _add_owner(
+            session,
+            org_id,
+            owner_id=owner.id,
+            owner_email=owner.email,
+            actor=actor,
+            now=dt.datetime.now(dt.UTC),
+        )
+        await session.commit()
+        return owner.id
 
 
 async def _add_org(

@@ -94,17 +94,20 @@ async def start_session(
     method: str,
     ip: str | None = None,
     user_agent: str | None = None,
+    session_id: uuid.UUID | None = None,
 ) -> TokenPair:
     """Open a session for ``user_id`` in ``org_id`` (a member of it) and commit.
 
     ``method`` says how they signed in (``password``, ``password+totp``, ``oauth:github``,
-    ``invitation``…). Runs as the org's tenant whatever the caller's context.
+    ``invitation``…). Runs as the org's tenant whatever the caller's context. ``session_id``
+    names the session (by default a new id): a one-time credential that names it can open it
+    only once (the id is the table's key).
     """
     with tenant(org_id=org_id, user_id=user_id):
         now = dt.datetime.now(dt.UTC)
         family = UserSession(
             org_id=org_id,
-            id=uuid.uuid4(),
+            id=session_id or uuid.uuid4(),
             user_id=user_id,
             method=method,
             expires_at=now + dt.timedelta(seconds=settings.refresh_token_ttl),

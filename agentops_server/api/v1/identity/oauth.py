@@ -28,13 +28,12 @@ from agentops_server.auth.oauth import (
     STATE_TTL,
     OAuthProviders,
     begin_sign_in,
+    finish_sign_in,
     read_state,
     safe_redirect_path,
 )
 from agentops_server.auth.oauth_providers import Provider
 from agentops_server.refusals import Forbidden, Invalid, NotFound, Unauthenticated, UpstreamFailed
-from agentops_server.services.identity.external import sign_in_external
-from agentops_server.services.identity.sessions import start_session
 from agentops_server.settings import Settings
 from agentops_server.slugs import SLUG_PATTERN
 from agentops_server.values import Text
@@ -185,37 +184,18 @@ class OAuthController(Controller):
         or make the user, and answer with the hub's tokens."""
         chosen = _provider(oauth_providers, provider)
         state = read_state(settings, provider, oauth_state, request.cookies.get(BINDING_COOKIE))
-        if error is not None:
-            raise Forbidden(
-                "oauth_denied",
-                f"{chosen.label} did not sign you in: {error_description or error}.",
-                provider_error=error,
-            )
-        if not code:
-            raise Invalid("validation_error", "The callback carries no code.")
-        identity = await chosen.identity(
-            code=code,
-            redirect_uri=_callback_url(request, settings, provider),
-            code_verifier=state.code_verifier,
-            nonce=state.nonce,
-        )
-        client = client_of(request)
-        signed_in = await sign_in_external(
-            db_session,
-            identity,
-            org_slug=state.org,
-            client=client,
-            signup_open=settings.signup_open,
-        )
-        pair = await start_session(
+        signed_in = await finish_sign_in(
             db_session,
             settings,
-            user_id=signed_in.user_id,
-            org_id=signed_in.org_id,
-            method=f"oauth:{provider}",
-            ip=client.ip,
-            user_agent=client.user_agent,
+            chosen,
+            state,
+            code=code,
+            error=error,
+            error_description=error_description,
+            redirect_uri=_callback_url(request, settings, provider),
+            client=client_of(request),
         )
+        pair = signed_in.tokens
         response = Response(
             OAuthSignIn(
                 access_token=pair.access_token,

@@ -37,7 +37,7 @@ from agentops_server.services.identity import password_changes
 from agentops_server.settings import Settings
 from agentops_server.values import Text
 
-__all__ = ["PasswordController"]
+__all__ = ["PasswordController", "send_reset_link"]
 
 logger = logging.getLogger("agentops_server")
 
@@ -106,7 +106,7 @@ class PasswordController(Controller):
             Accepted("If an account has this email, a reset link is on its way."),
             status_code=HTTP_202_ACCEPTED,
             # After the answer, so its timing does not tell whether the account exists.
-            background=BackgroundTask(_send_reset_link, engine, settings, mailer, data.email),
+            background=BackgroundTask(send_reset_link, engine, settings, mailer, data.email),
         )
 
     @post(
@@ -175,10 +175,11 @@ class PasswordController(Controller):
         return PasswordChanged(ended)
 
 
-async def _send_reset_link(
+async def send_reset_link(
     engine: AsyncEngine, settings: Settings, mailer: Mailer, email: str
 ) -> None:
-    """Runs after the answer was sent: a failure can only be logged."""
+    """Email ``email`` a reset link if an account has it; runs after the answer was sent (so
+    its timing tells nothing), so a failure can only be logged. The pages send it too."""
     try:
         async with open_session(engine) as session:
             await password_changes.request_password_reset(session, settings, mailer, email)
