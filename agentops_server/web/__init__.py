@@ -28,17 +28,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentops_server.backends.rate_limit import DEPENDENCIES as RATE_LIMITS
 from agentops_server.settings import Settings
-from agentops_server.web.agent_detail import AgentDetailPages
 from agentops_server.web.account import AccountPages
+from agentops_server.web.agent_detail import AgentDetailPages
 from agentops_server.web.agents import AgentPages
 from agentops_server.web.approvals import ApprovalPages
 from agentops_server.web.controls import ControlPages
 from agentops_server.web.errors import EXCEPTION_HANDLERS
 from agentops_server.web.invitations import InvitationPages
 from agentops_server.web.live import LivePages
-from agentops_server.web.runs import RunPages
 from agentops_server.web.notifications import NotificationPages
 from agentops_server.web.oauth import OAuthPages
+from agentops_server.web.runs import RunPages
 from agentops_server.web.sessions import PageSessions, SessionBackend
 from agentops_server.web.settings import SETTINGS_PAGES
 from agentops_server.web.sign_in import SignInPages
