@@ -30,9 +30,11 @@ from agentops_server.backends.rate_limit import DEPENDENCIES as RATE_LIMITS
 from agentops_server.settings import Settings
 from agentops_server.web.agents import AgentPages
 from agentops_server.web.approvals import ApprovalPages
+from agentops_server.web.budgets import BudgetPages
 from agentops_server.web.controls import ControlPages
 from agentops_server.web.errors import EXCEPTION_HANDLERS
 from agentops_server.web.live import LivePages
+from agentops_server.web.policies import PolicyPages
 from agentops_server.web.sessions import PageSessions, SessionBackend
 from agentops_server.web.sign_in import SignInPages
 
@@ -59,7 +61,16 @@ def web_router(settings: Settings, engine: AsyncEngine) -> Router:
     )
     return Router(
         path="/",
-        route_handlers=[SignInPages, ControlPages, AgentPages, ApprovalPages, LivePages, static],
+        route_handlers=[
+            SignInPages,
+            ControlPages,
+            AgentPages,
+            ApprovalPages,
+            LivePages,
+            BudgetPages,
+            PolicyPages,
+            static,
+        ],
         opt=PAGE,
         include_in_schema=False,
         cache_control=CacheControlHeader(no_store=True),  # pages hold an org's data and tokens

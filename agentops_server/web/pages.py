@@ -24,6 +24,8 @@ NAVIGATION: tuple[tuple[str, str, Permission], ...] = (
     ("/controls", "Emergency controls", Permission.CONTROLS_READ),
     ("/agents", "Agents", Permission.AGENTS_READ),
     ("/approvals", "Approvals", Permission.APPROVALS_READ),
+    ("/budgets", "Budgets", Permission.BUDGETS_READ),
+    ("/policies", "Policies", Permission.POLICIES_READ),
 )
 """The shell's navigation: path, label, and the permission its page needs."""
 
@@ -33,6 +35,14 @@ NOTICES = {
     "agents_controlled": "The selected agents' controls are set.",
     "approval_decided": "The decision is recorded; the waiting agent hears it at once.",
     "org_switched": "You switched org.",
+    "budget_created": "The budget is created. Connected SDKs have been told.",
+    "budget_changed": "The budget is changed. Connected SDKs have been told.",
+    "budget_deleted": "The budget is deleted; its spend and alerts stay as history.",
+    "policy_saved": "The policy version is saved.",
+    "policy_activated": "The policy version is active. Connected SDKs have been told.",
+    "policy_rolled_back": "Rolled back: the old version is saved again and active.",
+    "policy_deactivated": "No policy set is active now: SDKs fall back to their local file.",
+    "approvals_decided": "The decisions are recorded; the waiting agents hear them at once.",
 }
 """The messages a page shows after a form (by key, so a link cannot make a page say more)."""
 
