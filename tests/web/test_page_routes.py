@@ -49,8 +49,8 @@ def test_a_guarded_page_sends_a_stranger_to_sign_in(
 ) -> None:
     guarded = [path for method, path, h in pages(app) if method == "GET" and permission_of(h)]
 
-    for path in guarded:
-        answer = browser_client.get(fill(path), follow_redirects=False)
+    for path in map(fill, guarded):
+        answer = browser_client.get(path, follow_redirects=False)
         assert (answer.status_code, answer.headers["location"]) == (303, f"/sign-in?next={path}")
 
 
