@@ -1,6 +1,7 @@
 """The budgets and policies pages in a real browser (Chromium) against a hub process: a
 budget's bar moves live when spend is charged to it, and a policy is edited, validated with its
-table tests, saved and activated from the editor. Each test saves a screenshot."""
+table tests, saved and activated from the editor; several approvals are rejected at once.
+The budgets and editor tests save screenshots."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from playwright.sync_api import Page, expect
 from tests.e2e.hubs import SharedHub
 from tests.server.ingest_events import batch, run_event, span_event
 from tests.web.people import Owner, sign_up
-from tests.web.test_browser import UNLABELLED
+from tests.web.test_browser import UNLABELLED, ask_approval
 
 POLICY = {
     "name": "guard",
@@ -133,3 +134,27 @@ def test_the_governance_pages_label_every_control(page: Page, web_hub: SharedHub
     for path in ("/budgets", f"/budgets/{budget}", "/policies", "/approvals/history"):
         page.goto(path)
         assert page.evaluate(UNLABELLED) == [], path
+
+
+def test_several_pending_requests_are_rejected_at_once_with_one_reason(
+    page: Page, web_hub: SharedHub
+) -> None:
+    owner = sign_up(page, web_hub)
+    asked = [ask_approval(owner, {"to": f"x{n}@rival.com"}, run_id=f"run-{n}") for n in range(3)]
+    page.goto("/approvals")
+
+    for item in asked[:2]:
+        page.locator(f"[data-approval='{item['id']}'] input[data-bulk-select]").check()
+    page.get_by_label("Reason (required to reject)").fill("no mass mail")
+    page.get_by_role("button", name="Reject selected").click()
+
+    expect(page.get_by_role("status")).to_contain_text("The decisions are recorded")
+    expect(page.locator("[data-live-queue] [data-approval]")).to_have_count(1)
+    states = [owner.api.get(f"/api/v1/approvals/{item['id']}").json() for item in asked]
+    assert [(item["state"], item["comment"]) for item in states] == [
+        ("rejected", "no mass mail"),
+        ("rejected", "no mass mail"),
+        ("pending", None),
+    ]
+    page.goto("/approvals/history?state=rejected")
+    expect(page.locator("[data-history] [data-state=rejected]")).to_have_count(2)
