@@ -75,6 +75,7 @@ def test_a_budget_made_on_the_page_moves_its_bar_live_when_spend_is_charged(
 
     page.get_by_role("link", name="org monthly").click()
     expect(page.locator("[data-alerts]")).to_contain_text("20% reached")
+    page.screenshot(path=screenshots / "budget.png", full_page=True)
 
 
 def test_a_policy_is_validated_with_its_tests_saved_and_activated_from_the_editor(
@@ -109,6 +110,7 @@ def test_a_policy_is_validated_with_its_tests_saved_and_activated_from_the_edito
 
     expect(page.get_by_role("heading", name="Version 2 active")).to_be_visible()
     expect(page.locator("[data-diff]")).to_contain_text("+ rule no-gpt4")
+    page.screenshot(path=screenshots / "policy-version.png", full_page=True)
     served = effective(owner)
     assert [rule["id"] for rule in served["policy"]["rules"]] == ["no-deletes", "no-gpt4"]
 
