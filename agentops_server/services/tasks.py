@@ -84,7 +84,7 @@ def _costs(derived: DerivedWork, context: TaskContext) -> None:
 
 def _budgets(derived: DerivedWork, context: TaskContext) -> None:
     notifier = Notifier(context.engine, context.settings, context.mailer, derived)
-    BudgetTasks(context.engine, notifier, derived, context.clock).register()
+    BudgetTasks(context.engine, notifier, derived, context.clock, context.live).register()
 
 
 def _analytics(derived: DerivedWork, context: TaskContext) -> None:

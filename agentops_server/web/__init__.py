@@ -32,12 +32,14 @@ from agentops_server.web.account import AccountPages
 from agentops_server.web.agent_detail import AgentDetailPages
 from agentops_server.web.agents import AgentPages
 from agentops_server.web.approvals import ApprovalPages
+from agentops_server.web.budgets import BudgetPages
 from agentops_server.web.controls import ControlPages
 from agentops_server.web.errors import EXCEPTION_HANDLERS
 from agentops_server.web.invitations import InvitationPages
 from agentops_server.web.live import LivePages
 from agentops_server.web.notifications import NotificationPages
 from agentops_server.web.oauth import OAuthPages
+from agentops_server.web.policies import PolicyPages
 from agentops_server.web.runs import RunPages
 from agentops_server.web.sessions import PageSessions, SessionBackend
 from agentops_server.web.settings import SETTINGS_PAGES
@@ -79,6 +81,8 @@ def web_router(settings: Settings, engine: AsyncEngine) -> Router:
             InvitationPages,
             NotificationPages,
             OAuthPages,
+            BudgetPages,
+            PolicyPages,
             static,
         ],
         opt=PAGE,

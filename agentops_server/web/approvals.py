@@ -1,8 +1,11 @@
 """The approvals queue: pending requests to approve, approve with edits or reject with a
-reason, and the latest decisions.
+reason (one by one, or several at once), the latest decisions, and the history.
 
 A decision is :func:`~agentops_server.services.governance.approvals.decide`, as ``POST
-/api/v1/approvals/{id}/decision`` calls it: audited, and pushed to the waiting SDK at once.
+/api/v1/approvals/{id}/decision`` calls it, and a bulk one
+:func:`~agentops_server.services.governance.approvals.decide_bulk`, as ``POST
+/api/v1/approvals/decisions`` calls it: audited, and pushed to the waiting SDKs at once. The
+history lists decided requests as ``GET /api/v1/approvals?state=`` does.
 """
 
 from __future__ import annotations
@@ -14,27 +17,37 @@ from typing import Annotated, Any
 import pydantic
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import PathParameter
+from litestar.params import PathParameter, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentops_sdk.contract.approvals import ApprovalDecision
+from agentops_sdk.contract.approvals import APPROVAL_STATES, ApprovalDecision, ApprovalState
 from agentops_server.api.v1.actors import actor_of
 from agentops_server.auth.guards import requires
 from agentops_server.backends.derived_work import DerivedWork
-from agentops_server.refusals import Invalid, Refused
+from agentops_server.backends.live import LiveUpdates
+from agentops_server.refusals import Conflict, Invalid, Refused
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
 from agentops_server.services.governance import approvals
+from agentops_server.services.governance.approval_feed import APPROVAL_DECIDED
 from agentops_server.services.governance.approval_queue import ApprovalFilter, list_approvals
-from agentops_server.services.governance.approvals import ApprovalsChanged, Reviewer
+from agentops_server.services.governance.approvals import (
+    ApprovalsChanged,
+    BulkDecision,
+    Reviewer,
+)
 from agentops_server.services.governance.operators import operator_of
-from agentops_server.web.forms import fields_of
+from agentops_server.web.forms import fields_of, form_of
 from agentops_server.web.pages import done, page
 
 __all__ = ["ApprovalPages"]
 
 PATH = "/approvals"
 HISTORY = 20
+HISTORY_PAGE = 100
+DECIDED_STATES: tuple[ApprovalState, ...] = tuple(
+    state for state in APPROVAL_STATES if state != "pending"
+)
 
 
 class ApprovalPages(Controller):
@@ -69,6 +82,77 @@ class ApprovalPages(Controller):
             return await _render(request, db_session, exc)
         await approvals_changed(operator.org_id)
         return done(PATH, "approval_decided")
+
+    @post(PATH + "/decisions", guards=[requires(Permission.APPROVALS_DECIDE)])
+    async def decide_bulk(
+        self,
+        request: Request[Principal, Principal, Any],
+        db_session: NamedDependency[AsyncSession],
+        derived_work: NamedDependency[DerivedWork],
+        approvals_changed: NamedDependency[ApprovalsChanged],
+        live: NamedDependency[LiveUpdates],
+    ) -> Response[Any]:
+        """One decision, with one reason, for the selected requests."""
+        form = await form_of(request)
+        try:
+            wanted = _bulk_decision(form)
+            operator = await operator_of(db_session, request.auth, actor_of(request))
+            reviewer = Reviewer(operator, request.auth.person_id)
+            result = await approvals.decide_bulk(db_session, reviewer, wanted, derived_work)
+        except Refused as exc:
+            return await _render(request, db_session, exc)
+        if any(item.ok for item in result.items):
+            await approvals_changed(operator.org_id)
+        for item in result.items:
+            if item.request is not None:
+                await live.announce(
+                    operator.org_id, APPROVAL_DECIDED, item.request.model_dump_json()
+                )
+        refused = [item for item in result.items if not item.ok]
+        if refused:
+            listed = "; ".join(f"{item.id}: {item.code} ({item.detail})" for item in refused)
+            decided = len(result.items) - len(refused)
+            partly = Conflict(
+                "bulk_partly_refused",
+                f"{decided} of {len(result.items)} requests were decided; refused: {listed}",
+            )
+            return await _render(request, db_session, partly)
+        return done(PATH, "approvals_decided")
+
+    @get(PATH + "/history", guards=[requires(Permission.APPROVALS_READ)])
+    async def history_page(
+        self,
+        request: Request[Principal, Principal, Any],
+        db_session: NamedDependency[AsyncSession],
+        approval_state: Annotated[str, QueryParameter(name="state")] = "",
+    ) -> Response[Any]:
+        """Decided requests, newest first, by state: who decided, when, the edits, the
+        reason."""
+        chosen = next((state for state in DECIDED_STATES if state == approval_state), None)
+        where = ApprovalFilter(state=chosen)
+        found = await list_approvals(db_session, request.auth.org_id, where, limit=HISTORY_PAGE)
+        return await page(
+            request,
+            db_session,
+            "approvals_history.html",
+            decided=[item for item in found.items if item.state != "pending"],
+            states=DECIDED_STATES,
+            chosen=chosen or "",
+            arguments_text=lambda value: json.dumps(value, indent=2, sort_keys=True),
+        )
+
+
+def _bulk_decision(form: dict[str, list[str]]) -> BulkDecision:
+    verdict = (form.get("decision") or [""])[0]
+    comment = (form.get("comment") or [""])[0].strip() or None
+    if not form.get("ids"):
+        raise Invalid("nothing_selected", "Select the requests to decide.")
+    if verdict == "reject" and comment is None:
+        raise Invalid("reason_required", "Say why the calls are rejected: the agents are told.")
+    try:
+        return BulkDecision(decision=verdict, comment=comment, ids=form["ids"])  # type: ignore[arg-type]
+    except pydantic.ValidationError as exc:
+        raise Invalid("invalid_form", f"The decision is not valid: {exc}") from exc
 
 
 def _decision(form: dict[str, str]) -> ApprovalDecision:

@@ -26,6 +26,8 @@ NAVIGATION: tuple[tuple[str, str, Permission], ...] = (
     ("/agents", "Agents", Permission.AGENTS_READ),
     ("/approvals", "Approvals", Permission.APPROVALS_READ),
     ("/runs", "Runs", Permission.RUNS_READ),
+    ("/budgets", "Budgets", Permission.BUDGETS_READ),
+    ("/policies", "Policies", Permission.POLICIES_READ),
     ("/settings", "Settings", Permission.SETTINGS_READ),
 )
 """The shell's navigation: path, label, and the permission its page needs."""
@@ -62,6 +64,14 @@ NOTICES = {
     "session_revoked": "The session is signed out.",
     "notifications_read": "Marked read.",
     "invitation_accepted": "You joined the org.",
+    "budget_created": "The budget is created. Connected SDKs have been told.",
+    "budget_changed": "The budget is changed. Connected SDKs have been told.",
+    "budget_deleted": "The budget is deleted; its spend and alerts stay as history.",
+    "policy_saved": "The policy version is saved.",
+    "policy_activated": "The policy version is active. Connected SDKs have been told.",
+    "policy_rolled_back": "Rolled back: the old version is saved again and active.",
+    "policy_deactivated": "No policy set is active now: SDKs fall back to their local file.",
+    "approvals_decided": "The decisions are recorded; the waiting agents hear them at once.",
 }
 """The messages a page shows after a form (by key, so a link cannot make a page say more)."""
 

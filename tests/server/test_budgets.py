@@ -749,6 +749,29 @@ def test_a_budget_change_is_pushed_on_the_orgs_stream(
     assert str(budget.id) == made.json()["budget"]["id"]
 
 
+def test_charged_spend_passes_the_budgets_figures_on_the_orgs_stream(
+    settings: Settings, people: People, org: IssuedKey
+) -> None:
+    owner = people.add(Role.OWNER)
+    app = create_app(dataclasses.replace(settings, stream_max_age=600.0))
+    with serving(app) as url, listening(url, org.key) as stream:
+        stream.wait_for(last_of("budgets"), "the budgets snapshot")
+        made = httpx.post(f"{url}/api/v1/budgets", json=budget_body(), headers=owner.headers)
+        assert made.status_code == 201, made.text
+        run = now_run()
+        sent = httpx.post(
+            f"{url}/api/v1/ingest/batch",
+            json=batch(run, *calls(run, 400_000)),
+            headers=bearer(org.key),
+        )
+        assert sent.status_code == 200, sent.text
+        charged = stream.wait_for(last_of("budget_charged"), "the budget_charged event")
+
+    figures = BudgetState.model_validate_json(charged.data)
+    assert str(figures.budget_id) == made.json()["budget"]["id"]
+    assert figures.spent_usd == 400_000 * GPT_INPUT
+
+
 def test_a_reset_writes_the_windows_spend_off_with_an_entry_audited_and_notified(
     hub: Hub, people: People, org: IssuedKey, migrated_url: str
 ) -> None:

@@ -30,7 +30,7 @@ from agentops_server.backends.derived_work import DerivedWork
 from agentops_server.refusals import Conflict, Forbidden, Invalid, NotFound
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
-from agentops_server.services.budgets import charges, definitions, leases
+from agentops_server.services.budgets import alerts, charges, definitions, leases
 from agentops_server.services.budgets.definitions import (
     BudgetChange,
     BudgetInput,
@@ -294,6 +294,25 @@ class BudgetController(Controller):
             db_session, request.auth.org_id, _uuid_of(budget_id, BUDGET_NOT_FOUND)
         )
         return await budget_state(db_session, row, clock())
+
+    @get(
+        "/{budget_id:str}/alerts",
+        guards=[requires(Permission.BUDGETS_READ)],
+        summary="A budget's alert history",
+        description="The alerts raised on it, newest first (at most 100): thresholds crossed, "
+        "a soft limit passed, an overrun projected, its agents paused.",
+    )
+    async def alert_history(
+        self,
+        *,
+        request: Request[Principal, Principal, Any],
+        db_session: NamedDependency[AsyncSession],
+        budget_id: BudgetId,
+    ) -> alerts.BudgetAlertList:
+        """The budget's alerts (also those of a deleted budget: they stay as history)."""
+        return await alerts.alert_history(
+            db_session, request.auth.org_id, _uuid_of(budget_id, BUDGET_NOT_FOUND)
+        )
 
     @post(
         "/{budget_id:str}/leases",

@@ -21,6 +21,10 @@ per window (an ``auto_pause`` row); with ``auto_resume``, a notice due at the wi
 
 Budget changes (:data:`~agentops_server.services.budgets.definitions.BUDGET_CHANGED`) are
 announced as ``budget.changed``, in-app (and to subscribed webhooks), not mailed.
+
+Each check also passes the budget's figures (:data:`BUDGET_CHARGED`, its
+:class:`~agentops_sdk.contract.budgets.BudgetState`) on the org's live stream, for the budgets
+page's bars; :func:`alert_history` reads back what was raised.
 """
 
 from __future__ import annotations
@@ -32,11 +36,13 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Final
 
+from pydantic import BaseModel
 from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from agentops_sdk.contract.budgets import BudgetState
 from agentops_server.backends.derived_work import DerivedWork
+from agentops_server.backends.live import LiveUpdates
 from agentops_server.db.engine import open_session
 from agentops_server.db.models import BudgetAlert, BudgetRow, Control, Membership, User
 from agentops_server.db.tenancy import tenant
@@ -45,7 +51,13 @@ from agentops_server.services.audit import SYSTEM
 from agentops_server.services.budgets.charges import charge_spans
 from agentops_server.services.budgets.definitions import BUDGET_CHANGED
 from agentops_server.services.budgets.leases import BUDGET_CHECK
-from agentops_server.services.budgets.state import Clock, budget_state, utc_now, window_at
+from agentops_server.services.budgets.state import (
+    Clock,
+    budget_state,
+    plain,
+    utc_now,
+    window_at,
+)
 from agentops_server.services.governance import controls
 from agentops_server.services.governance.controls import ControlRequest, ScopeRequest
 from agentops_server.services.governance.operators import Operator
@@ -57,14 +69,71 @@ from agentops_server.services.notifications.announcements import (
 from agentops_server.services.telemetry.ingest import EVENTS_COMMITTED
 from agentops_server.values import Text
 
-__all__ = ["BUDGET_RESUME", "BudgetTasks", "alerts_due"]
+__all__ = [
+    "BUDGET_CHARGED",
+    "BUDGET_RESUME",
+    "BudgetAlertList",
+    "BudgetAlertView",
+    "BudgetTasks",
+    "alert_history",
+    "alerts_due",
+]
 
 logger = logging.getLogger("agentops_server.budgets")
 
 BUDGET_RESUME: Final = "budgets.resume_due"
 """Due at the end of the window a budget paused its agents in: ``{"org_id", "budget_id",
 "control_id", "control_version"}``."""
+BUDGET_CHARGED: Final = "budget_charged"
+"""The passing event of the org's stream after a budget's figures were checked (charged spend,
+a lease granted): its :class:`~agentops_sdk.contract.budgets.BudgetState` as JSON."""
 _SYSTEM: Final = "system"
+HISTORY_LIMIT: Final = 100
+
+
+class BudgetAlertView(BaseModel):
+    """One alert raised on a budget: its ``kind`` (``threshold``, ``soft_limit``,
+    ``projected``, ``auto_pause``), the threshold (percent), the window it was raised in and
+    the spend then."""
+
+    id: uuid.UUID
+    kind: str
+    threshold: int
+    window_start: dt.datetime
+    spent_usd: Decimal
+    raised_at: dt.datetime
+
+
+class BudgetAlertList(BaseModel):
+    """A budget's alerts, newest first."""
+
+    items: list[BudgetAlertView]
+
+
+async def alert_history(
+    session: AsyncSession, org_id: uuid.UUID, budget_id: uuid.UUID, limit: int = HISTORY_LIMIT
+) -> BudgetAlertList:
+    """The alerts raised on the budget (also after it was deleted), newest first, ``limit`` at
+    most."""
+    rows = await session.scalars(
+        select(BudgetAlert)
+        .where(BudgetAlert.org_id == org_id, BudgetAlert.budget_id == budget_id)
+        .order_by(BudgetAlert.raised_at.desc(), BudgetAlert.id)
+        .limit(limit)
+    )
+    return BudgetAlertList(
+        items=[
+            BudgetAlertView(
+                id=row.id,
+                kind=row.kind,
+                threshold=row.threshold,
+                window_start=row.window_start,
+                spent_usd=plain(row.spent_usd),
+                raised_at=row.raised_at,
+            )
+            for row in rows
+        ]
+    )
 
 
 class BudgetTasks:
@@ -76,11 +145,13 @@ class BudgetTasks:
         notifier: Notifier,
         derived: DerivedWork,
         clock: Clock = utc_now,
+        live: LiveUpdates | None = None,
     ) -> None:
         self._engine = engine
         self._notifier = notifier
         self._derived = derived
         self._clock = clock
+        self._live = live
 
     def register(self) -> None:
         """Register the tasks on the derived-work queue."""
@@ -126,6 +197,8 @@ class BudgetTasks:
                     )
                     await session.commit()
                     announcements = [await self._alert(session, row, state, *due) for due in raised]
+            if self._live is not None:
+                await self._live.announce(org_id, BUDGET_CHARGED, state.model_dump_json())
             for announcement in announcements:
                 await self._notifier.announce(announcement)
             if paused:

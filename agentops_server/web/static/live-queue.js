@@ -15,7 +15,8 @@ function busy(queue) {
   const active = document.activeElement;
   if (active && queue.contains(active) && active.matches("input, textarea")) return true;
   return [...queue.querySelectorAll("textarea")].some((field) => field.value !== field.defaultValue)
-    || [...queue.querySelectorAll("input[name=comment]")].some((field) => field.value !== "");
+    || [...queue.querySelectorAll("input[name=comment]")].some((field) => field.value !== "")
+    || [...queue.querySelectorAll("input[data-bulk-select]")].some((box) => box.checked);
 }
 
 async function reload(queue, notice) {
