@@ -30,9 +30,13 @@ from agentops_server.backends.rate_limit import DEPENDENCIES as RATE_LIMITS
 from agentops_server.settings import Settings
 from agentops_server.web.agents import AgentPages
 from agentops_server.web.approvals import ApprovalPages
+from agentops_server.web.charts import ChartAssets
 from agentops_server.web.controls import ControlPages
+from agentops_server.web.costs import CostPages
+from agentops_server.web.dashboard import DashboardPages
 from agentops_server.web.errors import EXCEPTION_HANDLERS
 from agentops_server.web.live import LivePages
+from agentops_server.web.reports import ReportPages
 from agentops_server.web.sessions import PageSessions, SessionBackend
 from agentops_server.web.sign_in import SignInPages
 
@@ -59,7 +63,18 @@ def web_router(settings: Settings, engine: AsyncEngine) -> Router:
     )
     return Router(
         path="/",
-        route_handlers=[SignInPages, ControlPages, AgentPages, ApprovalPages, LivePages, static],
+        route_handlers=[
+            SignInPages,
+            ControlPages,
+            AgentPages,
+            ApprovalPages,
+            LivePages,
+            static,
+            DashboardPages,
+            CostPages,
+            ReportPages,
+            ChartAssets,
+        ],
         opt=PAGE,
         include_in_schema=False,
         cache_control=CacheControlHeader(no_store=True),  # pages hold an org's data and tokens

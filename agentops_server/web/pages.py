@@ -21,9 +21,12 @@ from agentops_server.services.identity import accounts
 __all__ = ["NAVIGATION", "NOTICES", "done", "page"]
 
 NAVIGATION: tuple[tuple[str, str, Permission], ...] = (
+    ("/dashboard", "Dashboard", Permission.ANALYTICS_READ),
     ("/controls", "Emergency controls", Permission.CONTROLS_READ),
     ("/agents", "Agents", Permission.AGENTS_READ),
     ("/approvals", "Approvals", Permission.APPROVALS_READ),
+    ("/costs", "Costs", Permission.ANALYTICS_READ),
+    ("/reports", "Reports", Permission.ANALYTICS_READ),
 )
 """The shell's navigation: path, label, and the permission its page needs."""
 

@@ -33,9 +33,11 @@ def test_sign_up_opens_the_app_shell_with_its_navigation_and_theme_toggle(
 ) -> None:
     owner = sign_up(page, web_hub)
 
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    page.goto("/controls")
     expect(page.get_by_role("heading", name="Emergency controls")).to_be_visible()
     navigation = page.get_by_role("navigation", name="Main")
-    for label in ("Emergency controls", "Agents", "Approvals"):
+    for label in ("Dashboard", "Emergency controls", "Agents", "Approvals", "Costs", "Reports"):
         expect(navigation.get_by_role("link", name=label)).to_be_visible()
     expect(page.get_by_text(f"{owner.email} · owner")).to_be_visible()
     session = next(c for c in page.context.cookies() if c["name"] == "agentops_session")
