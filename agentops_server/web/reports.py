@@ -56,7 +56,7 @@ class ReportPages(Controller):
             "reports.html",
             report=report,
             periods=PERIOD_NAMES,
-            at=wanted if refusal is None else "",
+            at=wanted if wanted and refusal is None else f"{span.start:%Y-%m-%d}",
             last_day=last_day,
             earlier=f"{PATH}?period={period}&at={(span.start - dt.timedelta(days=1)):%Y-%m-%d}",
             later=f"{PATH}?period={period}&at={span.end:%Y-%m-%d}",

@@ -30,9 +30,13 @@ function traces(data) {
 
 function layout(data) {
   const colours = palette();
+  const highest = Math.max(0, ...data.lines.flatMap((line) => line.y));
+  // Counts are whole: no tick between 0 and 1 when little ran.
+  const whole = data.format === "count" && highest < 5 ? { dtick: 1 } : {};
   const axis = { gridcolor: colours.grid, linecolor: colours.grid, zerolinecolor: colours.grid };
   return {
     autosize: true,
+    uirevision: data.id, // a redraw with new data keeps the user's zoom and hidden series
     height: 280,
     margin: { l: 56, r: 16, t: 8, b: 40 },
     paper_bgcolor: "rgba(0,0,0,0)",
@@ -44,7 +48,7 @@ function layout(data) {
     showlegend: true,
     legend: { orientation: "h", y: -0.2 },
     xaxis: { ...axis, type: "date", fixedrange: false },
-    yaxis: { ...axis, tickformat: (FORMATS[data.format] || FORMATS.count).tickformat, rangemode: "tozero", fixedrange: true },
+    yaxis: { ...axis, tickformat: (FORMATS[data.format] || FORMATS.count).tickformat, rangemode: "tozero", fixedrange: true, ...whole },
   };
 }
 

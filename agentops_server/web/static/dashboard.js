@@ -1,5 +1,5 @@
 // The dashboard, live: on the org's stream (GET /live), a run that starts or changes makes it
-// fetch the page again (at most once a second) and swap in the fresh figures and charts, and
+// fetch the page again (at most once a second) and swap in the fresh figures and chart data, and
 // once more a little later, for the rollups and prices that the hub works out after the run.
 
 import { drawCharts } from "./charts.js";
@@ -15,6 +15,14 @@ async function refresh() {
   const incoming = fresh.querySelector("[data-live-dashboard]");
   const current = document.querySelector("[data-live-dashboard]");
   if (!incoming || !current) return;
+  // The drawn charts stay (zoom and hidden series with them: charts.js keeps the user's view
+  // across redraws); they take the fresh data and are drawn again.
+  for (const figure of current.querySelectorAll("[data-chart]")) {
+    const next = incoming.querySelector(`[data-chart="${figure.dataset.chart}"]`);
+    if (!next) continue;
+    figure.querySelector("[data-chart-data]").textContent = next.querySelector("[data-chart-data]").textContent;
+    next.replaceWith(figure);
+  }
   current.replaceWith(document.adoptNode(incoming));
   drawCharts(incoming);
   document.body.dataset.refreshed = String(Number(document.body.dataset.refreshed || 0) + 1);
