@@ -28,8 +28,8 @@ from agentops_server.services.analytics.reading import parse_range
 from agentops_server.services.governance.agents import list_agents
 from agentops_server.services.telemetry.exports import export
 from agentops_server.services.telemetry.run_filters import RunFilter
-from agentops_server.web.charts import Chart, Line, chart_data, top_and_other
-from agentops_server.web.dashboard import chosen_range, compact, range_text, usd
+from agentops_server.web.charts import chart_data
+from agentops_server.web.dashboard import chosen_range, compact, cost_chart, range_text, usd
 from agentops_server.web.pages import page
 
 __all__ = ["CostPages"]
@@ -44,7 +44,6 @@ RANGES: dict[str, tuple[str, dt.timedelta]] = {
 }
 DIMENSIONS = {"agent": "Agent", "team": "Team", "model": "Model", "environment": "Environment"}
 GRANULARITIES = {"day": "Daily", "month": "Monthly"}
-KEYS_IN_CHART = 8
 BLANK = {"agent": "(no agent)", "team": "(no team)", "model": "(no model)", "environment": "—"}
 """How a key the rollups keep as ``""`` is shown."""
 
@@ -71,6 +70,8 @@ class CostPages(Controller):
         )
         names = await _names(request.auth, db_session, chosen["group_by"])
         blank = BLANK[chosen["group_by"]]
+        per = GRANULARITIES[chosen["granularity"]].lower()
+        title = f"Cost by {chosen['group_by']}, {per}"
         shown = {group.key: names.get(group.key, group.key) or blank for group in breakdown.groups}
         export_query = {
             "started_after": span.start.isoformat(),
@@ -87,7 +88,7 @@ class CostPages(Controller):
             granularities=GRANULARITIES,
             period=range_text(span),
             shown=shown,
-            chart=chart_data(_chart(breakdown, shown)),
+            chart=chart_data(cost_chart("costs", title, breakdown, blank, names)),
             export_url=f"{EXPORT_PATH}?{urlencode(export_query)}",
             usd=usd,
             compact=compact,
@@ -120,19 +121,3 @@ async def _names(principal: Principal, session: AsyncSession, group_by: str) -> 
         return {}
     agents = await list_agents(session, principal.org_id)
     return {str(agent.team_id): agent.team or "" for agent in agents.items if agent.team_id}
-
-
-def _chart(breakdown: costs.CostBreakdown, shown: dict[str, str]) -> Chart:
-    lines = [
-        Line(shown[group.key], [point.cost for point in group.points])
-        for group in breakdown.groups
-        if group.cost
-    ]
-    return Chart(
-        id="costs",
-        title=f"Cost by {breakdown.group_by}, {GRANULARITIES[breakdown.granularity].lower()}",
-        kind="bar",
-        format="usd",
-        x=[point.start for point in breakdown.points],
-        lines=top_and_other(lines, KEYS_IN_CHART),
-    )

@@ -23,12 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agentops_server.auth.guards import requires
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
-from agentops_server.services.analytics import kpis, trends
+from agentops_server.services.analytics import costs, kpis, trends
 from agentops_server.services.analytics.reading import Range, parse_range
 from agentops_server.web.charts import Chart, Line, chart_data, top_and_other
 from agentops_server.web.pages import page
 
-__all__ = ["RANGES", "DashboardPages", "KpiCard", "chosen_range", "kpi_cards"]
+__all__ = ["RANGES", "DashboardPages", "KpiCard", "chosen_range", "cost_chart", "kpi_cards"]
 
 PATH = "/dashboard"
 RANGES: dict[str, tuple[str, dt.timedelta, str]] = {
@@ -70,8 +70,8 @@ class DashboardPages(Controller):
         org_id = request.auth.org_id
         summary = await kpis.summary(db_session, org_id, span)
         org = await trends.timeseries(db_session, org_id, span, granularity, "org")
-        by_model = await trends.timeseries(db_session, org_id, span, granularity, "model", limit=50)
-        by_agent = await trends.timeseries(db_session, org_id, span, granularity, "agent", limit=50)
+        by_model = await costs.cost_breakdown(db_session, org_id, span, "model", granularity)
+        by_agent = await costs.cost_breakdown(db_session, org_id, span, "agent", granularity)
         charts = _charts(org, by_model, by_agent)
         return await page(
             request,
@@ -150,7 +150,7 @@ def _trend(change: float | None) -> str:
 
 
 def _charts(
-    org: trends.Timeseries, by_model: trends.Timeseries, by_agent: trends.Timeseries
+    org: trends.Timeseries, by_model: costs.CostBreakdown, by_agent: costs.CostBreakdown
 ) -> list[Chart]:
     whole = org.series[0].points if org.series else []
     x = [point.start for point in whole]
@@ -174,28 +174,33 @@ def _charts(
             x=x,
             lines=[Line("error rate", [point.error_rate for point in whole])],
         ),
-        _cost_chart("cost_by_model", "Cost by model", by_model, x, "(no model)"),
-        _cost_chart("cost_by_agent", "Cost by agent", by_agent, x, "(no agent)"),
+        cost_chart("cost_by_model", "Cost by model", by_model, "(no model)"),
+        cost_chart("cost_by_agent", "Cost by agent", by_agent, "(no agent)"),
     ]
 
 
-def _cost_chart(
-    chart_id: str, title: str, series: trends.Timeseries, x: list[dt.datetime], blank: str
+def cost_chart(
+    chart_id: str,
+    title: str,
+    breakdown: costs.CostBreakdown,
+    blank: str,
+    names: dict[str, str] | None = None,
 ) -> Chart:
-    costly = sorted(
-        series.series, key=lambda one: (-sum(point.cost for point in one.points), one.key)
-    )
+    """Stacked bars of each key's cost per bucket (shown by ``names``, or ``blank`` for the
+    key ``""``), the costliest first, those past :data:`KEYS_PER_CHART` summed as ``other``;
+    a key that cost nothing is left out."""
+    shown = names or {}
     lines = [
-        Line(one.key or blank, [point.cost for point in one.points])
-        for one in costly
-        if any(point.cost for point in one.points)
+        Line(shown.get(group.key, group.key) or blank, [point.cost for point in group.points])
+        for group in breakdown.groups
+        if group.cost
     ]
     return Chart(
         id=chart_id,
         title=title,
         kind="bar",
         format="usd",
-        x=x,
+        x=[point.start for point in breakdown.points],
         lines=top_and_other(lines, KEYS_PER_CHART),
     )
 

@@ -127,6 +127,7 @@ def test_the_org_wide_kill_switch_stops_everything_and_resuming_clears_it(
     page: Page, web_hub: SharedHub, screenshots: Path
 ) -> None:
     owner = sign_up(page, web_hub)
+    page.goto("/controls")
 
     page.get_by_label("Reason (kept in the audit log, shown to the agents)").fill("breach drill")
     page.get_by_label("I mean every agent of the org").check()
@@ -147,6 +148,7 @@ def test_the_org_wide_kill_switch_stops_everything_and_resuming_clears_it(
 
 def test_a_scoped_control_is_set_and_listed(page: Page, web_hub: SharedHub) -> None:
     owner = sign_up(page, web_hub)
+    page.goto("/controls")
 
     page.get_by_label("Scope", exact=True).select_option("environment")
     page.locator("#scope-value").fill("staging")
@@ -165,6 +167,7 @@ def test_a_viewer_sees_no_edit_controls_and_the_server_refuses_their_changes(
 ) -> None:
     browser_owner.add_agent(f"bot-{uuid.uuid4().hex[:6]}")
     sign_in_as(page, web_hub, browser_owner, Role.VIEWER)
+    page.goto("/controls")
 
     expect(page.get_by_role("heading", name="Emergency controls")).to_be_visible()
     expect(page.get_by_role("button", name="Kill all agents")).to_have_count(0)
