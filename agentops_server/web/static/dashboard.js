@@ -29,7 +29,8 @@ async function refresh() {
 }
 
 function listen() {
-  if (!document.querySelector("[data-live-dashboard]") || !window.EventSource) return;
+  // Only for a role that may hold the org's stream (data-stream).
+  if (!document.querySelector("[data-live-dashboard][data-stream]") || !window.EventSource) return;
   let soon = null;
   let later = null;
   const schedule = () => {
