@@ -18,7 +18,7 @@ from litestar.testing import TestClient
 
 from agentops_server import Settings, create_app
 from agentops_server.backends.derived_work import InProcessRunner
-from agentops_server.security.permissions import Role
+from agentops_server.security.permissions import ROLE_PERMISSIONS, Permission, Role
 from agentops_server.services.identity.api_keys import IssuedKey
 from tests.server.derived import Hub
 from tests.server.principals import People
@@ -112,6 +112,19 @@ def test_signing_in_leads_to_the_dashboard(hub: Hub, settings: Settings, people:
 
     assert home.headers["location"] == "/dashboard?done=org_switched"
     assert "You switched org." in hub.client.get(home.headers["location"]).text
+
+
+def test_a_role_that_may_not_read_analytics_starts_on_the_controls(
+    hub: Hub, settings: Settings, people: People, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    without = ROLE_PERMISSIONS[Role.VIEWER] - {Permission.ANALYTICS_READ}
+    monkeypatch.setitem(ROLE_PERMISSIONS, Role.VIEWER, without)
+    signed_in(hub.client, settings, people, Role.VIEWER)
+
+    home = hub.client.get("/", follow_redirects=False)
+
+    assert home.headers["location"] == "/controls"
+    assert hub.client.get("/dashboard").status_code == 403
 
 
 def test_the_costs_page_breaks_the_cost_down_by_the_chosen_dimension(seeded: Hub) -> None:
