@@ -33,13 +33,17 @@ from agentops_server.web.agent_detail import AgentDetailPages
 from agentops_server.web.agents import AgentPages
 from agentops_server.web.approvals import ApprovalPages
 from agentops_server.web.budgets import BudgetPages
+from agentops_server.web.charts import ChartAssets
 from agentops_server.web.controls import ControlPages
+from agentops_server.web.costs import CostPages
+from agentops_server.web.dashboard import DashboardPages
 from agentops_server.web.errors import EXCEPTION_HANDLERS
 from agentops_server.web.invitations import InvitationPages
 from agentops_server.web.live import LivePages
 from agentops_server.web.notifications import NotificationPages
 from agentops_server.web.oauth import OAuthPages
 from agentops_server.web.policies import PolicyPages
+from agentops_server.web.reports import ReportPages
 from agentops_server.web.runs import RunPages
 from agentops_server.web.sessions import PageSessions, SessionBackend
 from agentops_server.web.settings import SETTINGS_PAGES
@@ -83,6 +87,10 @@ def web_router(settings: Settings, engine: AsyncEngine) -> Router:
             OAuthPages,
             BudgetPages,
             PolicyPages,
+            DashboardPages,
+            CostPages,
+            ReportPages,
+            ChartAssets,
             static,
         ],
         opt=PAGE,

@@ -22,10 +22,13 @@ from agentops_server.services.notifications import inbox
 __all__ = ["NAVIGATION", "NOTICES", "done", "page"]
 
 NAVIGATION: tuple[tuple[str, str, Permission], ...] = (
+    ("/dashboard", "Dashboard", Permission.ANALYTICS_READ),
     ("/controls", "Emergency controls", Permission.CONTROLS_READ),
     ("/agents", "Agents", Permission.AGENTS_READ),
     ("/approvals", "Approvals", Permission.APPROVALS_READ),
     ("/runs", "Runs", Permission.RUNS_READ),
+    ("/costs", "Costs", Permission.ANALYTICS_READ),
+    ("/reports", "Reports", Permission.ANALYTICS_READ),
     ("/budgets", "Budgets", Permission.BUDGETS_READ),
     ("/policies", "Policies", Permission.POLICIES_READ),
     ("/settings", "Settings", Permission.SETTINGS_READ),

@@ -32,7 +32,10 @@ from agentops_server.web.sessions import session_cookie, signed_out_cookie
 
 __all__ = ["HOME", "SignInPages", "next_path"]
 
-HOME = "/controls"
+HOME = "/"
+"""Where signing in leads: :meth:`SignInPages.home` picks the page."""
+START_PAGES = (("/dashboard", Permission.ANALYTICS_READ), ("/controls", Permission.CONTROLS_READ))
+"""A signed-in person's first page: the first of these their role may read."""
 
 
 class SignInPages(Controller):
@@ -40,8 +43,14 @@ class SignInPages(Controller):
 
     @get("/", opt=PUBLIC)
     async def home(self, request: Request[Any, Any, Any]) -> Redirect:
-        """The app for a signed-in person, the sign-in page for anyone else."""
-        return Redirect(HOME if isinstance(request.scope.get("auth"), Principal) else "/sign-in")
+        """The app for a signed-in person (the dashboard if their role may read it, else the
+        controls; the query kept, such as a notice), the sign-in page for anyone else."""
+        principal = request.scope.get("auth")
+        if not isinstance(principal, Principal):
+            return Redirect("/sign-in")
+        start = next((path for path, needed in START_PAGES if principal.can(needed)), "/controls")
+        query = request.url.query
+        return Redirect(f"{start}?{query}" if query else start)
 
     @get("/sign-in", opt=PUBLIC)
     async def sign_in_form(

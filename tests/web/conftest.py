@@ -79,7 +79,11 @@ def page(browser: Browser, web_hub: SharedHub) -> Iterator[Page]:
     tab.on("pageerror", lambda error: problems.append(f"script error: {error}"))
     tab.on(
         "console",
-        lambda message: problems.append(message.text) if "Refused to" in message.text else None,
+        lambda message: (
+            problems.append(message.text)
+            if "Refused to" in message.text or "Content Security Policy" in message.text
+            else None
+        ),
     )
     tab.on(
         "response",

@@ -57,7 +57,7 @@ def sign_up(page: Page, hub: SharedHub, org_name: str | None = None) -> Owner:
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Create org and sign in").click()
-    page.wait_for_url("**/controls")
+    page.wait_for_url("**/dashboard")
     tokens = httpx.post(
         f"{hub.url}/api/v1/auth/login", json={"email": email, "password": PASSWORD}
     ).json()
@@ -74,7 +74,7 @@ def sign_in_as(page: Page, hub: SharedHub, owner: Owner, role: Role) -> str:
     page.get_by_label("Email").fill(member.email)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url("**/controls")
+    page.wait_for_url("**/dashboard")
     return member.email
 
 

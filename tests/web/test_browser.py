@@ -33,9 +33,11 @@ def test_sign_up_opens_the_app_shell_with_its_navigation_and_theme_toggle(
 ) -> None:
     owner = sign_up(page, web_hub)
 
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    page.goto("/controls")
     expect(page.get_by_role("heading", name="Emergency controls")).to_be_visible()
     navigation = page.get_by_role("navigation", name="Main")
-    for label in ("Emergency controls", "Agents", "Approvals"):
+    for label in ("Dashboard", "Emergency controls", "Agents", "Approvals", "Costs", "Reports"):
         expect(navigation.get_by_role("link", name=label)).to_be_visible()
     expect(page.get_by_text(f"{owner.email} · owner")).to_be_visible()
     session = next(c for c in page.context.cookies() if c["name"] == "agentops_session")
@@ -125,6 +127,7 @@ def test_the_org_wide_kill_switch_stops_everything_and_resuming_clears_it(
     page: Page, web_hub: SharedHub, screenshots: Path
 ) -> None:
     owner = sign_up(page, web_hub)
+    page.goto("/controls")
 
     page.get_by_label("Reason (kept in the audit log, shown to the agents)").fill("breach drill")
     page.get_by_label("I mean every agent of the org").check()
@@ -145,6 +148,7 @@ def test_the_org_wide_kill_switch_stops_everything_and_resuming_clears_it(
 
 def test_a_scoped_control_is_set_and_listed(page: Page, web_hub: SharedHub) -> None:
     owner = sign_up(page, web_hub)
+    page.goto("/controls")
 
     page.get_by_label("Scope", exact=True).select_option("environment")
     page.locator("#scope-value").fill("staging")
@@ -163,6 +167,7 @@ def test_a_viewer_sees_no_edit_controls_and_the_server_refuses_their_changes(
 ) -> None:
     browser_owner.add_agent(f"bot-{uuid.uuid4().hex[:6]}")
     sign_in_as(page, web_hub, browser_owner, Role.VIEWER)
+    page.goto("/controls")
 
     expect(page.get_by_role("heading", name="Emergency controls")).to_be_visible()
     expect(page.get_by_role("button", name="Kill all agents")).to_have_count(0)
@@ -210,7 +215,7 @@ def test_a_form_posted_without_its_csrf_token_is_refused(page: Page, web_hub: Sh
 def test_every_page_carries_the_security_headers(page: Page, web_hub: SharedHub) -> None:
     answers = [page.goto("/sign-in"), page.goto("/sign-up")]
     sign_up(page, web_hub)
-    answers += [page.goto(path) for path in ("/controls", "/agents", "/approvals")]
+    answers += [page.goto(path) for path in ("/controls", "/agents", "/approvals", "/dashboard")]
 
     for answer in answers:
         assert answer is not None
@@ -222,7 +227,7 @@ def test_every_page_carries_the_security_headers(page: Page, web_hub: SharedHub)
         assert headers["referrer-policy"] == "no-referrer"
         assert headers["x-frame-options"] == "DENY"
         assert headers["cache-control"] == "no-store"
-    assert page.locator("script:not([src])").count() == 0
+    assert page.locator("script:not([src]):not([type='application/json'])").count() == 0
 
 
 def test_a_pending_approval_is_approved_with_edits_from_the_queue(
@@ -291,6 +296,7 @@ def test_every_form_control_is_labelled_and_the_keyboard_reaches_the_content_fir
     owner.add_agent("support-bot")
     ask_approval(owner, {"to": "ceo@rival.com"})
     pages = ["/controls", "/agents", "/approvals", "/sign-in", "/sign-up"]
+    pages += ["/dashboard", "/costs", "/reports"]
 
     for path in pages:
         page.goto(path)

@@ -80,9 +80,9 @@ def test_ending_the_hub_session_behind_the_cookie_signs_the_pages_out(
     ("asked", "sent_to"),
     [
         ("/approvals", "/approvals"),
-        ("//evil.example/phish", "/controls"),
-        ("https://evil.example/", "/controls"),
-        ("/\\evil.example", "/controls"),
+        ("//evil.example/phish", "/"),
+        ("https://evil.example/", "/"),
+        ("/\\evil.example", "/"),
     ],
 )
 def test_signing_in_leads_back_to_a_page_of_the_hub_only(
@@ -115,5 +115,5 @@ def test_an_account_with_a_second_factor_signs_in_with_its_code(
 
     assert wrong.status_code == 401
     assert 'data-code="invalid_mfa_code"' in wrong.text
-    assert (right.status_code, right.headers["location"]) == (303, "/controls")
-    assert browser_client.get("/controls").status_code == 200
+    assert (right.status_code, right.headers["location"]) == (303, "/")
+    assert browser_client.get("/", follow_redirects=False).headers["location"] == "/dashboard"
