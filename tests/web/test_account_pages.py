@@ -104,7 +104,7 @@ def test_a_forgotten_password_is_reset_through_the_emailed_link_to_the_reset_pag
     assert "Your password is changed" in browser_client.get(reset.headers["location"]).text
     assert 'data-code="reset_token_used"' in again.text
     signed_in = post(browser_client, "/sign-in", email=member.email, password=NEW_PASSWORD)
-    assert (signed_in.status_code, signed_in.headers["location"]) == (303, "/controls")
+    assert (signed_in.status_code, signed_in.headers["location"]) == (303, "/")
 
 
 # --- two-factor authentication, sessions, the password ----------------------------------------
@@ -228,7 +228,7 @@ def test_a_new_person_accepts_an_invitation_with_a_new_account_and_joins_the_org
         browser_client, "/invitations/accept", token=token, name="Nia", password=PASSWORD
     )
 
-    assert accepted.headers["location"] == "/controls?done=invitation_accepted"
+    assert accepted.headers["location"] == "/?done=invitation_accepted"
     assert "You joined the org." in browser_client.get(accepted.headers["location"]).text
     with direct_session(settings.database_url) as session:
         newcomer = session.scalars(select(User.id).where(User.email == "newcomer@example.com"))
@@ -253,7 +253,7 @@ def test_a_signed_in_person_accepts_an_invitation_into_another_org(
 
     accepted = post(browser_client, "/invitations/accept", token=link.split("token=")[1])
 
-    assert accepted.headers["location"] == "/controls?done=invitation_accepted"
+    assert accepted.headers["location"] == "/?done=invitation_accepted"
     page = browser_client.get("/controls").text
     assert 'title="Your org">' not in page  # two orgs now: the switcher
     assert re.search(r'<option value="acme" selected>', page)
@@ -386,7 +386,7 @@ def test_the_demo_sign_in_link_signs_in_as_the_owner_once_and_not_twice(
     demo_client.cookies.clear()
     again = post(demo_client, "/sign-in/link", token=token)
 
-    assert (used.status_code, used.headers["location"]) == (303, "/controls")
+    assert (used.status_code, used.headers["location"]) == (303, "/")
     assert "demo-owner+demo@example.com · owner" in shell
     assert again.status_code == 400
     assert 'data-code="sign_in_link_used"' in again.text
