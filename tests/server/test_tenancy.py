@@ -58,16 +58,20 @@ def tenant_tables_in(database_url: str) -> list[str]:
     try:
         with engine.connect() as connection:
             if engine.dialect.name == "postgresql":
-                names = connection.execute(
-                    text(
-                        "SELECT c.relname FROM pg_attribute a "
-                        "JOIN pg_class c ON c.oid = a.attrelid "
-                        "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                        "WHERE n.nspname = current_schema() AND a.attname = 'org_id' "
-                        "AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v') "
-                        "AND NOT c.relispartition"
+                names = (
+                    connection.execute(
+                        text(
+                            "SELECT c.relname FROM pg_attribute a "
+                            "JOIN pg_class c ON c.oid = a.attrelid "
+                            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                            "WHERE n.nspname = current_schema() AND a.attname = 'org_id' "
+                            "AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v') "
+                            "AND NOT c.relispartition"
+                        )
                     )
-                ).scalars()
+                    .scalars()
+                    .all()
+                )
             else:
                 tables = connection.execute(
                     text("SELECT name FROM sqlite_master WHERE type = 'table'")
