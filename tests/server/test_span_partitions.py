@@ -17,13 +17,20 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from agentops_server.backends.derived_work import InProcessRunner
 from agentops_server.cli import main
 from agentops_server.db.engine import create_async_db_engine
 from agentops_server.db.migrate import upgrade
 from agentops_server.db.models import BudgetLedgerEntry
 from agentops_server.db.partitions import partition_name
 from agentops_server.services.identity.api_keys import IssuedKey
-from agentops_server.services.telemetry.partitions import AHEAD, drop_expired, prepare
+from agentops_server.services.telemetry.partitions import (
+    AHEAD,
+    PARTITIONS,
+    drop_expired,
+    prepare,
+)
+from agentops_server.services.telemetry.partitions import register as register_partitions
 from agentops_server.services.telemetry.retention import purge
 from tests.server.api import Client, bearer
 from tests.server.conftest import make_org, postgresql_schema
@@ -248,6 +255,28 @@ def test_ingest_keeps_going_while_retention_drops_partitions_and_deletes_rows(
     assert (purged.runs, purged.spans) == (20, 0)  # the spans went with their day
     kept = {str(run_id) for (run_id,) in rows(migrated_url, "SELECT id FROM runs")}
     assert kept == set(stored)
+
+
+def test_the_partitions_task_of_derived_work_splits_and_prepares() -> None:
+    with postgresql_schema() as url:
+        upgrade(url)
+        org = make_org(url, "acme")
+        _insert_span(url, org.org_id, "far", day_run(-100)["started_at"])
+
+        asyncio.run(_run_partitions_task(url))
+
+        assert where_spans_are(url) == {"far": partition_name(TODAY + dt.timedelta(days=100))}
+
+
+async def _run_partitions_task(url: str) -> None:
+    runner = InProcessRunner()
+    register_partitions(runner, url)
+    await runner.start()
+    try:
+        await runner.enqueue(PARTITIONS, {})
+    finally:
+        await runner.close()  # finishes what is queued
+    assert list(runner.failures) == []
 
 
 def _insert_span(url: str, org_id: uuid.UUID, name: str, started_at: str) -> None:
