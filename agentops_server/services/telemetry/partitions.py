@@ -101,7 +101,7 @@ async def drop_expired(engine: AsyncEngine, *, now: dt.datetime | None = None) -
     async with engine.connect() as connection:
         longest = await connection.scalar(text("SELECT max(retention_days) FROM orgs"))
         tables = await _day_tables(connection)
-    if longest is None:  # no org, no spans
+    if longest is None:  # no org seen (none, or this user is bound by row-level security)
         return Upkeep()
     oldest_kept = cutoff(int(longest), now=now).date()
     expired = sorted(name for name in tables if (day := day_of(name)) and day < oldest_kept)
