@@ -15,12 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
+from alembic import command
 from click.testing import CliRunner
 
 from agentops_server.backends.derived_work import InProcessRunner
 from agentops_server.cli import main
 from agentops_server.db.engine import create_async_db_engine
-from agentops_server.db.migrate import upgrade
+from agentops_server.db.migrate import alembic_config, upgrade
 from agentops_server.db.models import BudgetLedgerEntry
 from agentops_server.db.partitions import partition_name
 from agentops_server.services.identity.api_keys import IssuedKey
@@ -113,6 +114,13 @@ def test_the_migration_moves_every_span_into_the_partition_of_its_day() -> None:
             "WHERE oid = 'spans'::regclass",
         )
         assert secured == [(True, True)]
+
+        command.downgrade(alembic_config(url), "0011")  # and back: one plain table, every span
+        assert (
+            rows(url, "SELECT org_id, id, started_at, name, status FROM spans ORDER BY id")
+            == before
+        )
+        assert scalar(url, "SELECT relkind FROM pg_class WHERE oid = 'spans'::regclass") == "r"
 
 
 def test_a_resent_span_is_stored_once(client: Client, org: IssuedKey, migrated_url: str) -> None:
