@@ -9,6 +9,8 @@
     agentops-hub worker                     # run derived work from the queue on Redis
     agentops-hub jobs failed                # derived work that failed its last attempt
     agentops-hub jobs retry ID|--all        # ... handed over again
+    agentops-hub jobs retention             # drop expired span partitions, purge each org
+    agentops-hub jobs partitions            # span partitions ahead of time (PostgreSQL)
     agentops-hub analytics rebuild --org acme --from 2026-11-01 --to 2026-12-01
 
 Settings come from ``AGENTOPS_*`` variables (see ``agentops_server.settings``); ``--database-url``
@@ -257,8 +259,9 @@ def jobs_retry(
 @database_option
 @click.option("--org", "org_slug", default=None, help="Only this org (its slug); default: all.")
 def jobs_retention(database_url: str, org_slug: str | None) -> None:
-    """Delete the raw runs and spans each org keeps no longer (its retention_days), in small
-    batches that never hold up ingest; run it daily."""
+    """Delete the raw runs and spans each org keeps no longer (its retention_days): on
+    PostgreSQL first the day partitions no org keeps, whole; then, in small batches that never
+    hold up ingest, what is left of each org's. Run it daily."""
     from agentops_server.db.engine import create_async_db_engine
     from agentops_server.services.telemetry.retention import purge_org
 
@@ -267,6 +270,8 @@ def jobs_retention(database_url: str, org_slug: str | None) -> None:
         orgs = {slug: org_id for slug, org_id in orgs.items() if slug == org_slug}
         if not orgs:
             raise click.ClickException(f"no org has the slug {org_slug!r}")
+    if org_slug is None:
+        _keep_partitions(database_url)
 
     async def apply() -> None:
         engine = create_async_db_engine(database_url, tenant_isolation=True)
@@ -281,6 +286,36 @@ def jobs_retention(database_url: str, org_slug: str | None) -> None:
             await engine.dispose()
 
     asyncio.run(apply())
+
+
+@jobs.command("partitions")
+@database_option
+def jobs_partitions(database_url: str) -> None:
+    """On PostgreSQL: make the span partitions of the coming days, move rows out of the default
+    partition, drop the days no org keeps. Nothing to do on SQLite."""
+    _keep_partitions(database_url)
+
+
+def _keep_partitions(database_url: str) -> None:
+    """Prepare and drop span partitions as the database's own user, and say what was done."""
+    from agentops_server.db.engine import create_async_db_engine
+    from agentops_server.services.telemetry.partitions import drop_expired, prepare
+
+    async def keep() -> None:
+        engine = create_async_db_engine(database_url)
+        try:
+            if engine.dialect.name != "postgresql":
+                return
+            made = await prepare(engine)
+            gone = await drop_expired(engine)
+        finally:
+            await engine.dispose()
+        click.echo(
+            f"span partitions: {made.created} made, {made.split} split out of the default, "
+            f"{len(gone.dropped)} dropped" + (f", {len(gone.busy)} busy" if gone.busy else "")
+        )
+
+    asyncio.run(keep())
 
 
 def _load(spec: str) -> Any:

@@ -126,7 +126,11 @@ def generate(url: str, org_id: uuid.UUID, runs: int, spans: int, end: datetime) 
     """The runs, their spans and the agents, in SQL, a chunk at a time."""
     import psycopg
 
+    from agentops_server.db.partitions import create_partition_sql
+
     with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as connection:
+        for back in range(32):  # the days' span partitions, as upkeep would have made them
+            connection.execute(create_partition_sql((end - timedelta(days=back)).date()))
         for first in range(0, runs, _CHUNK):
             last = min(first + _CHUNK, runs) - 1
             params = {

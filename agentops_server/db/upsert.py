@@ -66,12 +66,13 @@ def _newer(table: Table, excluded: Any) -> ColumnElement[bool]:
     )
 
 
-def _newest_wins(table: Table, insert: Insert, names: Sequence[str]) -> Any:
-    """``insert`` that updates a stored row only with a newer one, returning the changed ids."""
+def _newest_wins(table: Table, insert: Insert, names: Sequence[str], key: Sequence[str]) -> Any:
+    """``insert`` that updates a stored row only with a newer one, returning the changed ids;
+    ``key`` names the columns of the stored unique key the rows conflict on."""
     excluded = insert.excluded
     return insert.on_conflict_do_update(
-        index_elements=[table.c.org_id, table.c.id],
-        set_={name: excluded[name] for name in names if name not in ("org_id", "id")},
+        index_elements=[table.c[name] for name in key],
+        set_={name: excluded[name] for name in names if name not in key},
         where=_newer(table, excluded),
     ).returning(table.c.id)
 
@@ -101,7 +102,10 @@ async def _upsert_postgresql(
     )
     picked = select(*[source.c[column.name] for column in columns])
     insert = postgresql.insert(table).from_select(names, picked)
-    result = await session.execute(_newest_wins(table, insert, names))
+    # The whole primary key: for spans it holds started_at, the partition key (migration 0012),
+    # which every event of a span carries unchanged (docs/decisions/0036-span-partitions.md).
+    key = [column.name for column in table.primary_key.columns]
+    result = await session.execute(_newest_wins(table, insert, names, key))
     return set(result.scalars())
 
 
@@ -113,7 +117,8 @@ async def _upsert_sqlite(session: AsyncSession, table: Table, rows: list[Row]) -
         for name in names
     }
     insert = sqlite.insert(table).values(values)
-    result = await session.execute(_newest_wins(table, insert, names), rows)
+    # (org_id, id): the stored key of runs and spans alike (spans are not partitioned here).
+    result = await session.execute(_newest_wins(table, insert, names, ("org_id", "id")), rows)
     return set(result.scalars())
 
 

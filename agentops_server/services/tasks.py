@@ -32,7 +32,7 @@ from agentops_server.services.budgets.state import Clock, utc_now
 from agentops_server.services.costs import totals
 from agentops_server.services.governance.approval_tasks import ApprovalTasks
 from agentops_server.services.notifications.announcements import Notifier
-from agentops_server.services.telemetry import retention
+from agentops_server.services.telemetry import partitions, retention
 from agentops_server.services.telemetry.ingest import EVENTS_COMMITTED
 from agentops_server.services.telemetry.live_runs import RunAnnouncer
 from agentops_server.settings import Settings
@@ -96,6 +96,7 @@ def _analytics(derived: DerivedWork, context: TaskContext) -> None:
 
 def _retention(derived: DerivedWork, context: TaskContext) -> None:
     retention.register(derived, context.engine)
+    partitions.register(derived, context.settings.database_url)
 
 
 def _live_runs(derived: DerivedWork, context: TaskContext) -> None:

@@ -51,17 +51,27 @@ def seeded_orgs(client: Client, database_url: str) -> tuple[IssuedKey, IssuedKey
 
 def tenant_tables_in(database_url: str) -> list[str]:
     """Every table of the database with an ``org_id`` column, plus ``orgs`` (from the database
-    itself, not the models: a table a migration added without a model counts too)."""
+    itself, not the models: a table a migration added without a model counts too). A
+    partitioned table counts once: its partitions, which the app role may not read or write
+    (db/partitions.py), are reached only through it and its policy."""
     engine = create_db_engine(database_url)
     try:
         with engine.connect() as connection:
             if engine.dialect.name == "postgresql":
-                names = connection.execute(
-                    text(
-                        "SELECT table_name FROM information_schema.columns "
-                        "WHERE table_schema = current_schema() AND column_name = 'org_id'"
+                names = (
+                    connection.execute(
+                        text(
+                            "SELECT c.relname FROM pg_attribute a "
+                            "JOIN pg_class c ON c.oid = a.attrelid "
+                            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                            "WHERE n.nspname = current_schema() AND a.attname = 'org_id' "
+                            "AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v') "
+                            "AND NOT c.relispartition"
+                        )
                     )
-                ).scalars()
+                    .scalars()
+                    .all()
+                )
             else:
                 tables = connection.execute(
                     text("SELECT name FROM sqlite_master WHERE type = 'table'")
@@ -149,7 +159,7 @@ def test_every_tenant_table_has_a_forced_row_level_security_policy(pg_url: str) 
                         "(SELECT count(*) FROM pg_policies p WHERE p.schemaname = n.nspname "
                         "AND p.tablename = c.relname) FROM pg_class c "
                         "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                        "WHERE n.nspname = current_schema() AND c.relkind = 'r'"
+                        "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')"
                     )
                 )
             }

@@ -12,12 +12,14 @@ from agentops_server.db.models import Base
 config = context.config
 target_metadata = Base.metadata
 
-_UNMODELLED = ("run_search_fts", "ix_run_search_document")
-"""The full-text index of run search (migration 0011): made by hand, not in the models."""
+_UNMODELLED = ("run_search_fts", "ix_run_search_document", "spans_p", "spans_default")
+"""Made by hand, not in the models: the full-text index of run search (migration 0011) and the
+partitions of ``spans`` on PostgreSQL (migration 0012, db/partitions.py)."""
 
 
 def include_object(_object: Any, name: str | None, _type: str, _reflected: bool, _to: Any) -> bool:
-    """Leave the full-text index (and SQLite's FTS5 shadow tables) out of autogenerate."""
+    """Leave the full-text index (and SQLite's FTS5 shadow tables) and the span partitions (with
+    their indexes) out of autogenerate."""
     return not (name or "").startswith(_UNMODELLED)
 
 

@@ -83,7 +83,9 @@ class Span(Base):
     kind: Mapped[str] = mapped_column(String(16))
     name: Mapped[str] = mapped_column(String(256))
     status: Mapped[str] = mapped_column(String(16))
-    started_at: Mapped[dt.datetime] = mapped_column(Moment)
+    # In the key: on PostgreSQL spans are partitioned by it and a partitioned table's keys must
+    # hold it (migration 0012, db/partitions.py); on SQLite the stored key stays (org_id, id).
+    started_at: Mapped[dt.datetime] = mapped_column(Moment, primary_key=True)
     ended_at: Mapped[dt.datetime | None] = mapped_column(Moment)
     tags: Mapped[list[Any]] = mapped_column(default=list)
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)

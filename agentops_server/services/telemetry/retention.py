@@ -1,16 +1,22 @@
-"""Retention: an org's raw runs and spans (and their search documents) older than its
-``retention_days`` are deleted; the ledger of budget charges, prices and audit outlive them.
+"""Retention: an org's raw runs and spans (and their search documents) that started before its
+:func:`cutoff` (the start of the UTC day ``retention_days`` days before today) are deleted; the
+ledger of budget charges, prices, rollups and audit outlive them.
 
 :func:`purge` deletes in batches of at most :data:`BATCH` rows, each batch its own short
 transaction (``DELETE ... WHERE id IN (SELECT id ... LIMIT n)`` on the ``(org_id, started_at)``
 indexes), so a purge of millions of rows never holds a lock for long: ingest, which writes new
-rows, waits at most for one batch on SQLite (one writer) and for nothing on PostgreSQL. On both
-databases retention deletes rows; spans are not partitioned by time yet (see
-docs/decisions/0032-run-search.md).
+rows, waits at most for one batch on SQLite (one writer) and for nothing on PostgreSQL.
+
+On PostgreSQL spans are also partitioned by day (docs/decisions/0036-span-partitions.md): a day
+every org's retention has passed is dropped whole by
+:func:`~agentops_server.services.telemetry.partitions.drop_expired`, before the purges, which then
+find in the kept partitions only the rows of orgs keeping less than the longest retention.
+Cutoffs fall on whole UTC days so that an org keeping the longest retention has all its expired
+spans in droppable partitions.
 
 It runs as the derived-work task :data:`RETENTION` (``{"org_id"}``), which any process holding
-the queue may enqueue, and from ``agentops-hub jobs retention`` (every org, or one), which a
-scheduler runs daily.
+the queue may enqueue, and from ``agentops-hub jobs retention`` (partitions, then every org or
+one), which a scheduler runs daily.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from agentops_server.db.engine import open_session
 from agentops_server.db.models import Org, Run, RunSearchDocument, Span
 from agentops_server.db.tenancy import tenant
 
-__all__ = ["BATCH", "RETENTION", "Purged", "purge", "purge_org", "register"]
+__all__ = ["BATCH", "RETENTION", "Purged", "cutoff", "purge", "purge_org", "register"]
 
 RETENTION: Final = "telemetry.retention"
 """The task that applies an org's retention: ``{"org_id"}``."""
@@ -56,14 +62,21 @@ async def purge(
     now: dt.datetime | None = None,
     batch: int = BATCH,
 ) -> Purged:
-    """Delete the org's runs, spans and search documents that started more than ``days`` days
-    before ``now``, ``batch`` rows a transaction."""
-    cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=days)
+    """Delete the org's runs, spans and search documents that started before
+    :func:`cutoff` of ``days``, ``batch`` rows a transaction."""
+    before = cutoff(days, now=now)
     counts = {}
     with tenant(org_id=org_id):
         for model in _TABLES:
-            counts[model] = await _purge_table(engine, model, org_id, cutoff, batch)
+            counts[model] = await _purge_table(engine, model, org_id, before, batch)
     return Purged(runs=counts[Run], spans=counts[Span], documents=counts[RunSearchDocument])
+
+
+def cutoff(days: int, *, now: dt.datetime | None = None) -> dt.datetime:
+    """What an org keeping ``days`` days keeps starts here: midnight UTC ``days`` days before
+    today (so today and ``days`` whole days before it are kept)."""
+    today = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).date()
+    return dt.datetime.combine(today - dt.timedelta(days=days), dt.time(), dt.UTC)
 
 
 async def purge_org(engine: AsyncEngine, org_id: uuid.UUID, *, batch: int = BATCH) -> Purged:
