@@ -326,6 +326,11 @@ class Client:
             enforcer = self.enforcer
             if enforcer.has_after or call.stages is not enforcer.stages:
                 enforcer.after(call, error)
+        if usage is not None and span.kind == "llm":  # after the stages: a budget priced it
+            calls = run.calls
+            if calls is None:
+                calls = run.calls = []
+            calls.append((span.model, span.provider, usage, span.cost))
         if span.otel is not None:
             span.otel.end(span)
         self._buffer.put(span)

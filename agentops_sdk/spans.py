@@ -32,6 +32,10 @@ MAX_STACK_CHARS = 8192
 MAX_MESSAGE_CHARS = 2048
 
 
+LlmCall = tuple[str | None, str | None, dict[str, int], "Decimal | None"]
+"""A finished LLM call of a run: model, provider, usage, and its cost when it was priced."""
+
+
 class Run:
     """One execution of an agent: the root of a tree of spans."""
 
@@ -40,6 +44,7 @@ class Run:
         "_max_chars",
         "_sequence",
         "agent",
+        "calls",
         "end_ns",
         "environment",
         "error",
@@ -91,6 +96,9 @@ class Run:
         self.state: dict[str, Any] | None = None
         """What enforcement stages keep per run (the policy's call counts): each stage keys its
         entry by its own name."""
+        self.calls: list[LlmCall] | None = None
+        """The run's finished LLM calls that reported usage, in order (for ``cost_per_run``:
+        priced when a limit first asks, whenever its policy arrived)."""
 
     @property
     def id(self) -> int:

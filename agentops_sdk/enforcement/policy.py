@@ -43,10 +43,10 @@ set when the budget stage shares its pricer (``costs``), else with the price dat
 case before it runs, as a budget reserves it
 (:class:`~agentops_sdk.enforcement.budget_costs.WorstCase`: input bounded from the request,
 output by its maximum, at the dearest rate), so a call that may cost more is refused before
-any request is sent; ``cost_per_run`` sees what the run's finished LLM calls cost (as
-:attr:`~agentops_sdk.enforcement.call.CallResult.cost` prices them, from their usage), summed
-by the stage's ``after`` hook (the span's cost, else its usage priced by that pricer), which
-runs only while the set in force has a cost limit. A
+any request is sent; ``cost_per_run`` sees what the run's finished LLM calls cost: the run
+keeps each call's model, provider, usage and cost (:attr:`~agentops_sdk.spans.Run.calls`),
+and the stage sums them when a limit first asks (the span's cost, else its usage priced by that
+pricer), so calls that ended before a cost-limited set arrived count too. A
 model that cannot be priced has an unknown cost, which no cost limit fires on.
 """
 
@@ -73,7 +73,7 @@ if TYPE_CHECKING:
     from agentops_sdk.contract.policy import EffectivePolicy
     from agentops_sdk.contract.policy_engine import CompiledPolicy, Evaluation, RunMeasure
     from agentops_sdk.enforcement.budget_costs import WorstCase
-    from agentops_sdk.enforcement.call import CallInfo, CallResult
+    from agentops_sdk.enforcement.call import CallInfo
     from agentops_sdk.enforcement.link import HubLink, Snapshot
     from agentops_sdk.spans import Run
 
@@ -110,8 +110,6 @@ class PolicyStage(Stage):
         """The set from the local policy file, in force until the hub sends one."""
         self.costs = costs
         """What prices calls before they run, for cost limits (made when first needed)."""
-        self.has_after = False
-        """Whether calls sum their cost on the run: while the set in force limits cost."""
         self._lock = threading.Lock()
         self._rates: dict[tuple[str, str], collections.deque[float]] = {}
         self._profiles: tuple[object, Mapping[str, AgentProfile]] = (None, {})
@@ -128,7 +126,6 @@ class PolicyStage(Stage):
         """Idle while no set is in force: neither a local file nor one from the hub."""
         hub: CompiledPolicy | None = snapshot.values.get(TOPIC)
         policy = self.local if hub is None else hub
-        self.has_after = policy is not None and bool(policy.needs_pricing)
         return policy is not None
 
     def before(self, call: CallInfo) -> Decision | None:
@@ -186,20 +183,20 @@ class PolicyStage(Stage):
         with self._lock if policy.uses_rates else contextlib.nullcontext():
             return policy.evaluate(_Facts(edited, self, tally, own)).decision
 
-    def after(self, call: CallInfo, result: CallResult) -> None:
-        """Add what an LLM call cost to its run's total (for ``cost_per_run``): the cost its
-        span was given, else its usage priced as the budget stage prices it."""
-        span = call.span
-        if span.kind != "llm":
-            return
-        cost = span.cost
-        if cost is None and span.usage is not None:
-            cost = self._pricer().actual(span.model, span.provider, span.usage)
-        if cost is None:
-            return
-        tally = self._tally(span.run)
+    def run_cost(self, run: Run, tally: _RunTally) -> Decimal:
+        """What ``run``'s finished LLM calls cost (for ``cost_per_run``): the calls not summed
+        yet are added, each at the cost its span was given, else its usage priced as the
+        budget stage prices it."""
+        calls = run.calls
+        if calls is None or tally.priced >= len(calls):
+            return tally.cost
         with tally.lock:
-            tally.cost += cost
+            for model, provider, usage, given in calls[tally.priced :]:
+                cost = self._pricer().actual(model, provider, usage) if given is None else given
+                if cost is not None:
+                    tally.cost += cost
+                tally.priced += 1
+            return tally.cost
 
     def worst_case(self, call: CallInfo) -> Decimal | None:
         """The most ``call`` (an LLM call) can cost, in USD; None: it cannot be priced."""
@@ -319,12 +316,14 @@ class _RunTally:
     """One run's counters: calls of each kind, calls per counting rule, and what its finished
     LLM calls cost."""
 
-    __slots__ = ("cost", "counts", "generation", "lock")
+    __slots__ = ("cost", "counts", "generation", "lock", "priced")
 
     def __init__(self, generation: int) -> None:
         self.lock = threading.Lock()
         self.counts: dict[str, int] = {}
         self.cost = Decimal(0)
+        """What the run's first ``priced`` LLM calls cost."""
+        self.priced = 0
         self.generation = generation
 
 
@@ -405,7 +404,7 @@ class _Facts:
         if measure == "tokens":
             return run.input_tokens + run.output_tokens
         if measure == "cost":
-            return float(self._tally.cost)
+            return float(self._stage.run_cost(run, self._tally))
         return self._tally.counts.get(measure, 0) - (measure in self._own)
 
     def rule_calls(self, rule: str) -> int:

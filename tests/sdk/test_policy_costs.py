@@ -130,7 +130,7 @@ def test_a_run_is_denied_its_next_call_once_its_calls_cost_the_per_run_cap(
     assert decision["rule"] == "spend"
 
 
-def test_a_per_run_cap_arriving_from_the_hub_counts_the_calls_finished_after_it(
+def test_a_per_run_cap_arriving_from_the_hub_counts_the_calls_the_run_made_before_it(
     tmp_path: Path,
 ) -> None:
     assert COST is not None
@@ -152,8 +152,10 @@ def test_a_per_run_cap_arriving_from_the_hub_counts_the_calls_finished_after_it(
             chat("before", max_tokens=1_000)
             hub.publish("policies", capped)
             assert link.wait_until(lambda: link.snapshot.get("policies") is capped, 5.0)
-            chat("first", max_tokens=1_000)
+            # The call made before the cap arrived cost the cap already.
             with pytest.raises(agentops.PolicyViolation, match="cost_per_run"):
-                chat("second", max_tokens=1_000)
+                chat("first", max_tokens=1_000)
+        with agentops.run("another"):  # another run starts from nothing
+            chat("second", max_tokens=1_000)
 
-    assert ran == ["before", "first"]
+    assert ran == ["before", "second"]
