@@ -145,6 +145,7 @@ class HubLink:
     _failures: FailureLog
     _stop: threading.Event
     _thread: threading.Thread | None
+    _retired: list[threading.Thread]
     _watchers: list[tuple[Callable[[Snapshot], Decision | None], Future[Decision]]]
 
     def __init__(
@@ -233,18 +234,26 @@ class HubLink:
             return self._changed.wait_for(condition, timeout)
 
     def close(self, timeout: float = 1.0) -> None:
-        """Stop the thread (a daemon: at exit it simply ends); calls still waiting give up."""
+        """Stop the thread, and wait up to ``timeout`` seconds for it and any thread a restart
+        retired; calls still waiting give up.
+
+        Waited for, not left to die as daemons: a thread still building its HTTP client at
+        exit would be loading certificates in OpenSSL while the interpreter's exit cleans
+        OpenSSL up, which crashes the process (seen: SIGSEGV in ``OPENSSL_cleanup``)."""
         with self._lock:
             self._stop.set()
-            thread, self._thread = self._thread, None
-        if thread is not None and self.source is not None:
+            threads = [*self._retired, self._thread]
+            self._thread, self._retired = None, []
+        if threads[-1] is not None and self.source is not None:
             self.source.interrupt()
         with self._changed:
             watchers, self._watchers = self._watchers, []
         for _, future in watchers:
             future.cancel()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def after_fork(self) -> None:
         """In a forked child: the parent's thread is gone; start this process's own."""
@@ -263,12 +272,16 @@ class HubLink:
         self._failures = FailureLog()
         self._stop = threading.Event()
         self._thread = None
+        self._retired = []
         self._watchers = []
 
     def _restart_locked(self) -> None:
         self._stop.set()
-        if self._thread is not None and self.source is not None:
-            self.source.interrupt()  # before the new thread reads from it
+        if self._thread is not None:
+            self._retired = [thread for thread in self._retired if thread.is_alive()]
+            self._retired.append(self._thread)  # stopping: close() still waits for it
+            if self.source is not None:
+                self.source.interrupt()  # before the new thread reads from it
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run, args=(self._stop,), name="agentops-hub-link", daemon=True

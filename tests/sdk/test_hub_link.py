@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,6 +20,7 @@ import pytest
 import agentops_sdk as agentops
 from agentops_sdk.contract.decisions import Decision, StageName
 from agentops_sdk.enforcement import CallInfo, HubLink, LocalHub, Snapshot, Stage, Wait
+from agentops_sdk.enforcement.link import HubSource, Update
 from agentops_sdk.testing import CapturedEvents, capture_events
 
 HUB_URL = "http://hub.invalid"
@@ -114,6 +116,52 @@ def test_a_stage_reading_more_topics_restarts_the_source_with_all_of_them(
     assert link.wait_until(lambda: link.snapshot.get("approvals") is not None, DEADLINE)
     assert link.topics == {"controls", "approvals"}
     assert link.snapshot.get("approvals") == {"deploy": "approved"}
+
+
+class SlowToStart(HubSource):
+    """A source whose first ``updates`` spends a while setting up, deaf to ``stop`` meanwhile,
+    as building an HTTP client (loading certificates in OpenSSL) is; it is let go a moment
+    after the link is closed. Later ones end when told to stop."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = 0
+        self.finished = 0
+        self._count = threading.Condition()
+
+    def wait_started(self, count: int) -> bool:
+        with self._count:
+            return self._count.wait_for(lambda: self.started >= count, DEADLINE)
+
+    def updates(
+        self, topics: frozenset[str], known: Snapshot, stop: threading.Event
+    ) -> Iterator[Update]:
+        with self._count:
+            self.started += 1
+            first = self.started == 1
+            self._count.notify_all()
+        (self.release if first else stop).wait(DEADLINE)
+        with self._count:
+            self.finished += 1
+        return iter(())
+
+    def interrupt(self) -> None:
+        threading.Timer(0.2, self.release.set).start()
+
+
+def test_closing_the_link_waits_for_the_threads_its_restarts_retired_too() -> None:
+    # A thread left running at exit while it built its HTTP client crashed the process in
+    # OpenSSL's exit cleanup: close() waits for every thread it started, not only the last.
+    source = SlowToStart()
+    link = HubLink(source)
+    link.require(frozenset({"controls"}))
+    link.require(frozenset({"approvals"}))  # a restart: the first thread is retired, still busy
+    assert source.wait_started(2)
+
+    link.close(timeout=DEADLINE)
+
+    assert source.finished == 2
+    assert [t for t in threading.enumerate() if t.name == "agentops-hub-link"] == []
 
 
 # -- what stages read ---------------------------------------------------------------------------
