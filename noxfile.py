@@ -43,8 +43,21 @@ def typecheck(session: nox.Session) -> None:
 def sdk_minimal(session: nox.Session) -> None:
     """The SDK on its base dependencies alone: proves it never needs a server package."""
     session.install(
-        ".", "pytest>=8.2", "pytest-asyncio>=0.24", "pytest-timeout>=2.3", "hypothesis>=6.100"
+        ".",
+        "pytest>=8.2",
+        "pytest-asyncio>=0.24",
+        "pytest-timeout>=2.3",
+        "pytest-xdist>=3.6",
+        "hypothesis>=6.100",
     )
     session.run(
-        "pytest", "tests/sdk", "-m", "not extras", "-p", "no:cacheprovider", *session.posargs
+        "pytest",
+        "tests/sdk",
+        "-n",
+        "auto",
+        "-m",
+        "not extras",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
     )
