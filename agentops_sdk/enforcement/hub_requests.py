@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 from agentops_sdk._version import __version__
 from agentops_sdk.enforcement.link import Backoff
 from agentops_sdk.exporters import SDK_NAME
+from agentops_sdk.hub_http import hub_client
 
 if TYPE_CHECKING:
     import httpx
@@ -107,16 +108,12 @@ class HubRequests:
     def _http(self) -> httpx.Client:
         with self._lock:
             if self._client is None:
-                import httpx
-
                 headers = {
                     "Authorization": f"Bearer {self._api_key}",
                     "User-Agent": f"{SDK_NAME}/{__version__}",
                     "Content-Type": "application/json",
                 }
-                self._client = httpx.Client(
-                    headers=headers, timeout=self.timeout, transport=self._transport
-                )
+                self._client = hub_client(headers, self.timeout, self._transport)
             return self._client
 
 

@@ -55,6 +55,7 @@ from agentops_sdk.enforcement import approvals, budgets, controls, policy
 from agentops_sdk.enforcement.failures import FailureLog
 from agentops_sdk.enforcement.link import Backoff, HubSource, Snapshot, Update
 from agentops_sdk.exporters import SDK_NAME
+from agentops_sdk.hub_http import hub_client
 
 if TYPE_CHECKING:
     import httpx
@@ -146,7 +147,7 @@ class HubStream(HubSource):
             "Authorization": f"Bearer {self._api_key}",
             "User-Agent": f"{SDK_NAME}/{__version__}",
         }
-        client = httpx.Client(headers=headers, timeout=self.request_timeout)
+        client = hub_client(headers, self.request_timeout)
         try:
             reconnect_at = poll_at = time.monotonic()
             while not stop.is_set():

@@ -15,6 +15,7 @@ inherited stays in force until the child hears from the hub itself.
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import random
 import threading
@@ -146,6 +147,8 @@ class HubLink:
     _stop: threading.Event
     _thread: threading.Thread | None
     _retired: list[threading.Thread]
+    _batching: int
+    _restart_due: bool
     _watchers: list[tuple[Callable[[Snapshot], Decision | None], Future[Decision]]]
 
     def __init__(
@@ -192,13 +195,32 @@ class HubLink:
             return len(self._watchers)
 
     def require(self, topics: frozenset[str]) -> None:
-        """Listen to ``topics`` too: starts the thread, or restarts its source to add them."""
+        """Listen to ``topics`` too: starts the thread, or restarts its source to add them
+        (at the end of :meth:`batched`, inside one)."""
         with self._lock:
             if topics <= self._topics or self.source is None:
                 self._topics |= topics
                 return
             self._topics |= topics
-            self._restart_locked()
+            if self._batching:
+                self._restart_due = True
+            else:
+                self._restart_locked()
+
+    @contextlib.contextmanager
+    def batched(self) -> Iterator[None]:
+        """Topics required inside start (or restart) the thread once, at the end: installing
+        several stages opens one connection to the hub, not one per stage."""
+        with self._lock:
+            self._batching += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._batching -= 1
+                if not self._batching and self._restart_due:
+                    self._restart_due = False
+                    self._restart_locked()
 
     def watch(self, check: Callable[[Snapshot], Decision | None]) -> Future[Decision]:
         """A future resolved with the first decision ``check`` returns for a snapshot.
@@ -273,6 +295,8 @@ class HubLink:
         self._stop = threading.Event()
         self._thread = None
         self._retired = []
+        self._batching = 0
+        self._restart_due = False
         self._watchers = []
 
     def _restart_locked(self) -> None:

@@ -28,12 +28,13 @@ def install_stages(options: Options, enforcer: Enforcer) -> KillSwitch | None:
     """Install the stages ``options`` ask for; return the controls stage (None without one).
 
     With a hub, ``init()`` then waits up to ``hub_wait`` for the hub's first word."""
-    policy = _install_policy(options, enforcer)  # before controls: their saved age wins
-    budget = _install_budgets(options, enforcer)
-    if policy is not None and budget is not None:
-        policy.costs = budget.costs  # cost limits price calls at the org's prices too
-    _install_approvals(options, enforcer, tuple(s for s in (policy, budget) if s is not None))
-    controls = _kill_switch(options, enforcer)
+    with enforcer.link.batched():  # one connection to the hub for all the stages' topics
+        policy = _install_policy(options, enforcer)  # before controls: their saved age wins
+        budget = _install_budgets(options, enforcer)
+        if policy is not None and budget is not None:
+            policy.costs = budget.costs  # cost limits price calls at the org's prices too
+        _install_approvals(options, enforcer, tuple(s for s in (policy, budget) if s is not None))
+        controls = _kill_switch(options, enforcer)
     if controls is not None and options.hub_wait:
         _await_first_word(enforcer.link, options.hub_wait)
     return controls

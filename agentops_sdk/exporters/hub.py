@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentops_sdk._version import __version__
 from agentops_sdk.exporters import SDK_NAME, ExportBatch, ExportOutcome
+from agentops_sdk.hub_http import hub_client
 
 if TYPE_CHECKING:
     import httpx
@@ -128,8 +129,6 @@ class HubExporter:
 
     def _http(self) -> httpx.Client:
         if self._client is None:
-            import httpx
-
             headers = {
                 "Content-Type": "application/json",
                 "Content-Encoding": "gzip",
@@ -137,7 +136,7 @@ class HubExporter:
             }
             if self._api_key:
                 headers["Authorization"] = f"Bearer {self._api_key}"
-            self._client = httpx.Client(headers=headers, timeout=self._request_timeout)
+            self._client = hub_client(headers, self._request_timeout)
         return self._client
 
 

@@ -118,6 +118,23 @@ def test_a_stage_reading_more_topics_restarts_the_source_with_all_of_them(
     assert link.snapshot.get("approvals") == {"deploy": "approved"}
 
 
+def test_stages_installed_in_a_batch_open_one_connection_with_all_their_topics(
+    hub: LocalHub,
+) -> None:
+    with capture_events(hub_url=HUB_URL, hub_source=hub) as captured:
+        enforcer = captured.client.enforcer
+        link = enforcer.link
+        with link.batched():
+            enforcer.install(KillSwitch(link))
+            enforcer.install(HubApproval(link))
+            assert not link.running  # not before the batch ends
+        hub.publish("approvals", {"deploy": "approved"})
+
+        assert link.wait_until(lambda: link.snapshot.get("approvals") is not None, DEADLINE)
+        assert link.topics == {"controls", "approvals"}
+    assert hub.connections == 1
+
+
 class SlowToStart(HubSource):
     """A source whose first ``updates`` spends a while setting up, deaf to ``stop`` meanwhile,
     as building an HTTP client (loading certificates in OpenSSL) is; it is let go a moment
