@@ -298,24 +298,15 @@ def jobs_partitions(database_url: str) -> None:
 
 def _keep_partitions(database_url: str) -> None:
     """Prepare and drop span partitions as the database's own user, and say what was done."""
-    from agentops_server.db.engine import create_async_db_engine
-    from agentops_server.services.telemetry.partitions import drop_expired, prepare
+    from agentops_server.services.telemetry.partitions import keep
 
-    async def keep() -> None:
-        engine = create_async_db_engine(database_url)
-        try:
-            if engine.dialect.name != "postgresql":
-                return
-            made = await prepare(engine)
-            gone = await drop_expired(engine)
-        finally:
-            await engine.dispose()
-        click.echo(
-            f"span partitions: {made.created} made, {made.split} split out of the default, "
-            f"{len(gone.dropped)} dropped" + (f", {len(gone.busy)} busy" if gone.busy else "")
-        )
-
-    asyncio.run(keep())
+    if Settings(database_url=database_url).is_sqlite:
+        return
+    made, gone = asyncio.run(keep(database_url))
+    click.echo(
+        f"span partitions: {made.created} made, {made.split} split out of the default, "
+        f"{len(gone.dropped)} dropped" + (f", {len(gone.busy)} busy" if gone.busy else "")
+    )
 
 
 def _load(spec: str) -> Any:
