@@ -261,7 +261,8 @@ def jobs_retry(
 def jobs_retention(database_url: str, org_slug: str | None) -> None:
     """Delete the raw runs and spans each org keeps no longer (its retention_days): on
     PostgreSQL first the day partitions no org keeps, whole; then, in small batches that never
-    hold up ingest, what is left of each org's. Run it daily."""
+    hold up ingest, what is left of each org's. The hub does this daily by itself unless
+    AGENTOPS_UPKEEP=false (then run this daily)."""
     from agentops_server.db.engine import create_async_db_engine
     from agentops_server.services.telemetry.retention import purge_org
 
