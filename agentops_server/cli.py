@@ -261,7 +261,8 @@ def jobs_retry(
 def jobs_retention(database_url: str, org_slug: str | None) -> None:
     """Delete the raw runs and spans each org keeps no longer (its retention_days): on
     PostgreSQL first the day partitions no org keeps, whole; then, in small batches that never
-    hold up ingest, what is left of each org's. Run it daily."""
+    hold up ingest, what is left of each org's. The hub does this daily by itself unless
+    AGENTOPS_UPKEEP=false (then run this daily)."""
     from agentops_server.db.engine import create_async_db_engine
     from agentops_server.services.telemetry.retention import purge_org
 
@@ -298,24 +299,15 @@ def jobs_partitions(database_url: str) -> None:
 
 def _keep_partitions(database_url: str) -> None:
     """Prepare and drop span partitions as the database's own user, and say what was done."""
-    from agentops_server.db.engine import create_async_db_engine
-    from agentops_server.services.telemetry.partitions import drop_expired, prepare
+    from agentops_server.services.telemetry.partitions import keep
 
-    async def keep() -> None:
-        engine = create_async_db_engine(database_url)
-        try:
-            if engine.dialect.name != "postgresql":
-                return
-            made = await prepare(engine)
-            gone = await drop_expired(engine)
-        finally:
-            await engine.dispose()
-        click.echo(
-            f"span partitions: {made.created} made, {made.split} split out of the default, "
-            f"{len(gone.dropped)} dropped" + (f", {len(gone.busy)} busy" if gone.busy else "")
-        )
-
-    asyncio.run(keep())
+    if Settings(database_url=database_url).is_sqlite:
+        return
+    made, gone = asyncio.run(keep(database_url))
+    click.echo(
+        f"span partitions: {made.created} made, {made.split} split out of the default, "
+        f"{len(gone.dropped)} dropped" + (f", {len(gone.busy)} busy" if gone.busy else "")
+    )
 
 
 def _load(spec: str) -> Any:

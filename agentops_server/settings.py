@@ -37,6 +37,17 @@ rollups                   AGENTOPS_ROLLUPS                   ``true``: derived w
                                                              analytics' rollups (``false``: none
                                                              are made, for comparison; see
                                                              docs/analytics.md)
+upkeep                    AGENTOPS_UPKEEP                    ``true``: the hub schedules its
+                                                             span partitions and retention
+                                                             itself (``false``: off, for an
+                                                             outside scheduler running
+                                                             ``agentops-hub jobs``)
+upkeep_partitions         AGENTOPS_UPKEEP_PARTITIONS         ``0 */6 * * *`` (cron, UTC; a
+                                                             sixth field is seconds): span
+                                                             partitions made ahead and expired
+                                                             ones dropped; also at start
+upkeep_retention          AGENTOPS_UPKEEP_RETENTION          ``30 2 * * *`` (cron, UTC): every
+                                                             org's retention applied
 mail_url                  AGENTOPS_MAIL_URL                  ``console`` (or ``file:///dir``,
                                                              ``smtp://user:pass@host:port``)
 mail_from                 AGENTOPS_MAIL_FROM                 ``AgentOps Hub <hub@localhost>``
@@ -80,6 +91,8 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
+from croniter import croniter  # type: ignore[import-untyped]  # SAQ's own; it ships no types
+
 __all__ = ["DEFAULT_DATABASE_URL", "Settings"]
 
 DEFAULT_DATABASE_URL = "sqlite:///agentops.db"
@@ -115,6 +128,9 @@ class Settings:
     signup_open: bool = True
     pricing: bool = True
     rollups: bool = True
+    upkeep: bool = True
+    upkeep_partitions: str = "0 */6 * * *"
+    upkeep_retention: str = "30 2 * * *"
     mail_url: str = dataclasses.field(default="console", repr=False)
     mail_from: str = "AgentOps Hub <hub@localhost>"
     webhooks_allow_private: bool = False
@@ -157,6 +173,9 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        for name in ("upkeep_partitions", "upkeep_retention"):
+            if not croniter.is_valid(getattr(self, name)):
+                raise ValueError(f"{name} must be a cron expression, got {getattr(self, name)!r}")
         if self.webhooks_backoff < 0:
             raise ValueError(f"webhooks_backoff must be 0 or more, got {self.webhooks_backoff!r}")
         if self.hsts_max_age < 0:

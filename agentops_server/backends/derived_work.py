@@ -24,6 +24,14 @@ A recorded notice may be due later (``record(..., not_before=when)``: an approva
 the queue on Redis schedules its job for then (and its outbox row says when, so the sweep
 hands it over again with the same time); the embedded runner holds it in a timer.
 
+Some notices are owed to the clock, not to a change (the span partitions' upkeep, retention):
+:meth:`DerivedWork.schedule` hands a notice over on a cron schedule (UTC), and once at start if
+asked. The queue on Redis makes each one a SAQ cron job, so that however many workers run, each
+scheduled time is handed over once; the embedded runner keeps a timer task per schedule between
+the app's start and shutdown::
+
+    derived.schedule(Schedule("telemetry.partitions", "0 */6 * * *", at_start=True))
+
 :class:`InProcessRunner` is the embedded default: a bounded queue in the hub process, drained by
 a few worker tasks between the app's start and shutdown. A notice whose name has a merge
 (:meth:`DerivedWork.coalesce`: ingest's events-committed, whose tasks work on sets of ids) joins
@@ -47,11 +55,22 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from croniter import croniter  # type: ignore[import-untyped]  # SAQ's own; it ships no types
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.backends.outbox import WorkItem
 
-__all__ = ["DerivedWork", "Failure", "InProcessRunner", "Merge", "Notice", "Task"]
+__all__ = [
+    "DerivedWork",
+    "Failure",
+    "InProcessRunner",
+    "Merge",
+    "Notice",
+    "Schedule",
+    "Task",
+    "next_time",
+    "scheduled_payload",
+]
 
 logger = logging.getLogger("agentops_server.derived_work")
 
@@ -74,6 +93,32 @@ class Notice:
     """When the notice is due (None: at once)."""
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Schedule:
+    """The notice ``task_name`` handed over at each time of ``cron`` (UTC: five fields, or six
+    with seconds last), and once when the backend starts if ``at_start``. Its payload is
+    :func:`scheduled_payload` of the time it was due."""
+
+    task_name: str
+    cron: str
+    at_start: bool = False
+
+    def __post_init__(self) -> None:
+        if not croniter.is_valid(self.cron):
+            raise ValueError(f"{self.task_name}: {self.cron!r} is not a cron expression")
+
+
+def next_time(cron: str, after: dt.datetime) -> dt.datetime:
+    """The first time of ``cron`` (UTC) after ``after``."""
+    following: dt.datetime = croniter(cron, after.astimezone(dt.UTC)).get_next(dt.datetime)
+    return following
+
+
+def scheduled_payload(due: dt.datetime) -> dict[str, Any]:
+    """The payload of a scheduled notice: when it was due (one notice per due time)."""
+    return {"scheduled_at": due.astimezone(dt.UTC).isoformat()}
+
+
 class DerivedWork(abc.ABC):
     """Where committed changes hand off the work derived from them."""
 
@@ -91,6 +136,11 @@ class DerivedWork(abc.ABC):
         None when they must stay apart (other orgs, or too large together). Only for notices
         whose every task works on the payload as a whole (sets of ids), idempotently."""
         logger.debug("derived work: %s does not merge %s notices", type(self).__name__, task_name)
+
+    @abc.abstractmethod
+    def schedule(self, schedule: Schedule) -> None:
+        """Hand the notice of ``schedule`` over at its times, from :meth:`start` (the embedded
+        runner) or from the workers (the queue on Redis) until :meth:`close`."""
 
     @abc.abstractmethod
     async def start(self) -> None:
@@ -139,7 +189,9 @@ class _Job:
 
 
 class InProcessRunner(DerivedWork):
-    """:class:`DerivedWork` in the hub process: a bounded queue and ``workers`` tasks.
+    """:class:`DerivedWork` in the hub process: a bounded queue and ``workers`` tasks, and a
+    timer task per :meth:`schedule` (each process keeps its own: two hub processes without
+    Redis each hand a scheduled notice over, so its tasks must be idempotent).
 
     ``attempts`` tries per task, ``backoff`` seconds before the first retry (doubling after),
     at most ``max_pending`` notices waiting, ``drain_timeout`` seconds to finish at shutdown.
@@ -167,6 +219,9 @@ class InProcessRunner(DerivedWork):
         self._drain_timeout = drain_timeout
         self._running: list[asyncio.Task[None]] = []
         self._timers: set[asyncio.Task[None]] = set()
+        self._schedules: list[Schedule] = []
+        self._clocks: list[asyncio.Task[None]] = []
+        """One task per schedule, from start() to close()."""
         self.dropped = 0
         """Jobs refused because the queue was full."""
         self.merged = 0
@@ -228,16 +283,31 @@ class InProcessRunner(DerivedWork):
         await asyncio.sleep(delay)
         await self.enqueue(notice.task_name, notice.payload)
 
+    def schedule(self, schedule: Schedule) -> None:
+        """Hand the notice over at the schedule's times while the runner runs."""
+        self._schedules.append(schedule)
+
     async def start(self) -> None:
-        """Start the worker tasks on the running event loop."""
+        """Start the worker tasks, and the timers of the schedules, on the running loop."""
         self._queue = asyncio.Queue(maxsize=self._max_pending)
         self._running = [
             asyncio.create_task(self._work(), name=f"agentops-derived-{n}")
             for n in range(self._workers)
         ]
+        self._clocks = [
+            asyncio.create_task(
+                self._keep(schedule), name=f"agentops-schedule-{schedule.task_name}"
+            )
+            for schedule in self._schedules
+        ]
 
     async def close(self) -> None:
-        """Finish the queued jobs within ``drain_timeout``, then stop the workers."""
+        """Stop the schedules' timers, finish the queued jobs within ``drain_timeout``, then
+        stop the workers."""
+        for clock in self._clocks:
+            clock.cancel()
+        await asyncio.gather(*self._clocks, return_exceptions=True)
+        self._clocks = []
         if self._queue is not None:
             try:
                 await asyncio.wait_for(self._queue.join(), self._drain_timeout)
@@ -247,6 +317,20 @@ class InProcessRunner(DerivedWork):
             task.cancel()
         await asyncio.gather(*self._running, *self._timers, return_exceptions=True)
         self._running, self._queue = [], None
+
+    async def _keep(self, schedule: Schedule) -> None:
+        """Hand the schedule's notice over at start (if asked) and at each of its times. A
+        time that passed unseen (the loop held up, the machine asleep) is skipped, not caught
+        up: the next due time is the first after now."""
+        now = dt.datetime.now(dt.UTC)
+        if schedule.at_start:
+            await self.enqueue(schedule.task_name, scheduled_payload(now))
+        due = next_time(schedule.cron, now)
+        while True:
+            await asyncio.sleep(max(0.0, (due - dt.datetime.now(dt.UTC)).total_seconds()))
+            await self.enqueue(schedule.task_name, scheduled_payload(due))
+            # never the same time twice, should the loop's timer wake a little early
+            due = next_time(schedule.cron, max(due, dt.datetime.now(dt.UTC)))
 
     async def idle(self) -> None:
         """Wait until every queued job is done (or has failed its last attempt)."""

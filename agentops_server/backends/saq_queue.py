@@ -12,6 +12,10 @@ keyed by the row's id, so handing a row over twice while its job waits or runs i
   ``grace`` seconds).
 - SIGTERM or SIGINT stops a worker: running jobs get ``shutdown_grace`` seconds to finish, the
   others go back to the queue.
+- A :class:`~agentops_server.backends.derived_work.Schedule` is a SAQ cron job in every worker,
+  keyed by its notice: each worker offers the job of the next due time, the queue keeps one of
+  that key, so however many workers run, each due time is handed over (and its tasks run) once.
+  A schedule ``at_start`` is also handed over when each worker starts (once per worker).
 """
 
 from __future__ import annotations
@@ -21,24 +25,32 @@ import collections
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from saq import Job, Status, Worker
+from saq import CronJob, Job, Status, Worker
 from saq.queue.redis import RedisQueue
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentops_server.backends.derived_work import DerivedWork, Notice, Task
+from agentops_server.backends.derived_work import (
+    DerivedWork,
+    Notice,
+    Schedule,
+    Task,
+    scheduled_payload,
+)
 from agentops_server.backends.outbox import Outbox, WorkItem, new_items, task_key, write
 
-__all__ = ["JOB_FUNCTION", "SaqQueue"]
+__all__ = ["JOB_FUNCTION", "SCHEDULE_FUNCTION", "SaqQueue"]
 
 logger = logging.getLogger("agentops_server.derived_work")
 
 JOB_FUNCTION = "agentops.derived_task"
 """The one SAQ function every job names; its arguments say which task to run on what."""
+SCHEDULE_FUNCTION = "agentops.scheduled"
+"""The SAQ cron function of a schedule is named this, a colon, and the schedule's notice."""
 
 
 class SaqQueue(DerivedWork):
@@ -59,6 +71,7 @@ class SaqQueue(DerivedWork):
         self.queue = RedisQueue(redis, name=name)
         self.outbox = outbox
         self._tasks: dict[str, dict[str, Task]] = collections.defaultdict(dict)
+        self._schedules: list[Schedule] = []
         self._attempts = attempts
         self._backoff = backoff
         self._timeout = timeout
@@ -66,6 +79,11 @@ class SaqQueue(DerivedWork):
     def register(self, task_name: str, task: Task) -> None:
         """Run ``task`` for every notice named ``task_name``."""
         self._tasks[task_name][task_key(task)] = task
+
+    def schedule(self, schedule: Schedule) -> None:
+        """Hand the notice over at the schedule's times from the workers (:meth:`work`), once
+        per due time however many run; the hub itself schedules nothing."""
+        self._schedules.append(schedule)
 
     async def record(
         self,
@@ -134,11 +152,16 @@ class SaqQueue(DerivedWork):
         grace: float = 60.0,
         shutdown_grace: int = 10,
     ) -> None:
-        """Run jobs until SIGTERM or SIGINT; sweep at start and every ``sweep_interval``."""
+        """Run jobs until SIGTERM or SIGINT; sweep at start and every ``sweep_interval``; hand
+        the schedules' notices over at their times (and at start, those that ask)."""
         sweeping: list[asyncio.Task[None]] = []
 
         async def startup(_context: Any) -> None:
             sweeping.append(asyncio.create_task(self._sweep_every(sweep_interval, grace)))
+            now = dt.datetime.now(dt.UTC)
+            for schedule in self._schedules:
+                if schedule.at_start:
+                    await self.enqueue(schedule.task_name, scheduled_payload(now))
 
         async def shutdown(_context: Any) -> None:
             for task in sweeping:
@@ -153,8 +176,25 @@ class SaqQueue(DerivedWork):
             shutdown=shutdown,
             after_process=self._after,
             shutdown_grace_period_s=shutdown_grace,
+            cron_jobs=[
+                CronJob(self._on_time(schedule), cron=schedule.cron, timeout=self._timeout)
+                for schedule in self._schedules
+            ],
+            cron_tz=dt.UTC,
         )
         await worker.start()
+
+    def _on_time(self, schedule: Schedule) -> Callable[[Mapping[str, Any]], Awaitable[None]]:
+        """The cron function of ``schedule``: it enqueues the notice of the time it was due.
+        SAQ keys a cron job by its function's name (one job of a key waits at a time), so each
+        schedule gets a function of its own name."""
+
+        async def hand_over(context: Mapping[str, Any]) -> None:
+            due = dt.datetime.fromtimestamp(context["job"].scheduled, dt.UTC)
+            await self.enqueue(schedule.task_name, scheduled_payload(due))
+
+        hand_over.__qualname__ = f"{SCHEDULE_FUNCTION}:{schedule.task_name}"
+        return hand_over
 
     async def _sweep_every(self, interval: float, grace: float) -> None:
         while True:

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agentops_server.backends.derived_work import DerivedWork
+from agentops_server.backends.derived_work import DerivedWork, Schedule
 from agentops_server.backends.live import LiveUpdates
 from agentops_server.backends.mailer import Mailer
 from agentops_server.backends.stats_cache import StatsCache, create_stats_cache
@@ -95,8 +95,12 @@ def _analytics(derived: DerivedWork, context: TaskContext) -> None:
 
 
 def _retention(derived: DerivedWork, context: TaskContext) -> None:
-    retention.register(derived, context.engine)
-    partitions.register(derived, context.settings.database_url)
+    settings = context.settings
+    retention.register(derived, context.engine, settings.database_url)
+    partitions.register(derived, settings.database_url)
+    if settings.upkeep:  # the hub's own schedule (decision 37); off: `agentops-hub jobs`
+        derived.schedule(Schedule(partitions.PARTITIONS, settings.upkeep_partitions, at_start=True))
+        derived.schedule(Schedule(retention.RETENTION_DUE, settings.upkeep_retention))
 
 
 def _live_runs(derived: DerivedWork, context: TaskContext) -> None:

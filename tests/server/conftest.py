@@ -86,6 +86,7 @@ def settings(migrated_url: str, mail_dir: Path) -> Settings:
         mail_url=f"file://{mail_dir}",
         public_url=PUBLIC_URL,
         stream_max_age=0.05,  # GET /api/v1/stream ends, so that calling every route returns
+        upkeep=False,  # no upkeep at start racing a test's own (see tests/server/test_upkeep.py)
     )
 
 

@@ -93,16 +93,25 @@ def enqueue(
 
 @contextmanager
 def worker_process(
-    database_url: str, queue_name: str, tmp_path: Path, *, grace: float = 60
+    database_url: str,
+    queue_name: str,
+    tmp_path: Path,
+    *,
+    grace: float = 60,
+    name: str = "worker",
+    environment: Mapping[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real ``agentops-hub worker`` with the test tasks; stopped with SIGTERM, which it must
     obey cleanly (exit status 0) within the deadline. Its sweep hands over work older than
-    ``grace`` seconds (by default none a test made: a job may then run once only)."""
+    ``grace`` seconds (by default none a test made: a job may then run once only). It schedules
+    no upkeep unless ``environment`` says so (AGENTOPS_UPKEEP...); it logs to ``name``.log."""
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
         derived_tasks.DERIVED_LOG: str(tmp_path / "derived.log"),
         "AGENTOPS_LOG_FORMAT": "console",
+        "AGENTOPS_UPKEEP": "false",
+        **(environment or {}),
     }
     command = [
         sys.executable,
@@ -124,7 +133,8 @@ def worker_process(
         "--tasks",
         "tests.server.derived_tasks:register",
     ]
-    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - closed below
+    log_path = tmp_path / f"{name}.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
         yield process
@@ -135,7 +145,7 @@ def worker_process(
         finally:
             process.kill()
             log.close()
-        assert status == 0, (tmp_path / "worker.log").read_text()
+        assert status == 0, log_path.read_text()
 
 
 def cli(*args: str) -> str:

@@ -8,10 +8,12 @@ default partition, dropped once no org keeps them (docs/decisions/0036-span-part
   detached under a short ``lock_timeout`` (so ingest, queued behind the lock, waits at most that
   long; a partition that cannot be had is left for the next run), then dropped.
 
-Both run as the database's own user (they change the schema: the app role may not), from
-``agentops-hub jobs retention`` and ``agentops-hub jobs partitions`` and as the derived-work task
-:data:`PARTITIONS`. On SQLite they do nothing: there ``spans`` is one table and retention deletes
-rows in batches (:mod:`agentops_server.services.telemetry.retention`).
+Both run as the database's own user (they change the schema: the app role may not), one after
+the other in :func:`keep`: as the derived-work task :data:`PARTITIONS`, which the hub schedules
+itself (at start, then every six hours by default: ``AGENTOPS_UPKEEP_PARTITIONS``; see
+docs/decisions/0037-scheduled-upkeep.md), and from ``agentops-hub jobs partitions`` and
+``agentops-hub jobs retention``. On SQLite they do nothing: there ``spans`` is one table and
+retention deletes rows in batches (:mod:`agentops_server.services.telemetry.retention`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,16 @@ from agentops_server.db.partitions import (
     partition_name,
 )
 
-__all__ = ["AHEAD", "LOCK_TIMEOUT", "PARTITIONS", "Upkeep", "drop_expired", "prepare", "register"]
+__all__ = [
+    "AHEAD",
+    "LOCK_TIMEOUT",
+    "PARTITIONS",
+    "Upkeep",
+    "drop_expired",
+    "keep",
+    "prepare",
+    "register",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -114,16 +125,21 @@ async def drop_expired(engine: AsyncEngine, *, now: dt.datetime | None = None) -
     return Upkeep(dropped=tuple(dropped), busy=tuple(busy))
 
 
+async def keep(database_url: str) -> tuple[Upkeep, Upkeep]:
+    """:func:`prepare`, then :func:`drop_expired`, connected as the database's own user; what
+    each did."""
+    engine = create_async_db_engine(database_url)
+    try:
+        return await prepare(engine), await drop_expired(engine)
+    finally:
+        await engine.dispose()
+
+
 def register(derived: DerivedWork, database_url: str) -> None:
     """Register the :data:`PARTITIONS` task (it connects as the database's own user)."""
 
     async def keep_partitions(_notice: Mapping[str, Any]) -> None:
-        engine = create_async_db_engine(database_url)
-        try:
-            await prepare(engine)
-            await drop_expired(engine)
-        finally:
-            await engine.dispose()
+        await keep(database_url)
 
     derived.register(PARTITIONS, keep_partitions)
 

@@ -15,8 +15,10 @@ Cutoffs fall on whole UTC days so that an org keeping the longest retention has 
 spans in droppable partitions.
 
 It runs as the derived-work task :data:`RETENTION` (``{"org_id"}``), which any process holding
-the queue may enqueue, and from ``agentops-hub jobs retention`` (partitions, then every org or
-one), which a scheduler runs daily.
+the queue may enqueue. The hub schedules :data:`RETENTION_DUE` itself, daily by default
+(``AGENTOPS_UPKEEP_RETENTION``; docs/decisions/0037-scheduled-upkeep.md): the partitions' upkeep,
+then one :data:`RETENTION` notice per org. ``agentops-hub jobs retention`` does the same at once
+(partitions, then every org or one), for a hub whose schedule is off.
 """
 
 from __future__ import annotations
@@ -31,14 +33,28 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentops_server.backends.derived_work import DerivedWork
-from agentops_server.db.engine import open_session
+from agentops_server.db.engine import create_async_db_engine, open_session
 from agentops_server.db.models import Org, Run, RunSearchDocument, Span
 from agentops_server.db.tenancy import tenant
+from agentops_server.services.telemetry import partitions
 
-__all__ = ["BATCH", "RETENTION", "Purged", "cutoff", "purge", "purge_org", "register"]
+__all__ = [
+    "BATCH",
+    "RETENTION",
+    "RETENTION_DUE",
+    "Purged",
+    "cutoff",
+    "every_org",
+    "purge",
+    "purge_org",
+    "register",
+]
 
 RETENTION: Final = "telemetry.retention"
 """The task that applies an org's retention: ``{"org_id"}``."""
+RETENTION_DUE: Final = "telemetry.retention_due"
+"""The task that applies every org's retention (scheduled; payload unused): the partitions'
+upkeep, then a :data:`RETENTION` notice per org."""
 BATCH: Final = 1000
 """Rows deleted per transaction."""
 
@@ -89,13 +105,32 @@ async def purge_org(engine: AsyncEngine, org_id: uuid.UUID, *, batch: int = BATC
     return await purge(engine, org_id, days=days, batch=batch)
 
 
-def register(derived: DerivedWork, engine: AsyncEngine) -> None:
-    """Register the :data:`RETENTION` task."""
+async def every_org(database_url: str) -> list[uuid.UUID]:
+    """Every org's id, read as the database's own user (the app role sees an org's row only
+    while it acts for that org)."""
+    engine = create_async_db_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            found = await connection.scalars(select(Org.__table__.c.id))
+            return [uuid.UUID(str(org_id)) for org_id in found]
+    finally:
+        await engine.dispose()
+
+
+def register(derived: DerivedWork, engine: AsyncEngine, database_url: str) -> None:
+    """Register the :data:`RETENTION` task (on ``engine``, acting for the notice's org) and
+    :data:`RETENTION_DUE` (as the database's own user at ``database_url``)."""
 
     async def apply_retention(notice: Mapping[str, Any]) -> None:
         await purge_org(engine, uuid.UUID(str(notice["org_id"])))
 
+    async def apply_every_retention(_notice: Mapping[str, Any]) -> None:
+        await partitions.keep(database_url)  # whole days first, as `jobs retention` does
+        for org_id in await every_org(database_url):
+            await derived.enqueue(RETENTION, {"org_id": str(org_id)})
+
     derived.register(RETENTION, apply_retention)
+    derived.register(RETENTION_DUE, apply_every_retention)
 
 
 async def _purge_table(
