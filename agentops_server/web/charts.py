@@ -11,16 +11,21 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import gzip
+import hashlib
 import importlib.util
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from litestar import Controller, get
+import anyio.to_thread
+from litestar import Controller, Response, get
 from litestar.datastructures import CacheControlHeader
+from litestar.params import Parameter
 from litestar.response import File
 
+from agentops_server.api.headers import etag_matches
 from agentops_server.auth.guards import PUBLIC
 
 __all__ = ["PLOTLY_PATH", "Chart", "ChartAssets", "Line", "chart_data"]
@@ -28,6 +33,7 @@ __all__ = ["PLOTLY_PATH", "Chart", "ChartAssets", "Line", "chart_data"]
 PLOTLY_PATH = "/vendor/plotly.min.js"
 PLOTLY_MAX_AGE = 300
 """Seconds a browser keeps plotly.js (as the hub's own static files: no fingerprint)."""
+JAVASCRIPT = "text/javascript; charset=utf-8"
 
 Format = Literal["count", "percent", "usd", "tokens"]
 
@@ -53,17 +59,55 @@ class Chart:
 
 
 class ChartAssets(Controller):
-    """plotly.js, streamed from the installed ``plotly`` package."""
+    """plotly.js, from the installed ``plotly`` package: gzip-compressed (a copy made once per
+    process: 1.5 of its 4.8 MB) for a client that accepts it, else as it is. Either
+    answer says ``Vary: Accept-Encoding``, so a cache keeps the two apart, and carries an ETag of
+    its own (the file's digest, ``-gzip`` for the compressed one): ``If-None-Match`` answers
+    304."""
 
     @get(
         PLOTLY_PATH,
         opt={**PUBLIC, "exclude_from_csrf": True},
-        media_type="text/javascript; charset=utf-8",
-        cache_control=CacheControlHeader(max_age=PLOTLY_MAX_AGE),
+        # The same file for everyone (so ``public``), revalidated by its ETag.
+        cache_control=CacheControlHeader(public=True, max_age=PLOTLY_MAX_AGE),
     )
-    async def plotly_js(self) -> File:
+    async def plotly_js(
+        self,
+        accept_encoding: Annotated[str, Parameter(header="Accept-Encoding")] = "",
+        if_none_match: Annotated[str, Parameter(header="If-None-Match")] = "",
+    ) -> Response[bytes] | File:
         """The bundled ``plotly.min.js``."""
-        return File(plotly_file(), content_disposition_type="inline")
+        gzipped = accepts_gzip(accept_encoding)
+        digest = await anyio.to_thread.run_sync(plotly_digest)
+        etag = f'"plotly-{digest}{"-gzip" if gzipped else ""}"'
+        headers = {"ETag": etag, "Vary": "Accept-Encoding"}
+        if if_none_match and etag_matches(if_none_match, etag):
+            return Response(b"", status_code=304, headers=headers)
+        if gzipped:
+            body = await anyio.to_thread.run_sync(plotly_gzip)
+            return Response(
+                body, media_type=JAVASCRIPT, headers={**headers, "Content-Encoding": "gzip"}
+            )
+        return File(
+            plotly_file(),
+            content_disposition_type="inline",
+            media_type=JAVASCRIPT,
+            etag=None,
+            headers=headers,
+        )
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` header takes gzip (named, or ``*``, with a q above 0)."""
+    taken = {}
+    for item in accept_encoding.split(","):
+        coding, _, parameters = item.strip().partition(";")
+        quality = parameters.strip().removeprefix("q=").strip() if parameters else "1"
+        try:
+            taken[coding.strip().lower()] = float(quality) > 0
+        except ValueError:
+            taken[coding.strip().lower()] = False
+    return taken.get("gzip", taken.get("x-gzip", taken.get("*", False)))
 
 
 @functools.cache
@@ -73,6 +117,20 @@ def plotly_file() -> Path:
     origin = spec.origin if spec is not None else None
     assert origin is not None, "plotly is in the server extra"
     return Path(origin).parent / "package_data" / "plotly.min.js"
+
+
+@functools.cache
+def plotly_digest() -> str:
+    """The first 16 hex digits of ``plotly.min.js``'s SHA-256: its ETag (a new plotly, a new
+    ETag)."""
+    return hashlib.sha256(plotly_file().read_bytes()).hexdigest()[:16]
+
+
+@functools.cache
+def plotly_gzip() -> bytes:
+    """``plotly.min.js`` gzip-compressed, once per process (``mtime=0``: the same bytes each
+    time, for the same ETag)."""
+    return gzip.compress(plotly_file().read_bytes(), compresslevel=9, mtime=0)
 
 
 def chart_data(chart: Chart) -> dict[str, Any]:

@@ -95,9 +95,7 @@ async def page(
         template_name=template,
         context={
             "account": account,
-            "navigation": [
-                (path, label) for path, label, needed in NAVIGATION if principal.can(needed)
-            ],
+            "navigation": _navigation(principal),
             "current_path": request.url.path,
             "notice": NOTICES.get(request.query_params.get("done", "")),
             "can": lambda permission: principal.can(Permission(permission)),
@@ -107,6 +105,21 @@ async def page(
             **context,
         },
     )
+
+
+def _navigation(principal: Principal) -> list[tuple[str, str]]:
+    """The shell's links the caller may follow. "Settings" leads to the first tab of the
+    settings area the caller may read (a viewer reads the pricing tab only), if there is one."""
+    from agentops_server.web.settings.tabs import TABS  # here: the tabs' module imports this one
+
+    links = []
+    for path, label, needed in NAVIGATION:
+        if path == "/settings":
+            readable = [tab for tab, _, tab_needs in TABS if principal.can(tab_needs)]
+            links += [(readable[0], label)] if readable else []
+        elif principal.can(needed):
+            links.append((path, label))
+    return links
 
 
 def done(path: str, notice: str) -> Redirect:

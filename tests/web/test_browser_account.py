@@ -29,7 +29,8 @@ def test_the_bell_counts_a_new_notification_live_and_reading_clears_it(
     expect(bell.locator("[data-unread-count]")).to_have_text("1", timeout=15_000)
     expect(bell).to_have_attribute("aria-label", "Notifications: 1 unread")
 
-    bell.click()
+    bell.click()  # opens the dropdown (tests/web/test_browser_bell.py), which links the page
+    page.get_by_role("link", name="All notifications").click()
     page.wait_for_url("**/notifications")
     expect(page.locator("[data-notification][data-unread]")).to_have_count(1)
     page.screenshot(path=screenshots / "notifications.png", full_page=True)

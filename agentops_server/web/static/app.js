@@ -36,11 +36,11 @@ function setUpSubmitOnChange() {
 }
 
 function setUpConfirmations() {
-  for (const form of document.querySelectorAll("form[data-confirm]")) {
-    form.addEventListener("submit", (event) => {
-      if (!window.confirm(form.dataset.confirm)) event.preventDefault();
-    });
-  }
+  // On the document, not on each form: live-region.js may swap a form in after the page loaded.
+  document.addEventListener("submit", (event) => {
+    const form = event.target.closest("form[data-confirm]");
+    if (form && !window.confirm(form.dataset.confirm)) event.preventDefault();
+  });
 }
 
 function setUpBulkSelection() {
