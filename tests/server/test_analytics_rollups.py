@@ -4,7 +4,6 @@ what the raw runs and spans add up to (a recomputation here, span by span), on b
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import random
 import uuid
@@ -20,11 +19,9 @@ from sqlalchemy import select
 
 from agentops_server import Settings
 from agentops_server.cli import main
-from agentops_server.db.engine import create_async_db_engine, open_session
 from agentops_server.db.models import Agent, RollupRow, Run, Span
-from agentops_server.db.tenancy import tenant
 from agentops_server.services.analytics import histogram
-from agentops_server.services.analytics.rollups import day_of, hour_of, roll_up_hour, take_ticket
+from agentops_server.services.analytics.rollups import day_of, hour_of
 from tests.server.api import bearer
 from tests.server.conftest import make_org
 from tests.server.database import direct_session, execute
@@ -128,33 +125,6 @@ def test_the_same_batch_sent_twice_changes_no_rollup(hub: Hub, migrated_url: str
         hub.settle()
         rolled = stored_rollups(migrated_url, org.org_id)
         assert rolled[("day", "agent", "triage", day_of(BASE))]["runs"] == 1
-
-
-def test_a_rollup_covers_the_tickets_taken_before_it_began_so_queued_ones_skip(
-    hub: Hub, migrated_url: str, org: Any
-) -> None:
-    send(hub, org.key, run_event(started_at=BASE.isoformat()))
-
-    async def queued_rollups() -> list[bool]:
-        engine = create_async_db_engine(migrated_url, tenant_isolation=True)
-        try:
-            with tenant(org_id=org.org_id):
-                tickets = []
-                for _ in range(3):  # three commits' notices, queued behind a busy worker
-                    async with open_session(engine) as session:
-                        tickets.append(await take_ticket(session, org.org_id, BASE))
-                        await session.commit()
-                rolled = []
-                for ticket in tickets:
-                    async with open_session(engine) as session:
-                        rolled.append(await roll_up_hour(session, org.org_id, BASE, ticket=ticket))
-                        await session.commit()
-                return rolled
-        finally:
-            await engine.dispose()
-
-    assert asyncio.run(queued_rollups()) == [True, False, False]
-    assert stored_rollups(migrated_url, org.org_id) == recomputed(migrated_url, org.org_id)
 
 
 def test_the_cli_rebuilds_the_rollups_of_a_range(hub: Hub, migrated_url: str, org: Any) -> None:
