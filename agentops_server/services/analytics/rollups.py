@@ -9,10 +9,10 @@ commit touched (its runs and the runs of its spans: a span that arrives before i
 when the run arrives, whose notice names it), a few hundred runs to a transaction:
 
 1. it locks the :class:`~agentops_server.db.models.RollupBucket` rows of the hours those runs
-   start in now and of the hours of their stored contributions, in time order, then of their
-   days (upserts: row locks on PostgreSQL, the database's write lock on SQLite), so two rollups
-   of one hour take turns; no rollup locks runs or spans, so none can deadlock with ingest or
-   run totals;
+   start in now and of the hours of their stored contributions, in time order (upserts: row
+   locks on PostgreSQL, the database's write lock on SQLite), so two rollups of one hour take
+   turns, and after step 2, if a run changed, of their days; no rollup locks runs or spans, so
+   none can deadlock with ingest or run totals;
 2. it reads, in new statements that see every committed row, those runs' stored contributions
    and their new ones from their own raw rows (only those runs, never the whole hour); when a
    run now needs an hour it did not lock (it moved meanwhile), it rolls back and starts again
@@ -195,20 +195,29 @@ class RollupTasks:
         derived.register(REPRICED, self.repriced)
 
     async def events_committed(self, notice: Mapping[str, Any]) -> None:
-        """Roll up again the hours of the runs a commit touched, its spans' runs included."""
-        await self._roll_up(notice, span_ids=notice.get("span_ids", ()))
+        """Roll up the runs a commit touched, its spans' runs included (named by the notice's
+        ``span_run_ids``; looked up from ``span_ids`` for a notice that has none)."""
+        if "span_run_ids" in notice:
+            runs = [*notice.get("run_ids", ()), *notice["span_run_ids"]]
+            await self._roll_up(notice, runs, span_ids=())
+        else:
+            await self._roll_up(notice, notice.get("run_ids", ()), notice.get("span_ids", ()))
 
     async def repriced(self, notice: Mapping[str, Any]) -> None:
-        """Roll up again the hours of the runs a price recompute re-priced."""
-        await self._roll_up(notice, span_ids=())
+        """Roll up the runs a price recompute re-priced."""
+        await self._roll_up(notice, notice.get("run_ids", ()), span_ids=())
 
-    async def _roll_up(self, notice: Mapping[str, Any], span_ids: Iterable[str]) -> None:
+    async def _roll_up(
+        self, notice: Mapping[str, Any], run_ids: Iterable[str], span_ids: Iterable[str]
+    ) -> None:
         org_id = uuid.UUID(str(notice["org_id"]))
-        run_ids = {uuid.UUID(value) for value in notice.get("run_ids", ())}
         with tenant(org_id=org_id):
             async with open_session(self._engine) as session:
                 hours = await roll_up_runs(
-                    session, org_id, run_ids, {uuid.UUID(value) for value in span_ids}
+                    session,
+                    org_id,
+                    {uuid.UUID(value) for value in run_ids},
+                    {uuid.UUID(value) for value in span_ids},
                 )
         if hours and self._changed is not None:
             await self._changed(org_id)
@@ -346,7 +355,7 @@ async def _roll_up_chunk(
     hours = await _hours_of(session, org_id, run_ids)
     await session.commit()
     while True:
-        await _lock_buckets(session, org_id, hours)
+        rebuilt = await _lock_hours(session, org_id, hours)
         old = await _stored(session, org_id, run_ids)
         new = await _from_raw(
             session, org_id, Run.id.in_(run_ids), Span.run_id.in_(run_ids), joined=False
@@ -361,13 +370,18 @@ async def _roll_up_chunk(
         for run_id, contribution in new.items()
         if run_id not in old or not contribution.same_as(old[run_id])
     }
-    if not changed:
-        await session.commit()
-        return set()
-    await _store(session, org_id, changed)
-    rolled = await _apply(
-        session, org_id, [old[run_id] for run_id in changed if run_id in old], changed.values()
-    )
+    # The days' locks come after every hour's (one order for all), and only when needed.
+    days = {day_of(hour) for hour in hours} if changed else set()
+    for day in sorted(days | rebuilt):
+        if day in rebuilt:
+            await roll_up_day(session, org_id, day)
+        else:
+            await _lock(session, org_id, DAY, day)
+    rolled: set[dt.datetime] = set()
+    if changed:
+        await _store(session, org_id, changed)
+        old_ones = [old[run_id] for run_id in changed if run_id in old]
+        rolled = await _apply(session, org_id, old_ones, changed.values())
     await session.commit()
     return rolled
 
@@ -400,21 +414,17 @@ async def _hours_of(
     return hours | set(stored)
 
 
-async def _lock_buckets(
+async def _lock_hours(
     session: AsyncSession, org_id: uuid.UUID, hours: Collection[dt.datetime]
-) -> None:
-    """Lock the ``hours`` then their days, in time order; rebuild from the raw rows an hour
-    rolled up before contributions existed, then its day from its hours."""
+) -> set[dt.datetime]:
+    """Lock the ``hours`` in time order; rebuild from the raw rows an hour rolled up before
+    contributions existed; the days of the hours rebuilt (whose rows must follow)."""
     rebuilt: set[dt.datetime] = set()
     for hour in sorted(hours):
         if not await _lock(session, org_id, HOUR, hour):
             await _rebuild_hour(session, org_id, hour)
             rebuilt.add(day_of(hour))
-    for day in sorted({day_of(hour) for hour in hours}):
-        if day in rebuilt:
-            await roll_up_day(session, org_id, day)
-        else:
-            await _lock(session, org_id, DAY, day)
+    return rebuilt
 
 
 async def _rebuild_hour(session: AsyncSession, org_id: uuid.UUID, hour: dt.datetime) -> None:
