@@ -1,5 +1,6 @@
-"""Rollups: after any ingests, in any order, duplicated or not, the hourly and daily rollups are
-what the raw runs and spans add up to (a recomputation here, span by span), on both databases.
+"""Rollups: after any ingests, in any order, duplicated or not, rolled up in one go or commit by
+commit (incrementally, run by run), the hourly and daily rollups are what the raw runs and spans
+add up to (a recomputation here, span by span), on both databases.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from agentops_server.db.engine import create_async_db_engine, open_session
 from agentops_server.db.models import Agent, RollupRow, Run, Span
 from agentops_server.db.tenancy import tenant
 from agentops_server.services.analytics import histogram
-from agentops_server.services.analytics.rollups import day_of, hour_of, roll_up_hour, take_ticket
+from agentops_server.services.analytics.rollups import day_of, hour_of, roll_up_runs
 from tests.server.api import bearer
 from tests.server.conftest import make_org
-from tests.server.database import direct_session, execute
+from tests.server.database import db_id, direct_session, execute
 from tests.server.derived import Hub, hub_with
 from tests.server.ingest_events import INGEST, batch, run_event, span_event, started
 
@@ -63,6 +64,17 @@ def runs_with_spans(draw: st.DrawFn) -> list[dict[str, Any]]:
         events.append(started(run))
         if finished:
             events.append(run)
+        if draw(st.booleans()):  # restarted in another hour: a final state with a later end
+            moved = start + dt.timedelta(hours=draw(st.integers(1, 3)))
+            lasted = dt.timedelta(seconds=draw(st.integers(0, 60)))
+            events.append(
+                run
+                | {
+                    "started_at": moved.isoformat(),
+                    "ended_at": (moved + lasted).isoformat(),
+                    "status": draw(st.sampled_from(["ok", "error"])),
+                }
+            )
         for _ in range(draw(st.integers(0, 4))):
             kind = draw(st.sampled_from(["llm", "tool", "step"]))
             fields: dict[str, Any] = {
@@ -87,9 +99,19 @@ def runs_with_spans(draw: st.DrawFn) -> list[dict[str, Any]]:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(events=runs_with_spans(), seed=st.integers(0, 2**32 - 1), batches=st.integers(1, 4))
+@given(
+    events=runs_with_spans(),
+    seed=st.integers(0, 2**32 - 1),
+    batches=st.integers(1, 4),
+    settle_each=st.booleans(),
+)
 def test_rollups_equal_a_recomputation_from_raw_spans_whatever_the_order_and_duplicates(
-    hub: Hub, migrated_url: str, events: list[dict[str, Any]], seed: int, batches: int
+    hub: Hub,
+    migrated_url: str,
+    events: list[dict[str, Any]],
+    seed: int,
+    batches: int,
+    settle_each: bool,
 ) -> None:
     key = make_org(migrated_url, f"rollups-{uuid.uuid4().hex[:8]}")
     shuffler = random.Random(seed)
@@ -100,6 +122,8 @@ def test_rollups_equal_a_recomputation_from_raw_spans_whatever_the_order_and_dup
         if chunk:
             response = hub.client.post(INGEST, json=batch(*chunk), headers=bearer(key.key))
             assert response.status_code == 200, response.text
+        if settle_each:  # each batch rolled up before the next: changes applied incrementally
+            hub.settle()
     hub.settle()
     rolled = stored_rollups(migrated_url, key.org_id)
     assert sum(row["runs"] for key, row in rolled.items() if key[:2] == ("day", "org")) == len(
@@ -130,31 +154,64 @@ def test_the_same_batch_sent_twice_changes_no_rollup(hub: Hub, migrated_url: str
         assert rolled[("day", "agent", "triage", day_of(BASE))]["runs"] == 1
 
 
-def test_a_rollup_covers_the_tickets_taken_before_it_began_so_queued_ones_skip(
+def test_a_rollup_of_runs_whose_contribution_did_not_change_writes_no_rollup_row(
     hub: Hub, migrated_url: str, org: Any
 ) -> None:
-    send(hub, org.key, run_event(started_at=BASE.isoformat()))
+    run = run_event(started_at=BASE.isoformat())
+    send(hub, org.key, run, span_event(run))
+    execute(  # changed behind the rollups' back: only a write would put it right
+        migrated_url,
+        "UPDATE analytics_rollups SET runs = 99 WHERE org_id = :org",
+        org=db_id(migrated_url, org.org_id),
+    )
 
-    async def queued_rollups() -> list[bool]:
-        engine = create_async_db_engine(migrated_url, tenant_isolation=True)
-        try:
-            with tenant(org_id=org.org_id):
-                tickets = []
-                for _ in range(3):  # three commits' notices, queued behind a busy worker
-                    async with open_session(engine) as session:
-                        tickets.append(await take_ticket(session, org.org_id, BASE))
-                        await session.commit()
-                rolled = []
-                for ticket in tickets:
-                    async with open_session(engine) as session:
-                        rolled.append(await roll_up_hour(session, org.org_id, BASE, ticket=ticket))
-                        await session.commit()
-                return rolled
-        finally:
-            await engine.dispose()
+    hours = roll_up(migrated_url, org.org_id, [uuid.UUID(run["id"])])
 
-    assert asyncio.run(queued_rollups()) == [True, False, False]
-    assert stored_rollups(migrated_url, org.org_id) == recomputed(migrated_url, org.org_id)
+    assert hours == set()
+    assert {row["runs"] for row in stored_rollups(migrated_url, org.org_id).values()} == {99}
+
+
+def test_a_run_restarted_in_another_hour_leaves_its_old_hour_and_day(
+    hub: Hub, migrated_url: str, org: Any
+) -> None:
+    run = run_event(
+        started_at=BASE.isoformat(), ended_at=(BASE + dt.timedelta(seconds=1)).isoformat()
+    )
+    send(hub, org.key, run, span_event(run, kind="tool", llm=None))
+    later = BASE + dt.timedelta(hours=2)  # the next day
+    send(
+        hub,
+        org.key,
+        run
+        | {
+            "started_at": later.isoformat(),
+            "ended_at": (later + dt.timedelta(seconds=3)).isoformat(),
+        },
+    )
+
+    rolled = stored_rollups(migrated_url, org.org_id)
+    assert ("hour", "org", "", BASE) not in rolled
+    assert ("day", "org", "", day_of(BASE)) not in rolled
+    assert rolled[("hour", "org", "", later)]["tool_calls"] == 1
+    assert rolled == recomputed(migrated_url, org.org_id)
+
+
+def test_an_hour_rolled_up_before_contributions_existed_is_rebuilt_from_raw_rows_when_next_rolled(
+    hub: Hub, migrated_url: str, org: Any
+) -> None:
+    first = run_event(started_at=BASE.isoformat())
+    second = run_event(started_at=(BASE + dt.timedelta(minutes=10)).isoformat())
+    send(hub, org.key, first, second)
+    # What migration 0013 leaves of an hour: its rows, no contributions, not incremental.
+    execute(migrated_url, "DELETE FROM rollup_contributions")
+    execute(migrated_url, "UPDATE analytics_buckets SET incremental = false")
+
+    send(hub, org.key, span_event(first, kind="tool", llm=None))
+
+    rolled = stored_rollups(migrated_url, org.org_id)
+    assert rolled[("hour", "org", "", BASE)]["runs"] == 2
+    assert rolled[("day", "org", "", day_of(BASE))]["tool_calls"] == 1
+    assert rolled == recomputed(migrated_url, org.org_id)
 
 
 def test_the_cli_rebuilds_the_rollups_of_a_range(hub: Hub, migrated_url: str, org: Any) -> None:
@@ -193,6 +250,21 @@ def send(hub: Hub, key: str, *events: dict[str, Any]) -> None:
     response = hub.client.post(INGEST, json=batch(*events), headers=bearer(key))
     assert response.status_code == 200, response.text
     hub.settle()
+
+
+def roll_up(url: str, org_id: uuid.UUID, run_ids: list[uuid.UUID]) -> set[dt.datetime]:
+    """Roll up ``run_ids`` as the rollup task does, outside any hub; the hours changed."""
+
+    async def rolled() -> set[dt.datetime]:
+        engine = create_async_db_engine(url, tenant_isolation=True)
+        try:
+            with tenant(org_id=org_id):
+                async with open_session(engine) as session:
+                    return await roll_up_runs(session, org_id, run_ids)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(rolled())
 
 
 # -- the two sides ----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ PostgreSQL. Money is ``Numeric``, never a float.
 
 from __future__ import annotations
 
-from agentops_server.db.models.analytics import RollupBucket, RollupRow
+from agentops_server.db.models.analytics import RollupBucket, RollupContribution, RollupRow
 from agentops_server.db.models.approvals import ApprovalRequest, ApprovalRevision
 from agentops_server.db.models.audit import AuditEvent
 from agentops_server.db.models.base import Base
@@ -74,6 +74,7 @@ __all__ = [
     "RecoveryCode",
     "RefreshToken",
     "RollupBucket",
+    "RollupContribution",
     "RollupRow",
     "Run",
     "RunSearchDocument",

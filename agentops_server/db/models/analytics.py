@@ -11,12 +11,12 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Uuid, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from agentops_server.db.models.base import Base, Moment, Money
 
-__all__ = ["RollupBucket", "RollupRow"]
+__all__ = ["RollupBucket", "RollupContribution", "RollupRow"]
 
 
 class RollupRow(Base):
@@ -58,8 +58,11 @@ class RollupRow(Base):
 
 class RollupBucket(Base):
     """One bucket of an org that has been rolled up: the row a rollup locks before it reads
-    and replaces the bucket's rows, so two rollups of one bucket take turns. ``wanted`` counts
-    the tickets taken after commits to roll up; ``done`` is the last one a rollup covered."""
+    and changes the bucket's rows, so two rollups of one bucket take turns.
+
+    ``incremental``: the hour's rows are the sum of its runs' :class:`RollupContribution`\\ s.
+    Hours rolled up before migration 0013 are not (they have rows, no contributions) until a
+    rollup of one of their runs rebuilds them from the raw rows."""
 
     __tablename__ = "analytics_buckets"
 
@@ -67,5 +70,22 @@ class RollupBucket(Base):
     grain: Mapped[str] = mapped_column(String(8), primary_key=True)
     bucket_start: Mapped[dt.datetime] = mapped_column(Moment, primary_key=True)
     refreshed_at: Mapped[dt.datetime] = mapped_column(Moment)
-    wanted: Mapped[int] = mapped_column(BigInteger, default=0)
-    done: Mapped[int] = mapped_column(BigInteger, default=0)
+    incremental: Mapped[bool] = mapped_column(Boolean, server_default=true())
+
+
+class RollupContribution(Base):
+    """What one run adds to the rollup rows of the hour it started in (``hour``): ``rows``
+    holds ``[dimension, key, values]`` for each key the run counts under, ``values`` being the
+    :data:`~agentops_server.services.analytics.rollups.STORED` columns but ``last_run_at``
+    (the run's ``started_at``), the cost as text. A rollup of the run subtracts it from the
+    hour's rows and adds the run's new one (docs/decisions/0031-analytics-rollups.md)."""
+
+    __tablename__ = "rollup_contributions"
+
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orgs.id"), primary_key=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    hour: Mapped[dt.datetime] = mapped_column(Moment)
+    started_at: Mapped[dt.datetime] = mapped_column(Moment)
+    rows: Mapped[list[Any]]
+
+    __table_args__ = (Index(None, "org_id", "hour"),)

@@ -18,7 +18,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
-__all__ = ["BUCKETS", "Histogram", "add", "bucket_of", "count", "merge", "percentile"]
+__all__ = [
+    "BUCKETS",
+    "Histogram",
+    "add",
+    "bucket_of",
+    "count",
+    "merge",
+    "percentile",
+    "subtract",
+]
 
 BUCKETS = 140
 """How many buckets: the last one starts at 2**(138/4) ms, about 1.5 days."""
@@ -51,6 +60,16 @@ def merge(histograms: Iterable[Mapping[str, int]]) -> Histogram:
     for histogram in histograms:
         for key, value in histogram.items():
             result[key] = result.get(key, 0) + int(value)
+    return result
+
+
+def subtract(histogram: Mapping[str, int], taken: Mapping[str, int]) -> Histogram:
+    """``histogram`` without what ``taken`` (counted in it before) counted; empty buckets go."""
+    result = dict(histogram)
+    for key, value in taken.items():
+        result[key] = int(result.get(key, 0)) - int(value)
+        if result[key] == 0:
+            del result[key]
     return result
 
 
