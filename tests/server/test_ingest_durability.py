@@ -24,13 +24,18 @@ def test_an_acknowledged_batch_survives_the_hub_being_killed_at_once(
     payload = batch(started(run), *[span_event(run) for _ in range(200)], run)
     body = gzip.compress(json.dumps(payload).encode())
     headers = bearer(org.key) | {"Content-Encoding": "gzip"}
-    with hub_process("--database-url", migrated_url) as hub:
+    # Upkeep off: a hub's first partition upkeep splitting the day's rows out of the default
+    # partition while the batch is sent again has that batch's spans stored twice on
+    # PostgreSQL (a known open race, see the closing note of 2026-12-07); this test is about
+    # what a SIGKILL keeps.
+    quiet = {"AGENTOPS_UPKEEP": "false"}
+    with hub_process("--database-url", migrated_url, environment=quiet) as hub:
         response = httpx.post(f"{hub.url}{INGEST}", content=body, headers=headers, timeout=30)
         assert response.status_code == 200
         os.kill(hub.process.pid, signal.SIGKILL)
         assert hub.process.wait(10) == -signal.SIGKILL
 
-    with hub_process("--database-url", migrated_url) as restarted:
+    with hub_process("--database-url", migrated_url, environment=quiet) as restarted:
         assert len(rows(migrated_url, "spans", org.org_id)) == 200
         (stored,) = rows(migrated_url, "runs", org.org_id)
         assert stored["status"] == "ok"
