@@ -1,12 +1,13 @@
-// The notifications bell, live, with its dropdown. It listens to the org's stream (GET /live)
-// and, on each new version of its `notifications` topic (the first event is the state the page
-// was drawn from), fetches /notifications and takes the unread count from that page's bell.
-// Without this script the bell is a plain link to that page (and the count the one the page
-// was drawn with); with it, the bell is a button that opens a panel of the latest
-// notifications, taken from the same page: each unread one with its "Mark read" form, "Mark
-// all read", and a link to the page. The forms are sent with fetch (their answer is the
-// notifications page again, which refreshes the panel), so reading keeps you where you are.
-// Keyboard: Enter or Space toggles the panel, Escape closes it and returns to the bell.
+// The notifications bell, live, with its dropdown. It listens to the org's stream (GET /live,
+// through live.js) and, on each new version of its `notifications` topic, fetches /notifications
+// and takes the unread count from that page's bell. Without this script the bell is a plain link to
+// that page (and the count the one the page was drawn with); with it, the bell is a button that
+// opens a panel of the latest notifications, taken from the same page: each unread one with its
+// "Mark read" form, "Mark all read", and a link to the page. The forms are sent with fetch (their
+// answer is the notifications page again, which refreshes the panel), so reading keeps you where
+// you are. Keyboard: Enter or Space toggles the panel, Escape closes it and returns to the bell.
+
+import { onChanges, onOpen } from "./live.js";
 
 const TOPIC = "notifications";
 const LATEST = 5;
@@ -90,20 +91,12 @@ function listen() {
   if (!bell) return;
   const panel = document.querySelector("[data-bell-panel]");
   if (panel) setUpPanel(bell, panel);
-  if (!window.EventSource) return;
   const count = bell.querySelector("[data-unread-count]");
   bell.dataset.unread = count ? count.textContent.trim() : "0";
-  let known = null;
-  const stream = new EventSource("/live");
-  stream.addEventListener(TOPIC, (event) => {
-    // The first event is the state the page was drawn from; later ones (and those after a
-    // reconnection, which resumes by Last-Event-ID) are changes.
-    const first = known === null;
-    const changed = known !== event.data;
-    known = event.data;
-    if (!first && changed) refresh(bell, panel && !panel.hidden ? panel : null);
+  onChanges([TOPIC], () => refresh(bell, panel && !panel.hidden ? panel : null));
+  onOpen(() => {
+    bell.dataset.live = "listening";
   });
-  bell.dataset.live = "listening";
 }
 
 listen();

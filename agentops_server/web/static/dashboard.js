@@ -1,8 +1,10 @@
-// The dashboard, live: on the org's stream (GET /live), a run that starts or changes makes it
-// fetch the page again (at most once a second) and swap in the fresh figures and chart data, and
-// once more a little later, for the rollups and prices that the hub works out after the run.
+// The dashboard, live: on the org's stream (GET /live, through live.js), a run that starts or
+// changes makes it fetch the page again (at most once a second) and swap in the fresh figures and
+// chart data, and once more a little later, for the rollups and prices that the hub works out after
+// the run.
 
 import { drawCharts } from "./charts.js";
+import { onEvents, onOpen } from "./live.js";
 
 const RUN_KINDS = ["run_started", "run_updated"];
 const DEBOUNCE_MS = 1000;
@@ -30,7 +32,7 @@ async function refresh() {
 
 function listen() {
   // Only for a role that may hold the org's stream (data-stream).
-  if (!document.querySelector("[data-live-dashboard][data-stream]") || !window.EventSource) return;
+  if (!document.querySelector("[data-live-dashboard][data-stream]")) return;
   let soon = null;
   let later = null;
   const schedule = () => {
@@ -43,9 +45,10 @@ function listen() {
     clearTimeout(later);
     later = setTimeout(refresh, DEBOUNCE_MS + SETTLE_MS);
   };
-  const stream = new EventSource("/live");
-  for (const kind of RUN_KINDS) stream.addEventListener(kind, schedule);
-  document.body.dataset.live = "listening";
+  onEvents(RUN_KINDS, schedule);
+  onOpen(() => {
+    document.body.dataset.live = "listening";
+  });
 }
 
 listen();

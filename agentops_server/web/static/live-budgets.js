@@ -1,6 +1,8 @@
-// The budgets' bars, live: listens to the org's stream (GET /live) and, when a budget's
-// figures change (the stream's budget_charged events) or its definition does (the budgets
+// The budgets' bars, live: listens to the org's stream (GET /live, through live.js) and, when a
+// budget's figures change (the stream's budget_charged events) or its definition does (the budgets
 // topic), fetches the page again and swaps in the fresh bars (forms are outside them).
+
+import { onChanges, onEvents, onOpen } from "./live.js";
 
 const PASSING_KINDS = ["budget_charged"];
 // Topics: the stream first sends the state the page was drawn from, then each new version.
@@ -28,19 +30,12 @@ function schedule() {
 }
 
 function listen() {
-  if (!document.querySelector("[data-live-budgets]") || !window.EventSource) return;
-  const known = new Map();
-  const stream = new EventSource("/live");
-  for (const kind of PASSING_KINDS) stream.addEventListener(kind, schedule);
-  for (const kind of TOPIC_KINDS) {
-    stream.addEventListener(kind, (event) => {
-      const first = !known.has(kind);
-      const changed = known.get(kind) !== event.data;
-      known.set(kind, event.data);
-      if (!first && changed) schedule();
-    });
-  }
-  document.body.dataset.live = "listening";
+  if (!document.querySelector("[data-live-budgets]")) return;
+  onEvents(PASSING_KINDS, schedule);
+  onChanges(TOPIC_KINDS, schedule);
+  onOpen(() => {
+    document.body.dataset.live = "listening";
+  });
 }
 
 listen();

@@ -1,6 +1,8 @@
-// The approvals queue, live: listens to the org's stream (GET /live) and reloads the list of
-// pending requests when a request is asked or decided. A list with a decision being written
-// is left alone: a notice offers to reload instead.
+// The approvals queue, live: listens to the org's stream (GET /live, through live.js) and reloads
+// the list of pending requests when a request is asked or decided. A list with a decision being
+// written is left alone: a notice offers to reload instead.
+
+import { onChanges, onEvents, onOpen } from "./live.js";
 
 // Passing events: each one is news.
 const PASSING_KINDS = ["approval_requested", "approval_decided"];
@@ -36,23 +38,12 @@ async function reload(queue, notice) {
 function listen() {
   const queue = queueOf(document);
   const notice = document.querySelector("[data-queue-changed]");
-  if (!queue || !notice || !window.EventSource) return;
-  const known = new Map();
-  const stream = new EventSource("/live");
-  for (const kind of PASSING_KINDS) {
-    stream.addEventListener(kind, () => reload(queueOf(document), notice));
-  }
-  for (const kind of TOPIC_KINDS) {
-    stream.addEventListener(kind, (event) => {
-      // The first event of each kind is the state the page was drawn from; later ones, and
-      // those after a reconnection (which resumes by Last-Event-ID), are changes.
-      const first = !known.has(kind);
-      const changed = known.get(kind) !== event.data;
-      known.set(kind, event.data);
-      if (!first && changed) reload(queueOf(document), notice);
-    });
-  }
-  document.body.dataset.live = "listening";
+  if (!queue || !notice) return;
+  onEvents(PASSING_KINDS, () => reload(queueOf(document), notice));
+  onChanges(TOPIC_KINDS, () => reload(queueOf(document), notice));
+  onOpen(() => {
+    document.body.dataset.live = "listening";
+  });
 }
 
 listen();

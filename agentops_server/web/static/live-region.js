@@ -1,10 +1,12 @@
-// Parts of a page kept live from the org's stream (GET /live): the runs explorer, the agents
-// list and the emergency controls. Each live part is an element with a unique
+// Parts of a page kept live from the org's stream (GET /live, through live.js): the runs explorer,
+// the agents list and the emergency controls. Each live part is an element with a unique
 // data-live-region name; data-live-events names the stream's passing events that change it
-// (run_started, run_updated) and data-live-topics its topics (controls). On such an event the
-// page is fetched again (once for a burst) and each part whose markup changed is swapped in,
-// unless someone is writing in it (a focused field, a field changed, a box ticked): that part
-// is left alone and marked data-live-stale, and the next event tries again.
+// (run_started, run_updated) and data-live-topics its topics (controls). On such an event the page
+// is fetched again (once for a burst) and each part whose markup changed is swapped in, unless
+// someone is writing in it (a focused field, a field changed, a box ticked): that part is left
+// alone and marked data-live-stale, and the next event tries again.
+
+import { onChanges, onEvents, onOpen } from "./live.js";
 
 const BURST_MS = 250;
 
@@ -43,7 +45,7 @@ async function refresh() {
 }
 
 function listen() {
-  if (!regions(document).length || !window.EventSource) return;
+  if (!regions(document).length) return;
   let soon = null;
   const schedule = () => {
     if (soon !== null) return;
@@ -52,21 +54,9 @@ function listen() {
       refresh();
     }, BURST_MS);
   };
-  const known = new Map();
-  const stream = new EventSource("/live");
-  for (const kind of words("liveEvents")) stream.addEventListener(kind, schedule);
-  for (const kind of words("liveTopics")) {
-    stream.addEventListener(kind, (event) => {
-      // The first event of a topic is the state the page was drawn from; later ones (and those
-      // after a reconnection, which resumes by Last-Event-ID) are changes.
-      const first = !known.has(kind);
-      const changed = known.get(kind) !== event.data;
-      known.set(kind, event.data);
-      if (!first && changed) schedule();
-    });
-  }
-  // Events sent before the stream is open are not heard: "listening" once it is.
-  stream.addEventListener("open", () => {
+  onEvents(words("liveEvents"), schedule);
+  onChanges(words("liveTopics"), schedule);
+  onOpen(() => {
     document.body.dataset.live = "listening";
   });
 }
