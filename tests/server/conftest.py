@@ -1,8 +1,10 @@
 """Fixtures for hub tests: every API test runs on SQLite and on the real PostgreSQL.
 
-Each test gets its own database: a fresh SQLite file, or a fresh PostgreSQL schema (selected
-through ``search_path`` in the URL) on the server at 127.0.0.1:5432, dropped afterwards. A test
-that needs PostgreSQL and cannot reach it fails; it never skips.
+Each test gets its own database: a fresh SQLite file, or a fresh PostgreSQL database on the
+server at 127.0.0.1:5432, dropped afterwards. A migrated one is a copy of a template each
+pytest-xdist worker migrates once (SQLite's backup API; PostgreSQL's ``CREATE DATABASE ...
+TEMPLATE``): running the migrations for every test cost more than most tests. A test that needs
+PostgreSQL and cannot reach it fails; it never skips.
 
 The hub of the ``settings`` fixture mails to ``mail_dir`` (``.eml`` files, read with
 :func:`tests.server.mail.mailbox`) and links to ``PUBLIC_URL``. ``people`` makes members of
@@ -11,6 +13,7 @@ The hub of the ``settings`` fixture mails to ``mail_dir`` (``.eml`` files, read 
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,20 +56,84 @@ def postgresql_schema() -> Iterator[str]:
             connection.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+@contextmanager
+def postgresql_database(template: str = "template1") -> Iterator[str]:
+    """The URL of a new PostgreSQL database copied from ``template``, dropped afterwards (with
+    whatever still connects to it)."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    _create_database(name, template)
+    try:
+        yield f"postgresql+psycopg://root@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as connection:
+            connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _create_database(name: str, template: str) -> None:
+    with psycopg.connect(PG_DSN, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
+
+
+@pytest.fixture(scope="session")
+def migrated_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """This worker's migrated databases to copy: a SQLite file's path and a PostgreSQL
+    database's name (made on first use)."""
+    templates: dict[str, str] = {}
+    try:
+        yield templates
+    finally:
+        if "postgresql" in templates:
+            with psycopg.connect(PG_DSN, autocommit=True) as connection:
+                connection.execute(
+                    f"DROP DATABASE IF EXISTS {templates['postgresql']} WITH (FORCE)"
+                )
+
+
+def _template(templates: dict[str, str], kind: str, folder: Path) -> str:
+    if kind not in templates:
+        if kind == "sqlite":
+            path = folder / "template.db"
+            upgrade(f"sqlite:///{path}")
+            templates[kind] = str(path)
+        else:
+            name = f"tmpl_{uuid.uuid4().hex[:16]}"
+            _create_database(name, "template1")
+            upgrade(f"postgresql+psycopg://root@127.0.0.1:5432/{name}")
+            templates[kind] = name
+    return templates[kind]
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database of each kind (not yet migrated)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'hub.db'}"
         return
-    with postgresql_schema() as url:
+    with postgresql_database() as url:
         yield url
 
 
 @pytest.fixture
-def migrated_url(database_url: str) -> str:
-    """The database, migrated to the newest schema with ``agentops-hub db upgrade``'s code."""
-    upgrade(database_url)
+def migrated_url(
+    database_url: str,
+    migrated_templates: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> str:
+    """The database, at the newest schema: a copy of this worker's template, which
+    ``agentops-hub db upgrade``'s code migrated (``tests/server/test_migrations.py`` checks that
+    migrating in place gives the same schema)."""
+    kind = "sqlite" if database_url.startswith("sqlite") else "postgresql"
+    template = _template(migrated_templates, kind, tmp_path_factory.getbasetemp())
+    if kind == "sqlite":
+        with sqlite3.connect(template) as source, sqlite3.connect(database_url[10:]) as copy:
+            source.backup(copy)
+        source.close()
+        copy.close()
+        return database_url
+    name = database_url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_DSN, autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    _create_database(name, template)
     return database_url
 
 
