@@ -25,8 +25,9 @@ A duplicate, a retry or an event out of order leaves a run's raw rows as they we
 at their newest state, which the run's next rollup reads whole, under the lock that every change
 to its contribution takes: the rows stay exactly what the raw rows add up to, whatever order
 the rollups run in. Costs are read from the spans, priced in the ingest transaction, never from
-the runs' totals (themselves derived work on PostgreSQL). A run whose raw rows are gone
-(retention) keeps its contribution, so rollups outlive them.
+the runs' totals (themselves derived work on PostgreSQL). Retention deletes a run's
+contribution after its raw rows; a rollup of a run whose raw rows are gone changes nothing, and a
+rebuild leaves the hours retention has begun on as they are, so rollups outlive the raw rows.
 
 Hours rolled up before contributions existed (migration 0013) are rebuilt from their raw rows
 the first time a rollup locks them; :func:`roll_up_range` re-rolls every run of a range and

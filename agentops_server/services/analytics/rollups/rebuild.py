@@ -6,8 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import and_, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import and_, exists, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from agentops_server.db.engine import open_session
 from agentops_server.db.models import RollupContribution, Run
@@ -21,10 +21,11 @@ from agentops_server.services.analytics.rollups.totals import HOUR, day_of, hour
 async def roll_up_range(
     engine: AsyncEngine, org_id: uuid.UUID, start: dt.datetime, end: dt.datetime
 ) -> int:
-    """Roll up again every run of the org that started in ``[start, end)`` (its raw rows, or its
-    stored contribution when they are gone), then rebuild every hour of the range from its
-    runs' contributions and every day from its hours (after upgrading, after moving agents
-    between teams, or to repair); the number of hours rebuilt."""
+    """Roll up again every run of the org that started in ``[start, end)`` from its raw rows,
+    then rebuild every hour of the range from its runs' contributions and every day from its
+    hours (after upgrading, after moving agents between teams, or to repair); the number of
+    hours rebuilt. An hour retention has begun on (a run of it is gone) keeps its rows: its
+    contributions go after their runs, so what is left of them no longer adds up to it."""
     in_range = and_(
         RollupContribution.org_id == org_id,
         RollupContribution.hour >= hour_of(start),
@@ -46,11 +47,29 @@ async def roll_up_range(
             found = await session.scalars(select(RollupContribution.hour).where(in_range))
             hours = sorted(set(found))
             await session.commit()
+            rebuilt = []
             for hour in hours:
                 await _lock(session, org_id, HOUR, hour)
-                await _replace(session, org_id, HOUR, hour, await _summed(session, org_id, hour))
+                summed = await _summed(session, org_id, hour)
+                if summed and not await _purged(session, org_id, hour):
+                    await _replace(session, org_id, HOUR, hour, summed)
+                    rebuilt.append(hour)
                 await session.commit()
-            for day in sorted({day_of(hour) for hour in hours}):
+            for day in sorted({day_of(hour) for hour in rebuilt}):
                 await roll_up_day(session, org_id, day)
                 await session.commit()
-    return len(hours)
+    return len(rebuilt)
+
+
+async def _purged(session: AsyncSession, org_id: uuid.UUID, hour: dt.datetime) -> bool:
+    """Whether retention deleted a run counted in ``hour`` (only retention deletes runs)."""
+    gone = (
+        select(RollupContribution.run_id)
+        .where(
+            RollupContribution.org_id == org_id,
+            RollupContribution.hour == hour,
+            ~exists().where(Run.org_id == org_id, Run.id == RollupContribution.run_id),
+        )
+        .limit(1)
+    )
+    return await session.scalar(gone) is not None
