@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from agentops_server.backends.derived_work import DerivedWork
@@ -30,6 +30,7 @@ from agentops_server.services.analytics.rollups.contributions import (
 from agentops_server.services.analytics.rollups.totals import DAY, HOUR, day_of, hour_of
 from agentops_server.services.costs.run_totals import chunks
 from agentops_server.services.costs.totals import REPRICED
+from agentops_server.services.governance.agents import AGENTS_MOVED
 from agentops_server.services.telemetry.ingest import EVENTS_COMMITTED
 
 OrgChanged = Callable[[uuid.UUID], Awaitable[None]]
@@ -45,9 +46,11 @@ class RollupTasks:
         self._changed = changed
 
     def register(self, derived: DerivedWork) -> None:
-        """Register the rollup tasks: after ingest, and after a price recompute."""
+        """Register the rollup tasks: after ingest, after a price recompute, and after agents
+        changed team."""
         derived.register(EVENTS_COMMITTED, self.events_committed)
         derived.register(REPRICED, self.repriced)
+        derived.register(AGENTS_MOVED, self.agents_moved)
 
     async def events_committed(self, notice: Mapping[str, Any]) -> None:
         """Roll up the runs a commit touched, its spans' runs included (named by the notice's
@@ -61,6 +64,25 @@ class RollupTasks:
     async def repriced(self, notice: Mapping[str, Any]) -> None:
         """Roll up the runs a price recompute re-priced."""
         await self._roll_up(notice, notice.get("run_ids", ()), span_ids=())
+
+    async def agents_moved(self, notice: Mapping[str, Any]) -> None:
+        """Roll up every stored run of the agents that changed team, :data:`_PAGE` runs at a
+        time, so that they count under their new team (runs retention deleted stay where they
+        were counted)."""
+        org_id = uuid.UUID(str(notice["org_id"]))
+        changed = False
+        with tenant(org_id=org_id):
+            async with open_session(self._engine) as session:
+                for name in notice["agents"]:
+                    after: tuple[dt.datetime, uuid.UUID] | None = None
+                    while True:
+                        page = await _runs_of_agent(session, org_id, name, after)
+                        changed |= bool(await roll_up_runs(session, org_id, [p.id for p in page]))
+                        if len(page) < _PAGE:
+                            break
+                        after = (page[-1].started_at, page[-1].id)
+        if changed and self._changed is not None:
+            await self._changed(org_id)
 
     async def _roll_up(
         self, notice: Mapping[str, Any], run_ids: Iterable[str], span_ids: Iterable[str]
@@ -134,6 +156,31 @@ async def _roll_up_chunk(
         rolled = await _apply(session, org_id, old_ones, changed.values())
     await session.commit()
     return rolled
+
+
+_PAGE = 1000
+"""Runs read at a time when rolling up all of an agent's."""
+
+
+async def _runs_of_agent(
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    name: str,
+    after: tuple[dt.datetime, uuid.UUID] | None,
+) -> Sequence[Any]:
+    """The next :data:`_PAGE` runs of the agent ``name`` after ``after``, by start then id
+    (through the ``(org_id, agent, started_at)`` index)."""
+    query = (
+        select(Run.started_at, Run.id)
+        .where(Run.org_id == org_id, Run.agent == name)
+        .order_by(Run.started_at, Run.id)
+        .limit(_PAGE)
+    )
+    if after is not None:
+        query = query.where(tuple_(Run.started_at, Run.id) > tuple_(*after))
+    page = (await session.execute(query)).all()
+    await session.commit()
+    return page
 
 
 async def _runs_of_spans(
