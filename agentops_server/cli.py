@@ -259,10 +259,11 @@ def jobs_retry(
 @database_option
 @click.option("--org", "org_slug", default=None, help="Only this org (its slug); default: all.")
 def jobs_retention(database_url: str, org_slug: str | None) -> None:
-    """Delete the raw runs and spans each org keeps no longer (its retention_days): on
-    PostgreSQL first the day partitions no org keeps, whole; then, in small batches that never
-    hold up ingest, what is left of each org's. The hub does this daily by itself unless
-    AGENTOPS_UPKEEP=false (then run this daily)."""
+    """Delete the raw runs and spans each org keeps no longer (its retention_days), then the
+    runs' rollup contributions (the rollups stay): on PostgreSQL first the day partitions no
+    org keeps, whole; then, in small batches that never hold up ingest, what is left of each
+    org's. The hub does this daily by itself unless AGENTOPS_UPKEEP=false (then run this
+    daily)."""
     from agentops_server.db.engine import create_async_db_engine
     from agentops_server.services.telemetry.retention import purge_org
 
@@ -281,7 +282,8 @@ def jobs_retention(database_url: str, org_slug: str | None) -> None:
                 purged = await purge_org(engine, org_id)
                 click.echo(
                     f"{slug}: {purged.runs} runs, {purged.spans} spans, "
-                    f"{purged.documents} search documents deleted"
+                    f"{purged.documents} search documents, "
+                    f"{purged.contributions} rollup contributions deleted"
                 )
         finally:
             await engine.dispose()

@@ -25,12 +25,13 @@ from agentops_server.db.engine import create_async_db_engine, open_session
 from agentops_server.db.models import Agent, RollupRow, Run, Span
 from agentops_server.db.tenancy import tenant
 from agentops_server.services.analytics import histogram
-from agentops_server.services.analytics.rollups import day_of, hour_of, roll_up_runs
+from agentops_server.services.analytics.rollups import day_of, hour_of, incremental, roll_up_runs
 from tests.server.api import bearer
 from tests.server.conftest import make_org
 from tests.server.database import db_id, direct_session, execute
 from tests.server.derived import Hub, hub_with
 from tests.server.ingest_events import INGEST, batch, run_event, span_event, started
+from tests.server.principals import Person
 
 BASE = dt.datetime(2026, 11, 2, 22, 0, tzinfo=dt.UTC)
 """Two hours before midnight: runs fall in two days and several hours."""
@@ -244,6 +245,37 @@ def test_the_cli_rebuilds_the_rollups_of_a_range(hub: Hub, migrated_url: str, or
     assert (
         stored_rollups(migrated_url, org.org_id) == expected == recomputed(migrated_url, org.org_id)
     )
+
+
+def test_an_agent_that_changes_team_counts_under_its_new_one_for_every_run(
+    hub: Hub, migrated_url: str, org: Any, owner: Person, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(incremental, "_PAGE", 1)  # its runs are read a page at a time
+    first = run_event(started_at=BASE.isoformat())
+    second = run_event(started_at=(BASE + dt.timedelta(hours=3)).isoformat())  # the next day
+    send(hub, org.key, first, span_event(first), second)
+    made = hub.client.post("/api/v1/teams", json={"name": "support"}, headers=owner.headers)
+    assert made.status_code == 201, made.text
+    team = made.json()["id"]
+    [agent] = hub.client.get("/api/v1/agents", headers=owner.headers).json()["items"]
+
+    moved = hub.client.patch(
+        f"/api/v1/agents/{agent['id']}", json={"team_id": team}, headers=owner.headers
+    )
+    assert moved.status_code == 200, moved.text
+    hub.settle()
+
+    rolled = stored_rollups(migrated_url, org.org_id)
+    assert {key for (_, dimension, key, _) in rolled if dimension == "team"} == {team}
+    assert rolled == recomputed(migrated_url, org.org_id)
+
+    deleted = hub.client.delete(f"/api/v1/teams/{team}", headers=owner.headers)  # left with none
+    assert deleted.status_code == 204, deleted.text
+    hub.settle()
+
+    rolled = stored_rollups(migrated_url, org.org_id)
+    assert {key for (_, dimension, key, _) in rolled if dimension == "team"} == {""}
+    assert rolled == recomputed(migrated_url, org.org_id)
 
 
 def send(hub: Hub, key: str, *events: dict[str, Any]) -> None:

@@ -19,6 +19,10 @@ committed), the registry shows them, and a control on that environment can refus
 
 Below admin, a person edits only agents of their own teams or of no team, and gives agents only
 to those (``not_your_team``). Every change is audited in its transaction.
+
+**Moving team.** An agent's runs count in the analytics under its team: a change of team (here,
+or the team deleted) owes the notice :data:`AGENTS_MOVED`, recorded in the change's transaction,
+whose task rolls up the agents' runs again so that they count under the new team.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_sdk.contract.controls import Control, effective_control, strictness
+from agentops_server.backends.derived_work import DerivedWork, Notice
 from agentops_server.db.models import Agent, Membership, Run, Team
 from agentops_server.refusals import Conflict, Invalid, NotFound
 from agentops_server.services import audit
@@ -45,6 +50,7 @@ from agentops_server.services.governance.versions import bump_control_version
 from agentops_server.values import Text, Timestamp
 
 __all__ = [
+    "AGENTS_MOVED",
     "ENVIRONMENTS",
     "AgentChanges",
     "AgentFilter",
@@ -58,8 +64,12 @@ __all__ = [
     "create_agent",
     "get_agent",
     "list_agents",
+    "record_moved",
     "update_agent",
 ]
+
+AGENTS_MOVED: Final = "governance.agents_moved"
+"""Agents changed team (or left theirs): ``{"org_id", "agents": [name, ...]}``."""
 
 Environment = Literal["prod", "staging", "test", "dev"]
 ENVIRONMENTS: Final[tuple[Environment, ...]] = get_args(Environment)
@@ -213,10 +223,15 @@ async def create_agent(session: AsyncSession, operator: Operator, new: NewAgent)
 
 
 async def update_agent(
-    session: AsyncSession, operator: Operator, agent_id: uuid.UUID, changes: AgentChanges
+    session: AsyncSession,
+    operator: Operator,
+    agent_id: uuid.UUID,
+    changes: AgentChanges,
+    derived: DerivedWork | None = None,
 ) -> AgentSummary:
     """Apply ``changes`` to the agent; audit what changed (``agent.updated``); bump the control
-    version if the SDKs' profile changed; commit.
+    version if the SDKs' profile changed; commit; a change of team hands :data:`AGENTS_MOVED` to
+    ``derived``.
 
     Refusals: ``agent_not_found``, ``team_not_found``, ``member_not_found``, ``not_your_team``.
     """
@@ -256,8 +271,23 @@ async def update_agent(
         )
         if set(changed) & _PROFILE_FIELDS:
             await bump_control_version(session, org_id)
+        moved = None
+        if "team_id" in changed and derived is not None:
+            moved = await record_moved(session, derived, org_id, [agent.name])
         await session.commit()
+        if moved is not None and derived is not None:
+            await derived.dispatch(moved)
     return await get_agent(session, org_id, agent_id)
+
+
+async def record_moved(
+    session: AsyncSession, derived: DerivedWork, org_id: uuid.UUID, names: Sequence[str]
+) -> Notice:
+    """Record in ``session``'s transaction that the agents ``names`` changed team: the
+    :data:`AGENTS_MOVED` notice to dispatch after the commit."""
+    return await derived.record(
+        session, AGENTS_MOVED, {"org_id": str(org_id), "agents": sorted(names)}
+    )
 
 
 async def archive_agent(session: AsyncSession, operator: Operator, agent_id: uuid.UUID) -> None:

@@ -22,12 +22,14 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agentops_server.backends.derived_work import DerivedWork
 from agentops_server.db.models import Agent, Invitation, Membership, Team, TeamMember, User
 from agentops_server.refusals import Conflict, Forbidden, NotFound
 from agentops_server.security.permissions import Role
 from agentops_server.security.principal import Principal
 from agentops_server.services import audit
 from agentops_server.services.audit import Actor
+from agentops_server.services.governance.agents import record_moved
 from agentops_server.services.governance.controls import (
     follow_team_deletion,
     follow_team_rename,
@@ -195,16 +197,26 @@ async def rename_team(
 
 
 async def delete_team(
-    session: AsyncSession, principal: Principal, actor: Actor, team_id: uuid.UUID
+    session: AsyncSession,
+    principal: Principal,
+    actor: Actor,
+    team_id: uuid.UUID,
+    derived: DerivedWork | None = None,
 ) -> None:
     """Delete a team: its members stay in the org, its agents and pending invitations belong to
-    no team any more, the controls on it are cleared; audit; commit.
+    no team any more, the controls on it are cleared; audit; commit; its agents having left it,
+    hand :data:`~agentops_server.services.governance.agents.AGENTS_MOVED` to ``derived``.
 
     Refusals: ``admin_required`` (team leads), ``team_not_found``.
     """
     _check_admin(principal, "delete")
     before = await get_team(session, principal.org_id, team_id)
     org_id = principal.org_id
+    agents = list(
+        await session.scalars(
+            select(Agent.name).where(Agent.org_id == org_id, Agent.team_id == team_id)
+        )
+    )
     for model in (Agent, Invitation):
         await session.execute(
             update(model)
@@ -231,7 +243,12 @@ async def delete_team(
     )
     await follow_team_deletion(session, org_id, actor, before.name)
     await bump_control_version(session, org_id)
+    moved = None
+    if agents and derived is not None:
+        moved = await record_moved(session, derived, org_id, agents)
     await session.commit()
+    if moved is not None and derived is not None:
+        await derived.dispatch(moved)
 
 
 async def add_team_member(

@@ -1,11 +1,15 @@
 """Retention: an org's raw runs and spans (and their search documents) that started before its
-:func:`cutoff` (the start of the UTC day ``retention_days`` days before today) are deleted; the
-ledger of budget charges, prices, rollups and audit outlive them.
+:func:`cutoff` (the start of the UTC day ``retention_days`` days before today) are deleted, and
+then the runs' rollup contributions (what each run adds to its hour's rollups); the ledger of
+budget charges, prices, rollups and audit outlive them. A rollup that finds a run gone leaves its
+contribution alone, and a rebuild leaves an hour retention has begun on as it is, so the rollups
+of a purged hour keep their figures (docs/decisions/0031-analytics-rollups.md).
 
 :func:`purge` deletes in batches of at most :data:`BATCH` rows, each batch its own short
 transaction (``DELETE ... WHERE id IN (SELECT id ... LIMIT n)`` on the ``(org_id, started_at)``
-indexes), so a purge of millions of rows never holds a lock for long: ingest, which writes new
-rows, waits at most for one batch on SQLite (one writer) and for nothing on PostgreSQL.
+indexes; ``(org_id, hour)`` for contributions), so a purge of millions of rows never holds a lock
+for long: ingest, which writes new rows, waits at most for one batch on SQLite (one writer) and
+for nothing on PostgreSQL.
 
 On PostgreSQL spans are also partitioned by day (docs/decisions/0036-span-partitions.md): a day
 every org's retention has passed is dropped whole by
@@ -34,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentops_server.backends.derived_work import DerivedWork
 from agentops_server.db.engine import create_async_db_engine, open_session
-from agentops_server.db.models import Org, Run, RunSearchDocument, Span
+from agentops_server.db.models import Org, RollupContribution, Run, RunSearchDocument, Span
 from agentops_server.db.tenancy import tenant
 from agentops_server.services.telemetry import partitions
 
@@ -58,7 +62,14 @@ upkeep, then a :data:`RETENTION` notice per org."""
 BATCH: Final = 1000
 """Rows deleted per transaction."""
 
-_TABLES: tuple[Any, ...] = (Span, RunSearchDocument, Run)  # a run goes after its spans
+_TABLES: tuple[tuple[Any, Any, Any], ...] = (
+    (Span, Span.id, Span.started_at),
+    (RunSearchDocument, RunSearchDocument.id, RunSearchDocument.started_at),
+    (Run, Run.id, Run.started_at),  # after its spans
+    # After its run. By hour (its index), the same rows: cutoffs fall on whole hours.
+    (RollupContribution, RollupContribution.run_id, RollupContribution.hour),
+)
+"""What a purge deletes, in order: each table, its id and the moment its rows expire by."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -68,6 +79,7 @@ class Purged:
     runs: int = 0
     spans: int = 0
     documents: int = 0
+    contributions: int = 0
 
 
 async def purge(
@@ -78,14 +90,19 @@ async def purge(
     now: dt.datetime | None = None,
     batch: int = BATCH,
 ) -> Purged:
-    """Delete the org's runs, spans and search documents that started before
-    :func:`cutoff` of ``days``, ``batch`` rows a transaction."""
+    """Delete the org's runs, spans, search documents and rollup contributions that started
+    before :func:`cutoff` of ``days``, ``batch`` rows a transaction."""
     before = cutoff(days, now=now)
     counts = {}
     with tenant(org_id=org_id):
-        for model in _TABLES:
-            counts[model] = await _purge_table(engine, model, org_id, before, batch)
-    return Purged(runs=counts[Run], spans=counts[Span], documents=counts[RunSearchDocument])
+        for table in _TABLES:
+            counts[table[0]] = await _purge_table(engine, table, org_id, before, batch)
+    return Purged(
+        runs=counts[Run],
+        spans=counts[Span],
+        documents=counts[RunSearchDocument],
+        contributions=counts[RollupContribution],
+    )
 
 
 def cutoff(days: int, *, now: dt.datetime | None = None) -> dt.datetime:
@@ -134,20 +151,25 @@ def register(derived: DerivedWork, engine: AsyncEngine, database_url: str) -> No
 
 
 async def _purge_table(
-    engine: AsyncEngine, model: Any, org_id: uuid.UUID, cutoff: dt.datetime, batch: int
+    engine: AsyncEngine,
+    table: tuple[Any, Any, Any],
+    org_id: uuid.UUID,
+    cutoff: dt.datetime,
+    batch: int,
 ) -> int:
+    model, id_column, moment = table
     total = 0
     while True:
         old = (
-            select(model.id)
-            .where(model.org_id == org_id, model.started_at < cutoff)
+            select(id_column)
+            .where(model.org_id == org_id, moment < cutoff)
             .limit(batch)
             .scalar_subquery()
         )
         async with open_session(engine) as session, session.begin():
             result = await session.execute(
                 delete(model)
-                .where(model.org_id == org_id, model.id.in_(old))
+                .where(model.org_id == org_id, id_column.in_(old))
                 .execution_options(synchronize_session=False)
             )
         deleted = int(getattr(result, "rowcount", 0) or 0)

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentops_server.api.v1.actors import actor_of
 from agentops_server.auth.guards import requires
+from agentops_server.backends.derived_work import DerivedWork
 from agentops_server.refusals import Refused
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
@@ -80,11 +81,14 @@ class TeamPages(Controller):
         self,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
+        derived_work: NamedDependency[DerivedWork],
         team_id: TeamId,
     ) -> Response[Any]:
         """Delete the team (its members stay in the org); audited as ``team.deleted``."""
         try:
-            await teams.delete_team(db_session, request.auth, actor_of(request), team_id)
+            await teams.delete_team(
+                db_session, request.auth, actor_of(request), team_id, derived_work
+            )
         except Refused as exc:
             return await _render(request, db_session, exc)
         return done(PATH, "team_deleted")

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agentops_server.api.problems import JSON_BODY_LIMIT, problems
 from agentops_server.api.v1.actors import actor_of
 from agentops_server.auth.guards import requires
+from agentops_server.backends.derived_work import DerivedWork
 from agentops_server.refusals import Conflict, Forbidden, Invalid, NotFound
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
@@ -149,15 +150,19 @@ class AgentController(Controller):
     )
     async def update_agent(
         self,
+        *,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
         controls_changed: NamedDependency[ControlsChanged],
+        derived_work: NamedDependency[DerivedWork],
         agent_id: AgentId,
         data: JSONBody[AgentChanges],
     ) -> AgentSummary:
         """Edit the agent's profile."""
         operator = await operator_of(db_session, request.auth, actor_of(request))
-        updated = await agents.update_agent(db_session, operator, _uuid_of(agent_id), data)
+        updated = await agents.update_agent(
+            db_session, operator, _uuid_of(agent_id), data, derived_work
+        )
         await controls_changed(operator.org_id)
         return updated
 

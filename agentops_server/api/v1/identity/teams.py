@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agentops_server.api.problems import JSON_BODY_LIMIT, problems
 from agentops_server.api.v1.actors import actor_of
 from agentops_server.auth.guards import requires
+from agentops_server.backends.derived_work import DerivedWork
 from agentops_server.refusals import Conflict, Forbidden
 from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
@@ -118,10 +119,11 @@ class TeamController(Controller):
         self,
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
+        derived_work: NamedDependency[DerivedWork],
         team_id: FromPath[uuid.UUID],
     ) -> None:
         """Delete the team."""
-        await teams.delete_team(db_session, request.auth, actor_of(request), team_id)
+        await teams.delete_team(db_session, request.auth, actor_of(request), team_id, derived_work)
 
     @put(
         "/{team_id:uuid}/members/{user_id:uuid}",
