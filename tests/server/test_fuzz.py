@@ -39,7 +39,7 @@ from tests.server.principals import People
 from tests.server.routes import endpoints
 from tests.server.servers import serving
 
-EXAMPLES = 25
+EXAMPLES = 15
 """Cases per operation."""
 UNLIMITED = "1000000/minute"
 
