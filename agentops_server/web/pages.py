@@ -125,4 +125,4 @@ def _navigation(principal: Principal) -> list[tuple[str, str]]:
 def done(path: str, notice: str) -> Redirect:
     """Back to ``path`` after a form, showing the notice ``notice``."""
     assert notice in NOTICES
-    return Redirect(f"{path}?done={notice}", status_code=303)
+    return Redirect(f"{path}{'&' if '?' in path else '?'}done={notice}", status_code=303)

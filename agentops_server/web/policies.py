@@ -7,7 +7,9 @@ governance.policies`, :func:`~agentops_server.services.governance.policy_dry_run
 validating without saving runs the same checks a save runs first
 (:func:`~agentops_server.services.governance.policy_checks.validated_document` and
 :func:`~agentops_server.services.governance.policy_checks.checked_tests`). The editor takes
-the document and its tests as the API's body does: JSON.
+the document and its tests as JSON or YAML, the author's choice (the ``format`` field; the
+pages take ``?format=yaml`` to show a version as YAML): both decode to the same document
+(:mod:`~agentops_server.services.governance.policy_text`), which is stored as the API stores it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
+from functools import partial
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
@@ -31,6 +34,13 @@ from agentops_server.services.governance import policies
 from agentops_server.services.governance.policies import PoliciesChanged
 from agentops_server.services.governance.policy_checks import checked_tests, validated_document
 from agentops_server.services.governance.policy_dry_run import DryRunReport, dry_run
+from agentops_server.services.governance.policy_text import (
+    PolicyFormat,
+    decoded,
+    encoded,
+    format_of,
+    located,
+)
 from agentops_server.web.forms import fields_of
 from agentops_server.web.pages import done, page
 
@@ -83,6 +93,8 @@ class EditorState:
 
     document: str
     tests: str
+    format: PolicyFormat = "json"
+    """What ``document`` and ``tests`` are written in."""
     comment: str = ""
     activate: bool = False
     checked: bool = False
@@ -102,11 +114,12 @@ class PolicyPages(Controller):
         request: Request[Principal, Principal, Any],
         db_session: NamedDependency[AsyncSession],
         start: Annotated[uuid.UUID | None, QueryParameter(query="from")] = None,
+        shown: Annotated[PolicyFormat, QueryParameter(query="format")] = "json",
     ) -> Response[Any]:
         """The versions, and the editor (on the version ``from``, the active one, or the
-        newest)."""
+        newest; in the ``format`` asked for)."""
         try:
-            editor = await _editor_from(db_session, request.auth.org_id, start)
+            editor = await _editor_from(db_session, request.auth.org_id, start, shown)
         except Refused as exc:
             return await _render(request, db_session, None, exc)
         return await _render(request, db_session, editor)
@@ -127,6 +140,27 @@ class PolicyPages(Controller):
             return await _render(request, db_session, editor, exc)
         return await _render(request, db_session, editor)
 
+    @post(PATH + "/convert", guards=[requires(Permission.POLICIES_WRITE)])
+    async def convert(
+        self,
+        request: Request[Principal, Principal, Any],
+        db_session: NamedDependency[AsyncSession],
+    ) -> Response[Any]:
+        """The editor's document and tests written in the format ``to`` (read in ``format``);
+        nothing is validated or saved."""
+        fields = await fields_of(request)
+        editor = _editor_of(fields)
+        try:
+            document, tests = _parsed(editor)
+        except Refused as exc:
+            _keep_problems(editor, exc)
+            return await _render(request, db_session, editor, exc)
+        to = format_of(fields.get("to"))
+        converted = EditorState(
+            encoded(document, to), encoded(tests, to), to, editor.comment, editor.activate
+        )
+        return await _render(request, db_session, converted)
+
     @post(PATH + "/dry-run", guards=[requires(Permission.POLICIES_WRITE)])
     async def dry_run(
         self,
@@ -140,7 +174,9 @@ class PolicyPages(Controller):
         try:
             if fields.get("version_id"):
                 version_id = _uuid(fields["version_id"])
-                editor = await _editor_from(db_session, request.auth.org_id, version_id)
+                editor = await _editor_from(
+                    db_session, request.auth.org_id, version_id, editor.format
+                )
                 editor.report = await dry_run(
                     db_session, request.auth.org_id, version_id=version_id, calls=_calls(fields)
                 )
@@ -180,7 +216,7 @@ class PolicyPages(Controller):
             return await _render(request, db_session, editor, exc)
         if editor.activate:
             await policies_changed(request.auth.org_id)
-        return done(f"{PATH}/versions/{saved.id}", "policy_saved")
+        return done(_shown_in(f"{PATH}/versions/{saved.id}", editor.format), "policy_saved")
 
     @get(PATH + "/versions/{version_id:uuid}", guards=[requires(Permission.POLICIES_READ)])
     async def version_page(
@@ -189,10 +225,11 @@ class PolicyPages(Controller):
         db_session: NamedDependency[AsyncSession],
         version_id: Annotated[uuid.UUID, PathParameter()],
         against: Annotated[uuid.UUID | None, QueryParameter()] = None,
+        shown: Annotated[PolicyFormat, QueryParameter(query="format")] = "json",
     ) -> Response[Any]:
-        """One version: its document and tests, and its diff against ``against`` (default:
-        the version before)."""
-        return await _render_version(request, db_session, version_id, against)
+        """One version: its document and tests (in the ``format`` asked for), and its diff
+        against ``against`` (default: the version before)."""
+        return await _render_version(request, db_session, version_id, against, shown=shown)
 
     @post(
         PATH + "/versions/{version_id:uuid}/activate",
@@ -206,12 +243,15 @@ class PolicyPages(Controller):
         version_id: Annotated[uuid.UUID, PathParameter()],
     ) -> Response[Any]:
         """Make the version the active set."""
+        shown = format_of((await fields_of(request)).get("format"))
         try:
             await policies.activate_version(db_session, request.auth, actor_of(request), version_id)
         except Refused as exc:
-            return await _render_version(request, db_session, version_id, None, exc)
+            return await _render_version(
+                request, db_session, version_id, None, shown=shown, refusal=exc
+            )
         await policies_changed(request.auth.org_id)
-        return done(f"{PATH}/versions/{version_id}", "policy_activated")
+        return done(_shown_in(f"{PATH}/versions/{version_id}", shown), "policy_activated")
 
     @post(
         PATH + "/versions/{version_id:uuid}/rollback",
@@ -225,15 +265,22 @@ class PolicyPages(Controller):
         version_id: Annotated[uuid.UUID, PathParameter()],
     ) -> Response[Any]:
         """Save the version again as the next one, and activate it."""
-        comment = (await fields_of(request)).get("comment", "").strip() or None
+        fields = await fields_of(request)
+        shown = format_of(fields.get("format"))
         try:
             saved = await policies.rollback_to(
-                db_session, request.auth, actor_of(request), version_id, comment
+                db_session,
+                request.auth,
+                actor_of(request),
+                version_id,
+                fields.get("comment", "").strip() or None,
             )
         except Refused as exc:
-            return await _render_version(request, db_session, version_id, None, exc)
+            return await _render_version(
+                request, db_session, version_id, None, shown=shown, refusal=exc
+            )
         await policies_changed(request.auth.org_id)
-        return done(f"{PATH}/versions/{saved.id}", "policy_rolled_back")
+        return done(_shown_in(f"{PATH}/versions/{saved.id}", shown), "policy_rolled_back")
 
     @post(PATH + "/deactivate", guards=[requires(Permission.POLICIES_WRITE)])
     async def deactivate(
@@ -258,44 +305,38 @@ def _editor_of(fields: dict[str, str]) -> EditorState:
     return EditorState(
         document=fields.get("document", ""),
         tests=fields.get("tests", ""),
+        format=format_of(fields.get("format")),
         comment=fields.get("comment", ""),
         activate=fields.get("activate") == "yes",
     )
 
 
 async def _editor_from(
-    session: AsyncSession, org_id: uuid.UUID, version_id: uuid.UUID | None
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    version_id: uuid.UUID | None,
+    format: PolicyFormat = "json",
 ) -> EditorState:
     """The editor on a saved version: ``version_id``, else the active one, else the newest;
-    the starter set for an org with none."""
+    the starter set for an org with none; written in ``format``."""
     if version_id is None:
         status = await policies.policy_status(session, org_id)
         version_id = status.active_id
         if version_id is None and status.latest_number:
             version_id = (await policies.list_versions(session, org_id, limit=1)).items[0].id
     if version_id is None:
-        return EditorState(_pretty(STARTER), _pretty(STARTER_TESTS))
+        return EditorState(encoded(STARTER, format), encoded(STARTER_TESTS, format), format)
     found = await policies.get_version(session, org_id, version_id)
     document = {key: value for key, value in found.document.items() if key != "version"}
-    return EditorState(_pretty(document), _pretty(found.table_tests))
+    return EditorState(encoded(document, format), encoded(found.table_tests, format), format)
 
 
 def _parsed(editor: EditorState) -> tuple[Any, Any]:
-    """The document and the tests as JSON (``invalid_json``, with the line and column)."""
-    document = _json(editor.document, "document")
-    tests = _json(editor.tests, "tests") if editor.tests.strip() else []
+    """The document and the tests, decoded from the editor's format (``invalid_json`` or
+    ``invalid_yaml``, with the line and column)."""
+    document = decoded(editor.document, editor.format, "document")
+    tests = decoded(editor.tests, editor.format, "tests") if editor.tests.strip() else []
     return document, tests
-
-
-def _json(text: str, what: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise Invalid(
-            "invalid_json",
-            f"The {what} is not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.",
-            errors=[{"field": what, "line": exc.lineno, "column": exc.colno, "message": exc.msg}],
-        ) from None
 
 
 def _check(editor: EditorState, document: Any, tests: Any) -> None:
@@ -314,12 +355,16 @@ def _check(editor: EditorState, document: Any, tests: Any) -> None:
 
 
 def _keep_problems(editor: EditorState, refusal: Refused) -> None:
-    """What a refusal points at, for the editor: its errors, or the failing tests."""
-    editor.errors = list(refusal.extra.get("errors", []))
+    """What a refusal points at, for the editor: its errors (at their line in the author's
+    text), or the failing tests."""
+    editor.errors = located(
+        list(refusal.extra.get("errors", [])),
+        {"document": editor.document, "tests": editor.tests},
+    )
     if refusal.code == "policy_tests_failed" and not editor.results:
         try:
-            tests = json.loads(editor.tests or "[]")
-        except json.JSONDecodeError:
+            tests = decoded(editor.tests or "[]", editor.format, "tests")
+        except Invalid:
             return
         editor.checked = True
         editor.results = _results(tests, refusal.extra["failures"])
@@ -355,8 +400,9 @@ def _uuid(value: str) -> uuid.UUID:
         raise Invalid("invalid_dry_run", f"{value!r} is not a version id.") from None
 
 
-def _pretty(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False)
+def _shown_in(path: str, format: PolicyFormat) -> str:
+    """``path`` showing the version in ``format`` (JSON, the pages' default, needs no query)."""
+    return f"{path}?format={format}" if format != "json" else path
 
 
 # -- rendering ---------------------------------------------------------------------------------
@@ -389,6 +435,8 @@ async def _render_version(
     db_session: AsyncSession,
     version_id: uuid.UUID,
     against: uuid.UUID | None,
+    *,
+    shown: PolicyFormat = "json",
     refusal: Refused | None = None,
 ) -> Response[Any]:
     if refusal is not None:
@@ -407,9 +455,10 @@ async def _render_version(
         diff=diff,
         against=against,
         versions=(await policies.list_versions(db_session, org_id, limit=LISTED)).items,
-        document=_pretty(found.document),
-        tests=_pretty(found.table_tests),
-        pretty=_pretty,
+        shown=shown,
+        document=encoded(found.document, shown),
+        tests=encoded(found.table_tests, shown),
+        pretty=partial(encoded, format=shown),
         error=refusal,
     )
     response.status_code = refusal.status if refusal else 200
