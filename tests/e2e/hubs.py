@@ -33,8 +33,13 @@ class SharedHub:
 
 @contextmanager
 def hub(database_url: str, port: int = 0, **settings: str) -> Iterator[HubProcess]:
-    """A hub process on ``database_url`` with ``AGENTOPS_<SETTING>`` variables."""
-    environment = {f"AGENTOPS_{name.upper()}": value for name, value in settings.items()}
+    """A hub process on ``database_url`` with ``AGENTOPS_<SETTING>`` variables; its upkeep is
+    off unless ``upkeep`` says otherwise: the tests' events are dated 2026-11-01 (see
+    ``tests/server/ingest_events.py``), past the default retention, and a scheduled upkeep
+    firing while a test runs would purge them from under it."""
+    environment = {"AGENTOPS_UPKEEP": "false"} | {
+        f"AGENTOPS_{name.upper()}": value for name, value in settings.items()
+    }
     with hub_process(
         "--database-url", database_url, "--no-migrate", environment=environment, port=port
     ) as process:
