@@ -11,10 +11,16 @@ import pytest
 
 from agentops_server.db.migrate import upgrade
 from tests.e2e.hubs import SharedHub, hub
-from tests.server.conftest import database_url, migrated_url, org, postgresql_schema
+from tests.server.conftest import (
+    database_url,
+    migrated_templates,
+    migrated_url,
+    org,
+    postgresql_schema,
+)
 from tests.server.principals import SECRET_KEY
 
-__all__ = ["database_url", "migrated_url", "org", "shared_hub"]
+__all__ = ["database_url", "migrated_templates", "migrated_url", "org", "shared_hub"]
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
