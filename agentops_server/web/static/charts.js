@@ -8,6 +8,7 @@ const FORMATS = {
   percent: { tickformat: ".0%", hover: "%{y:.1%}" },
   usd: { tickformat: "$,.4~f", hover: "$%{y:,.4f}" },
   tokens: { tickformat: ".3~s", hover: "%{y:,}" },
+  ms: { tickformat: ",.0f", ticksuffix: " ms", hover: "%{y:,.0f} ms" },
 };
 
 function palette() {
@@ -30,6 +31,7 @@ function traces(data) {
 
 function layout(data) {
   const colours = palette();
+  const format = FORMATS[data.format] || FORMATS.count;
   const highest = Math.max(0, ...data.lines.flatMap((line) => line.y));
   // Counts are whole: no tick between 0 and 1 when little ran.
   const whole = data.format === "count" && highest < 5 ? { dtick: 1 } : {};
@@ -48,7 +50,7 @@ function layout(data) {
     showlegend: true,
     legend: { orientation: "h", y: -0.2 },
     xaxis: { ...axis, type: "date", fixedrange: false },
-    yaxis: { ...axis, tickformat: (FORMATS[data.format] || FORMATS.count).tickformat, rangemode: "tozero", fixedrange: true, ...whole },
+    yaxis: { ...axis, tickformat: format.tickformat, ticksuffix: format.ticksuffix || "", rangemode: "tozero", fixedrange: true, ...whole },
   };
 }
 
