@@ -58,6 +58,13 @@ class Chart:
     x: list[dt.datetime]
     lines: list[Line]
 
+    @property
+    def empty(self) -> bool:
+        """Whether no line has a value (no line at all, or only gaps): drawn, plotly.js would
+        show an empty plot over its default range (January to November 2000), so the page
+        says there is no data instead."""
+        return all(value is None for line in self.lines for value in line.y)
+
 
 class ChartAssets(Controller):
     """plotly.js, from the installed ``plotly`` package: gzip-compressed (a copy made once per
@@ -143,6 +150,7 @@ def chart_data(chart: Chart) -> dict[str, Any]:
         "format": chart.format,
         "x": [moment.isoformat() for moment in chart.x],
         "lines": [{"name": line.name, "y": [_number(v) for v in line.y]} for line in chart.lines],
+        "empty": chart.empty,
     }
 
 

@@ -1,7 +1,9 @@
-"""An agent's charts in Chromium, against a hub process: plotly.js draws its latency
-percentiles, error rate and cost over the agent's runs sent to the ingest API, under the CSP
-(a script error or a refused resource fails the test, see ``page``); hover shows a value, the
-legend hides a series and dragging zooms on time. Saves a screenshot."""
+"""An agent's charts, and charts with no data, in Chromium against a hub process: plotly.js
+draws the agent's latency percentiles, error rate and cost over its runs sent to the ingest API,
+under the CSP (a script error or a refused resource fails the test, see ``page``); hover shows a
+value, the legend hides a series and dragging zooms on time. A chart with nothing to draw says
+so instead of an empty plot over plotly.js's default range (January to November 2000), until
+data arrives. Saves a screenshot."""
 
 from __future__ import annotations
 
@@ -81,3 +83,25 @@ def _drawn(page: Page, chart: str) -> list[dict[str, Any]]:
 def _values(trace: dict[str, Any]) -> list[float]:
     """A trace's values, its gaps (days without a run) left out."""
     return [value for value in trace["y"] if value is not None]
+
+
+def test_a_chart_with_no_data_says_so_until_the_data_arrives(
+    page: Page, web_hub: SharedHub
+) -> None:
+    warnings = plotly_warnings(page)
+    owner = sign_up(page, web_hub)  # a new org's dashboard: nothing cost anything yet
+    expect(page.locator("body[data-live=listening]")).to_have_count(1)
+    cost = page.locator("[data-chart=cost_by_model]")
+
+    expect(cost.get_by_text("No data for this period.")).to_be_visible()
+    expect(cost.locator("[data-chart-plot]")).to_be_hidden()
+    expect(cost.locator(".main-svg")).to_have_count(0)
+    expect(page.locator("[data-chart=runs] .main-svg").first).to_be_visible()  # zero runs: drawn
+
+    sender(owner)(a_run("triage", tokens=1_000_000))
+
+    expect(cost.locator(".main-svg").first).to_be_visible(timeout=20_000)
+    expect(cost.get_by_text("No data for this period.")).to_be_hidden()
+    assert trace_names(page, "cost_by_model") == ["house-model"]
+    expect(cost.locator(".xtick").first).not_to_contain_text("2000")
+    assert warnings == []

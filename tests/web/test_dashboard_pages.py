@@ -28,6 +28,7 @@ from tests.web.people import signed_in
 CHART = re.compile(
     r'<figure class="chart card" data-chart="([^"]+)">.*?data-chart-data>(.*?)</script>', re.S
 )
+NO_DATA = re.compile(r'data-chart="([^"]+)">.*?data-chart-empty( hidden)?>', re.S)
 
 
 @pytest.fixture
@@ -103,6 +104,25 @@ def test_an_empty_org_dashboard_says_so_with_zeros(
     assert all(
         not chart["lines"] or sum(chart["lines"][0]["y"]) == 0 for chart in _charts(html).values()
     )
+    assert _saying_no_data(html) == {"cost_by_model", "cost_by_agent"}  # no line to draw
+
+
+def test_a_chart_with_no_value_says_so_instead_of_an_empty_plot(
+    hub: Hub, settings: Settings, people: People
+) -> None:
+    made = hub.client.post(
+        "/api/v1/agents", json={"name": "idle"}, headers=people.add(Role.OWNER).headers
+    )
+    assert made.status_code == 201, made.text
+    signed_in(hub.client, settings, people, Role.VIEWER)
+
+    html = hub.client.get(f"/agents/{made.json()['id']}").text
+
+    charts = _charts(html)
+    assert charts["latency"]["empty"]  # no run: no percentile, only gaps
+    assert not charts["error_rate"]["empty"]
+    assert _saying_no_data(html) == {"latency"}
+    assert 'data-chart-plot role="img" aria-labelledby="chart-latency-title" hidden' in html
 
 
 def test_an_agents_page_charts_its_trends_as_the_analytics_api_gives_them(
@@ -244,6 +264,11 @@ def _agent_path(hub: Hub, name: str) -> str:
     found = re.search(rf'<a href="(/agents/[0-9a-f-]+)">{name}</a>', hub.client.get("/agents").text)
     assert found, name
     return found[1]
+
+
+def _saying_no_data(html: str) -> set[str]:
+    """The charts whose "no data" message shows (not ``hidden``)."""
+    return {key for key, hidden in NO_DATA.findall(html) if not hidden}
 
 
 def _totals(chart: dict[str, Any]) -> dict[str, float]:

@@ -1,7 +1,9 @@
 // The pages' charts: each <figure data-chart> holds its data in a JSON block (data, not code,
 // so the CSP allows it); this module draws it with plotly.js (served by the hub from the
 // plotly package, loaded before this module). Hover shows values, the legend toggles series,
-// dragging zooms on time (double-click resets). Charts follow the theme.
+// dragging zooms on time (double-click resets). Charts follow the theme. A chart with no value
+// (data.empty) is not drawn, plotly.js would show an empty plot over its default range
+// (January to November 2000): its figure says there is no data for the period instead.
 
 const FORMATS = {
   count: { tickformat: ",d", hover: "%{y:,}" },
@@ -72,6 +74,14 @@ export function drawCharts(root = document) {
     const data = dataOf(figure);
     const plot = figure.querySelector("[data-chart-plot]");
     if (!data || !plot) continue;
+    const empty = figure.querySelector("[data-chart-empty]");
+    if (empty) empty.hidden = !data.empty;
+    plot.hidden = data.empty;
+    if (data.empty) {
+      window.Plotly.purge(plot);
+      figure.dataset.drawn = "0";
+      continue;
+    }
     window.Plotly.react(plot, traces(data), layout(data), CONFIG);
     figure.dataset.drawn = String(data.lines.length);
   }
