@@ -4,8 +4,10 @@ Each part is the service of the API route that answers it: the agent
 (:func:`~agentops_server.services.governance.agents.get_agent`, ``GET /api/v1/agents/{id}``),
 its latency percentiles, errors and cost by day
 (:func:`~agentops_server.services.analytics.trends.agent_trends`, ``GET
-/api/v1/analytics/agents/{id}/trends``), its recent runs (``GET /api/v1/runs?agent=``), and the
-controls, budgets and policy rules that reach it, out of ``GET /api/v1/controls``, ``GET
+/api/v1/analytics/agents/{id}/trends``), drawn as the dashboard draws its charts (their data
+in the page, ``charts.js`` draws it) above a table of the same figures (what a browser without
+JavaScript reads), its recent runs (``GET /api/v1/runs?agent=``), and the controls, budgets
+and policy rules that reach it, out of ``GET /api/v1/controls``, ``GET
 /api/v1/budgets/effective`` and ``GET /api/v1/policies/effective``
 (:mod:`agentops_server.services.governance.applicable`). The page needs ``agents:read``; a part
 whose permission the caller lacks is left out.
@@ -16,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get
@@ -37,13 +38,13 @@ from agentops_server.services.governance.applicable import budgets_for, controls
 from agentops_server.services.governance.control_sets import load_control_set
 from agentops_server.services.governance.policies import effective_policy
 from agentops_server.services.telemetry.runs import RunFilter, list_runs
+from agentops_server.web.charts import Chart, chart_data, point_chart
 from agentops_server.web.pages import page
 
-__all__ = ["AgentDetailPages", "sparkline"]
+__all__ = ["AgentDetailPages", "trend_charts"]
 
 RECENT_RUNS = 10
 TREND_DAYS = 14
-SPARK_WIDTH, SPARK_HEIGHT = 240, 48
 
 
 class AgentDetailPages(Controller):
@@ -79,7 +80,7 @@ class AgentDetailPages(Controller):
             context |= {
                 "stats": found.current,
                 "points": points,
-                "spark": sparkline([point.cost for point in points]),
+                "charts": [chart_data(chart) for chart in trend_charts(points)],
             }
         if caller.can(Permission.RUNS_READ):
             recent = await list_runs(
@@ -103,16 +104,11 @@ class AgentDetailPages(Controller):
         return await page(request, db_session, "agent.html", **context)
 
 
-def sparkline(
-    values: Sequence[Decimal | float], width: int = SPARK_WIDTH, height: int = SPARK_HEIGHT
-) -> str:
-    """The ``points`` of an SVG polyline drawing ``values`` left to right in a ``width`` by
-    ``height`` box, the largest at the top (all zero: a line along the bottom)."""
-    if not values:
-        return ""
-    top = max(float(value) for value in values) or 1.0
-    step = width / max(len(values) - 1, 1)
-    return " ".join(
-        f"{index * step:.1f},{height - float(value) / top * (height - 2) - 1:.1f}"
-        for index, value in enumerate(values)
-    )
+def trend_charts(points: Sequence[trends.Point]) -> list[Chart]:
+    """The agent's charts: its latency percentiles, error rate and cost over ``points``."""
+    percentiles = {"p50": "p50_ms", "p95": "p95_ms", "p99": "p99_ms"}
+    return [
+        point_chart("latency", "Latency percentiles", "ms", points, percentiles),
+        point_chart("error_rate", "Error rate", "percent", points, {"error rate": "error_rate"}),
+        point_chart("cost", "Cost", "usd", points, {"cost": "cost"}),
+    ]

@@ -14,7 +14,7 @@ import functools
 import gzip
 import hashlib
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,15 +27,16 @@ from litestar.response import File
 
 from agentops_server.api.headers import etag_matches
 from agentops_server.auth.guards import PUBLIC
+from agentops_server.services.analytics.trends import Point
 
-__all__ = ["PLOTLY_PATH", "Chart", "ChartAssets", "Line", "chart_data"]
+__all__ = ["PLOTLY_PATH", "Chart", "ChartAssets", "Line", "chart_data", "point_chart"]
 
 PLOTLY_PATH = "/vendor/plotly.min.js"
 PLOTLY_MAX_AGE = 300
 """Seconds a browser keeps plotly.js (as the hub's own static files: no fingerprint)."""
 JAVASCRIPT = "text/javascript; charset=utf-8"
 
-Format = Literal["count", "percent", "usd", "tokens"]
+Format = Literal["count", "percent", "usd", "tokens", "ms"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -56,6 +57,13 @@ class Chart:
     format: Format
     x: list[dt.datetime]
     lines: list[Line]
+
+    @property
+    def empty(self) -> bool:
+        """Whether no line has a value (no line at all, or only gaps): drawn, plotly.js would
+        show an empty plot over its default range (January to November 2000), so the page
+        says there is no data instead."""
+        return all(value is None for line in self.lines for value in line.y)
 
 
 class ChartAssets(Controller):
@@ -142,7 +150,25 @@ def chart_data(chart: Chart) -> dict[str, Any]:
         "format": chart.format,
         "x": [moment.isoformat() for moment in chart.x],
         "lines": [{"name": line.name, "y": [_number(v) for v in line.y]} for line in chart.lines],
+        "empty": chart.empty,
     }
+
+
+def point_chart(
+    chart_id: str, title: str, form: Format, points: Sequence[Point], lines: Mapping[str, str]
+) -> Chart:
+    """A line chart of a series' ``points``: ``lines`` names each line and the field of
+    :class:`~agentops_server.services.analytics.trends.Point` it draws."""
+    return Chart(
+        id=chart_id,
+        title=title,
+        kind="line",
+        format=form,
+        x=[point.start for point in points],
+        lines=[
+            Line(name, [getattr(point, field) for point in points]) for name, field in lines.items()
+        ],
+    )
 
 
 def top_and_other(lines: Sequence[Line], keep: int) -> list[Line]:

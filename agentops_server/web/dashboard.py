@@ -25,7 +25,7 @@ from agentops_server.security.permissions import Permission
 from agentops_server.security.principal import Principal
 from agentops_server.services.analytics import costs, kpis, trends
 from agentops_server.services.analytics.reading import Range, parse_range
-from agentops_server.web.charts import Chart, Line, chart_data, top_and_other
+from agentops_server.web.charts import Chart, Line, chart_data, point_chart, top_and_other
 from agentops_server.web.pages import page
 
 __all__ = ["RANGES", "DashboardPages", "KpiCard", "chosen_range", "cost_chart", "kpi_cards"]
@@ -154,27 +154,9 @@ def _charts(
     org: trends.Timeseries, by_model: costs.CostBreakdown, by_agent: costs.CostBreakdown
 ) -> list[Chart]:
     whole = org.series[0].points if org.series else []
-    x = [point.start for point in whole]
     return [
-        Chart(
-            id="runs",
-            title="Runs",
-            kind="line",
-            format="count",
-            x=x,
-            lines=[
-                Line("runs", [point.runs for point in whole]),
-                Line("errors", [point.errors for point in whole]),
-            ],
-        ),
-        Chart(
-            id="error_rate",
-            title="Error rate",
-            kind="line",
-            format="percent",
-            x=x,
-            lines=[Line("error rate", [point.error_rate for point in whole])],
-        ),
+        point_chart("runs", "Runs", "count", whole, {"runs": "runs", "errors": "errors"}),
+        point_chart("error_rate", "Error rate", "percent", whole, {"error rate": "error_rate"}),
         cost_chart("cost_by_model", "Cost by model", by_model, "(no model)"),
         cost_chart("cost_by_agent", "Cost by agent", by_agent, "(no agent)"),
     ]

@@ -27,9 +27,9 @@ RUNS_PLOT = f'document.querySelector("{PLOT.format("runs")}")'
 def test_the_dashboard_draws_its_charts_and_shows_a_new_run_live(
     page: Page, web_hub: SharedHub, screenshots: Path
 ) -> None:
-    warnings = _plotly_warnings(page)
+    warnings = plotly_warnings(page)
     owner = sign_up(page, web_hub)
-    send = _sender(owner)
+    send = sender(owner)
     expect(page.locator("body[data-live=listening]")).to_have_count(1)
     expect(page.locator("[data-empty]")).to_have_count(1)
 
@@ -40,7 +40,7 @@ def test_the_dashboard_draws_its_charts_and_shows_a_new_run_live(
     expect(page.locator("[data-kpi=error_rate] [data-kpi-value]")).to_have_text("50.0%")
     for chart in CHARTS:
         expect(page.locator(f"[data-chart={chart}] .main-svg").first).to_be_attached()
-    assert _traces(page, "cost_by_agent") == ["triage", "billing"]
+    assert trace_names(page, "cost_by_agent") == ["triage", "billing"]
     page.screenshot(path=screenshots / "dashboard.png", full_page=True)
 
     plot = page.locator(PLOT.format("runs"))
@@ -48,7 +48,7 @@ def test_the_dashboard_draws_its_charts_and_shows_a_new_run_live(
     expect(plot.locator(".hoverlayer > *").first).to_be_attached()
     plot.locator(".legendtoggle").first.click()  # plotly waits out a double click first
     page.wait_for_function(f"() => {RUNS_PLOT}._fullData[0].visible === 'legendonly'")
-    _drag_across(page, plot)
+    drag_across(page, plot)
     page.wait_for_function(f"() => {RUNS_PLOT}._fullLayout.xaxis.autorange === false")
     assert warnings == []
 
@@ -57,7 +57,7 @@ def test_the_costs_page_draws_its_breakdown_and_downloads_the_csv(
     page: Page, web_hub: SharedHub, screenshots: Path
 ) -> None:
     owner = sign_up(page, web_hub)
-    _sender(owner)(a_run("triage", tokens=1_000_000), a_run("billing", tokens=500_000))
+    sender(owner)(a_run("triage", tokens=1_000_000), a_run("billing", tokens=500_000))
 
     page.goto("/costs?group_by=model")
     expect(page.locator("[data-chart=costs] .main-svg").first).to_be_attached()
@@ -75,7 +75,7 @@ def test_the_report_prints_without_the_apps_shell(
     page: Page, web_hub: SharedHub, screenshots: Path
 ) -> None:
     owner = sign_up(page, web_hub)
-    _sender(owner)(a_run("triage", tokens=1_000_000))
+    sender(owner)(a_run("triage", tokens=1_000_000))
 
     page.goto("/reports?period=day")
     expect(page.locator("[data-figure=runs]")).to_have_text("1")
@@ -88,7 +88,7 @@ def test_the_report_prints_without_the_apps_shell(
     assert page.pdf()[:5] == b"%PDF-"
 
 
-def _sender(owner: Owner) -> Any:
+def sender(owner: Owner) -> Any:
     """Sends runs to the hub with a new ingest key of ``owner``'s org (where ``house-model``
     costs $1 per million input and $2 per million output tokens), and waits until the
     analytics count them."""
@@ -122,15 +122,16 @@ def _runs(owner: Owner) -> int:
     return runs
 
 
-def _traces(page: Page, chart: str) -> list[str]:
+def trace_names(page: Page, chart: str) -> list[str]:
     names: list[str] = page.evaluate(
         f"[...document.querySelector(`{PLOT.format(chart)}`).data].map((trace) => trace.name)"
     )
     return names
 
 
-def _drag_across(page: Page, plot: Any) -> None:
+def drag_across(page: Page, plot: Any) -> None:
     """Drag over the middle of the plot area: a zoom on time."""
+    plot.scroll_into_view_if_needed()  # the mouse moves within the viewport
     box = plot.locator(".nsewdrag").bounding_box()
     assert box
     middle = box["y"] + box["height"] / 2
@@ -140,7 +141,7 @@ def _drag_across(page: Page, plot: Any) -> None:
     page.mouse.up()
 
 
-def _plotly_warnings(page: Page) -> list[str]:
+def plotly_warnings(page: Page) -> list[str]:
     """plotly.js's console warnings (such as a style rule it could not add)."""
     found: list[str] = []
 

@@ -1,6 +1,6 @@
-"""The dashboard, costs and report pages, rendered through the app from runs sent to the
-ingest API: the figures and chart data the analytics services give, the CSV export under the
-session, the empty org, and where signing in leads. Which roles reach them is
+"""The dashboard, costs and report pages, and an agent's charts, rendered through the app from
+runs sent to the ingest API: the figures and chart data the analytics services give, the CSV
+export under the session, the empty org, and where signing in leads. Which roles reach them is
 tests/web/test_page_routes.py's walk."""
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from tests.web.people import signed_in
 CHART = re.compile(
     r'<figure class="chart card" data-chart="([^"]+)">.*?data-chart-data>(.*?)</script>', re.S
 )
+NO_DATA = re.compile(r'data-chart="([^"]+)">.*?data-chart-empty( hidden)?>', re.S)
 
 
 @pytest.fixture
@@ -103,6 +104,61 @@ def test_an_empty_org_dashboard_says_so_with_zeros(
     assert all(
         not chart["lines"] or sum(chart["lines"][0]["y"]) == 0 for chart in _charts(html).values()
     )
+    assert _saying_no_data(html) == {"cost_by_model", "cost_by_agent"}  # no line to draw
+
+
+def test_a_chart_with_no_value_says_so_instead_of_an_empty_plot(
+    hub: Hub, settings: Settings, people: People
+) -> None:
+    made = hub.client.post(
+        "/api/v1/agents", json={"name": "idle"}, headers=people.add(Role.OWNER).headers
+    )
+    assert made.status_code == 201, made.text
+    signed_in(hub.client, settings, people, Role.VIEWER)
+
+    html = hub.client.get(f"/agents/{made.json()['id']}").text
+
+    charts = _charts(html)
+    assert charts["latency"]["empty"]  # no run: no percentile, only gaps
+    assert not charts["error_rate"]["empty"]
+    assert _saying_no_data(html) == {"latency"}
+    assert 'data-chart-plot role="img" aria-labelledby="chart-latency-title" hidden' in html
+
+
+def test_an_agents_page_charts_its_trends_as_the_analytics_api_gives_them(
+    seeded: Hub, people: People
+) -> None:
+    path = _agent_path(seeded, "triage")
+    since = NOW + dt.timedelta(hours=1) - dt.timedelta(days=14)  # the page's 14 days
+    trends = seeded.client.get(
+        f"/api/v1/analytics{path}/trends",
+        params={"from": since.isoformat(), "granularity": "day"},
+        headers=people.add(Role.VIEWER).headers,
+    )
+    assert trends.status_code == 200, trends.text
+    points = trends.json()["trends"]["series"][0]["points"]
+
+    html = seeded.client.get(path).text
+
+    charts = _charts(html)
+    assert list(charts) == ["latency", "error_rate", "cost"]
+    latency, errors, cost = charts["latency"], charts["error_rate"], charts["cost"]
+    assert [line["name"] for line in latency["lines"]] == ["p50", "p95", "p99"]
+    for line in latency["lines"]:
+        assert line["y"] == [point[f"{line['name']}_ms"] for point in points]
+    assert errors["lines"][0]["y"] == [point["error_rate"] for point in points]
+    assert cost["lines"][0]["y"] == [float(point["cost"]) for point in points]
+    assert latency["x"] == errors["x"] == cost["x"]
+    assert [dt.datetime.fromisoformat(x) for x in latency["x"]] == [
+        dt.datetime.fromisoformat(point["start"]) for point in points
+    ]
+    assert latency["x"][-1].startswith(f"{NOW:%Y-%m-%d}")
+    assert [y is not None for y in latency["lines"][0]["y"]].count(True) == 2  # days it ran
+    assert errors["lines"][0]["y"][-1] == 0.5
+    assert _totals(cost) == {"cost": 2.0}
+    assert (latency["format"], errors["format"], cost["format"]) == ("ms", "percent", "usd")
+    assert '<table class="table trends">' in html  # the same figures without JavaScript
+    assert '<script type="module" src="/static/charts.js">' in html
 
 
 def test_signing_in_leads_to_the_dashboard(hub: Hub, settings: Settings, people: People) -> None:
@@ -201,6 +257,18 @@ def _card(html: str, key: str) -> tuple[str, str]:
 
 def _charts(html: str) -> dict[str, dict[str, Any]]:
     return {key: json.loads(data) for key, data in CHART.findall(html)}
+
+
+def _agent_path(hub: Hub, name: str) -> str:
+    """The path of the agent page the agents list links ``name`` to."""
+    found = re.search(rf'<a href="(/agents/[0-9a-f-]+)">{name}</a>', hub.client.get("/agents").text)
+    assert found, name
+    return found[1]
+
+
+def _saying_no_data(html: str) -> set[str]:
+    """The charts whose "no data" message shows (not ``hidden``)."""
+    return {key for key, hidden in NO_DATA.findall(html) if not hidden}
 
 
 def _totals(chart: dict[str, Any]) -> dict[str, float]:

@@ -1,13 +1,16 @@
 // The pages' charts: each <figure data-chart> holds its data in a JSON block (data, not code,
 // so the CSP allows it); this module draws it with plotly.js (served by the hub from the
 // plotly package, loaded before this module). Hover shows values, the legend toggles series,
-// dragging zooms on time (double-click resets). Charts follow the theme.
+// dragging zooms on time (double-click resets). Charts follow the theme. A chart with no value
+// (data.empty) is not drawn, plotly.js would show an empty plot over its default range
+// (January to November 2000): its figure says there is no data for the period instead.
 
 const FORMATS = {
   count: { tickformat: ",d", hover: "%{y:,}" },
   percent: { tickformat: ".0%", hover: "%{y:.1%}" },
   usd: { tickformat: "$,.4~f", hover: "$%{y:,.4f}" },
   tokens: { tickformat: ".3~s", hover: "%{y:,}" },
+  ms: { tickformat: ",.0f", ticksuffix: " ms", hover: "%{y:,.0f} ms" },
 };
 
 function palette() {
@@ -30,6 +33,7 @@ function traces(data) {
 
 function layout(data) {
   const colours = palette();
+  const format = FORMATS[data.format] || FORMATS.count;
   const highest = Math.max(0, ...data.lines.flatMap((line) => line.y));
   // Counts are whole: no tick between 0 and 1 when little ran.
   const whole = data.format === "count" && highest < 5 ? { dtick: 1 } : {};
@@ -48,7 +52,7 @@ function layout(data) {
     showlegend: true,
     legend: { orientation: "h", y: -0.2 },
     xaxis: { ...axis, type: "date", fixedrange: false },
-    yaxis: { ...axis, tickformat: (FORMATS[data.format] || FORMATS.count).tickformat, rangemode: "tozero", fixedrange: true, ...whole },
+    yaxis: { ...axis, tickformat: format.tickformat, ticksuffix: format.ticksuffix || "", rangemode: "tozero", fixedrange: true, ...whole },
   };
 }
 
@@ -70,6 +74,14 @@ export function drawCharts(root = document) {
     const data = dataOf(figure);
     const plot = figure.querySelector("[data-chart-plot]");
     if (!data || !plot) continue;
+    const empty = figure.querySelector("[data-chart-empty]");
+    if (empty) empty.hidden = !data.empty;
+    plot.hidden = data.empty;
+    if (data.empty) {
+      window.Plotly.purge(plot);
+      figure.dataset.drawn = "0";
+      continue;
+    }
     window.Plotly.react(plot, traces(data), layout(data), CONFIG);
     figure.dataset.drawn = String(data.lines.length);
   }
