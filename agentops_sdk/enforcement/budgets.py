@@ -342,13 +342,14 @@ class _Waiting:
                 account.waiting, account.need, account.need_tokens = 0, Decimal(0), 0
 
     def on_timeout(self) -> Decision:
-        """No lease came in time: refused, unless every budget it waits for fails open."""
+        """No lease came in time: refused, unless every budget it waits for fails open; a
+        call let through still needs the approval another budget asked for (``then``)."""
         budget = self.missing[0][0].budget
         closed = [
             account.budget for account, _, _ in self.missing if account.budget.fail_mode == "closed"
         ]
         if not closed:
-            return _fails_open(self.call, budget)
+            return _stricter(_fails_open(self.call, budget), self.then) or _LEASED
         return _unavailable(self.call, closed[0])
 
 

@@ -100,6 +100,9 @@ class BudgetDesk:
         self.reports: list[tuple[uuid.UUID, LeaseReport, int]] = []
         self.polls = 0
         self.down = False
+        self.answering = threading.Event()
+        """Cleared: a lease asked for is answered only once it is set again (a slow hub)."""
+        self.answering.set()
         self._lock = threading.Condition()
         feed.topics["budgets"] = self._current_json
 
@@ -197,6 +200,7 @@ class BudgetDesk:
             return
         parts = path.split("/")[4:]  # after /api/v1/budgets
         if method == "POST" and len(parts) == 2 and parts[1] == "leases":
+            self.answering.wait(30)
             status, answer = self._ask(uuid.UUID(parts[0]), LeaseAsk.model_validate_json(body))
         elif method == "POST" and len(parts) == 3 and parts[0] == "leases":
             report = LeaseReport.model_validate_json(body)

@@ -472,6 +472,34 @@ def test_an_unpriced_model_reserves_one_budgets_ceiling_then_asks_anothers_appro
     assert account(events, guarded).grant is None
 
 
+def test_a_lease_too_slow_for_a_budget_failing_open_still_asks_anothers_approval(
+    connect: Callable[..., CapturedEvents], hub: FakeHub, desk: BudgetDesk, llm: FakeLLM
+) -> None:
+    lenient = budget(
+        "1", name="lenient", fail_mode="open", on_unknown_cost="ceiling", unknown_cost_ceiling="0.5"
+    )
+    guarded = budget("1", name="guarded", on_unknown_cost="require_approval")
+    desk.publish([lenient, guarded])
+    events = connect(budget_wait=0.2)
+    desk.answering.clear()  # the lease of the ceiling comes after the call stopped waiting
+    try:
+        runner = threading.Thread(
+            target=agentops.bind_context(lambda: ask(llm.client(), model=UNPRICED))
+        )
+        runner.start()
+        request = hub.approvals.one_pending()
+        assert request.rule == "budget:guarded"
+        assert llm.requests == 0
+        hub.approvals.decide(request.id, "approve")
+        runner.join(DEADLINE)
+    finally:
+        desk.answering.set()
+
+    assert llm.requests == 1
+    (span,) = llm_spans(events)
+    assert [d.outcome for d in span.decisions] == ["require_approval", "allow"]
+
+
 # -- soft budgets and fail modes ------------------------------------------------------------------
 
 
